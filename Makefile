@@ -1,0 +1,32 @@
+# Two commands a newcomer needs: `make demo` (the main job) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.keras-vessel-installed
+DEMO_DIR ?= runs/demo
+ROOT ?=
+
+.PHONY: install demo test test-fast bench clean
+
+$(STAMP): setup.py setup.cfg
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job: prepare, train, evaluate, export and predict on the built-in
+## synthetic fundus set (or on DRIVE with `make demo ROOT=/path/to/DRIVE`).
+demo: $(STAMP)
+	$(VENV)/bin/keras-vessel demo --output $(DEMO_DIR) $(if $(ROOT),--root $(ROOT))
+
+## The whole test suite, slow tests included (what CI runs).
+test: $(STAMP)
+	$(PY) -m pytest -q -ra
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -ra -m "not slow"
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

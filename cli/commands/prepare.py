@@ -1,0 +1,49 @@
+"""`keras-vessel prepare`: datasets in their published layouts -> TFRecord shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from keras_vessel_cli.errors import library_errors
+
+DATASET_NAMES = ["drive", "chase_db1", "stare", "hrf", "folder", "synthetic"]
+
+
+@click.command()
+@click.option("--dataset", type=click.Choice(DATASET_NAMES), required=True, help="Which reader to use.")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Dataset folder in its original published layout (not needed for synthetic).",
+)
+@click.option(
+    "--split", type=click.Choice(["training", "test", "all"]), default="training", show_default=True,
+    help="Which images to prepare.",
+)
+@click.option("--fold", type=int, default=None, help="STARE leave-one-out fold (index of the test image).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output folder for the shards and manifest.json.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes computing ID masks in parallel.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def prepare(dataset: str, root: Path | None, split: str, fold: int | None, out_dir: Path,
+            workers: int, quiet: bool) -> None:
+    """Precompute ID masks, skeleton tubes and CLAHE images into GZIP TFRecords.
+
+    Re-running skips shards that are already complete.
+    """
+    from keras_vessel.datasets import open_dataset
+    from keras_vessel.tfrecords import write_dataset
+
+    if dataset not in ("synthetic",) and root is None:
+        raise click.UsageError(f"--root is required for --dataset {dataset}")
+    options = {"fold": fold} if fold is not None else {}
+    with library_errors():
+        specs = open_dataset(dataset, root, split, **options)
+        manifest = write_dataset(specs, out_dir, dataset=dataset, split=split, workers=workers,
+                                 show_progress=not quiet)
+    segments = sum(image["segments"] for image in manifest["images"])
+    click.echo(f"prepared {len(manifest['images'])} images ({segments} segments) into {out_dir}")

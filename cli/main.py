@@ -1,0 +1,29 @@
+"""Entry point of the `keras-vessel` command.
+
+Each command lives in its own module under `keras_vessel_cli.commands` and is
+added here explicitly, so the command list is readable in one place.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import click
+
+from keras_vessel import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="keras-vessel")
+def cli() -> None:
+    """Retinal vessel segmentation with joint segment-level and pixel-wise losses."""
+
+
+def _add_commands() -> None:
+    from keras_vessel_cli.commands import prepare, train
+
+    cli.add_command(prepare.prepare)
+    cli.add_command(train.train)
+
+
+_add_commands()

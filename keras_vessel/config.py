@@ -1,0 +1,213 @@
+"""Typed run configurations, loaded from YAML.
+
+A run is described completely by one `RunConfig`: the resolved config is saved
+next to every run's outputs, so a run can be repeated from its own folder.
+Unknown keys and values of the wrong type are rejected with the key and the
+file named, because a silently ignored typo (`learing_rate`) wastes a training run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names the key and the file."""
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentations of METHOD.md section 4, applied on the fly to training patches."""
+
+    flips: bool = True
+    rot90: bool = True
+    noise_variance: float = 0.001  # on images scaled to [0, 1], as the authors' Gaussian noise
+    noise_probability: float = 1 / 6
+    clahe_probability: float = 1 / 6
+    contrast_stretch_probability: float = 1 / 6
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the prepared records are and how training patches are drawn from them."""
+
+    train_records: str = ""
+    validation_images: int = 2  # held out from the training split, never the test split
+    patch_size: int = 64
+    batch_size: int = 8  # global batch, split over replicas
+    min_fov_fraction: float = 0.5  # keep a patch only if this much lies in the FOV
+    normalisation: Literal["dataset", "paper"] = "dataset"
+    channel: Literal["green", "grey", "rgb"] = "green"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network to build; `options` go to `keras_vessel.models.build_model`."""
+
+    name: str = "unet"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """`joint` is the paper's segment-level + pixel-wise loss; `pixel` the baseline."""
+
+    kind: Literal["joint", "pixel"] = "joint"
+    beta: Literal["trained", "documented"] = "trained"
+    ignore_outside_fov: bool = True
+    extra: Literal["none", "cldice", "skeleton_recall"] = "none"
+    extra_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser, schedule and the run's bookkeeping."""
+
+    epochs: int = 20
+    steps_per_epoch: int = 100
+    validation_steps: int = 20
+    optimizer: Literal["adam", "sgd"] = "adam"
+    learning_rate: float = 1e-3
+    momentum: float = 0.99  # sgd only
+    weight_decay: float = 0.0
+    lr_schedule: Literal["constant", "step", "cosine"] = "constant"
+    lr_decay_epochs: int = 0  # step schedule: multiply by lr_decay_factor every N epochs
+    lr_decay_factor: float = 0.1
+    early_stopping_patience: int = 0  # 0 disables early stopping
+    seed: int = 0
+    deterministic: bool = False
+    strategy: Literal["auto", "one_device", "mirrored", "multi_worker"] = "auto"
+    mixed_precision: bool = False
+    heads: Literal["mean", "segment", "pixel"] = "mean"  # head fusion at inference
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run."""
+
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> RunConfig:
+    """Read a YAML run config and apply `key.sub=value` overrides on top of it.
+
+    Relative `data.train_records` paths are resolved against the config file's
+    folder when they exist there, else against the working directory.
+    """
+    raw: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path} is not valid YAML: {error}") from error
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
+        raw = loaded
+    for override in overrides:
+        _apply_override(raw, override)
+    config = _build(RunConfig, raw, source=source, prefix="")
+    records = config.data.train_records
+    if path is not None and records and not Path(records).is_absolute():
+        beside = Path(path).parent / records
+        if beside.exists() and not Path(records).exists():
+            config = dataclasses.replace(
+                config, data=dataclasses.replace(config.data, train_records=str(beside))
+            )
+    return config
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """Plain nested dict of a config dataclass, ready for YAML or JSON."""
+    return dataclasses.asdict(config)
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically) so the run can be repeated."""
+    from keras_vessel.io import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    key, sep, value = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {override!r} must look like key.sub=value, e.g. train.epochs=5")
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {part} is not a section")
+    node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
+
+
+def _build(cls: type, raw: Any, *, source: str, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'top level'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [key for key in raw if key not in names]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(str(key), names, n=1)
+        hint = f"; did you mean {prefix}{close[0]!r}?" if close else f"; known keys: {', '.join(names)}"
+        raise ConfigError(f"{source}: unknown key {prefix}{key!r}{hint}")
+    values = {}
+    for name in names:
+        if name in raw:
+            values[name] = _convert(hints[name], raw[name], source=source, key=prefix + name)
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, *, source: str, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, source=source, prefix=key + ".")
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"{source}: {key} must be one of {list(choices)}, got {value!r}")
+        return value
+    if origin in (dict,):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
+        return dict(value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: {key} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
+        return value
+    return value

@@ -1,0 +1,13 @@
+"""Exceptions shared across keras_vessel.
+
+They live in one tiny module so that `preprocessing` and `datasets` can both
+raise them without importing each other.
+"""
+
+
+class DatasetError(ValueError):
+    """A dataset, image or mask on disk is missing, malformed or inconsistent.
+
+    A subclass of ValueError so that callers catching bad input in general
+    still catch it; the message always names the offending file or option.
+    """

@@ -1,0 +1,215 @@
+"""Whole-image and tiled prediction of a vessel probability map.
+
+An inference model (`keras_vessel.models.build_inference_model`) takes
+``(B, H, W, 3)`` float32 RGB on 0-255 with H and W multiples of its stride and
+returns ``(B, H, W, 1)`` probabilities. `predict_probability` hides both
+constraints: it pads the image to the stride with reflection (so the network
+sees plausible fundus texture at the border rather than a black frame), and
+when the image is too large to run in one piece (HRF is 3504x2336) it predicts
+overlapping tiles and blends them with a raised-cosine window, so tile seams
+do not show and peak memory stays bounded by the tile size.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+
+import numpy as np
+
+__all__ = ["DEFAULT_MAX_WHOLE_PIXELS", "as_rgb", "predict_probability", "tile_starts"]
+
+log = logging.getLogger(__name__)
+
+# Largest padded image (H * W) predicted in one piece. CHASE_DB1 (999x960) fits,
+# HRF does not. Peak memory grows with pixels x filters, so wide models may
+# want a lower value.
+DEFAULT_MAX_WHOLE_PIXELS = 1024 * 1024
+DEFAULT_TILE_SIZE = 512
+DEFAULT_OVERLAP = 128
+
+
+def as_rgb(image: np.ndarray, *, name: str = "image") -> np.ndarray:
+    """Return an ``(H, W, 3)`` float32 0-255 copy of a grey, grey+alpha, RGB or RGBA image.
+
+    Grey is repeated on the three channels and alpha is dropped, so that any
+    image a user hands to `predict` reaches the model in the layout it expects.
+    """
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[-1] not in (1, 2, 3, 4):
+        raise ValueError(
+            f"`{name}` must be (H, W) grey or (H, W, C) with C in 1..4; got shape {image.shape}."
+        )
+    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
+        raise TypeError(f"`{name}` must hold numbers; got dtype {image.dtype}.")
+    channels = image.shape[-1]
+    if channels in (1, 2):
+        image = np.repeat(image[..., :1], 3, axis=-1)
+    elif channels == 4:
+        image = image[..., :3]
+    return image.astype(np.float32)
+
+
+def _pad_to_multiple(image: np.ndarray, stride: int) -> tuple[np.ndarray, int, int]:
+    h, w = image.shape[:2]
+    pad_h, pad_w = (-h) % stride, (-w) % stride
+    if pad_h == 0 and pad_w == 0:
+        return image, h, w
+    # Reflection needs the pad to be shorter than the side; tiny images fall back to edge.
+    mode = "reflect" if pad_h < h and pad_w < w else "edge"
+    return np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode=mode), h, w
+
+
+def tile_starts(length: int, tile: int, step: int) -> list[int]:
+    """Start offsets of tiles of size `tile` covering [0, length), the last flush with the end.
+
+    `length`, `tile` and `step` are multiples of the stride, so every tile sits
+    on the same pooling grid as the whole image.
+    """
+    if tile >= length:
+        return [0]
+    starts = list(range(0, length - tile, step))
+    starts.append(length - tile)
+    return starts
+
+
+def _ramp(length: int, overlap: int, taper_start: bool, taper_end: bool) -> np.ndarray:
+    """1-D blending weight of one tile side by side with its neighbours.
+
+    Over the `overlap` pixels at a tapered end, the weight stays near 0 for the
+    outer quarter (pixels too close to the tile edge, where zero padding inside
+    the network distorts the output), rises as a raised cosine over the middle
+    half and is 1 beyond. Ends on the image border are not tapered: no other
+    tile covers them, and the whole-image prediction sees the same border.
+    """
+    weight = np.ones(length, dtype=np.float64)
+    n = min(overlap, length // 2)
+    if n > 0:
+        position = (np.arange(n) + 0.5) / n  # 0..1 across the overlap
+        ramp = np.clip((position - 0.25) / 0.5, 0.0, 1.0)
+        rise = np.maximum(0.5 - 0.5 * np.cos(np.pi * ramp), 1e-6)
+        if taper_start:
+            weight[:n] = rise
+        if taper_end:
+            weight[length - n :] = rise[::-1]
+    return weight
+
+
+def _run(model, batch: np.ndarray) -> np.ndarray:
+    import keras
+
+    # A direct call, not model.predict: predict retraces its tf.function for
+    # every new image size, a direct call just runs the layers.
+    out = keras.ops.convert_to_numpy(model(batch, training=False))
+    if out.ndim != 4 or out.shape[:3] != batch.shape[:3] or out.shape[-1] != 1:
+        raise ValueError(
+            f"the model must map (B, H, W, 3) to (B, H, W, 1) probabilities; for input "
+            f"{batch.shape} it returned {out.shape}. Wrap a training model with "
+            f"keras_vessel.models.build_inference_model."
+        )
+    return out[..., 0]
+
+
+def _tiles(hp: int, wp: int, tile_h: int, tile_w: int, step_h: int, step_w: int) -> Iterator[tuple[int, int]]:
+    for y in tile_starts(hp, tile_h, step_h):
+        for x in tile_starts(wp, tile_w, step_w):
+            yield y, x
+
+
+def predict_probability(
+    model,
+    image: np.ndarray,
+    *,
+    fov: np.ndarray | None = None,
+    tile_size: int | None = None,
+    overlap: int = DEFAULT_OVERLAP,
+    batch_size: int = 4,
+    stride: int | None = None,
+    max_whole_pixels: int = DEFAULT_MAX_WHOLE_PIXELS,
+) -> np.ndarray:
+    """Vessel probability of one image, ``(H, W)`` float32 in [0, 1].
+
+    Parameters
+    ----------
+    model : an inference model, ``(B, H, W, 3)`` 0-255 -> ``(B, H, W, 1)`` probability.
+    image : ``(H, W, 3)`` RGB (uint8 or float on 0-255); grey and RGBA are accepted.
+    fov : optional ``(H, W)`` bool; the probability is set to 0 outside it.
+    tile_size : force tiled prediction with square tiles of this size (rounded
+        up to the stride). None predicts the whole image when its padded size
+        is at most `max_whole_pixels`, else uses tiles of 512.
+    overlap : pixels shared by neighbouring tiles, blended with a raised cosine.
+        Keep it above the network's receptive-field radius for seamless output.
+    batch_size : tiles per model call.
+    stride : what H and W must be multiples of; read from the model's
+        `StrideCheck` layer (`keras_vessel.models.model_stride`) when None.
+    max_whole_pixels : largest padded H * W predicted in one piece.
+    """
+    rgb = as_rgb(image)
+    h, w = rgb.shape[:2]
+    if fov is not None:
+        fov = np.asarray(fov)
+        if fov.shape != (h, w):
+            raise ValueError(f"`fov` must have the image's shape {(h, w)}; got {fov.shape}.")
+        fov = fov.astype(bool)
+    if stride is None:
+        from keras_vessel.models import model_stride
+
+        stride = model_stride(model)
+    for arg, value, minimum in (
+        ("stride", stride, 1),
+        ("overlap", overlap, 0),
+        ("batch_size", batch_size, 1),
+        ("max_whole_pixels", max_whole_pixels, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            raise ValueError(f"`{arg}` must be an int >= {minimum}; got {value!r}.")
+    if tile_size is not None and (
+        isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)) or tile_size < 1
+    ):
+        raise ValueError(f"`tile_size` must be a positive int or None; got {tile_size!r}.")
+
+    padded, _, _ = _pad_to_multiple(rgb, stride)
+    hp, wp = padded.shape[:2]
+    if tile_size is None and hp * wp <= max_whole_pixels:
+        prob = _run(model, padded[None])[0][:h, :w]
+    else:
+        prob = _predict_tiled(
+            model,
+            padded,
+            tile=tile_size or DEFAULT_TILE_SIZE,
+            overlap=overlap,
+            stride=stride,
+            batch_size=batch_size,
+        )[:h, :w]
+    prob = np.clip(prob, 0.0, 1.0).astype(np.float32, copy=False)
+    if fov is not None:
+        prob = np.where(fov, prob, np.float32(0.0))
+    return prob
+
+
+def _predict_tiled(
+    model, padded: np.ndarray, *, tile: int, overlap: int, stride: int, batch_size: int
+) -> np.ndarray:
+    hp, wp = padded.shape[:2]
+    tile = math.ceil(tile / stride) * stride
+    tile_h, tile_w = min(tile, hp), min(tile, wp)
+    # Steps on the stride grid, so tiles share the whole image's pooling grid.
+    step_h = max(stride, (tile_h - overlap) // stride * stride)
+    step_w = max(stride, (tile_w - overlap) // stride * stride)
+    total = np.zeros((hp, wp), dtype=np.float32)
+    weights = np.zeros((hp, wp), dtype=np.float32)
+    positions = list(_tiles(hp, wp, tile_h, tile_w, step_h, step_w))
+    log.debug("tiled prediction: %d tiles of %dx%d on %dx%d", len(positions), tile_h, tile_w, hp, wp)
+    for first in range(0, len(positions), batch_size):
+        chunk = positions[first : first + batch_size]
+        batch = np.stack([padded[y : y + tile_h, x : x + tile_w] for y, x in chunk])
+        for (y, x), out in zip(chunk, _run(model, batch)):
+            wy = _ramp(tile_h, overlap, y > 0, y + tile_h < hp)
+            wx = _ramp(tile_w, overlap, x > 0, x + tile_w < wp)
+            window = np.outer(wy, wx).astype(np.float32)
+            total[y : y + tile_h, x : x + tile_w] += out * window
+            weights[y : y + tile_h, x : x + tile_w] += window
+    return total / weights

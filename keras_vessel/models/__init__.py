@@ -1,0 +1,112 @@
+"""Functional models and the helpers every consumer of a model needs.
+
+Models are chosen through the explicit `MODELS` dict (no import-time
+registry). Training models take ``(B, H, W, 3)`` float32 RGB on 0-255 and
+return a dict of float32 logits ``(B, H, W, 1)`` keyed by head name
+(``segment``, ``pixel``); `build_inference_model` wraps one into a model with
+a single fused-probability output. `model_stride` tells training, inference
+and export what the image size must be a multiple of.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import keras
+
+from keras_vessel.models.layers import HeadFusion, Standardize, StrideCheck
+from keras_vessel.models.unet import build_unet
+from keras_vessel.models.yan2018 import build_yan2018
+
+__all__ = [
+    "MODELS",
+    "HeadFusion",
+    "Standardize",
+    "StrideCheck",
+    "build_inference_model",
+    "build_model",
+    "build_unet",
+    "build_yan2018",
+    "head_names",
+    "model_stride",
+]
+
+MODELS: dict[str, Callable[..., keras.Model]] = {
+    "unet": build_unet,
+    "yan2018": build_yan2018,
+}
+
+
+def build_model(name: str, **options: Any) -> keras.Model:
+    """Build the model registered in `MODELS` under ``name`` with keyword ``options``.
+
+    Unknown names and options are rejected before anything is built, naming
+    the valid choices, so a typo in a config fails at once.
+    """
+    if not isinstance(name, str) or name not in MODELS:
+        raise ValueError(f"unknown model name {name!r}; valid names: {sorted(MODELS)}")
+    builder = MODELS[name]
+    accepted = [
+        p.name for p in inspect.signature(builder).parameters.values() if p.kind is p.KEYWORD_ONLY
+    ]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {unknown} for model {name!r}; valid options: {sorted(accepted)}"
+        )
+    return builder(**options)
+
+
+def _layers_recursive(model: keras.Model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _layers_recursive(layer)
+
+
+def model_stride(model: keras.Model) -> int:
+    """The number image height and width must be multiples of (``2**poolings``).
+
+    Read from the model's `StrideCheck` layer (nested models included), so it
+    survives save/load.
+    """
+    strides = [layer.stride for layer in _layers_recursive(model) if isinstance(layer, StrideCheck)]
+    if not strides:
+        raise ValueError(
+            f"model {model.name!r} has no StrideCheck layer; build it with "
+            f"keras_vessel.models.build_model (valid names: {sorted(MODELS)})"
+        )
+    return max(strides)
+
+
+def head_names(model: keras.Model) -> tuple[str, ...]:
+    """Names of a training model's heads, in output order (e.g. ``("segment", "pixel")``)."""
+    outputs = model.output
+    if not isinstance(outputs, dict):
+        raise ValueError(
+            f"model {model.name!r} must have dict outputs keyed by head name "
+            f"('segment', 'pixel'); got outputs of type {type(outputs).__name__}"
+        )
+    return tuple(outputs)
+
+
+def build_inference_model(model: keras.Model, *, heads: str = "mean") -> keras.Model:
+    """Wrap a training model into one whose only output is the vessel probability.
+
+    ``heads="mean"`` averages the heads' sigmoids (the project default, the
+    authors did not document a fusion); ``"segment"`` or ``"pixel"`` uses one
+    head. The result shares the training model's weights; its output is
+    ``(B, H, W, 1)`` float32 and it takes the same RGB 0-255 input.
+    """
+    names = head_names(model)
+    if not isinstance(heads, str) or heads not in ("mean",) + names:
+        raise ValueError(
+            f"heads must be 'mean' or one of the heads model {model.name!r} has {list(names)}, "
+            f"got {heads!r}"
+        )
+    inputs = keras.Input(shape=(None, None, 3), dtype="float32", name="images")
+    logits = model(inputs)
+    probability = HeadFusion(mode=heads, heads=names, name="probability")([logits[n] for n in names])
+    return keras.Model(inputs, probability, name=f"{model.name}_inference")

@@ -1,0 +1,230 @@
+"""Custom layers shared by the keras-vessel models.
+
+They put the input contract inside the saved model: a saved `.keras` file or
+SavedModel takes plain float32 RGB images on 0-255 and does its own channel
+selection, normalisation and size check, so inference code never has to know
+the training statistics.
+
+- `Standardize`: RGB 0-255 -> the normalised channel(s) the network sees.
+- `StrideCheck`: identity that fails with a clear message when the image size
+  is not a multiple of the network stride (instead of a shape error deep in a
+  skip connection); `keras_vessel.models.model_stride` reads it.
+- `HeadFusion`: the heads' logits -> the fused vessel probability.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from keras_vessel.models._checks import _given, check_choice, check_float, check_heads, check_int
+
+# Luma weights of MATLAB's rgb2gray (ITU-R BT.601), the authors' toolchain.
+GREY_WEIGHTS = (0.2989, 0.5870, 0.1140)
+CHANNELS = ("green", "grey", "rgb")
+# Green-channel statistics on 0-255. The mean is the authors' value (METHOD.md
+# section 4); the scale is the standard deviation of the DRIVE training images'
+# green channel inside the FOV (measured by us: mean 97.28, std 29.13).
+DEFAULT_MEAN = 98.19
+DEFAULT_SCALE = 29.13
+
+
+def _channel_count(channel: str) -> int:
+    return 3 if channel == "rgb" else 1
+
+
+def _check_stat(name: str, value: Any, count: int, *, positive: bool) -> float | list[float]:
+    """A scalar, or (for 3 output channels) a sequence of 3 per-channel values."""
+    minimum = 0.0 if positive else None
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) != count or count == 1:
+            raise ValueError(
+                f"{name} must be a number or, for channel='rgb', a sequence of 3 numbers; "
+                f"got {_given(value)} for {count} output channel(s)"
+            )
+        return [check_float(f"{name}[{i}]", v, minimum=minimum, min_inclusive=False) for i, v in enumerate(value)]
+    return check_float(name, value, minimum=minimum, min_inclusive=False)
+
+
+@keras.saving.register_keras_serializable(package="keras_vessel")
+class Standardize(keras.layers.Layer):
+    """Select the input channel(s) of an RGB 0-255 image and normalise them.
+
+    ``out = (select(image) - mean) / scale``, where ``select`` is the green
+    channel, the BT.601 grey level (MATLAB ``rgb2gray`` weights) or all three
+    channels. ``mean``/``scale`` live in the config so statistics measured on
+    the training data (e.g. from the TFRecord manifest) travel with the model.
+
+    Parameters
+    ----------
+    channel : {"green", "grey", "rgb"}
+    mean : float, or 3 floats for ``channel="rgb"``; on the 0-255 scale.
+    scale : float > 0, or 3 floats for ``channel="rgb"``.
+
+    Input ``(B, H, W, 3)`` float RGB on 0-255; output ``(B, H, W, C)`` float32,
+    C = 1 (green/grey) or 3 (rgb). The layer computes in float32 by default
+    even under a mixed policy: bfloat16 cannot hold 0-255 values minus a mean
+    accurately.
+    """
+
+    def __init__(
+        self,
+        channel: str = "green",
+        mean: float | Sequence[float] = DEFAULT_MEAN,
+        scale: float | Sequence[float] = DEFAULT_SCALE,
+        **kwargs: Any,
+    ) -> None:
+        channel = check_choice("channel", channel, CHANNELS)
+        count = _channel_count(channel)
+        mean = _check_stat("mean", mean, count, positive=False)
+        scale = _check_stat("scale", scale, count, positive=True)
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.channel = channel
+        self.mean = mean
+        self.scale = scale
+
+    def build(self, input_shape: tuple) -> None:
+        if input_shape[-1] is not None and input_shape[-1] != 3:
+            raise ValueError(
+                f"{self.name}: input must be RGB images (B, H, W, 3), got shape {tuple(input_shape)}"
+            )
+        super().build(input_shape)
+
+    def call(self, inputs: Any) -> Any:
+        x = ops.cast(inputs, self.compute_dtype)
+        if self.channel == "green":
+            x = x[..., 1:2]
+        elif self.channel == "grey":
+            weights = ops.convert_to_tensor(GREY_WEIGHTS, dtype=self.compute_dtype)
+            x = ops.sum(x * weights, axis=-1, keepdims=True)
+        mean = ops.convert_to_tensor(self.mean, dtype=self.compute_dtype)
+        scale = ops.convert_to_tensor(self.scale, dtype=self.compute_dtype)
+        return (x - mean) / scale
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return tuple(input_shape[:-1]) + (_channel_count(self.channel),)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({"channel": self.channel, "mean": self.mean, "scale": self.scale})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_vessel")
+class StrideCheck(keras.layers.Layer):
+    """Identity that asserts height and width are multiples of ``stride``.
+
+    A U-Net with ``d`` poolings only reassembles its skip connections when
+    the size is divisible by ``2**d``; this layer turns the otherwise obscure
+    concat shape error into a message saying what to pad to. Static shapes
+    are checked when the layer is built, dynamic ones with a graph assert.
+    """
+
+    def __init__(self, stride: int, **kwargs: Any) -> None:
+        stride = check_int("stride", stride, minimum=1)
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.stride = stride
+
+    def build(self, input_shape: tuple) -> None:
+        if len(input_shape) != 4:
+            raise ValueError(f"{self.name}: input must be (B, H, W, C), got shape {tuple(input_shape)}")
+        for axis_name, size in (("height", input_shape[1]), ("width", input_shape[2])):
+            if size is not None and size % self.stride:
+                raise ValueError(
+                    f"{self.name}: image {axis_name} {size} is not a multiple of the model "
+                    f"stride {self.stride}; pad the image to a multiple of {self.stride}"
+                )
+        super().build(input_shape)
+
+    def call(self, inputs: Any) -> Any:
+        shape = tf.shape(inputs)
+        remainder = tf.math.floormod(shape[1:3], self.stride)
+        with tf.control_dependencies(
+            [
+                tf.debugging.assert_equal(
+                    remainder,
+                    tf.zeros_like(remainder),
+                    message=(
+                        f"image height and width must be multiples of the model stride "
+                        f"{self.stride}; pad the image first (keras_vessel.models.model_stride)"
+                    ),
+                )
+            ]
+        ):
+            return tf.identity(inputs)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return tuple(input_shape)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({"stride": self.stride})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_vessel")
+class HeadFusion(keras.layers.Layer):
+    """Fuse the heads' logits into one vessel probability.
+
+    The authors' code does not say how the two heads are combined at test
+    time (METHOD.md section 3); the default is the mean of the heads'
+    sigmoids, and ``mode`` may pick one head instead.
+
+    Parameters
+    ----------
+    mode : "mean" or one of ``heads``.
+    heads : names of the inputs, in the order they are passed to ``call``.
+
+    ``call(logits)`` takes a list of ``(B, H, W, 1)`` logits ordered like
+    ``heads`` and returns ``(B, H, W, 1)`` float32 probabilities.
+    """
+
+    def __init__(self, mode: str = "mean", heads: Sequence[str] = ("segment", "pixel"), **kwargs: Any) -> None:
+        heads = check_heads("heads", heads)
+        if not isinstance(mode, str) or mode not in ("mean",) + heads:
+            raise ValueError(
+                f"mode must be 'mean' or one of the heads {list(heads)}, got {_given(mode)}"
+            )
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.mode = mode
+        self.heads = heads
+
+    def _as_list(self, inputs: Any) -> list:
+        items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        if len(items) != len(self.heads):
+            raise ValueError(
+                f"{self.name}: expected {len(self.heads)} logits tensors for heads {list(self.heads)}, "
+                f"got {len(items)}"
+            )
+        return items
+
+    def build(self, input_shape: Any) -> None:
+        shapes = input_shape if isinstance(input_shape, (list, tuple)) and isinstance(
+            input_shape[0], (list, tuple)
+        ) else [input_shape]
+        self._as_list(shapes)
+        super().build(input_shape)
+
+    def call(self, inputs: Any) -> Any:
+        logits = [ops.cast(x, self.compute_dtype) for x in self._as_list(inputs)]
+        if self.mode != "mean":
+            return ops.sigmoid(logits[self.heads.index(self.mode)])
+        probabilities = [ops.sigmoid(x) for x in logits]
+        return ops.mean(ops.stack(probabilities, axis=0), axis=0)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple:
+        if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)):
+            return tuple(input_shape[0])
+        return tuple(input_shape)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({"mode": self.mode, "heads": list(self.heads)})
+        return config

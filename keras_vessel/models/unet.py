@@ -1,0 +1,109 @@
+"""A compact U-Net with sibling segment/pixel heads that trains on a CPU.
+
+Same topology as the authors' network (METHOD.md section 4, see `yan2018`):
+encoder levels of two convs + 2x2 max pooling, a bottleneck, decoder levels
+of a 2x2 stride-2 transposed conv + ReLU, concat [upsampled, skip] and two
+convs, and at full resolution the heads, each a small conv stack of its own
+followed by a 1x1 conv to one logit. Differences, all to make it cheap:
+3x3 kernels everywhere, ``base_filters * 2**level`` filters, optional batch
+norm, and ``depth`` poolings (``depth=2`` is the "shallow" network used to
+test the paper's claim that the segment-level loss helps shallow networks).
+
+Outputs are float32 logits ``(B, H, W, 1)`` in a dict keyed by head name
+(``segment``, ``pixel``); the final 1x1 convs are float32 layers so a
+``mixed_bfloat16`` policy still yields float32 logits for the losses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+
+from keras_vessel.models._checks import check_bool, check_choice, check_float, check_heads, check_int
+from keras_vessel.models.layers import CHANNELS, DEFAULT_MEAN, DEFAULT_SCALE, Standardize, StrideCheck
+
+
+def _conv_block(x, filters: int, *, name: str, batch_norm: bool, kernel_size: int = 3):
+    x = keras.layers.Conv2D(
+        filters, kernel_size, padding="same", use_bias=not batch_norm, name=f"{name}_conv"
+    )(x)
+    if batch_norm:
+        x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
+def build_unet(
+    *,
+    base_filters: int = 16,
+    depth: int = 4,
+    batch_norm: bool = False,
+    dropout: float = 0.0,
+    heads: Sequence[str] = ("segment", "pixel"),
+    channel: str = "green",
+    mean: float | Sequence[float] = DEFAULT_MEAN,
+    scale: float | Sequence[float] = DEFAULT_SCALE,
+    head_filters: int | None = None,
+) -> keras.Model:
+    """Build the compact U-Net.
+
+    Parameters
+    ----------
+    base_filters : filters at full resolution; level ``l`` has ``base_filters * 2**l``.
+    depth : number of 2x2 poolings; input sizes must be multiples of ``2**depth``.
+    batch_norm : batch norm after every encoder/decoder conv (not in the heads).
+    dropout : rate applied, like the authors, after the deepest encoder level
+        and after the bottleneck; 0 disables it.
+    heads : ``("segment", "pixel")`` for the joint model, ``("pixel",)`` for
+        the pixel-only baseline.
+    channel, mean, scale : passed to `Standardize`.
+    head_filters : filters of each head's two 3x3 convs (default ``base_filters``).
+
+    Returns a functional model: input ``(None, None, 3)`` float32 RGB 0-255,
+    outputs ``{head: (B, H, W, 1) float32 logits}``.
+    """
+    base_filters = check_int("base_filters", base_filters, minimum=1)
+    depth = check_int("depth", depth, minimum=1, maximum=8)
+    batch_norm = check_bool("batch_norm", batch_norm)
+    dropout = check_float("dropout", dropout, minimum=0.0, maximum=1.0, max_inclusive=False)
+    heads = check_heads("heads", heads)
+    channel = check_choice("channel", channel, CHANNELS)
+    head_filters = base_filters if head_filters is None else check_int("head_filters", head_filters, minimum=1)
+
+    inputs = keras.Input(shape=(None, None, 3), dtype="float32", name="images")
+    x = StrideCheck(2**depth, name="stride_check")(inputs)
+    x = Standardize(channel=channel, mean=mean, scale=scale, name="standardize")(x)
+
+    skips = []
+    for level in range(depth):
+        filters = base_filters * 2**level
+        x = _conv_block(x, filters, name=f"enc{level + 1}_1", batch_norm=batch_norm)
+        x = _conv_block(x, filters, name=f"enc{level + 1}_2", batch_norm=batch_norm)
+        if dropout and level == depth - 1:
+            x = keras.layers.Dropout(dropout, name=f"enc{level + 1}_dropout")(x)
+        skips.append(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool{level + 1}")(x)
+
+    filters = base_filters * 2**depth
+    x = _conv_block(x, filters, name="bottleneck_1", batch_norm=batch_norm)
+    x = _conv_block(x, filters, name="bottleneck_2", batch_norm=batch_norm)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="bottleneck_dropout")(x)
+
+    for level in reversed(range(depth)):
+        filters = base_filters * 2**level
+        x = keras.layers.Conv2DTranspose(
+            filters, 2, strides=2, activation="relu", name=f"up{level + 1}"
+        )(x)
+        x = keras.layers.Concatenate(name=f"concat{level + 1}")([x, skips[level]])
+        if level == 0:
+            break  # at full resolution the heads are the decoder (as in the authors' net)
+        x = _conv_block(x, filters, name=f"dec{level + 1}_1", batch_norm=batch_norm)
+        x = _conv_block(x, filters, name=f"dec{level + 1}_2", batch_norm=batch_norm)
+
+    outputs = {}
+    for head in heads:
+        h = keras.layers.Conv2D(head_filters, 3, padding="same", activation="relu", name=f"{head}_conv1")(x)
+        h = keras.layers.Conv2D(head_filters, 3, padding="same", activation="relu", name=f"{head}_conv2")(h)
+        outputs[head] = keras.layers.Conv2D(1, 1, dtype="float32", name=head)(h)
+    return keras.Model(inputs, outputs, name=f"unet_d{depth}_f{base_filters}")

@@ -1,0 +1,198 @@
+"""The `tf.data` input pipeline: prepared records -> augmented training patches.
+
+Image, CLAHE variant, label, FOV, ID mask and tube are stacked into one tensor
+before cropping, flipping and rotating, so every geometric augmentation hits
+all of them identically, and the ID mask is only ever moved, never
+interpolated. Randomness comes from stateless ops fed by `Dataset.random(seed)`,
+so a seeded pipeline gives the same patches on every run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import tensorflow as tf
+
+from keras_vessel.config import AugmentConfig
+from keras_vessel.tfrecords import PrepareError, read_manifest, record_files, parse_example
+
+TARGET_CHANNELS = ("label", "valid", "id_mask", "tube")
+# layout of the stacked tensor that is cropped and augmented as one
+_IMAGE, _CLAHE, _LABEL, _FOV, _TUBE, _ID = slice(0, 3), slice(3, 6), 6, 7, 8, 9
+_PATCHES_PER_VISIT = 16
+
+
+def pack_targets(label: tf.Tensor, valid: tf.Tensor, id_mask: tf.Tensor, tube: tf.Tensor) -> tf.Tensor:
+    """Stack the per-pixel targets into the (..., H, W, 4) float32 `y_true` the losses read."""
+    parts = [tf.cast(part, tf.float32) for part in (label, valid, id_mask, tube)]
+    return tf.stack(parts, axis=-1)
+
+
+def split_names(records_dir: str | Path, validation_images: int) -> tuple[list[str], list[str]]:
+    """Training and validation image names: the last `validation_images` (by name) are held out."""
+    names = sorted(image["name"] for image in read_manifest(records_dir)["images"])
+    if validation_images < 0 or validation_images >= len(names):
+        raise PrepareError(
+            f"data.validation_images must be between 0 and {len(names) - 1} for {records_dir} "
+            f"({len(names)} images), got {validation_images}"
+        )
+    cut = len(names) - validation_images
+    return names[:cut], names[cut:]
+
+
+def load_images(records_dir: str | Path, names: Sequence[str] | None = None) -> tf.data.Dataset:
+    """Full prepared images as stacked float32 tensors (H, W, 10), optionally only `names`."""
+    files = record_files(records_dir)
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").map(parse_example)
+    if names is not None:
+        wanted = tf.constant(list(names) or [""])
+        dataset = dataset.filter(lambda record: tf.reduce_any(tf.equal(record["name"], wanted)))
+    return dataset.map(_stack, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _stack(record: dict) -> tf.Tensor:
+    return tf.concat(
+        [
+            tf.cast(record["image"], tf.float32),
+            tf.cast(record["clahe"], tf.float32),
+            record["label"][..., None],
+            record["fov"][..., None],
+            record["tube"][..., None],
+            tf.cast(record["id_mask"], tf.float32)[..., None],
+        ],
+        axis=-1,
+    )
+
+
+def get_dataset(
+    records_dir: str | Path,
+    *,
+    patch_size: int = 64,
+    batch_size: int = 8,
+    outputs: Sequence[str] = ("segment", "pixel"),
+    names: Sequence[str] | None = None,
+    training: bool = True,
+    min_fov_fraction: float = 0.5,
+    augment: AugmentConfig | None = None,
+    ignore_outside_fov: bool = True,
+    seed: int = 0,
+    input_context: tf.distribute.InputContext | None = None,
+) -> tf.data.Dataset:
+    """Batches of `(image, {output: y_true})` from a prepared folder.
+
+    training=True: an endless stream of random patches (kept when at least
+    `min_fov_fraction` of the patch lies in the FOV), augmented. training=False:
+    a finite, deterministic grid of non-overlapping patches, not augmented, for
+    validation. With an `InputContext`, each input pipeline reads its own
+    images and `batch_size` is the global batch.
+    """
+    if patch_size < 8:
+        raise ValueError(f"patch_size must be at least 8, got {patch_size}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if not outputs:
+        raise ValueError("outputs must name at least one model output, got none")
+    augment = augment or AugmentConfig()
+    images = load_images(records_dir, names)
+    if input_context is not None:
+        if input_context.num_input_pipelines > 1:
+            images = images.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        batch_size = input_context.get_per_replica_batch_size(batch_size)
+    images = images.map(lambda stacked: _pad_to_at_least(stacked, patch_size)).cache()
+
+    if training:
+        seeds = tf.data.Dataset.random(seed=seed).batch(2).map(lambda pair: tf.stack([pair[0], pair[1]]))
+        visits = tf.data.Dataset.zip(images.repeat(), seeds)
+        patches = visits.map(
+            lambda stacked, s: _random_patches(stacked, patch_size, s), num_parallel_calls=tf.data.AUTOTUNE
+        ).unbatch()
+        patches = patches.filter(lambda patch: tf.reduce_mean(patch[..., _FOV]) >= min_fov_fraction)
+        patches = tf.data.Dataset.zip(patches, tf.data.Dataset.random(seed=seed + 1).batch(2))
+        patches = patches.map(
+            lambda patch, s: _augment(patch, tf.stack([s[0], s[1]]), augment),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        patches = patches.shuffle(256, seed=seed)
+    else:
+        patches = images.map(lambda stacked: _grid_patches(stacked, patch_size)).unbatch()
+        patches = patches.filter(lambda patch: tf.reduce_mean(patch[..., _FOV]) >= min_fov_fraction)
+
+    def to_example(patch: tf.Tensor):
+        valid = patch[..., _FOV] if ignore_outside_fov else tf.ones_like(patch[..., _FOV])
+        target = pack_targets(patch[..., _LABEL], valid, patch[..., _ID], patch[..., _TUBE])
+        return patch[..., _IMAGE], {name: target for name in outputs}
+
+    batched = patches.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
+    batched = batched.batch(batch_size, drop_remainder=training)
+    return batched.prefetch(tf.data.AUTOTUNE)
+
+
+def _pad_to_at_least(stacked: tf.Tensor, size: int) -> tf.Tensor:
+    height, width = tf.shape(stacked)[0], tf.shape(stacked)[1]
+    return tf.pad(
+        stacked, [[0, tf.maximum(size - height, 0)], [0, tf.maximum(size - width, 0)], [0, 0]]
+    )
+
+
+def _random_patches(stacked: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
+    """`_PATCHES_PER_VISIT` random crops of one image, gathered in one go."""
+    height, width = tf.shape(stacked)[0], tf.shape(stacked)[1]
+    count = _PATCHES_PER_VISIT
+    top = tf.random.stateless_uniform([count], seed, 0, height - size + 1, dtype=tf.int32)
+    left = tf.random.stateless_uniform([count], seed + 1, 0, width - size + 1, dtype=tf.int32)
+    offsets = tf.range(size)
+    rows = tf.gather(stacked, top[:, None] + offsets[None, :])  # (count, size, W, C)
+    return tf.gather(rows, left[:, None] + offsets[None, :], axis=2, batch_dims=1)
+
+
+def _grid_patches(stacked: tf.Tensor, size: int) -> tf.Tensor:
+    height, width = tf.shape(stacked)[0], tf.shape(stacked)[1]
+    padded = tf.pad(stacked, [[0, (-height) % size], [0, (-width) % size], [0, 0]])
+    rows = tf.shape(padded)[0] // size
+    cols = tf.shape(padded)[1] // size
+    channels = stacked.shape[-1]
+    grid = tf.reshape(padded, [rows, size, cols, size, channels])
+    return tf.reshape(tf.transpose(grid, [0, 2, 1, 3, 4]), [rows * cols, size, size, channels])
+
+
+def _augment(patch: tf.Tensor, seed: tf.Tensor, augment: AugmentConfig) -> tf.Tensor:
+    """The authors' augmentations: flips/rotations (geometry) and one intensity variant."""
+    draws = tf.random.stateless_uniform([6], seed)
+    if augment.flips:
+        patch = tf.cond(draws[0] < 0.5, lambda: tf.reverse(patch, [1]), lambda: patch)
+        patch = tf.cond(draws[1] < 0.5, lambda: tf.reverse(patch, [0]), lambda: patch)
+    if augment.rot90:
+        patch = tf.image.rot90(patch, tf.cast(draws[2] * 4, tf.int32) % 4)
+    image, clahe, rest = patch[..., _IMAGE], patch[..., _CLAHE], patch[..., 6:]
+    # one intensity variant per patch, as the authors made one copy per variant
+    cut_clahe = augment.clahe_probability
+    cut_stretch = cut_clahe + augment.contrast_stretch_probability
+    cut_noise = cut_stretch + augment.noise_probability
+    choice = draws[3]
+    fov = patch[..., _FOV]
+    image = tf.case(
+        [
+            (choice < cut_clahe, lambda: clahe),
+            (choice < cut_stretch, lambda: _contrast_stretch(image, fov)),
+            (choice < cut_noise, lambda: _gaussian_noise(image, augment.noise_variance, seed + 2)),
+        ],
+        default=lambda: image,
+    )
+    return tf.concat([image, clahe, rest], axis=-1)
+
+
+def _contrast_stretch(image: tf.Tensor, fov: tf.Tensor) -> tf.Tensor:
+    """Stretch each channel linearly so its FOV range fills 0-255."""
+    inside = fov[..., None] > 0
+    big = tf.constant(1e9)
+    low = tf.reduce_min(tf.where(inside, image, big), axis=[0, 1])
+    high = tf.reduce_max(tf.where(inside, image, -big), axis=[0, 1])
+    stretched = (image - low) * 255.0 / tf.maximum(high - low, 1.0)
+    return tf.where(tf.reduce_any(inside), tf.clip_by_value(stretched, 0.0, 255.0), image)
+
+
+def _gaussian_noise(image: tf.Tensor, variance: float, seed: tf.Tensor) -> tf.Tensor:
+    """Gaussian noise of `variance` on the [0, 1] scale, like MATLAB's imnoise."""
+    noise = tf.random.stateless_normal(tf.shape(image), seed, stddev=255.0 * variance**0.5)
+    return tf.clip_by_value(image + noise, 0.0, 255.0)

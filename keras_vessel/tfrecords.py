@@ -1,0 +1,336 @@
+"""The prepared-data format: GZIP TFRecord shards plus `manifest.json`.
+
+Everything the training graph needs that is expensive or impossible in TF ops
+(the ID mask of METHOD.md section 1, the skeleton tube, the CLAHE variant) is
+computed once here, so training never calls back into Python.
+
+Per image, one `tf.train.Example` with:
+
+| key | content |
+|---|---|
+| `name` | bytes, the sample name |
+| `height`, `width` | int64 |
+| `image`, `clahe` | PNG, RGB uint8 |
+| `label`, `fov`, `tube` | PNG, uint8 0/255 |
+| `id_mask` | raw little-endian int32 bytes, `height * width` values |
+
+Shards are written under a temporary name and renamed when complete; a shard
+that exists is complete, so re-running `prepare` skips it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import multiprocessing
+import platform
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from keras_vessel.io import atomic_path, write_json_atomic
+from keras_vessel.progress import progress
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+DEFAULT_IMAGES_PER_SHARD = 8
+logger = logging.getLogger(__name__)
+
+
+class PrepareError(ValueError):
+    """Prepared data is missing or inconsistent; the message names the path."""
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """One image's arrays, ready to serialise (built in a worker process)."""
+
+    name: str
+    image: np.ndarray
+    clahe: np.ndarray
+    label: np.ndarray
+    fov: np.ndarray
+    id_mask: np.ndarray
+    tube: np.ndarray
+
+    def summary(self) -> dict[str, Any]:
+        green = self.image[..., 1][self.fov]
+        grey = cv2.cvtColor(self.image, cv2.COLOR_RGB2GRAY)[self.fov]
+        return {
+            "name": self.name,
+            "height": int(self.image.shape[0]),
+            "width": int(self.image.shape[1]),
+            "segments": int(np.abs(self.id_mask).max(initial=0)),
+            "vessel_fraction": float(self.label[self.fov].mean()) if self.fov.any() else 0.0,
+            "fov_fraction": float(self.fov.mean()),
+            # sums, so the dataset statistics can be pooled exactly over images
+            "fov_pixels": int(self.fov.sum()),
+            "green_sum": float(green.astype(np.float64).sum()),
+            "green_sq_sum": float(np.square(green, dtype=np.float64).sum()),
+            "grey_sum": float(grey.astype(np.float64).sum()),
+            "grey_sq_sum": float(np.square(grey, dtype=np.float64).sum()),
+        }
+
+
+def prepare_sample(spec: Any) -> PreparedImage:
+    """Load one `SampleSpec` and compute everything training needs from it."""
+    from keras_vessel.preprocessing import clahe
+    from keras_vessel.segments import build_id_mask, skeleton_tube
+
+    sample = spec.load()
+    label = np.asarray(sample.label, dtype=bool) & np.asarray(sample.fov, dtype=bool)
+    fov = np.asarray(sample.fov, dtype=bool)
+    return PreparedImage(
+        name=sample.name,
+        image=sample.image,
+        clahe=clahe(sample.image),
+        label=label,
+        fov=fov,
+        id_mask=build_id_mask(label, fov),
+        tube=skeleton_tube(label),
+    )
+
+
+def _png(array: np.ndarray) -> bytes:
+    if array.dtype == bool:
+        array = array.astype(np.uint8) * 255
+    if array.ndim == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".png", array)
+    if not ok:
+        raise PrepareError(f"could not PNG-encode an array of shape {array.shape}")
+    return encoded.tobytes()
+
+
+def serialize(prepared: PreparedImage) -> bytes:
+    """One image as a serialised `tf.train.Example` (see the module docstring)."""
+    import tensorflow as tf
+
+    def bytes_feature(value: bytes) -> tf.train.Feature:
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+    def int_feature(value: int) -> tf.train.Feature:
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+
+    height, width = prepared.label.shape
+    features = {
+        "name": bytes_feature(prepared.name.encode("utf-8")),
+        "height": int_feature(height),
+        "width": int_feature(width),
+        "image": bytes_feature(_png(prepared.image)),
+        "clahe": bytes_feature(_png(prepared.clahe)),
+        "label": bytes_feature(_png(prepared.label)),
+        "fov": bytes_feature(_png(prepared.fov)),
+        "tube": bytes_feature(_png(prepared.tube)),
+        "id_mask": bytes_feature(prepared.id_mask.astype("<i4").tobytes()),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+
+
+def parse_example(serialized: Any) -> dict[str, Any]:
+    """Decode one record into tensors: uint8 images (H, W, 3), float32 masks (H, W), int32 ids."""
+    import tensorflow as tf
+
+    spec = {
+        "name": tf.io.FixedLenFeature([], tf.string),
+        "height": tf.io.FixedLenFeature([], tf.int64),
+        "width": tf.io.FixedLenFeature([], tf.int64),
+        "image": tf.io.FixedLenFeature([], tf.string),
+        "clahe": tf.io.FixedLenFeature([], tf.string),
+        "label": tf.io.FixedLenFeature([], tf.string),
+        "fov": tf.io.FixedLenFeature([], tf.string),
+        "tube": tf.io.FixedLenFeature([], tf.string),
+        "id_mask": tf.io.FixedLenFeature([], tf.string),
+    }
+    record = tf.io.parse_single_example(serialized, spec)
+    height = tf.cast(record["height"], tf.int32)
+    width = tf.cast(record["width"], tf.int32)
+
+    def mask(key: str) -> tf.Tensor:
+        decoded = tf.io.decode_png(record[key], channels=1)[..., 0]
+        return tf.cast(decoded > 0, tf.float32)
+
+    return {
+        "name": record["name"],
+        "image": tf.io.decode_png(record["image"], channels=3),
+        "clahe": tf.io.decode_png(record["clahe"], channels=3),
+        "label": mask("label"),
+        "fov": mask("fov"),
+        "tube": mask("tube"),
+        "id_mask": tf.reshape(
+            tf.io.decode_raw(record["id_mask"], tf.int32, little_endian=True), [height, width]
+        ),
+    }
+
+
+def shard_paths(out_dir: str | Path, split: str, count: int) -> list[Path]:
+    return [Path(out_dir) / f"{split}-{i:05d}-of-{count:05d}.tfrecord.gz" for i in range(count)]
+
+
+def write_dataset(
+    specs: Sequence[Any],
+    out_dir: str | Path,
+    *,
+    dataset: str,
+    split: str,
+    workers: int = 1,
+    images_per_shard: int = DEFAULT_IMAGES_PER_SHARD,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Prepare every sample of `specs` into GZIP TFRecord shards and a manifest.
+
+    Resumable: a shard that already exists (with its summary sidecar) is kept
+    and its images are not recomputed. Returns the manifest.
+    """
+    import tensorflow as tf
+
+    if not specs:
+        raise PrepareError(f"no images to prepare for dataset {dataset!r}, split {split!r}")
+    if workers < 1:
+        raise PrepareError(f"workers must be at least 1, got {workers}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    groups = [specs[i : i + images_per_shard] for i in range(0, len(specs), images_per_shard)]
+    paths = shard_paths(out_dir, split, len(groups))
+    summaries: dict[int, list[dict[str, Any]]] = {}
+    todo: list[tuple[int, Any]] = []
+    for index, (group, path) in enumerate(zip(groups, paths)):
+        sidecar = _sidecar(path)
+        if path.exists() and sidecar.exists():
+            summaries[index] = json.loads(sidecar.read_text())["images"]
+        else:
+            todo.extend((index, spec) for spec in group)
+    if summaries:
+        logger.info("%d of %d shards already complete in %s", len(summaries), len(paths), out_dir)
+
+    pending: dict[int, dict[str, bytes]] = {}
+    pending_summaries: dict[int, dict[str, dict[str, Any]]] = {}
+
+    def finish(index: int, spec_name: str, prepared: PreparedImage) -> None:
+        pending.setdefault(index, {})[spec_name] = serialize(prepared)
+        pending_summaries.setdefault(index, {})[spec_name] = prepared.summary()
+        group = groups[index]
+        if len(pending[index]) == len(group):
+            records = [pending.pop(index)[spec.name] for spec in group]
+            images = [pending_summaries[index].pop(spec.name) for spec in group]
+            with atomic_path(paths[index]) as temp:
+                with tf.io.TFRecordWriter(str(temp), options="GZIP") as writer:
+                    for record in records:
+                        writer.write(record)
+            write_json_atomic(_sidecar(paths[index]), {"images": images})
+            summaries[index] = images
+
+    for index, spec, prepared in progress(
+        _map_prepare(todo, workers), total=len(todo), label=f"prepare {dataset}/{split}",
+        enabled=show_progress,
+    ):
+        finish(index, spec.name, prepared)
+
+    images = [image for index in range(len(groups)) for image in summaries[index]]
+    manifest = _manifest(images, dataset=dataset, split=split, shards=paths)
+    write_json_atomic(out_dir / MANIFEST, manifest)
+    return manifest
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _map_prepare(todo: list[tuple[int, Any]], workers: int):
+    """Yield (shard index, spec, PreparedImage), in parallel processes when workers > 1."""
+    if workers == 1 or len(todo) <= 1:
+        for index, spec in todo:
+            yield index, spec, _prepare_or_explain(spec)
+        return
+    # spawn, not fork: the parent may already hold TensorFlow's threads
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = {pool.submit(_prepare_or_explain, spec): (index, spec) for index, spec in todo}
+        for future in concurrent.futures.as_completed(futures):
+            index, spec = futures[future]
+            yield index, spec, future.result()
+
+
+def _prepare_or_explain(spec: Any) -> PreparedImage:
+    try:
+        return prepare_sample(spec)
+    except ValueError:
+        raise
+    except Exception as error:  # turn a deep failure into one that names the image
+        raise PrepareError(f"preparing {spec.name!r} failed: {type(error).__name__}: {error}") from error
+
+
+def _manifest(images: list[dict[str, Any]], *, dataset: str, split: str, shards: list[Path]) -> dict[str, Any]:
+    pixels = sum(image["fov_pixels"] for image in images)
+
+    def mean_std(prefix: str) -> tuple[float, float]:
+        total = sum(image[f"{prefix}_sum"] for image in images)
+        squares = sum(image[f"{prefix}_sq_sum"] for image in images)
+        mean = total / max(pixels, 1)
+        return mean, float(np.sqrt(max(squares / max(pixels, 1) - mean * mean, 1e-12)))
+
+    green_mean, green_std = mean_std("green")
+    grey_mean, grey_std = mean_std("grey")
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "dataset": dataset,
+        "split": split,
+        "shards": [path.name for path in shards],
+        "images": [
+            {key: image[key] for key in ("name", "height", "width", "segments", "vessel_fraction", "fov_fraction")}
+            for image in images
+        ],
+        # intensity statistics inside the FOV, on 0-255, for the model's normalisation layer
+        "statistics": {
+            "green_mean": green_mean,
+            "green_std": green_std,
+            "grey_mean": grey_mean,
+            "grey_std": grey_std,
+        },
+        "created_with": {"python": platform.python_version(), "numpy": np.__version__},
+    }
+
+
+def read_manifest(records_dir: str | Path) -> dict[str, Any]:
+    """The manifest of a prepared folder, checked against the shards on disk."""
+    records_dir = Path(records_dir)
+    path = records_dir / MANIFEST
+    if not path.is_file():
+        raise PrepareError(
+            f"{path} not found: {records_dir} is not a prepared folder; "
+            "run `keras-vessel prepare ... --out DIR` first"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise PrepareError(f"{path} is not valid JSON ({error}); delete it and re-run prepare") from error
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise PrepareError(
+            f"{path} has schema version {manifest.get('schema_version')}, this keras-vessel reads "
+            f"{SCHEMA_VERSION}; re-run prepare"
+        )
+    missing = [name for name in manifest["shards"] if not (records_dir / name).is_file()]
+    if missing:
+        raise PrepareError(f"{records_dir}: shards listed in the manifest are missing: {', '.join(missing)}")
+    if not manifest["images"]:
+        raise PrepareError(f"{path} lists no images; re-run prepare on a non-empty split")
+    return manifest
+
+
+def record_files(records_dir: str | Path) -> list[str]:
+    """The shard files of a prepared folder, in manifest order."""
+    manifest = read_manifest(records_dir)
+    return [str(Path(records_dir) / name) for name in manifest["shards"]]
+
+
+def read_records(records_dir: str | Path) -> Callable[[], Any]:
+    """A `tf.data.Dataset` of parsed full images (deterministic order)."""
+    import tensorflow as tf
+
+    files = record_files(records_dir)
+    return tf.data.TFRecordDataset(files, compression_type="GZIP").map(parse_example)

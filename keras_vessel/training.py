@@ -1,0 +1,459 @@
+"""Training under `tf.distribute`: one device, mirrored, or multi-worker.
+
+Why a custom step and not `model.fit`: with Keras 3.15 / TF 2.21, `fit` fails
+under `MultiWorkerMirroredStrategy` before the first step (keras-team/keras#20585:
+`_maybe_symbolic_build` reduces a `PerReplica` batch outside a replica context,
+"Attempt to convert a value (PerReplica...) to a Tensor"). A `tf.function` step
+run with `strategy.run` over a distributed dataset works for every strategy,
+so all of them share that one step: the same Keras model, losses and
+optimizer, the same checkpoints, resume logic and logs. The model is still
+compiled with its losses and optimizer, so a saved `.keras` file can be
+fine-tuned with a plain `model.fit` on one device.
+
+A run folder holds:
+
+| file | content |
+|---|---|
+| `config.yaml` | the resolved config |
+| `run.json` | seed, package versions, git revision, machine, strategy, status |
+| `history.csv` | one row per finished epoch |
+| `checkpoints/` | model + optimizer + epoch, every epoch (resume point) |
+| `logs/` | TensorBoard scalars |
+| `model.keras` | the best model on validation (the last one without validation) |
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_vessel.config import ConfigError, RunConfig, save_config
+from keras_vessel.io import write_json_atomic, write_text_atomic
+from keras_vessel.pipeline import get_dataset, split_names
+from keras_vessel.tfrecords import PrepareError, read_manifest
+
+logger = logging.getLogger(__name__)
+PAPER_MEAN = 98.19
+
+
+class TrainingError(RuntimeError):
+    """Training could not start or had to stop (e.g. the loss became NaN)."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    output_dir: Path
+    model_path: Path
+    epochs_completed: int
+    status: str  # "completed", "early_stopped" or "nan"
+    history: list[dict[str, float]]
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """The `tf.distribute` strategy a config names; failures say what to fix."""
+    try:
+        if name == "auto":
+            gpus = tf.config.list_logical_devices("GPU")
+            return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+        if name == "one_device":
+            device = "/gpu:0" if tf.config.list_logical_devices("GPU") else "/cpu:0"
+            return tf.distribute.OneDeviceStrategy(device)
+        if name == "mirrored":
+            return tf.distribute.MirroredStrategy()
+        if name == "multi_worker":
+            if "TF_CONFIG" not in os.environ:
+                raise TrainingError(
+                    "train.strategy=multi_worker needs the TF_CONFIG environment variable "
+                    '(e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+                    '"task": {"type": "worker", "index": 0}})'
+                )
+            return tf.distribute.MultiWorkerMirroredStrategy()
+    except (ValueError, RuntimeError, tf.errors.OpError) as error:
+        if isinstance(error, TrainingError):
+            raise
+        raise TrainingError(f"could not start the {name!r} strategy: {error}") from error
+    raise ConfigError(f"train.strategy must be auto, one_device, mirrored or multi_worker, got {name!r}")
+
+
+def _output_names(config: RunConfig) -> tuple[str, ...]:
+    return ("segment", "pixel") if config.loss.kind == "joint" else ("pixel",)
+
+
+def _normalisation(config: RunConfig, manifest: dict[str, Any]) -> dict[str, Any]:
+    channel = config.data.channel
+    if config.data.normalisation == "paper":
+        return {"channel": channel, "mean": PAPER_MEAN, "scale": 1.0}
+    stats = manifest["statistics"]
+    key = "grey" if channel == "grey" else "green"
+    return {"channel": channel, "mean": stats[f"{key}_mean"], "scale": stats[f"{key}_std"]}
+
+
+def build_training_model(config: RunConfig, manifest: dict[str, Any]) -> keras.Model:
+    """The network of `config.model`, with heads and normalisation from the config and data."""
+    from keras_vessel.models import build_model
+
+    options = {**_normalisation(config, manifest), **config.model.options, "heads": _output_names(config)}
+    try:
+        return build_model(config.model.name, **options)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"model: {error}") from error
+
+
+def _optimizer(config: RunConfig) -> keras.optimizers.Optimizer:
+    train = config.train
+    steps = train.steps_per_epoch
+    rate: Any = train.learning_rate
+    if train.lr_schedule == "step":
+        if train.lr_decay_epochs < 1:
+            raise ConfigError("train.lr_decay_epochs must be at least 1 for lr_schedule=step")
+        boundaries = [steps * train.lr_decay_epochs * k for k in range(1, train.epochs // train.lr_decay_epochs + 1)]
+        values = [train.learning_rate * train.lr_decay_factor**k for k in range(len(boundaries) + 1)]
+        rate = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+    elif train.lr_schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(train.learning_rate, decay_steps=steps * train.epochs)
+    decay = train.weight_decay or None
+    if train.optimizer == "sgd":
+        return keras.optimizers.SGD(rate, momentum=train.momentum, weight_decay=decay)
+    if decay:
+        return keras.optimizers.AdamW(rate, weight_decay=decay)
+    return keras.optimizers.Adam(rate)
+
+
+def _check_config(config: RunConfig) -> dict[str, Any]:
+    """Everything that can be wrong before training starts, reported with the key or path."""
+    if not config.data.train_records:
+        raise ConfigError("data.train_records is empty: point it at a folder written by `keras-vessel prepare`")
+    try:
+        manifest = read_manifest(config.data.train_records)
+    except PrepareError as error:
+        raise ConfigError(f"data.train_records: {error}") from error
+    train = config.train
+    for key, value in (("train.epochs", train.epochs), ("train.steps_per_epoch", train.steps_per_epoch),
+                       ("data.batch_size", config.data.batch_size)):
+        if value < 1:
+            raise ConfigError(f"{key} must be at least 1, got {value}")
+    if train.learning_rate <= 0:
+        raise ConfigError(f"train.learning_rate must be positive, got {train.learning_rate}")
+    return manifest
+
+
+def _versions() -> dict[str, str]:
+    import cv2
+    import skimage
+    import sklearn
+
+    import keras_vessel
+
+    return {
+        "python": platform.python_version(),
+        "keras_vessel": keras_vessel.__version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "scikit-image": skimage.__version__,
+        "scikit-learn": sklearn.__version__,
+        "opencv": cv2.__version__,
+    }
+
+
+def git_revision() -> str | None:
+    """The git revision of the keras-vessel checkout, with `-dirty` for local changes."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        revision = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                  text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return revision + ("-dirty" if dirty else "")
+
+
+def machine_info() -> dict[str, Any]:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count()}
+
+
+def _is_chief(strategy: tf.distribute.Strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return True
+    return resolver.task_type in (None, "chief") or (resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+def save_model_atomic(model: keras.Model, path: Path) -> None:
+    """`model.save` to a temporary `.keras` file beside `path`, then rename it into place."""
+    handle, temp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
+    os.close(handle)
+    try:
+        model.save(temp)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> TrainResult:
+    """Train (or resume) the run described by `config` into `output_dir`.
+
+    Re-running on the same folder resumes after the last finished epoch: a
+    killed run loses at most the epoch in progress.
+    """
+    output_dir = Path(output_dir)
+    manifest = _check_config(config)
+    train_names, validation_names = split_names(config.data.train_records, config.data.validation_images)
+
+    keras.utils.set_random_seed(config.train.seed)
+    if config.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if config.train.mixed_precision else "float32")
+    strategy = make_strategy(config.train.strategy)
+    chief = _is_chief(strategy)
+    # non-chief workers write their (identical) checkpoints to a private folder
+    work_dir = output_dir if chief else Path(tempfile.mkdtemp(prefix="keras-vessel-worker-"))
+    work_dir.mkdir(parents=True, exist_ok=True)
+
+    outputs = _output_names(config)
+    with strategy.scope():
+        model = build_training_model(config, manifest)
+        optimizer = _optimizer(config)
+        losses = _build_losses(config)
+        model.compile(optimizer=optimizer, loss=losses)
+        epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    _check_stride(model, config)
+
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
+    manager = tf.train.CheckpointManager(checkpoint, str(work_dir / "checkpoints"), max_to_keep=2)
+    history = _read_history(output_dir / "history.csv") if chief else []
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).expect_partial()
+        history = history[: int(epoch_var.numpy())]
+        logger.info("resuming %s after epoch %d", output_dir, int(epoch_var.numpy()))
+    start_epoch = int(epoch_var.numpy())
+
+    run_info = {
+        "name": config.name,
+        "seed": config.train.seed,
+        "command": " ".join(sys.argv),
+        "git_revision": git_revision(),
+        "versions": _versions(),
+        "machine": machine_info(),
+        "strategy": type(strategy).__name__,
+        "replicas": strategy.num_replicas_in_sync,
+        "training_images": train_names,
+        "validation_images": validation_names,
+        "status": "running",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if chief:
+        save_config(config, output_dir / "config.yaml")
+        write_json_atomic(output_dir / "run.json", run_info)
+
+    def dataset_fn(names, training, epoch_seed):
+        def make(context: tf.distribute.InputContext) -> tf.data.Dataset:
+            return get_dataset(
+                config.data.train_records, patch_size=config.data.patch_size,
+                batch_size=config.data.batch_size, outputs=outputs, names=names, training=training,
+                min_fov_fraction=config.data.min_fov_fraction, augment=config.data.augment,
+                ignore_outside_fov=config.loss.ignore_outside_fov, seed=epoch_seed, input_context=context,
+            )
+        return make
+
+    # a resumed run draws a fresh (but reproducible) patch stream
+    stream_seed = config.train.seed * 100_003 + start_epoch
+    train_data = strategy.distribute_datasets_from_function(dataset_fn(train_names, True, stream_seed))
+    validation_data = (
+        strategy.distribute_datasets_from_function(dataset_fn(validation_names, False, 0))
+        if validation_names else None
+    )
+    train_step, eval_step = _make_steps(model, optimizer, losses, strategy)
+
+    writer = tf.summary.create_file_writer(str(output_dir / "logs")) if chief else None
+    best = min((row["val_loss"] for row in history if "val_loss" in row), default=math.inf)
+    status = "completed"
+    iterator = iter(train_data)
+    model_path = output_dir / "model.keras"
+    for epoch in range(start_epoch, config.train.epochs):
+        bar = keras.utils.Progbar(config.train.steps_per_epoch, verbose=verbose if chief else 0,
+                                  stateful_metrics=None)
+        if verbose and chief:
+            print(f"Epoch {epoch + 1}/{config.train.epochs}", file=sys.stderr)
+        totals: dict[str, float] = {}
+        started = time.monotonic()
+        for step in range(config.train.steps_per_epoch):
+            values = {k: float(v) for k, v in train_step(next(iterator)).items()}
+            for key, value in values.items():
+                totals[key] = totals.get(key, 0.0) + value
+            bar.update(step + 1, values=list(values.items()))
+            if not math.isfinite(values["loss"]):
+                status = "nan"
+                break
+        if status == "nan":
+            logger.error("loss became %s at epoch %d; stopping, keeping the last good checkpoint",
+                         values["loss"], epoch + 1)
+            break
+        row = {"epoch": epoch + 1, **{k: v / config.train.steps_per_epoch for k, v in totals.items()}}
+        row["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        row["seconds"] = time.monotonic() - started
+        if validation_data is not None:
+            row.update(_validate(eval_step, validation_data))
+        history.append(row)
+        improved = row.get("val_loss", -math.inf) < best or validation_data is None
+        if improved:
+            best = row.get("val_loss", best)
+            if chief:
+                save_model_atomic(model, model_path)
+        epoch_var.assign(epoch + 1)
+        manager.save(checkpoint_number=epoch + 1)
+        if chief:
+            _write_history(output_dir / "history.csv", history)
+            with writer.as_default(step=epoch + 1):
+                for key, value in row.items():
+                    if key != "epoch":
+                        tf.summary.scalar(key, value)
+            writer.flush()
+        if verbose and chief:
+            print(" - ".join(f"{k}: {v:.4g}" for k, v in row.items() if k != "epoch"), file=sys.stderr)
+        if _should_stop_early(history, config.train.early_stopping_patience):
+            status = "early_stopped"
+            break
+
+    if chief:
+        if not model_path.exists():
+            save_model_atomic(model, model_path)
+        run_info.update(status=status, epochs_completed=len(history),
+                        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        write_json_atomic(output_dir / "run.json", run_info)
+    if status == "nan":
+        raise TrainingError(
+            f"the loss became NaN in epoch {len(history) + 1}; the last good checkpoint is in "
+            f"{output_dir / 'checkpoints'} (try a lower train.learning_rate)"
+        )
+    return TrainResult(output_dir, model_path, len(history), status, history)
+
+
+def _build_losses(config: RunConfig) -> dict[str, keras.losses.Loss]:
+    from keras_vessel.losses import build_losses
+
+    return build_losses(config.loss.kind, beta=config.loss.beta,
+                        ignore_outside_fov=config.loss.ignore_outside_fov)
+
+
+def _check_stride(model: keras.Model, config: RunConfig) -> None:
+    from keras_vessel.models import model_stride
+
+    stride = model_stride(model)
+    if config.data.patch_size % stride:
+        raise ConfigError(
+            f"data.patch_size={config.data.patch_size} is not divisible by the network's stride "
+            f"{stride} ({config.model.name}); use a multiple of {stride}"
+        )
+
+
+def _make_steps(model, optimizer, losses, strategy):
+    """The one distributed train step and eval step every strategy shares."""
+    replicas = strategy.num_replicas_in_sync
+
+    def head_losses(targets, predictions):
+        if not isinstance(predictions, dict):  # a model built with list outputs
+            predictions = dict(zip(model.output_names, tf.nest.flatten(predictions)))
+        per_head = {f"{name}_loss": losses[name](targets[name], predictions[name]) for name in losses}
+        return per_head, tf.add_n(list(per_head.values()))
+
+    def replica_train(batch):
+        images, targets = batch
+        with tf.GradientTape() as tape:
+            predictions = model(images, training=True)
+            per_head, loss = head_losses(targets, predictions)
+            regularisation = tf.add_n(model.losses) if model.losses else 0.0
+            # the optimizer sums gradients over replicas, so scale to a global mean
+            scaled = (loss + regularisation) / replicas
+        gradients = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        return {"loss": loss, **per_head}
+
+    def replica_eval(batch):
+        images, targets = batch
+        predictions = model(images, training=False)
+        per_head, loss = head_losses(targets, predictions)
+        predictions = tf.nest.flatten(predictions)
+        first = next(iter(targets.values()))
+        label, valid = first[..., 0], first[..., 1]
+        probability = tf.add_n([tf.sigmoid(tf.cast(p[..., 0], tf.float32)) for p in predictions])
+        vessel = tf.cast(probability / len(predictions) >= 0.5, tf.float32) * valid
+        counts = {
+            "tp": tf.reduce_sum(vessel * label), "fp": tf.reduce_sum(vessel * (1 - label)),
+            "fn": tf.reduce_sum((1 - vessel) * label * valid), "batches": tf.constant(1.0),
+        }
+        return {"loss": loss, **per_head}, counts
+
+    @tf.function
+    def train_step(batch):
+        values = strategy.run(replica_train, args=(batch,))
+        return {k: strategy.reduce("MEAN", v, axis=None) for k, v in values.items()}
+
+    @tf.function
+    def eval_step(batch):
+        values, counts = strategy.run(replica_eval, args=(batch,))
+        return ({k: strategy.reduce("SUM", v, axis=None) for k, v in values.items()},
+                {k: strategy.reduce("SUM", v, axis=None) for k, v in counts.items()})
+
+    return train_step, eval_step
+
+
+def _validate(eval_step, validation_data) -> dict[str, float]:
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for batch in validation_data:
+        values, batch_counts = eval_step(batch)
+        for key, value in values.items():
+            sums[key] = sums.get(key, 0.0) + float(value)
+        for key, value in batch_counts.items():
+            counts[key] = counts.get(key, 0.0) + float(value)
+    if not counts.get("batches"):
+        return {}
+    row = {f"val_{k}": v / counts["batches"] for k, v in sums.items()}
+    row["val_dice"] = 2 * counts["tp"] / max(2 * counts["tp"] + counts["fp"] + counts["fn"], 1.0)
+    return row
+
+
+def _should_stop_early(history: list[dict[str, float]], patience: int) -> bool:
+    if patience < 1 or not history or "val_loss" not in history[-1]:
+        return False
+    losses = [row["val_loss"] for row in history]
+    best_epoch = int(np.argmin(losses))
+    return len(losses) - 1 - best_epoch >= patience
+
+
+def _write_history(path: Path, history: list[dict[str, float]]) -> None:
+    keys: list[str] = []
+    for row in history:
+        keys.extend(key for key in row if key not in keys)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(history)
+    write_text_atomic(path, buffer.getvalue())
+
+
+def _read_history(path: Path) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    with path.open() as handle:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
