@@ -126,7 +126,7 @@ def predict_probability(
     fov: np.ndarray | None = None,
     tile_size: int | None = None,
     overlap: int = DEFAULT_OVERLAP,
-    batch_size: int = 4,
+    batch_size: int = 2,
     stride: int | None = None,
     max_whole_pixels: int = DEFAULT_MAX_WHOLE_PIXELS,
 ) -> np.ndarray:

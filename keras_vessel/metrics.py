@@ -37,6 +37,7 @@ __all__ = [
     "pooled_auc",
     "roc_auc",
     "roc_curve_points",
+    "ScoreCounts",
     "thin_thick_sensitivity",
     "topology_metrics",
     "vessel_thickness",
@@ -181,25 +182,7 @@ def _score_counts(score: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, 
     return values[::-1], pos[::-1].astype(np.int64), (total - pos)[::-1].astype(np.int64)
 
 
-def _pooled_counts(probs, labels, fovs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    probs = _as_list(probs, "probs")
-    labels = _as_list(labels, "labels")
-    fovs = _as_list(fovs, "fovs")
-    if len(labels) != len(probs) or (fovs is not None and len(fovs) != len(probs)):
-        raise ValueError(
-            f"`probs`, `labels` and `fovs` must hold as many maps; got {len(probs)}, "
-            f"{len(labels)} and {'None' if fovs is None else len(fovs)}."
-        )
-    parts = []
-    for i, prob in enumerate(probs):
-        prob = _as_2d(prob, f"probs[{i}]")
-        if prob.dtype == bool:
-            prob = prob.astype(np.float32)
-        label = _as_mask(labels[i], f"labels[{i}]", prob.shape)
-        fov = _fov_or_all(None if fovs is None else fovs[i], prob.shape)
-        # Reduce each image to (distinct score, #pos, #neg) before pooling: exact, and
-        # much smaller than concatenating every FOV pixel of a big data set.
-        parts.append(_score_counts(prob[fov], label[fov]))
+def _merge_counts(parts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if len(parts) == 1:
         return parts[0]
     values = np.concatenate([p[0] for p in parts])
@@ -209,6 +192,68 @@ def _pooled_counts(probs, labels, fovs) -> tuple[np.ndarray, np.ndarray, np.ndar
     pos = np.bincount(inverse, weights=pos, minlength=uniq.size)
     neg = np.bincount(inverse, weights=neg, minlength=uniq.size)
     return uniq[::-1], pos[::-1].astype(np.int64), neg[::-1].astype(np.int64)
+
+
+class ScoreCounts:
+    """Pooled (score, #vessel, #background) counts of many images, added one at a time.
+
+    Each image is reduced to its distinct scores before pooling: exact, and far
+    smaller than keeping every FOV pixel of a big data set in memory. Feeds the
+    pooled ROC/AUC and the accuracy-optimal threshold.
+    """
+
+    def __init__(self) -> None:
+        self._counts: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.images = 0
+
+    def add(self, prob: np.ndarray, label: np.ndarray, fov: np.ndarray | None = None) -> None:
+        """Count the FOV pixels of one image (`prob` float map or bool mask)."""
+        prob = _as_2d(prob, "prob")
+        if prob.dtype == bool:
+            prob = prob.astype(np.float32)
+        label = _as_mask(label, "label", prob.shape)
+        fov = _fov_or_all(fov, prob.shape)
+        counts = _score_counts(prob[fov], label[fov])
+        self._counts = counts if self._counts is None else _merge_counts([self._counts, counts])
+        self.images += 1
+
+    @property
+    def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(distinct scores in decreasing order, #vessel, #background) at each score."""
+        if self._counts is None:
+            raise ValueError("no image was added; call add(prob, label, fov) first.")
+        return self._counts
+
+    def roc_curve(self, *, max_points: int | None = None):
+        """``(fpr, tpr, thresholds)``, as `roc_curve_points`."""
+        return _thin_curve(*_roc_from_counts(*self.counts), max_points=max_points)
+
+    def auc(self) -> float:
+        """Pooled AUC, as `pooled_auc`."""
+        fpr, tpr, _ = _roc_from_counts(*self.counts)
+        return float(np.trapezoid(tpr, fpr))
+
+    def accuracy_optimal_threshold(self) -> float:
+        """As the function `accuracy_optimal_threshold`."""
+        return _best_accuracy_threshold(*self.counts)
+
+
+def _pooled_counts(probs, labels, fovs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    probs = _as_list(probs, "probs")
+    labels = _as_list(labels, "labels")
+    fovs = _as_list(fovs, "fovs")
+    if len(labels) != len(probs) or (fovs is not None and len(fovs) != len(probs)):
+        raise ValueError(
+            f"`probs`, `labels` and `fovs` must hold as many maps; got {len(probs)}, "
+            f"{len(labels)} and {'None' if fovs is None else len(fovs)}."
+        )
+    pooled = ScoreCounts()
+    for i, prob in enumerate(probs):
+        prob = _as_2d(prob, f"probs[{i}]")
+        label = _as_mask(labels[i], f"labels[{i}]", prob.shape)
+        fov = None if fovs is None else _as_mask(fovs[i], f"fovs[{i}]", prob.shape)
+        pooled.add(prob, label, fov)
+    return pooled.counts
 
 
 def _roc_from_counts(values, pos, neg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -237,9 +282,12 @@ def roc_curve_points(
     ``(0, 0)`` at threshold ``inf``. `max_points` thins the curve for plotting
     (end points kept); leave it None when computing an area.
     """
-    fpr, tpr, thresholds = _roc_from_counts(*_pooled_counts(probs, labels, fovs))
+    return _thin_curve(*_roc_from_counts(*_pooled_counts(probs, labels, fovs)), max_points=max_points)
+
+
+def _thin_curve(fpr, tpr, thresholds, *, max_points: int | None):
     if max_points is not None:
-        if not isinstance(max_points, int) or max_points < 2:
+        if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2:
             raise ValueError(f"`max_points` must be an int >= 2 or None; got {max_points!r}.")
         if fpr.size > max_points:
             keep = np.unique(np.linspace(0, fpr.size - 1, max_points).round().astype(np.int64))
@@ -311,7 +359,10 @@ def accuracy_optimal_threshold(
     next lower distinct value, so ``p >= t`` reproduces the optimum on these
     images while leaving a margin for new ones; ties go to the higher threshold.
     """
-    values, pos, neg = _pooled_counts(probs, labels, fovs)
+    return _best_accuracy_threshold(*_pooled_counts(probs, labels, fovs))
+
+
+def _best_accuracy_threshold(values: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> float:
     n_neg = int(neg.sum())
     # Candidate k: vessel where p >= values[k]; candidate -1 (p > max): nothing is vessel.
     correct = np.concatenate([[n_neg], np.cumsum(pos) + (n_neg - np.cumsum(neg))])

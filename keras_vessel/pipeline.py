@@ -101,30 +101,30 @@ def get_dataset(
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     images = images.map(lambda stacked: _pad_to_at_least(stacked, patch_size)).cache()
 
+    def keep_in_fov(patches: tf.Tensor) -> tf.Tensor:
+        return tf.boolean_mask(patches, tf.reduce_mean(patches[..., _FOV], axis=[1, 2]) >= min_fov_fraction)
+
     if training:
-        seeds = tf.data.Dataset.random(seed=seed).batch(2).map(lambda pair: tf.stack([pair[0], pair[1]]))
+        seeds = tf.data.Dataset.random(seed=seed).batch(3)
         visits = tf.data.Dataset.zip(images.repeat(), seeds)
         patches = visits.map(
-            lambda stacked, s: _random_patches(stacked, patch_size, s), num_parallel_calls=tf.data.AUTOTUNE
-        ).unbatch()
-        patches = patches.filter(lambda patch: tf.reduce_mean(patch[..., _FOV]) >= min_fov_fraction)
-        patches = tf.data.Dataset.zip(patches, tf.data.Dataset.random(seed=seed + 1).batch(2))
-        patches = patches.map(
-            lambda patch, s: _augment(patch, tf.stack([s[0], s[1]]), augment),
+            lambda stacked, s: _augment(
+                keep_in_fov(_random_patches(stacked, patch_size, s[:2])), s[1:], augment
+            ),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
-        patches = patches.shuffle(256, seed=seed)
     else:
-        patches = images.map(lambda stacked: _grid_patches(stacked, patch_size)).unbatch()
-        patches = patches.filter(lambda patch: tf.reduce_mean(patch[..., _FOV]) >= min_fov_fraction)
+        patches = images.map(lambda stacked: keep_in_fov(_grid_patches(stacked, patch_size)))
 
-    def to_example(patch: tf.Tensor):
-        valid = patch[..., _FOV] if ignore_outside_fov else tf.ones_like(patch[..., _FOV])
-        target = pack_targets(patch[..., _LABEL], valid, patch[..., _ID], patch[..., _TUBE])
-        return patch[..., _IMAGE], {name: target for name in outputs}
+    def to_examples(patches: tf.Tensor):
+        valid = patches[..., _FOV] if ignore_outside_fov else tf.ones_like(patches[..., _FOV])
+        target = pack_targets(patches[..., _LABEL], valid, patches[..., _ID], patches[..., _TUBE])
+        return patches[..., _IMAGE], {name: target for name in outputs}
 
-    batched = patches.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
-    batched = batched.batch(batch_size, drop_remainder=training)
+    examples = patches.map(to_examples, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    if training:
+        examples = examples.shuffle(8 * _PATCHES_PER_VISIT, seed=seed)
+    batched = examples.batch(batch_size, drop_remainder=training)
     return batched.prefetch(tf.data.AUTOTUNE)
 
 
@@ -156,40 +156,46 @@ def _grid_patches(stacked: tf.Tensor, size: int) -> tf.Tensor:
     return tf.reshape(tf.transpose(grid, [0, 2, 1, 3, 4]), [rows * cols, size, size, channels])
 
 
-def _augment(patch: tf.Tensor, seed: tf.Tensor, augment: AugmentConfig) -> tf.Tensor:
-    """The authors' augmentations: flips/rotations (geometry) and one intensity variant."""
-    draws = tf.random.stateless_uniform([6], seed)
+def _augment(patches: tf.Tensor, seed: tf.Tensor, augment: AugmentConfig) -> tf.Tensor:
+    """The authors' augmentations, drawn per patch, on a whole visit's patches at once.
+
+    Geometry (flips, 90-degree turns) moves every channel together; then each
+    patch gets one intensity variant (CLAHE, contrast stretch, Gaussian noise or
+    none), as the authors made one copy of each image per variant.
+    """
+    count = tf.shape(patches)[0]
+    draws = tf.random.stateless_uniform([count, 4], seed)
+
+    def per_patch(condition: tf.Tensor) -> tf.Tensor:
+        return tf.reshape(condition, [-1, 1, 1, 1])
+
     if augment.flips:
-        patch = tf.cond(draws[0] < 0.5, lambda: tf.reverse(patch, [1]), lambda: patch)
-        patch = tf.cond(draws[1] < 0.5, lambda: tf.reverse(patch, [0]), lambda: patch)
+        patches = tf.where(per_patch(draws[:, 0] < 0.5), tf.reverse(patches, [2]), patches)
+        patches = tf.where(per_patch(draws[:, 1] < 0.5), tf.reverse(patches, [1]), patches)
     if augment.rot90:
-        patch = tf.image.rot90(patch, tf.cast(draws[2] * 4, tf.int32) % 4)
-    image, clahe, rest = patch[..., _IMAGE], patch[..., _CLAHE], patch[..., 6:]
-    # one intensity variant per patch, as the authors made one copy per variant
+        turns = tf.cast(draws[:, 2] * 4, tf.int32)
+        turned = tf.transpose(tf.reverse(patches, [2]), [0, 2, 1, 3])  # one quarter turn
+        patches = tf.where(per_patch(turns % 2 == 1), turned, patches)
+        patches = tf.where(per_patch(turns >= 2), tf.reverse(patches, [1, 2]), patches)
+    image, clahe, fov = patches[..., _IMAGE], patches[..., _CLAHE], patches[..., _FOV]
     cut_clahe = augment.clahe_probability
     cut_stretch = cut_clahe + augment.contrast_stretch_probability
     cut_noise = cut_stretch + augment.noise_probability
-    choice = draws[3]
-    fov = patch[..., _FOV]
-    image = tf.case(
-        [
-            (choice < cut_clahe, lambda: clahe),
-            (choice < cut_stretch, lambda: _contrast_stretch(image, fov)),
-            (choice < cut_noise, lambda: _gaussian_noise(image, augment.noise_variance, seed + 2)),
-        ],
-        default=lambda: image,
-    )
-    return tf.concat([image, clahe, rest], axis=-1)
+    choice = draws[:, 3]
+    varied = tf.where(per_patch(choice < cut_noise), _gaussian_noise(image, augment.noise_variance, seed + 2), image)
+    varied = tf.where(per_patch(choice < cut_stretch), _contrast_stretch(image, fov), varied)
+    varied = tf.where(per_patch(choice < cut_clahe), clahe, varied)
+    return tf.concat([varied, patches[..., 3:]], axis=-1)
 
 
 def _contrast_stretch(image: tf.Tensor, fov: tf.Tensor) -> tf.Tensor:
     """Stretch each channel linearly so its FOV range fills 0-255."""
     inside = fov[..., None] > 0
     big = tf.constant(1e9)
-    low = tf.reduce_min(tf.where(inside, image, big), axis=[0, 1])
-    high = tf.reduce_max(tf.where(inside, image, -big), axis=[0, 1])
-    stretched = (image - low) * 255.0 / tf.maximum(high - low, 1.0)
-    return tf.where(tf.reduce_any(inside), tf.clip_by_value(stretched, 0.0, 255.0), image)
+    low = tf.reduce_min(tf.where(inside, image, big), axis=[-3, -2], keepdims=True)
+    high = tf.reduce_max(tf.where(inside, image, -big), axis=[-3, -2], keepdims=True)
+    stretched = tf.clip_by_value((image - low) * 255.0 / tf.maximum(high - low, 1.0), 0.0, 255.0)
+    return tf.where(tf.reduce_any(inside, axis=[-3, -2], keepdims=True), stretched, image)
 
 
 def _gaussian_noise(image: tf.Tensor, variance: float, seed: tf.Tensor) -> tf.Tensor:

@@ -108,11 +108,13 @@ def read_image(path: str | PathLike) -> np.ndarray:
 def read_mask(path: str | PathLike) -> np.ndarray:
     """Read a binary label or FOV mask as an ``(H, W)`` bool array, True where > 0.
 
-    The rule is "> 0", never "== 255": DRIVE's ``2nd_manual`` GIFs are palette
-    images whose pixel values are the palette indices 0 and 1, and CHASE_DB1's
-    labels are 1-bit PNGs. For palette images the index is used (not the
-    palette colour: DRIVE's palette maps index 0 to the near-black (4, 2, 4)).
-    For colour masks (HRF's RGB TIFFs) a pixel is True if any channel is > 0.
+    The rule is "> 0", never "== 255": CHASE_DB1's labels are 1-bit PNGs and
+    some masks store 0/1. For colour masks (HRF's RGB TIFFs) a pixel is True
+    if any channel is > 0. Palette images (GIFs) are the exception: neither
+    the index nor "> 0" is safe there. DRIVE's ``2nd_manual`` GIFs hold
+    indices 0/1 whose palette maps 0 to the near-black (4, 2, 4), and Pillow
+    writes a 0/255 grey GIF with index 0 meaning *white*. So a palette pixel
+    is True when the grey level of its palette colour is > 127.
 
     Raises
     ------
@@ -122,8 +124,11 @@ def read_mask(path: str | PathLike) -> np.ndarray:
         lists the values found.
     """
     image = _open_pil(path)
-    if image.mode in ("RGBA", "LA", "PA"):
-        image = image.convert(image.mode[:-1] if image.mode != "PA" else "P")
+    cut = 0
+    if image.mode in ("P", "PA"):
+        image, cut = image.convert("L"), 127
+    elif image.mode in ("RGBA", "LA"):
+        image = image.convert(image.mode[:-1])
     values = np.asarray(image)
     if values.ndim == 3:
         values = values.max(axis=2)
@@ -135,7 +140,7 @@ def read_mask(path: str | PathLike) -> np.ndarray:
             f"mask {path} is not binary: expected at most two distinct values, "
             f"found {distinct.size}: [{shown}{more}]"
         )
-    return np.asarray(values > 0, dtype=bool)
+    return np.asarray(values > cut, dtype=bool)
 
 
 def _check_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
@@ -166,10 +171,11 @@ def derive_fov(
        ``0.299 R + 0.587 G + 0.114 B``. The red channel is the brightest inside
        any fundus; taking the max keeps it robust to grey or bluish images.
     2. Foreground = ``intensity > threshold``. The default threshold is
-       ``max(10, 0.15 * p99)``, with ``p99`` the 99th intensity percentile:
-       the black surround of a fundus photograph is below ~10 even after JPEG
-       compression, while the darkest FOV rim is far above 15 % of the bright
-       retina.
+       ``max(15, 0.06 * p99)``, with ``p99`` the 99th intensity percentile:
+       the surround of a fundus photograph stays below ~12 even after JPEG
+       compression (DRIVE's is not pure black), while the dim rim of the
+       aperture is above ~20 (a higher cut, e.g. 15 % of p99, loses rim
+       vessels on CHASE_DB1).
     3. Keep the largest 8-connected component (drops text, stray JPEG noise).
     4. Fill holes (dark lesions, the fovea or vessels inside the disc).
     5. Erode by ``erosion`` pixels with a disc, so that the blurred, dim rim
@@ -196,7 +202,7 @@ def derive_fov(
     luminance = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     intensity = np.maximum(rgb[:, :, 0], luminance)
     if threshold is None:
-        threshold = max(10.0, 0.15 * float(np.percentile(intensity, 99)))
+        threshold = max(15.0, 0.06 * float(np.percentile(intensity, 99)))
     foreground = intensity > threshold
     components, count = ndimage.label(foreground, structure=np.ones((3, 3), bool))
     if count == 0:

@@ -216,8 +216,9 @@ def write_dataset(
         pending_summaries.setdefault(index, {})[spec_name] = prepared.summary()
         group = groups[index]
         if len(pending[index]) == len(group):
-            records = [pending.pop(index)[spec.name] for spec in group]
-            images = [pending_summaries[index].pop(spec.name) for spec in group]
+            done_records, done_summaries = pending.pop(index), pending_summaries.pop(index)
+            records = [done_records[spec.name] for spec in group]
+            images = [done_summaries[spec.name] for spec in group]
             with atomic_path(paths[index]) as temp:
                 with tf.io.TFRecordWriter(str(temp), options="GZIP") as writer:
                     for record in records:

@@ -173,9 +173,7 @@ def _thin_core(
         return tf.logical_and(changed, i < cap)
 
     start = (tf.constant(0), pixels, tf.reduce_sum(pixels), tf.constant(True))
-    iterations, thinned, _, changed = tf.while_loop(
-        cond, body, start, parallel_iterations=1, back_prop=False
-    )
+    iterations, thinned, _, changed = tf.while_loop(cond, body, start, parallel_iterations=1)
     thinned = tf.ensure_shape(thinned, pixels.shape)
     return thinned, iterations, tf.logical_not(changed)
 
@@ -195,6 +193,7 @@ def thin_with_iterations(
     binary, has_channel = _validate(binary, max_iterations)
     pixels = binary[..., 0] if has_channel else binary
     pixels = tf.cast(tf.not_equal(pixels, tf.zeros([], pixels.dtype)), tf.int32)
+    pixels = tf.stop_gradient(pixels)  # a hard, piecewise-constant map: no gradient exists
     thinned, iterations, converged = _thin_core(pixels, max_iterations)
     if has_channel:
         thinned = thinned[..., None]
@@ -223,7 +222,7 @@ def thin(binary: tf.Tensor, *, max_iterations: int | None = None) -> tf.Tensor:
     --------
     >>> bar = np.zeros((1, 5, 9), bool); bar[0, 1:4, 1:8] = True
     >>> thin(bar).numpy()[0].astype(int)[2]
-    array([0, 1, 1, 1, 1, 1, 1, 1, 0])
+    array([0, 0, 1, 1, 1, 1, 1, 0, 0])
     """
     skeleton, _, _ = thin_with_iterations(binary, max_iterations=max_iterations)
     return skeleton

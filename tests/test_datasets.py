@@ -239,6 +239,7 @@ def test_mask_size_mismatch(tmp_path):
         spec.load()
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")
 def test_corrupt_image_names_the_file(tmp_path):
     root = _make_drive(tmp_path / "DRIVE")
     (root / "training" / "images" / "22_training.tif").write_bytes(b"II*\x00 truncated")

@@ -303,3 +303,17 @@ def test_topology_metrics_respects_fov():
     assert out["betti0_error"] == 0 and out["betti1_error"] == 0
     assert out["clDice"] == 1.0 and out["CAL"] == 1.0
     assert metrics.topology_metrics(noisy, ring)["betti0_error"] == 1
+
+
+def test_score_counts_accumulator_matches_functions():
+    cases = [_random_case(s, shape=(25, 30), levels=12 if s else None) for s in range(3)]
+    probs, labels, fovs = zip(*cases)
+    acc = metrics.ScoreCounts()
+    for p, g, f in cases:
+        acc.add(p, g, f)
+    assert acc.images == 3
+    assert acc.auc() == pytest.approx(metrics.pooled_auc(probs, labels, fovs), abs=1e-12)
+    assert acc.accuracy_optimal_threshold() == metrics.accuracy_optimal_threshold(probs, labels, fovs)
+    np.testing.assert_array_equal(acc.roc_curve()[0], metrics.roc_curve_points(probs, labels, fovs)[0])
+    with pytest.raises(ValueError, match="no image was added"):
+        metrics.ScoreCounts().auc()

@@ -302,6 +302,23 @@ def test_accepts_uint8_inputs_like_gif_files():
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_fast_thinning_matches_skimage(seed):
+    rng = np.random.default_rng(seed)
+    images = [
+        rng.random((37, 41)) < 0.5,
+        ndi.binary_closing(rng.random((50, 45)) < 0.6),
+        random_vessels(seed),
+        np.ones((23, 30), dtype=bool),
+        np.zeros((4, 4), dtype=bool),
+        np.kron(random_vessels(seed + 10, shape=(30, 40)), np.ones((5, 5), dtype=bool)),
+    ]
+    for image in images:
+        image_in = image.copy()
+        np.testing.assert_array_equal(segments._thin(image), thin(image))
+        np.testing.assert_array_equal(image, image_in)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_junction_removal_matches_loop_oracle(seed):
     rng = np.random.default_rng(seed)
@@ -340,6 +357,14 @@ def test_build_id_mask_matches_oracle_pipeline(make):
     label = make()
     fov = disc_fov(label.shape, margin=2)
     np.testing.assert_array_equal(build_id_mask(label, fov), oracle_id_mask(label, fov))
+
+
+def test_chunked_work_gives_the_same_mask(monkeypatch):
+    label = horizontal_bar(27, length=70, shape=(61, 90)) | random_vessels(4, shape=(61, 90))
+    fov = disc_fov(label.shape)
+    want = build_id_mask(label, fov)
+    monkeypatch.setattr(segments, "_PAINT_CHUNK", 500)  # a few pixels per chunk
+    np.testing.assert_array_equal(build_id_mask(label, fov), want)
 
 
 @pytest.mark.parametrize(
@@ -468,6 +493,7 @@ def test_drive_label_invariants(drive_root):
     mask = build_id_mask(label, fov)
     np.testing.assert_array_equal(label, label_in)
     np.testing.assert_array_equal(fov, fov_in)
+    np.testing.assert_array_equal(segments._thin(label), thin(label))
     k = check_invariants(label, fov, mask)
     assert 300 <= k <= 3000
     # the segments cover nearly all of the vessel inside the FOV

@@ -12,7 +12,7 @@ import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -160,7 +160,3 @@ def check_fov_options(fov_threshold: object, fov_erosion: object, *, dataset: st
         )
     return {"fov_threshold": fov_threshold, "fov_erosion": fov_erosion}
 
-
-def names(specs: Iterable[SampleSpec]) -> list[str]:
-    """The names of ``specs``, in order (a convenience for tests and logs)."""
-    return [spec.name for spec in specs]

@@ -58,7 +58,10 @@ def _index(folder: Path) -> dict[str, list[Path]]:
     return by_stem
 
 
-def _match(by_stem: dict[str, list[Path]], stem: str, suffixes: Sequence[str], folder: Path, what: str) -> Path:
+def _match(
+    by_stem: dict[str, list[Path]], stem: str, suffixes: Sequence[str], folder: Path, what: str
+) -> Path:
+    """The one file of ``by_stem`` named ``stem + suffix`` for some suffix, else DatasetError."""
     candidates = [path for suffix in suffixes for path in by_stem.get(stem + suffix, [])]
     if not candidates:
         tried = ", ".join(f"{stem}{suffix}.*" for suffix in suffixes)
@@ -71,7 +74,9 @@ def _match(by_stem: dict[str, list[Path]], stem: str, suffixes: Sequence[str], f
 
 def _check_suffixes(value: object, option: str) -> tuple[str, ...]:
     if isinstance(value, str) or not all(isinstance(item, str) for item in value):  # type: ignore[union-attr]
-        raise DatasetError(f"option {option} for dataset 'folder' must be a sequence of strings, got {value!r}")
+        raise DatasetError(
+            f"option {option} for dataset 'folder' must be a sequence of strings, got {value!r}"
+        )
     return tuple(value)  # type: ignore[arg-type]
 
 
@@ -85,7 +90,10 @@ def _open_flat(
     mask_suffixes: tuple[str, ...],
     fov_options: dict[str, object],
 ) -> list[SampleSpec]:
-    expected = f"<root>/{prefix}{images}/ with image files ({', '.join(IMAGE_EXTENSIONS)}) and <root>/{prefix}{labels}/"
+    expected = (
+        f"<root>/{prefix}{images}/ with image files ({', '.join(IMAGE_EXTENSIONS)}) "
+        f"and <root>/{prefix}{labels}/"
+    )
     image_dir = require_dir(root / images, expected)
     image_index = _index(image_dir)
     if not image_index:

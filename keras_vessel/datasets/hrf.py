@@ -28,7 +28,10 @@ from keras_vessel.datasets.base import (
 from keras_vessel.errors import DatasetError
 
 LAST_TRAINING_NUMBER = 5
-EXPECTED = "<root>/images/NN_{dr,g,h}.jpg with <root>/manual1/NN_x.tif and <root>/mask/NN_x_mask.tif (the HRF layout)"
+EXPECTED = (
+    "<root>/images/NN_{dr,g,h}.jpg with <root>/manual1/NN_x.tif and <root>/mask/NN_x_mask.tif "
+    "(the HRF layout)"
+)
 
 
 def open_hrf(root: str | Path, split: str = "all") -> list[SampleSpec]:

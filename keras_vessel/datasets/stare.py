@@ -64,7 +64,9 @@ def open_stare(
     stems = [match.group(1) for _, match in found]
     duplicated = sorted({stem for stem in stems if stems.count(stem) > 1})
     if duplicated:
-        raise DatasetError(f"STARE images present both as .ppm and .ppm.gz in {images}: {', '.join(duplicated)}")
+        raise DatasetError(
+            f"STARE images present both as .ppm and .ppm.gz in {images}: {', '.join(duplicated)}"
+        )
     if fold is not None and not 0 <= fold < len(found):
         raise DatasetError(
             f"option fold for dataset 'stare' must be in [0, {len(found) - 1}] "

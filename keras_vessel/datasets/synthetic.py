@@ -82,29 +82,36 @@ def _grow(
         pieces.append((np.array(points), width))
         if np.hypot(*(position - centre)) > radius or width == 1 or len(pieces) > 400:
             return
-        child = max(1, int(round(width * rng.uniform(0.45, 0.75))))
+        # Bifurcation: a narrower child leaves at 30-60 degrees, curving the other way.
+        child_width = max(1, int(round(width * rng.uniform(0.45, 0.75))))
         side = rng.choice([-1.0, 1.0])
-        _grow(rng, position, angle + side * rng.uniform(0.5, 1.0), child, -side * abs(bend) * 0.5 + rng.normal(0, 0.004), scale, pieces, centre, radius)
+        child_angle = angle + side * rng.uniform(0.5, 1.0)
+        child_bend = -side * abs(bend) * 0.5 + rng.normal(0.0, 0.004)
+        _grow(rng, position, child_angle, child_width, child_bend, scale, pieces, centre, radius)
         angle -= side * rng.uniform(0.05, 0.2)  # the parent veers away from its child
         if rng.random() < 0.75:
             width -= 1
 
 
-def _vessel_pieces(rng: np.random.Generator, size: int, centre: np.ndarray, radius: float, disc: np.ndarray) -> list[tuple[np.ndarray, int]]:
+def _vessel_pieces(
+    rng: np.random.Generator, size: int, centre: np.ndarray, radius: float, disc: np.ndarray
+) -> list[tuple[np.ndarray, int]]:
     """Four trees rooted at the optic disc: temporal arcades wide, nasal trees narrower."""
     scale = size / 256.0
-    towards_macula = 0.0 if disc[1] < centre[1] else np.pi
-    widths = [MAX_WIDTH, MAX_WIDTH - 1, MAX_WIDTH - 2, MAX_WIDTH - 3]
+    # Angles in (row, col) coordinates for a disc left of the macula (a positive
+    # bend turns clockwise on screen); a disc on the right mirrors them.
     roots = [
-        (towards_macula - 1.1, widths[0], 1.0),  # upper temporal arcade, bending back
-        (towards_macula + 1.1, widths[1], -1.0),  # lower temporal arcade
-        (towards_macula + np.pi + 0.7, widths[2], -1.0),  # nasal trees
-        (towards_macula + np.pi - 0.7, widths[3], 1.0),
+        (-1.1, MAX_WIDTH, 1.0),  # upper temporal arcade, curving towards the macula
+        (1.1, MAX_WIDTH - 1, -1.0),  # lower temporal arcade
+        (np.pi + 0.7, MAX_WIDTH - 2, -1.0),  # upper nasal tree
+        (np.pi - 0.7, MAX_WIDTH - 3, 1.0),  # lower nasal tree
     ]
+    mirrored = disc[1] > centre[1]
     pieces: list[tuple[np.ndarray, int]] = []
     for angle, width, sign in roots:
-        # In (row, col) coordinates a positive bend turns clockwise on screen.
-        bend = sign * (1.0 if towards_macula == 0.0 else -1.0) * rng.uniform(0.006, 0.012) / scale
+        bend = sign * rng.uniform(0.006, 0.012) / scale
+        if mirrored:
+            angle, bend = np.pi - angle, -bend
         _grow(rng, disc, angle + rng.normal(0, 0.1), width, bend, scale, pieces, centre, radius)
     return pieces
 
@@ -134,7 +141,8 @@ def _rasterise(pieces: list[tuple[np.ndarray, int]], size: int) -> tuple[np.ndar
         # The centreline: the polyline sampled every <= 0.5 px and rounded to pixels
         # (so it is 8-connected); it is part of the label even where a 1-px capsule
         # misses a rounded pixel.
-        samples = (starts[:, None, :] + np.linspace(0.0, 1.0, 4, endpoint=False)[None, :, None] * deltas[:, None, :]).reshape(-1, 2)
+        fractions = np.linspace(0.0, 1.0, 4, endpoint=False)[None, :, None]
+        samples = (starts[:, None, :] + fractions * deltas[:, None, :]).reshape(-1, 2)
         cells = np.rint(np.concatenate([samples, points[-1:]])).astype(int)
         cells = cells[np.all((cells >= 0) & (cells < size), axis=1)]
         centreline[cells[:, 0], cells[:, 1]] = True
@@ -142,7 +150,16 @@ def _rasterise(pieces: list[tuple[np.ndarray, int]], size: int) -> tuple[np.ndar
     return width_map, centreline
 
 
-def _render(rng: np.random.Generator, size: int, fov: np.ndarray, centre: np.ndarray, radius: float, disc: np.ndarray, width_map: np.ndarray) -> np.ndarray:
+def _render(
+    rng: np.random.Generator,
+    size: int,
+    fov: np.ndarray,
+    centre: np.ndarray,
+    radius: float,
+    disc: np.ndarray,
+    width_map: np.ndarray,
+) -> np.ndarray:
+    """The RGB image: fundus background, optic disc, macula, darkened vessels, noise."""
     rows, cols = np.mgrid[0:size, 0:size].astype(np.float32)
     r = np.hypot(rows - centre[0], cols - centre[1]) / radius
     base = np.array([rng.uniform(170, 215), rng.uniform(75, 105), rng.uniform(30, 55)], dtype=np.float32)
@@ -154,7 +171,8 @@ def _render(rng: np.random.Generator, size: int, fov: np.ndarray, centre: np.nda
     macula_profile = np.exp(-(np.hypot(rows - macula[0], cols - macula[1]) / (0.12 * size)) ** 2)
     image *= (1.0 - 0.25 * macula_profile)[:, :, None]
     disc_radius = 0.065 * size
-    disc_profile = 1.0 / (1.0 + np.exp((np.hypot(rows - disc[0], cols - disc[1]) - disc_radius) / (0.15 * disc_radius)))
+    disc_distance = np.hypot(rows - disc[0], cols - disc[1])
+    disc_profile = 1.0 / (1.0 + np.exp((disc_distance - disc_radius) / (0.15 * disc_radius)))
     image += disc_profile[:, :, None] * np.array([45.0, 110.0, 80.0], dtype=np.float32)
     # Vessels: darker in green most, contrast growing with width, edges blurred.
     contrast = ndimage.gaussian_filter(np.where(width_map > 0, 0.3 + 0.04 * width_map, 0.0), 0.7)
@@ -221,7 +239,9 @@ def open_synthetic(
     check_split(split, dataset="synthetic")
     for option, value, minimum in (("count", count, 1), ("test_count", test_count, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise DatasetError(f"option {option} for dataset 'synthetic' must be an int >= {minimum}, got {value!r}")
+            raise DatasetError(
+                f"option {option} for dataset 'synthetic' must be an int >= {minimum}, got {value!r}"
+            )
     _check_index_size_seed(0, size, seed)
     indices = {
         "training": range(count),

@@ -83,7 +83,10 @@ def model_stride(model: keras.Model) -> int:
 
 def head_names(model: keras.Model) -> tuple[str, ...]:
     """Names of a training model's heads, in output order (e.g. ``("segment", "pixel")``)."""
-    outputs = model.output
+    try:
+        outputs = model.output
+    except (AttributeError, ValueError):  # e.g. a Sequential model never called
+        outputs = None
     if not isinstance(outputs, dict):
         raise ValueError(
             f"model {model.name!r} must have dict outputs keyed by head name "

@@ -1,0 +1,374 @@
+"""Segment-level weights and the pixel-wise, segment-level and joint losses (METHOD.md 2-3).
+
+Everything here is TensorFlow ops only (no `tf.py_function`), so the losses
+trace under `tf.function`, run in `model.fit` (also XLA-compiled), under a
+`tf.distribute` strategy and in a SavedModel.
+
+Contract (docs/ARCHITECTURE.md): ``y_true`` is float32 ``(B, H, W, 4)`` with the
+channels `TARGET_CHANNELS` = (label, valid, id_mask, tube), built by
+`pack_targets`; ``y_pred`` is the float ``(B, H, W, 1)`` *logits* of one head.
+
+Each loss is a mean over the valid pixels of the whole batch, not a mean of
+per-image means: ``sum(weight * CE * valid) / sum(valid)``. To stay correct
+under Keras' reduction and under `tf.distribute` (which divides by the number
+of replicas only for non-scalar losses), `call` returns per-image
+contributions of shape ``(B,)`` whose mean is that value.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from keras_vessel.thinning import thin
+
+__all__ = [
+    "BETAS",
+    "ID_MASK",
+    "LABEL",
+    "LOSS_KINDS",
+    "TARGET_CHANNELS",
+    "TUBE",
+    "VALID",
+    "PixelWiseLoss",
+    "SegmentLevelLoss",
+    "build_losses",
+    "pack_targets",
+    "segment_weights",
+    "thin",
+    "unpack_targets",
+]
+
+logger = logging.getLogger(__name__)
+
+TARGET_CHANNELS = ("label", "valid", "id_mask", "tube")
+LABEL, VALID, ID_MASK, TUBE = (TARGET_CHANNELS.index(name) for name in ("label", "valid", "id_mask", "tube"))
+
+# (vessel, background inside a search region, other background) class weights.
+BETAS = {
+    # the gradient the authors' Caffe layer returns, which is what they trained with
+    "trained": (0.8, 0.35, 0.2),
+    # the forward value their layer reports (the paper's pixel-wise weights)
+    "documented": (0.9, 0.1, 0.1),
+}
+LOSS_KINDS = ("joint", "pixel")
+
+
+# --------------------------------------------------------------------- targets
+
+
+def pack_targets(label: Any, valid: Any, id_mask: Any, tube: Any) -> tf.Tensor:
+    """Stack the per-pixel targets into the float32 ``y_true`` the losses read.
+
+    Each part is ``(..., H, W)`` (stacked on a new last axis) or
+    ``(..., H, W, 1)`` (concatenated); all four must have the same shape.
+    Returns ``(..., H, W, 4)`` float32 in `TARGET_CHANNELS` order. The ID mask
+    is stored exactly (ids stay far below 2**24).
+    """
+    parts = [tf.cast(tf.convert_to_tensor(part), tf.float32) for part in (label, valid, id_mask, tube)]
+    shapes = [part.shape for part in parts]
+    for name, shape in zip(TARGET_CHANNELS, shapes):
+        if not shape.is_compatible_with(shapes[0]):
+            raise ValueError(
+                f"pack_targets: `{name}` must have the shape of `label` {shapes[0]}, got {shape}"
+            )
+    rank = shapes[0].rank
+    if rank is not None and rank >= 3 and shapes[0][-1] == 1:
+        return tf.concat(parts, axis=-1)
+    return tf.stack(parts, axis=-1)
+
+
+def unpack_targets(y_true: Any) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """``(..., H, W, 4)`` -> ``(label, valid, id_mask, tube)``, each ``(..., H, W)``.
+
+    label, valid and tube are float32; id_mask is int32 (rounded, so float
+    noise from augmentation cannot shift an id).
+    """
+    y_true = tf.convert_to_tensor(y_true)
+    if y_true.shape.rank is not None and (y_true.shape.rank < 3 or y_true.shape[-1] not in (None, 4)):
+        raise ValueError(
+            f"`y_true` must have shape (..., H, W, 4) with channels {TARGET_CHANNELS}, "
+            f"got shape {y_true.shape}"
+        )
+    y_true = tf.cast(y_true, tf.float32)
+    label = y_true[..., LABEL]
+    valid = y_true[..., VALID]
+    id_mask = tf.cast(tf.round(y_true[..., ID_MASK]), tf.int32)
+    tube = y_true[..., TUBE]
+    return label, valid, id_mask, tube
+
+
+# ------------------------------------------------------------- segment weights
+
+
+def _as_maps(value: Any, name: str, dtype: tf.DType) -> tuple[tf.Tensor, bool]:
+    tensor = tf.convert_to_tensor(value)
+    rank = tensor.shape.rank
+    if rank not in (3, 4) or (rank == 4 and tensor.shape[-1] not in (None, 1)):
+        raise ValueError(f"`{name}` must have shape (B, H, W) or (B, H, W, 1), got shape {tensor.shape}")
+    if rank == 4:
+        tensor = tensor[..., 0]
+    if dtype.is_integer and tensor.dtype.is_floating:
+        tensor = tf.round(tensor)
+    return tf.cast(tensor, dtype), rank == 4
+
+
+def segment_weights(
+    prob: Any,
+    label: Any,
+    id_mask: Any,
+    valid: Any,
+    *,
+    threshold: float = 0.5,
+    min_length_ratio: float = 0.8,
+    max_iterations: int | None = None,
+) -> tf.Tensor:
+    """The segment-level weight map ``w = 2 - sim`` of METHOD.md section 2 (no gradient).
+
+    Parameters
+    ----------
+    prob : (B, H, W) or (B, H, W, 1)
+        Vessel probability of one head.
+    label : same shape
+        Binary ground truth G (nonzero = vessel).
+    id_mask : same shape
+        ID mask M cropped with the patch: +i on segment i's search region,
+        -i on its reference skeleton, 0 elsewhere (ids are per image).
+    valid : same shape
+        Pixels that count (V, inside the FOV); only used for outliers.
+    threshold : float
+        B = [prob >= threshold].
+    min_length_ratio : float
+        A segment is missed (T_pred = 0) unless pred_len > ratio * ref_len.
+    max_iterations : int, optional
+        Thinning cap, see `keras_vessel.thinning.thin`.
+
+    Returns
+    -------
+    float32 tensor of ``prob``'s shape: sim_i on segment i's region (1 where
+    the predicted thickness matches, 0 for a missed segment, below 0 when the
+    prediction is more than twice too thick), 0 on outliers (B = 1, M = 0,
+    G = 0, V = 1), 1 elsewhere, and w = 2 - sim.
+
+    Per-segment counts are taken inside the crop with one
+    `tf.math.unsorted_segment_sum` over the batch (segment index
+    ``b * (max_id + 1) + |id|``). Segments whose reference skeleton is outside
+    the crop (ref_len 0), or whose region holds no ground-truth vessel
+    (T_gt = 0, impossible for a consistent ID mask), keep sim = 1.
+    """
+    if not 0.0 < float(threshold) < 1.0:
+        raise ValueError(f"`threshold` must be in (0, 1), got {threshold!r}")
+    if not float(min_length_ratio) >= 0.0:
+        raise ValueError(f"`min_length_ratio` must be >= 0, got {min_length_ratio!r}")
+    prob, has_channel = _as_maps(prob, "prob", tf.float32)
+    label, _ = _as_maps(label, "label", tf.float32)
+    ids, _ = _as_maps(id_mask, "id_mask", tf.int32)
+    valid, _ = _as_maps(valid, "valid", tf.float32)
+    prob = tf.stop_gradient(prob)
+
+    binary = prob >= threshold
+    skeleton = thin(binary, max_iterations=max_iterations)
+    vessel = label > 0.5
+    region = tf.abs(ids)
+
+    batch = tf.shape(ids)[0]
+    stride = tf.reduce_max(region) + 1
+    segment = tf.range(batch)[:, None, None] * stride + region  # (B, H, W)
+    inside = region > 0
+    counts = tf.stack(
+        [
+            tf.cast(ids < 0, tf.float32),  # reference skeleton
+            tf.cast(vessel & inside, tf.float32),
+            tf.cast(skeleton & inside, tf.float32),
+            tf.cast(binary & inside, tf.float32),
+        ],
+        axis=-1,
+    )
+    sums = tf.math.unsorted_segment_sum(
+        tf.reshape(counts, [-1, 4]), tf.reshape(segment, [-1]), batch * stride
+    )
+    ref_len, gt_area, pred_len, pred_area = tf.unstack(sums, axis=-1)
+    t_gt = tf.math.divide_no_nan(gt_area, ref_len)
+    found = pred_len > min_length_ratio * ref_len
+    t_pred = tf.where(found, tf.math.divide_no_nan(pred_area, pred_len), 0.0)
+    counted = (ref_len > 0) & (t_gt > 0)
+    sim_segment = tf.where(counted, 1.0 - tf.abs(t_pred - t_gt) / tf.where(counted, t_gt, 1.0), 1.0)
+
+    sim = tf.gather(sim_segment, segment)  # segment index b * stride + 0 always has sim 1
+    outlier = binary & ~inside & ~vessel & (valid > 0.5)
+    sim = tf.where(outlier, 0.0, sim)
+    weights = tf.stop_gradient(2.0 - sim)
+    return weights[..., None] if has_channel else weights
+
+
+# ---------------------------------------------------------------------- losses
+
+
+def _check_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a bool, got {value!r} of type {type(value).__name__}")
+    return value
+
+
+def _check_weight(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"`{name}` must be a number, got {value!r} of type {type(value).__name__}")
+    if not value >= 0.0:
+        raise ValueError(f"`{name}` must be >= 0, got {value!r}")
+    return float(value)
+
+
+def _logits(y_pred: Any) -> tf.Tensor:
+    """One head's logits as float32 (B, H, W), also under a mixed_float16 policy."""
+    y_pred = tf.cast(tf.convert_to_tensor(y_pred), tf.float32)
+    rank = y_pred.shape.rank
+    if rank not in (3, 4) or (rank == 4 and y_pred.shape[-1] not in (None, 1)):
+        raise ValueError(f"`y_pred` must be logits of shape (B, H, W, 1), got shape {y_pred.shape}")
+    return y_pred[..., 0] if rank == 4 else y_pred
+
+
+def _per_image(weighted: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
+    """(B, H, W) weighted terms -> (B,) whose mean is sum(weighted) / sum(valid)."""
+    batch = tf.cast(tf.shape(weighted)[0], tf.float32)
+    per_image = tf.reduce_sum(weighted, axis=[1, 2])
+    return tf.math.divide_no_nan(per_image * batch, tf.reduce_sum(valid))
+
+
+@keras.saving.register_keras_serializable(package="keras_vessel")
+class PixelWiseLoss(keras.losses.Loss):
+    """Class-weighted sigmoid cross-entropy from logits, mean over valid pixels.
+
+    loss = sum(c * CE * V) / sum(V), c = `vessel_weight` on vessel pixels and
+    `background_weight` elsewhere (authors: 0.9 / 0.1). With
+    ``ignore_outside_fov=False`` every pixel counts (V = 1).
+    """
+
+    def __init__(
+        self,
+        vessel_weight: float = 0.9,
+        background_weight: float = 0.1,
+        ignore_outside_fov: bool = True,
+        name: str = "pixel_wise_loss",
+        **kwargs: Any,
+    ) -> None:
+        self.vessel_weight = _check_weight(vessel_weight, "vessel_weight")
+        self.background_weight = _check_weight(background_weight, "background_weight")
+        self.ignore_outside_fov = _check_bool(ignore_outside_fov, "ignore_outside_fov")
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        logits = _logits(y_pred)
+        label, valid, _, _ = unpack_targets(y_true)
+        if not self.ignore_outside_fov:
+            valid = tf.ones_like(valid)
+        cross_entropy = tf.nn.sigmoid_cross_entropy_with_logits(labels=label, logits=logits)
+        weight = self.vessel_weight * label + self.background_weight * (1.0 - label)
+        return _per_image(weight * cross_entropy * valid, valid)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            vessel_weight=self.vessel_weight,
+            background_weight=self.background_weight,
+            ignore_outside_fov=self.ignore_outside_fov,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_vessel")
+class SegmentLevelLoss(keras.losses.Loss):
+    """Cross-entropy weighted per pixel by the segment weight w (METHOD.md section 3).
+
+    loss = sum(stop_gradient(w * beta) * CE * V) / sum(V), with w =
+    `segment_weights` of this head's own probability sigmoid(y_pred), and
+    beta per pixel:
+
+    - ``beta="trained"`` (default): 0.8 on vessel, 0.35 on background inside
+      any search region (id_mask != 0), 0.2 on other background: the gradient
+      the authors' layer returned, which their training followed.
+    - ``beta="documented"``: 0.9 / 0.1, the value their layer reported.
+
+    The gradient w.r.t. the logits is therefore w * beta * V * (p - y) / sum(V).
+    """
+
+    def __init__(
+        self,
+        beta: str = "trained",
+        ignore_outside_fov: bool = True,
+        threshold: float = 0.5,
+        min_length_ratio: float = 0.8,
+        max_iterations: int | None = None,
+        name: str = "segment_level_loss",
+        **kwargs: Any,
+    ) -> None:
+        if beta not in BETAS:
+            raise ValueError(f"`beta` must be one of {sorted(BETAS)}, got {beta!r}")
+        self.beta = beta
+        self.ignore_outside_fov = _check_bool(ignore_outside_fov, "ignore_outside_fov")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+            raise ValueError(f"`threshold` must be a number in (0, 1), got {threshold!r}")
+        self.threshold = float(threshold)
+        self.min_length_ratio = _check_weight(min_length_ratio, "min_length_ratio")
+        if max_iterations is not None and (
+            isinstance(max_iterations, bool) or not isinstance(max_iterations, int) or max_iterations < 1
+        ):
+            raise ValueError(f"`max_iterations` must be a positive int or None, got {max_iterations!r}")
+        self.max_iterations = max_iterations
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        logits = _logits(y_pred)
+        label, valid, id_mask, _ = unpack_targets(y_true)
+        if not self.ignore_outside_fov:
+            valid = tf.ones_like(valid)
+        weights = segment_weights(
+            tf.sigmoid(logits),
+            label,
+            id_mask,
+            valid,
+            threshold=self.threshold,
+            min_length_ratio=self.min_length_ratio,
+            max_iterations=self.max_iterations,
+        )
+        vessel_beta, region_beta, other_beta = BETAS[self.beta]
+        beta = tf.where(
+            label > 0.5, vessel_beta, tf.where(tf.not_equal(id_mask, 0), region_beta, other_beta)
+        )
+        scale = tf.stop_gradient(weights * beta)
+        cross_entropy = tf.nn.sigmoid_cross_entropy_with_logits(labels=label, logits=logits)
+        return _per_image(scale * cross_entropy * valid, valid)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            beta=self.beta,
+            ignore_outside_fov=self.ignore_outside_fov,
+            threshold=self.threshold,
+            min_length_ratio=self.min_length_ratio,
+            max_iterations=self.max_iterations,
+        )
+        return config
+
+
+def build_losses(
+    kind: str = "joint", *, beta: str = "trained", ignore_outside_fov: bool = True
+) -> dict[str, keras.losses.Loss]:
+    """Losses by output name, for ``model.compile(loss=...)``.
+
+    ``"joint"``: ``{"segment": SegmentLevelLoss, "pixel": PixelWiseLoss}``,
+    added with weight 1 each as the authors did; ``"pixel"``: the pixel-only
+    baseline ``{"pixel": PixelWiseLoss}`` on the same network.
+    """
+    if kind not in LOSS_KINDS:
+        raise ValueError(f"`kind` must be one of {LOSS_KINDS}, got {kind!r}")
+    if beta not in BETAS:
+        raise ValueError(f"`beta` must be one of {sorted(BETAS)}, got {beta!r}")
+    _check_bool(ignore_outside_fov, "ignore_outside_fov")
+    losses: dict[str, keras.losses.Loss] = {}
+    if kind == "joint":
+        losses["segment"] = SegmentLevelLoss(beta=beta, ignore_outside_fov=ignore_outside_fov)
+    losses["pixel"] = PixelWiseLoss(ignore_outside_fov=ignore_outside_fov)
+    return losses

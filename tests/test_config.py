@@ -1,0 +1,85 @@
+"""Run configs: typed, unknown keys rejected with the key and the file named."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from keras_vessel.config import ConfigError, RunConfig, config_to_dict, load_config, save_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, payload: dict) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(payload))
+    return path
+
+
+def test_defaults_and_nested_values(tmp_path):
+    path = write(tmp_path, {"name": "x", "train": {"epochs": 3}, "data": {"augment": {"flips": False}}})
+    config = load_config(path)
+    assert config.name == "x"
+    assert config.train.epochs == 3
+    assert config.train.learning_rate == RunConfig().train.learning_rate
+    assert config.data.augment.flips is False
+
+
+def test_unknown_key_names_key_file_and_suggestion(tmp_path):
+    path = write(tmp_path, {"train": {"learing_rate": 0.1}})
+    with pytest.raises(ConfigError, match=r"run\.yaml: unknown key train\.'learing_rate'; did you mean train\.'learning_rate'"):
+        load_config(path)
+
+
+def test_unknown_top_level_key(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key 'optimiser'"):
+        load_config(write(tmp_path, {"optimiser": "adam"}))
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        ({"train": {"epochs": "ten"}}, "train.epochs must be an integer, got 'ten'"),
+        ({"train": {"epochs": True}}, "train.epochs must be an integer"),
+        ({"train": {"learning_rate": "fast"}}, "train.learning_rate must be a number"),
+        ({"loss": {"kind": "dice"}}, r"loss.kind must be one of \['joint', 'pixel'\], got 'dice'"),
+        ({"train": {"mixed_precision": "yes"}}, "train.mixed_precision must be true or false"),
+        ({"data": 3}, "data must be a mapping"),
+    ],
+)
+def test_wrong_types_are_rejected(tmp_path, payload, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, payload))
+
+
+def test_overrides_apply_on_top_of_the_file(tmp_path):
+    path = write(tmp_path, {"train": {"epochs": 3}})
+    config = load_config(path, ["train.epochs=7", "loss.kind=pixel", "train.learning_rate=1e-4"])
+    assert (config.train.epochs, config.loss.kind, config.train.learning_rate) == (7, "pixel", 1e-4)
+    with pytest.raises(ConfigError, match="override 'train.epochs' must look like key.sub=value"):
+        load_config(path, ["train.epochs"])
+    with pytest.raises(ConfigError, match="unknown key train.'epoch'"):
+        load_config(path, ["train.epoch=3"])
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="does-not-exist.yaml does not exist"):
+        load_config(tmp_path / "does-not-exist.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml is not valid YAML"):
+        load_config(bad)
+
+
+def test_saved_config_loads_back_identically(tmp_path):
+    config = load_config(write(tmp_path, {"name": "round", "model": {"options": {"depth": 2}}}))
+    save_config(config, tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml") == config
+    assert config_to_dict(config)["model"]["options"] == {"depth": 2}
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    config = load_config(path)
+    assert config.name == path.stem
+    assert config.model.name in ("unet", "yan2018")
