@@ -139,10 +139,12 @@ def save_threshold(
     return path
 
 
-def load_threshold(model_path: str | Path) -> dict[str, Any]:
+def load_threshold(model_path: str | Path, *, heads: str | None = None) -> dict[str, Any]:
     """Read ``threshold.json`` beside the model: ``{"threshold": t, "rule": ..., ...}``.
 
-    Raises FileNotFoundError saying how to create it, ValueError when malformed.
+    Raises FileNotFoundError saying how to create it, ValueError when malformed
+    or, if `heads` is given, when the file was computed for other heads (the
+    fused probability, hence the best threshold, depends on them).
     """
     path = threshold_path(model_path)
     if not path.is_file():
@@ -164,6 +166,13 @@ def load_threshold(model_path: str | Path) -> dict[str, Any]:
         ) from None
     payload["threshold"] = threshold
     payload.setdefault("rule", TRAINING_RULE)
+    stored = payload.get("heads")
+    if heads is not None and stored is not None and stored != heads:
+        raise ValueError(
+            f"{path} holds the threshold for heads={stored!r}, not heads={heads!r}; use "
+            f"--heads {stored} or recompute it for these heads (delete the file and run "
+            f"`keras-vessel evaluate --threshold train --training-root ROOT --heads {heads} ...`)."
+        )
     return payload
 
 

@@ -15,10 +15,17 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DEFAULT_MAX_WHOLE_PIXELS", "as_rgb", "predict_probability", "tile_starts"]
+__all__ = [
+    "DEFAULT_MAX_WHOLE_PIXELS",
+    "as_rgb",
+    "load_inference_model",
+    "predict_probability",
+    "tile_starts",
+]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +35,34 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_WHOLE_PIXELS = 1024 * 1024
 DEFAULT_TILE_SIZE = 512
 DEFAULT_OVERLAP = 128
+
+
+def load_inference_model(path: str | Path, *, heads: str = "mean"):
+    """Load a `.keras` training model and wrap it into an inference model.
+
+    Imports `keras_vessel.models` and `keras_vessel.losses` first so that their
+    registered custom objects deserialise. Raises FileNotFoundError for a
+    missing file and ValueError (naming the file) for one Keras cannot load or
+    one that is not a keras-vessel training model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist; expected a .keras file written by training")
+    if path.suffix != ".keras":
+        raise ValueError(f"model file {path} must be a Keras 3 '.keras' file; got suffix {path.suffix!r}")
+    import keras
+
+    import keras_vessel.losses  # noqa: F401  (registers the custom losses)
+    from keras_vessel.models import build_inference_model
+
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many types for a bad archive
+        raise ValueError(f"could not load model {path}: {type(error).__name__}: {error}") from error
+    try:
+        return build_inference_model(model, heads=heads)
+    except ValueError as error:
+        raise ValueError(f"model {path}: {error}") from error
 
 
 def as_rgb(image: np.ndarray, *, name: str = "image") -> np.ndarray:

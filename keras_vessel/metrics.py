@@ -404,7 +404,7 @@ def vessel_thickness(
     fov = _fov_or_all(fov, label.shape)
     if unassigned not in ("nearest", "ignore"):
         raise ValueError(f"`unassigned` must be 'nearest' or 'ignore'; got {unassigned!r}.")
-    id_mask = segments.build_id_mask(label, fov)
+    id_mask = segments.build_id_mask(label, fov, reference="complete")
     raw = np.asarray(segments.thickness_map(label, id_mask), dtype=np.float64)
     if raw.shape != label.shape:
         raise RuntimeError(f"segments.thickness_map returned shape {raw.shape}, expected {label.shape}.")

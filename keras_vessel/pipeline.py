@@ -15,18 +15,12 @@ from pathlib import Path
 import tensorflow as tf
 
 from keras_vessel.config import AugmentConfig
+from keras_vessel.losses import pack_targets
 from keras_vessel.tfrecords import PrepareError, read_manifest, record_files, parse_example
 
-TARGET_CHANNELS = ("label", "valid", "id_mask", "tube")
 # layout of the stacked tensor that is cropped and augmented as one
 _IMAGE, _CLAHE, _LABEL, _FOV, _TUBE, _ID = slice(0, 3), slice(3, 6), 6, 7, 8, 9
 _PATCHES_PER_VISIT = 16
-
-
-def pack_targets(label: tf.Tensor, valid: tf.Tensor, id_mask: tf.Tensor, tube: tf.Tensor) -> tf.Tensor:
-    """Stack the per-pixel targets into the (..., H, W, 4) float32 `y_true` the losses read."""
-    parts = [tf.cast(part, tf.float32) for part in (label, valid, id_mask, tube)]
-    return tf.stack(parts, axis=-1)
 
 
 def split_names(records_dir: str | Path, validation_images: int) -> tuple[list[str], list[str]]:

@@ -19,6 +19,10 @@ Choices this module makes where METHOD.md is silent (also in the docstrings):
   column-major order, then parts along the walk. Segments left without pixels
   (outside the FOV) or without any pixel in the final mask are dropped and the
   ids renumbered 1..K, keeping the order; the painting is unchanged by that.
+* ``build_id_mask(..., reference="complete")`` (not the default) keeps every
+  segment's whole skeleton as its reference, and ``thickness_map`` weights
+  reference pixels by their Euclidean step length, so widths for metrics are
+  true widths (METHOD.md's painting shortens the references and inflates them).
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ logger = logging.getLogger(__name__)
 _EIGHT = np.ones((3, 3), dtype=bool)
 # Max number of (pixel, window offset) pairs handled at once; bounds memory.
 _PAINT_CHUNK = 4_000_000
+_REFERENCES = ("authors", "complete")
+_LENGTHS = ("pixels", "euclidean")
 
 
 # --------------------------------------------------------------------------- #
@@ -316,7 +322,7 @@ def _disc_offsets(q: int, half: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _paint_id_mask(
-    segments: np.ndarray, reach: np.ndarray, fov: np.ndarray, half: int
+    segments: np.ndarray, reach: np.ndarray, fov: np.ndarray, half: int, *, complete: bool = False
 ) -> np.ndarray:
     """Sequential painting of METHOD.md 1.5, computed in closed form.
 
@@ -326,7 +332,9 @@ def _paint_id_mask(
     it, except on a skeleton pixel of segment k when no later region covers it
     (then -k): its own region always covers it. So one max-reduction over all
     (skeleton pixel, disc offset) pairs gives the mask, grouped by radius so
-    each group shares one offset stencil.
+    each group shares one offset stencil. ``complete=True`` paints all regions
+    first and then -k on every skeleton pixel of every segment k (skeletons are
+    disjoint, so each keeps its full reference skeleton).
     """
     h, w = segments.shape
     ys, xs = np.nonzero(segments)
@@ -347,7 +355,10 @@ def _paint_id_mask(
     region = region.reshape(h, w)
     region[~fov] = 0
     mask = region.copy()
-    own = (segments > 0) & (region == segments)
+    if complete:
+        own = segments > 0  # already inside the FOV
+    else:
+        own = (segments > 0) & (region == segments)
     mask[own] = -segments[own]
     return mask
 
@@ -374,6 +385,7 @@ def build_id_mask(
     max_length: int = 8,
     window: int = 21,
     margin: int = 2,
+    reference: str = "authors",
 ) -> np.ndarray:
     """The segment ID mask of METHOD.md section 1 for one full image.
 
@@ -391,15 +403,29 @@ def build_id_mask(
         each disc (authors: 21).
     margin : int
         Search radius R(s) = r(s) + margin (authors: 2).
+    reference : {"authors", "complete"}
+        Which skeleton pixels keep ``-i``. ``"authors"`` (default, METHOD.md
+        1.5 to the letter): for i = 1..K, +i on region i then -i on skeleton
+        i, so region i+1 overwrites the end of skeleton i and the reference
+        skeleton is usually shorter than its segment (T_gt = area / ref_len is
+        then inflated: a straight bar of width 7 measures about 21).
+        ``"complete"``: all regions first (later ids still win overlaps), then
+        -i on every pixel of every segment's skeleton. Segment skeletons are
+        disjoint, so nothing is lost and every reference skeleton is whole;
+        T_gt then measures the true width (a bar of width w gives about w).
+        Use it for thickness statistics (thin/thick vessels), or to train with
+        an unbiased T_gt.
 
     Returns
     -------
     (H, W) int32
         ``+i`` on the search region of segment i (later ids win overlaps),
-        ``-i`` on the skeleton pixels of segment i that no later region
-        covers, 0 elsewhere and everywhere outside the FOV. Ids 1..K are all
+        ``-i`` on the reference skeleton of segment i (see ``reference``),
+        0 elsewhere and everywhere outside the FOV. Ids 1..K are all
         present and ordered as MATLAB would label them: pieces by their first
-        pixel in column-major order, then parts along the curve.
+        pixel in column-major order, then parts along the curve. (With
+        ``"authors"``, a segment left with no pixel at all is dropped before
+        numbering; ``"complete"`` never drops one, so K can differ.)
 
     Notes
     -----
@@ -411,9 +437,11 @@ def build_id_mask(
     the same region). The skeleton is exactly ``skimage.morphology.thin``
     (computed by a boundary-only equivalent, tested pixel for pixel).
     Segments are built on the full image; METHOD.md's authors built them per
-    64x64 patch. Because region i+1 overwrites part of skeleton i, most
-    reference skeletons (-i) are shorter than their segment; that is the
-    authors' semantics and is kept.
+    64x64 patch. With ``reference="authors"`` region i+1 overwrites part of
+    skeleton i, so most reference skeletons (-i) are shorter than their
+    segment (on DRIVE 21, 21 of 858 segments keep no -i pixel at all); that
+    is the authors' semantics and the default. The two modes paint the same
+    regions: off the skeleton, |M| is identical (up to renumbering).
 
     Examples
     --------
@@ -432,6 +460,10 @@ def build_id_mask(
     if window % 2 == 0:
         raise ValueError(f"`window` must be odd, got {window}")
     margin = _check_int(margin, "margin", minimum=0)
+    if not isinstance(reference, str) or reference not in _REFERENCES:
+        raise ValueError(
+            f"`reference` must be one of {', '.join(map(repr, _REFERENCES))}, got {reference!r}"
+        )
     half = window // 2
 
     skeleton = _thin(label)
@@ -441,7 +473,8 @@ def build_id_mask(
     ys, xs = np.nonzero(segments)
     reach = np.zeros(label.shape, dtype=np.int64)
     reach[ys, xs] = _skeleton_radius_floor(label, ys, xs, half) + margin
-    mask = _compact_ids(_paint_id_mask(segments, reach, fov, half))
+    painted = _paint_id_mask(segments, reach, fov, half, complete=reference == "complete")
+    mask = _compact_ids(painted)
     logger.debug("build_id_mask: %d segments on a %s image", int(mask.max(initial=0)), mask.shape)
     return mask
 
@@ -465,42 +498,98 @@ def skeleton_tube(label: np.ndarray, *, radius: int = 1) -> np.ndarray:
     return ndi.binary_dilation(skeleton, structure=disk(radius).astype(bool)) & label
 
 
-def segment_widths(label: np.ndarray, id_mask: np.ndarray) -> np.ndarray:
+def _reference_step_lengths(reference: np.ndarray) -> np.ndarray:
+    """Curve length each reference-skeleton pixel stands for (float64, 0 off it).
+
+    The mean length of the steps to its 8-neighbours on the reference skeleton
+    (1 for a horizontal/vertical step, sqrt(2) for a diagonal one); 1 for an
+    isolated pixel. Junction-free skeletons give every pixel at most two
+    neighbours, so the sum over a segment is its Euclidean length, to within
+    one step at the ends.
+    """
+    h, w = reference.shape
+    padded = np.pad(reference, 1)
+    total = np.zeros((h, w))
+    count = np.zeros((h, w))
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy == 0 and dx == 0:
+                continue
+            near = padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+            total += near * math.hypot(dy, dx)
+            count += near
+    steps = np.where(count > 0, total / np.maximum(count, 1), 1.0)
+    return np.where(reference, steps, 0.0)
+
+
+def _check_length(length: object) -> str:
+    if not isinstance(length, str) or length not in _LENGTHS:
+        raise ValueError(
+            f"`length` must be one of {', '.join(map(repr, _LENGTHS))}, got {length!r}"
+        )
+    return length
+
+
+def segment_widths(
+    label: np.ndarray, id_mask: np.ndarray, *, length: str = "pixels"
+) -> np.ndarray:
     """Ground-truth mean thickness of every segment, indexed by segment id.
 
-    T_gt_i = #{label and |M| = i} / #{M = -i}: vessel area in the search region
-    divided by the reference skeleton length (METHOD.md 2.2). Returns a float64
+    T_gt_i = #{label and |M| = i} / len_i: vessel area in the search region
+    divided by the reference skeleton length (M = -i). Returns a float64
     array of length max|M| + 1; entry 0, and any segment whose reference
     skeleton is absent (for example overwritten, or cropped away), is NaN.
 
-    Caution: the painting order of METHOD.md 1.5 lets region i+1 overwrite
-    the end of skeleton i, so for thick vessels the reference length shrinks
-    more than the area and T_gt overestimates the width (a straight bar of
-    width 1 measures about 1.6, width 3 about 5.4, width 7 about 21).
+    ``length="pixels"`` (default) counts the -i pixels: exactly METHOD.md 2.2,
+    the T_gt the segment loss uses. ``length="euclidean"`` weights each -i pixel
+    by its step lengths (sqrt(2) along diagonals, see
+    `_reference_step_lengths`), because a pixel count under-measures a slanted
+    centreline by up to sqrt(2) and so over-estimates the width of slanted
+    vessels; use it to measure vessel width.
+
+    Which mask to pass: with ``build_id_mask(..., reference="complete")``
+    every reference skeleton is whole and a straight bar of width w measures
+    exactly w (away from its ends). With the default ``reference="authors"``
+    region i+1 overwrites the end of skeleton i, the reference length shrinks
+    and T_gt over-estimates the width (a bar of width 1 measures 1.6, width 3
+    about 5.4 to 6, width 7 about 21 to 28): fine for reproducing the authors'
+    loss, wrong as a width.
     """
     label = _as_binary(label, "label")
     id_mask = _check_id_mask(id_mask, label.shape)
+    length = _check_length(length)
     ids = np.abs(id_mask).astype(np.int64).ravel()
     size = int(ids.max(initial=0)) + 1
     area = np.bincount(ids, weights=label.ravel(), minlength=size)
-    length = np.bincount(ids, weights=(id_mask.ravel() < 0), minlength=size)
+    reference = id_mask < 0
+    if length == "euclidean":
+        per_pixel = _reference_step_lengths(reference)
+    else:
+        per_pixel = reference.astype(np.float64)
+    ref_len = np.bincount(ids, weights=per_pixel.ravel(), minlength=size)
     widths = np.full(size, np.nan)
-    ok = length > 0
+    ok = ref_len > 0
     ok[0] = False
-    widths[ok] = area[ok] / length[ok]
+    widths[ok] = area[ok] / ref_len[ok]
     return widths
 
 
-def thickness_map(label: np.ndarray, id_mask: np.ndarray) -> np.ndarray:
+def thickness_map(
+    label: np.ndarray, id_mask: np.ndarray, *, length: str = "euclidean"
+) -> np.ndarray:
     """Per-pixel segment thickness on the label, for thin/thick sensitivity.
 
-    Each label pixel gets the T_gt of the segment region it lies in; 0 on
-    background, outside every region, and in regions of segments whose width
-    is undefined (no reference skeleton). Returns (H, W) float32.
+    Each label pixel gets the width of the segment region it lies in
+    (`segment_widths` with ``length``; Euclidean by default since this map is
+    meant as a vessel width); 0 on background, outside every region, and in
+    regions of segments whose width is undefined (no reference skeleton).
+    Pass ``build_id_mask(label, fov, reference="complete")`` to get true
+    widths; an ``"authors"`` mask inflates them (see `segment_widths`).
+    Returns (H, W) float32.
     """
     label = _as_binary(label, "label")
     id_mask = _check_id_mask(id_mask, label.shape)
-    widths = np.nan_to_num(segment_widths(label, id_mask), nan=0.0)
+    widths = np.nan_to_num(segment_widths(label, id_mask, length=length), nan=0.0)
     return np.where(label, widths[np.abs(id_mask)], 0.0).astype(np.float32)
 
 

@@ -329,9 +329,22 @@ def record_files(records_dir: str | Path) -> list[str]:
     return [str(Path(records_dir) / name) for name in manifest["shards"]]
 
 
-def read_records(records_dir: str | Path) -> Callable[[], Any]:
+def read_records(records_dir: str | Path) -> "tf.data.Dataset":
     """A `tf.data.Dataset` of parsed full images (deterministic order)."""
     import tensorflow as tf
 
     files = record_files(records_dir)
     return tf.data.TFRecordDataset(files, compression_type="GZIP").map(parse_example)
+
+
+def read_samples(records_dir: str | Path, names: Sequence[str] | None = None) -> list[Any]:
+    """Prepared images back as `Sample`s (image, label, FOV), e.g. to pick a threshold."""
+    from keras_vessel.datasets import Sample
+
+    samples = []
+    for record in read_records(records_dir):
+        name = record["name"].numpy().decode("utf-8")
+        if names is None or name in names:
+            samples.append(Sample(name=name, image=record["image"].numpy(),
+                                  label=record["label"].numpy() > 0, fov=record["fov"].numpy() > 0))
+    return samples

@@ -337,6 +337,8 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> Tra
     if chief:
         if not model_path.exists():
             save_model_atomic(model, model_path)
+        if status != "nan":
+            run_info["threshold"] = choose_threshold(model_path, config, verbose=verbose)
         run_info.update(status=status, epochs_completed=len(history),
                         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         write_json_atomic(output_dir / "run.json", run_info)
@@ -346,6 +348,24 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> Tra
             f"{output_dir / 'checkpoints'} (try a lower train.learning_rate)"
         )
     return TrainResult(output_dir, model_path, len(history), status, history)
+
+
+def choose_threshold(model_path: Path, config: RunConfig, *, verbose: int = 1) -> float:
+    """Store the accuracy-optimal threshold on the training images beside the model.
+
+    Chosen on the training split (never the test split), so evaluation with
+    `--threshold train` is honest.
+    """
+    from keras_vessel.evaluation import choose_training_threshold, save_threshold
+    from keras_vessel.inference import load_inference_model
+    from keras_vessel.tfrecords import read_samples
+
+    model = load_inference_model(model_path, heads=config.train.heads)
+    samples = read_samples(config.data.train_records)
+    threshold = choose_training_threshold(model, samples, progress=bool(verbose))
+    dataset = read_manifest(config.data.train_records)["dataset"]
+    save_threshold(model_path, threshold, heads=config.train.heads, dataset=dataset, images=len(samples))
+    return threshold
 
 
 def _build_losses(config: RunConfig) -> dict[str, keras.losses.Loss]:

@@ -1,0 +1,125 @@
+"""`keras-vessel evaluate`: score a trained model on a dataset split and write reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from keras_vessel_cli.errors import library_errors
+
+DATASET_NAMES = ["drive", "chase_db1", "stare", "hrf", "folder", "synthetic"]
+HEADS = ["mean", "segment", "pixel"]
+
+
+def _threshold_option(value: str) -> str:
+    """'train', 'otsu' or a number in (0, 1), checked before the model is loaded."""
+    from keras_vessel.evaluation import parse_threshold
+
+    text = value.strip().lower()
+    if text == "train":
+        return text
+    try:
+        parse_threshold(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"expected a number in (0, 1), 'otsu' or 'train'; got {value!r}", param_hint="--threshold"
+        ) from None
+    return text
+
+
+def training_threshold(model_path: Path, heads: str) -> tuple[float, str]:
+    """The threshold stored beside the model, as (value, rule); a ClickException if absent."""
+    from keras_vessel.evaluation import load_threshold
+
+    with library_errors():
+        stored = load_threshold(model_path, heads=heads)
+    return stored["threshold"], stored["rule"]
+
+
+@click.command()
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              required=True, help="Trained .keras model file (the training model, with its heads).")
+@click.option("--dataset", type=click.Choice(DATASET_NAMES), required=True, help="Which dataset reader to use.")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Dataset folder in its published layout (not needed for synthetic).")
+@click.option("--split", type=click.Choice(["training", "test", "all"]), default="test", show_default=True,
+              help="Which images to evaluate.")
+@click.option("--fold", type=int, default=None, help="STARE leave-one-out fold (index of the test image).")
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for metrics.json, metrics.md, per_image.csv, roc.png and overlays/.")
+@click.option("--threshold", default="0.5", show_default=True,
+              help="0.5 (or any number in (0, 1)), 'otsu' (per image) or 'train' (threshold.json "
+                   "beside the model, chosen on training images).")
+@click.option("--training-root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="With --threshold train and no threshold.json yet: compute the accuracy-optimal "
+                   "threshold on this root's training split and save it beside the model.")
+@click.option("--heads", type=click.Choice(HEADS), default="mean", show_default=True,
+              help="Fuse both heads' probabilities (mean) or use one head.")
+@click.option("--tile-size", type=click.IntRange(min=16), default=None,
+              help="Force tiled prediction with tiles of this size [default: whole image when it fits].")
+@click.option("--thin-width", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
+              help="Ground-truth segment thickness (px) at or below which a vessel counts as thin.")
+@click.option("--no-overlays", is_flag=True, help="Do not write the per-image overlay PNGs.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def evaluate(model_path: Path, dataset: str, root: Path | None, split: str, fold: int | None,
+             output: Path, threshold: str, training_root: Path | None, heads: str,
+             tile_size: int | None, thin_width: float, no_overlays: bool, quiet: bool) -> None:
+    """Evaluate a model on a dataset split; metrics inside the FOV only.
+
+    Writes Se/Sp/Acc/Pr/F1/MCC, pooled and per-image AUC, thin/thick sensitivity,
+    clDice, Betti errors and CAL (metrics.json, metrics.md, per_image.csv), a ROC
+    curve and per-image overlays; DRIVE test adds the second-observer row.
+    """
+    threshold = _threshold_option(threshold)
+    if dataset != "synthetic" and root is None:
+        raise click.UsageError(f"--root is required for --dataset {dataset}")
+    if training_root is not None and threshold != "train":
+        raise click.UsageError("--training-root is only used with --threshold train")
+
+    from keras_vessel.datasets import open_dataset
+    from keras_vessel.evaluation import (
+        choose_training_threshold,
+        evaluate as run_evaluation,
+        save_threshold,
+        threshold_path,
+    )
+    from keras_vessel.inference import load_inference_model
+
+    options = {"fold": fold} if fold is not None else {}
+    predict_options = {"tile_size": tile_size} if tile_size else {}
+    with library_errors():
+        specs = open_dataset(dataset, root, split, **options)
+        if not specs:
+            raise click.ClickException(f"no {split} images found for dataset {dataset} under {root}")
+        model = load_inference_model(model_path, heads=heads)
+
+    rule = None
+    if threshold == "train":
+        if not threshold_path(model_path).is_file() and training_root is not None:
+            with library_errors():
+                training = open_dataset(dataset, training_root, "training", **options)
+                value = choose_training_threshold(model, training, progress=not quiet,
+                                                  predict_options=predict_options)
+                saved = save_threshold(model_path, value, heads=heads, dataset=dataset, images=len(training))
+            click.echo(f"training threshold {value:.4f} saved to {saved}", err=True)
+        elif training_root is not None:
+            click.echo(f"using the existing {threshold_path(model_path)}; delete it to recompute", err=True)
+        value, rule = training_threshold(model_path, heads)
+    else:
+        value = threshold
+
+    with library_errors():
+        report = run_evaluation(
+            model, specs, output_dir=output, threshold=value, threshold_rule=rule, dataset=dataset,
+            split=split, model_path=model_path, heads=heads, thin_max_width=thin_width,
+            overlays=not no_overlays, progress=not quiet, predict_options=predict_options,
+        )
+    summary = report["summary"]
+    click.echo(
+        f"{dataset}/{split}: {len(report['per_image'])} images, threshold {report['protocol']['threshold_rule']}\n"
+        f"AUC pooled {summary['AUC_pooled']:.4f} (per-image mean {summary['AUC']:.4f}), "
+        f"Se {summary['Se']:.4f} Sp {summary['Sp']:.4f} Acc {summary['Acc']:.4f} "
+        f"Pr {summary['precision']:.4f} F1 {summary['F1']:.4f}\n"
+        f"reports written to {output}"
+    )

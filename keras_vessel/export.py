@@ -1,0 +1,253 @@
+"""Export a model as a TensorFlow SavedModel in the TF Serving layout.
+
+``export_saved_model`` writes ``out_dir/NAME/VERSION/`` (``saved_model.pb`` +
+``variables/``), the layout ``tensorflow_model_server --model_base_path=out_dir/NAME``
+serves, with two signatures:
+
+``serving_default``
+    ``images``: float32 ``[batch, height, width, 3]`` RGB on 0-255, any size
+    -> ``probability``: float32 ``[batch, height, width]`` in [0, 1].
+``predict_image``
+    ``image_bytes``: string ``[batch]`` of encoded PNG/JPEG images (all of one
+    size within a request) -> ``probability`` as above and ``mask_png``:
+    string ``[batch]``, PNG-encoded binary masks (0/255, ``probability >=
+    threshold``; the threshold is fixed at export time).
+
+Everything the client would otherwise have to know happens inside the graph:
+padding to the network stride (bottom/right, by reflection like
+`keras_vessel.inference.predict_probability`, by edge replication when the
+image is smaller than the pad), cropping back, decoding, thresholding and PNG
+encoding. Bad requests fail with a ``tf.debugging`` assertion whose message
+says what was expected. The SavedModel needs neither keras_vessel nor Keras to
+load. See ``saved_models/README.md`` for serving it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from keras_vessel.models import HeadFusion, build_inference_model, head_names, model_stride
+
+__all__ = ["SIGNATURES", "export_saved_model"]
+
+log = logging.getLogger(__name__)
+
+SIGNATURES = ("serving_default", "predict_image")
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def _pad_indices(size: tf.Tensor, pad: tf.Tensor, reflect: tf.Tensor) -> tf.Tensor:
+    """Gather indices padding an axis of ``size`` by ``pad`` at the end (NumPy reflect/edge)."""
+    index = tf.range(size + pad)
+    reflected = tf.where(index < size, index, 2 * (size - 1) - index)
+    edge = tf.minimum(index, size - 1)
+    return tf.where(reflect, reflected, edge)
+
+
+class _VesselServing(tf.Module):
+    """The exported graph: the Keras inference model plus padding, decoding and encoding."""
+
+    def __init__(self, model: keras.Model, *, stride: int, threshold: float) -> None:
+        super().__init__(name="keras_vessel_serving")
+        self.model = model
+        self._stride = stride
+        self._threshold = threshold
+
+    def _probability(self, images: tf.Tensor) -> tf.Tensor:
+        shape = tf.shape(images)
+        checks = [
+            tf.debugging.assert_positive(
+                shape[:3],
+                message="images must be a non-empty [batch, height, width, 3] batch "
+                "(batch, height and width all > 0)",
+            ),
+            tf.debugging.assert_all_finite(images, message="images must not contain NaN or Inf"),
+        ]
+        with tf.control_dependencies(checks):
+            images = tf.identity(images)
+        with tf.control_dependencies(
+            [
+                tf.debugging.assert_greater_equal(
+                    tf.reduce_min(images), 0.0, message="images must be RGB on 0-255 (found a value < 0)"
+                ),
+                tf.debugging.assert_less_equal(
+                    tf.reduce_max(images), 255.0, message="images must be RGB on 0-255 (found a value > 255)"
+                ),
+            ]
+        ):
+            images = tf.identity(images)
+        height, width = shape[1], shape[2]
+        pad_h = tf.math.floormod(-height, self._stride)
+        pad_w = tf.math.floormod(-width, self._stride)
+        reflect = tf.logical_and(pad_h < height, pad_w < width)
+        padded = tf.gather(images, _pad_indices(height, pad_h, reflect), axis=1)
+        padded = tf.gather(padded, _pad_indices(width, pad_w, reflect), axis=2)
+        probability = self.model(padded, training=False)
+        return tf.cast(probability[:, :height, :width, 0], tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
+    def serve(self, images: tf.Tensor) -> dict:
+        return {"probability": self._probability(images)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def predict_image(self, image_bytes: tf.Tensor) -> dict:
+        count = tf.size(image_bytes)
+        prefix8 = tf.strings.substr(image_bytes, 0, 8)
+        prefix3 = tf.strings.substr(image_bytes, 0, 3)
+        is_image = tf.logical_or(tf.equal(prefix8, _PNG_MAGIC), tf.equal(prefix3, _JPEG_MAGIC))
+        checks = [
+            tf.debugging.assert_positive(count, message="image_bytes must hold at least one image"),
+            tf.debugging.assert_equal(
+                is_image,
+                tf.ones_like(is_image),
+                message="image_bytes must hold encoded PNG or JPEG images; an element has neither "
+                "a PNG nor a JPEG signature",
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            image_bytes = tf.identity(image_bytes)
+
+        def decode(data: tf.Tensor) -> tf.Tensor:
+            image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+            image.set_shape([None, None, 3])
+            return image
+
+        first_size = tf.shape(decode(image_bytes[0]))[:2]
+
+        def decode_same_size(data: tf.Tensor) -> tf.Tensor:
+            image = decode(data)
+            with tf.control_dependencies(
+                [
+                    tf.debugging.assert_equal(
+                        tf.shape(image)[:2],
+                        first_size,
+                        message="all images in one predict_image request must have the same height "
+                        "and width; send differently sized images in separate requests",
+                    )
+                ]
+            ):
+                return tf.identity(image)
+
+        images = tf.map_fn(
+            decode_same_size, image_bytes, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8)
+        )
+        probability = self._probability(tf.cast(images, tf.float32))
+        masks = tf.cast(probability >= self._threshold, tf.uint8) * tf.constant(255, tf.uint8)
+        mask_png = tf.map_fn(
+            lambda mask: tf.io.encode_png(mask[..., None]),
+            masks,
+            fn_output_signature=tf.TensorSpec([], tf.string),
+        )
+        return {"probability": probability, "mask_png": mask_png}
+
+
+def _load(model_or_path: keras.Model | str | os.PathLike) -> keras.Model:
+    if isinstance(model_or_path, keras.Model):
+        return model_or_path
+    if not isinstance(model_or_path, (str, os.PathLike)):
+        raise TypeError(
+            "keras_model_path_or_model must be a keras.Model or the path of a .keras file, "
+            f"got {model_or_path!r} (type {type(model_or_path).__name__})"
+        )
+    path = Path(model_or_path)
+    if path.suffix != ".keras":
+        raise ValueError(f"expected a .keras model file, got {str(path)!r}")
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {str(path)!r}")
+    return keras.saving.load_model(path, safe_mode=True)
+
+
+def _inference_model(model: keras.Model, heads: str) -> keras.Model:
+    """A single-output probability model: wrap a training model, or accept an inference model."""
+    try:
+        head_names(model)
+    except ValueError:
+        if not isinstance(model.layers[-1], HeadFusion):
+            raise ValueError(
+                f"model {model.name!r} is neither a training model (dict outputs 'segment'/'pixel') "
+                "nor an inference model from keras_vessel.models.build_inference_model"
+            ) from None
+        if heads != "mean" and heads != model.layers[-1].mode:
+            raise ValueError(
+                f"model {model.name!r} is already an inference model fusing heads with mode "
+                f"{model.layers[-1].mode!r}; heads={heads!r} only applies to training models"
+            ) from None
+        return model
+    return build_inference_model(model, heads=heads)
+
+
+def export_saved_model(
+    keras_model_path_or_model: keras.Model | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    name: str,
+    version: int,
+    overwrite: bool = False,
+    threshold: float = 0.5,
+    heads: str = "mean",
+) -> Path:
+    """Write the model as ``out_dir/name/version/`` for TF Serving and return that path.
+
+    Parameters
+    ----------
+    keras_model_path_or_model : a training or inference model, or a ``.keras`` file of one.
+    out_dir : the model base folder's parent (created if missing).
+    name : model name, the folder TF Serving's ``--model_name`` points at.
+    version : positive int; TF Serving serves the highest version by default.
+    overwrite : replace an existing ``name/version`` folder instead of failing.
+    threshold : probability at and above which ``mask_png`` marks a vessel.
+    heads : head fusion for a training model (``"mean"``, ``"segment"``, ``"pixel"``).
+
+    The version folder is written next to its final place and renamed into
+    it, so a server polling ``out_dir/name`` never sees a half-written version.
+    """
+    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+        raise ValueError(
+            f"name must be a non-empty model name of letters, digits, '_', '.', '-' "
+            f"(a folder name), got {name!r}"
+        )
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"version must be an int >= 1 (TF Serving version folder), got {version!r}")
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"overwrite must be a bool, got {overwrite!r} (type {type(overwrite).__name__})")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
+    if not isinstance(heads, str) or heads not in ("mean", "segment", "pixel"):
+        raise ValueError(f"heads must be one of ['mean', 'segment', 'pixel'], got {heads!r}")
+
+    target = Path(out_dir) / name / str(version)
+    if target.exists() and not overwrite:
+        raise FileExistsError(
+            f"SavedModel version folder already exists: {str(target)!r}; "
+            "pass overwrite=True to replace it or choose another version"
+        )
+    model = _inference_model(_load(keras_model_path_or_model), heads)
+    stride = model_stride(model)
+    module = _VesselServing(model, stride=stride, threshold=float(threshold))
+    signatures = {
+        "serving_default": module.serve.get_concrete_function(),
+        "predict_image": module.predict_image.get_concrete_function(),
+    }
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}.partial-", dir=target.parent))
+    try:
+        tf.saved_model.save(module, str(staging), signatures=signatures)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("exported %s (stride %d, threshold %g) to %s", model.name, stride, threshold, target)
+    return target

@@ -1,0 +1,222 @@
+"""CLI tests for `keras-vessel evaluate` and `keras-vessel predict` (CliRunner).
+
+A tiny untrained, seeded U-Net saved to a temporary .keras file exercises the
+mechanics; a few DRIVE images are linked into a temporary DRIVE layout so the
+commands run on real files but stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from keras_vessel_cli.main import cli
+
+
+def _run(args: list[str]):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    return result
+
+
+def _show(result) -> str:
+    return f"exit {result.exit_code}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}\n{result.exception!r}"
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    keras = pytest.importorskip("keras")
+    from keras_vessel.models import build_model
+
+    keras.utils.set_random_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    build_model("unet", base_filters=4, depth=2).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_drive(drive_root, tmp_path_factory) -> Path:
+    """A DRIVE layout with test images 01-02 and training images 21-22 (symlinks)."""
+    root = tmp_path_factory.mktemp("DRIVE")
+    picks = {
+        "test": {"images": ["{n}_test.tif"], "1st_manual": ["{n}_manual1.gif"],
+                 "2nd_manual": ["{n}_manual2.gif"], "mask": ["{n}_test_mask.gif"]},
+        "training": {"images": ["{n}_training.tif"], "1st_manual": ["{n}_manual1.gif"],
+                     "mask": ["{n}_training_mask.gif"]},
+    }  # fmt: skip
+    numbers = {"test": ["01", "02"], "training": ["21", "22"]}
+    for split, folders in picks.items():
+        for folder, patterns in folders.items():
+            (root / split / folder).mkdir(parents=True)
+            for n in numbers[split]:
+                for pattern in patterns:
+                    name = pattern.format(n=n)
+                    (root / split / folder / name).symlink_to(drive_root / split / folder / name)
+    return root
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def test_evaluate_drive_otsu(model_path, small_drive, tmp_path):
+    out = tmp_path / "eval"
+    result = _run(["evaluate", "--model", model_path, "--dataset", "drive", "--root", small_drive,
+                   "--output", out, "--threshold", "otsu"])  # fmt: skip
+    assert result.exit_code == 0, _show(result)
+    assert "AUC pooled" in result.stdout and "evaluate" in result.stderr  # progress on stderr
+    report = json.loads((out / "metrics.json").read_text())
+    assert [r["name"] for r in report["per_image"]] == ["01_test", "02_test"]
+    assert report["second_observer"] is not None
+    assert "Otsu" in report["protocol"]["threshold_rule"]
+    assert (out / "roc.png").is_file() and (out / "overlays" / "01_test.png").is_file()
+    assert "second observer (human)" in (out / "metrics.md").read_text()
+
+
+def test_evaluate_train_threshold_missing_then_computed(model_path, small_drive, tmp_path):
+    threshold_file = model_path.with_name("threshold.json")
+    threshold_file.unlink(missing_ok=True)
+    out = tmp_path / "eval"
+    base = ["evaluate", "--model", model_path, "--dataset", "drive", "--root", small_drive,
+            "--output", out, "--threshold", "train", "--no-overlays", "--quiet"]  # fmt: skip
+    result = _run(base)
+    assert result.exit_code == 1, _show(result)
+    assert "threshold.json" in result.stderr and "--training-root" in result.stderr
+    assert not out.exists()
+
+    result = _run(base + ["--training-root", small_drive])
+    assert result.exit_code == 0, _show(result)
+    stored = json.loads(threshold_file.read_text())
+    assert 0 < stored["threshold"] < 1 and stored["heads"] == "mean" and stored["images"] == 2
+    assert "saved to" in result.stderr
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["per_image"][0]["threshold"] == pytest.approx(stored["threshold"])
+    assert "training images" in report["protocol"]["threshold_rule"]
+
+    # Stored for heads=mean: asking for the pixel head must not silently reuse it.
+    result = _run(base + ["--heads", "pixel"])
+    assert result.exit_code == 1, _show(result)
+    assert "heads='mean', not heads='pixel'" in result.stderr
+    threshold_file.unlink()
+
+
+@pytest.mark.parametrize(
+    "extra,code,message",
+    [
+        (["--threshold", "best"], 2, "--threshold"),
+        (["--heads", "both"], 2, "--heads"),
+        (["--training-root", "."], 2, "--training-root is only used with --threshold train"),
+    ],
+)
+def test_evaluate_bad_usage(model_path, small_drive, tmp_path, extra, code, message):
+    result = _run(["evaluate", "--model", model_path, "--dataset", "drive", "--root", small_drive,
+                   "--output", tmp_path / "o", *extra])  # fmt: skip
+    assert result.exit_code == code, _show(result)
+    assert message in result.stderr
+
+
+def test_evaluate_model_errors(small_drive, tmp_path):
+    missing = tmp_path / "nope.keras"
+    result = _run(["evaluate", "--model", missing, "--dataset", "drive", "--root", small_drive,
+                   "--output", tmp_path / "o"])  # fmt: skip
+    assert result.exit_code == 2 and "nope.keras" in result.stderr and "does not exist" in result.stderr
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_text("not a zip archive")
+    result = _run(["evaluate", "--model", corrupt, "--dataset", "drive", "--root", small_drive,
+                   "--output", tmp_path / "o"])  # fmt: skip
+    assert result.exit_code == 1, _show(result)
+    assert "could not load model" in result.stderr and "corrupt.keras" in result.stderr
+
+
+def test_evaluate_requires_root_and_valid_layout(model_path, tmp_path):
+    result = _run(["evaluate", "--model", model_path, "--dataset", "drive", "--output", tmp_path])
+    assert result.exit_code == 2 and "--root is required" in result.stderr
+    result = _run(["evaluate", "--model", model_path, "--dataset", "drive", "--root", tmp_path,
+                   "--output", tmp_path / "o"])  # fmt: skip
+    assert result.exit_code == 1 and "DRIVE" in result.stderr, _show(result)
+
+
+# ---------------------------------------------------------------- predict
+
+
+@pytest.fixture()
+def input_folder(drive_root, tmp_path) -> Path:
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    (folder / "01_test.tif").symlink_to(drive_root / "test" / "images" / "01_test.tif")
+    rgb = np.asarray(Image.open(drive_root / "test" / "images" / "02_test.tif").convert("RGB"))
+    crop = rgb[100:228, 100:260]
+    Image.fromarray(crop[..., 1]).save(folder / "grey.png")
+    Image.fromarray(np.dstack([crop, np.full(crop.shape[:2], 200, np.uint8)])).save(folder / "rgba.png")
+    (folder / "broken.jpg").write_bytes(b"this is not a jpeg")
+    (folder / "notes.txt").write_text("ignored: not an image suffix")
+    return folder
+
+
+def test_predict_folder_continues_past_bad_file(model_path, input_folder, tmp_path):
+    out = tmp_path / "pred"
+    result = _run(["predict", "--model", model_path, input_folder, "--output", out])
+    assert result.exit_code == 1, _show(result)
+    assert "broken.jpg" in result.stderr and "1 of 4 inputs failed" in result.stderr
+    for stem, shape in (("01_test", (584, 565)), ("grey", (128, 160)), ("rgba", (128, 160))):
+        prob = Image.open(out / f"{stem}_prob.png")
+        assert prob.mode.startswith("I") and prob.size == shape[::-1]  # 16-bit grey
+        mask = np.asarray(Image.open(out / f"{stem}_mask.png"))
+        assert mask.shape == shape and set(np.unique(mask)) <= {0, 255}
+    assert not (out / "broken_prob.png").exists() and not (out / "notes_prob.png").exists()
+    # --fov auto: the dark surround of the DRIVE image is outside the FOV -> 0.
+    prob = np.asarray(Image.open(out / "01_test_prob.png"))
+    assert prob[0, 0] == 0 and prob[292, 282] > 0
+
+
+def test_predict_with_fov_file_and_threshold(model_path, drive_root, tmp_path):
+    image = drive_root / "test" / "images" / "01_test.tif"
+    fov_file = drive_root / "test" / "mask" / "01_test_mask.gif"
+    out = tmp_path / "pred"
+    result = _run(["predict", "--model", model_path, image, "--output", out, "--fov", fov_file,
+                   "--threshold", "otsu", "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, _show(result)
+    fov = np.asarray(Image.open(fov_file).convert("L")) > 0
+    mask = np.asarray(Image.open(out / "01_test_mask.png")) > 0
+    prob = np.asarray(Image.open(out / "01_test_prob.png"))
+    assert not mask[~fov].any() and not prob[~fov].any() and mask[fov].any()
+
+
+def test_predict_fov_of_another_size_names_both_files(model_path, drive_root, tmp_path):
+    small_mask = tmp_path / "small_mask.png"
+    Image.fromarray(np.full((10, 12), 255, np.uint8)).save(small_mask)
+    image = drive_root / "test" / "images" / "01_test.tif"
+    result = _run(["predict", "--model", model_path, image, "--output", tmp_path / "o",
+                   "--fov", small_mask, "--quiet"])  # fmt: skip
+    assert result.exit_code == 1, _show(result)
+    assert "small_mask.png is 12x10" in result.stderr and "01_test.tif is 565x584" in result.stderr
+
+
+def test_predict_bad_inputs(model_path, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = _run(["predict", "--model", model_path, empty, "--output", tmp_path / "o"])
+    assert result.exit_code == 2 and "holds no image" in result.stderr and "empty" in result.stderr
+    result = _run(["predict", "--model", model_path, tmp_path / "*.png", "--output", tmp_path / "o"])
+    assert result.exit_code == 2 and "matches no file" in result.stderr
+    result = _run(["predict", "--model", model_path, tmp_path / "missing.png", "--output", tmp_path / "o"])
+    assert result.exit_code == 2 and "missing.png does not exist" in result.stderr
+    result = _run(["predict", "--model", model_path, "--output", tmp_path / "o"])
+    assert result.exit_code == 2 and "INPUT" in result.stderr
+    result = _run(["predict", "--model", model_path, empty, "--output", tmp_path / "o", "--fov", "nofile.png"])
+    assert result.exit_code == 2 and "--fov" in result.stderr
+    result = _run(["predict", "--model", model_path, empty, "--output", tmp_path / "o",
+                   "--threshold", "train"])  # fmt: skip
+    assert result.exit_code == 2 and "holds no image" in result.stderr  # inputs checked first
+
+
+def test_predict_train_threshold_missing(model_path, drive_root, tmp_path):
+    model_path.with_name("threshold.json").unlink(missing_ok=True)
+    image = drive_root / "test" / "images" / "01_test.tif"
+    result = _run(["predict", "--model", model_path, image, "--output", tmp_path / "o",
+                   "--threshold", "train"])  # fmt: skip
+    assert result.exit_code == 1, _show(result)
+    assert "threshold.json" in result.stderr and "keras-vessel evaluate" in result.stderr
