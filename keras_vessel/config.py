@@ -86,6 +86,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     strategy: Literal["auto", "one_device", "mirrored", "multi_worker"] = "auto"
+    cpu_devices: int = 0  # >1 splits the CPU into logical devices (try mirrored without GPUs)
     mixed_precision: bool = False
     heads: Literal["mean", "segment", "pixel"] = "mean"  # head fusion at inference
 

@@ -33,6 +33,7 @@ from keras_vessel.progress import progress as progress_bar
 __all__ = [
     "OVERLAY_COLOURS",
     "THRESHOLD_FILENAME",
+    "TRAINING_RULE",
     "choose_training_threshold",
     "evaluate",
     "load_threshold",
@@ -268,6 +269,11 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return f"{float(value):.{digits}f}"
 
 
+def _fmt_metric(summary: Mapping[str, Any], key: str, suffix: str = "") -> str:
+    # Betti errors are counts of components/holes: two decimals are plenty.
+    return _fmt(summary.get(key + suffix), 2 if key.startswith("betti") else 4)
+
+
 def _markdown(report: dict[str, Any]) -> str:
     protocol = report["protocol"]
     summary = report["summary"]
@@ -295,16 +301,16 @@ def _markdown(report: dict[str, Any]) -> str:
         "",
         "| | " + " | ".join(header for _, header in _SUMMARY_COLUMNS) + " |",
         "|---|" + "---|" * len(_SUMMARY_COLUMNS),
-        "| model (mean) | " + " | ".join(_fmt(summary.get(k)) for k, _ in _SUMMARY_COLUMNS) + " |",
+        "| model (mean) | " + " | ".join(_fmt_metric(summary, k) for k, _ in _SUMMARY_COLUMNS) + " |",
         "| model (std) | "
-        + " | ".join(_fmt(summary.get(f"{k}_std")) for k, _ in _SUMMARY_COLUMNS)
+        + " | ".join(_fmt_metric(summary, k, "_std") for k, _ in _SUMMARY_COLUMNS)
         + " |",
     ]
     second = report.get("second_observer")
     if second:
         lines.append(
             "| second observer (human) | "
-            + " | ".join(_fmt(second["summary"].get(k)) for k, _ in _SUMMARY_COLUMNS)
+            + " | ".join(_fmt_metric(second["summary"], k) for k, _ in _SUMMARY_COLUMNS)
             + " |"
         )
     lines += [

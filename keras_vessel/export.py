@@ -64,6 +64,9 @@ class _VesselServing(tf.Module):
         self._threshold = threshold
 
     def _probability(self, images: tf.Tensor) -> tf.Tensor:
+        # A loaded signature does not check its input shape; EnsureShape fails at run time
+        # with "Shape of tensor images [..] is not compatible with expected shape [?,?,?,3]".
+        images = tf.ensure_shape(images, [None, None, None, 3], name="images")
         shape = tf.shape(images)
         checks = [
             tf.debugging.assert_positive(
@@ -101,6 +104,7 @@ class _VesselServing(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def predict_image(self, image_bytes: tf.Tensor) -> dict:
+        image_bytes = tf.ensure_shape(image_bytes, [None], name="image_bytes")
         count = tf.size(image_bytes)
         prefix8 = tf.strings.substr(image_bytes, 0, 8)
         prefix3 = tf.strings.substr(image_bytes, 0, 3)

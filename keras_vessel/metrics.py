@@ -12,6 +12,10 @@ Conventions, used everywhere in this module:
   mask and `threshold` is ignored.
 - A ratio whose denominator is 0 (e.g. precision of an empty prediction) is
   0.0, as scikit-learn's ``zero_division=0``; MCC is 0.0 when undefined.
+- Thin/thick split: by the ground-truth segment thickness T_gt of METHOD.md
+  2.2 (`segments.thickness_map`); vessel pixels no segment covers (junctions,
+  pieces shorter than 4 px) take the nearest segment's thickness by default
+  (`vessel_thickness(unassigned=...)`), so thin + thick = all vessel pixels.
 - Connectivity duality for topology: vessels (foreground) are 8-connected and
   background holes are 4-connected, so that a one-pixel diagonal vessel is one
   component and does not leak a hole through its diagonal gaps.
@@ -397,6 +401,12 @@ def vessel_thickness(
     - ``"ignore"``: they stay NaN and count in neither group.
 
     Returns a float32 (H, W) map, NaN off the vessels (and where unassigned).
+
+    Note: T_gt counts the label area of a segment's whole search region (which
+    reaches R = r + 2 past the segment's ends) over its remaining reference
+    skeleton, so it overestimates the visual width, most for wide vessels. With
+    the default thin limit of 2 px, "thin" is essentially the 1-px-wide vessels
+    (about 8 % of the vessel pixels of DRIVE test image 01).
     """
     from keras_vessel import segments
 

@@ -77,8 +77,12 @@ class PreparedImage:
         }
 
 
-def prepare_sample(spec: Any) -> PreparedImage:
-    """Load one `SampleSpec` and compute everything training needs from it."""
+def prepare_sample(spec: Any, *, reference: str = "authors") -> PreparedImage:
+    """Load one `SampleSpec` and compute everything training needs from it.
+
+    `reference` is passed to `build_id_mask`: "authors" reproduces the authors'
+    overwritten reference skeletons, "complete" keeps every segment's whole skeleton.
+    """
     from keras_vessel.preprocessing import clahe
     from keras_vessel.segments import build_id_mask, skeleton_tube
 
@@ -91,7 +95,7 @@ def prepare_sample(spec: Any) -> PreparedImage:
         clahe=clahe(sample.image),
         label=label,
         fov=fov,
-        id_mask=build_id_mask(label, fov),
+        id_mask=build_id_mask(label, fov, reference=reference),
         tube=skeleton_tube(label),
     )
 
@@ -180,6 +184,7 @@ def write_dataset(
     split: str,
     workers: int = 1,
     images_per_shard: int = DEFAULT_IMAGES_PER_SHARD,
+    reference: str = "authors",
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Prepare every sample of `specs` into GZIP TFRecord shards and a manifest.
@@ -193,6 +198,8 @@ def write_dataset(
         raise PrepareError(f"no images to prepare for dataset {dataset!r}, split {split!r}")
     if workers < 1:
         raise PrepareError(f"workers must be at least 1, got {workers}")
+    if reference not in ("authors", "complete"):
+        raise PrepareError(f"reference must be 'authors' or 'complete', got {reference!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     groups = [specs[i : i + images_per_shard] for i in range(0, len(specs), images_per_shard)]
@@ -205,6 +212,14 @@ def write_dataset(
             summaries[index] = json.loads(sidecar.read_text())["images"]
         else:
             todo.extend((index, spec) for spec in group)
+    manifest_path = out_dir / MANIFEST
+    if summaries and manifest_path.is_file():
+        previous = json.loads(manifest_path.read_text()).get("id_mask_reference", reference)
+        if previous != reference:
+            raise PrepareError(
+                f"{out_dir} was prepared with reference={previous!r}, not {reference!r}; "
+                "use another --out folder or delete this one"
+            )
     if summaries:
         logger.info("%d of %d shards already complete in %s", len(summaries), len(paths), out_dir)
 
@@ -227,14 +242,15 @@ def write_dataset(
             summaries[index] = images
 
     for index, spec, prepared in progress(
-        _map_prepare(todo, workers), total=len(todo), label=f"prepare {dataset}/{split}",
+        _map_prepare(todo, workers, reference), total=len(todo), label=f"prepare {dataset}/{split}",
         enabled=show_progress,
     ):
         finish(index, spec.name, prepared)
 
     images = [image for index in range(len(groups)) for image in summaries[index]]
     manifest = _manifest(images, dataset=dataset, split=split, shards=paths)
-    write_json_atomic(out_dir / MANIFEST, manifest)
+    manifest["id_mask_reference"] = reference
+    write_json_atomic(manifest_path, manifest)
     return manifest
 
 
@@ -242,24 +258,24 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def _map_prepare(todo: list[tuple[int, Any]], workers: int):
+def _map_prepare(todo: list[tuple[int, Any]], workers: int, reference: str):
     """Yield (shard index, spec, PreparedImage), in parallel processes when workers > 1."""
     if workers == 1 or len(todo) <= 1:
         for index, spec in todo:
-            yield index, spec, _prepare_or_explain(spec)
+            yield index, spec, _prepare_or_explain(spec, reference)
         return
     # spawn, not fork: the parent may already hold TensorFlow's threads
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = {pool.submit(_prepare_or_explain, spec): (index, spec) for index, spec in todo}
+        futures = {pool.submit(_prepare_or_explain, spec, reference): (index, spec) for index, spec in todo}
         for future in concurrent.futures.as_completed(futures):
             index, spec = futures[future]
             yield index, spec, future.result()
 
 
-def _prepare_or_explain(spec: Any) -> PreparedImage:
+def _prepare_or_explain(spec: Any, reference: str) -> PreparedImage:
     try:
-        return prepare_sample(spec)
+        return prepare_sample(spec, reference=reference)
     except ValueError:
         raise
     except Exception as error:  # turn a deep failure into one that names the image

@@ -65,8 +65,28 @@ class TrainResult:
     history: list[dict[str, float]]
 
 
-def make_strategy(name: str) -> tf.distribute.Strategy:
+def split_cpu(devices: int) -> None:
+    """Expose the CPU as `devices` logical devices, so mirrored training runs without GPUs.
+
+    Must happen before TensorFlow initialises its devices, i.e. first thing in a process.
+    """
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(devices)]
+        )
+    except RuntimeError as error:
+        if len(tf.config.list_logical_devices("CPU")) != devices:
+            raise TrainingError(
+                f"train.cpu_devices={devices}: TensorFlow was already initialised in this process "
+                f"({error}); set it in a fresh process"
+            ) from error
+
+
+def make_strategy(name: str, *, cpu_devices: int = 0) -> tf.distribute.Strategy:
     """The `tf.distribute` strategy a config names; failures say what to fix."""
+    if cpu_devices > 1:
+        split_cpu(cpu_devices)
     try:
         if name == "auto":
             gpus = tf.config.list_logical_devices("GPU")
@@ -75,7 +95,8 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
             device = "/gpu:0" if tf.config.list_logical_devices("GPU") else "/cpu:0"
             return tf.distribute.OneDeviceStrategy(device)
         if name == "mirrored":
-            return tf.distribute.MirroredStrategy()
+            devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+            return tf.distribute.MirroredStrategy([device.name for device in devices])
         if name == "multi_worker":
             if "TF_CONFIG" not in os.environ:
                 raise TrainingError(
@@ -219,11 +240,11 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> Tra
     manifest = _check_config(config)
     train_names, validation_names = split_names(config.data.train_records, config.data.validation_images)
 
+    strategy = make_strategy(config.train.strategy, cpu_devices=config.train.cpu_devices)
     keras.utils.set_random_seed(config.train.seed)
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if config.train.mixed_precision else "float32")
-    strategy = make_strategy(config.train.strategy)
     chief = _is_chief(strategy)
     # non-chief workers write their (identical) checkpoints to a private folder
     work_dir = output_dir if chief else Path(tempfile.mkdtemp(prefix="keras-vessel-worker-"))
@@ -428,7 +449,7 @@ def _make_steps(model, optimizer, losses, strategy):
         values = strategy.run(replica_train, args=(batch,))
         return {k: strategy.reduce("MEAN", v, axis=None) for k, v in values.items()}
 
-    @tf.function
+    @tf.function(reduce_retracing=True)  # the last validation batch is smaller
     def eval_step(batch):
         values, counts = strategy.run(replica_eval, args=(batch,))
         return ({k: strategy.reduce("SUM", v, axis=None) for k, v in values.items()},
@@ -476,4 +497,7 @@ def _read_history(path: Path) -> list[dict[str, float]]:
     if not path.is_file():
         return []
     with path.open() as handle:
-        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
+        rows = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
+    for row in rows:
+        row["epoch"] = int(row["epoch"])
+    return rows

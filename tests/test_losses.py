@@ -389,11 +389,13 @@ def test_bad_loss_options_are_rejected(call, error, match):
         call()
 
 
-def test_joint_model_fits_under_distribution_strategy_and_xla(tmp_path):
-    """model.fit with the joint losses: default jit_compile ('auto', XLA on CPU) and a strategy."""
+@pytest.mark.parametrize("distributed", [False, True], ids=["xla", "mirrored"])
+def test_joint_model_fits(distributed):
+    """model.fit with the joint losses: XLA-compiled (what jit_compile='auto' picks on a GPU
+    machine without a strategy), and inside a MirroredStrategy scope (no XLA)."""
     y_true, _ = small_batch(5)
     images = np.random.default_rng(0).random((2, 16, 24, 1)).astype(np.float32)
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"]) if distributed else tf.distribute.get_strategy()
     with strategy.scope():
         inputs = keras.Input((16, 24, 1))
         hidden = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
@@ -404,14 +406,18 @@ def test_joint_model_fits_under_distribution_strategy_and_xla(tmp_path):
                 "pixel": keras.layers.Conv2D(1, 1, name="pixel")(hidden),
             },
         )
-        model.compile(optimizer=keras.optimizers.SGD(0.1), loss=build_losses("joint"))
-    print("JIT", model.jit_compile)
-    history = model.fit(images, {"segment": y_true, "pixel": y_true}, epochs=2, batch_size=2, verbose=0)
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.1), loss=build_losses("joint"), jit_compile=not distributed
+        )
+    assert model.jit_compile is not distributed
+    targets = {"segment": y_true, "pixel": y_true}
+    history = model.fit(images, targets, epochs=2, batch_size=2, verbose=0)
     assert all(np.isfinite(history.history["loss"]))
     outputs = model(images)
     expected = build_losses("joint")
     total = sum(float(expected[name](y_true, outputs[name])) for name in ("segment", "pixel"))
-    assert float(model.evaluate(images, {"segment": y_true, "pixel": y_true}, verbose=0, return_dict=True)["loss"]) == pytest.approx(total, rel=1e-4)
+    evaluated = model.evaluate(images, targets, verbose=0, return_dict=True)["loss"]
+    assert float(evaluated) == pytest.approx(total, rel=1e-4)
 
 
 def test_segment_loss_in_saved_model(tmp_path):

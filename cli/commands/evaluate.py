@@ -12,7 +12,7 @@ DATASET_NAMES = ["drive", "chase_db1", "stare", "hrf", "folder", "synthetic"]
 HEADS = ["mean", "segment", "pixel"]
 
 
-def _threshold_option(value: str) -> str:
+def threshold_option(value: str) -> str:
     """'train', 'otsu' or a number in (0, 1), checked before the model is loaded."""
     from keras_vessel.evaluation import parse_threshold
 
@@ -71,7 +71,7 @@ def evaluate(model_path: Path, dataset: str, root: Path | None, split: str, fold
     clDice, Betti errors and CAL (metrics.json, metrics.md, per_image.csv), a ROC
     curve and per-image overlays; DRIVE test adds the second-observer row.
     """
-    threshold = _threshold_option(threshold)
+    threshold = threshold_option(threshold)
     if dataset != "synthetic" and root is None:
         raise click.UsageError(f"--root is required for --dataset {dataset}")
     if training_root is not None and threshold != "train":
@@ -117,7 +117,7 @@ def evaluate(model_path: Path, dataset: str, root: Path | None, split: str, fold
         )
     summary = report["summary"]
     click.echo(
-        f"{dataset}/{split}: {len(report['per_image'])} images, threshold {report['protocol']['threshold_rule']}\n"
+        f"{dataset}/{split}: {len(report['per_image'])} images; threshold: {report['protocol']['threshold_rule']}\n"
         f"AUC pooled {summary['AUC_pooled']:.4f} (per-image mean {summary['AUC']:.4f}), "
         f"Se {summary['Se']:.4f} Sp {summary['Sp']:.4f} Acc {summary['Acc']:.4f} "
         f"Pr {summary['precision']:.4f} F1 {summary['F1']:.4f}\n"

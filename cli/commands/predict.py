@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from keras_vessel_cli.commands.evaluate import HEADS, training_threshold
+from keras_vessel_cli.commands.evaluate import HEADS, threshold_option, training_threshold
 from keras_vessel_cli.errors import library_errors
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".ppm")
@@ -94,9 +94,7 @@ def predict(inputs: tuple[str, ...], model_path: Path, output: Path, fov_text: s
     A file that cannot be processed is reported on stderr and skipped; the exit
     status is then 1 after the other files are done.
     """
-    from keras_vessel_cli.commands.evaluate import _threshold_option
-
-    threshold = _threshold_option(threshold)
+    threshold = threshold_option(threshold)
     fov_choice = _fov_option(fov_text)
     paths = expand_inputs(inputs)
 
@@ -150,6 +148,9 @@ def predict(inputs: tuple[str, ...], model_path: Path, output: Path, fov_text: s
         except (ValueError, OSError) as error:  # DatasetError is a ValueError
             failures.append((path, str(error)))
             click.echo(f"error: {path}: {error}", err=True)
+        except Exception as error:  # noqa: BLE001 - one bad file must not stop the batch
+            failures.append((path, f"{type(error).__name__}: {error}"))
+            click.echo(f"error: {path}: unexpected {type(error).__name__}: {error}", err=True)
     done = len(paths) - len(failures)
     click.echo(f"wrote probability maps and masks for {done} of {len(paths)} images to {output}")
     if failures:

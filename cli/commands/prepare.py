@@ -28,9 +28,12 @@ DATASET_NAMES = ["drive", "chase_db1", "stare", "hrf", "folder", "synthetic"]
               help="Output folder for the shards and manifest.json.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes computing ID masks in parallel.")
+@click.option("--reference", type=click.Choice(["authors", "complete"]), default="authors", show_default=True,
+              help="Reference skeletons of the ID mask: the authors' (later search regions overwrite "
+                   "earlier skeletons) or complete ones (see docs/METHOD_NOTES.md).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def prepare(dataset: str, root: Path | None, split: str, fold: int | None, out_dir: Path,
-            workers: int, quiet: bool) -> None:
+            workers: int, reference: str, quiet: bool) -> None:
     """Precompute ID masks, skeleton tubes and CLAHE images into GZIP TFRecords.
 
     Re-running skips shards that are already complete.
@@ -44,6 +47,6 @@ def prepare(dataset: str, root: Path | None, split: str, fold: int | None, out_d
     with library_errors():
         specs = open_dataset(dataset, root, split, **options)
         manifest = write_dataset(specs, out_dir, dataset=dataset, split=split, workers=workers,
-                                 show_progress=not quiet)
+                                 reference=reference, show_progress=not quiet)
     segments = sum(image["segments"] for image in manifest["images"])
     click.echo(f"prepared {len(manifest['images'])} images ({segments} segments) into {out_dir}")

@@ -1,0 +1,210 @@
+"""Training: run folder contents, resume (kill -9 included), strategies, config errors."""
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import keras
+import pytest
+import tensorflow as tf
+import yaml
+
+from keras_vessel.config import ConfigError, DataConfig, LossConfig, ModelConfig, RunConfig, TrainConfig, load_config
+from keras_vessel.datasets import open_dataset
+from keras_vessel.tfrecords import write_dataset
+from keras_vessel.training import TrainingError, _make_steps, train
+
+PYTHON = sys.executable
+CLI = str(Path(sys.executable).with_name("keras-vessel"))
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    out = tmp_path_factory.mktemp("records")
+    specs = open_dataset("synthetic", None, "training", count=4, size=96, seed=2)
+    write_dataset(specs, out, dataset="synthetic", split="training", show_progress=False)
+    return out
+
+
+def small_config(records, **train) -> RunConfig:
+    return RunConfig(
+        name="tiny",
+        data=DataConfig(train_records=str(records), validation_images=1, patch_size=32, batch_size=4),
+        model=ModelConfig(name="unet", options={"base_filters": 4, "depth": 2}),
+        loss=LossConfig(kind="joint"),
+        train=TrainConfig(**{"epochs": 2, "steps_per_epoch": 3, "seed": 1, **train}),
+    )
+
+
+def read_history(path: Path) -> list[dict]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_run_folder_holds_everything_needed_to_repeat_and_reuse_the_run(records, tmp_path):
+    result = train(small_config(records), tmp_path, verbose=0)
+    assert result.status == "completed" and result.epochs_completed == 2
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["seed"] == 1 and run["status"] == "completed"
+    assert run["versions"]["tensorflow"] == tf.__version__ and run["versions"]["keras"] == keras.__version__
+    assert "git_revision" in run and run["training_images"] == ["synthetic_0000", "synthetic_0001", "synthetic_0002"]
+    assert run["validation_images"] == ["synthetic_0003"]
+    assert load_config(tmp_path / "config.yaml") == small_config(records)
+    history = read_history(tmp_path / "history.csv")
+    assert [row["epoch"] for row in history] == ["1", "2"]
+    assert {"loss", "segment_loss", "pixel_loss", "val_loss", "val_dice", "learning_rate"} <= set(history[0])
+    assert list((tmp_path / "logs").iterdir())  # TensorBoard event files
+    threshold = json.loads((tmp_path / "threshold.json").read_text())
+    assert 0 < threshold["threshold"] < 1 and threshold["images"] == 4
+
+    import keras_vessel.losses  # noqa: F401  registers the custom objects
+    model = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    assert set(model.output_names) == {"segment", "pixel"}
+    assert {type(loss).__name__ for loss in model.loss.values()} == {"SegmentLevelLoss", "PixelWiseLoss"}
+
+
+def test_rerun_resumes_after_the_last_finished_epoch(records, tmp_path):
+    train(small_config(records, epochs=1), tmp_path, verbose=0)
+    first = read_history(tmp_path / "history.csv")
+    result = train(small_config(records, epochs=3), tmp_path, verbose=0)
+    history = read_history(tmp_path / "history.csv")
+    assert result.epochs_completed == 3 and len(history) == 3
+    assert history[0] == first[0]  # the finished epoch was not redone
+
+
+def test_pixel_only_run_and_step_schedule(records, tmp_path):
+    config = small_config(records, lr_schedule="step", lr_decay_epochs=1, lr_decay_factor=0.5)
+    config = replace(config, loss=LossConfig(kind="pixel"))
+    train(config, tmp_path, verbose=0)
+    history = read_history(tmp_path / "history.csv")
+    assert "segment_loss" not in history[0]
+    assert float(history[1]["learning_rate"]) == pytest.approx(float(history[0]["learning_rate"]) * 0.5)
+
+
+def test_training_graph_has_no_python_callbacks(records):
+    from keras_vessel.losses import build_losses
+    from keras_vessel.models import build_model
+    from keras_vessel.pipeline import get_dataset
+
+    strategy = tf.distribute.get_strategy()
+    model = build_model("unet", base_filters=4, depth=2)
+    optimizer = keras.optimizers.Adam()
+    train_step, _ = _make_steps(model, optimizer, build_losses("joint"), strategy)
+    batch = next(iter(get_dataset(records, patch_size=32, batch_size=2)))
+    graph = train_step.get_concrete_function(batch).graph.as_graph_def()
+    ops = {node.op for node in graph.node}
+    for function in graph.library.function:
+        ops |= {node.op for node in function.node_def}
+    assert not ops & {"PyFunc", "EagerPyFunc", "PyFuncStateless", "NumpyFunction"}
+    assert "While" in ops or "StatelessWhile" in ops  # the thinning loop is in the graph
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"data": {"train_records": ""}}, "data.train_records is empty"),
+        ({"data": {"train_records": "/nonexistent/records"}}, "data.train_records: .*manifest.json not found"),
+        ({"data": {"patch_size": 34}}, "data.patch_size=34 is not divisible by the network's stride 4"),
+        ({"model": {"name": "resnet"}}, "model: unknown model name 'resnet'"),
+        ({"model": {"options": {"depht": 2}}}, r"model: unknown option\(s\) \['depht'\]"),
+        ({"train": {"epochs": 0}}, "train.epochs must be at least 1, got 0"),
+        ({"train": {"lr_schedule": "step"}}, "train.lr_decay_epochs must be at least 1"),
+    ],
+)
+def test_bad_configs_fail_before_training(records, tmp_path, change, message):
+    config = small_config(records)
+    sections = {"data": config.data, "model": config.model, "train": config.train}
+    for section, values in change.items():
+        config = replace(config, **{section: replace(sections[section], **values)})
+    with pytest.raises(ConfigError, match=message):
+        train(config, tmp_path / "run", verbose=0)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_multi_worker_without_tf_config_says_what_to_set(records, tmp_path, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(TrainingError, match="multi_worker needs the TF_CONFIG environment variable"):
+        train(small_config(records, strategy="multi_worker"), tmp_path, verbose=0)
+
+
+# --------------------------------------------------------------------- in other processes
+
+
+def write_config(records, folder: Path, **train) -> Path:
+    config = small_config(records, **train)
+    path = folder / "tiny.yaml"
+    from keras_vessel.config import config_to_dict
+
+    path.write_text(yaml.safe_dump(config_to_dict(config)))
+    return path
+
+
+def run_cli(*args, env=None, timeout=600):
+    return subprocess.run([CLI, *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_mirrored_over_two_logical_cpus(records, tmp_path):
+    config = write_config(records, tmp_path, strategy="mirrored", cpu_devices=2, epochs=1)
+    done = run_cli("train", "--config", str(config), "--output", str(tmp_path / "run"), "--quiet")
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["strategy"] == "MirroredStrategy" and run["replicas"] == 2
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_local_workers_train_in_lockstep(records, tmp_path):
+    config = write_config(records, tmp_path, strategy="multi_worker", epochs=2)
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    processes = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": workers},
+                                                     "task": {"type": "worker", "index": index}}))
+        processes.append(subprocess.Popen(
+            [CLI, "train", "--config", str(config), "--output", str(tmp_path / f"run{index}"), "--quiet"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    outputs = [process.communicate(timeout=600) for process in processes]
+    for process, (out, err) in zip(processes, outputs):
+        assert process.returncode == 0, out + err
+    run = json.loads((tmp_path / "run0" / "run.json").read_text())
+    assert run["strategy"] == "MultiWorkerMirroredStrategy" and run["replicas"] == 2
+    assert len(read_history(tmp_path / "run0" / "history.csv")) == 2
+    assert not (tmp_path / "run1" / "model.keras").exists()  # only the chief writes the run folder
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_epoch_resumes_from_its_last_epoch(records, tmp_path):
+    config = write_config(records, tmp_path, epochs=3, steps_per_epoch=40)
+    run = tmp_path / "run"
+    process = subprocess.Popen([CLI, "train", "--config", str(config), "--output", str(run), "--quiet"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (run / "history.csv").exists():
+        time.sleep(0.2)
+    assert (run / "history.csv").exists(), "the first epoch never finished"
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    finished = len(read_history(run / "history.csv"))
+    assert finished < 3
+    done = run_cli("train", "--config", str(config), "--output", str(run), "--quiet")
+    assert done.returncode == 0, done.stdout + done.stderr
+    history = read_history(run / "history.csv")
+    assert [row["epoch"] for row in history] == ["1", "2", "3"]
+    assert json.loads((run / "run.json").read_text())["status"] == "completed"
