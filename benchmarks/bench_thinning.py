@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # --- segment_weights: TF graph vs NumPy + scikit-image
     tf_weights = tf.function(segment_weights)
-    inputs = [tf.constant(a) for a in (prob, label.astype(np.float32), mask.astype(np.float32), fov.astype(np.float32))]
+    inputs = [tf.constant(np.asarray(a, np.float32)) for a in (prob, label, mask, fov)]
     got = tf_weights(*inputs).numpy()  # warm-up (trace)
     expected = numpy_segment_weights(prob, label, mask, fov)
     max_diff = float(np.abs(got - expected).max())
@@ -228,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             f"  TF {row['ms_tensorflow']:8.1f} ms  TF-XLA {row['ms_tensorflow_xla']:8.1f} ms"
             f"  skimage {row['ms_numpy_skimage']:8.1f} ms  speedup x{row['speedup']:.2f}"
         )
-    print(f"load average before {results['machine']['load_average_1m_5m_15m']}, after {results['machine']['load_average_after']}")
+    machine = results["machine"]
+    print(f"load average before {machine['load_average_1m_5m_15m']}, after {machine['load_average_after']}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.output}")

@@ -17,7 +17,6 @@ contributions of shape ``(B,)`` whose mean is that value.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import keras
@@ -41,8 +40,6 @@ __all__ = [
     "thin",
     "unpack_targets",
 ]
-
-logger = logging.getLogger(__name__)
 
 TARGET_CHANNELS = ("label", "valid", "id_mask", "tube")
 LABEL, VALID, ID_MASK, TUBE = (TARGET_CHANNELS.index(name) for name in ("label", "valid", "id_mask", "tube"))
@@ -116,6 +113,38 @@ def _as_maps(value: Any, name: str, dtype: tf.DType) -> tuple[tf.Tensor, bool]:
     return tf.cast(tensor, dtype), rank == 4
 
 
+def _in_xla_context() -> bool:
+    """True while tracing for XLA (``tf.function(jit_compile=True)``, Keras' jit_compile)."""
+    try:
+        from tensorflow.python.ops import control_flow_util  # no public API says this
+    except ImportError:  # pragma: no cover - layout of a future TF
+        return False
+    return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
+
+
+def _segment_index(region: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """(B, H, W) per-image ids |M| -> (index unique per (image, id), number of indices).
+
+    Plain graph: ``b * (max_id + 1) + |id|``, the cheapest. Under XLA the
+    number of segments must not depend on the data (XLA would recompile for
+    every new max id), so the (image, id) keys are ranked by a sort into
+    ``0 .. B*H*W - 1``, a bound fixed by the shape. Both are exact.
+    """
+    batch = tf.shape(region)[0]
+    if not _in_xla_context():
+        stride = tf.reduce_max(region) + 1
+        return tf.range(batch)[:, None, None] * stride + region, batch * stride
+    image = tf.range(tf.cast(batch, tf.int64))[:, None, None]
+    keys = tf.reshape(image * 2**32 + tf.cast(region, tf.int64), [-1])
+    order = tf.argsort(keys)
+    ordered = tf.gather(keys, order)
+    starts = tf.cast(tf.not_equal(ordered[1:], ordered[:-1]), tf.int32)
+    rank = tf.cumsum(tf.concat([tf.zeros([1], tf.int32), starts], axis=0))
+    size = tf.size(keys)
+    index = tf.scatter_nd(order[:, None], rank, [size])
+    return tf.reshape(index, tf.shape(region)), size
+
+
 def segment_weights(
     prob: Any,
     label: Any,
@@ -155,7 +184,8 @@ def segment_weights(
 
     Per-segment counts are taken inside the crop with one
     `tf.math.unsorted_segment_sum` over the batch (segment index
-    ``b * (max_id + 1) + |id|``). Segments whose reference skeleton is outside
+    ``b * (max_id + 1) + |id|``; under XLA a sort ranks the (image, id)
+    pairs instead, so the compiled step does not depend on the ids). Segments whose reference skeleton is outside
     the crop (ref_len 0), or whose region holds no ground-truth vessel
     (T_gt = 0, impossible for a consistent ID mask), keep sim = 1.
     """
@@ -174,9 +204,7 @@ def segment_weights(
     vessel = label > 0.5
     region = tf.abs(ids)
 
-    batch = tf.shape(ids)[0]
-    stride = tf.reduce_max(region) + 1
-    segment = tf.range(batch)[:, None, None] * stride + region  # (B, H, W)
+    segment, num_segments = _segment_index(region)
     inside = region > 0
     counts = tf.stack(
         [
@@ -187,9 +215,7 @@ def segment_weights(
         ],
         axis=-1,
     )
-    sums = tf.math.unsorted_segment_sum(
-        tf.reshape(counts, [-1, 4]), tf.reshape(segment, [-1]), batch * stride
-    )
+    sums = tf.math.unsorted_segment_sum(tf.reshape(counts, [-1, 4]), tf.reshape(segment, [-1]), num_segments)
     ref_len, gt_area, pred_len, pred_area = tf.unstack(sums, axis=-1)
     t_gt = tf.math.divide_no_nan(gt_area, ref_len)
     found = pred_len > min_length_ratio * ref_len
@@ -197,7 +223,7 @@ def segment_weights(
     counted = (ref_len > 0) & (t_gt > 0)
     sim_segment = tf.where(counted, 1.0 - tf.abs(t_pred - t_gt) / tf.where(counted, t_gt, 1.0), 1.0)
 
-    sim = tf.gather(sim_segment, segment)  # segment index b * stride + 0 always has sim 1
+    sim = tf.gather(sim_segment, segment)  # the "no segment" index of each image has sim 1
     outlier = binary & ~inside & ~vessel & (valid > 0.5)
     sim = tf.where(outlier, 0.0, sim)
     weights = tf.stop_gradient(2.0 - sim)

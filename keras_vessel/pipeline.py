@@ -78,8 +78,8 @@ def get_dataset(
     training=True: an endless stream of random patches (kept when at least
     `min_fov_fraction` of the patch lies in the FOV), augmented. training=False:
     a finite, deterministic grid of non-overlapping patches, not augmented, for
-    validation. With an `InputContext`, each input pipeline reads its own
-    images and `batch_size` is the global batch.
+    validation. With an `InputContext`, `batch_size` is the global batch and
+    each input pipeline draws its own patches.
     """
     if patch_size < 8:
         raise ValueError(f"patch_size must be at least 8, got {patch_size}")
@@ -89,10 +89,14 @@ def get_dataset(
         raise ValueError("outputs must name at least one model output, got none")
     augment = augment or AugmentConfig()
     images = load_images(records_dir, names)
+    drop_remainder = training
     if input_context is not None:
-        if input_context.num_input_pipelines > 1:
-            images = images.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        # Every pipeline reads every image (a split may hold fewer images than
+        # workers) and draws its own random patches; validation is identical on
+        # all pipelines so that workers run the same number of steps.
+        seed += 7919 * input_context.input_pipeline_id
         batch_size = input_context.get_per_replica_batch_size(batch_size)
+        drop_remainder = training or input_context.num_replicas_in_sync > 1
     images = images.map(lambda stacked: _pad_to_at_least(stacked, patch_size)).cache()
 
     def keep_in_fov(patches: tf.Tensor) -> tf.Tensor:
@@ -118,7 +122,7 @@ def get_dataset(
     examples = patches.map(to_examples, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
     if training:
         examples = examples.shuffle(8 * _PATCHES_PER_VISIT, seed=seed)
-    batched = examples.batch(batch_size, drop_remainder=training)
+    batched = examples.batch(batch_size, drop_remainder=drop_remainder)
     return batched.prefetch(tf.data.AUTOTUNE)
 
 

@@ -4,7 +4,8 @@ The segment-level loss (METHOD.md section 2) thins the thresholded prediction
 at every training step, so thinning has to live in the graph: no
 `tf.py_function`, it must trace under `tf.function`, run in `model.fit`, under
 a `tf.distribute` strategy and inside a SavedModel. This module uses plain TF
-ops only (pad, strided slices, integer adds, `tf.gather`, `tf.while_loop`).
+ops only (pad, slices, integer adds, `tf.where`, `tf.gather`, `tf.scatter_nd`,
+`tf.while_loop`); it also compiles with XLA.
 
 How it matches scikit-image
 ---------------------------
@@ -20,40 +21,46 @@ them against scikit-image's.
 Why it is fast on a CPU
 -----------------------
 TF's `tf.gather` costs far more per element than an integer add, and a 3x3
-float `conv2d` with one channel is slower still, so one sub-iteration here is
-one zero pad, a separable neighbour code built from six slices and integer
-adds (a 3-bit column code, then three columns), and a *single* `tf.gather` in
-a 512-entry table indexed by the 9-bit code (centre bit included) that
-returns the pixel's new value directly: no separate "delete" mask, no
-`where`, no cast. The loop tests convergence once per full iteration by
-comparing pixel counts (thinning only deletes, so an equal count means
-nothing changed), exactly like scikit-image.
+float `conv2d` with one channel is slower still, so:
+
+- the neighbour code is separable integer arithmetic on slices (a 3-bit
+  column code, then three columns: a 9-bit code, centre included), and a
+  *single* `tf.gather` in a 512-entry table returns the pixel's new value
+  directly (no delete mask, no `where`, no float cast);
+- only rows that can still change are processed (`_thin_core`): rows within
+  one row of a change in the previous two sub-iterations. Rows are moved
+  with whole-row gathers/scatters (contiguous copies), so the per-element
+  table lookup shrinks to the few rows still thinning after the first
+  iterations. This is exact: an unchanged neighbourhood gives the same
+  answer as the last time the same table was applied.
+
+On 8 x 128x128 noisy vessel maps this is about 2-2.5x faster than
+scikit-image on the same CPU (`benchmarks/bench_thinning.py`); a dense
+variant doing every pixel every sub-iteration was only 1.2-1.5x faster.
+As in scikit-image, the loop stops after a full iteration without a change.
 
 Iteration cap
 -------------
 Each full iteration peels about one layer off every blob, so thinning needs
 about as many iterations as the widest blob is half wide (city-block radius,
-plus at most one or two for corners): a fully-on 128x128 map takes 64, a
-disc of radius r about r, vessel-like maps 3-12. The default cap,
-``default_max_iterations(h, w) = ceil(min(h, w) / 2) + 4``, covers every blob
-that fits in the map, so the result is exact for any input of that size in
-practice; the loop stops as soon as nothing changes, so a generous cap costs
-nothing on ordinary inputs and only bounds pathological ones (an untrained
-network predicting vessel everywhere). A smaller explicit ``max_iterations``
-returns a *partial* thinning, identical to
+plus one or two for corners): a fully-on 128x128 map takes 64 deleting
+iterations, a disc of radius r about r, noisy vessel maps 3-12. The default
+cap, ``default_max_iterations(h, w) = ceil(min(h, w) / 2) + 4``, covers a blob
+as wide as the map (full maps, discs and random blobs were all measured
+within it), so in practice the result is exact for any input. The loop stops
+as soon as nothing changes, so a generous cap costs nothing on ordinary
+inputs and only bounds pathological ones (an untrained network predicting
+vessel everywhere). A smaller explicit ``max_iterations`` returns a
+*partial* thinning, identical to
 ``skimage.morphology.thin(image, max_num_iter=max_iterations)``.
 """
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import tensorflow as tf
 
 __all__ = ["default_max_iterations", "guo_hall_luts", "thin", "thin_with_iterations"]
-
-logger = logging.getLogger(__name__)
 
 # scikit-image's neighbour weights: bit k of the 8-bit code is the neighbour at
 # (row, col) offset _SK_OFFSETS[k], i.e. E, NE, N, NW, W, SW, S, SE.
@@ -168,7 +175,7 @@ def _thin_core(
     shape = tf.shape(pixels)
     batch, height, width = shape[0], shape[1], shape[2]
     cap = _cap(pixels, max_iterations)
-    tables = tf.constant(np.stack([_KEEP_FIRST, _KEEP_SECOND]))  # (2, 512)
+    first, second = tf.constant(_KEEP_FIRST), tf.constant(_KEEP_SECOND)
     rows = tf.reshape(tf.pad(pixels, [[0, 0], [1, 1], [1, 1]]), [-1, width + 2])
     n_rows = batch * (height + 2)
     # padding rows (above and below each image) are never processed and stay zero
@@ -176,7 +183,8 @@ def _thin_core(
     neighbours = tf.constant([-1, 0, 1])
     no_row = tf.zeros([1], tf.bool)
 
-    def body(step, rows, changed_1, changed_2, last_change):
+    def sub_iteration(rows, changed_1, changed_2, table):
+        """Apply `table` to the rows near a change in the last two sub-iterations."""
         recent = changed_1 | changed_2
         near = recent | tf.concat([recent[1:], no_row], 0) | tf.concat([no_row, recent[:-1]], 0)
         active = tf.cast(tf.where(near & interior)[:, 0], tf.int32)  # (K,)
@@ -184,16 +192,21 @@ def _thin_core(
         centre = window[:, 1]
         column = window[:, 0] + centre * 2 + window[:, 2] * 4  # 3-bit column codes
         code = column[:, :-2] + column[:, 1:-1] * 8 + column[:, 2:] * 64  # 9-bit codes (K, W)
-        new = tf.gather(tables[step % 2], code)
+        new = tf.gather(table, code)
         row_changed = tf.reduce_any(tf.not_equal(new, centre[:, 1:-1]), axis=1)
         rows = tf.tensor_scatter_nd_update(rows, active[:, None], tf.pad(new, [[0, 0], [1, 1]]))
         changed = tf.scatter_nd(active[:, None], tf.cast(row_changed, tf.int32), [n_rows]) > 0
-        changed = tf.ensure_shape(changed, interior.shape)
-        last_change = tf.where(tf.reduce_any(row_changed), step + 1, last_change)
-        return step + 1, rows, changed, changed_1, last_change
+        return rows, tf.ensure_shape(changed, interior.shape)
 
-    def cond(step, rows, changed_1, changed_2, last_change):
-        return tf.logical_and(step < 2 * cap, tf.reduce_any(changed_1 | changed_2))
+    def body(iteration, rows, changed_1, changed_2, last_change):
+        rows, changed_a = sub_iteration(rows, changed_1, changed_2, first)
+        rows, changed_b = sub_iteration(rows, changed_a, changed_1, second)
+        last_change = tf.where(tf.reduce_any(changed_a | changed_b), iteration + 1, last_change)
+        return iteration + 1, rows, changed_b, changed_a, last_change
+
+    def cond(iteration, rows, changed_1, changed_2, last_change):
+        # as scikit-image: stop after a full iteration without change, or at the cap
+        return tf.logical_and(iteration < cap, tf.reduce_any(changed_1 | changed_2))
 
     start = (tf.constant(0), rows, interior, interior, tf.constant(0))
     _, rows, changed_1, changed_2, last_change = tf.while_loop(
@@ -201,7 +214,7 @@ def _thin_core(
     )
     converged = tf.logical_not(tf.reduce_any(changed_1 | changed_2))
     # scikit-image counts full iterations up to and including the first one that deletes nothing
-    iterations = tf.where(converged, tf.minimum((last_change + 1) // 2 + 1, cap), cap)
+    iterations = tf.where(converged, tf.minimum(last_change + 1, cap), cap)
     thinned = tf.reshape(rows, [batch, height + 2, width + 2])[:, 1:-1, 1:-1]
     thinned = tf.ensure_shape(thinned, pixels.shape)
     return thinned, iterations, converged

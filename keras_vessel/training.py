@@ -256,6 +256,8 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> Tra
         optimizer = _optimizer(config)
         losses = _build_losses(config)
         model.compile(optimizer=optimizer, loss=losses)
+        # variables must exist before the distributed step is traced, not inside it
+        optimizer.build(model.trainable_variables)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     _check_stride(model, config)
 
@@ -275,7 +277,8 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> Tra
         "git_revision": git_revision(),
         "versions": _versions(),
         "machine": machine_info(),
-        "strategy": type(strategy).__name__,
+        "strategy": config.train.strategy,
+        "strategy_class": type(strategy).__name__,
         "replicas": strategy.num_replicas_in_sync,
         "training_images": train_names,
         "validation_images": validation_names,

@@ -177,6 +177,22 @@ def test_ids_are_per_image():
     np.testing.assert_allclose(got[0], segment_weights(prob[:1], *(a[:1] for a in batch)).numpy()[0])
 
 
+def test_segment_weights_under_xla_equal_oracle_for_any_ids():
+    """Under XLA the segment index comes from a sort (a data-independent size): same weights."""
+    label, id_mask = bar_case()
+    prob = np.zeros((3, 16, 24), np.float32)
+    prob[0] = label
+    prob[1, 5:11, 2:22] = 1
+    prob[2, 7, 2:12] = 1
+    labels, valids = np.broadcast_to(label, prob.shape), np.ones(prob.shape, np.float32)
+    compiled = tf.function(segment_weights, jit_compile=True)
+    for scale in (1, 4000, 3_000_000):  # ids up to 6e6, still exact in float32
+        masks = np.stack([id_mask * scale, id_mask, -id_mask * scale]).astype(np.float32)
+        expected = oracle_batch(prob, labels, masks.astype(np.int64), valids)
+        np.testing.assert_allclose(compiled(prob, labels, masks, valids).numpy(), expected, atol=1e-5)
+        np.testing.assert_allclose(segment_weights(prob, labels, masks, valids).numpy(), expected, atol=1e-5)
+
+
 @pytest.mark.data
 @pytest.mark.parametrize("kind", ["exact", "noisy", "missing", "thick", "everything"])
 def test_segment_weights_equal_oracle_on_drive_crops(drive_crops, kind):
@@ -209,7 +225,8 @@ def test_segment_weights_rejects_bad_options(kwargs, match):
 
 
 def test_segment_weights_rejects_bad_shape():
-    with pytest.raises(ValueError, match=r"`prob` must have shape \(B, H, W\) or \(B, H, W, 1\), got shape \(4, 4\)"):
+    match = r"`prob` must have shape \(B, H, W\) or \(B, H, W, 1\), got shape \(4, 4\)"
+    with pytest.raises(ValueError, match=match):
         segment_weights(np.zeros((4, 4)), np.zeros((4, 4)), np.zeros((4, 4)), np.zeros((4, 4)))
 
 

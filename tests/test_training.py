@@ -156,7 +156,7 @@ def test_mirrored_over_two_logical_cpus(records, tmp_path):
     done = run_cli("train", "--config", str(config), "--output", str(tmp_path / "run"), "--quiet")
     assert done.returncode == 0, done.stdout + done.stderr
     run = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert run["strategy"] == "MirroredStrategy" and run["replicas"] == 2
+    assert run["strategy_class"] == "MirroredStrategy" and run["replicas"] == 2
 
 
 def free_ports(count):
@@ -184,7 +184,7 @@ def test_two_local_workers_train_in_lockstep(records, tmp_path):
     for process, (out, err) in zip(processes, outputs):
         assert process.returncode == 0, out + err
     run = json.loads((tmp_path / "run0" / "run.json").read_text())
-    assert run["strategy"] == "MultiWorkerMirroredStrategy" and run["replicas"] == 2
+    assert run["strategy"] == "multi_worker" and run["replicas"] == 2
     assert len(read_history(tmp_path / "run0" / "history.csv")) == 2
     assert not (tmp_path / "run1" / "model.keras").exists()  # only the chief writes the run folder
 
