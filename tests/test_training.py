@@ -208,3 +208,17 @@ def test_a_run_killed_mid_epoch_resumes_from_its_last_epoch(records, tmp_path):
     history = read_history(run / "history.csv")
     assert [row["epoch"] for row in history] == ["1", "2", "3"]
     assert json.loads((run / "run.json").read_text())["status"] == "completed"
+
+
+def test_a_saved_model_fine_tunes_with_plain_keras_fit(records, tmp_path):
+    """The README's fine-tuning snippet: load the .keras file (compiled with its losses) and fit."""
+    from keras_vessel.pipeline import get_dataset
+
+    train(small_config(records, epochs=1), tmp_path, verbose=0)
+    import keras_vessel.losses  # noqa: F401
+
+    model = keras.saving.load_model(tmp_path / "model.keras")
+    before = [w.copy() for w in model.get_weights()]
+    history = model.fit(get_dataset(records, patch_size=32, batch_size=4), steps_per_epoch=2, epochs=1, verbose=0)
+    assert all(map(lambda v: v == v, history.history["loss"]))  # finite, not NaN
+    assert any((a != b).any() for a, b in zip(before, model.get_weights()))

@@ -1,0 +1,136 @@
+"""What every benchmark records beside its figures, in one place.
+
+A benchmark result is only comparable with another when we know the machine,
+how busy it was (this machine is shared: the load average is recorded at the
+start and at the end), the package versions, the exact revision and command,
+and the parameters. `begin` captures the first half, `finish` adds the end
+load and the results and writes the JSON atomically.
+
+Versions are read from the installed package metadata, so a benchmark that
+does not need TensorFlow does not pay for importing it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+HRF_SHAPE = (2336, 3504)  # HRF images are 3504 wide, 2336 high
+
+
+def data_root() -> Path:
+    """The folder holding DRIVE/ (as in tests/conftest.py): $KERAS_VESSEL_DATA, else ../shared/data."""
+    env = os.environ.get("KERAS_VESSEL_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+def drive_root() -> Path | None:
+    """The DRIVE folder, or None when it is not there."""
+    path = data_root() / "DRIVE"
+    return path if path.is_dir() else None
+
+
+def add_output_argument(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.add_argument(
+        "--output", type=Path, default=RESULTS / f"{name}.json",
+        help=f"where to write the JSON results (default benchmarks/results/{name}.json)",
+    )
+
+
+def git_revision() -> str | None:
+    """`git rev-parse HEAD`, with "-dirty" when tracked files have local changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        revision = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return revision + ("-dirty" if dirty else "")
+
+
+def _processor() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> list[float] | None:
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def machine_info() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "processor": _processor(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def versions(*extra: str) -> dict[str, str | None]:
+    """Python and installed distribution versions (None when not installed)."""
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    names = ("tensorflow", "keras", "numpy", *extra)
+    return {"python": platform.python_version(), **{name: version(name) for name in names}}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def begin(name: str, args: argparse.Namespace, *, extra_versions: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Start a result record: machine, versions, revision, command, parameters, load now."""
+    return {
+        "benchmark": name,
+        "command": shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv])),
+        "parameters": {key: _jsonable(value) for key, value in vars(args).items()},
+        "git_revision": git_revision(),
+        "machine": machine_info(),
+        "versions": versions(*extra_versions),
+        "threads_env": {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")},
+        "load_average_start": load_average(),
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def finish(record: dict[str, Any], results: dict[str, Any], output: Path) -> dict[str, Any]:
+    """Add the results and the load at the end, write the JSON atomically, return the record."""
+    from keras_vessel.io import write_json_atomic
+
+    record = {
+        **record,
+        "load_average_end": load_average(),
+        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "results": results,
+    }
+    write_json_atomic(output, record)
+    print(f"load average (1, 5, 15 min) at start {record['load_average_start']}, "
+          f"at end {record['load_average_end']}")
+    print(f"wrote {output}")
+    return record
