@@ -40,6 +40,41 @@ def drive_root() -> Path | None:
     return path if path.is_dir() else None
 
 
+def hrf_sized_sample(first: Any, second: Any, *, name: str = "hrf_sized") -> Any:
+    """An HRF-sized (2336x3504) `Sample` from two DRIVE samples upscaled x4, side by side, cropped.
+
+    HRF itself is not in ../shared/data. The image is upscaled bilinearly, the
+    label and FOV with nearest neighbour so that they stay binary.
+    """
+    import cv2
+    import numpy as np
+
+    from keras_vessel.datasets import Sample
+
+    def up(array: np.ndarray, interpolation: int) -> np.ndarray:
+        height, width = array.shape[:2]
+        return cv2.resize(array, (4 * width, 4 * height), interpolation=interpolation)
+
+    def join(key: str, interpolation: int) -> np.ndarray:
+        parts = []
+        for sample in (first, second):
+            array = getattr(sample, key)
+            was_bool = array.dtype == bool
+            scaled = up(array.astype(np.uint8) if was_bool else array, interpolation)
+            parts.append(scaled > 0 if was_bool else scaled)
+        joined = np.concatenate(parts, axis=1)[: HRF_SHAPE[0], : HRF_SHAPE[1]]
+        if joined.shape[:2] != HRF_SHAPE:
+            raise ValueError(f"two samples of shape {first.image.shape[:2]} upscaled x4 do not cover {HRF_SHAPE}")
+        return np.ascontiguousarray(joined)
+
+    return Sample(
+        name=name,
+        image=join("image", cv2.INTER_LINEAR),
+        label=join("label", cv2.INTER_NEAREST),
+        fov=join("fov", cv2.INTER_NEAREST),
+    )
+
+
 def add_output_argument(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument(
         "--output", type=Path, default=RESULTS / f"{name}.json",

@@ -9,9 +9,11 @@ serves, with two signatures:
     -> ``probability``: float32 ``[batch, height, width]`` in [0, 1].
 ``predict_image``
     ``image_bytes``: string ``[batch]`` of encoded PNG/JPEG images (all of one
-    size within a request) -> ``probability`` as above and ``mask_png``:
+    size within a request) -> ``probability`` as above and ``mask_png_bytes``:
     string ``[batch]``, PNG-encoded binary masks (0/255, ``probability >=
-    threshold``; the threshold is fixed at export time).
+    threshold``; the threshold is fixed at export time). The ``_bytes``
+    suffix makes TF Serving's REST API return it base64-encoded
+    (``{"b64": ...}``); without it the raw PNG bytes would not be valid JSON.
 
 Everything the client would otherwise have to know happens inside the graph:
 padding to the network stride (bottom/right, by reflection like
@@ -152,7 +154,7 @@ class _VesselServing(tf.Module):
             masks,
             fn_output_signature=tf.TensorSpec([], tf.string),
         )
-        return {"probability": probability, "mask_png": mask_png}
+        return {"probability": probability, "mask_png_bytes": mask_png}
 
 
 def _load(model_or_path: keras.Model | str | os.PathLike) -> keras.Model:
@@ -168,7 +170,16 @@ def _load(model_or_path: keras.Model | str | os.PathLike) -> keras.Model:
         raise ValueError(f"expected a .keras model file, got {str(path)!r}")
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {str(path)!r}")
-    return keras.saving.load_model(path, safe_mode=True)
+    import keras_vessel.losses  # noqa: F401  (registers the custom losses of a compiled training model)
+
+    try:
+        # compile=False: export needs the graph and weights, not the training losses.
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:  # Keras raises many types for a bad archive
+        raise ValueError(
+            f"could not load model {str(path)!r} (expected a .keras file saved by keras-vessel training): "
+            f"{type(error).__name__}: {error}"
+        ) from error
 
 
 def _inference_model(model: keras.Model, heads: str) -> keras.Model:
@@ -209,7 +220,7 @@ def export_saved_model(
     name : model name, the folder TF Serving's ``--model_name`` points at.
     version : positive int; TF Serving serves the highest version by default.
     overwrite : replace an existing ``name/version`` folder instead of failing.
-    threshold : probability at and above which ``mask_png`` marks a vessel.
+    threshold : probability at and above which ``mask_png_bytes`` marks a vessel.
     heads : head fusion for a training model (``"mean"``, ``"segment"``, ``"pixel"``).
 
     The version folder is written next to its final place and renamed into
@@ -235,7 +246,13 @@ def export_saved_model(
             f"SavedModel version folder already exists: {str(target)!r}; "
             "pass overwrite=True to replace it or choose another version"
         )
-    model = _inference_model(_load(keras_model_path_or_model), heads)
+    model = _load(keras_model_path_or_model)
+    try:
+        model = _inference_model(model, heads)
+    except ValueError as error:
+        if isinstance(keras_model_path_or_model, keras.Model):
+            raise
+        raise ValueError(f"{str(keras_model_path_or_model)!r}: {error}") from error
     stride = model_stride(model)
     module = _VesselServing(model, stride=stride, threshold=float(threshold))
     signatures = {

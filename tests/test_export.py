@@ -82,7 +82,7 @@ _SUBPROCESS = textwrap.dedent(
         result = loaded.signatures["predict_image"](image_bytes=tf.constant(blobs))
         arrays["probability_" + key] = result["probability"].numpy()
         arrays["mask_" + key] = np.stack(
-            [tf.io.decode_png(m).numpy() for m in result["mask_png"].numpy()])
+            [tf.io.decode_png(m).numpy() for m in result["mask_png_bytes"].numpy()])
     results["keras_vessel_imported"] = any(m.startswith("keras_vessel") for m in sys.modules)
     np.savez(out, **arrays)
     print(json.dumps(results))
@@ -152,7 +152,7 @@ def test_saved_model_cli_lists_both_signatures(exported):
     assert re.search(r"inputs\['images'\] tensor_info:\s+dtype: DT_FLOAT\s+shape: \(-1, -1, -1, 3\)", text)
     assert re.search(r"inputs\['image_bytes'\] tensor_info:\s+dtype: DT_STRING\s+shape: \(-1\)", text)
     assert re.search(r"outputs\['probability'\] tensor_info:\s+dtype: DT_FLOAT\s+shape: \(-1, -1, -1\)", text)
-    assert re.search(r"outputs\['mask_png'\] tensor_info:\s+dtype: DT_STRING\s+shape: \(-1\)", text)
+    assert re.search(r"outputs\['mask_png_bytes'\] tensor_info:\s+dtype: DT_STRING\s+shape: \(-1\)", text)
 
 
 @pytest.fixture(scope="module")

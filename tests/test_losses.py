@@ -177,6 +177,17 @@ def test_ids_are_per_image():
     np.testing.assert_allclose(got[0], segment_weights(prob[:1], *(a[:1] for a in batch)).numpy()[0])
 
 
+def test_large_crops_use_wide_count_fields():
+    """Crops of 2**15 pixels or more take the two-sum (31-bit field) path: same weights."""
+    label, id_mask = bar_case()
+    pad = ((0, 200 - 16), (0, 200 - 24))
+    label, id_mask = np.pad(label, pad), np.pad(id_mask, pad)
+    prob = np.stack([label, np.roll(label, 1, axis=0) | np.roll(label, -1, axis=0)]).astype(np.float32)
+    batch = [np.stack([a, a]) for a in (label, id_mask, np.ones_like(label))]
+    np.testing.assert_allclose(segment_weights(prob, *batch).numpy(), oracle_batch(prob, *batch), atol=1e-5)
+
+
+@pytest.mark.slow  # XLA compilation: ~5-20 s on a shared 2-core machine
 def test_segment_weights_under_xla_equal_oracle_for_any_ids():
     """Under XLA the segment index comes from a sort (a data-independent size): same weights."""
     label, id_mask = bar_case()
@@ -406,7 +417,9 @@ def test_bad_loss_options_are_rejected(call, error, match):
         call()
 
 
-@pytest.mark.parametrize("distributed", [False, True], ids=["xla", "mirrored"])
+@pytest.mark.parametrize(
+    "distributed", [pytest.param(False, id="xla", marks=pytest.mark.slow), pytest.param(True, id="mirrored")]
+)
 def test_joint_model_fits(distributed):
     """model.fit with the joint losses: XLA-compiled (what jit_compile='auto' picks on a GPU
     machine without a strategy), and inside a MirroredStrategy scope (no XLA)."""

@@ -1,0 +1,174 @@
+"""Time `keras_vessel.inference.predict_probability` per DRIVE test image and measure peak memory.
+
+Targets: <= 0.3 s per DRIVE test image (565x584) with the compact U-Net
+(base 16, depth 4, both heads fused by their mean); an HRF-sized image
+(3504x2336) within 4 GB. The model is built, saved to a temporary `.keras`
+file and loaded with `load_inference_model` (weights are untrained: the cost
+does not depend on them), then warmed up on one image before timing.
+
+Peak memory is `resource.getrusage(RUSAGE_SELF).ru_maxrss` of a fresh
+subprocess per case (this script re-run with `--child CASE`), so one case's
+peak cannot hide another's. The HRF-sized image is two DRIVE test images
+upscaled x4 side by side (HRF is not in ../shared/data). Cases:
+`drive` (one DRIVE image), `hrf_tiled` (the default: tiles of 512, overlap
+128) and `hrf_whole` (forced in one piece, to show what tiling saves).
+
+    .venv/bin/python benchmarks/bench_inference.py [--images 20] [--repeats 2] [--cases drive hrf_tiled hrf_whole]
+
+Prints a summary and writes benchmarks/results/inference.json.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from _common import add_output_argument, begin, drive_root, finish, hrf_sized_sample  # noqa: E402
+
+TARGET_DRIVE_S = 0.3
+TARGET_HRF_GB = 4.0
+CASES = ("drive", "hrf_tiled", "hrf_whole")
+
+
+def load_model(args: argparse.Namespace, folder: Path):
+    """Build the compact U-Net, save it, and load it back as the inference model."""
+    import keras
+
+    from keras_vessel.inference import load_inference_model
+    from keras_vessel.models import build_model
+
+    keras.utils.set_random_seed(0)
+    path = folder / "compact_unet.keras"
+    build_model("unet", base_filters=args.base_filters, depth=args.depth).save(path)
+    return load_inference_model(path, heads="mean")
+
+
+def test_samples(count: int):
+    from keras_vessel.datasets import open_dataset
+
+    root = drive_root()
+    if root is None:
+        raise SystemExit("DRIVE not found; set KERAS_VESSEL_DATA to the folder holding DRIVE/")
+    return [spec.load() for spec in open_dataset("drive", root, "test")[:count]]
+
+
+def time_drive(args: argparse.Namespace) -> dict:
+    from keras_vessel.inference import predict_probability
+
+    samples = test_samples(args.images)
+    with tempfile.TemporaryDirectory(prefix="bench-inference-") as temp:
+        model = load_model(args, Path(temp))
+    started = time.perf_counter()
+    predict_probability(model, samples[0].image, fov=samples[0].fov)  # warm-up
+    warmup = time.perf_counter() - started
+    seconds: list[float] = []
+    for _ in range(args.repeats):
+        for sample in samples:
+            started = time.perf_counter()
+            predict_probability(model, sample.image, fov=sample.fov)
+            seconds.append(time.perf_counter() - started)
+    return {
+        "image_shape": list(samples[0].image.shape[:2]),
+        "images": len(samples),
+        "repeats": args.repeats,
+        "warmup_seconds": warmup,
+        "seconds_median": statistics.median(seconds),
+        "seconds_mean": statistics.fmean(seconds),
+        "seconds_min": min(seconds),
+        "seconds_max": max(seconds),
+        "target_seconds": TARGET_DRIVE_S,
+        "meets_target": statistics.median(seconds) <= TARGET_DRIVE_S,
+    }
+
+
+def child(case: str, args: argparse.Namespace) -> dict:
+    """One case in this (fresh) process; returns seconds and peak RSS."""
+    import numpy as np
+
+    from keras_vessel.inference import predict_probability
+
+    samples = test_samples(2)
+    sample = samples[0] if case == "drive" else hrf_sized_sample(samples[0], samples[1])
+    with tempfile.TemporaryDirectory(prefix="bench-inference-") as temp:
+        model = load_model(args, Path(temp))
+    options = {"max_whole_pixels": 10**9} if case == "hrf_whole" else {}
+    rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    probability = predict_probability(model, sample.image, fov=sample.fov, **options)
+    seconds = time.perf_counter() - started
+    assert probability.shape == sample.image.shape[:2] and np.isfinite(probability).all()
+    rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return {
+        "case": case,
+        "image_shape": list(sample.image.shape[:2]),
+        "seconds_first_call": seconds,
+        "peak_rss_gb": rss_peak / 2**20,
+        "rss_before_prediction_gb": rss_loaded / 2**20,
+    }
+
+
+def measure_memory(case: str, args: argparse.Namespace) -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", case,
+               "--base-filters", str(args.base_filters), "--depth", str(args.depth)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"case": case, "error": f"exit {done.returncode}: {done.stderr.strip()[-2000:]}"}
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    if case.startswith("hrf"):
+        row["target_gb"] = TARGET_HRF_GB
+        row["meets_target"] = row["peak_rss_gb"] <= TARGET_HRF_GB
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=20, help="DRIVE test images timed")
+    parser.add_argument("--repeats", type=int, default=2, help="passes over the images")
+    parser.add_argument("--base-filters", type=int, default=16, help="U-Net filters at full resolution")
+    parser.add_argument("--depth", type=int, default=4, help="U-Net poolings")
+    parser.add_argument("--cases", nargs="*", choices=CASES, default=list(CASES),
+                        help="peak-memory cases, each in its own subprocess")
+    parser.add_argument("--child", choices=CASES, help=argparse.SUPPRESS)
+    add_output_argument(parser, "inference")
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child, args)))
+        return 0
+
+    record = begin("inference.predict_probability", args)
+    results: dict = {"model": f"unet base_filters={args.base_filters} depth={args.depth}, heads mean"}
+    results["drive_time"] = time_drive(args)
+    d = results["drive_time"]
+    print(f"DRIVE test {tuple(d['image_shape'])}: median {d['seconds_median']:.3f} s per image "
+          f"(mean {d['seconds_mean']:.3f}, min {d['seconds_min']:.3f}, max {d['seconds_max']:.3f}; "
+          f"{d['images']} images x {d['repeats']}), target {TARGET_DRIVE_S} s: "
+          f"{'met' if d['meets_target'] else 'NOT met'}")
+    results["memory"] = {}
+    for case in args.cases:
+        row = measure_memory(case, args)
+        results["memory"][case] = row
+        if "error" in row:
+            print(f"{case}: FAILED {row['error']}")
+            continue
+        verdict = (f", target {TARGET_HRF_GB} GB: {'met' if row['meets_target'] else 'NOT met'}"
+                   if "meets_target" in row else "")
+        print(f"{case:9s} {tuple(row['image_shape'])}: peak RSS {row['peak_rss_gb']:.2f} GB "
+              f"(after loading {row['rss_before_prediction_gb']:.2f} GB), first call "
+              f"{row['seconds_first_call']:.1f} s{verdict}")
+    finish(record, results, args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,217 @@
+"""Time one training step with the joint loss against the pixel-wise loss, and training throughput.
+
+Target: joint step <= 1.15x pixel step (compact U-Net, base 16, depth 4,
+batch of 8 crops of 128x128). The step is the real one,
+`keras_vessel.training._make_steps`, under `tf.distribute.get_strategy()`,
+with `keras_vessel.losses.build_losses("joint" / "pixel")`; the crops are
+DRIVE training patches with their ID masks from records prepared into a
+temporary folder (the synthetic set when DRIVE is absent).
+
+Both models live in this one process and are timed in alternating rounds
+(`--steps` steps each, order swapped every round), so load from other
+processes hits both alike; the median per-round ratio is reported. The joint
+step's cost depends on the predictions (thinning iterates until the widest
+predicted blob is one pixel wide), so the ratio is measured twice: on the
+untrained network, which predicts blobs, and after `--warmup-steps` training
+steps of the joint model on the same data, when predictions look like
+vessels. The pixel step does not depend on the predictions, so its model is
+not trained. Throughput (megapixels of training patches per second) is
+reported for float32 and mixed_bfloat16 on untrained models.
+
+    .venv/bin/python benchmarks/bench_train_step.py [--rounds 7] [--steps 4] [--warmup-steps 200]
+
+Prints a summary and writes benchmarks/results/train_step.json.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from _common import add_output_argument, begin, drive_root, finish  # noqa: E402
+from keras_vessel.datasets import open_dataset  # noqa: E402
+from keras_vessel.losses import build_losses  # noqa: E402
+from keras_vessel.models import build_model  # noqa: E402
+from keras_vessel.pipeline import get_dataset  # noqa: E402
+from keras_vessel.tfrecords import write_dataset  # noqa: E402
+from keras_vessel.thinning import thin_with_iterations  # noqa: E402
+from keras_vessel.training import _make_steps  # noqa: E402
+
+TARGET_RATIO = 1.15
+KINDS = ("joint", "pixel")
+
+
+def prepare_records(out_dir: Path, images: int, workers: int) -> tuple[str, float]:
+    drive = drive_root()
+    name, specs = ("drive", open_dataset("drive", drive, "training")) if drive else (
+        "synthetic", open_dataset("synthetic", None, "training"))
+    started = time.perf_counter()
+    write_dataset(specs[:images], out_dir, dataset=name, split="training", workers=workers,
+                  show_progress=False)
+    return name, time.perf_counter() - started
+
+
+def fixed_batches(records: Path, args: argparse.Namespace) -> list[tuple[tf.Tensor, dict]]:
+    """`--distinct-batches` augmented batches, materialised so both losses see the same data."""
+    dataset = get_dataset(records, patch_size=args.crop, batch_size=args.batch_size,
+                          outputs=("segment", "pixel"), min_fov_fraction=0.7, seed=1)
+    return [(images, dict(targets)) for images, targets in dataset.take(args.distinct_batches)]
+
+
+class Trainer:
+    """A model, its optimizer and the real distributed train step for one loss kind."""
+
+    def __init__(self, kind: str, args: argparse.Namespace) -> None:
+        strategy = tf.distribute.get_strategy()
+        heads = ("segment", "pixel") if kind == "joint" else ("pixel",)
+        with strategy.scope():
+            self.model = build_model("unet", base_filters=args.base_filters, depth=args.depth, heads=heads)
+            self.optimizer = keras.optimizers.Adam(args.learning_rate)
+            self.losses = build_losses(kind)
+            self.optimizer.build(self.model.trainable_variables)
+        self.step_fn, _ = _make_steps(self.model, self.optimizer, self.losses, strategy)
+        self.heads = heads
+        self.position = 0
+
+    def step(self, batches: list) -> float:
+        images, targets = batches[self.position % len(batches)]
+        self.position += 1
+        values = self.step_fn((images, {head: targets[head] for head in self.heads}))
+        return float(values["loss"])  # waits for the step, as the training loop does
+
+    def run(self, batches: list, steps: int) -> float:
+        """Seconds per step over `steps` steps."""
+        started = time.perf_counter()
+        for _ in range(steps):
+            self.step(batches)
+        return (time.perf_counter() - started) / steps
+
+
+def prediction_shape(trainer: Trainer, batches: list) -> dict:
+    """How blob-like the segment head's predictions are: positive fraction and thinning passes."""
+    images, _ = batches[0]
+    logits = trainer.model(images, training=False)["segment"]
+    binary = tf.sigmoid(tf.cast(logits[..., 0], tf.float32)) >= 0.5
+    _, iterations, converged = thin_with_iterations(binary)
+    return {
+        "predicted_vessel_fraction": float(tf.reduce_mean(tf.cast(binary, tf.float32))),
+        "thinning_iterations": int(iterations),
+        "thinning_converged": bool(converged),
+    }
+
+
+def compare(trainers: dict[str, Trainer], batches: list, args: argparse.Namespace) -> dict:
+    """Alternating rounds of joint and pixel steps; median ms and median per-round ratio."""
+    times: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    for round_index in range(args.rounds):
+        order = KINDS if round_index % 2 == 0 else KINDS[::-1]
+        for kind in order:
+            times[kind].append(trainers[kind].run(batches, args.steps))
+    ratios = [j / p for j, p in zip(times["joint"], times["pixel"])]
+    pixels = args.batch_size * args.crop**2
+    return {
+        "ms_per_step_rounds": {kind: [t * 1e3 for t in values] for kind, values in times.items()},
+        "ms_per_step_median": {kind: statistics.median(values) * 1e3 for kind, values in times.items()},
+        "megapixels_per_second": {kind: pixels / statistics.median(values) / 1e6 for kind, values in times.items()},
+        "ratio_rounds": ratios,
+        "ratio_median": statistics.median(ratios),
+        "target_ratio": TARGET_RATIO,
+        "meets_target": statistics.median(ratios) <= TARGET_RATIO,
+        "joint_predictions": prediction_shape(trainers["joint"], batches),
+    }
+
+
+def make_trainers(args: argparse.Namespace, batches: list) -> dict[str, Trainer]:
+    keras.utils.set_random_seed(args.seed)
+    trainers = {kind: Trainer(kind, args) for kind in KINDS}
+    for trainer in trainers.values():  # trace, and let the first slow steps pass
+        trainer.run(batches, 2)
+    return trainers
+
+
+def print_comparison(label: str, row: dict) -> None:
+    ms, mpx = row["ms_per_step_median"], row["megapixels_per_second"]
+    pred = row["joint_predictions"]
+    print(
+        f"{label:28s} joint {ms['joint']:7.1f} ms  pixel {ms['pixel']:7.1f} ms  "
+        f"ratio median {row['ratio_median']:.3f} (rounds {min(row['ratio_rounds']):.2f}-"
+        f"{max(row['ratio_rounds']):.2f}; target <= {TARGET_RATIO}: "
+        f"{'met' if row['meets_target'] else 'NOT met'})  "
+        f"Mpx/s joint {mpx['joint']:.3f} pixel {mpx['pixel']:.3f}  "
+        f"[segment head: {pred['predicted_vessel_fraction']:.1%} positive, "
+        f"{pred['thinning_iterations']} thinning passes]"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--crop", type=int, default=128, help="crop side in pixels")
+    parser.add_argument("--batch-size", type=int, default=8, help="crops per step")
+    parser.add_argument("--base-filters", type=int, default=16, help="U-Net filters at full resolution")
+    parser.add_argument("--depth", type=int, default=4, help="U-Net poolings")
+    parser.add_argument("--images", type=int, default=8, help="training images to prepare")
+    parser.add_argument("--distinct-batches", type=int, default=8, help="batches cycled through")
+    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds per comparison")
+    parser.add_argument("--steps", type=int, default=4, help="steps per model per round")
+    parser.add_argument("--warmup-steps", type=int, default=200,
+                        help="joint-model training steps before the second comparison")
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--workers", type=int, default=2, help="processes preparing the records")
+    parser.add_argument("--seed", type=int, default=0, help="weights seed")
+    parser.add_argument("--skip-bfloat16", action="store_true", help="do not measure mixed_bfloat16")
+    add_output_argument(parser, "train_step")
+    args = parser.parse_args(argv)
+
+    record = begin("train_step.joint_vs_pixel", args)
+    results: dict = {}
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-train-step-") as temp:
+            source, seconds = prepare_records(Path(temp), args.images, args.workers)
+            batches = fixed_batches(Path(temp), args)
+        results["data"] = {"source": source, "images": args.images, "prepare_seconds": seconds,
+                           "batch_shape": list(batches[0][0].shape)}
+        print(f"data: {args.images} {source} training images, {len(batches)} batches of "
+              f"{tuple(batches[0][0].shape)}")
+
+        trainers = make_trainers(args, batches)
+        results["float32_untrained"] = compare(trainers, batches, args)
+        print_comparison("float32, untrained", results["float32_untrained"])
+
+        started = time.perf_counter()
+        losses = [trainers["joint"].step(batches) for _ in range(args.warmup_steps)]
+        results["warmup_training"] = {
+            "steps": args.warmup_steps, "seconds": time.perf_counter() - started,
+            "joint_loss_first": losses[0] if losses else None, "joint_loss_last": losses[-1] if losses else None,
+        }
+        print(f"trained the joint model {args.warmup_steps} steps in "
+              f"{results['warmup_training']['seconds']:.0f} s (loss {losses[0]:.3f} -> {losses[-1]:.3f})"
+              if losses else "no warm-up training")
+        results["float32_trained"] = compare(trainers, batches, args)
+        print_comparison(f"float32, {args.warmup_steps} steps trained", results["float32_trained"])
+
+        if not args.skip_bfloat16:
+            del trainers
+            keras.backend.clear_session()  # resets the dtype policy: set it after
+            keras.mixed_precision.set_global_policy("mixed_bfloat16")
+            trainers = make_trainers(args, batches)
+            results["mixed_bfloat16_untrained"] = compare(trainers, batches, args)
+            print_comparison("mixed_bfloat16, untrained", results["mixed_bfloat16_untrained"])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    finish(record, results, args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,64 @@
+"""`keras-vessel export`: write a trained model as a TF Serving SavedModel version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from keras_vessel_cli.commands.evaluate import HEADS, training_threshold
+from keras_vessel_cli.errors import library_errors
+
+
+def _threshold_option(value: str) -> str | float:
+    """'train' or a number in (0, 1), checked before TensorFlow is imported."""
+    from keras_vessel.evaluation import parse_threshold
+
+    text = value.strip().lower()
+    if text == "train":
+        return text
+    try:
+        number = parse_threshold(text)
+    except ValueError:
+        number = None
+    if not isinstance(number, float):
+        raise click.BadParameter(f"expected a number in (0, 1) or 'train'; got {value!r}", param_hint="--threshold")
+    return number
+
+
+@click.command()
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              required=True, help="Trained keras-vessel .keras model file.")
+@click.option("--name", required=True, help="Model name: the folder under --out that TF Serving serves.")
+@click.option("--version", type=click.IntRange(min=1), required=True,
+              help="Version number (a folder under NAME); TF Serving serves the highest by default.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Base folder, e.g. saved_models/; the SavedModel goes to OUT/NAME/VERSION.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUT/NAME/VERSION.")
+@click.option("--heads", type=click.Choice(HEADS), default="mean", show_default=True,
+              help="Fuse both heads' probabilities (mean) or export one head.")
+@click.option("--threshold", default="0.5", show_default=True,
+              help="Threshold of the predict_image signature's PNG mask: a number in (0, 1) or 'train' "
+                   "(threshold.json beside the model).")
+def export(model_path: Path, name: str, version: int, out: Path, overwrite: bool, heads: str,
+           threshold: str) -> None:
+    """Export a model for TF Serving: OUT/NAME/VERSION/saved_model.pb with signatures
+    serving_default (images -> probability) and predict_image (PNG/JPEG bytes ->
+    probability, mask_png_bytes)."""
+    value = _threshold_option(threshold)
+    target = out / name / str(version)
+    if target.exists() and not overwrite:
+        raise click.ClickException(f"{target} already exists; pass --overwrite to replace it or choose "
+                                   f"another --version")
+    if value == "train":
+        value, _ = training_threshold(model_path, heads)
+
+    from keras_vessel.export import export_saved_model
+
+    with library_errors():
+        try:
+            path = export_saved_model(model_path, out, name=name, version=version, overwrite=overwrite,
+                                      threshold=value, heads=heads)
+        except FileExistsError as error:  # created by someone else since the check above
+            raise click.ClickException(f"{error}; use --overwrite") from error
+    click.echo(f"exported {model_path} (heads {heads}, mask threshold {value:g}) to {path}")

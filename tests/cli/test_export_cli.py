@@ -1,0 +1,156 @@
+"""CLI tests for `keras-vessel export` (CliRunner): exit codes, stderr, the written SavedModel."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from keras_vessel_cli.main import cli
+
+
+def _run(args: list):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    shown = f"exit {result.exit_code}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}\n{result.exception!r}"
+    return result, shown
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    import keras
+
+    from keras_vessel.models import build_model
+
+    keras.utils.set_random_seed(3)
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    build_model("unet", base_filters=2, depth=1).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(model_path, tmp_path_factory) -> dict:
+    """One export with the training threshold (threshold.json beside the model, heads=pixel)."""
+    from keras_vessel.evaluation import save_threshold, threshold_path
+
+    save_threshold(model_path, 0.3, heads="pixel")
+    out = tmp_path_factory.mktemp("saved_models")
+    try:
+        result, shown = _run(["export", "--model", model_path, "--name", "vessel", "--version", 2, "--out", out,
+                              "--heads", "pixel", "--threshold", "train"])  # fmt: skip
+    finally:
+        threshold_path(model_path).unlink()
+    return {"result": result, "shown": shown, "out": out}
+
+
+def test_export_writes_the_tf_serving_layout(exported, model_path):
+    result, out = exported["result"], exported["out"]
+    assert result.exit_code == 0, exported["shown"]
+    target = out / "vessel" / "2"
+    assert (target / "saved_model.pb").is_file() and (target / "variables").is_dir()
+    assert sorted(p.name for p in (out / "vessel").iterdir()) == ["2"]
+    assert f"to {target}" in result.stdout and "mask threshold 0.3" in result.stdout
+
+
+def test_export_uses_heads_and_training_threshold(exported, model_path):
+    import tensorflow as tf
+
+    from keras_vessel.inference import load_inference_model, predict_probability
+
+    loaded = tf.saved_model.load(str(exported["out"] / "vessel" / "2"))
+    image = np.random.default_rng(0).integers(0, 256, (24, 20, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    result = loaded.signatures["predict_image"](image_bytes=tf.constant([buffer.getvalue()]))
+    expected = predict_probability(load_inference_model(model_path, heads="pixel"), image)
+    prob = result["probability"].numpy()[0]
+    assert np.abs(prob - expected).max() <= 1e-5
+    mask = tf.io.decode_png(result["mask_png_bytes"].numpy()[0]).numpy()[..., 0] > 0
+    clear = np.abs(expected - 0.3) > 1e-5
+    np.testing.assert_array_equal(mask[clear], expected[clear] >= 0.3)
+    assert mask.any() and not mask.all() and (mask != (expected >= 0.5)).any()  # 0.3, not the 0.5 default
+
+
+def test_refuses_to_overwrite_an_existing_version(exported, model_path):
+    target = exported["out"] / "vessel" / "2" / "saved_model.pb"
+    before = target.stat().st_mtime_ns
+    result, shown = _run(["export", "--model", model_path, "--name", "vessel", "--version", 2,
+                          "--out", exported["out"]])  # fmt: skip
+    assert result.exit_code == 1, shown
+    assert "already exists" in result.stderr and "--overwrite" in result.stderr
+    assert str(exported["out"] / "vessel" / "2") in result.stderr
+    assert target.stat().st_mtime_ns == before
+
+
+@pytest.mark.slow  # a second export: ~10-20 s on a shared CPU
+def test_overwrite_replaces_the_version(model_path, tmp_path):
+    stale = tmp_path / "vessel" / "1" / "stale.txt"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("old")
+    result, shown = _run(["export", "--model", model_path, "--name", "vessel", "--version", 1, "--out", tmp_path,
+                          "--overwrite"])  # fmt: skip
+    assert result.exit_code == 0, shown
+    assert not stale.exists() and (tmp_path / "vessel" / "1" / "saved_model.pb").is_file()
+
+
+def test_rejects_a_keras_file_that_is_not_a_keras_vessel_model(tmp_path):
+    import keras
+
+    inputs = keras.Input((None, None, 3))
+    other = tmp_path / "other.keras"
+    keras.Model(inputs, keras.layers.Conv2D(1, 1)(inputs), name="not_vessel").save(other)
+    result, shown = _run(["export", "--model", other, "--name", "vessel", "--version", 1, "--out", tmp_path / "o"])
+    assert result.exit_code == 1, shown
+    assert "other.keras" in result.stderr and "is neither a training model" in result.stderr
+    assert not (tmp_path / "o" / "vessel" / "1").exists()
+
+
+def test_rejects_files_keras_cannot_load(tmp_path):
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_text("not a zip archive")
+    result, shown = _run(["export", "--model", corrupt, "--name", "v", "--version", 1, "--out", tmp_path / "o"])
+    assert result.exit_code == 1, shown
+    assert "could not load model" in result.stderr and "corrupt.keras" in result.stderr
+    weights = tmp_path / "model.h5"
+    weights.write_text("")
+    result, shown = _run(["export", "--model", weights, "--name", "v", "--version", 1, "--out", tmp_path / "o"])
+    assert result.exit_code == 1, shown
+    assert "expected a .keras model file" in result.stderr and "model.h5" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "extra, code, message",
+    [
+        (["--version", "0"], 2, "--version"),
+        (["--threshold", "otsu"], 2, "expected a number in (0, 1) or 'train'; got 'otsu'"),
+        (["--heads", "both"], 2, "--heads"),
+        (["--name", "a/b"], 1, "name must be a non-empty model name"),
+        (["--threshold", "train"], 1, "threshold.json"),
+    ],
+)
+def test_bad_options(model_path, tmp_path, extra, code, message):
+    args = {"--name": "vessel", "--version": "1", "--threshold": "0.5", "--heads": "mean"}
+    args.update(dict(zip(extra[::2], extra[1::2])))
+    flat = [item for pair in args.items() for item in pair]
+    result, shown = _run(["export", "--model", model_path, "--out", tmp_path / "o", *flat])
+    assert result.exit_code == code, shown
+    assert message in " ".join(result.stderr.split()), shown
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("saved_model.pb"))
+
+
+def test_missing_model_is_bad_usage(tmp_path):
+    result, shown = _run(["export", "--model", tmp_path / "nope.keras", "--name", "v", "--version", 1,
+                          "--out", tmp_path])  # fmt: skip
+    assert result.exit_code == 2, shown
+    assert "nope.keras" in result.stderr and "does not exist" in result.stderr
+
+
+def test_export_is_listed_in_help():
+    result, shown = _run(["--help"])
+    assert result.exit_code == 0, shown
+    assert "export" in result.stdout
+    result, shown = _run(["export", "--help"])
+    assert result.exit_code == 0 and "--overwrite" in result.stdout and "--threshold" in result.stdout
