@@ -211,6 +211,14 @@ def segment_weights(
     prediction is more than twice too thick), 0 on outliers (B = 1, M = 0,
     G = 0, V = 1), 1 elsewhere, and w = 2 - sim.
 
+    T and ref_len are counted differently, as METHOD.md defines them:
+    pred_len counts *every* skeleton pixel of the prediction inside region i
+    (junctions, neighbouring vessels crossing the region), ref_len only
+    segment i's own pixels. So even a perfect prediction (prob = label) gets
+    w > 1 on most segments (8 DRIVE 128x128 crops: 91% of the region pixels,
+    30% of all pixels, w up to 2); this is the method as specified, not a
+    rounding effect.
+
     Per-segment counts are taken inside the crop with one
     `tf.math.unsorted_segment_sum` over the batch (segment index
     ``b * (max_id + 1) + |id|``; under XLA a sort ranks the (image, id)

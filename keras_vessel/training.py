@@ -415,27 +415,33 @@ def _make_steps(model, optimizer, losses, strategy):
     replicas = strategy.num_replicas_in_sync
 
     def head_losses(targets, predictions):
+        """Per-head losses as Keras computes them: already divided by the replica count."""
         if not isinstance(predictions, dict):  # a model built with list outputs
             predictions = dict(zip(model.output_names, tf.nest.flatten(predictions)))
         per_head = {f"{name}_loss": losses[name](targets[name], predictions[name]) for name in losses}
         return per_head, tf.add_n(list(per_head.values()))
+
+    def unscaled(values):
+        return {key: value * replicas for key, value in values.items()}
 
     def replica_train(batch):
         images, targets = batch
         with tf.GradientTape() as tape:
             predictions = model(images, training=True)
             per_head, loss = head_losses(targets, predictions)
-            regularisation = tf.add_n(model.losses) if model.losses else 0.0
-            # the optimizer sums gradients over replicas, so scale to a global mean
-            scaled = (loss + regularisation) / replicas
-        gradients = tape.gradient(scaled, model.trainable_variables)
+            # Keras scales each loss by 1/replicas and the optimizer sums the
+            # replicas' gradients: a global mean. Layer losses are not scaled.
+            regularisation = tf.add_n(model.losses) / replicas if model.losses else 0.0
+            total = loss + regularisation
+        gradients = tape.gradient(total, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        return {"loss": loss, **per_head}
+        return unscaled({"loss": loss, **per_head})
 
     def replica_eval(batch):
         images, targets = batch
         predictions = model(images, training=False)
         per_head, loss = head_losses(targets, predictions)
+        values = unscaled({"loss": loss, **per_head})
         predictions = tf.nest.flatten(predictions)
         first = next(iter(targets.values()))
         label, valid = first[..., 0], first[..., 1]
@@ -445,7 +451,7 @@ def _make_steps(model, optimizer, losses, strategy):
             "tp": tf.reduce_sum(vessel * label), "fp": tf.reduce_sum(vessel * (1 - label)),
             "fn": tf.reduce_sum((1 - vessel) * label * valid), "batches": tf.constant(1.0),
         }
-        return {"loss": loss, **per_head}, counts
+        return values, counts
 
     @tf.function
     def train_step(batch):

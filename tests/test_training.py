@@ -222,3 +222,49 @@ def test_a_saved_model_fine_tunes_with_plain_keras_fit(records, tmp_path):
     history = model.fit(get_dataset(records, patch_size=32, batch_size=4), steps_per_epoch=2, epochs=1, verbose=0)
     assert all(map(lambda v: v == v, history.history["loss"]))  # finite, not NaN
     assert any((a != b).any() for a, b in zip(before, model.get_weights()))
+
+
+MIRRORED_STEP_SCRIPT = r"""
+import numpy as np, tensorflow as tf, keras
+from keras_vessel.training import split_cpu, _make_steps
+from keras_vessel.losses import build_losses, pack_targets
+from keras_vessel.models import build_model
+split_cpu(2)
+rng = np.random.default_rng(0)
+images = rng.uniform(0, 255, (4, 16, 16, 3)).astype("float32")
+label = (rng.random((4, 16, 16)) < 0.3).astype("float32")
+ids = np.where(label > 0, rng.integers(-3, 4, (4, 16, 16)), 0).astype("float32")
+target = pack_targets(label, np.ones_like(label), ids, label)
+batch = (tf.constant(images), {"segment": target, "pixel": target})
+
+def one_step(strategy, weights):
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        model = build_model("unet", base_filters=2, depth=1)
+        if weights is not None:
+            model.set_weights(weights)
+        optimizer = keras.optimizers.SGD(0.5)
+        optimizer.build(model.trainable_variables)
+    start = [w.copy() for w in model.get_weights()]
+    train_step, _ = _make_steps(model, optimizer, build_losses("joint"), strategy)
+    data = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch))
+    values = train_step(next(iter(data)))
+    return start, model.get_weights(), {k: float(v) for k, v in values.items()}
+
+start, single, single_values = one_step(tf.distribute.get_strategy(), None)
+_, mirrored, mirrored_values = one_step(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), start)
+moved = max(float(np.abs(a - b).max()) for a, b in zip(single, start))
+diff = max(float(np.abs(a - b).max()) for a, b in zip(single, mirrored))
+print("RESULT", moved, diff, single_values["loss"], mirrored_values["loss"])
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_step_equals_the_single_device_step():
+    """Two replicas on half batches must update the weights exactly as one device on the whole batch."""
+    done = subprocess.run([PYTHON, "-c", MIRRORED_STEP_SCRIPT], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    moved, diff, single_loss, mirrored_loss = map(float, done.stdout.split("RESULT")[1].split())
+    assert moved > 1e-4  # the step did change the weights
+    assert diff < 1e-5 * max(1.0, moved) * 10
+    assert mirrored_loss == pytest.approx(single_loss, rel=1e-5)

@@ -31,19 +31,29 @@ def model_path(tmp_path_factory) -> Path:
     return path
 
 
+IMAGE = np.random.default_rng(0).integers(0, 256, (24, 20, 3), dtype=np.uint8)
+
+
 @pytest.fixture(scope="module")
 def exported(model_path, tmp_path_factory) -> dict:
-    """One export with the training threshold (threshold.json beside the model, heads=pixel)."""
-    from keras_vessel.evaluation import save_threshold, threshold_path
+    """One export with the training threshold (threshold.json beside the model, heads=pixel).
 
-    save_threshold(model_path, 0.3, heads="pixel")
+    The stored threshold is the median pixel-head probability of IMAGE, so the
+    exported mask is half on, half off, and differs from a 0.5 threshold.
+    """
+    from keras_vessel.evaluation import save_threshold, threshold_path
+    from keras_vessel.inference import load_inference_model, predict_probability
+
+    expected = predict_probability(load_inference_model(model_path, heads="pixel"), IMAGE)
+    threshold = float(np.median(expected))
+    save_threshold(model_path, threshold, heads="pixel")
     out = tmp_path_factory.mktemp("saved_models")
     try:
         result, shown = _run(["export", "--model", model_path, "--name", "vessel", "--version", 2, "--out", out,
                               "--heads", "pixel", "--threshold", "train"])  # fmt: skip
     finally:
         threshold_path(model_path).unlink()
-    return {"result": result, "shown": shown, "out": out}
+    return {"result": result, "shown": shown, "out": out, "threshold": threshold, "expected": expected}
 
 
 def test_export_writes_the_tf_serving_layout(exported, model_path):
@@ -52,26 +62,23 @@ def test_export_writes_the_tf_serving_layout(exported, model_path):
     target = out / "vessel" / "2"
     assert (target / "saved_model.pb").is_file() and (target / "variables").is_dir()
     assert sorted(p.name for p in (out / "vessel").iterdir()) == ["2"]
-    assert f"to {target}" in result.stdout and "mask threshold 0.3" in result.stdout
+    assert f"to {target}" in result.stdout and f"mask threshold {exported['threshold']:g}" in result.stdout
 
 
-def test_export_uses_heads_and_training_threshold(exported, model_path):
+def test_export_uses_heads_and_training_threshold(exported):
     import tensorflow as tf
 
-    from keras_vessel.inference import load_inference_model, predict_probability
-
     loaded = tf.saved_model.load(str(exported["out"] / "vessel" / "2"))
-    image = np.random.default_rng(0).integers(0, 256, (24, 20, 3), dtype=np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
+    Image.fromarray(IMAGE).save(buffer, format="PNG")
     result = loaded.signatures["predict_image"](image_bytes=tf.constant([buffer.getvalue()]))
-    expected = predict_probability(load_inference_model(model_path, heads="pixel"), image)
+    expected, threshold = exported["expected"], exported["threshold"]  # the pixel head, threshold.json
     prob = result["probability"].numpy()[0]
     assert np.abs(prob - expected).max() <= 1e-5
     mask = tf.io.decode_png(result["mask_png_bytes"].numpy()[0]).numpy()[..., 0] > 0
-    clear = np.abs(expected - 0.3) > 1e-5
-    np.testing.assert_array_equal(mask[clear], expected[clear] >= 0.3)
-    assert mask.any() and not mask.all() and (mask != (expected >= 0.5)).any()  # 0.3, not the 0.5 default
+    clear = np.abs(expected - threshold) > 1e-5
+    np.testing.assert_array_equal(mask[clear], expected[clear] >= threshold)
+    assert mask.any() and not mask.all() and (mask != (expected >= 0.5)).any()  # not the 0.5 default
 
 
 def test_refuses_to_overwrite_an_existing_version(exported, model_path):
@@ -85,7 +92,6 @@ def test_refuses_to_overwrite_an_existing_version(exported, model_path):
     assert target.stat().st_mtime_ns == before
 
 
-@pytest.mark.slow  # a second export: ~10-20 s on a shared CPU
 def test_overwrite_replaces_the_version(model_path, tmp_path):
     stale = tmp_path / "vessel" / "1" / "stale.txt"
     stale.parent.mkdir(parents=True)
