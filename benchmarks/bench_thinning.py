@@ -15,11 +15,8 @@ Prints a table and writes the JSON with machine info and the git revision.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,7 +25,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import scipy.ndimage as ndi
-import skimage
 import tensorflow as tf
 from PIL import Image
 from skimage.morphology import disk
@@ -36,6 +32,9 @@ from skimage.morphology import thin as sk_thin
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from _common import add_output_argument, begin, data_root, finish  # noqa: E402
 
 from keras_vessel.losses import segment_weights  # noqa: E402
 from keras_vessel.segments import build_id_mask  # noqa: E402
@@ -122,50 +121,17 @@ def alternate(functions: dict[str, callable], repeats: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def machine_info() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(
-                ["git", *args], cwd=REPO, capture_output=True, text=True, check=True
-            ).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return "unknown"
-
-    return {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "load_average_1m_5m_15m": list(os.getloadavg()),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "numpy": np.__version__,
-        "scikit_image": skimage.__version__,
-        "git_revision": git("rev-parse", "HEAD"),
-        "git_dirty": git("status", "--porcelain") not in ("", "unknown"),
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15, help="timed calls per variant (median)")
     parser.add_argument("--data-root", type=Path, default=None, help="folder holding DRIVE/")
-    parser.add_argument(
-        "--output", type=Path, default=REPO / "benchmarks" / "results" / "thinning.json", help="JSON file"
-    )
+    add_output_argument(parser, "thinning")
     args = parser.parse_args(argv)
-    data_root = args.data_root or Path(os.environ.get("KERAS_VESSEL_DATA", REPO.parent / "shared" / "data"))
+    root = args.data_root or data_root()
+    record = begin("thinning", args, extra_versions=("scikit-image",))
 
-    prob, label, mask, fov = drive_batch(data_root)
-    results: dict = {"machine": machine_info(), "batch_shape": list(prob.shape), "repeats": args.repeats}
+    prob, label, mask, fov = drive_batch(root)
+    results: dict = {"batch_shape": list(prob.shape), "repeats": args.repeats}
 
     # --- segment_weights: TF graph vs NumPy + scikit-image
     tf_weights = tf.function(segment_weights)
@@ -214,7 +180,6 @@ def main(argv: list[str] | None = None) -> int:
             "ms_numpy_skimage": timing["numpy_skimage"] * 1e3,
             "speedup": timing["numpy_skimage"] / timing["tensorflow"],
         }
-    results["machine"]["load_average_after"] = list(os.getloadavg())
 
     sw = results["segment_weights"]
     print(f"batch {tuple(prob.shape)}, median of {args.repeats} alternating calls")
@@ -228,11 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  TF {row['ms_tensorflow']:8.1f} ms  TF-XLA {row['ms_tensorflow_xla']:8.1f} ms"
             f"  skimage {row['ms_numpy_skimage']:8.1f} ms  speedup x{row['speedup']:.2f}"
         )
-    machine = results["machine"]
-    print(f"load average before {machine['load_average_1m_5m_15m']}, after {machine['load_average_after']}")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    finish(record, results, args.output)
     return 0
 
 

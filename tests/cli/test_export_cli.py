@@ -38,14 +38,15 @@ IMAGE = np.random.default_rng(0).integers(0, 256, (24, 20, 3), dtype=np.uint8)
 def exported(model_path, tmp_path_factory) -> dict:
     """One export with the training threshold (threshold.json beside the model, heads=pixel).
 
-    The stored threshold is the median pixel-head probability of IMAGE, so the
-    exported mask is half on, half off, and differs from a 0.5 threshold.
+    The stored threshold sits between 0.5 and the next pixel-head probability
+    of IMAGE above it, so the exported mask differs from a 0.5 threshold.
     """
     from keras_vessel.evaluation import save_threshold, threshold_path
     from keras_vessel.inference import load_inference_model, predict_probability
 
     expected = predict_probability(load_inference_model(model_path, heads="pixel"), IMAGE)
-    threshold = float(np.median(expected))
+    # Many pixels of an untrained network sit at exactly 0.5 (logit 0); put the threshold just above them.
+    threshold = float((0.5 + expected[expected > 0.5].min()) / 2)
     save_threshold(model_path, threshold, heads="pixel")
     out = tmp_path_factory.mktemp("saved_models")
     try:
