@@ -18,27 +18,14 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-import scipy  # noqa: E402
-import skimage  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from _common import HRF_SHAPE, add_output_argument, begin, data_root, finish  # noqa: E402
 from keras_vessel.segments import build_id_mask, segment_count  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-HRF_SHAPE = (2336, 3504)
-
-
-def data_root() -> Path:
-    env = os.environ.get("KERAS_VESSEL_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
 
 
 def read_binary(path: Path) -> np.ndarray:
@@ -77,16 +64,6 @@ def timed(label: np.ndarray, fov: np.ndarray) -> tuple[float, float, int]:
     return time.perf_counter() - wall, time.process_time() - cpu, segment_count(mask)
 
 
-def git_revision() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip() or None
-
-
 def summary(seconds: list[float]) -> dict[str, float]:
     return {"mean": float(np.mean(seconds)), "max": float(np.max(seconds)), "n": len(seconds)}
 
@@ -94,11 +71,9 @@ def summary(seconds: list[float]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hrf-repeats", type=int, default=2, help="runs on the HRF-sized label")
-    parser.add_argument(
-        "--output", type=Path, default=REPO / "benchmarks" / "results" / "id_mask.json",
-        help="where to write the JSON results",
-    )
+    add_output_argument(parser, "id_mask")
     args = parser.parse_args()
+    record = begin("build_id_mask", args, extra_versions=("scipy", "scikit-image"))
 
     drive = drive_training(data_root())
     timed(drive[0][1], drive[0][2])  # warm-up: imports, caches
@@ -119,19 +94,6 @@ def main() -> None:
 
     drive_seconds = [v["seconds"] for v in per_image.values()]
     result = {
-        "benchmark": "build_id_mask",
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "python": sys.version.split()[0],
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-            "skimage": skimage.__version__,
-            "git_revision": git_revision(),
-            "threads_env": {v: os.environ.get(v) for v in ("OMP_NUM_THREADS",)},
-        },
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "drive": {
             "per_image": per_image,
             "seconds": summary(drive_seconds),
@@ -146,14 +108,11 @@ def main() -> None:
             "cpu_seconds": summary([r["cpu_seconds"] for r in hrf_runs]),
             "target_s": 30.0,
         },
-        "timestamp_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
     d, h = result["drive"]["seconds"], result["hrf_sized"]["seconds"]
     print(f"DRIVE: mean {d['mean']:.3f} s, max {d['max']:.3f} s over {d['n']} images (target 1 s)")
     print(f"HRF-sized: mean {h['mean']:.3f} s, max {h['max']:.3f} s (target 30 s)")
-    print(f"wrote {args.output}")
+    finish(record, result, args.output)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ vessels. The pixel step does not depend on the predictions, so its model is
 not trained. Throughput (megapixels of training patches per second) is
 reported for float32 and mixed_bfloat16 on untrained models.
 
-    .venv/bin/python benchmarks/bench_train_step.py [--rounds 7] [--steps 4] [--warmup-steps 200]
+    .venv/bin/python benchmarks/bench_train_step.py [--rounds 5] [--steps 3] [--warmup-steps 200] [--bf16-rounds 2]
 
 Prints a summary and writes benchmarks/results/train_step.json.
 """
@@ -89,12 +89,12 @@ class Trainer:
         values = self.step_fn((images, {head: targets[head] for head in self.heads}))
         return float(values["loss"])  # waits for the step, as the training loop does
 
-    def run(self, batches: list, steps: int) -> float:
-        """Seconds per step over `steps` steps."""
-        started = time.perf_counter()
+    def run(self, batches: list, steps: int) -> tuple[float, float]:
+        """Wall and process-CPU seconds per step over `steps` steps."""
+        started, cpu = time.perf_counter(), time.process_time()
         for _ in range(steps):
             self.step(batches)
-        return (time.perf_counter() - started) / steps
+        return (time.perf_counter() - started) / steps, (time.process_time() - cpu) / steps
 
 
 def prediction_shape(trainer: Trainer, batches: list) -> dict:
@@ -110,18 +110,26 @@ def prediction_shape(trainer: Trainer, batches: list) -> dict:
     }
 
 
-def compare(trainers: dict[str, Trainer], batches: list, args: argparse.Namespace) -> dict:
+def compare(trainers: dict[str, Trainer], batches: list, args: argparse.Namespace,
+            rounds: int, steps: int) -> dict:
     """Alternating rounds of joint and pixel steps; median ms and median per-round ratio."""
     times: dict[str, list[float]] = {kind: [] for kind in KINDS}
-    for round_index in range(args.rounds):
+    cpu: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    for round_index in range(rounds):
         order = KINDS if round_index % 2 == 0 else KINDS[::-1]
         for kind in order:
-            times[kind].append(trainers[kind].run(batches, args.steps))
+            wall, cpu_seconds = trainers[kind].run(batches, steps)
+            times[kind].append(wall)
+            cpu[kind].append(cpu_seconds)
     ratios = [j / p for j, p in zip(times["joint"], times["pixel"])]
     pixels = args.batch_size * args.crop**2
     return {
+        "rounds": rounds,
+        "steps_per_round": steps,
         "ms_per_step_rounds": {kind: [t * 1e3 for t in values] for kind, values in times.items()},
         "ms_per_step_median": {kind: statistics.median(values) * 1e3 for kind, values in times.items()},
+        "cpu_ms_per_step_median": {kind: statistics.median(values) * 1e3 for kind, values in cpu.items()},
+        "cpu_ratio_median": statistics.median(j / p for j, p in zip(cpu["joint"], cpu["pixel"])),
         "megapixels_per_second": {kind: pixels / statistics.median(values) / 1e6 for kind, values in times.items()},
         "ratio_rounds": ratios,
         "ratio_median": statistics.median(ratios),
@@ -131,11 +139,11 @@ def compare(trainers: dict[str, Trainer], batches: list, args: argparse.Namespac
     }
 
 
-def make_trainers(args: argparse.Namespace, batches: list) -> dict[str, Trainer]:
+def make_trainers(args: argparse.Namespace, batches: list, warm_steps: int = 2) -> dict[str, Trainer]:
     keras.utils.set_random_seed(args.seed)
     trainers = {kind: Trainer(kind, args) for kind in KINDS}
     for trainer in trainers.values():  # trace, and let the first slow steps pass
-        trainer.run(batches, 2)
+        trainer.run(batches, warm_steps)
     return trainers
 
 
@@ -145,7 +153,7 @@ def print_comparison(label: str, row: dict) -> None:
     print(
         f"{label:28s} joint {ms['joint']:7.1f} ms  pixel {ms['pixel']:7.1f} ms  "
         f"ratio median {row['ratio_median']:.3f} (rounds {min(row['ratio_rounds']):.2f}-"
-        f"{max(row['ratio_rounds']):.2f}; target <= {TARGET_RATIO}: "
+        f"{max(row['ratio_rounds']):.2f}; CPU-time ratio {row['cpu_ratio_median']:.3f}; target <= {TARGET_RATIO}: "
         f"{'met' if row['meets_target'] else 'NOT met'})  "
         f"Mpx/s joint {mpx['joint']:.3f} pixel {mpx['pixel']:.3f}  "
         f"[segment head: {pred['predicted_vessel_fraction']:.1%} positive, "
@@ -161,8 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--depth", type=int, default=4, help="U-Net poolings")
     parser.add_argument("--images", type=int, default=8, help="training images to prepare")
     parser.add_argument("--distinct-batches", type=int, default=8, help="batches cycled through")
-    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds per comparison")
-    parser.add_argument("--steps", type=int, default=4, help="steps per model per round")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per float32 comparison")
+    parser.add_argument("--steps", type=int, default=3, help="steps per model per round (float32)")
+    parser.add_argument("--bf16-rounds", type=int, default=2,
+                        help="alternating rounds for mixed_bfloat16 (about 10x slower than float32 here)")
+    parser.add_argument("--bf16-steps", type=int, default=1, help="steps per model per round (mixed_bfloat16)")
     parser.add_argument("--warmup-steps", type=int, default=200,
                         help="joint-model training steps before the second comparison")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate")
@@ -185,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{tuple(batches[0][0].shape)}")
 
         trainers = make_trainers(args, batches)
-        results["float32_untrained"] = compare(trainers, batches, args)
+        results["float32_untrained"] = compare(trainers, batches, args, args.rounds, args.steps)
         print_comparison("float32, untrained", results["float32_untrained"])
 
         started = time.perf_counter()
@@ -197,15 +208,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trained the joint model {args.warmup_steps} steps in "
               f"{results['warmup_training']['seconds']:.0f} s (loss {losses[0]:.3f} -> {losses[-1]:.3f})"
               if losses else "no warm-up training")
-        results["float32_trained"] = compare(trainers, batches, args)
+        results["float32_trained"] = compare(trainers, batches, args, args.rounds, args.steps)
         print_comparison(f"float32, {args.warmup_steps} steps trained", results["float32_trained"])
 
         if not args.skip_bfloat16:
             del trainers
             keras.backend.clear_session()  # resets the dtype policy: set it after
             keras.mixed_precision.set_global_policy("mixed_bfloat16")
-            trainers = make_trainers(args, batches)
-            results["mixed_bfloat16_untrained"] = compare(trainers, batches, args)
+            trainers = make_trainers(args, batches, warm_steps=1)
+            results["mixed_bfloat16_untrained"] = compare(
+                trainers, batches, args, args.bf16_rounds, args.bf16_steps)
             print_comparison("mixed_bfloat16, untrained", results["mixed_bfloat16_untrained"])
     finally:
         keras.mixed_precision.set_global_policy("float32")

@@ -33,3 +33,23 @@ def drive_root() -> Path:
 @pytest.fixture(scope="session")
 def chase_root() -> Path:
     return _dataset_dir("CHASE_DB1")
+
+
+@pytest.fixture(scope="session")
+def synthetic_records(tmp_path_factory):
+    """Prepare (once per session and arguments) a small synthetic training split into TFRecords."""
+    made: dict[tuple[int, int, int], Path] = {}
+
+    def make(*, count: int = 4, size: int = 96, seed: int = 2) -> Path:
+        key = (count, size, seed)
+        if key not in made:
+            from keras_vessel.datasets import open_dataset
+            from keras_vessel.tfrecords import write_dataset
+
+            out = tmp_path_factory.mktemp(f"records-{count}-{size}-{seed}")
+            specs = open_dataset("synthetic", None, "training", count=count, size=size, seed=seed)
+            write_dataset(specs, out, dataset="synthetic", split="training", show_progress=False)
+            made[key] = out
+        return made[key]
+
+    return make

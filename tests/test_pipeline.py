@@ -5,17 +5,13 @@ import pytest
 import tensorflow as tf
 
 from keras_vessel.config import AugmentConfig
-from keras_vessel.datasets import open_dataset
 from keras_vessel.pipeline import get_dataset, split_names
-from keras_vessel.tfrecords import PrepareError, write_dataset
+from keras_vessel.tfrecords import PrepareError
 
 
 @pytest.fixture(scope="module")
-def records(tmp_path_factory):
-    out = tmp_path_factory.mktemp("records")
-    specs = open_dataset("synthetic", None, "training", count=4, size=128, seed=1)
-    write_dataset(specs, out, dataset="synthetic", split="training", show_progress=False)
-    return out
+def records(synthetic_records):
+    return synthetic_records(count=4, size=128, seed=1)
 
 
 def take(dataset, count):

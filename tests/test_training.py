@@ -17,8 +17,6 @@ import tensorflow as tf
 import yaml
 
 from keras_vessel.config import ConfigError, DataConfig, LossConfig, ModelConfig, RunConfig, TrainConfig, load_config
-from keras_vessel.datasets import open_dataset
-from keras_vessel.tfrecords import write_dataset
 from keras_vessel.training import TrainingError, _make_steps, train
 
 PYTHON = sys.executable
@@ -26,11 +24,8 @@ CLI = str(Path(sys.executable).with_name("keras-vessel"))
 
 
 @pytest.fixture(scope="module")
-def records(tmp_path_factory):
-    out = tmp_path_factory.mktemp("records")
-    specs = open_dataset("synthetic", None, "training", count=4, size=96, seed=2)
-    write_dataset(specs, out, dataset="synthetic", split="training", show_progress=False)
-    return out
+def records(synthetic_records):
+    return synthetic_records(count=4, size=96, seed=2)
 
 
 def small_config(records, **train) -> RunConfig:
