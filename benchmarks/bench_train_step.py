@@ -7,9 +7,12 @@ with `keras_vessel.losses.build_losses("joint" / "pixel")`; the crops are
 DRIVE training patches with their ID masks from records prepared into a
 temporary folder (the synthetic set when DRIVE is absent).
 
-Both models live in this one process and are timed in alternating rounds
-(`--steps` steps each, order swapped every round), so load from other
-processes hits both alike; the median per-round ratio is reported. The joint
+All models live in this one process and are timed in interleaved rounds
+(`--steps` steps each, order rotated every round), so load from other
+processes hits them alike; the median per-round ratio is reported. Besides
+the pixel baseline as training runs it (one head), the joint network is also
+trained with the pixel-wise loss on both heads: joint / that isolates the cost
+of the segment weights, that / pixel the cost of the second head. The joint
 step's cost depends on the predictions (thinning iterates until the widest
 predicted blob is one pixel wide), so the ratio is measured twice: on the
 untrained network, which predicts blobs, and after `--warmup-steps` training
@@ -40,7 +43,7 @@ import tensorflow as tf  # noqa: E402
 
 from _common import add_output_argument, begin, drive_root, finish  # noqa: E402
 from keras_vessel.datasets import open_dataset  # noqa: E402
-from keras_vessel.losses import build_losses  # noqa: E402
+from keras_vessel.losses import PixelWiseLoss, build_losses  # noqa: E402
 from keras_vessel.models import build_model  # noqa: E402
 from keras_vessel.pipeline import get_dataset  # noqa: E402
 from keras_vessel.tfrecords import write_dataset  # noqa: E402
@@ -48,7 +51,10 @@ from keras_vessel.thinning import thin_with_iterations  # noqa: E402
 from keras_vessel.training import _make_steps  # noqa: E402
 
 TARGET_RATIO = 1.15
-KINDS = ("joint", "pixel")
+# "pixel" is the baseline as training runs it (one head); "pixel_two_heads" is the
+# joint network with the pixel-wise loss on both heads, so joint / pixel_two_heads
+# is the cost of the segment weights alone and pixel_two_heads / pixel that of the second head.
+KINDS = ("joint", "pixel", "pixel_two_heads")
 
 
 def prepare_records(out_dir: Path, images: int, workers: int) -> tuple[str, float]:
@@ -73,11 +79,14 @@ class Trainer:
 
     def __init__(self, kind: str, args: argparse.Namespace) -> None:
         strategy = tf.distribute.get_strategy()
-        heads = ("segment", "pixel") if kind == "joint" else ("pixel",)
+        heads = ("pixel",) if kind == "pixel" else ("segment", "pixel")
         with strategy.scope():
             self.model = build_model("unet", base_filters=args.base_filters, depth=args.depth, heads=heads)
             self.optimizer = keras.optimizers.Adam(args.learning_rate)
-            self.losses = build_losses(kind)
+            if kind == "pixel_two_heads":
+                self.losses = {"segment": PixelWiseLoss(), "pixel": PixelWiseLoss()}
+            else:
+                self.losses = build_losses(kind)
             self.optimizer.build(self.model.trainable_variables)
         self.step_fn, _ = _make_steps(self.model, self.optimizer, self.losses, strategy)
         self.heads = heads
@@ -112,16 +121,19 @@ def prediction_shape(trainer: Trainer, batches: list) -> dict:
 
 def compare(trainers: dict[str, Trainer], batches: list, args: argparse.Namespace,
             rounds: int, steps: int) -> dict:
-    """Alternating rounds of joint and pixel steps; median ms and median per-round ratio."""
+    """Interleaved rounds of the three steps; median ms and median per-round ratios."""
     times: dict[str, list[float]] = {kind: [] for kind in KINDS}
     cpu: dict[str, list[float]] = {kind: [] for kind in KINDS}
     for round_index in range(rounds):
-        order = KINDS if round_index % 2 == 0 else KINDS[::-1]
-        for kind in order:
+        shift = round_index % len(KINDS)  # rotate the order, so no kind always runs first
+        for kind in KINDS[shift:] + KINDS[:shift]:
             wall, cpu_seconds = trainers[kind].run(batches, steps)
             times[kind].append(wall)
             cpu[kind].append(cpu_seconds)
-    ratios = [j / p for j, p in zip(times["joint"], times["pixel"])]
+    def ratios(numerator: str, denominator: str, source: dict[str, list[float]]) -> list[float]:
+        return [a / b for a, b in zip(source[numerator], source[denominator])]
+
+    ratio_rounds = ratios("joint", "pixel", times)
     pixels = args.batch_size * args.crop**2
     return {
         "rounds": rounds,
@@ -129,12 +141,15 @@ def compare(trainers: dict[str, Trainer], batches: list, args: argparse.Namespac
         "ms_per_step_rounds": {kind: [t * 1e3 for t in values] for kind, values in times.items()},
         "ms_per_step_median": {kind: statistics.median(values) * 1e3 for kind, values in times.items()},
         "cpu_ms_per_step_median": {kind: statistics.median(values) * 1e3 for kind, values in cpu.items()},
-        "cpu_ratio_median": statistics.median(j / p for j, p in zip(cpu["joint"], cpu["pixel"])),
+        "cpu_ratio_median": statistics.median(ratios("joint", "pixel", cpu)),
+        "segment_weights_ratio_median": statistics.median(ratios("joint", "pixel_two_heads", times)),
+        "segment_weights_cpu_ratio_median": statistics.median(ratios("joint", "pixel_two_heads", cpu)),
+        "second_head_ratio_median": statistics.median(ratios("pixel_two_heads", "pixel", times)),
         "megapixels_per_second": {kind: pixels / statistics.median(values) / 1e6 for kind, values in times.items()},
-        "ratio_rounds": ratios,
-        "ratio_median": statistics.median(ratios),
+        "ratio_rounds": ratio_rounds,
+        "ratio_median": statistics.median(ratio_rounds),
         "target_ratio": TARGET_RATIO,
-        "meets_target": statistics.median(ratios) <= TARGET_RATIO,
+        "meets_target": statistics.median(ratio_rounds) <= TARGET_RATIO,
         "joint_predictions": prediction_shape(trainers["joint"], batches),
     }
 
@@ -151,13 +166,15 @@ def print_comparison(label: str, row: dict) -> None:
     ms, mpx = row["ms_per_step_median"], row["megapixels_per_second"]
     pred = row["joint_predictions"]
     print(
-        f"{label:28s} joint {ms['joint']:7.1f} ms  pixel {ms['pixel']:7.1f} ms  "
-        f"ratio median {row['ratio_median']:.3f} (rounds {min(row['ratio_rounds']):.2f}-"
-        f"{max(row['ratio_rounds']):.2f}; CPU-time ratio {row['cpu_ratio_median']:.3f}; target <= {TARGET_RATIO}: "
-        f"{'met' if row['meets_target'] else 'NOT met'})  "
-        f"Mpx/s joint {mpx['joint']:.3f} pixel {mpx['pixel']:.3f}  "
-        f"[segment head: {pred['predicted_vessel_fraction']:.1%} positive, "
-        f"{pred['thinning_iterations']} thinning passes]"
+        f"{label}: joint {ms['joint']:.1f} ms, pixel {ms['pixel']:.1f} ms, pixel on both heads "
+        f"{ms['pixel_two_heads']:.1f} ms per step\n"
+        f"  joint/pixel median {row['ratio_median']:.3f} (rounds {min(row['ratio_rounds']):.2f}-"
+        f"{max(row['ratio_rounds']):.2f}; CPU-time {row['cpu_ratio_median']:.3f}; target <= {TARGET_RATIO}: "
+        f"{'met' if row['meets_target'] else 'NOT met'}); segment weights alone "
+        f"(joint/pixel on both heads) {row['segment_weights_ratio_median']:.3f} "
+        f"(CPU-time {row['segment_weights_cpu_ratio_median']:.3f}); second head {row['second_head_ratio_median']:.3f}\n"
+        f"  Mpx/s joint {mpx['joint']:.3f}, pixel {mpx['pixel']:.3f}; segment head "
+        f"{pred['predicted_vessel_fraction']:.1%} positive, {pred['thinning_iterations']} thinning passes"
     )
 
 

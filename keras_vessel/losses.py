@@ -26,6 +26,7 @@ from keras_vessel.thinning import thin
 
 __all__ = [
     "BETAS",
+    "EXTRA_LOSSES",
     "ID_MASK",
     "LABEL",
     "LOSS_KINDS",
@@ -408,22 +409,75 @@ class SegmentLevelLoss(keras.losses.Loss):
         return config
 
 
+EXTRA_LOSSES = ("none", "cldice", "skeleton_recall")
+
+
 def build_losses(
-    kind: str = "joint", *, beta: str = "trained", ignore_outside_fov: bool = True
+    kind: str = "joint",
+    *,
+    beta: str = "trained",
+    ignore_outside_fov: bool = True,
+    extra: str = "none",
+    extra_weight: float = 1.0,
+    cldice_alpha: float = 0.5,
+    cldice_iterations: int = 10,
 ) -> dict[str, keras.losses.Loss]:
     """Losses by output name, for ``model.compile(loss=...)``.
 
     ``"joint"``: ``{"segment": SegmentLevelLoss, "pixel": PixelWiseLoss}``,
     added with weight 1 each as the authors did; ``"pixel"``: the pixel-only
     baseline ``{"pixel": PixelWiseLoss}`` on the same network.
+
+    ``extra`` adds a topology term of `keras_vessel.topology_losses`
+    (METHOD.md section 6) to the base loss of *every* head, as one
+    `CombinedLoss` per head:
+
+    - ``"cldice"``: ``base + extra_weight * ((1 - a) * SoftDice + a * clDice)``
+      with ``a = cldice_alpha`` -- clDice "mixed with Dice" as in Shit et al.
+      (their L = (1 - a) L_dice + a L_clDice, a = 0.5 in their code);
+      ``cldice_alpha=1`` adds clDice alone.
+    - ``"skeleton_recall"``: ``base + extra_weight * SkeletonRecall``.
+
+    For ``"joint"`` both heads get the term: the heads are fused at inference
+    (``train.heads: mean``), so a topology term on one head only would be
+    diluted in the fused map, and both heads share the backbone anyway.
+    ``extra="none"`` returns exactly the paper's losses.
     """
     if kind not in LOSS_KINDS:
         raise ValueError(f"`kind` must be one of {LOSS_KINDS}, got {kind!r}")
     if beta not in BETAS:
         raise ValueError(f"`beta` must be one of {sorted(BETAS)}, got {beta!r}")
+    if extra not in EXTRA_LOSSES:
+        raise ValueError(f"`extra` must be one of {EXTRA_LOSSES}, got {extra!r}")
     _check_bool(ignore_outside_fov, "ignore_outside_fov")
+    extra_weight = _check_weight(extra_weight, "extra_weight")
+    cldice_alpha = _check_weight(cldice_alpha, "cldice_alpha")
+    if cldice_alpha > 1.0:
+        raise ValueError(f"`cldice_alpha` must be in [0, 1], got {cldice_alpha!r}")
     losses: dict[str, keras.losses.Loss] = {}
     if kind == "joint":
         losses["segment"] = SegmentLevelLoss(beta=beta, ignore_outside_fov=ignore_outside_fov)
     losses["pixel"] = PixelWiseLoss(ignore_outside_fov=ignore_outside_fov)
-    return losses
+    if extra == "none":
+        return losses
+
+    from keras_vessel import topology_losses as topology
+
+    def with_extra(base: keras.losses.Loss) -> keras.losses.Loss:
+        if extra == "cldice":
+            terms = [
+                topology.SoftDiceLoss(ignore_outside_fov=ignore_outside_fov),
+                topology.ClDiceLoss(iterations=cldice_iterations, ignore_outside_fov=ignore_outside_fov),
+            ]
+            weights = [extra_weight * (1.0 - cldice_alpha), extra_weight * cldice_alpha]
+        else:
+            terms = [topology.SkeletonRecallLoss(ignore_outside_fov=ignore_outside_fov)]
+            weights = [extra_weight]
+        return topology.CombinedLoss([base, *terms], [1.0, *weights], name=f"{base.name}_with_{extra}")
+
+    return {head: with_extra(base) for head, base in losses.items()}
+
+
+# Register the topology losses whenever this module is imported, so a `.keras`
+# training model compiled with them reloads after `import keras_vessel.losses`.
+from keras_vessel import topology_losses as _topology_losses  # noqa: E402,F401

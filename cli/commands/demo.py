@@ -31,7 +31,7 @@ def demo(output: Path, root: Path | None, epochs: int | None, workers: int, fres
     with library_errors():
         result = run_demo(output, root=root, epochs=epochs, workers=workers, quiet=quiet)
     summary = result.metrics.get("summary", result.metrics)
-    auc = summary.get("auc_pooled", summary.get("auc"))
+    auc = summary.get("AUC_pooled")
     click.echo("")
     click.echo(f"trained model:   {result.run_dir / 'model.keras'}")
     click.echo(f"report:          {result.report_dir / 'metrics.md'}" + (f" (pooled AUC {auc:.4f})" if isinstance(auc, float) else ""))
