@@ -59,19 +59,39 @@ def _check_positive(value: Any, name: str) -> float:
     return float(value)
 
 
+def _shifted(image: tf.Tensor, axis: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """The two 1-pixel neighbours of every pixel of (B, H, W) along `axis` (1 or 2), edges replicated.
+
+    Replicating the edge gives a 3-wide min/max exactly what pooling with SAME
+    padding gives (the padding never wins), and the gradient of a neighbour
+    that wins at the border still reaches the edge pixel.
+    """
+    paddings = [[0, 0], [0, 0], [0, 0]]
+    paddings[axis] = [1, 1]
+    padded = tf.pad(image, paddings, mode="SYMMETRIC")
+    if axis == 1:
+        return padded[:, :-2, :], padded[:, 2:, :]
+    return padded[:, :, :-2], padded[:, :, 2:]
+
+
 def _soft_erode(image: tf.Tensor) -> tf.Tensor:
-    """Min over the 3x1 and 1x3 crosses (NHWC): a soft erosion by the 4-neighbour cross."""
-    vertical = -tf.nn.max_pool2d(-image, ksize=(3, 1), strides=1, padding="SAME")
-    horizontal = -tf.nn.max_pool2d(-image, ksize=(1, 3), strides=1, padding="SAME")
-    return tf.minimum(vertical, horizontal)
+    """Soft erosion of (B, H, W): min over the 3x1 and 1x3 windows (the 4-neighbour cross).
+
+    The clDice paper's ``min(-maxpool3x1(-x), -maxpool1x3(-x))``, written as
+    elementwise minima of shifted slices: same values, but 3-4x cheaper
+    forward and backward on a CPU than one-channel pooling and its gradient.
+    """
+    up, down = _shifted(image, 1)
+    left, right = _shifted(image, 2)
+    return tf.minimum(tf.minimum(tf.minimum(up, down), tf.minimum(left, right)), image)
 
 
 def _soft_dilate(image: tf.Tensor) -> tf.Tensor:
-    return tf.nn.max_pool2d(image, ksize=3, strides=1, padding="SAME")
-
-
-def _soft_open(image: tf.Tensor) -> tf.Tensor:
-    return _soft_dilate(_soft_erode(image))
+    """Soft dilation of (B, H, W): the 3x3 max pool, as two separable 3-wide maxima."""
+    up, down = _shifted(image, 1)
+    rows = tf.maximum(tf.maximum(up, down), image)
+    left, right = _shifted(rows, 2)
+    return tf.maximum(tf.maximum(left, right), rows)
 
 
 def soft_skeleton(prob: Any, iterations: int = 10) -> tf.Tensor:
@@ -80,8 +100,10 @@ def soft_skeleton(prob: Any, iterations: int = 10) -> tf.Tensor:
     What an opening removes at each erosion depth is the part of the shape that
     is exactly that thick, i.e. its centre line; accumulating it over
     `iterations` erosions gives a differentiable skeleton of structures up to
-    about ``2 * iterations + 1`` pixels wide. Max pooling ignores the padding,
-    so the image border neither erodes nor grows the shape.
+    about ``2 * iterations + 1`` pixels wide. Min/max pooling ignores the
+    padding, so the image border neither erodes nor grows the shape. The
+    opening of the k-th erosion is the dilation of the (k+1)-th, which the
+    next step reuses: 3 min/max passes per iteration instead of 5.
 
     Parameters
     ----------
@@ -105,14 +127,16 @@ def soft_skeleton(prob: Any, iterations: int = 10) -> tf.Tensor:
     rank = image.shape.rank
     if rank not in (3, 4) or (rank == 4 and image.shape[-1] not in (None, 1)):
         raise ValueError(f"`prob` must have shape (B, H, W) or (B, H, W, 1), got shape {image.shape}")
-    if rank == 3:
-        image = image[..., None]
-    skeleton = tf.nn.relu(image - _soft_open(image))
+    if rank == 4:
+        image = image[..., 0]
+    eroded = _soft_erode(image)
+    skeleton = tf.nn.relu(image - _soft_dilate(eroded))  # image - open(image)
     for _ in range(iterations):
-        image = _soft_erode(image)
-        delta = tf.nn.relu(image - _soft_open(image))
+        image = eroded
+        eroded = _soft_erode(image)
+        delta = tf.nn.relu(image - _soft_dilate(eroded))
         skeleton = skeleton + tf.nn.relu(delta - skeleton * delta)
-    return skeleton[..., 0] if rank == 3 else skeleton
+    return skeleton[..., None] if rank == 4 else skeleton
 
 
 def _targets(y_true: tf.Tensor, y_pred: tf.Tensor, ignore_outside_fov: bool):

@@ -375,11 +375,11 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> Tra
             status = "early_stopped"
             break
 
-    if chief:
+    if chief and status != "nan":
         if not model_path.exists():
             save_model_atomic(model, model_path)
-        if status != "nan":
-            run_info["threshold"] = choose_threshold(model_path, config, verbose=verbose)
+        run_info["threshold"] = choose_threshold(model_path, config, verbose=verbose)
+    if chief:
         run_info.update(status=status, epochs_completed=len(history),
                         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         write_json_atomic(output_dir / "run.json", run_info)

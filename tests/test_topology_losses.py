@@ -125,6 +125,37 @@ def test_soft_skeleton_matches_a_scipy_oracle_on_probability_maps():
     np.testing.assert_allclose(soft_skeleton(prob[..., None], 5).numpy()[..., 0], actual, atol=0)
 
 
+def pooling_soft_skeleton(image: tf.Tensor, iterations: int) -> tf.Tensor:
+    """The paper's formulation with tf.nn.max_pool2d on (B, H, W, 1), as a gradient reference."""
+
+    def erode(x):
+        return tf.minimum(-tf.nn.max_pool2d(-x, (3, 1), 1, "SAME"), -tf.nn.max_pool2d(-x, (1, 3), 1, "SAME"))
+
+    def opened(x):
+        return tf.nn.max_pool2d(erode(x), 3, 1, "SAME")
+
+    skeleton = tf.nn.relu(image - opened(image))
+    for _ in range(iterations):
+        image = erode(image)
+        delta = tf.nn.relu(image - opened(image))
+        skeleton = skeleton + tf.nn.relu(delta - skeleton * delta)
+    return skeleton
+
+
+def test_soft_skeleton_gradient_matches_the_max_pooling_formulation():
+    prob = np.random.default_rng(5).random((2, 20, 24, 1)).astype(np.float32)
+    prob = tf.constant(ndimage.uniform_filter(prob, size=(1, 3, 3, 1)))
+    weights = tf.constant(np.random.default_rng(6).random((2, 20, 24, 1)).astype(np.float32))
+    gradients = []
+    for skeleton in (soft_skeleton, pooling_soft_skeleton):
+        with tf.GradientTape() as tape:
+            tape.watch(prob)
+            value = tf.reduce_sum(skeleton(prob, 4) * weights)
+        gradients.append(tape.gradient(value, prob).numpy())
+    assert np.abs(gradients[1]).max() > 0.1
+    np.testing.assert_allclose(gradients[0], gradients[1], atol=1e-5)
+
+
 def test_soft_skeleton_does_not_modify_its_input_and_rejects_bad_arguments():
     prob = bar_image()[None]
     copy = prob.copy()

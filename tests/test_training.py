@@ -263,3 +263,25 @@ def test_mirrored_step_equals_the_single_device_step():
     assert moved > 1e-4  # the step did change the weights
     assert diff < 1e-5 * max(1.0, moved) * 10
     assert mirrored_loss == pytest.approx(single_loss, rel=1e-5)
+
+
+def test_a_diverging_run_stops_on_nan_and_keeps_its_last_good_checkpoint(records, tmp_path):
+    config = small_config(records, epochs=3, steps_per_epoch=4, optimizer="sgd", momentum=0.0,
+                          learning_rate=1e12)
+    with pytest.raises(TrainingError, match="the loss became NaN in epoch 1.*try a lower train.learning_rate"):
+        train(config, tmp_path, verbose=0)
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["status"] == "nan"
+    assert not (tmp_path / "history.csv").exists()  # no epoch finished
+    assert not (tmp_path / "model.keras").exists()  # no diverged model passed off as trained
+
+
+@pytest.mark.parametrize(
+    "losses, patience, stop",
+    [([3, 2, 1], 1, False), ([1, 2], 1, True), ([1, 2, 3], 2, True), ([1, 2, 0.5], 2, False), ([1, 2, 3], 0, False)],
+)
+def test_early_stopping_rule(losses, patience, stop):
+    from keras_vessel.training import _should_stop_early
+
+    history = [{"epoch": i + 1, "val_loss": value} for i, value in enumerate(losses)]
+    assert _should_stop_early(history, patience) is stop
