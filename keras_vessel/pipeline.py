@@ -20,7 +20,7 @@ from keras_vessel.tfrecords import PrepareError, read_manifest, record_files, pa
 
 # layout of the stacked tensor that is cropped and augmented as one
 _IMAGE, _CLAHE, _LABEL, _FOV, _TUBE, _ID = slice(0, 3), slice(3, 6), 6, 7, 8, 9
-_PATCHES_PER_VISIT = 16
+_PATCHES_PER_VISIT = 32
 
 
 def split_names(records_dir: str | Path, validation_images: int) -> tuple[list[str], list[str]]:
@@ -102,27 +102,27 @@ def get_dataset(
     def keep_in_fov(patches: tf.Tensor) -> tf.Tensor:
         return tf.boolean_mask(patches, tf.reduce_mean(patches[..., _FOV], axis=[1, 2]) >= min_fov_fraction)
 
-    if training:
-        seeds = tf.data.Dataset.random(seed=seed).batch(3)
-        visits = tf.data.Dataset.zip(images.repeat(), seeds)
-        patches = visits.map(
-            lambda stacked, s: _augment(
-                keep_in_fov(_random_patches(stacked, patch_size, s[:2])), s[1:], augment
-            ),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-    else:
-        patches = images.map(lambda stacked: keep_in_fov(_grid_patches(stacked, patch_size)))
-
-    def to_examples(patches: tf.Tensor):
+    def to_examples(patches: tf.Tensor, image: tf.Tensor):
         valid = patches[..., _FOV] if ignore_outside_fov else tf.ones_like(patches[..., _FOV])
         target = pack_targets(patches[..., _LABEL], valid, patches[..., _ID], patches[..., _TUBE])
-        return patches[..., _IMAGE], {name: target for name in outputs}
+        return image, target
 
-    examples = patches.map(to_examples, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    def training_examples(stacked: tf.Tensor, seeds: tf.Tensor):
+        patches = keep_in_fov(_random_patches(stacked, patch_size, seeds[:2], augment))
+        return to_examples(patches, _intensity_variant(patches, seeds[1:], augment))
+
+    if training:
+        visits = tf.data.Dataset.zip(images.repeat(), tf.data.Dataset.random(seed=seed).batch(3))
+        examples = visits.map(training_examples, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        examples = images.map(lambda stacked: keep_in_fov(_grid_patches(stacked, patch_size)))
+        examples = examples.map(lambda patches: to_examples(patches, patches[..., _IMAGE]))
+    examples = examples.unbatch()
     if training:
         examples = examples.shuffle(8 * _PATCHES_PER_VISIT, seed=seed)
     batched = examples.batch(batch_size, drop_remainder=drop_remainder)
+    # every output (head) is trained against the same targets
+    batched = batched.map(lambda image, target: (image, {name: target for name in outputs}))
     return batched.prefetch(tf.data.AUTOTUNE)
 
 
@@ -133,15 +133,31 @@ def _pad_to_at_least(stacked: tf.Tensor, size: int) -> tf.Tensor:
     )
 
 
-def _random_patches(stacked: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
-    """`_PATCHES_PER_VISIT` random crops of one image, gathered in one go."""
+def _random_patches(
+    stacked: tf.Tensor, size: int, seed: tf.Tensor, augment: AugmentConfig | None = None
+) -> tf.Tensor:
+    """`_PATCHES_PER_VISIT` random crops of one image, gathered in one go.
+
+    The geometric augmentation (one of the 8 flips / quarter turns per visit)
+    is folded into the gather indices, so it moves every channel together
+    and costs nothing.
+    """
     height, width = tf.shape(stacked)[0], tf.shape(stacked)[1]
     count = _PATCHES_PER_VISIT
     top = tf.random.stateless_uniform([count], seed, 0, height - size + 1, dtype=tf.int32)
     left = tf.random.stateless_uniform([count], seed + 1, 0, width - size + 1, dtype=tf.int32)
-    offsets = tf.range(size)
-    rows = tf.gather(stacked, top[:, None] + offsets[None, :])  # (count, size, W, C)
-    return tf.gather(rows, left[:, None] + offsets[None, :], axis=2, batch_dims=1)
+    rows, cols = tf.meshgrid(tf.range(size), tf.range(size), indexing="ij")
+    if augment is not None:
+        draws = tf.random.stateless_uniform([2], seed + 2)
+        if augment.flips:  # left-right flip
+            cols = tf.where(draws[0] < 0.5, size - 1 - cols, cols)
+        if augment.rot90:  # k quarter turns as tf.image.rot90: out[i, j] = in[j, size - 1 - i]
+            for k in range(1, 4):
+                turn = tf.cast(draws[1] * 4, tf.int32) >= k
+                rows, cols = tf.where(turn, cols, rows), tf.where(turn, size - 1 - rows, cols)
+    flat = tf.reshape(stacked, [height * width, stacked.shape[-1]])
+    index = (top[:, None, None] + rows[None]) * width + left[:, None, None] + cols[None]
+    return tf.gather(flat, index)  # (count, size, size, C)
 
 
 def _grid_patches(stacked: tf.Tensor, size: int) -> tf.Tensor:
@@ -154,36 +170,28 @@ def _grid_patches(stacked: tf.Tensor, size: int) -> tf.Tensor:
     return tf.reshape(tf.transpose(grid, [0, 2, 1, 3, 4]), [rows * cols, size, size, channels])
 
 
-def _augment(patches: tf.Tensor, seed: tf.Tensor, augment: AugmentConfig) -> tf.Tensor:
-    """The authors' augmentations, drawn per patch, on a whole visit's patches at once.
+def _intensity_variant(patches: tf.Tensor, seed: tf.Tensor, augment: AugmentConfig) -> tf.Tensor:
+    """The image channels of one intensity variant, drawn once per visit for all its patches.
 
-    Geometry (flips, 90-degree turns) moves every channel together; then each
-    patch gets one intensity variant (CLAHE, contrast stretch, Gaussian noise or
-    none), as the authors made one copy of each image per variant.
+    CLAHE, contrast stretch, Gaussian noise or none, as the authors made one
+    copy of each image per variant. Drawing per visit computes only the chosen
+    variant; the shuffle buffer mixes visits, so batches hold many variants.
     """
-    count = tf.shape(patches)[0]
-    draws = tf.random.stateless_uniform([count, 4], seed)
-
-    def per_patch(condition: tf.Tensor) -> tf.Tensor:
-        return tf.reshape(condition, [-1, 1, 1, 1])
-
-    if augment.flips:
-        patches = tf.where(per_patch(draws[:, 0] < 0.5), tf.reverse(patches, [2]), patches)
-        patches = tf.where(per_patch(draws[:, 1] < 0.5), tf.reverse(patches, [1]), patches)
-    if augment.rot90:
-        turns = tf.cast(draws[:, 2] * 4, tf.int32)
-        turned = tf.transpose(tf.reverse(patches, [2]), [0, 2, 1, 3])  # one quarter turn
-        patches = tf.where(per_patch(turns % 2 == 1), turned, patches)
-        patches = tf.where(per_patch(turns >= 2), tf.reverse(patches, [1, 2]), patches)
-    image, clahe, fov = patches[..., _IMAGE], patches[..., _CLAHE], patches[..., _FOV]
+    image, fov = patches[..., _IMAGE], patches[..., _FOV]
     cut_clahe = augment.clahe_probability
     cut_stretch = cut_clahe + augment.contrast_stretch_probability
     cut_noise = cut_stretch + augment.noise_probability
-    choice = draws[:, 3]
-    varied = tf.where(per_patch(choice < cut_noise), _gaussian_noise(image, augment.noise_variance, seed + 2), image)
-    varied = tf.where(per_patch(choice < cut_stretch), _contrast_stretch(image, fov), varied)
-    varied = tf.where(per_patch(choice < cut_clahe), clahe, varied)
-    return tf.concat([varied, patches[..., 3:]], axis=-1)
+    choice = tf.random.stateless_uniform([], seed)
+    variant = sum(tf.cast(choice >= cut, tf.int32) for cut in (cut_clahe, cut_stretch, cut_noise))
+    return tf.switch_case(
+        variant,
+        [
+            lambda: patches[..., _CLAHE],
+            lambda: _contrast_stretch(image, fov),
+            lambda: _gaussian_noise(image, augment.noise_variance, seed + 1),
+            lambda: image,
+        ],
+    )
 
 
 def _contrast_stretch(image: tf.Tensor, fov: tf.Tensor) -> tf.Tensor:
