@@ -66,6 +66,8 @@ class LossConfig:
     ignore_outside_fov: bool = True
     extra: Literal["none", "cldice", "skeleton_recall"] = "none"
     extra_weight: float = 1.0
+    cldice_alpha: float = 0.5  # extra=cldice: (1 - alpha) * soft Dice + alpha * clDice
+    cldice_iterations: int = 10  # soft-skeleton iterations
 
 
 @dataclass(frozen=True)

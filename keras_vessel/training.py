@@ -414,7 +414,9 @@ def _build_losses(config: RunConfig) -> dict[str, keras.losses.Loss]:
 
     return build_losses(config.loss.kind, beta=config.loss.beta,
                         ignore_outside_fov=config.loss.ignore_outside_fov,
-                        extra=config.loss.extra, extra_weight=config.loss.extra_weight)
+                        extra=config.loss.extra, extra_weight=config.loss.extra_weight,
+                        cldice_alpha=config.loss.cldice_alpha,
+                        cldice_iterations=config.loss.cldice_iterations)
 
 
 def _check_stride(model: keras.Model, config: RunConfig) -> None:
