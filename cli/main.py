@@ -8,13 +8,13 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import click
+from importlib.metadata import version
 
-from keras_vessel import __version__
+import click
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="keras-vessel")
+@click.version_option(version("keras-vessel"), prog_name="keras-vessel")  # no TF import for --help
 def cli() -> None:
     """Retinal vessel segmentation with joint segment-level and pixel-wise losses."""
 

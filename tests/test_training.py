@@ -285,3 +285,28 @@ def test_early_stopping_rule(losses, patience, stop):
 
     history = [{"epoch": i + 1, "val_loss": value} for i, value in enumerate(losses)]
     assert _should_stop_early(history, patience) is stop
+
+
+def test_trained_keras_file_reloads_in_a_fresh_process_with_safe_mode(records, tmp_path):
+    """A process that only imports keras and keras_vessel loads the run's model.keras, losses included."""
+    import numpy as np
+
+    train(small_config(records, epochs=1, steps_per_epoch=2), tmp_path, verbose=0)
+    images = np.random.default_rng(0).uniform(0, 255, (1, 32, 48, 3)).astype("float32")
+    np.save(tmp_path / "images.npy", images)
+    model = keras.saving.load_model(tmp_path / "model.keras")
+    expected = {name: np.asarray(value) for name, value in model(images).items()}
+    script = (
+        "import sys, numpy as np, keras, keras_vessel\n"
+        "model = keras.saving.load_model(sys.argv[1], safe_mode=True)\n"
+        "out = model(np.load(sys.argv[2]))\n"
+        "np.savez(sys.argv[3], **{k: np.asarray(v) for k, v in out.items()})\n"
+        "print(sorted(type(loss).__name__ for loss in model.loss.values()))\n"
+    )
+    done = subprocess.run([PYTHON, "-c", script, str(tmp_path / "model.keras"), str(tmp_path / "images.npy"),
+                           str(tmp_path / "out.npz")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "['PixelWiseLoss', 'SegmentLevelLoss']" in done.stdout
+    reloaded = np.load(tmp_path / "out.npz")
+    for name, value in expected.items():
+        np.testing.assert_allclose(reloaded[name], value, atol=1e-5)
