@@ -8,6 +8,8 @@ import click
 
 from keras_vessel_cli.errors import library_errors
 
+# spelled out (not read from keras_vessel) so `keras-vessel --help` does not import TensorFlow;
+# tests/cli/test_prepare_train.py checks they match the library
 DATASET_NAMES = ["drive", "chase_db1", "stare", "hrf", "folder", "synthetic"]
 HEADS = ["mean", "segment", "pixel"]
 

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
+from keras_vessel_cli.commands.evaluate import DATASET_NAMES
 from keras_vessel_cli.errors import library_errors
-
-DATASET_NAMES = ["drive", "chase_db1", "stare", "hrf", "folder", "synthetic"]
 
 
 @click.command()

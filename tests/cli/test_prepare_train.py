@@ -103,3 +103,13 @@ def test_train_bad_config_is_a_clear_error(synthetic_records, tmp_path, monkeypa
 def test_train_missing_config_file(tmp_path):
     result = run("train", "--config", tmp_path / "nope.yaml")
     assert result.exit_code == 1 and "nope.yaml does not exist" in result.stderr
+
+
+def test_cli_choices_match_the_library():
+    from keras_vessel.datasets import DATASETS
+    from keras_vessel.models.layers import HeadFusion
+    from keras_vessel_cli.commands.evaluate import DATASET_NAMES, HEADS
+
+    assert DATASET_NAMES == list(DATASETS)
+    for mode in HEADS:
+        HeadFusion(mode=mode)  # raises for a mode the library does not know
