@@ -6,8 +6,8 @@ start and at the end), the package versions, the exact revision and command,
 and the parameters. `begin` captures the first half, `finish` adds the end
 load and the results and writes the JSON atomically.
 
-Versions are read from the installed package metadata, so a benchmark that
-does not need TensorFlow does not pay for importing it.
+Versions are read from the installed package metadata; the revision and
+machine come from `keras_vessel.provenance`, shared with training runs.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ import argparse
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from keras_vessel.provenance import git_revision, load_average, machine_info  # noqa: F401  (re-exported)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -80,43 +81,6 @@ def add_output_argument(parser: argparse.ArgumentParser, name: str) -> None:
         "--output", type=Path, default=RESULTS / f"{name}.json",
         help=f"where to write the JSON results (default benchmarks/results/{name}.json)",
     )
-
-
-def git_revision() -> str | None:
-    """`git rev-parse HEAD`, with "-dirty" when tracked files have local changes."""
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-
-    try:
-        revision = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return revision + ("-dirty" if dirty else "")
-
-
-def _processor() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load_average() -> list[float] | None:
-    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
-
-
-def machine_info() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "processor": _processor(),
-        "cpu_count": os.cpu_count(),
-    }
 
 
 def versions(*extra: str) -> dict[str, str | None]:

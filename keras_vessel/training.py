@@ -26,16 +26,14 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +44,7 @@ import tensorflow as tf
 from keras_vessel.config import ConfigError, RunConfig, save_config
 from keras_vessel.io import write_json_atomic, write_text_atomic
 from keras_vessel.pipeline import get_dataset, split_names
+from keras_vessel.provenance import git_revision, machine_info
 from keras_vessel.tfrecords import PrepareError, read_manifest
 
 logger = logging.getLogger(__name__)
@@ -191,24 +190,6 @@ def _versions() -> dict[str, str]:
         "scikit-learn": sklearn.__version__,
         "opencv": cv2.__version__,
     }
-
-
-def git_revision() -> str | None:
-    """The git revision of the keras-vessel checkout, with `-dirty` for local changes."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        revision = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                  text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return revision + ("-dirty" if dirty else "")
-
-
-def machine_info() -> dict[str, Any]:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count()}
 
 
 def _warn_if_bfloat16_is_emulated() -> None:
