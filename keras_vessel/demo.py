@@ -8,14 +8,11 @@ and the exported version are kept when the demo is re-run.
 
 from __future__ import annotations
 
-import logging
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from keras_vessel.config import DataConfig, LossConfig, ModelConfig, RunConfig, TrainConfig
-
-logger = logging.getLogger(__name__)
 
 #: The demo run: small enough for a 2-core laptop in a few minutes (configs/demo.yaml is the same).
 DEMO_CONFIG = RunConfig(

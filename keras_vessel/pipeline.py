@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from keras_vessel.config import AugmentConfig
 from keras_vessel.losses import pack_targets
-from keras_vessel.tfrecords import PrepareError, read_manifest, record_files, parse_example
+from keras_vessel.tfrecords import PrepareError, read_manifest, read_records
 
 # layout of the stacked tensor that is cropped and augmented as one
 _IMAGE, _CLAHE, _LABEL, _FOV, _TUBE, _ID = slice(0, 3), slice(3, 6), 6, 7, 8, 9
@@ -37,8 +37,7 @@ def split_names(records_dir: str | Path, validation_images: int) -> tuple[list[s
 
 def load_images(records_dir: str | Path, names: Sequence[str] | None = None) -> tf.data.Dataset:
     """Full prepared images as stacked float32 tensors (H, W, 10), optionally only `names`."""
-    files = record_files(records_dir)
-    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").map(parse_example)
+    dataset = read_records(records_dir)
     if names is not None:
         wanted = tf.constant(list(names) or [""])
         dataset = dataset.filter(lambda record: tf.reduce_any(tf.equal(record["name"], wanted)))

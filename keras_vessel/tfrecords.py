@@ -25,7 +25,7 @@ import json
 import logging
 import multiprocessing
 import platform
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

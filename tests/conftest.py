@@ -53,3 +53,24 @@ def synthetic_records(tmp_path_factory):
         return made[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_model_file(tmp_path_factory):
+    """Save (once per arguments) a small, untrained, seeded joint U-Net as a .keras file."""
+    made: dict[tuple[int, int, int], Path] = {}
+
+    def make(*, base_filters: int = 4, depth: int = 2, seed: int = 0) -> Path:
+        key = (base_filters, depth, seed)
+        if key not in made:
+            import keras
+
+            from keras_vessel.models import build_model
+
+            keras.utils.set_random_seed(seed)
+            path = tmp_path_factory.mktemp("model") / "tiny.keras"
+            build_model("unet", base_filters=base_filters, depth=depth).save(path)
+            made[key] = path
+        return made[key]
+
+    return make

@@ -210,15 +210,8 @@ def test_rejects_bad_arguments_before_writing(tmp_path, images, kwargs, error, m
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    import keras
-
-    from keras_vessel.models import build_model
-
-    keras.utils.set_random_seed(1)
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    build_model("unet", base_filters=4, depth=2).save(path)
-    return path
+def model_path(tiny_model_file) -> Path:
+    return tiny_model_file(base_filters=4, depth=2, seed=1)
 
 
 def test_local_model_matches_predict_probability(model_path, tmp_path, images):

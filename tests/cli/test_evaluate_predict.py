@@ -28,14 +28,8 @@ def _show(result) -> str:
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    keras = pytest.importorskip("keras")
-    from keras_vessel.models import build_model
-
-    keras.utils.set_random_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    build_model("unet", base_filters=4, depth=2).save(path)
-    return path
+def model_path(tiny_model_file) -> Path:
+    return tiny_model_file(base_filters=4, depth=2, seed=0)
 
 
 @pytest.fixture(scope="module")

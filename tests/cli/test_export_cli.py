@@ -20,15 +20,8 @@ def _run(args: list):
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    import keras
-
-    from keras_vessel.models import build_model
-
-    keras.utils.set_random_seed(3)
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    build_model("unet", base_filters=2, depth=1).save(path)
-    return path
+def model_path(tiny_model_file) -> Path:
+    return tiny_model_file(base_filters=2, depth=1, seed=3)
 
 
 IMAGE = np.random.default_rng(0).integers(0, 256, (24, 20, 3), dtype=np.uint8)
