@@ -1,7 +1,7 @@
 """Time `keras_vessel.inference.predict_probability` per DRIVE test image and measure peak memory.
 
 Targets: <= 0.3 s per DRIVE test image (565x584) with the compact U-Net
-(base 16, depth 4, both heads fused by their mean); an HRF-sized image
+(base 12, depth 4, both heads fused by their mean); an HRF-sized image
 (3504x2336) within 4 GB. The model is built, saved to a temporary `.keras`
 file and loaded with `load_inference_model` (weights are untrained: the cost
 does not depend on them), then warmed up on one image before timing.
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20, help="DRIVE test images timed")
     parser.add_argument("--repeats", type=int, default=1, help="passes over the images")
-    parser.add_argument("--base-filters", type=int, default=16, help="U-Net filters at full resolution")
+    parser.add_argument("--base-filters", type=int, default=12, help="U-Net filters at full resolution")
     parser.add_argument("--depth", type=int, default=4, help="U-Net poolings")
     parser.add_argument("--cases", nargs="*", choices=CASES, default=["drive", "hrf_tiled"],
                         help="peak-memory cases, each in its own subprocess (hrf_whole peaks near "

@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--crop", type=int, default=128, help="crop side in pixels")
     parser.add_argument("--batch-size", type=int, default=8, help="crops per step")
-    parser.add_argument("--base-filters", type=int, default=16, help="U-Net filters at full resolution")
+    parser.add_argument("--base-filters", type=int, default=12, help="U-Net filters at full resolution")
     parser.add_argument("--depth", type=int, default=4, help="U-Net poolings")
     parser.add_argument("--images", type=int, default=8, help="training images to prepare")
     parser.add_argument("--distinct-batches", type=int, default=8, help="batches cycled through")

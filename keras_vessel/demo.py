@@ -61,7 +61,7 @@ def run_demo(
     config = replace(DEMO_CONFIG, data=replace(DEMO_CONFIG.data, train_records=str(records / "training")))
     if dataset == "drive":  # DRIVE images are larger: bigger patches and network
         config = replace(config, data=replace(config.data, patch_size=128),
-                         model=ModelConfig(name="unet", options={"base_filters": 16, "depth": 4}))
+                         model=ModelConfig(name="unet", options={"base_filters": 12, "depth": 4}))
     if epochs is not None:
         config = replace(config, train=replace(config.train, epochs=epochs))
     result = train(config, output_dir / "run", verbose=0 if quiet else 1)

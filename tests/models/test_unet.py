@@ -43,7 +43,7 @@ def test_unet_logits_are_not_squashed(rgb_batch):
 
 
 def test_unet_filters_and_depth(rgb_batch):
-    model = build_unet(base_filters=8, depth=3, head_filters=5)
+    model = build_unet(base_filters=8, depth=3, head_convs=2, head_filters=5)
     pools = [layer for layer in model.layers if isinstance(layer, keras.layers.MaxPooling2D)]
     assert len(pools) == 3
     assert model.get_layer("enc1_1_conv").filters == 8
@@ -51,16 +51,32 @@ def test_unet_filters_and_depth(rgb_batch):
     assert model.get_layer("bottleneck_1_conv").filters == 64
     assert model.get_layer("up1").filters == 8
     assert model.get_layer("segment_conv1").filters == 5
+    assert model.get_layer("segment_conv2").filters == 5
+    assert "dec1_1_conv" not in [layer.name for layer in model.layers]  # the heads are the full-res decoder
     assert model.get_layer("segment").filters == 1 and model.get_layer("segment").kernel_size == (1, 1)
     assert all(layer.kernel_size in ((3, 3), (1, 1)) for layer in _conv_layers(model))
+
+
+def test_unet_shared_decoder_makes_the_joint_model_one_1x1_conv_bigger():
+    # Default head_convs=0: both heads read the same full-resolution features, so
+    # comparing the joint and the pixel-wise loss does not compare network sizes.
+    joint = build_unet(base_filters=8, depth=2)
+    pixel = build_unet(base_filters=8, depth=2, heads=("pixel",))
+    assert joint.count_params() - pixel.count_params() == 8 + 1
+    assert joint.get_layer("segment").input is joint.get_layer("pixel").input
+    branched = build_unet(base_filters=8, depth=2, head_convs=2)
+    assert branched.get_layer("segment").input is not branched.get_layer("pixel").input
 
 
 def test_unet_batch_norm_and_dropout_options():
     plain = build_unet(base_filters=4, depth=2)
     model = build_unet(base_filters=4, depth=2, batch_norm=True, dropout=0.25)
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in plain.layers)
-    # 2 encoder levels x 2 + bottleneck 2 + decoder level 2 x 2 (level 1 is the heads, no BN)
-    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers) == 8
+    # 2 encoder levels x 2 + bottleneck 2 + 2 decoder levels x 2 (the 1x1 heads have none)
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers) == 10
+    branched = build_unet(base_filters=4, depth=2, batch_norm=True, head_convs=2)
+    # level 1 is the heads' own convs then, which have no BN
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in branched.layers) == 8
     rates = {layer.name: layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)}
     assert rates == {"enc2_dropout": 0.25, "bottleneck_dropout": 0.25}
 
@@ -110,6 +126,7 @@ def test_unet_rejects_wrong_size_with_a_clear_message(rgb_batch):
         ({"heads": "pixel"}, TypeError, r"heads must be a tuple of head names"),
         ({"channel": "blue"}, ValueError, r"channel must be one of \['green', 'grey', 'rgb'\], got 'blue'"),
         ({"head_filters": 0}, ValueError, r"head_filters must be >= 1, got 0"),
+        ({"head_convs": -1}, ValueError, r"head_convs must be >= 0 and <= 8, got -1"),
         ({"scale": 0}, ValueError, r"scale must be > 0.0, got 0"),
     ],
 )
