@@ -75,18 +75,23 @@ def fixed_batches(records: Path, args: argparse.Namespace) -> list[tuple[tf.Tens
 
 
 class Trainer:
-    """A model, its optimizer and the real distributed train step for one loss kind."""
+    """A model, its optimizer and the real distributed train step for one loss kind.
+
+    ``kind`` is a `build_losses` kind, optionally with an extra loss
+    (``"pixel+cldice"``, ``"joint+skeleton_recall"``), or ``"pixel_two_heads"``.
+    """
 
     def __init__(self, kind: str, args: argparse.Namespace) -> None:
         strategy = tf.distribute.get_strategy()
-        heads = ("pixel",) if kind == "pixel" else ("segment", "pixel")
+        base, _, extra = kind.partition("+")
+        heads = ("pixel",) if base == "pixel" else ("segment", "pixel")
         with strategy.scope():
             self.model = build_model("unet", base_filters=args.base_filters, depth=args.depth, heads=heads)
             self.optimizer = keras.optimizers.Adam(args.learning_rate)
             if kind == "pixel_two_heads":
                 self.losses = {"segment": PixelWiseLoss(), "pixel": PixelWiseLoss()}
             else:
-                self.losses = build_losses(kind)
+                self.losses = build_losses(base, extra=extra or "none")
             self.optimizer.build(self.model.trainable_variables)
         self.step_fn, _ = _make_steps(self.model, self.optimizer, self.losses, strategy)
         self.heads = heads
@@ -178,14 +183,22 @@ def print_comparison(label: str, row: dict) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_step_arguments(parser: argparse.ArgumentParser) -> None:
+    """Model, data and optimizer options shared with bench_loss_step.py."""
     parser.add_argument("--crop", type=int, default=128, help="crop side in pixels")
     parser.add_argument("--batch-size", type=int, default=8, help="crops per step")
     parser.add_argument("--base-filters", type=int, default=12, help="U-Net filters at full resolution")
     parser.add_argument("--depth", type=int, default=4, help="U-Net poolings")
     parser.add_argument("--images", type=int, default=8, help="training images to prepare")
     parser.add_argument("--distinct-batches", type=int, default=8, help="batches cycled through")
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--workers", type=int, default=2, help="processes preparing the records")
+    parser.add_argument("--seed", type=int, default=0, help="weights seed")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_step_arguments(parser)
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per float32 comparison")
     parser.add_argument("--steps", type=int, default=3, help="steps per model per round (float32)")
     parser.add_argument("--bf16-rounds", type=int, default=2,
@@ -193,9 +206,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bf16-steps", type=int, default=1, help="steps per model per round (mixed_bfloat16)")
     parser.add_argument("--warmup-steps", type=int, default=200,
                         help="joint-model training steps before the second comparison")
-    parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate")
-    parser.add_argument("--workers", type=int, default=2, help="processes preparing the records")
-    parser.add_argument("--seed", type=int, default=0, help="weights seed")
     parser.add_argument("--skip-bfloat16", action="store_true", help="do not measure mixed_bfloat16")
     add_output_argument(parser, "train_step")
     args = parser.parse_args(argv)

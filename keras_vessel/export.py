@@ -38,7 +38,7 @@ import tensorflow as tf
 
 from keras_vessel.models import HeadFusion, build_inference_model, head_names, model_stride
 
-__all__ = ["SIGNATURES", "export_saved_model"]
+__all__ = ["SIGNATURES", "export_keras_model", "export_saved_model"]
 
 log = logging.getLogger(__name__)
 
@@ -272,3 +272,43 @@ def export_saved_model(
         raise
     log.info("exported %s (stride %d, threshold %g) to %s", model.name, stride, threshold, target)
     return target
+
+
+def export_keras_model(keras_model_path: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Copy a training run's ``.keras`` model without its optimizer state and return the new path.
+
+    A run's ``model.keras`` carries Adam's two moment estimates, tripling the
+    file. What ships (``saved_models/``) and what users fine-tune from needs
+    only the architecture, the weights and the compiled losses (a fresh,
+    unbuilt optimizer of the same configuration is compiled in, so plain
+    ``model.fit`` still works). ``threshold.json`` beside the source, the
+    threshold chosen on the training images, is copied beside the result.
+    """
+    source, path = Path(keras_model_path), Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"expected a destination ending in .keras, got {str(path)!r}")
+    if not source.is_file():
+        raise FileNotFoundError(f"model file not found: {str(source)!r}")
+    import keras_vessel.losses  # noqa: F401  (registers the custom losses)
+
+    try:
+        model = keras.saving.load_model(source, safe_mode=True)
+    except Exception as error:  # Keras raises many types for a bad archive
+        raise ValueError(f"could not load model {str(source)!r}: {type(error).__name__}: {error}") from error
+    if getattr(model, "optimizer", None) is None or not getattr(model, "loss", None):
+        raise ValueError(f"{str(source)!r} is not a compiled training model (no optimizer or loss)")
+    optimizer = model.optimizer.__class__.from_config(model.optimizer.get_config())
+    model.compile(optimizer=optimizer, loss=model.loss)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        model.save(staging / path.name)
+        threshold = source.with_name("threshold.json")
+        if threshold.is_file():
+            shutil.copyfile(threshold, staging / "threshold.json")
+            os.replace(staging / "threshold.json", path.with_name("threshold.json"))
+        os.replace(staging / path.name, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path

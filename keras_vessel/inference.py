@@ -22,8 +22,10 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "BUNDLED_MODEL",
     "DEFAULT_MAX_WHOLE_PIXELS",
     "as_rgb",
+    "bundled_model_path",
     "load_inference_model",
     "predict_probability",
     "tile_starts",
@@ -37,6 +39,20 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_WHOLE_PIXELS = 1024 * 1024
 DEFAULT_TILE_SIZE = 512
 DEFAULT_OVERLAP = 128
+
+# The DRIVE model shipped in the repository (saved_models/MODEL_CARD.md); it is
+# not packaged into wheels, so it exists in a checkout or an editable install.
+BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "saved_models" / "drive_unet" / "model.keras"
+
+
+def bundled_model_path() -> Path:
+    """The shipped DRIVE model, or FileNotFoundError saying what to pass instead."""
+    if not BUNDLED_MODEL.is_file():
+        raise FileNotFoundError(
+            f"the bundled DRIVE model {BUNDLED_MODEL} is missing: it ships in the keras-vessel repository "
+            "(saved_models/drive_unet/), not in an installed wheel; pass --model PATH to a trained .keras file"
+        )
+    return BUNDLED_MODEL
 
 
 def load_inference_model(path: str | Path, *, heads: str = "mean"):

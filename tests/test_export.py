@@ -266,3 +266,53 @@ def test_rejects_missing_files_and_missing_heads(tmp_path):
     with pytest.raises(ValueError, match=r"has \['pixel'\], got 'segment'"):
         export_saved_model(pixel_only, tmp_path, name="v", version=1, heads="segment")
     assert not (tmp_path / "v").exists()
+
+
+@pytest.fixture(scope="module")
+def trained_file(tmp_path_factory) -> Path:
+    """A compiled joint model whose Adam moments exist, saved as a run would save it."""
+    from keras_vessel.evaluation import save_threshold
+    from keras_vessel.losses import build_losses
+
+    keras.utils.set_random_seed(1)
+    model = build_unet(base_filters=8, depth=2)
+    optimizer = keras.optimizers.Adam(learning_rate=3e-4)
+    model.compile(optimizer=optimizer, loss=build_losses("joint"))
+    optimizer.build(model.trainable_variables)
+    path = tmp_path_factory.mktemp("run") / "model.keras"
+    model.save(path)
+    save_threshold(path, 0.61, heads="mean")
+    return path
+
+
+def test_export_keras_model_drops_optimizer_state_only(trained_file, tmp_path):
+    from keras_vessel.export import export_keras_model
+
+    out = export_keras_model(trained_file, tmp_path / "ship" / "model.keras")
+    assert out == tmp_path / "ship" / "model.keras"
+    # Adam's two moments doubled the weights; without them the file is well under half.
+    assert out.stat().st_size < 0.5 * trained_file.stat().st_size
+    assert json.loads((tmp_path / "ship" / "threshold.json").read_text()) == json.loads(
+        trained_file.with_name("threshold.json").read_text())
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model.keras", "threshold.json"]  # no leftovers
+    original, shipped = keras.saving.load_model(trained_file), keras.saving.load_model(out, safe_mode=True)
+    images = np.random.default_rng(2).uniform(0, 255, (1, 16, 20, 3)).astype("float32")
+    for head, value in original(images).items():
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(shipped(images)[head]), value)
+    assert {k: type(v).__name__ for k, v in shipped.loss.items()} == {
+        k: type(v).__name__ for k, v in original.loss.items()}
+    assert shipped.optimizer.get_config()["learning_rate"] == pytest.approx(3e-4)
+
+
+def test_export_keras_model_rejects_what_it_cannot_ship(tmp_path):
+    from keras_vessel.export import export_keras_model
+
+    uncompiled = tmp_path / "uncompiled.keras"
+    build_unet(base_filters=2, depth=1).save(uncompiled)
+    with pytest.raises(ValueError, match=r"uncompiled.keras' is not a compiled training model"):
+        export_keras_model(uncompiled, tmp_path / "out.keras")
+    with pytest.raises(ValueError, match=r"destination ending in .keras"):
+        export_keras_model(uncompiled, tmp_path / "out.h5")
+    with pytest.raises(FileNotFoundError, match=r"missing.keras"):
+        export_keras_model(tmp_path / "missing.keras", tmp_path / "out.keras")
+    assert not (tmp_path / "out.keras").exists()

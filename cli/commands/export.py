@@ -40,8 +40,11 @@ def _threshold_option(value: str) -> str | float:
 @click.option("--threshold", default="0.5", show_default=True,
               help="Threshold of the predict_image signature's PNG mask: a number in (0, 1) or 'train' "
                    "(threshold.json beside the model).")
+@click.option("--keras", "with_keras", is_flag=True,
+              help="Also write OUT/NAME/model.keras without optimizer state (a third of the size) and its "
+                   "threshold.json: the file to ship for Keras reuse and `keras-vessel predict`.")
 def export(model_path: Path, name: str, version: int, out: Path, overwrite: bool, heads: str,
-           threshold: str) -> None:
+           threshold: str, with_keras: bool) -> None:
     """Export a model for TF Serving: OUT/NAME/VERSION/saved_model.pb with signatures
     serving_default (images -> probability) and predict_image (PNG/JPEG bytes ->
     probability, mask_png_bytes)."""
@@ -53,7 +56,7 @@ def export(model_path: Path, name: str, version: int, out: Path, overwrite: bool
     if value == "train":
         value, _ = training_threshold(model_path, heads)
 
-    from keras_vessel.export import export_saved_model
+    from keras_vessel.export import export_keras_model, export_saved_model
 
     with library_errors():
         try:
@@ -62,3 +65,10 @@ def export(model_path: Path, name: str, version: int, out: Path, overwrite: bool
         except FileExistsError as error:  # created by someone else since the check above
             raise click.ClickException(f"{error}; use --overwrite") from error
     click.echo(f"exported {model_path} (heads {heads}, mask threshold {value:g}) to {path}")
+    if with_keras:
+        keras_path = out / name / "model.keras"
+        if keras_path.exists() and not overwrite:
+            raise click.ClickException(f"{keras_path} already exists; pass --overwrite to replace it")
+        with library_errors():
+            export_keras_model(model_path, keras_path)
+        click.echo(f"wrote {keras_path} (no optimizer state)")

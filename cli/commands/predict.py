@@ -26,10 +26,10 @@ def _fov_option(value: str) -> str | Path:
 
 def _check_source(ctx: click.Context, model_path: Path | None, server: str | None, model_name: str | None,
                   version: int | None, threshold: str) -> None:
-    """--model for local prediction, or --server with --model-name; never both."""
-    if (model_path is None) == (server is None):
+    """--model (or the bundled model) for local prediction, or --server with --model-name; never both."""
+    if model_path is not None and server is not None:
         raise click.UsageError("give either --model PATH (local prediction) or --server URL --model-name NAME "
-                               "(TF Serving), not both and not neither")
+                               "(TF Serving), not both")
     if server is None:
         if model_name is not None or version is not None:
             raise click.UsageError("--model-name and --version are only used with --server")
@@ -47,7 +47,8 @@ def _check_source(ctx: click.Context, model_path: Path | None, server: str | Non
 @click.command()
 @click.argument("inputs", metavar="INPUT...", nargs=-1, required=True)
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="Trained .keras model file (the training model, with its heads).")
+              default=None, help="Trained .keras model file (the training model, with its heads) "
+                                 "[default: the bundled DRIVE model, saved_models/drive_unet/model.keras].")
 @click.option("--server", default=None,
               help="Predict with TF Serving's REST API at this URL (e.g. http://localhost:8501) instead of --model.")
 @click.option("--model-name", default=None, help="With --server: the served model's name.")
@@ -79,6 +80,15 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
     threshold = threshold_option(threshold)
     fov = _fov_option(fov_text)
     _check_source(ctx, model_path, server, model_name, version, threshold)
+    if model_path is None and server is None:
+        from keras_vessel.inference import bundled_model_path
+
+        try:
+            model_path = bundled_model_path()
+        except FileNotFoundError as error:
+            raise click.UsageError(str(error)) from None
+        click.echo(f"no --model given: using the bundled DRIVE model {model_path} "
+                   "(see saved_models/MODEL_CARD.md)", err=True)
 
     from keras_vessel.prediction import InputError, expand_inputs, predict_files
 

@@ -214,3 +214,89 @@ def test_predict_train_threshold_missing(model_path, drive_root, tmp_path):
                    "--threshold", "train"])  # fmt: skip
     assert result.exit_code == 1, _show(result)
     assert "threshold.json" in result.stderr and "keras-vessel evaluate" in result.stderr
+
+
+# ------------------------------------------- a model trained in the test, end to end
+
+
+@pytest.fixture(scope="module")
+def trained_model(small_drive, tmp_path_factory) -> Path:
+    """Prepare DRIVE 21-22 and train a small joint U-Net on them, all through the CLI."""
+    import yaml
+
+    work = tmp_path_factory.mktemp("trained")
+    result = _run(["prepare", "--dataset", "drive", "--root", small_drive, "--split", "training",
+                   "--out", work / "records", "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, _show(result)
+    config = {
+        "name": "cli-drive-small",
+        "data": {"train_records": str(work / "records"), "validation_images": 0, "patch_size": 64,
+                 "batch_size": 8},
+        "model": {"name": "unet", "options": {"base_filters": 8, "depth": 2}},
+        "train": {"epochs": 4, "steps_per_epoch": 40, "learning_rate": 0.003, "seed": 0},
+    }  # fmt: skip
+    (work / "small.yaml").write_text(yaml.safe_dump(config))
+    result = _run(["train", "--config", work / "small.yaml", "--output", work / "run", "--quiet"])
+    assert result.exit_code == 0, _show(result)
+    assert (work / "run" / "threshold.json").is_file()  # chosen on the training images
+    return work / "run" / "model.keras"
+
+
+def test_evaluate_and_predict_with_a_model_trained_in_the_test(trained_model, small_drive, drive_root, tmp_path):
+    out = tmp_path / "eval"
+    result = _run(["evaluate", "--model", trained_model, "--dataset", "drive", "--root", small_drive,
+                   "--output", out, "--threshold", "train", "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, _show(result)
+    report = json.loads((out / "metrics.json").read_text())
+    threshold = json.loads(trained_model.with_name("threshold.json").read_text())["threshold"]
+    assert report["protocol"]["threshold"] == pytest.approx(threshold)
+    # 160 steps on two images: far from the paper, far from chance (an untrained net scores ~0.5).
+    assert report["summary"]["AUC_pooled"] > 0.9, report["summary"]
+    assert report["summary"]["Acc"] > 0.9, report["summary"]
+
+    # predict on the same test image: the mask is the one evaluate scored (same model, threshold, FOV rule).
+    image = drive_root / "test" / "images" / "01_test.tif"
+    result = _run(["predict", "--model", trained_model, image, "--output", tmp_path / "pred",
+                   "--fov", drive_root / "test" / "mask" / "01_test_mask.gif", "--threshold", "train",
+                   "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, _show(result)
+    mask = np.asarray(Image.open(tmp_path / "pred" / "01_test_mask.png")) > 0
+    truth = np.asarray(Image.open(drive_root / "test" / "1st_manual" / "01_manual1.gif")) > 0
+    fov = np.asarray(Image.open(drive_root / "test" / "mask" / "01_test_mask.gif").convert("L")) > 0
+    accuracy = np.mean(mask[fov] == truth[fov])
+    per_image = {row["name"]: row for row in report["per_image"]}["01_test"]
+    assert accuracy == pytest.approx(per_image["Acc"], abs=1e-3)
+    assert accuracy > 0.9
+
+
+# ------------------------------------------------------------ the bundled model
+
+
+def test_predict_without_model_uses_the_bundled_drive_model(drive_root, tmp_path):
+    from keras_vessel.inference import BUNDLED_MODEL
+
+    image = drive_root / "test" / "images" / "01_test.tif"
+    result = _run(["predict", image, "--output", tmp_path / "default", "--threshold", "train", "--quiet"])
+    assert result.exit_code == 0, _show(result)
+    assert "using the bundled DRIVE model" in result.stderr
+    result = _run(["predict", "--model", BUNDLED_MODEL, image, "--output", tmp_path / "explicit",
+                   "--threshold", "train", "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, _show(result)
+    for name in ("01_test_prob.png", "01_test_mask.png"):
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "default" / name)),
+                                      np.asarray(Image.open(tmp_path / "explicit" / name)))
+    # The shipped model is a trained one (MODEL_CARD.md: test Acc ~0.95 with this threshold).
+    mask = np.asarray(Image.open(tmp_path / "default" / "01_test_mask.png")) > 0
+    truth = np.asarray(Image.open(drive_root / "test" / "1st_manual" / "01_manual1.gif")) > 0
+    fov = np.asarray(Image.open(drive_root / "test" / "mask" / "01_test_mask.gif").convert("L")) > 0
+    assert np.mean(mask[fov] == truth[fov]) > 0.93
+
+
+def test_predict_without_model_and_without_the_bundled_file_says_what_to_pass(monkeypatch, drive_root, tmp_path):
+    import keras_vessel.inference
+
+    monkeypatch.setattr(keras_vessel.inference, "BUNDLED_MODEL", tmp_path / "gone" / "model.keras")
+    image = drive_root / "test" / "images" / "01_test.tif"
+    result = _run(["predict", image, "--output", tmp_path / "o", "--quiet"])
+    assert result.exit_code == 2, _show(result)
+    assert "gone/model.keras is missing" in result.stderr and "pass --model PATH" in result.stderr

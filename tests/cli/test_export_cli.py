@@ -154,3 +154,26 @@ def test_export_is_listed_in_help():
     assert "export" in result.stdout
     result, shown = _run(["export", "--help"])
     assert result.exit_code == 0 and "--overwrite" in result.stdout and "--threshold" in result.stdout
+
+
+def test_export_with_keras_writes_the_shippable_file(tmp_path):
+    import keras
+
+    from keras_vessel.losses import build_losses
+    from keras_vessel.models import build_model
+
+    model = build_model("unet", base_filters=2, depth=1)
+    model.compile(optimizer="adam", loss=build_losses("joint"))
+    model.optimizer.build(model.trainable_variables)
+    source = tmp_path / "run" / "model.keras"
+    source.parent.mkdir()
+    model.save(source)
+    args = ["export", "--model", source, "--name", "drive", "--version", 1, "--out", tmp_path / "sm", "--keras"]
+    result, shown = _run(args)
+    assert result.exit_code == 0, shown
+    shipped = tmp_path / "sm" / "drive" / "model.keras"
+    assert f"wrote {shipped}" in result.stdout
+    assert (tmp_path / "sm" / "drive" / "1" / "saved_model.pb").is_file()
+    assert keras.saving.load_model(shipped).count_params() == model.count_params()
+    result, shown = _run([*args[:-1], "--version", 2, "--keras"])
+    assert result.exit_code == 1 and "model.keras already exists; pass --overwrite" in result.stderr, shown

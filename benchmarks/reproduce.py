@@ -1,0 +1,141 @@
+"""Train and evaluate the reproduction and ablation runs (issues 6 and 7), resumably.
+
+Each run is `keras-vessel train` at one fixed budget (``--epochs`` x 100
+steps of 8 crops of 128x128, early stopping off; `model.keras` is the best
+epoch on the validation images held out from the training split), then
+`keras-vessel evaluate --threshold train` on the test split. A run whose
+`eval_train/metrics.json` exists is skipped, so re-running the script after an
+interruption continues where it stopped. CPU minutes are the children's
+`getrusage` user+system time of the train command (training and the threshold
+choice); each run's `run.json` holds its seed, config, versions and revision.
+
+    .venv/bin/python benchmarks/reproduce.py --out runs/reproduce [--only drive_pixel_s0 ...] [--epochs 10]
+
+Writes benchmarks/results/reproduce.json (one row per finished run); the
+table in docs/RESULTS.md is made from it by benchmarks/summarize_runs.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import add_output_argument, begin, finish  # noqa: E402
+
+SHARED = Path(os.environ.get("KERAS_VESSEL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+ROOTS = {"drive": SHARED / "DRIVE", "chase_db1": SHARED / "CHASE_DB1"}
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str
+    config: str
+    dataset: str
+    seed: int
+    setting: str
+
+
+def planned_runs() -> list[Run]:
+    """Issue 6 first (DRIVE 3 seeds, CHASE_DB1 1 seed), then issue 7's extra losses."""
+    runs = []
+    for seed in (0, 1, 2):
+        runs.append(Run(f"drive_pixel_s{seed}", "configs/drive_compact_pixel.yaml", "drive", seed, "pixel"))
+        runs.append(Run(f"drive_joint_s{seed}", "configs/drive_compact_joint.yaml", "drive", seed, "joint"))
+    for kind in ("pixel", "joint"):
+        runs.append(Run(f"chase_db1_{kind}_s0", f"configs/chase_db1_compact_{kind}.yaml", "chase_db1", 0, kind))
+    for seed in (0, 1, 2):
+        for setting in ("pixel_cldice", "pixel_skelrecall", "joint_skelrecall"):
+            runs.append(Run(f"drive_{setting}_s{seed}", f"configs/drive_compact_{setting}.yaml", "drive", seed,
+                            setting.replace("_", "+")))
+    return runs
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_logged(command: list[str], log: Path) -> None:
+    print("$", " ".join(command), flush=True)
+    with open(log, "a") as stream:
+        subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT, check=True)
+
+
+def prepare(dataset: str, cli: str) -> None:
+    out = Path("data") / dataset / "training"
+    if (out / "manifest.json").exists():
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    run_logged([cli, "prepare", "--dataset", dataset, "--root", str(ROOTS[dataset]), "--split", "training",
+                "--out", str(out), "--workers", "2"], out.parent / "prepare.log")
+
+
+def train_and_evaluate(run: Run, out: Path, epochs: int, cli: str) -> None:
+    folder = out / run.name
+    metrics_path = folder / "eval_train" / "metrics.json"
+    log = out / f"{run.name}.log"
+    cpu_path = folder / "train_cpu.json"
+    prepare(run.dataset, cli)
+    if not cpu_path.exists():
+        cpu_before, started = children_cpu_seconds(), time.perf_counter()
+        run_logged([cli, "train", "--config", run.config, "--set", f"train.seed={run.seed}",
+                    "--set", f"train.epochs={epochs}", "--set", "train.early_stopping_patience=0",
+                    "--output", str(folder), "--quiet"], log)
+        cpu_path.write_text(json.dumps({"cpu_seconds": children_cpu_seconds() - cpu_before,
+                                        "wall_seconds": time.perf_counter() - started}))
+    if not metrics_path.exists():
+        run_logged([cli, "evaluate", "--model", str(folder / "model.keras"), "--dataset", run.dataset,
+                    "--root", str(ROOTS[run.dataset]), "--split", "test", "--output", str(folder / "eval_train"),
+                    "--threshold", "train"], log)
+
+
+def finished_row(run: Run, out: Path, epochs: int) -> dict | None:
+    folder = out / run.name
+    metrics_path = folder / "eval_train" / "metrics.json"
+    if not metrics_path.exists():
+        return None
+    metrics = json.loads(metrics_path.read_text())
+    run_json = json.loads((folder / "run.json").read_text())
+    return {
+        "name": run.name, "setting": run.setting, "dataset": run.dataset, "seed": run.seed, "config": run.config,
+        "command": f"keras-vessel train --config {run.config} --set train.seed={run.seed} "
+                   f"--set train.epochs={epochs} --set train.early_stopping_patience=0 --output {folder}",
+        "git_revision": run_json.get("git_revision"),
+        **json.loads((folder / "train_cpu.json").read_text()),
+        "threshold": metrics["protocol"]["threshold"],
+        "summary": metrics["summary"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="folder of the run folders")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs of 100 steps per run")
+    parser.add_argument("--only", nargs="*", help="run names to do (default: all, in plan order)")
+    parser.add_argument("--cli", default="keras-vessel", help="the keras-vessel executable")
+    add_output_argument(parser, "reproduce")
+    args = parser.parse_args()
+    record = begin("reproduce", args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for run in planned_runs():
+        if args.only and run.name not in args.only:
+            continue
+        train_and_evaluate(run, args.out, args.epochs, args.cli)
+        row = finished_row(run, args.out, args.epochs)
+        print(f"{run.name}: AUC pooled {row['summary']['AUC_pooled']:.4f} Acc {row['summary']['Acc']:.4f} "
+              f"({row['cpu_seconds'] / 60:.1f} CPU-min)", flush=True)
+        rows = [row for run in planned_runs() if (row := finished_row(run, args.out, args.epochs))]
+        finish(record, {"runs": rows}, args.output)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Turn benchmarks/results/reproduce.json into the Markdown tables of docs/RESULTS.md.
+
+One row per (dataset, setting): mean +- sample standard deviation over the
+seeds that finished (a single seed shows no +-), the seeds, and CPU minutes
+per run. Step cost relative to pixel-wise comes from
+benchmarks/results/train_step.json and loss_step.json when present.
+
+    .venv/bin/python benchmarks/summarize_runs.py [--input benchmarks/results/reproduce.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+COLUMNS = [
+    ("Se", "Se"), ("Sp", "Sp"), ("Acc", "Acc"), ("Pr", "precision"), ("F1", "F1"),
+    ("AUC pooled", "AUC_pooled"), ("AUC mean/img", "AUC"), ("Se thin", "Se_thin"), ("Se thick", "Se_thick"),
+    ("clDice", "clDice"), ("Betti-0 err", "betti0_error"), ("Betti-1 err", "betti1_error"), ("CAL", "CAL"),
+]  # fmt: skip
+ABLATION = [("AUC pooled", "AUC_pooled"), ("F1", "F1"), ("Se thin", "Se_thin"), ("clDice", "clDice"),
+            ("Betti-0 err", "betti0_error"), ("Betti-1 err", "betti1_error")]  # fmt: skip
+
+
+def mean_std(values: list[float], digits: int) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def grouped(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["dataset"], row["setting"]), []).append(row)
+    return groups
+
+
+def table(groups: dict[tuple[str, str], list[dict]], columns: list[tuple[str, str]], datasets: set[str],
+          settings: list[str] | None = None, extra: dict[str, str] | None = None) -> str:
+    header = ["dataset", "setting", "seeds", *[label for label, _ in columns], "threshold (train)", "CPU-min/run"]
+    if extra is not None:
+        header.append("step vs pixel")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (dataset, setting), runs in groups.items():
+        if dataset not in datasets or (settings is not None and setting not in settings):
+            continue
+        cells = [dataset, setting, ",".join(str(r["seed"]) for r in runs)]
+        for _, key in columns:
+            digits = 1 if "betti" in key else 4
+            cells.append(mean_std([r["summary"][key] for r in runs], digits))
+        cells.append(mean_std([r["threshold"] for r in runs], 3))
+        cells.append(mean_std([r["cpu_seconds"] / 60 for r in runs], 1))
+        if extra is not None:
+            cells.append(extra.get(setting, ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input", type=Path, default=RESULTS / "reproduce.json")
+    parser.add_argument("--step-costs", type=Path, default=RESULTS / "loss_step.json",
+                        help="JSON from bench_loss_step.py (step time of each loss relative to pixel-wise)")
+    args = parser.parse_args()
+    record = json.loads(args.input.read_text())
+    rows = record["results"]["runs"]
+    groups = grouped(rows)
+    print(f"<!-- made by benchmarks/summarize_runs.py from {args.input.name}; "
+          f"revisions {sorted({r['git_revision'] for r in rows})} -->\n")
+    print(table(groups, COLUMNS, {"drive"}, ["pixel", "joint"]), "\n")
+    print(table(groups, COLUMNS, {"chase_db1"}), "\n")
+    costs = {}
+    if args.step_costs.is_file():
+        costs = {k: f"{v:.2f}x" for k, v in json.loads(args.step_costs.read_text())["results"]["ratios"].items()}
+    print(table(groups, ABLATION, {"drive"}, None, costs))
+
+
+if __name__ == "__main__":
+    main()
