@@ -39,13 +39,14 @@ def grouped(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
 
 
 def table(groups: dict[tuple[str, str], list[dict]], columns: list[tuple[str, str]], datasets: set[str],
-          settings: list[str] | None = None, extra: dict[str, str] | None = None) -> str:
+          settings: list[str] | None = None, extra: dict[str, str] | None = None, seed: int | None = None) -> str:
     header = ["dataset", "setting", "seeds", *[label for label, _ in columns], "threshold (train)", "CPU-min/run"]
     if extra is not None:
         header.append("step vs pixel")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (dataset, setting), runs in groups.items():
-        if dataset not in datasets or (settings is not None and setting not in settings):
+        runs = [r for r in runs if seed is None or r["seed"] == seed]
+        if not runs or dataset not in datasets or (settings is not None and setting not in settings):
             continue
         cells = [dataset, setting, ",".join(str(r["seed"]) for r in runs)]
         for _, key in columns:
@@ -74,8 +75,10 @@ def main() -> None:
     print(table(groups, COLUMNS, {"chase_db1"}), "\n")
     costs = {}
     if args.step_costs.is_file():
-        costs = {k: f"{v:.2f}x" for k, v in json.loads(args.step_costs.read_text())["results"]["ratios"].items()}
-    print(table(groups, ABLATION, {"drive"}, None, costs))
+        ratios = json.loads(args.step_costs.read_text())["results"]["ratios"]
+        costs = {k.replace("skeleton_recall", "skelrecall"): f"{v:.2f}x" for k, v in ratios.items()}
+    print(table(groups, ABLATION, {"drive"}, None, costs), "\n")
+    print(table(groups, ABLATION, {"drive"}, None, costs, seed=0))
 
 
 if __name__ == "__main__":
