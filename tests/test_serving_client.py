@@ -311,13 +311,14 @@ def test_cli_predict_server_failure_exits_1_naming_the_url(inputs, tmp_path):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        ([], "give either --model PATH (local prediction) or --server URL --model-name NAME"),
+        (["--model", __file__, "--server", "http://h:8501", "--model-name", MODEL],
+         "give either --model PATH (local prediction) or --server URL --model-name NAME (TF Serving), not both"),
         (["--server", "http://h:8501"], "--server needs --model-name"),
         (["--server", "http://h:8501", "--model-name", MODEL, "--heads", "pixel"], "--heads applies to a local --model"),
         (["--server", "http://h:8501", "--model-name", MODEL, "--tile-size", "64"], "--tile-size applies to a local"),
         (["--server", "http://h:8501", "--model-name", MODEL, "--threshold", "train"], "--threshold train reads"),
         (["--server", "h:8501", "--model-name", MODEL], "`base_url` must be an http(s) URL"),
-        (["--model-name", MODEL], "give either --model PATH"),
+        (["--model-name", MODEL], "--model-name and --version are only used with --server"),  # bundled model
     ],
 )  # fmt: skip
 def test_cli_predict_server_usage_errors(inputs, tmp_path, extra, message):
