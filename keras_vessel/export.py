@@ -307,8 +307,9 @@ def export_keras_model(keras_model_path: str | os.PathLike, path: str | os.PathL
         threshold = source.with_name("threshold.json")
         if threshold.is_file():
             shutil.copyfile(threshold, staging / "threshold.json")
-            os.replace(staging / "threshold.json", path.with_name("threshold.json"))
         os.replace(staging / path.name, path)
+        if threshold.is_file():
+            os.replace(staging / "threshold.json", path.with_name("threshold.json"))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path

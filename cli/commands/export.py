@@ -53,6 +53,9 @@ def export(model_path: Path, name: str, version: int, out: Path, overwrite: bool
     if target.exists() and not overwrite:
         raise click.ClickException(f"{target} already exists; pass --overwrite to replace it or choose "
                                    f"another --version")
+    keras_path = out / name / "model.keras"
+    if with_keras and keras_path.exists() and not overwrite:
+        raise click.ClickException(f"{keras_path} already exists; pass --overwrite to replace it")
     if value == "train":
         value, _ = training_threshold(model_path, heads)
 
@@ -66,9 +69,6 @@ def export(model_path: Path, name: str, version: int, out: Path, overwrite: bool
             raise click.ClickException(f"{error}; use --overwrite") from error
     click.echo(f"exported {model_path} (heads {heads}, mask threshold {value:g}) to {path}")
     if with_keras:
-        keras_path = out / name / "model.keras"
-        if keras_path.exists() and not overwrite:
-            raise click.ClickException(f"{keras_path} already exists; pass --overwrite to replace it")
         with library_errors():
             export_keras_model(model_path, keras_path)
         click.echo(f"wrote {keras_path} (no optimizer state)")

@@ -177,3 +177,4 @@ def test_export_with_keras_writes_the_shippable_file(tmp_path):
     assert keras.saving.load_model(shipped).count_params() == model.count_params()
     result, shown = _run([*args[:-1], "--version", 2, "--keras"])
     assert result.exit_code == 1 and "model.keras already exists; pass --overwrite" in result.stderr, shown
+    assert not (tmp_path / "sm" / "drive" / "2").exists()  # refused before exporting anything
