@@ -52,12 +52,13 @@ def main() -> int:
         shift = round_index % len(SETTINGS)
         for setting in SETTINGS[shift:] + SETTINGS[:shift]:
             times[setting].append(trainers[setting].run(batches, args.steps)[0])
-    ratios = {s: statistics.median(a / b for a, b in zip(times[s], times["pixel"])) for s in SETTINGS}
+    ratio_rounds = {s: [a / b for a, b in zip(times[s], times["pixel"])] for s in SETTINGS}
+    ratios = {s: statistics.median(values) for s, values in ratio_rounds.items()}
     results = {
         "data": source,
         "ms_per_step_median": {s: statistics.median(t) * 1e3 for s, t in times.items()},
         "ratios": ratios,
-        "ratio_rounds": {s: [a / b for a, b in zip(times[s], times["pixel"])] for s in SETTINGS},
+        "ratio_rounds": ratio_rounds,
     }
     for setting in SETTINGS:
         print(f"{setting:24s} {results['ms_per_step_median'][setting]:7.1f} ms/step  {ratios[setting]:.2f}x pixel")

@@ -133,7 +133,7 @@ def main() -> None:
         row = finished_row(run, args.out, args.epochs)
         print(f"{run.name}: AUC pooled {row['summary']['AUC_pooled']:.4f} Acc {row['summary']['Acc']:.4f} "
               f"({row['cpu_seconds'] / 60:.1f} CPU-min)", flush=True)
-        rows = [row for run in planned_runs() if (row := finished_row(run, args.out, args.epochs))]
+        rows = [r for r in (finished_row(planned, args.out, args.epochs) for planned in planned_runs()) if r]
         finish(record, {"runs": rows}, args.output)
 
 

@@ -3,7 +3,7 @@
 One row per (dataset, setting): mean +- sample standard deviation over the
 seeds that finished (a single seed shows no +-), the seeds, and CPU minutes
 per run. Step cost relative to pixel-wise comes from
-benchmarks/results/train_step.json and loss_step.json when present.
+benchmarks/results/loss_step.json (bench_loss_step.py) when present.
 
     .venv/bin/python benchmarks/summarize_runs.py [--input benchmarks/results/reproduce.json]
 """

@@ -157,7 +157,12 @@ class _VesselServing(tf.Module):
         return {"probability": probability, "mask_png_bytes": mask_png}
 
 
-def _load(model_or_path: keras.Model | str | os.PathLike) -> keras.Model:
+def _load(model_or_path: keras.Model | str | os.PathLike, *, compile: bool = False) -> keras.Model:
+    """A Keras model, loaded in safe mode from a ``.keras`` path if need be.
+
+    ``compile=False`` (export) needs only the graph and weights;
+    ``compile=True`` (`export_keras_model`) keeps the training losses and optimizer.
+    """
     if isinstance(model_or_path, keras.Model):
         return model_or_path
     if not isinstance(model_or_path, (str, os.PathLike)):
@@ -173,8 +178,7 @@ def _load(model_or_path: keras.Model | str | os.PathLike) -> keras.Model:
     import keras_vessel.losses  # noqa: F401  (registers the custom losses of a compiled training model)
 
     try:
-        # compile=False: export needs the graph and weights, not the training losses.
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as error:  # Keras raises many types for a bad archive
         raise ValueError(
             f"could not load model {str(path)!r} (expected a .keras file saved by keras-vessel training): "
@@ -287,14 +291,7 @@ def export_keras_model(keras_model_path: str | os.PathLike, path: str | os.PathL
     source, path = Path(keras_model_path), Path(path)
     if path.suffix != ".keras":
         raise ValueError(f"expected a destination ending in .keras, got {str(path)!r}")
-    if not source.is_file():
-        raise FileNotFoundError(f"model file not found: {str(source)!r}")
-    import keras_vessel.losses  # noqa: F401  (registers the custom losses)
-
-    try:
-        model = keras.saving.load_model(source, safe_mode=True)
-    except Exception as error:  # Keras raises many types for a bad archive
-        raise ValueError(f"could not load model {str(source)!r}: {type(error).__name__}: {error}") from error
+    model = _load(source, compile=True)
     if getattr(model, "optimizer", None) is None or not getattr(model, "loss", None):
         raise ValueError(f"{str(source)!r} is not a compiled training model (no optimizer or loss)")
     optimizer = model.optimizer.__class__.from_config(model.optimizer.get_config())
@@ -305,10 +302,11 @@ def export_keras_model(keras_model_path: str | os.PathLike, path: str | os.PathL
     try:
         model.save(staging / path.name)
         threshold = source.with_name("threshold.json")
-        if threshold.is_file():
+        has_threshold = threshold.is_file()
+        if has_threshold:
             shutil.copyfile(threshold, staging / "threshold.json")
         os.replace(staging / path.name, path)
-        if threshold.is_file():
+        if has_threshold:
             os.replace(staging / "threshold.json", path.with_name("threshold.json"))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
