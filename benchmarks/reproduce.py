@@ -3,9 +3,11 @@
 Each run is `keras-vessel train` at one fixed budget (``--epochs`` x 100
 steps of 8 crops of 128x128, early stopping off; `model.keras` is the best
 epoch on the validation images held out from the training split), then
-`keras-vessel evaluate --threshold train` on the test split. A run whose
-`eval_train/metrics.json` exists is skipped, so re-running the script after an
-interruption continues where it stopped. CPU minutes are the children's
+`keras-vessel evaluate --threshold train` on the test split, and the same
+scores on the run's own validation images (`eval_validation/`: the only
+scores used to choose between recipes; the test split never is). A finished
+step is skipped, so re-running the script after an interruption continues
+where it stopped. CPU minutes are the children's
 `getrusage` user+system time of the train command (training and the threshold
 choice); each run's `run.json` holds its seed, config, versions and revision.
 
@@ -42,6 +44,13 @@ class Run:
     dataset: str
     seed: int
     setting: str
+    overrides: tuple[str, ...] = ()  # extra `--set key=value` on top of the config
+    epochs: int | None = None  # None: the script's --epochs
+
+    def train_arguments(self, default_epochs: int) -> list[str]:
+        sets = [f"train.seed={self.seed}", f"train.epochs={self.epochs or default_epochs}",
+                "train.early_stopping_patience=0", *self.overrides]
+        return ["--config", self.config, *(part for value in sets for part in ("--set", value))]
 
 
 def planned_runs() -> list[Run]:
@@ -56,6 +65,13 @@ def planned_runs() -> list[Run]:
         for setting in ("pixel_cldice", "pixel_skelrecall", "joint_skelrecall"):
             runs.append(Run(f"drive_{setting}_s{seed}", f"configs/drive_compact_{setting}.yaml", "drive", seed,
                             setting.replace("_", "+")))
+    # issue 6: what separates our recipe from plain cross-entropy (chosen on validation AUC)
+    bce = ("loss.vessel_weight=1", "loss.background_weight=1")
+    no_intensity = ("data.augment.noise_probability=0", "data.augment.clahe_probability=0",
+                    "data.augment.contrast_stretch_probability=0")
+    runs.append(Run("drive_pixel_bce_s0", "configs/drive_compact_pixel.yaml", "drive", 0, "pixel, plain BCE", bce))
+    runs.append(Run("drive_pixel_bce_noaug_s0", "configs/drive_compact_pixel.yaml", "drive", 0,
+                    "pixel, plain BCE, no intensity aug", bce + no_intensity))
     return runs
 
 
@@ -87,15 +103,30 @@ def train_and_evaluate(run: Run, out: Path, epochs: int, cli: str) -> None:
     prepare(run.dataset, cli)
     if not cpu_path.exists():
         cpu_before, started = children_cpu_seconds(), time.perf_counter()
-        run_logged([cli, "train", "--config", run.config, "--set", f"train.seed={run.seed}",
-                    "--set", f"train.epochs={epochs}", "--set", "train.early_stopping_patience=0",
-                    "--output", str(folder), "--quiet"], log)
+        run_logged([cli, "train", *run.train_arguments(epochs), "--output", str(folder), "--quiet"], log)
         cpu_path.write_text(json.dumps({"cpu_seconds": children_cpu_seconds() - cpu_before,
                                         "wall_seconds": time.perf_counter() - started}))
     if not metrics_path.exists():
         run_logged([cli, "evaluate", "--model", str(folder / "model.keras"), "--dataset", run.dataset,
                     "--root", str(ROOTS[run.dataset]), "--split", "test", "--output", str(folder / "eval_train"),
                     "--threshold", "train"], log)
+    if not (folder / "eval_validation" / "metrics.json").exists():
+        evaluate_validation(run, folder)
+
+
+def evaluate_validation(run: Run, folder: Path) -> None:
+    """Score the run's held-out validation images (named in run.json) at its training threshold."""
+    from keras_vessel.datasets import open_dataset
+    from keras_vessel.evaluation import evaluate, load_threshold
+    from keras_vessel.inference import load_inference_model
+
+    names = set(json.loads((folder / "run.json").read_text())["validation_images"])
+    samples = [spec for spec in open_dataset(run.dataset, ROOTS[run.dataset], split="training") if spec.name in names]
+    model_path = folder / "model.keras"
+    threshold = load_threshold(model_path)["threshold"]
+    evaluate(load_inference_model(model_path), samples, output_dir=folder / "eval_validation", threshold=threshold,
+             threshold_rule="accuracy-optimal on the training images", dataset=run.dataset, split="validation",
+             model_path=model_path, overlays=False, progress=False)
 
 
 def finished_row(run: Run, out: Path, epochs: int) -> dict | None:
@@ -105,14 +136,16 @@ def finished_row(run: Run, out: Path, epochs: int) -> dict | None:
         return None
     metrics = json.loads(metrics_path.read_text())
     run_json = json.loads((folder / "run.json").read_text())
+    validation_path = folder / "eval_validation" / "metrics.json"
+    validation = json.loads(validation_path.read_text())["summary"] if validation_path.exists() else None
     return {
         "name": run.name, "setting": run.setting, "dataset": run.dataset, "seed": run.seed, "config": run.config,
-        "command": f"keras-vessel train --config {run.config} --set train.seed={run.seed} "
-                   f"--set train.epochs={epochs} --set train.early_stopping_patience=0 --output {folder}",
+        "command": " ".join(["keras-vessel train", *run.train_arguments(epochs), "--output", str(folder)]),
         "git_revision": run_json.get("git_revision"),
         **json.loads((folder / "train_cpu.json").read_text()),
         "threshold": metrics["protocol"]["threshold"],
         "summary": metrics["summary"],
+        "validation": validation,
     }
 
 

@@ -23,12 +23,23 @@ COLUMNS = [
 ]  # fmt: skip
 ABLATION = [("AUC pooled", "AUC_pooled"), ("F1", "F1"), ("Se thin", "Se_thin"), ("clDice", "clDice"),
             ("Betti-0 err", "betti0_error"), ("Betti-1 err", "betti1_error")]  # fmt: skip
+# choosing a recipe: validation scores (DRIVE 39-40) first; the test columns are only reported
+RECIPE = [("val AUC pooled", "validation.AUC_pooled"), ("val Acc", "validation.Acc"),
+          ("val Se thin", "validation.Se_thin"), ("test AUC pooled", "AUC_pooled"), ("test Acc", "Acc"),
+          ("test Se thin", "Se_thin")]  # fmt: skip
 
 
 def mean_std(values: list[float], digits: int) -> str:
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
     return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def score(row: dict, key: str) -> float | None:
+    """``row["summary"][key]``, or ``row["validation"][name]`` for ``key="validation.name"``."""
+    section, _, name = key.rpartition(".")
+    scores = row.get(section or "summary")
+    return None if scores is None else scores[name]
 
 
 def grouped(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
@@ -51,7 +62,8 @@ def table(groups: dict[tuple[str, str], list[dict]], columns: list[tuple[str, st
         cells = [dataset, setting, ",".join(str(r["seed"]) for r in runs)]
         for _, key in columns:
             digits = 1 if "betti" in key else 4
-            cells.append(mean_std([r["summary"][key] for r in runs], digits))
+            values = [score(r, key) for r in runs]
+            cells.append("–" if None in values else mean_std(values, digits))
         cells.append(mean_std([r["threshold"] for r in runs], 3))
         cells.append(mean_std([r["cpu_seconds"] / 60 for r in runs], 1))
         if extra is not None:
@@ -78,7 +90,8 @@ def main() -> None:
         ratios = json.loads(args.step_costs.read_text())["results"]["ratios"]
         costs = {k.replace("skeleton_recall", "skelrecall"): f"{v:.2f}x" for k, v in ratios.items()}
     print(table(groups, ABLATION, {"drive"}, None, costs), "\n")
-    print(table(groups, ABLATION, {"drive"}, None, costs, seed=0))
+    print(table(groups, ABLATION, {"drive"}, None, costs, seed=0), "\n")
+    print(table(groups, RECIPE, {"drive"}, seed=0))
 
 
 if __name__ == "__main__":

@@ -64,6 +64,9 @@ class LossConfig:
     kind: Literal["joint", "pixel"] = "joint"
     beta: Literal["trained", "documented"] = "trained"
     ignore_outside_fov: bool = True
+    # pixel-wise head's class weights: the paper's 0.9 / 0.1, or 1 / 1 for plain cross-entropy
+    vessel_weight: float = 0.9
+    background_weight: float = 0.1
     extra: Literal["none", "cldice", "skeleton_recall"] = "none"
     extra_weight: float = 1.0
     cldice_alpha: float = 0.5  # extra=cldice: (1 - alpha) * soft Dice + alpha * clDice

@@ -417,6 +417,8 @@ def build_losses(
     *,
     beta: str = "trained",
     ignore_outside_fov: bool = True,
+    vessel_weight: float = 0.9,
+    background_weight: float = 0.1,
     extra: str = "none",
     extra_weight: float = 1.0,
     cldice_alpha: float = 0.5,
@@ -427,6 +429,8 @@ def build_losses(
     ``"joint"``: ``{"segment": SegmentLevelLoss, "pixel": PixelWiseLoss}``,
     added with weight 1 each as the authors did; ``"pixel"``: the pixel-only
     baseline ``{"pixel": PixelWiseLoss}`` on the same network.
+    ``vessel_weight`` / ``background_weight`` are the pixel-wise head's class
+    weights: the paper's 0.9 / 0.1 by default, 1 / 1 for plain cross-entropy.
 
     ``extra`` adds a topology term of `keras_vessel.topology_losses`
     (METHOD.md section 6) to the base loss of *every* head, as one
@@ -457,7 +461,7 @@ def build_losses(
     losses: dict[str, keras.losses.Loss] = {}
     if kind == "joint":
         losses["segment"] = SegmentLevelLoss(beta=beta, ignore_outside_fov=ignore_outside_fov)
-    losses["pixel"] = PixelWiseLoss(ignore_outside_fov=ignore_outside_fov)
+    losses["pixel"] = PixelWiseLoss(vessel_weight, background_weight, ignore_outside_fov=ignore_outside_fov)
     if extra == "none":
         return losses
 

@@ -395,6 +395,8 @@ def _build_losses(config: RunConfig) -> dict[str, keras.losses.Loss]:
 
     return build_losses(config.loss.kind, beta=config.loss.beta,
                         ignore_outside_fov=config.loss.ignore_outside_fov,
+                        vessel_weight=config.loss.vessel_weight,
+                        background_weight=config.loss.background_weight,
                         extra=config.loss.extra, extra_weight=config.loss.extra_weight,
                         cldice_alpha=config.loss.cldice_alpha,
                         cldice_iterations=config.loss.cldice_iterations)

@@ -399,6 +399,21 @@ def test_build_losses():
     assert pixel["pixel"].get_config()["vessel_weight"] == 0.9
 
 
+def test_build_losses_with_unit_class_weights_is_plain_cross_entropy():
+    rng = np.random.default_rng(3)
+    label = (rng.random((2, 8, 8)) < 0.2).astype(np.float32)
+    valid = (rng.random((2, 8, 8)) < 0.7).astype(np.float32)
+    logits = rng.normal(size=(2, 8, 8, 1)).astype(np.float32)
+    y_true = pack_targets(label, valid, np.zeros_like(label), np.zeros_like(label))
+    loss = build_losses("pixel", vessel_weight=1.0, background_weight=1.0)["pixel"]
+    z = logits[..., 0]
+    cross_entropy = np.maximum(z, 0) - z * label + np.log1p(np.exp(-np.abs(z)))  # NumPy oracle
+    expected = (cross_entropy * valid).sum() / valid.sum()
+    np.testing.assert_allclose(float(loss(y_true, logits)), expected, rtol=1e-5)
+    weighted = build_losses("pixel")["pixel"]
+    assert float(weighted(y_true, logits)) < expected  # 0.9 / 0.1 shrinks every term
+
+
 @pytest.mark.parametrize(
     ("call", "error", "match"),
     [

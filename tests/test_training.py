@@ -310,3 +310,13 @@ def test_trained_keras_file_reloads_in_a_fresh_process_with_safe_mode(records, t
     reloaded = np.load(tmp_path / "out.npz")
     for name, value in expected.items():
         np.testing.assert_allclose(reloaded[name], value, atol=1e-5)
+
+
+def test_config_class_weights_reach_the_pixel_wise_loss():
+    from keras_vessel.training import _build_losses
+
+    config = load_config(None, ["loss.kind=joint", "loss.vessel_weight=1", "loss.background_weight=1"])
+    pixel = _build_losses(config)["pixel"].get_config()
+    assert (pixel["vessel_weight"], pixel["background_weight"]) == (1.0, 1.0)
+    with pytest.raises(ValueError, match="`background_weight` must be >= 0"):
+        _build_losses(load_config(None, ["loss.background_weight=-1"]))
