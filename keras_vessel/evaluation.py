@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from keras_vessel import metrics
-from keras_vessel.inference import predict_probability
+from keras_vessel.inference import TTA_MODES, predict_probability
 from keras_vessel.io import atomic_path, write_json_atomic, write_text_atomic
 from keras_vessel.progress import progress as progress_bar
 
@@ -109,9 +109,16 @@ def parse_threshold(value: str | float) -> float | str:
     return float(value)
 
 
-def threshold_path(model_path: str | Path) -> Path:
-    """Where the training threshold of a `.keras` model is stored: beside it."""
-    return Path(model_path).with_name(THRESHOLD_FILENAME)
+def threshold_path(model_path: str | Path, tta: str = "none") -> Path:
+    """Where the training threshold of a `.keras` model is stored: beside it.
+
+    Test-time augmentation changes the probabilities, hence the best threshold,
+    so each `tta` mode has its own file (``threshold_tta_d4.json``).
+    """
+    if tta not in TTA_MODES:
+        raise ValueError(f"`tta` must be one of {list(TTA_MODES)}; got {tta!r}.")
+    name = THRESHOLD_FILENAME if tta == "none" else f"threshold_tta_{tta}.json"
+    return Path(model_path).with_name(name)
 
 
 def save_threshold(
@@ -122,17 +129,19 @@ def save_threshold(
     heads: str | None = None,
     dataset: str | None = None,
     images: int | None = None,
+    tta: str = "none",
 ) -> Path:
-    """Store a threshold beside the model as ``threshold.json``; returns its path."""
+    """Store a threshold beside the model as `threshold_path`; returns its path."""
     threshold = parse_threshold(threshold)
     if not isinstance(threshold, float):
         raise ValueError(f"`threshold` must be a number to store; got {threshold!r}.")
-    path = threshold_path(model_path)
+    path = threshold_path(model_path, tta)
     payload = {
         "threshold": threshold,
         "rule": rule,
         "model": Path(model_path).name,
         "heads": heads,
+        "tta": tta,
         "dataset": dataset,
         "images": images,
     }
@@ -140,18 +149,19 @@ def save_threshold(
     return path
 
 
-def load_threshold(model_path: str | Path, *, heads: str | None = None) -> dict[str, Any]:
-    """Read ``threshold.json`` beside the model: ``{"threshold": t, "rule": ..., ...}``.
+def load_threshold(model_path: str | Path, *, heads: str | None = None, tta: str = "none") -> dict[str, Any]:
+    """Read `threshold_path` beside the model: ``{"threshold": t, "rule": ..., ...}``.
 
     Raises FileNotFoundError saying how to create it, ValueError when malformed
     or, if `heads` is given, when the file was computed for other heads (the
     fused probability, hence the best threshold, depends on them).
     """
-    path = threshold_path(model_path)
+    path = threshold_path(model_path, tta)
+    tta_flag = "" if tta == "none" else f" --tta {tta}"
     if not path.is_file():
         raise FileNotFoundError(
             f"no training threshold for {model_path}: expected {path}. Create it with "
-            f"`keras-vessel evaluate --threshold train --training-root ROOT ...` (computes the "
+            f"`keras-vessel evaluate --threshold train --training-root ROOT{tta_flag} ...` (computes the "
             f"accuracy-optimal threshold on the training split and saves it there), or in Python "
             f"with keras_vessel.evaluation.choose_training_threshold + save_threshold."
         )
@@ -172,7 +182,7 @@ def load_threshold(model_path: str | Path, *, heads: str | None = None) -> dict[
         raise ValueError(
             f"{path} holds the threshold for heads={stored!r}, not heads={heads!r}; use "
             f"--heads {stored} or recompute it for these heads (delete the file and run "
-            f"`keras-vessel evaluate --threshold train --training-root ROOT --heads {heads} ...`)."
+            f"`keras-vessel evaluate --threshold train --training-root ROOT --heads {heads}{tta_flag} ...`)."
         )
     return payload
 
@@ -471,6 +481,7 @@ def evaluate(
             "images": len(rows),
             "model": str(model_path) if model_path is not None else "(in memory)",
             "heads": heads,
+            "tta": dict(predict_options or {}).get("tta", "none"),
             "threshold": threshold,
             "threshold_rule": rule,
             "fov_only": True,

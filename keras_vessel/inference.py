@@ -7,7 +7,9 @@ constraints: it pads the image to the stride with reflection (so the network
 sees plausible fundus texture at the border rather than a black frame), and
 when the image is too large to run in one piece (HRF is 3504x2336) it predicts
 overlapping tiles and blends them with a raised-cosine window, so tile seams
-do not show and peak memory stays bounded by the tile size.
+do not show and peak memory stays bounded by the tile size. Optionally it
+averages the predictions of flipped and rotated copies (test-time
+augmentation, `TTA_MODES`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 __all__ = [
     "BUNDLED_MODEL",
     "DEFAULT_MAX_WHOLE_PIXELS",
+    "TTA_MODES",
     "as_rgb",
     "bundled_model_path",
     "load_inference_model",
@@ -39,6 +42,16 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_WHOLE_PIXELS = 1024 * 1024
 DEFAULT_TILE_SIZE = 512
 DEFAULT_OVERLAP = 128
+
+# Test-time augmentation: the views averaged, as (quarter turns, left-right flip).
+# Vessels have no preferred orientation, so each view is an equally valid
+# question; averaging cancels part of the network's orientation-dependent
+# errors (+0.001-0.003 validation AUC on DRIVE, docs/RESULTS.md) at 2x / 8x the time.
+TTA_MODES = {
+    "none": ((0, False),),
+    "flip": ((0, False), (0, True)),
+    "d4": tuple((turns, flip) for turns in range(4) for flip in (False, True)),
+}
 
 # The DRIVE model shipped in the repository (saved_models/MODEL_CARD.md); it is
 # not packaged into wheels, so it exists in a checkout or an editable install.
@@ -202,6 +215,7 @@ def predict_probability(
     batch_size: int = 2,
     stride: int | None = None,
     max_whole_pixels: int = DEFAULT_MAX_WHOLE_PIXELS,
+    tta: str = "none",
 ) -> np.ndarray:
     """Vessel probability of one image, ``(H, W)`` float32 in [0, 1].
 
@@ -219,6 +233,8 @@ def predict_probability(
     stride : what H and W must be multiples of; read from the model's
         `StrideCheck` layer (`keras_vessel.models.model_stride`) when None.
     max_whole_pixels : largest padded H * W predicted in one piece.
+    tta : ``"none"``, ``"flip"`` (mean with the left-right mirror, 2 passes) or
+        ``"d4"`` (mean over the 8 flips and quarter turns, 8 passes).
     """
     rgb = as_rgb(image)
     h, w = rgb.shape[:2]
@@ -243,21 +259,28 @@ def predict_probability(
         isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)) or tile_size < 1
     ):
         raise ValueError(f"`tile_size` must be a positive int or None; got {tile_size!r}.")
+    if tta not in TTA_MODES:
+        raise ValueError(f"`tta` must be one of {list(TTA_MODES)}; got {tta!r}.")
 
-    padded, _, _ = _pad_to_multiple(rgb, stride)
-    hp, wp = padded.shape[:2]
-    if tile_size is None and hp * wp <= max_whole_pixels:
-        prob = _run(model, padded[None])[0][:h, :w]
-    else:
-        prob = _predict_tiled(
-            model,
-            padded,
-            tile=tile_size or DEFAULT_TILE_SIZE,
-            overlap=overlap,
-            stride=stride,
-            batch_size=batch_size,
-        )[:h, :w]
-    prob = np.clip(prob, 0.0, 1.0).astype(np.float32, copy=False)
+    total = np.zeros((h, w), dtype=np.float32)
+    for turns, flip in TTA_MODES[tta]:
+        view = np.rot90(rgb, turns)
+        view = np.ascontiguousarray(view[:, ::-1] if flip else view)
+        padded, _, _ = _pad_to_multiple(view, stride)
+        vh, vw = view.shape[:2]
+        if tile_size is None and padded.shape[0] * padded.shape[1] <= max_whole_pixels:
+            prob = _run(model, padded[None])[0][:vh, :vw]
+        else:
+            prob = _predict_tiled(
+                model,
+                padded,
+                tile=tile_size or DEFAULT_TILE_SIZE,
+                overlap=overlap,
+                stride=stride,
+                batch_size=batch_size,
+            )[:vh, :vw]
+        total += np.rot90(prob[:, ::-1] if flip else prob, -turns)
+    prob = np.clip(total / len(TTA_MODES[tta]), 0.0, 1.0).astype(np.float32, copy=False)
     if fov is not None:
         prob = np.where(fov, prob, np.float32(0.0))
     return prob

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_vessel.inference import TTA_MODES
 from keras_vessel.io import atomic_path
 
 __all__ = ["IMAGE_SUFFIXES", "InputError", "PredictReport", "expand_inputs", "predict_files"]
@@ -110,12 +111,11 @@ def _check_fov(fov: str | Path) -> str | Path:
     return path
 
 
-def _local_predictor(model_path: str | Path, heads: str, tile_size: int | None) -> Predictor:
+def _local_predictor(model_path: str | Path, heads: str, tile_size: int | None, tta: str) -> Predictor:
     from keras_vessel.inference import load_inference_model, predict_probability
 
     model = load_inference_model(model_path, heads=heads)
-    options = {"tile_size": tile_size} if tile_size is not None else {}
-    return lambda image: predict_probability(model, image, **options)
+    return lambda image: predict_probability(model, image, tile_size=tile_size, tta=tta)
 
 
 def _probability(predictor: Predictor, image: np.ndarray) -> np.ndarray:
@@ -140,6 +140,7 @@ def predict_files(
     threshold: float | str = 0.5,
     heads: str = "mean",
     tile_size: int | None = None,
+    tta: str = "none",
     progress: bool = True,
     predictor: Predictor | None = None,
 ) -> PredictReport:
@@ -158,6 +159,7 @@ def predict_files(
         the mask is ``probability >= threshold``.
     heads : head fusion of the local model (``"mean"``, ``"segment"``, ``"pixel"``).
     tile_size : force tiled local prediction with tiles of this size.
+    tta : test-time augmentation of the local model (`keras_vessel.inference.TTA_MODES`).
     progress : draw a progress bar on stderr.
     predictor : instead of `model_path`, a callable taking an ``(H, W, 3)``
         uint8 RGB image and returning its ``(H, W)`` probability in [0, 1].
@@ -189,17 +191,19 @@ def predict_files(
         raise ValueError(f"`heads` must be one of {list(HEADS)}; got {heads!r}.")
     if tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1):
         raise ValueError(f"`tile_size` must be a positive int or None; got {tile_size!r}.")
-    if predictor is not None and (heads != "mean" or tile_size is not None):
+    if tta not in TTA_MODES:
+        raise ValueError(f"`tta` must be one of {list(TTA_MODES)}; got {tta!r}.")
+    if predictor is not None and (heads != "mean" or tile_size is not None or tta != "none"):
         raise ValueError(
-            f"`heads` and `tile_size` configure the local model; with `predictor` leave them at their "
-            f"defaults; got heads={heads!r}, tile_size={tile_size!r}."
+            f"`heads`, `tile_size` and `tta` configure the local model; with `predictor` leave them at their "
+            f"defaults; got heads={heads!r}, tile_size={tile_size!r}, tta={tta!r}."
         )
     fov_choice = _check_fov(fov)
     output_dir = Path(output_dir)
 
     fixed_fov = read_mask(fov_choice) if isinstance(fov_choice, Path) else None
     if predictor is None:
-        predictor = _local_predictor(model_path, heads, tile_size)
+        predictor = _local_predictor(model_path, heads, tile_size, tta)
 
     report = PredictReport()
     used: set[str] = set()

@@ -201,6 +201,19 @@ def test_evaluate_small_unet_on_drive(tmp_path, drive_root):
     assert 0.7 < human["Se"] < 0.9 and human["Acc"] > 0.93
 
 
+def test_each_tta_mode_has_its_own_threshold_file(tmp_path):
+    model_path = tmp_path / "model.keras"
+    evaluation.save_threshold(model_path, 0.4, heads="mean")
+    with pytest.raises(FileNotFoundError, match=r"threshold_tta_d4\.json.*--tta d4"):
+        evaluation.load_threshold(model_path, tta="d4")  # never the single-pass threshold
+    path = evaluation.save_threshold(model_path, 0.37, heads="mean", tta="d4")
+    assert path == tmp_path / "threshold_tta_d4.json"
+    assert evaluation.load_threshold(model_path, tta="d4")["threshold"] == 0.37
+    assert evaluation.load_threshold(model_path)["threshold"] == 0.4
+    with pytest.raises(ValueError, match="`tta` must be one of"):
+        evaluation.threshold_path(model_path, "d8")
+
+
 def test_load_threshold_checks_heads(tmp_path):
     model_path = tmp_path / "model.keras"
     evaluation.save_threshold(model_path, 0.4, heads="mean")

@@ -121,6 +121,8 @@ def test_bad_arguments_are_rejected():
         inference.predict_probability(model, image, stride=8, overlap=-1)
     with pytest.raises(ValueError, match="`tile_size` must be a positive int"):
         inference.predict_probability(model, image, stride=8, tile_size=0)
+    with pytest.raises(ValueError, match=r"`tta` must be one of \['none', 'flip', 'd4'\]; got 'rot'"):
+        inference.predict_probability(model, image, stride=8, tta="rot")
 
 
 def test_model_with_wrong_output_is_reported():
@@ -138,6 +140,31 @@ def test_reflect_padding_matches_manual_padding(small_unet):
     expected = np.asarray(small_unet(padded[None]))[0, :70, :90, 0]
     np.testing.assert_allclose(prob, expected, atol=1e-6)
     assert 0.0 <= prob.min() and prob.max() <= 1.0
+
+
+def test_pointwise_model_is_unchanged_by_tta():
+    # a per-pixel model commutes with flips and turns, so every view predicts the same map
+    image = _rng_image((37, 53, 3))
+    plain = inference.predict_probability(PointwiseModel(), image, stride=8)
+    model = PointwiseModel()
+    d4 = inference.predict_probability(model, image, stride=8, tta="d4")
+    np.testing.assert_allclose(d4, plain, atol=1e-6)
+    assert len(model.calls) == 8 and {shape[1:3] for shape in model.calls} == {(40, 56), (56, 40)}
+
+
+@pytest.mark.parametrize("tta", ["flip", "d4"])
+def test_tta_is_the_mean_over_transformed_images(small_unet, tta):
+    image = _rng_image((70, 90, 3))
+    views = [(0, False), (0, True)] if tta == "flip" else [(k, f) for k in range(4) for f in (False, True)]
+    expected = []  # oracle: transform the image, predict without TTA, transform back
+    for turns, flip in views:
+        view = np.rot90(image, turns)
+        view = np.ascontiguousarray(view[:, ::-1] if flip else view)
+        prob = inference.predict_probability(small_unet, view)
+        expected.append(np.rot90(prob[:, ::-1] if flip else prob, -turns))
+    got = inference.predict_probability(small_unet, image, tta=tta)
+    np.testing.assert_allclose(got, np.mean(expected, axis=0), atol=1e-6)
+    assert not np.allclose(got, inference.predict_probability(small_unet, image), atol=1e-4)
 
 
 def test_unet_tiled_equals_whole_on_drive(small_unet, drive_image):

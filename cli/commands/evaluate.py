@@ -12,6 +12,9 @@ from keras_vessel_cli.errors import library_errors
 # tests/cli/test_prepare_train.py checks they match the library
 DATASET_NAMES = ["drive", "chase_db1", "stare", "hrf", "folder", "synthetic"]
 HEADS = ["mean", "segment", "pixel"]
+TTA_CHOICES = ["none", "flip", "d4"]
+TTA_HELP = ("Test-time augmentation: average the predictions of the left-right mirror (flip, 2x the time) "
+            "or of all 8 flips and quarter turns (d4, 8x).")
 
 
 def threshold_option(value: str) -> str:
@@ -30,12 +33,12 @@ def threshold_option(value: str) -> str:
     return text
 
 
-def training_threshold(model_path: Path, heads: str) -> tuple[float, str]:
+def training_threshold(model_path: Path, heads: str, tta: str = "none") -> tuple[float, str]:
     """The threshold stored beside the model, as (value, rule); a ClickException if absent."""
     from keras_vessel.evaluation import load_threshold
 
     with library_errors():
-        stored = load_threshold(model_path, heads=heads)
+        stored = load_threshold(model_path, heads=heads, tta=tta)
     return stored["threshold"], stored["rule"]
 
 
@@ -60,13 +63,15 @@ def training_threshold(model_path: Path, heads: str) -> tuple[float, str]:
               help="Fuse both heads' probabilities (mean) or use one head.")
 @click.option("--tile-size", type=click.IntRange(min=16), default=None,
               help="Force tiled prediction with tiles of this size [default: whole image when it fits].")
+@click.option("--tta", type=click.Choice(TTA_CHOICES), default="none", show_default=True,
+              help=TTA_HELP)
 @click.option("--thin-width", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
               help="Ground-truth segment thickness (px) at or below which a vessel counts as thin.")
 @click.option("--no-overlays", is_flag=True, help="Do not write the per-image overlay PNGs.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate(model_path: Path, dataset: str, root: Path | None, split: str, fold: int | None,
              output: Path, threshold: str, training_root: Path | None, heads: str,
-             tile_size: int | None, thin_width: float, no_overlays: bool, quiet: bool) -> None:
+             tile_size: int | None, tta: str, thin_width: float, no_overlays: bool, quiet: bool) -> None:
     """Evaluate a model on a dataset split; metrics inside the FOV only.
 
     Writes Se/Sp/Acc/Pr/F1/MCC, pooled and per-image AUC, thin/thick sensitivity,
@@ -89,7 +94,7 @@ def evaluate(model_path: Path, dataset: str, root: Path | None, split: str, fold
     from keras_vessel.inference import load_inference_model
 
     options = {"fold": fold} if fold is not None else {}
-    predict_options = {"tile_size": tile_size} if tile_size else {}
+    predict_options = {"tile_size": tile_size, "tta": tta}
     with library_errors():
         specs = open_dataset(dataset, root, split, **options)
         if not specs:
@@ -98,16 +103,17 @@ def evaluate(model_path: Path, dataset: str, root: Path | None, split: str, fold
 
     rule = None
     if threshold == "train":
-        if not threshold_path(model_path).is_file() and training_root is not None:
+        if not threshold_path(model_path, tta).is_file() and training_root is not None:
             with library_errors():
                 training = open_dataset(dataset, training_root, "training", **options)
                 value = choose_training_threshold(model, training, progress=not quiet,
                                                   predict_options=predict_options)
-                saved = save_threshold(model_path, value, heads=heads, dataset=dataset, images=len(training))
+                saved = save_threshold(model_path, value, heads=heads, dataset=dataset, images=len(training),
+                                       tta=tta)
             click.echo(f"training threshold {value:.4f} saved to {saved}", err=True)
         elif training_root is not None:
-            click.echo(f"using the existing {threshold_path(model_path)}; delete it to recompute", err=True)
-        value, rule = training_threshold(model_path, heads)
+            click.echo(f"using the existing {threshold_path(model_path, tta)}; delete it to recompute", err=True)
+        value, rule = training_threshold(model_path, heads, tta)
     else:
         value = threshold
 

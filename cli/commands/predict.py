@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from keras_vessel_cli.commands.evaluate import HEADS, threshold_option, training_threshold
+from keras_vessel_cli.commands.evaluate import HEADS, TTA_CHOICES, TTA_HELP, threshold_option, training_threshold
 from keras_vessel_cli.errors import library_errors
 
 
@@ -36,7 +36,7 @@ def _check_source(ctx: click.Context, model_path: Path | None, server: str | Non
         return
     if model_name is None:
         raise click.UsageError("--server needs --model-name (the name TF Serving serves the model under)")
-    for name, flag in (("heads", "--heads"), ("tile_size", "--tile-size")):
+    for name, flag in (("heads", "--heads"), ("tile_size", "--tile-size"), ("tta", "--tta")):
         if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
             raise click.UsageError(f"{flag} applies to a local --model; the served model fixes it at export")
     if threshold == "train":
@@ -67,11 +67,13 @@ def _check_source(ctx: click.Context, model_path: Path | None, server: str | Non
 @click.option("--tile-size", type=click.IntRange(min=16), default=None,
               help="Force tiled prediction with tiles of this size [default: whole image when it fits] "
                    "(--model only).")
+@click.option("--tta", type=click.Choice(TTA_CHOICES), default="none", show_default=True,
+              help=TTA_HELP + " (--model only)")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None, server: str | None,
             model_name: str | None, version: int | None, output: Path, fov_text: str, threshold: str,
-            heads: str, tile_size: int | None, quiet: bool) -> None:
+            heads: str, tile_size: int | None, tta: str, quiet: bool) -> None:
     """Predict vessels in INPUT images (files, globs or folders of PNG/JPEG/TIFF/GIF/PPM).
 
     A file that cannot be processed is reported on stderr and skipped; the exit
@@ -107,8 +109,8 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
             raise click.BadParameter(str(error), param_hint="--server/--model-name") from None
         source, options["predictor"] = None, client.predict
     else:
-        source, options["heads"], options["tile_size"] = model_path, heads, tile_size
-    options["threshold"] = training_threshold(model_path, heads)[0] if threshold == "train" else threshold
+        source, options["heads"], options["tile_size"], options["tta"] = model_path, heads, tile_size, tta
+    options["threshold"] = training_threshold(model_path, heads, tta)[0] if threshold == "train" else threshold
 
     with library_errors():
         report = predict_files(source, paths, output, **options)

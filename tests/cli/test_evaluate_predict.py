@@ -97,10 +97,35 @@ def test_evaluate_train_threshold_missing_then_computed(model_path, small_drive,
     threshold_file.unlink()
 
 
+def test_evaluate_and_predict_with_tta(model_path, small_drive, tmp_path):
+    out = tmp_path / "eval"
+    result = _run(["evaluate", "--model", model_path, "--dataset", "drive", "--root", small_drive,
+                   "--output", out, "--threshold", "train", "--training-root", small_drive, "--tta", "flip",
+                   "--no-overlays", "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, _show(result)
+    stored = json.loads(model_path.with_name("threshold_tta_flip.json").read_text())
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["protocol"]["tta"] == "flip" and stored["tta"] == "flip"
+    assert report["per_image"][0]["threshold"] == pytest.approx(stored["threshold"])
+
+    from keras_vessel.inference import load_inference_model, predict_probability
+    from keras_vessel.preprocessing import read_image
+
+    image_path = small_drive / "test" / "images" / "01_test.tif"
+    result = _run(["predict", image_path, "--model", model_path, "--output", tmp_path / "pred", "--fov", "none",
+                   "--tta", "flip", "--threshold", "train", "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, _show(result)
+    written = np.asarray(Image.open(tmp_path / "pred" / "01_test_prob.png"), dtype=np.float64) / 65535
+    expected = predict_probability(load_inference_model(model_path), read_image(image_path), tta="flip")
+    np.testing.assert_allclose(written, expected, atol=2e-5)
+    model_path.with_name("threshold_tta_flip.json").unlink()
+
+
 @pytest.mark.parametrize(
     "extra,code,message",
     [
         (["--threshold", "best"], 2, "--threshold"),
+        (["--tta", "d8"], 2, "--tta"),
         (["--heads", "both"], 2, "--heads"),
         (["--training-root", "."], 2, "--training-root is only used with --threshold train"),
     ],
