@@ -11,7 +11,10 @@ where it stopped. CPU minutes are the children's
 `getrusage` user+system time of the train command (training and the threshold
 choice); each run's `run.json` holds its seed, config, versions and revision.
 
-    .venv/bin/python benchmarks/reproduce.py --out runs/reproduce [--only drive_pixel_s0 ...] [--epochs 10]
+    .venv/bin/python benchmarks/reproduce.py --out runs/reproduce [--only drive_pixel_s0 ...] [--epochs 10] [--tta d4]
+
+`--tta d4` also evaluates the test split with test-time augmentation
+(`eval_train_tta_d4/`, its own threshold chosen on the training images).
 
 Writes benchmarks/results/reproduce.json (one row per finished run); the
 table in docs/RESULTS.md is made from it by benchmarks/summarize_runs.py.
@@ -95,7 +98,7 @@ def prepare(dataset: str, cli: str) -> None:
                 "--out", str(out), "--workers", "2"], out.parent / "prepare.log")
 
 
-def train_and_evaluate(run: Run, out: Path, epochs: int, cli: str) -> None:
+def train_and_evaluate(run: Run, out: Path, epochs: int, cli: str, tta: str) -> None:
     folder = out / run.name
     metrics_path = folder / "eval_train" / "metrics.json"
     log = out / f"{run.name}.log"
@@ -112,6 +115,11 @@ def train_and_evaluate(run: Run, out: Path, epochs: int, cli: str) -> None:
                     "--threshold", "train"], log)
     if not (folder / "eval_validation" / "metrics.json").exists():
         evaluate_validation(run, folder)
+    if tta != "none" and not (folder / f"eval_train_tta_{tta}" / "metrics.json").exists():
+        run_logged([cli, "evaluate", "--model", str(folder / "model.keras"), "--dataset", run.dataset,
+                    "--root", str(ROOTS[run.dataset]), "--split", "test", "--output",
+                    str(folder / f"eval_train_tta_{tta}"), "--threshold", "train", "--tta", tta,
+                    "--training-root", str(ROOTS[run.dataset]), "--no-overlays", "--quiet"], log)
 
 
 def evaluate_validation(run: Run, folder: Path) -> None:
@@ -138,6 +146,8 @@ def finished_row(run: Run, out: Path, epochs: int) -> dict | None:
     run_json = json.loads((folder / "run.json").read_text())
     validation_path = folder / "eval_validation" / "metrics.json"
     validation = json.loads(validation_path.read_text())["summary"] if validation_path.exists() else None
+    tta = {path.parent.name.removeprefix("eval_train_tta_"): json.loads(path.read_text())["summary"]
+           for path in sorted(folder.glob("eval_train_tta_*/metrics.json"))}
     return {
         "name": run.name, "setting": run.setting, "dataset": run.dataset, "seed": run.seed, "config": run.config,
         "command": " ".join(["keras-vessel train", *run.train_arguments(epochs), "--output", str(folder)]),
@@ -146,6 +156,7 @@ def finished_row(run: Run, out: Path, epochs: int) -> dict | None:
         "threshold": metrics["protocol"]["threshold"],
         "summary": metrics["summary"],
         "validation": validation,
+        "tta": tta,  # test scores with test-time augmentation, by mode
     }
 
 
@@ -155,6 +166,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10, help="epochs of 100 steps per run")
     parser.add_argument("--only", nargs="*", help="run names to do (default: all, in plan order)")
     parser.add_argument("--cli", default="keras-vessel", help="the keras-vessel executable")
+    parser.add_argument("--tta", choices=["none", "flip", "d4"], default="none",
+                        help="also evaluate the test split with this test-time augmentation")
     add_output_argument(parser, "reproduce")
     args = parser.parse_args()
     record = begin("reproduce", args)
@@ -162,7 +175,7 @@ def main() -> None:
     for run in planned_runs():
         if args.only and run.name not in args.only:
             continue
-        train_and_evaluate(run, args.out, args.epochs, args.cli)
+        train_and_evaluate(run, args.out, args.epochs, args.cli, args.tta)
         row = finished_row(run, args.out, args.epochs)
         print(f"{run.name}: AUC pooled {row['summary']['AUC_pooled']:.4f} Acc {row['summary']['Acc']:.4f} "
               f"({row['cpu_seconds'] / 60:.1f} CPU-min)", flush=True)

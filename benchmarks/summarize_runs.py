@@ -26,7 +26,8 @@ ABLATION = [("AUC pooled", "AUC_pooled"), ("F1", "F1"), ("Se thin", "Se_thin"), 
 # choosing a recipe: validation scores (DRIVE 39-40) first; the test columns are only reported
 RECIPE = [("val AUC pooled", "validation.AUC_pooled"), ("val Acc", "validation.Acc"),
           ("val Se thin", "validation.Se_thin"), ("test AUC pooled", "AUC_pooled"), ("test Acc", "Acc"),
-          ("test Se thin", "Se_thin")]  # fmt: skip
+          ("test Se thin", "Se_thin"), ("test AUC, TTA d4", "tta.d4.AUC_pooled"),
+          ("test Acc, TTA d4", "tta.d4.Acc")]  # fmt: skip
 
 
 def mean_std(values: list[float], digits: int) -> str:
@@ -36,9 +37,11 @@ def mean_std(values: list[float], digits: int) -> str:
 
 
 def score(row: dict, key: str) -> float | None:
-    """``row["summary"][key]``, or ``row["validation"][name]`` for ``key="validation.name"``."""
-    section, _, name = key.rpartition(".")
-    scores = row.get(section or "summary")
+    """``row["summary"][key]``; a dotted key reads elsewhere (``validation.AUC``, ``tta.d4.AUC``)."""
+    *path, name = key.split(".")
+    scores = row["summary"] if not path else row.get(path[0])
+    for part in path[1:]:
+        scores = (scores or {}).get(part)
     return None if scores is None else scores[name]
 
 
