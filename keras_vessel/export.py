@@ -285,9 +285,13 @@ def export_keras_model(keras_model_path: str | os.PathLike, path: str | os.PathL
     file. What ships (``saved_models/``) and what users fine-tune from needs
     only the architecture, the weights and the compiled losses (a fresh,
     unbuilt optimizer of the same configuration is compiled in, so plain
-    ``model.fit`` still works). ``threshold.json`` beside the source, the
-    threshold chosen on the training images, is copied beside the result.
+    ``model.fit`` still works). The training thresholds beside the source
+    (``threshold.json``, and ``threshold_tta_*.json`` for test-time
+    augmentation) are copied beside the result.
     """
+    from keras_vessel.evaluation import threshold_path
+    from keras_vessel.inference import TTA_MODES
+
     source, path = Path(keras_model_path), Path(path)
     if path.suffix != ".keras":
         raise ValueError(f"expected a destination ending in .keras, got {str(path)!r}")
@@ -301,13 +305,13 @@ def export_keras_model(keras_model_path: str | os.PathLike, path: str | os.PathL
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     try:
         model.save(staging / path.name)
-        threshold = source.with_name("threshold.json")
-        has_threshold = threshold.is_file()
-        if has_threshold:
-            shutil.copyfile(threshold, staging / "threshold.json")
+        thresholds = [threshold_path(source, tta) for tta in TTA_MODES]
+        thresholds = [threshold for threshold in thresholds if threshold.is_file()]
+        for threshold in thresholds:
+            shutil.copyfile(threshold, staging / threshold.name)
         os.replace(staging / path.name, path)
-        if has_threshold:
-            os.replace(staging / "threshold.json", path.with_name("threshold.json"))
+        for threshold in thresholds:
+            os.replace(staging / threshold.name, path.with_name(threshold.name))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path

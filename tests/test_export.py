@@ -282,6 +282,7 @@ def trained_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("run") / "model.keras"
     model.save(path)
     save_threshold(path, 0.61, heads="mean")
+    save_threshold(path, 0.58, heads="mean", tta="d4")
     return path
 
 
@@ -292,9 +293,11 @@ def test_export_keras_model_drops_optimizer_state_only(trained_file, tmp_path):
     assert out == tmp_path / "ship" / "model.keras"
     # Adam's two moments doubled the weights; without them the file is well under half.
     assert out.stat().st_size < 0.5 * trained_file.stat().st_size
-    assert json.loads((tmp_path / "ship" / "threshold.json").read_text()) == json.loads(
-        trained_file.with_name("threshold.json").read_text())
-    assert sorted(p.name for p in out.parent.iterdir()) == ["model.keras", "threshold.json"]  # no leftovers
+    for name in ("threshold.json", "threshold_tta_d4.json"):
+        assert json.loads((tmp_path / "ship" / name).read_text()) == json.loads(
+            trained_file.with_name(name).read_text())
+    # no leftovers
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model.keras", "threshold.json", "threshold_tta_d4.json"]
     original, shipped = keras.saving.load_model(trained_file), keras.saving.load_model(out, safe_mode=True)
     images = np.random.default_rng(2).uniform(0, 255, (1, 16, 20, 3)).astype("float32")
     for head, value in original(images).items():
