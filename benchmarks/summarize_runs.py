@@ -94,7 +94,8 @@ def main() -> None:
         costs = {k.replace("skeleton_recall", "skelrecall"): f"{v:.2f}x" for k, v in ratios.items()}
     print(table(groups, ABLATION, {"drive"}, None, costs), "\n")
     print(table(groups, ABLATION, {"drive"}, None, costs, seed=0), "\n")
-    print(table(groups, RECIPE, {"drive"}, seed=0))
+    recipes = ["pixel", *sorted({setting for _, setting in groups if setting.startswith("pixel,")})]
+    print(table(groups, RECIPE, {"drive"}, recipes, seed=0))
 
 
 if __name__ == "__main__":
