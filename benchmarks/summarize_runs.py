@@ -92,8 +92,8 @@ def main() -> None:
     if args.step_costs.is_file():
         ratios = json.loads(args.step_costs.read_text())["results"]["ratios"]
         costs = {k.replace("skeleton_recall", "skelrecall"): f"{v:.2f}x" for k, v in ratios.items()}
-    print(table(groups, ABLATION, {"drive"}, None, costs), "\n")
-    print(table(groups, ABLATION, {"drive"}, None, costs, seed=0), "\n")
+    losses = ["pixel", "joint", "pixel+cldice", "pixel+skelrecall", "joint+skelrecall"]
+    print(table(groups, ABLATION, {"drive"}, losses, costs), "\n")
     recipes = ["pixel", *sorted({setting for _, setting in groups if setting.startswith("pixel,")})]
     print(table(groups, RECIPE, {"drive"}, recipes, seed=0))
 
