@@ -71,6 +71,9 @@ def planned_runs(out: Path) -> list[Run]:
     recipes = recipe_runs()
     runs += recipes[1:]
     longer = longer_run(recipes, out)
+    # the joint loss at the longer budget, same seed: joint vs pixel-wise at 3000 steps
+    runs.append(Run("drive_joint_3000steps_s0", "configs/drive_compact_joint.yaml", "drive", 0, "joint, 3000 steps",
+                    epochs=30))
     return runs + ([longer] if longer else [])
 
 

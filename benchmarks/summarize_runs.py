@@ -94,7 +94,7 @@ def main() -> None:
         costs = {k.replace("skeleton_recall", "skelrecall"): f"{v:.2f}x" for k, v in ratios.items()}
     losses = ["pixel", "joint", "pixel+cldice", "pixel+skelrecall", "joint+skelrecall"]
     print(table(groups, ABLATION, {"drive"}, losses, costs), "\n")
-    recipes = ["pixel", *sorted({setting for _, setting in groups if setting.startswith("pixel,")})]
+    recipes = ["pixel", *sorted({setting for _, setting in groups if ", " in setting})]  # the issue-6 variants
     print(table(groups, RECIPE, {"drive"}, recipes, seed=0))
 
 
