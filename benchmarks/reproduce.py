@@ -159,9 +159,9 @@ def evaluate_validation(run: Run, folder: Path) -> None:
     names = set(json.loads((folder / "run.json").read_text())["validation_images"])
     samples = [spec for spec in open_dataset(run.dataset, ROOTS[run.dataset], split="training") if spec.name in names]
     model_path = folder / "model.keras"
-    threshold = load_threshold(model_path)["threshold"]
-    evaluate(load_inference_model(model_path), samples, output_dir=folder / "eval_validation", threshold=threshold,
-             threshold_rule="accuracy-optimal on the training images", dataset=run.dataset, split="validation",
+    stored = load_threshold(model_path)
+    evaluate(load_inference_model(model_path), samples, output_dir=folder / "eval_validation",
+             threshold=stored["threshold"], threshold_rule=stored["rule"], dataset=run.dataset, split="validation",
              model_path=model_path, overlays=False, progress=False)
 
 
