@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from keras_vessel import metrics
-from keras_vessel.inference import TTA_MODES, predict_probability
+from keras_vessel.inference import check_tta, predict_probability
 from keras_vessel.io import atomic_path, write_json_atomic, write_text_atomic
 from keras_vessel.progress import progress as progress_bar
 
@@ -115,8 +115,7 @@ def threshold_path(model_path: str | Path, tta: str = "none") -> Path:
     Test-time augmentation changes the probabilities, hence the best threshold,
     so each `tta` mode has its own file (``threshold_tta_d4.json``).
     """
-    if tta not in TTA_MODES:
-        raise ValueError(f"`tta` must be one of {list(TTA_MODES)}; got {tta!r}.")
+    check_tta(tta)
     name = THRESHOLD_FILENAME if tta == "none" else f"threshold_tta_{tta}.json"
     return Path(model_path).with_name(name)
 

@@ -29,6 +29,7 @@ __all__ = [
     "TTA_MODES",
     "as_rgb",
     "bundled_model_path",
+    "check_tta",
     "load_inference_model",
     "predict_probability",
     "tile_starts",
@@ -56,6 +57,13 @@ TTA_MODES = {
 # The DRIVE model shipped in the repository (saved_models/MODEL_CARD.md); it is
 # not packaged into wheels, so it exists in a checkout or an editable install.
 BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "saved_models" / "drive_unet" / "model.keras"
+
+
+def check_tta(tta: str) -> str:
+    """`tta` if it names a `TTA_MODES` entry; else a ValueError listing them."""
+    if tta not in TTA_MODES:
+        raise ValueError(f"`tta` must be one of {list(TTA_MODES)}; got {tta!r}.")
+    return tta
 
 
 def bundled_model_path() -> Path:
@@ -259,8 +267,7 @@ def predict_probability(
         isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)) or tile_size < 1
     ):
         raise ValueError(f"`tile_size` must be a positive int or None; got {tile_size!r}.")
-    if tta not in TTA_MODES:
-        raise ValueError(f"`tta` must be one of {list(TTA_MODES)}; got {tta!r}.")
+    check_tta(tta)
 
     total = np.zeros((h, w), dtype=np.float32)
     for turns, flip in TTA_MODES[tta]:
