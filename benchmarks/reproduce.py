@@ -76,6 +76,9 @@ def planned_runs(out: Path) -> list[Run]:
         runs += [longer] if longer else []
         runs.append(Run(f"drive_joint_3000steps_s{seed}", "configs/drive_compact_joint.yaml", "drive", seed,
                         "joint, 3000 steps", epochs=30))
+    # the best validation AUC of the 1000-step ablation in every seed (issue 7), at the longer budget
+    runs.append(Run("drive_joint_skelrecall_3000steps_s0", "configs/drive_compact_joint_skelrecall.yaml", "drive", 0,
+                    "joint+skelrecall, 3000 steps", epochs=30))
     return runs
 
 
