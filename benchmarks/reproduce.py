@@ -15,6 +15,9 @@ choice); each run's `run.json` holds its seed, config, versions and revision.
 
 `--tta d4` also evaluates the test split with test-time augmentation
 (`eval_train_tta_d4/`, its own threshold chosen on the training images).
+Once all its member runs are trained, each planned seed ensemble
+(`keras-vessel ensemble`) is scored the same way; its threshold is chosen
+for the averaged model on the training images.
 
 Writes benchmarks/results/reproduce.json (one row per finished run); the
 table in docs/RESULTS.md is made from it by benchmarks/summarize_runs.py.
@@ -82,6 +85,24 @@ def planned_runs(out: Path) -> list[Run]:
     return runs
 
 
+@dataclass(frozen=True)
+class Ensemble:
+    """`keras-vessel ensemble` of finished runs, scored like a run; its CPU time is the members' sum."""
+
+    name: str
+    setting: str
+    members: tuple[str, ...]
+    dataset: str = "drive"
+
+
+def planned_ensembles() -> list[Ensemble]:
+    """Issue 6: the 3000-step runs of seeds 0-2 averaged, pixel-wise and joint."""
+    return [Ensemble("drive_pixel_3000steps_ensemble", "pixel, 3000 steps, 3-seed ensemble",
+                     tuple(f"drive_best_recipe_3000steps_s{seed}" for seed in (0, 1, 2))),
+            Ensemble("drive_joint_3000steps_ensemble", "joint, 3000 steps, 3-seed ensemble",
+                     tuple(f"drive_joint_3000steps_s{seed}" for seed in (0, 1, 2)))]
+
+
 def recipe_runs() -> list[Run]:
     """Issue 6: what separates the paper's recipe from plain cross-entropy, one switch at a time (seed 0)."""
     bce = ("loss.vessel_weight=1", "loss.background_weight=1")
@@ -133,7 +154,6 @@ def prepare(dataset: str, cli: str) -> None:
 
 def train_and_evaluate(run: Run, out: Path, epochs: int, cli: str, tta: str) -> None:
     folder = out / run.name
-    metrics_path = folder / "eval_train" / "metrics.json"
     log = out / f"{run.name}.log"
     cpu_path = folder / "train_cpu.json"
     prepare(run.dataset, cli)
@@ -142,55 +162,115 @@ def train_and_evaluate(run: Run, out: Path, epochs: int, cli: str, tta: str) -> 
         run_logged([cli, "train", *run.train_arguments(epochs), "--output", str(folder), "--quiet"], log)
         cpu_path.write_text(json.dumps({"cpu_seconds": children_cpu_seconds() - cpu_before,
                                         "wall_seconds": time.perf_counter() - started}))
-    if not metrics_path.exists():
-        run_logged([cli, "evaluate", "--model", str(folder / "model.keras"), "--dataset", run.dataset,
-                    "--root", str(ROOTS[run.dataset]), "--split", "test", "--output", str(folder / "eval_train"),
-                    "--threshold", "train"], log)
+    evaluate_all(run.dataset, folder, validation_images(folder), cli, tta, log)
+
+
+def ensemble_and_evaluate(ensemble: Ensemble, out: Path, cli: str, tta: str) -> bool:
+    """Average the finished member runs and score the result; False while a member is unfinished."""
+    folders = [out / name for name in ensemble.members]
+    if not all((folder / "train_cpu.json").exists() for folder in folders):
+        return False
+    folder, log = out / ensemble.name, out / f"{ensemble.name}.log"
+    names = {tuple(sorted(validation_images(member))) for member in folders}
+    if len(names) != 1:
+        raise SystemExit(f"{ensemble.name}: the members were validated on different images {names}")
+    if not (folder / "model.keras").exists():
+        run_logged([cli, "ensemble", *(str(member / "model.keras") for member in folders),
+                    "--output", str(folder / "model.keras")], log)
+    cpu = [json.loads((member / "train_cpu.json").read_text()) for member in folders]
+    (folder / "train_cpu.json").write_text(json.dumps({key: sum(c[key] for c in cpu) for key in cpu[0]}))
+    evaluate_all(ensemble.dataset, folder, set(names.pop()), cli, tta, log)
+    return True
+
+
+def validation_images(folder: Path) -> set[str]:
+    return set(json.loads((folder / "run.json").read_text())["validation_images"])
+
+
+def evaluate_all(dataset: str, folder: Path, validation: set[str], cli: str, tta: str, log: Path) -> None:
+    """Test split at the training threshold (chosen now if training did not store one), validation, TTA."""
+    root = str(ROOTS[dataset])
+    if not (folder / "eval_train" / "metrics.json").exists():
+        run_logged([cli, "evaluate", "--model", str(folder / "model.keras"), "--dataset", dataset,
+                    "--root", root, "--split", "test", "--output", str(folder / "eval_train"),
+                    "--threshold", "train", "--training-root", root], log)
     if not (folder / "eval_validation" / "metrics.json").exists():
-        evaluate_validation(run, folder)
+        evaluate_validation(dataset, folder, validation)
     if tta != "none" and not (folder / f"eval_train_tta_{tta}" / "metrics.json").exists():
-        run_logged([cli, "evaluate", "--model", str(folder / "model.keras"), "--dataset", run.dataset,
-                    "--root", str(ROOTS[run.dataset]), "--split", "test", "--output",
+        run_logged([cli, "evaluate", "--model", str(folder / "model.keras"), "--dataset", dataset,
+                    "--root", root, "--split", "test", "--output",
                     str(folder / f"eval_train_tta_{tta}"), "--threshold", "train", "--tta", tta,
-                    "--training-root", str(ROOTS[run.dataset]), "--no-overlays", "--quiet"], log)
+                    "--training-root", root, "--no-overlays", "--quiet"], log)
 
 
-def evaluate_validation(run: Run, folder: Path) -> None:
-    """Score the run's held-out validation images (named in run.json) at its training threshold."""
+def evaluate_validation(dataset: str, folder: Path, names: set[str]) -> None:
+    """Score the held-out validation images `names` at the model's training threshold."""
     from keras_vessel.datasets import open_dataset
     from keras_vessel.evaluation import evaluate, load_threshold
     from keras_vessel.inference import load_inference_model
 
-    names = set(json.loads((folder / "run.json").read_text())["validation_images"])
-    samples = [spec for spec in open_dataset(run.dataset, ROOTS[run.dataset], split="training") if spec.name in names]
+    samples = [spec for spec in open_dataset(dataset, ROOTS[dataset], split="training") if spec.name in names]
     model_path = folder / "model.keras"
     stored = load_threshold(model_path)
     evaluate(load_inference_model(model_path), samples, output_dir=folder / "eval_validation",
-             threshold=stored["threshold"], threshold_rule=stored["rule"], dataset=run.dataset, split="validation",
+             threshold=stored["threshold"], threshold_rule=stored["rule"], dataset=dataset, split="validation",
              model_path=model_path, overlays=False, progress=False)
 
 
-def finished_row(run: Run, out: Path, epochs: int) -> dict | None:
-    folder = out / run.name
+def scores(folder: Path) -> dict | None:
+    """The test scores at the training threshold, the validation scores and the TTA scores of one model."""
     metrics_path = folder / "eval_train" / "metrics.json"
     if not metrics_path.exists():
         return None
     metrics = json.loads(metrics_path.read_text())
-    run_json = json.loads((folder / "run.json").read_text())
     validation_path = folder / "eval_validation" / "metrics.json"
-    validation = json.loads(validation_path.read_text())["summary"] if validation_path.exists() else None
-    tta = {path.parent.name.removeprefix("eval_train_tta_"): json.loads(path.read_text())["summary"]
-           for path in sorted(folder.glob("eval_train_tta_*/metrics.json"))}
     return {
-        "name": run.name, "setting": run.setting, "dataset": run.dataset, "seed": run.seed, "config": run.config,
-        "command": " ".join(["keras-vessel train", *run.train_arguments(epochs), "--output", str(folder)]),
-        "git_revision": run_json.get("git_revision"),
         **json.loads((folder / "train_cpu.json").read_text()),
         "threshold": metrics["protocol"]["threshold"],
         "summary": metrics["summary"],
-        "validation": validation,
-        "tta": tta,  # test scores with test-time augmentation, by mode
+        "validation": json.loads(validation_path.read_text())["summary"] if validation_path.exists() else None,
+        "tta": {path.parent.name.removeprefix("eval_train_tta_"): json.loads(path.read_text())["summary"]
+                for path in sorted(folder.glob("eval_train_tta_*/metrics.json"))},  # test scores, by TTA mode
     }
+
+
+def finished_row(run: Run, out: Path, epochs: int) -> dict | None:
+    folder = out / run.name
+    scored = scores(folder)
+    if scored is None:
+        return None
+    return {
+        "name": run.name, "setting": run.setting, "dataset": run.dataset, "seed": run.seed, "config": run.config,
+        "command": " ".join(["keras-vessel train", *run.train_arguments(epochs), "--output", str(folder)]),
+        "git_revision": json.loads((folder / "run.json").read_text()).get("git_revision"),
+        **scored,
+    }
+
+
+def ensemble_row(ensemble: Ensemble, out: Path) -> dict | None:
+    folder = out / ensemble.name
+    scored = scores(folder)
+    if scored is None:
+        return None
+    seeds = [json.loads((out / name / "run.json").read_text())["seed"] for name in ensemble.members]
+    return {
+        "name": ensemble.name, "setting": ensemble.setting, "dataset": ensemble.dataset,
+        "seed": "+".join(map(str, seeds)), "members": list(ensemble.members),
+        "command": " ".join(["keras-vessel ensemble", *(str(out / m / "model.keras") for m in ensemble.members),
+                             "--output", str(folder / "model.keras")]),
+        "git_revision": json.loads((folder / "ensemble.json").read_text()).get("git_revision"),
+        **scored,  # cpu_seconds and wall_seconds: the members' training, summed
+    }
+
+
+def all_rows(out: Path, epochs: int) -> list[dict]:
+    rows = [finished_row(run, out, epochs) for run in planned_runs(out)]
+    return [row for row in rows + [ensemble_row(e, out) for e in planned_ensembles()] if row]
+
+
+def report(row: dict) -> None:
+    print(f"{row['name']}: AUC pooled {row['summary']['AUC_pooled']:.4f} Acc {row['summary']['Acc']:.4f} "
+          f"({row['cpu_seconds'] / 60:.1f} CPU-min)", flush=True)
 
 
 def main() -> None:
@@ -209,11 +289,14 @@ def main() -> None:
         if args.only and run.name not in args.only:
             continue
         train_and_evaluate(run, args.out, args.epochs, args.cli, args.tta)
-        row = finished_row(run, args.out, args.epochs)
-        print(f"{run.name}: AUC pooled {row['summary']['AUC_pooled']:.4f} Acc {row['summary']['Acc']:.4f} "
-              f"({row['cpu_seconds'] / 60:.1f} CPU-min)", flush=True)
-        rows = [r for r in (finished_row(planned, args.out, args.epochs) for planned in planned_runs(args.out)) if r]
-        finish(record, {"runs": rows}, args.output)
+        report(finished_row(run, args.out, args.epochs))
+        finish(record, {"runs": all_rows(args.out, args.epochs)}, args.output)
+    for ensemble in planned_ensembles():
+        if (args.only and ensemble.name not in args.only) or not ensemble_and_evaluate(
+                ensemble, args.out, args.cli, args.tta):
+            continue
+        report(ensemble_row(ensemble, args.out))
+        finish(record, {"runs": all_rows(args.out, args.epochs)}, args.output)
 
 
 if __name__ == "__main__":

@@ -36,9 +36,10 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from keras_vessel.io import umask
 from keras_vessel.models import HeadFusion, build_inference_model, head_names, model_stride
 
-__all__ = ["SIGNATURES", "export_keras_model", "export_saved_model"]
+__all__ = ["SIGNATURES", "export_keras_model", "export_saved_model", "load_model_file"]
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class _VesselServing(tf.Module):
         return {"probability": probability, "mask_png_bytes": mask_png}
 
 
-def _load(model_or_path: keras.Model | str | os.PathLike, *, compile: bool = False) -> keras.Model:
+def load_model_file(model_or_path: keras.Model | str | os.PathLike, *, compile: bool = False) -> keras.Model:
     """A Keras model, loaded in safe mode from a ``.keras`` path if need be.
 
     ``compile=False`` (export) needs only the graph and weights;
@@ -250,7 +251,7 @@ def export_saved_model(
             f"SavedModel version folder already exists: {str(target)!r}; "
             "pass overwrite=True to replace it or choose another version"
         )
-    model = _load(keras_model_path_or_model)
+    model = load_model_file(keras_model_path_or_model)
     try:
         model = _inference_model(model, heads)
     except ValueError as error:
@@ -268,6 +269,7 @@ def export_saved_model(
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.partial-", dir=target.parent))
     try:
         tf.saved_model.save(module, str(staging), signatures=signatures)
+        os.chmod(staging, 0o777 & ~umask())  # mkdtemp makes 0700 folders; a server user must read them
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
@@ -295,7 +297,7 @@ def export_keras_model(keras_model_path: str | os.PathLike, path: str | os.PathL
     source, path = Path(keras_model_path), Path(path)
     if path.suffix != ".keras":
         raise ValueError(f"expected a destination ending in .keras, got {str(path)!r}")
-    model = _load(source, compile=True)
+    model = load_model_file(source, compile=True)
     if getattr(model, "optimizer", None) is None or not getattr(model, "loss", None):
         raise ValueError(f"{str(source)!r} is not a compiled training model (no optimizer or loss)")
     optimizer = model.optimizer.__class__.from_config(model.optimizer.get_config())

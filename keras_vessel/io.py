@@ -12,22 +12,26 @@ from typing import Any
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only on success."""
+def atomic_path(path: str | Path, *, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only on success.
+
+    `suffix` is for writers that insist on a file extension (Keras saves only to ``.keras``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(handle)
     try:
         yield Path(temp)
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual mode
+        os.chmod(temp, 0o666 & ~umask())  # mkstemp makes 0600 files; give the usual mode
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process umask (read without changing it), for modes of files made by `tempfile`."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

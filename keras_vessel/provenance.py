@@ -42,3 +42,26 @@ def load_average() -> list[float] | None:
 def machine_info() -> dict[str, Any]:
     return {"platform": platform.platform(), "processor": _processor(), "cpu_count": os.cpu_count(),
             "load_average": load_average()}
+
+
+def package_versions() -> dict[str, str]:
+    """The versions a run's numbers depend on."""
+    import cv2
+    import keras
+    import numpy as np
+    import skimage
+    import sklearn
+    import tensorflow as tf
+
+    import keras_vessel
+
+    return {
+        "python": platform.python_version(),
+        "keras_vessel": keras_vessel.__version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "scikit-image": skimage.__version__,
+        "scikit-learn": sklearn.__version__,
+        "opencv": cv2.__version__,
+    }

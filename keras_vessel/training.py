@@ -29,7 +29,6 @@ import io
 import logging
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -42,9 +41,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vessel.config import ConfigError, RunConfig, save_config
-from keras_vessel.io import write_json_atomic, write_text_atomic
+from keras_vessel.io import atomic_path, write_json_atomic, write_text_atomic
 from keras_vessel.pipeline import get_dataset, split_names
-from keras_vessel.provenance import git_revision, machine_info
+from keras_vessel.provenance import git_revision, machine_info, package_versions
 from keras_vessel.tfrecords import PrepareError, read_manifest
 
 logger = logging.getLogger(__name__)
@@ -173,25 +172,6 @@ def _check_config(config: RunConfig) -> dict[str, Any]:
     return manifest
 
 
-def _versions() -> dict[str, str]:
-    import cv2
-    import skimage
-    import sklearn
-
-    import keras_vessel
-
-    return {
-        "python": platform.python_version(),
-        "keras_vessel": keras_vessel.__version__,
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "scikit-image": skimage.__version__,
-        "scikit-learn": sklearn.__version__,
-        "opencv": cv2.__version__,
-    }
-
-
 def _warn_if_bfloat16_is_emulated() -> None:
     """bfloat16 without AVX-512-BF16/AMX (or a GPU) is emulated: measured 20x slower than fp32."""
     if tf.config.list_logical_devices("GPU"):
@@ -216,14 +196,8 @@ def _is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 def save_model_atomic(model: keras.Model, path: Path) -> None:
     """`model.save` to a temporary `.keras` file beside `path`, then rename it into place."""
-    handle, temp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_path(path, suffix=".keras") as temp:
         model.save(temp)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> TrainResult:
@@ -273,7 +247,7 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> Tra
         "seed": config.train.seed,
         "command": " ".join(sys.argv),
         "git_revision": git_revision(),
-        "versions": _versions(),
+        "versions": package_versions(),
         "machine": machine_info(),
         "strategy": config.train.strategy,
         "strategy_class": type(strategy).__name__,

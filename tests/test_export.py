@@ -4,6 +4,7 @@ import io
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
 import textwrap
@@ -59,6 +60,13 @@ def test_layout_is_tf_serving(exported):
     assert path == exported["root"] / "models" / "vessel" / "1"
     assert (path / "saved_model.pb").is_file() and (path / "variables").is_dir()
     assert sorted(p.name for p in path.parent.iterdir()) == ["1"]  # no staging leftovers
+
+
+def test_version_folder_is_readable_by_a_server_user(exported):
+    from keras_vessel.io import umask
+
+    # tempfile.mkdtemp makes 0700 folders: TF Serving running as another user could not read them
+    assert stat.S_IMODE(exported["path"].stat().st_mode) == 0o777 & ~umask()
 
 
 _SUBPROCESS = textwrap.dedent(

@@ -4,27 +4,29 @@ Models are chosen through the explicit `MODELS` dict (no import-time
 registry). Training models take ``(B, H, W, 3)`` float32 RGB on 0-255 and
 return a dict of float32 logits ``(B, H, W, 1)`` keyed by head name
 (``segment``, ``pixel``); `build_inference_model` wraps one into a model with
-a single fused-probability output. `model_stride` tells training, inference
+a single fused-probability output; `build_ensemble` averages several. `model_stride` tells training, inference
 and export what the image size must be a multiple of.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
 
-from keras_vessel.models.layers import HeadFusion, Standardize, StrideCheck
+from keras_vessel.models.layers import HeadFusion, MeanProbability, Standardize, StrideCheck
 from keras_vessel.models.unet import build_unet
 from keras_vessel.models.yan2018 import build_yan2018
 
 __all__ = [
     "MODELS",
     "HeadFusion",
+    "MeanProbability",
     "Standardize",
     "StrideCheck",
+    "build_ensemble",
     "build_inference_model",
     "build_model",
     "build_unet",
@@ -113,3 +115,28 @@ def build_inference_model(model: keras.Model, *, heads: str = "mean") -> keras.M
     logits = model(inputs)
     probability = HeadFusion(mode=heads, heads=names, name="probability")([logits[n] for n in names])
     return keras.Model(inputs, probability, name=f"{model.name}_inference")
+
+
+def build_ensemble(members: Sequence[keras.Model], *, name: str = "ensemble") -> keras.Model:
+    """One training-style model whose heads average the heads of `members` (probabilities, not logits).
+
+    Seeds disagree most on faint, thin vessels; averaging models trained with
+    different seeds is the cheapest gain at inference when training time is
+    spent anyway. The result has the members' inputs and head names, so
+    evaluation, prediction and export take it like any trained model.
+    """
+    members = list(members)
+    if len(members) < 2:
+        raise ValueError(f"an ensemble needs at least 2 models, got {len(members)}")
+    heads = head_names(members[0])
+    for index, member in enumerate(members[1:], start=1):
+        if head_names(member) != heads:
+            raise ValueError(
+                f"every ensemble member needs the heads {list(heads)} of member 0 ({members[0].name!r}); "
+                f"member {index} ({member.name!r}) has {list(head_names(member))}"
+            )
+    inputs = keras.Input(shape=(None, None, 3), dtype="float32", name="images")
+    # the members usually share a name (same architecture): rename them, names must be unique
+    outputs = [keras.Model(m.inputs, m.output, name=f"member_{i}")(inputs) for i, m in enumerate(members)]
+    averaged = {head: MeanProbability(name=head)([logits[head] for logits in outputs]) for head in heads}
+    return keras.Model(inputs, averaged, name=name)

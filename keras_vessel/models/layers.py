@@ -10,6 +10,8 @@ the training statistics.
   is not a multiple of the network stride (instead of a shape error deep in a
   skip connection); `keras_vessel.models.model_stride` reads it.
 - `HeadFusion`: the heads' logits -> the fused vessel probability.
+- `MeanProbability`: several models' logits of one head -> the logit of their
+  mean probability (what `keras_vessel.models.build_ensemble` outputs).
 """
 
 from __future__ import annotations
@@ -227,4 +229,35 @@ class HeadFusion(keras.layers.Layer):
     def get_config(self) -> dict:
         config = super().get_config()
         config.update({"mode": self.mode, "heads": list(self.heads)})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_vessel")
+class MeanProbability(keras.layers.Layer):
+    """The logit of the mean of several logits' sigmoids.
+
+    An ensemble averages its members' probabilities, not their logits, and
+    still returns logits so that it has the same outputs as a training model
+    (`HeadFusion` then gives exactly the mean of the members' fused
+    probabilities). Probabilities are clipped to [epsilon, 1 - epsilon] before
+    the logit, so a saturated mean stays finite.
+    """
+
+    def __init__(self, epsilon: float = 1e-7, **kwargs: Any) -> None:
+        self.epsilon = check_float("epsilon", epsilon, minimum=0.0, maximum=0.5, min_inclusive=False,
+                                   max_inclusive=False)
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+
+    def call(self, inputs: Any) -> Any:
+        probabilities = [ops.sigmoid(ops.cast(x, self.compute_dtype)) for x in inputs]
+        mean = ops.clip(ops.mean(ops.stack(probabilities, axis=0), axis=0), self.epsilon, 1.0 - self.epsilon)
+        return ops.log(mean) - ops.log1p(-mean)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple:
+        return tuple(input_shape[0])
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({"epsilon": self.epsilon})
         return config

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from helpers import assert_config_roundtrip, assert_layer_roundtrip
 
-from keras_vessel.models.layers import HeadFusion, Standardize, StrideCheck
+from keras_vessel.models.layers import HeadFusion, MeanProbability, Standardize, StrideCheck
 
 
 def _sigmoid(x):
@@ -192,3 +192,29 @@ def test_stride_check_roundtrip(tmp_path, rgb_batch):
     clone = assert_layer_roundtrip(StrideCheck(4), rgb_batch(1, 8, 12), tmp_path)
     assert clone.stride == 4
     assert_config_roundtrip(StrideCheck(16, name="custom"))
+
+
+# ---------------------------------------------------------------- MeanProbability
+
+
+def test_mean_probability_is_the_logit_of_the_mean_sigmoid(logits):
+    out = keras.ops.convert_to_numpy(MeanProbability()(logits))
+    mean = (_sigmoid(logits[0]) + _sigmoid(logits[1])) / 2.0
+    assert out.dtype == np.float32 and out.shape == (2, 6, 5, 1)
+    np.testing.assert_allclose(_sigmoid(out), mean, rtol=0, atol=1e-6)
+
+
+def test_mean_probability_stays_finite_when_saturated():
+    saturated = [np.full((1, 2, 2, 1), 200.0, "float32"), np.full((1, 2, 2, 1), 300.0, "float32")]
+    out = keras.ops.convert_to_numpy(MeanProbability(epsilon=1e-4)(saturated))
+    np.testing.assert_allclose(out, np.log((1 - 1e-4) / 1e-4), rtol=1e-4)
+
+
+def test_mean_probability_round_trips(logits, tmp_path):
+    assert_layer_roundtrip(MeanProbability(epsilon=1e-5), logits, tmp_path)
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.5, -1.0])
+def test_mean_probability_rejects_bad_epsilon(epsilon):
+    with pytest.raises(ValueError, match=r"epsilon must be"):
+        MeanProbability(epsilon=epsilon)
