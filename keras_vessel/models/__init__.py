@@ -4,8 +4,9 @@ Models are chosen through the explicit `MODELS` dict (no import-time
 registry). Training models take ``(B, H, W, 3)`` float32 RGB on 0-255 and
 return a dict of float32 logits ``(B, H, W, 1)`` keyed by head name
 (``segment``, ``pixel``); `build_inference_model` wraps one into a model with
-a single fused-probability output; `build_ensemble` averages several. `model_stride` tells training, inference
-and export what the image size must be a multiple of.
+a single fused-probability output; `build_ensemble` averages several.
+`model_stride` tells training, inference and export what the image size must
+be a multiple of.
 """
 
 from __future__ import annotations
