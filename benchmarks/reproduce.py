@@ -190,17 +190,18 @@ def validation_images(folder: Path) -> set[str]:
 def evaluate_all(dataset: str, folder: Path, validation: set[str], cli: str, tta: str, log: Path) -> None:
     """Test split at the training threshold (chosen now if training did not store one), validation, TTA."""
     root = str(ROOTS[dataset])
-    if not (folder / "eval_train" / "metrics.json").exists():
-        run_logged([cli, "evaluate", "--model", str(folder / "model.keras"), "--dataset", dataset,
-                    "--root", root, "--split", "test", "--output", str(folder / "eval_train"),
-                    "--threshold", "train", "--training-root", root], log)
+
+    def evaluate_test(output: str, *options: str) -> None:
+        if not (folder / output / "metrics.json").exists():
+            run_logged([cli, "evaluate", "--model", str(folder / "model.keras"), "--dataset", dataset,
+                        "--root", root, "--split", "test", "--output", str(folder / output),
+                        "--threshold", "train", "--training-root", root, *options], log)
+
+    evaluate_test("eval_train")
     if not (folder / "eval_validation" / "metrics.json").exists():
         evaluate_validation(dataset, folder, validation)
-    if tta != "none" and not (folder / f"eval_train_tta_{tta}" / "metrics.json").exists():
-        run_logged([cli, "evaluate", "--model", str(folder / "model.keras"), "--dataset", dataset,
-                    "--root", root, "--split", "test", "--output",
-                    str(folder / f"eval_train_tta_{tta}"), "--threshold", "train", "--tta", tta,
-                    "--training-root", root, "--no-overlays", "--quiet"], log)
+    if tta != "none":
+        evaluate_test(f"eval_train_tta_{tta}", "--tta", tta, "--no-overlays", "--quiet")
 
 
 def evaluate_validation(dataset: str, folder: Path, names: set[str]) -> None:
