@@ -66,6 +66,15 @@ def check_tta(tta: str) -> str:
     return tta
 
 
+def check_tile_size(tile_size: int | None) -> int | None:
+    """`tile_size` if it is None or a positive int (NumPy ints too); else a ValueError."""
+    if tile_size is not None and (
+        isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)) or tile_size < 1
+    ):
+        raise ValueError(f"`tile_size` must be a positive int or None; got {tile_size!r}.")
+    return tile_size
+
+
 def bundled_model_path() -> Path:
     """The shipped DRIVE model, or FileNotFoundError saying what to pass instead."""
     if not BUNDLED_MODEL.is_file():
@@ -263,10 +272,7 @@ def predict_probability(
     ):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
             raise ValueError(f"`{arg}` must be an int >= {minimum}; got {value!r}.")
-    if tile_size is not None and (
-        isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)) or tile_size < 1
-    ):
-        raise ValueError(f"`tile_size` must be a positive int or None; got {tile_size!r}.")
+    check_tile_size(tile_size)
     check_tta(tta)
 
     total = np.zeros((h, w), dtype=np.float32)

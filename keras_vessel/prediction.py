@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_vessel.inference import check_tta
+from keras_vessel.inference import check_tile_size, check_tta
 from keras_vessel.io import atomic_path
 
 __all__ = ["IMAGE_SUFFIXES", "InputError", "PredictReport", "expand_inputs", "predict_files"]
@@ -189,8 +189,7 @@ def predict_files(
     threshold = parse_threshold(threshold)
     if heads not in HEADS:
         raise ValueError(f"`heads` must be one of {list(HEADS)}; got {heads!r}.")
-    if tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1):
-        raise ValueError(f"`tile_size` must be a positive int or None; got {tile_size!r}.")
+    check_tile_size(tile_size)
     check_tta(tta)
     if predictor is not None and (heads != "mean" or tile_size is not None or tta != "none"):
         raise ValueError(

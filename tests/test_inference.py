@@ -125,6 +125,17 @@ def test_bad_arguments_are_rejected():
         inference.predict_probability(model, image, stride=8, tta="rot")
 
 
+@pytest.mark.parametrize("good", [None, 1, 256, np.int64(64)])
+def test_check_tile_size_accepts_none_and_positive_ints(good):
+    assert inference.check_tile_size(good) is good
+
+
+@pytest.mark.parametrize("bad", [0, -8, True, 64.0, "64", np.float32(64)])
+def test_check_tile_size_rejects_everything_else(bad):
+    with pytest.raises(ValueError, match=r"`tile_size` must be a positive int or None; got"):
+        inference.check_tile_size(bad)
+
+
 def test_model_with_wrong_output_is_reported():
     def bad_model(batch, training=False):
         return np.zeros(batch.shape[:3] + (2,), np.float32)
