@@ -88,16 +88,24 @@ def planned_runs(out: Path) -> list[Run]:
         cosine = replace(constant, name="drive_best_recipe_cosine_3000steps_s0",
                          setting=f"{constant.setting}, cosine decay", overrides=constant.overrides + COSINE)
         runs.append(cosine)
-        runs.append(replace(constant, name="drive_best_recipe_rgb_3000steps_s0",
-                            setting=f"{constant.setting}, RGB input", overrides=constant.overrides + RGB))
+        # trained at cc662a8, when RGB input was standardised with the green channel's statistics
+        rgb = replace(constant, name="drive_best_recipe_rgb_3000steps_s0",
+                      setting=f"{constant.setting}, RGB input", overrides=constant.overrides + RGB)
+        runs.append(rgb)
         chosen = best_by_validation([constant, cosine], out)
-        runs += [replace(chosen, name="drive_best_recipe_9000steps_s0", epochs=90,
-                         setting=chosen.setting.replace("3000 steps", "9000 steps"))] if chosen else []
+        runs += [nine_thousand_steps(chosen, "drive_best_recipe_9000steps_s0")] if chosen else []
+        # RGB at 9000 steps (per-channel statistics) if RGB beat green on validation at 3000
+        if best_by_validation([constant, rgb], out) is rgb:
+            runs.append(nine_thousand_steps(rgb, "drive_best_recipe_rgb_9000steps_s0"))
     return runs
 
 
 COSINE = ("train.lr_schedule=cosine",)
-RGB = ("data.channel=rgb",)  # the model's input layer normalises all three channels with the green statistics
+RGB = ("data.channel=rgb",)
+
+
+def nine_thousand_steps(run: Run, name: str) -> Run:
+    return replace(run, name=name, epochs=90, setting=run.setting.replace("3000 steps", "9000 steps"))
 
 
 @dataclass(frozen=True)
@@ -167,8 +175,7 @@ def run_logged(command: list[str], log: Path) -> None:
 
 def prepare(dataset: str, cli: str) -> None:
     out = Path("data") / dataset / "training"
-    if (out / "manifest.json").exists():
-        return
+    # always: prepare keeps complete shards and redoes only what is missing or outdated
     out.parent.mkdir(parents=True, exist_ok=True)
     run_logged([cli, "prepare", "--dataset", dataset, "--root", str(ROOTS[dataset]), "--split", "training",
                 "--out", str(out), "--workers", "2"], out.parent / "prepare.log")

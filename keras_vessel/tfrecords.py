@@ -39,6 +39,9 @@ from keras_vessel.progress import progress
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 DEFAULT_IMAGES_PER_SHARD = 8
+# Per-image sums a shard's sidecar must hold for the manifest's statistics; a shard
+# whose sidecar lacks one (written by an older version) is prepared again.
+SUMMARY_KEYS = frozenset({"fov_pixels", "rgb_sum", "rgb_sq_sum", "grey_sum", "grey_sq_sum"})
 logger = logging.getLogger(__name__)
 
 
@@ -59,8 +62,8 @@ class PreparedImage:
     tube: np.ndarray
 
     def summary(self) -> dict[str, Any]:
-        green = self.image[..., 1][self.fov]
-        grey = cv2.cvtColor(self.image, cv2.COLOR_RGB2GRAY)[self.fov]
+        rgb = self.image[self.fov].astype(np.float64)  # (FOV pixels, 3)
+        grey = cv2.cvtColor(self.image, cv2.COLOR_RGB2GRAY)[self.fov].astype(np.float64)
         return {
             "name": self.name,
             "height": int(self.image.shape[0]),
@@ -70,10 +73,10 @@ class PreparedImage:
             "fov_fraction": float(self.fov.mean()),
             # sums, so the dataset statistics can be pooled exactly over images
             "fov_pixels": int(self.fov.sum()),
-            "green_sum": float(green.astype(np.float64).sum()),
-            "green_sq_sum": float(np.square(green, dtype=np.float64).sum()),
-            "grey_sum": float(grey.astype(np.float64).sum()),
-            "grey_sq_sum": float(np.square(grey, dtype=np.float64).sum()),
+            "rgb_sum": rgb.sum(axis=0).tolist(),
+            "rgb_sq_sum": np.square(rgb).sum(axis=0).tolist(),
+            "grey_sum": float(grey.sum()),
+            "grey_sq_sum": float(np.square(grey).sum()),
         }
 
 
@@ -208,9 +211,10 @@ def write_dataset(
     todo: list[tuple[int, Any]] = []
     for index, (group, path) in enumerate(zip(groups, paths)):
         sidecar = _sidecar(path)
-        if path.exists() and sidecar.exists():
-            summaries[index] = json.loads(sidecar.read_text())["images"]
-        else:
+        images = json.loads(sidecar.read_text())["images"] if path.exists() and sidecar.exists() else None
+        if images is not None and all(SUMMARY_KEYS <= image.keys() for image in images):
+            summaries[index] = images
+        else:  # missing, or prepared by a version that did not record every statistic
             todo.extend((index, spec) for spec in group)
     manifest_path = out_dir / MANIFEST
     if summaries and manifest_path.is_file():
@@ -285,13 +289,13 @@ def _prepare_or_explain(spec: Any, reference: str) -> PreparedImage:
 def _manifest(images: list[dict[str, Any]], *, dataset: str, split: str, shards: list[Path]) -> dict[str, Any]:
     pixels = sum(image["fov_pixels"] for image in images)
 
-    def mean_std(prefix: str) -> tuple[float, float]:
-        total = sum(image[f"{prefix}_sum"] for image in images)
-        squares = sum(image[f"{prefix}_sq_sum"] for image in images)
+    def mean_std(prefix: str) -> tuple[np.ndarray, np.ndarray]:
+        total = np.sum([image[f"{prefix}_sum"] for image in images], axis=0)
+        squares = np.sum([image[f"{prefix}_sq_sum"] for image in images], axis=0)
         mean = total / max(pixels, 1)
-        return mean, float(np.sqrt(max(squares / max(pixels, 1) - mean * mean, 1e-12)))
+        return mean, np.sqrt(np.maximum(squares / max(pixels, 1) - mean * mean, 1e-12))
 
-    green_mean, green_std = mean_std("green")
+    rgb_mean, rgb_std = mean_std("rgb")
     grey_mean, grey_std = mean_std("grey")
     return {
         "schema_version": SCHEMA_VERSION,
@@ -304,10 +308,12 @@ def _manifest(images: list[dict[str, Any]], *, dataset: str, split: str, shards:
         ],
         # intensity statistics inside the FOV, on 0-255, for the model's normalisation layer
         "statistics": {
-            "green_mean": green_mean,
-            "green_std": green_std,
-            "grey_mean": grey_mean,
-            "grey_std": grey_std,
+            "green_mean": float(rgb_mean[1]),
+            "green_std": float(rgb_std[1]),
+            "grey_mean": float(grey_mean),
+            "grey_std": float(grey_std),
+            "rgb_mean": rgb_mean.tolist(),
+            "rgb_std": rgb_std.tolist(),
         },
         "created_with": {"python": platform.python_version(), "numpy": np.__version__},
     }

@@ -119,8 +119,13 @@ def _normalisation(config: RunConfig, manifest: dict[str, Any]) -> dict[str, Any
     if config.data.normalisation == "paper":
         return {"channel": channel, "mean": PAPER_MEAN, "scale": 1.0}
     stats = manifest["statistics"]
-    key = "grey" if channel == "grey" else "green"
-    return {"channel": channel, "mean": stats[f"{key}_mean"], "scale": stats[f"{key}_std"]}
+    if f"{channel}_mean" not in stats:
+        raise ConfigError(
+            f"data.channel={channel} needs per-channel statistics that {config.data.train_records} does not have "
+            "(prepared by an older keras-vessel); run the same `keras-vessel prepare` command again: "
+            "it redoes only what is missing"
+        )
+    return {"channel": channel, "mean": stats[f"{channel}_mean"], "scale": stats[f"{channel}_std"]}
 
 
 def build_training_model(config: RunConfig, manifest: dict[str, Any]) -> keras.Model:

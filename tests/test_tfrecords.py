@@ -48,6 +48,10 @@ def test_manifest_describes_the_images(specs, prepared):
     green = np.concatenate([s.image[..., 1][s.fov] for s in samples]).astype(np.float64)
     assert manifest["statistics"]["green_mean"] == pytest.approx(green.mean())
     assert manifest["statistics"]["green_std"] == pytest.approx(green.std(), rel=1e-6)
+    rgb = np.concatenate([s.image[s.fov] for s in samples]).astype(np.float64)
+    np.testing.assert_allclose(manifest["statistics"]["rgb_mean"], rgb.mean(axis=0), rtol=1e-9)
+    np.testing.assert_allclose(manifest["statistics"]["rgb_std"], rgb.std(axis=0), rtol=1e-6)
+    assert manifest["statistics"]["rgb_mean"][1] == manifest["statistics"]["green_mean"]
     for image, sample in zip(manifest["images"], samples):
         ids = build_id_mask(sample.label & sample.fov, sample.fov)
         assert image["segments"] == np.abs(ids).max()
@@ -75,6 +79,25 @@ def test_rerun_skips_complete_shards_and_redoes_missing_ones(specs, tmp_path):
     assert shards[0].stat().st_mtime_ns == first_mtime
     assert shards[1].exists()
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_rerun_redoes_shards_whose_sidecar_lacks_a_statistic(specs, tmp_path):
+    """Records prepared before per-channel sums existed gain them by running prepare again."""
+    write_dataset(specs, tmp_path, dataset="synthetic", split="training", images_per_shard=2, show_progress=False)
+    expected = read_manifest(tmp_path)["statistics"]
+    shards = sorted(tmp_path.glob("*.tfrecord.gz"))
+    second_mtime = shards[1].stat().st_mtime_ns
+    sidecar = shards[0].with_name(shards[0].name + ".json")
+    old = json.loads(sidecar.read_text())
+    for image in old["images"]:
+        del image["rgb_sum"], image["rgb_sq_sum"]
+    sidecar.write_text(json.dumps(old))
+
+    manifest = write_dataset(specs, tmp_path, dataset="synthetic", split="training", images_per_shard=2,
+                             show_progress=False)
+    assert manifest["statistics"] == expected
+    assert shards[1].stat().st_mtime_ns == second_mtime
+    assert all("rgb_sum" in image for image in json.loads(sidecar.read_text())["images"])
 
 
 def test_failures_name_the_image_and_leave_no_finished_looking_file(tmp_path):

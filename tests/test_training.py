@@ -12,12 +12,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
 
 from keras_vessel.config import ConfigError, DataConfig, LossConfig, ModelConfig, RunConfig, TrainConfig, load_config
-from keras_vessel.training import TrainingError, _make_steps, train
+from keras_vessel.training import TrainingError, _make_steps, build_training_model, train
 
 PYTHON = sys.executable
 CLI = str(Path(sys.executable).with_name("keras-vessel"))
@@ -121,6 +122,35 @@ def test_bad_configs_fail_before_training(records, tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
         train(config, tmp_path / "run", verbose=0)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("channel", ["green", "grey", "rgb"])
+def test_input_standardisation_uses_the_records_statistics_of_the_channel(records, channel):
+    from keras_vessel.models.layers import Standardize
+    from keras_vessel.tfrecords import read_manifest
+
+    config = small_config(records)
+    config = replace(config, data=replace(config.data, channel=channel))
+    stats = read_manifest(records)["statistics"]
+    model = build_training_model(config, read_manifest(records))
+    (layer,) = [layer for layer in model.layers if isinstance(layer, Standardize)]
+    assert layer.channel == channel
+    np.testing.assert_allclose(layer.mean, stats[f"{channel}_mean"])
+    np.testing.assert_allclose(layer.scale, stats[f"{channel}_std"])
+    if channel == "rgb":  # three different colour channels, not green three times
+        assert len(set(layer.mean)) == 3
+
+
+def test_rgb_on_records_without_per_channel_statistics_asks_to_prepare_again(records):
+    from keras_vessel.tfrecords import read_manifest
+
+    config = small_config(records)
+    config = replace(config, data=replace(config.data, channel="rgb"))
+    manifest = read_manifest(records)
+    old = {**manifest, "statistics": {k: v for k, v in manifest["statistics"].items() if not k.startswith("rgb")}}
+    with pytest.raises(ConfigError, match="data.channel=rgb needs per-channel statistics .* run the same "
+                                          "`keras-vessel prepare` command again"):
+        build_training_model(config, old)
 
 
 def test_multi_worker_without_tf_config_says_what_to_set(records, tmp_path, monkeypatch):
