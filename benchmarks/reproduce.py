@@ -74,16 +74,16 @@ def planned_runs(out: Path) -> list[Run]:
     recipes = recipe_runs()
     runs += recipes[1:]
     # joint vs the best recipe at the longer budget, seed by seed (seed 0 of both ran first)
+    longer = [longer_run(recipes, out, seed) for seed in (0, 1, 2)]
     for seed in (0, 1, 2):
-        longer = longer_run(recipes, out, seed)
-        runs += [longer] if longer else []
+        runs += [longer[seed]] if longer[seed] else []
         runs.append(Run(f"drive_joint_3000steps_s{seed}", "configs/drive_compact_joint.yaml", "drive", seed,
                         "joint, 3000 steps", epochs=30))
     # the best validation AUC of the 1000-step ablation in every seed (issue 7), at the longer budget
     runs.append(Run("drive_joint_skelrecall_3000steps_s0", "configs/drive_compact_joint_skelrecall.yaml", "drive", 0,
                     "joint+skelrecall, 3000 steps", epochs=30))
     # a cosine learning-rate decay and RGB input at 3000 steps; 9000 steps with the schedule of better validation AUC
-    constant = longer_run(recipes, out, 0)
+    constant = longer[0]
     if constant:
         cosine = replace(constant, name="drive_best_recipe_cosine_3000steps_s0",
                          setting=f"{constant.setting}, cosine decay", overrides=constant.overrides + COSINE)
