@@ -89,19 +89,25 @@ def planned_runs(out: Path) -> list[Run]:
                          setting=f"{constant.setting}, cosine decay", overrides=constant.overrides + COSINE)
         runs.append(cosine)
         # trained at cc662a8, when RGB input was standardised with the green channel's statistics
-        rgb = replace(constant, name="drive_best_recipe_rgb_3000steps_s0",
-                      setting=f"{constant.setting}, RGB input", overrides=constant.overrides + RGB)
-        runs.append(rgb)
+        rgb_green_stats = rgb_input(constant, name="drive_best_recipe_rgb_3000steps_s0", note=" (green statistics)")
+        runs.append(rgb_green_stats)
         chosen = best_by_validation([constant, cosine], out)
         runs += [nine_thousand_steps(chosen, "drive_best_recipe_9000steps_s0")] if chosen else []
-        # RGB at 9000 steps (per-channel statistics) if RGB beat green on validation at 3000
-        if best_by_validation([constant, rgb], out) is rgb:
-            runs.append(nine_thousand_steps(rgb, "drive_best_recipe_rgb_9000steps_s0"))
+        # RGB (per-channel statistics) at 9000 steps, and over more seeds against green runs of the same seed,
+        # because RGB beat green on validation at 3000 steps
+        if best_by_validation([constant, rgb_green_stats], out) is rgb_green_stats:
+            runs.append(nine_thousand_steps(rgb_input(constant), "drive_best_recipe_rgb_9000steps_s0"))
+            runs += [rgb_input(run) for run in longer[1:] if run]
     return runs
 
 
 COSINE = ("train.lr_schedule=cosine",)
 RGB = ("data.channel=rgb",)
+
+
+def rgb_input(run: Run, name: str = "", note: str = "") -> Run:
+    name = name or run.name.replace("best_recipe_", "best_recipe_rgb_")
+    return replace(run, name=name, setting=f"{run.setting}, RGB input{note}", overrides=run.overrides + RGB)
 
 
 def nine_thousand_steps(run: Run, name: str) -> Run:
