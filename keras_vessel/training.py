@@ -123,7 +123,7 @@ def _normalisation(config: RunConfig, manifest: dict[str, Any]) -> dict[str, Any
         raise ConfigError(
             f"data.channel={channel} needs per-channel statistics that {config.data.train_records} does not have "
             "(prepared by an older keras-vessel); run the same `keras-vessel prepare` command again: "
-            "it redoes only what is missing"
+            "it re-prepares the shards recorded without them"
         )
     return {"channel": channel, "mean": stats[f"{channel}_mean"], "scale": stats[f"{channel}_std"]}
 
@@ -174,6 +174,7 @@ def _check_config(config: RunConfig) -> dict[str, Any]:
             raise ConfigError(f"{key} must be at least 1, got {value}")
     if train.learning_rate <= 0:
         raise ConfigError(f"train.learning_rate must be positive, got {train.learning_rate}")
+    _normalisation(config, manifest)  # statistics the records lack fail here, before the run folder exists
     return manifest
 
 

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -141,16 +142,18 @@ def test_input_standardisation_uses_the_records_statistics_of_the_channel(record
         assert len(set(layer.mean)) == 3
 
 
-def test_rgb_on_records_without_per_channel_statistics_asks_to_prepare_again(records):
-    from keras_vessel.tfrecords import read_manifest
-
-    config = small_config(records)
+def test_rgb_on_records_without_per_channel_statistics_asks_to_prepare_again(records, tmp_path):
+    old_records = tmp_path / "records"
+    shutil.copytree(records, old_records)
+    manifest = json.loads((old_records / "manifest.json").read_text())
+    manifest["statistics"] = {k: v for k, v in manifest["statistics"].items() if not k.startswith("rgb")}
+    (old_records / "manifest.json").write_text(json.dumps(manifest))  # as an older prepare wrote it
+    config = small_config(old_records)
     config = replace(config, data=replace(config.data, channel="rgb"))
-    manifest = read_manifest(records)
-    old = {**manifest, "statistics": {k: v for k, v in manifest["statistics"].items() if not k.startswith("rgb")}}
     with pytest.raises(ConfigError, match="data.channel=rgb needs per-channel statistics .* run the same "
                                           "`keras-vessel prepare` command again"):
-        build_training_model(config, old)
+        train(config, tmp_path / "run", verbose=0)
+    assert not (tmp_path / "run").exists()
 
 
 def test_multi_worker_without_tf_config_says_what_to_set(records, tmp_path, monkeypatch):
