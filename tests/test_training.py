@@ -132,8 +132,9 @@ def test_input_standardisation_uses_the_records_statistics_of_the_channel(record
 
     config = small_config(records)
     config = replace(config, data=replace(config.data, channel=channel))
-    stats = read_manifest(records)["statistics"]
-    model = build_training_model(config, read_manifest(records))
+    manifest = read_manifest(records)
+    stats = manifest["statistics"]
+    model = build_training_model(config, manifest)
     (layer,) = [layer for layer in model.layers if isinstance(layer, Standardize)]
     assert layer.channel == channel
     np.testing.assert_allclose(layer.mean, stats[f"{channel}_mean"])
