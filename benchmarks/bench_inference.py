@@ -5,6 +5,9 @@ Targets: <= 0.3 s per DRIVE test image (565x584) with the compact U-Net
 (3504x2336) within 4 GB. The model is built, saved to a temporary `.keras`
 file and loaded with `load_inference_model` (weights are untrained: the cost
 does not depend on them), then warmed up on one image before timing.
+`--model` times a saved model instead (the shipped one:
+`--model saved_models/drive_unet/model.keras`), `--tta d4` the 8-view
+test-time augmentation.
 
 Peak memory is `resource.getrusage(RUSAGE_SELF).ru_maxrss` of a fresh
 subprocess per case (this script re-run with `--child CASE`), so one case's
@@ -16,6 +19,7 @@ image through in one piece to show what tiling saves (it peaked at 12 GB
 here, so it is not run by default on this shared machine).
 
     .venv/bin/python benchmarks/bench_inference.py [--images 20] [--repeats 1] [--cases drive hrf_tiled [hrf_whole]]
+        [--model PATH.keras] [--tta d4]
 
 Prints a summary and writes benchmarks/results/inference.json.
 """
@@ -44,12 +48,14 @@ CASES = ("drive", "hrf_tiled", "hrf_whole")
 
 
 def load_model(args: argparse.Namespace, folder: Path):
-    """Build the compact U-Net, save it, and load it back as the inference model."""
+    """`--model`, or the compact U-Net built, saved and loaded back, as the inference model."""
     import keras
 
     from keras_vessel.inference import load_inference_model
     from keras_vessel.models import build_model
 
+    if args.model:
+        return load_inference_model(args.model, heads="mean")
     keras.utils.set_random_seed(0)
     path = folder / "compact_unet.keras"
     build_model("unet", base_filters=args.base_filters, depth=args.depth).save(path)
@@ -72,14 +78,14 @@ def time_drive(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as temp:
         model = load_model(args, Path(temp))
     started = time.perf_counter()
-    predict_probability(model, samples[0].image, fov=samples[0].fov)  # warm-up
+    predict_probability(model, samples[0].image, fov=samples[0].fov, tta=args.tta)  # warm-up
     warmup = time.perf_counter() - started
     seconds: list[float] = []
     cpu_seconds: list[float] = []
     for _ in range(args.repeats):
         for sample in samples:
             started, cpu = time.perf_counter(), time.process_time()
-            predict_probability(model, sample.image, fov=sample.fov)
+            predict_probability(model, sample.image, fov=sample.fov, tta=args.tta)
             seconds.append(time.perf_counter() - started)
             cpu_seconds.append(time.process_time() - cpu)
     return {
@@ -121,7 +127,7 @@ def child(case: str, args: argparse.Namespace) -> dict:
     options = {"max_whole_pixels": 10**9} if case == "hrf_whole" else {}
     rss_loaded = current_rss_kib()
     started = time.perf_counter()
-    probability = predict_probability(model, sample.image, fov=sample.fov, **options)
+    probability = predict_probability(model, sample.image, fov=sample.fov, tta=args.tta, **options)
     seconds = time.perf_counter() - started
     assert probability.shape == sample.image.shape[:2] and np.isfinite(probability).all()
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
@@ -136,7 +142,8 @@ def child(case: str, args: argparse.Namespace) -> dict:
 
 def measure_memory(case: str, args: argparse.Namespace) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--child", case,
-               "--base-filters", str(args.base_filters), "--depth", str(args.depth)]
+               "--base-filters", str(args.base_filters), "--depth", str(args.depth), "--tta", args.tta]
+    command += ["--model", str(args.model)] if args.model else []
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         return {"case": case, "error": f"exit {done.returncode}: {done.stderr.strip()[-2000:]}"}
@@ -153,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1, help="passes over the images")
     parser.add_argument("--base-filters", type=int, default=12, help="U-Net filters at full resolution")
     parser.add_argument("--depth", type=int, default=4, help="U-Net poolings")
+    parser.add_argument("--model", type=Path, help="time this .keras file instead of an untrained compact U-Net")
+    parser.add_argument("--tta", choices=("none", "d4"), default="none", help="test-time augmentation")
     parser.add_argument("--cases", nargs="*", choices=CASES, default=["drive", "hrf_tiled"],
                         help="peak-memory cases, each in its own subprocess (hrf_whole peaks near "
                              "12 GB: opt in only on a machine with room)")
@@ -164,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     record = begin("inference.predict_probability", args)
-    results: dict = {"model": f"unet base_filters={args.base_filters} depth={args.depth}, heads mean"}
+    network = str(args.model) if args.model else f"unet base_filters={args.base_filters} depth={args.depth}"
+    results: dict = {"model": f"{network}, heads mean, tta {args.tta}"}
     results["drive_time"] = time_drive(args)
     d = results["drive_time"]
     print(f"DRIVE test {tuple(d['image_shape'])}: median {d['seconds_median']:.3f} s per image "
