@@ -155,13 +155,15 @@ def measure_memory(case: str, args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from keras_vessel.inference import TTA_MODES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20, help="DRIVE test images timed")
     parser.add_argument("--repeats", type=int, default=1, help="passes over the images")
     parser.add_argument("--base-filters", type=int, default=12, help="U-Net filters at full resolution")
     parser.add_argument("--depth", type=int, default=4, help="U-Net poolings")
     parser.add_argument("--model", type=Path, help="time this .keras file instead of an untrained compact U-Net")
-    parser.add_argument("--tta", choices=("none", "d4"), default="none", help="test-time augmentation")
+    parser.add_argument("--tta", choices=list(TTA_MODES), default="none", help="test-time augmentation")
     parser.add_argument("--cases", nargs="*", choices=CASES, default=["drive", "hrf_tiled"],
                         help="peak-memory cases, each in its own subprocess (hrf_whole peaks near "
                              "12 GB: opt in only on a machine with room)")
