@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -53,6 +54,7 @@ class Run:
     overrides: tuple[str, ...] = ()  # extra `--set key=value` on top of the config
     epochs: int | None = None  # None: the script's --epochs
     reference: str = "authors"  # `prepare --reference`: the segments' reference skeletons
+    continues: str = ""  # a finished run whose epochs this one continues (see `start_from`)
 
     def train_arguments(self, default_epochs: int) -> list[str]:
         sets = [f"train.seed={self.seed}", f"train.epochs={self.epochs or default_epochs}",
@@ -107,6 +109,8 @@ def planned_runs(out: Path) -> list[Run]:
             runs += [rgb_input(run) for run in longer[1:] if run]
             # the shipped model met the aim with one seed; does a second seed at 9000 steps?
             runs += [nine_thousand_steps(rgb_input(longer[1]), "drive_best_recipe_rgb_9000steps_s1")] if longer[1] else []
+            # both 9000-step RGB runs had their lowest validation loss in their last two epochs: go on to 15000
+            runs += [continued(run, 150) for run in runs if run.name.startswith("drive_best_recipe_rgb_9000steps_")]
     return runs
 
 
@@ -121,6 +125,14 @@ def rgb_input(run: Run, name: str = "", note: str = "") -> Run:
 
 def nine_thousand_steps(run: Run, name: str) -> Run:
     return replace(run, name=name, epochs=90, setting=run.setting.replace("3000 steps", "9000 steps"))
+
+
+def continued(run: Run, epochs: int) -> Run:
+    """`run` trained on to `epochs`, resuming from a copy of its finished folder (it is left as it is)."""
+    steps = f"{epochs * 100} steps"
+    return replace(run, name=run.name.replace(f"{run.epochs * 100}steps", steps.replace(" ", "")), epochs=epochs,
+                   setting=run.setting.replace(f"{run.epochs * 100} steps", f"{steps} (continues {run.name})"),
+                   continues=run.name)
 
 
 @dataclass(frozen=True)
@@ -206,11 +218,36 @@ def train_and_evaluate(run: Run, out: Path, epochs: int, cli: str, tta: str) -> 
     cpu_path = folder / "train_cpu.json"
     prepare(run.dataset, cli, run.reference)
     if not cpu_path.exists():
+        start_from(run, out)
         cpu_before, started = children_cpu_seconds(), time.perf_counter()
         run_logged([cli, "train", *run.train_arguments(epochs), "--output", str(folder), "--quiet"], log)
-        cpu_path.write_text(json.dumps({"cpu_seconds": children_cpu_seconds() - cpu_before,
-                                        "wall_seconds": time.perf_counter() - started}))
+        cost = {"cpu_seconds": children_cpu_seconds() - cpu_before, "wall_seconds": time.perf_counter() - started}
+        if run.continues:  # the whole training's cost: the continued run's, then this one's
+            earlier = json.loads((out / run.continues / "train_cpu.json").read_text())
+            cost = {**{key: earlier[key] + cost[key] for key in cost}, "continued": cost}
+        cpu_path.write_text(json.dumps(cost))
     evaluate_all(run.dataset, folder, validation_images(folder), cli, tta, log)
+
+
+def start_from(run: Run, out: Path) -> None:
+    """Copy what `train` resumes from (checkpoints, history, best model so far) out of the run it continues.
+
+    With a constant learning rate this is one longer training of the same seed,
+    except that the resumed patch stream is drawn afresh (`training.train`).
+    """
+    folder, earlier = out / run.name, out / run.continues
+    if not run.continues or folder.exists():
+        return
+    if not (earlier / "train_cpu.json").exists():
+        raise SystemExit(f"{run.name} continues {run.continues}, which has not finished: run it first")
+    temp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(temp, ignore_errors=True)
+    temp.mkdir()
+    for name in ("checkpoints", "logs"):
+        shutil.copytree(earlier / name, temp / name)
+    for name in ("history.csv", "model.keras"):
+        shutil.copy2(earlier / name, temp / name)
+    temp.rename(folder)
 
 
 def ensemble_and_evaluate(ensemble: Ensemble, out: Path, cli: str, tta: str) -> bool:
