@@ -129,10 +129,9 @@ def nine_thousand_steps(run: Run, name: str) -> Run:
 
 def continued(run: Run, epochs: int) -> Run:
     """`run` trained on to `epochs`, resuming from a copy of its finished folder (it is left as it is)."""
-    steps = f"{epochs * 100} steps"
-    return replace(run, name=run.name.replace(f"{run.epochs * 100}steps", steps.replace(" ", "")), epochs=epochs,
-                   setting=run.setting.replace(f"{run.epochs * 100} steps", f"{steps} (continues {run.name})"),
-                   continues=run.name)
+    before, after = f"{run.epochs * 100} steps", f"{epochs * 100} steps"
+    return replace(run, name=run.name.replace(before.replace(" ", ""), after.replace(" ", "")), epochs=epochs,
+                   setting=run.setting.replace(before, f"{after} (continuing {before})"), continues=run.name)
 
 
 @dataclass(frozen=True)
