@@ -88,9 +88,10 @@ def planned_runs(out: Path) -> list[Run]:
     runs.append(Run("drive_joint_skelrecall_3000steps_s0", "configs/drive_compact_joint_skelrecall.yaml", "drive", 0,
                     "joint+skelrecall, 3000 steps", epochs=30))
     # the joint loss with every segment's whole skeleton as its reference (METHOD_NOTES: the authors' painting
-    # order shortens the references, so even a perfect prediction is up-weighted about 1.4x), paired with seed 0
-    runs.append(Run("drive_joint_complete_3000steps_s0", "configs/drive_compact_joint.yaml", "drive", 0,
-                    "joint, complete reference skeletons, 3000 steps", epochs=30, reference="complete"))
+    # order shortens the references, so even a perfect prediction is up-weighted about 1.4x), paired by seed
+    for seed in (0, 1, 2):
+        runs.append(Run(f"drive_joint_complete_3000steps_s{seed}", "configs/drive_compact_joint.yaml", "drive", seed,
+                        "joint, complete reference skeletons, 3000 steps", epochs=30, reference="complete"))
     # a cosine learning-rate decay and RGB input at 3000 steps; 9000 steps with the schedule of better validation AUC
     constant = longer[0]
     if constant:
