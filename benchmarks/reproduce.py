@@ -7,7 +7,8 @@ epoch on the validation images held out from the training split), then
 scores on the run's own validation images (`eval_validation/`: the only
 scores used to choose between recipes; the test split never is). A finished
 step is skipped, so re-running the script after an interruption continues
-where it stopped. CPU minutes are the children's
+where it stopped; a run that continues another (`Run.continues`) starts as a
+copy of that run's finished folder and resumes after its last epoch. CPU minutes are the children's
 `getrusage` user+system time of the train command (training and the threshold
 choice); each run's `run.json` holds its seed, config, versions and revision.
 
@@ -111,6 +112,7 @@ def planned_runs(out: Path) -> list[Run]:
             # the shipped model met the aim with one seed; does a second seed at 9000 steps?
             runs += [nine_thousand_steps(rgb_input(longer[1]), "drive_best_recipe_rgb_9000steps_s1")] if longer[1] else []
             # both 9000-step RGB runs had their lowest validation loss in their last two epochs: go on to 15000
+            # (seed 0 showed that was noise, docs/RESULTS.md 1g, so seed 1 stays planned)
             runs += [continued(run, 150) for run in runs if run.name.startswith("drive_best_recipe_rgb_9000steps_")]
     return runs
 
@@ -334,6 +336,7 @@ def finished_row(run: Run, out: Path, epochs: int) -> dict | None:
         "name": run.name, "setting": run.setting, "dataset": run.dataset, "seed": run.seed, "config": run.config,
         "command": " ".join(["keras-vessel train", *run.train_arguments(epochs), "--output", str(folder)]),
         "git_revision": json.loads((folder / "run.json").read_text()).get("git_revision"),
+        **({"continues": run.continues} if run.continues else {}),  # its folder started as a copy of that run's
         **scored,
     }
 
