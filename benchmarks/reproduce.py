@@ -8,9 +8,10 @@ scores on the run's own validation images (`eval_validation/`: the only
 scores used to choose between recipes; the test split never is). A finished
 step is skipped, so re-running the script after an interruption continues
 where it stopped; a run that continues another (`Run.continues`) starts as a
-copy of that run's finished folder and resumes after its last epoch. CPU minutes are the children's
-`getrusage` user+system time of the train command (training and the threshold
-choice); each run's `run.json` holds its seed, config, versions and revision.
+copy of that run's finished folder and resumes after its last epoch. CPU
+minutes are the children's `getrusage` user+system time of the train command
+(training and the threshold choice); each run's `run.json` holds its seed,
+config, versions and revision.
 
     .venv/bin/python benchmarks/reproduce.py --out runs/reproduce [--only drive_pixel_s0 ...] [--epochs 10] [--tta d4]
 
