@@ -369,12 +369,14 @@ def report(row: dict) -> None:
 
 
 def main() -> None:
+    from keras_vessel.inference import TTA_MODES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="folder of the run folders")
     parser.add_argument("--epochs", type=int, default=10, help="epochs of 100 steps per run")
     parser.add_argument("--only", nargs="*", help="run names to do (default: all, in plan order)")
     parser.add_argument("--cli", default="keras-vessel", help="the keras-vessel executable")
-    parser.add_argument("--tta", choices=["none", "flip", "d4"], default="none",
+    parser.add_argument("--tta", choices=list(TTA_MODES), default="none",
                         help="also evaluate the test split with this test-time augmentation")
     add_output_argument(parser, "reproduce")
     args = parser.parse_args()
