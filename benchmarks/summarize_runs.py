@@ -99,7 +99,8 @@ def main() -> None:
     print(table(groups, ABLATION, {"drive"}, losses, costs), "\n")
     variants = sorted({setting for _, setting in groups if ", " in setting})  # the issue-6 recipes
     print(table(groups, RECIPE, {"drive"}, ["pixel", *(v for v in variants if "steps" not in v)], seed=0), "\n")
-    print(table(groups, LONGER, {"drive"}, [v for v in variants if "steps" in v]))
+    print(table(groups, LONGER, {"drive"}, [v for v in variants if "steps" in v]), "\n")
+    print(table(groups, LONGER, {"chase_db1"}))
 
 
 if __name__ == "__main__":
