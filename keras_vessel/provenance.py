@@ -25,14 +25,29 @@ def git_revision() -> str | None:
     return revision + ("-dirty" if dirty else "")
 
 
-def _processor() -> str:
+# the CPU features TensorFlow's speed depends on most here (bf16 and AMX make mixed precision pay off);
+# this workplace's machines differ in them from one session to the next
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def _cpuinfo_field(name: str) -> str | None:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.split(":", 1)[0].strip() == name:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def _processor() -> str:
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
+
+
+def cpu_speed_flags() -> list[str] | None:
+    """Which of `SPEED_FLAGS` the CPU has; None where /proc/cpuinfo does not say."""
+    flags = _cpuinfo_field("flags")
+    return None if flags is None else [flag for flag in SPEED_FLAGS if flag in flags.split()]
 
 
 def load_average() -> list[float] | None:
@@ -40,8 +55,8 @@ def load_average() -> list[float] | None:
 
 
 def machine_info() -> dict[str, Any]:
-    return {"platform": platform.platform(), "processor": _processor(), "cpu_count": os.cpu_count(),
-            "load_average": load_average()}
+    return {"platform": platform.platform(), "processor": _processor(), "cpu_flags": cpu_speed_flags(),
+            "cpu_count": os.cpu_count(), "load_average": load_average()}
 
 
 def package_versions() -> dict[str, str]:
