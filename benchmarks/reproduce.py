@@ -44,6 +44,7 @@ from _common import add_output_argument, begin, finish  # noqa: E402
 
 SHARED = Path(os.environ.get("KERAS_VESSEL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 ROOTS = {"drive": SHARED / "DRIVE", "chase_db1": SHARED / "CHASE_DB1"}
+RECORDED = Path(__file__).resolve().parent / "results" / "reproduce.json"  # the committed results
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,14 @@ def planned_runs(out: Path) -> list[Run]:
             # both 9000-step RGB runs had their lowest validation loss in their last two epochs: go on to 15000
             # (seed 0 showed that was noise, docs/RESULTS.md 1g, so seed 1 stays planned)
             runs += [continued(run, 150) for run in runs if run.name.startswith("drive_best_recipe_rgb_9000steps_")]
+            nine_thousand = [run for run in runs if run.name.startswith("drive_best_recipe_rgb_9000steps_")]
+            # a moving average of the weights (the last ~1000 steps) validated and saved instead of the raw
+            # weights: the 2-seed ensemble of these runs passed AUC 0.980 where neither model did, and an
+            # average over time costs nothing at inference; paired by seed with the runs above
+            runs += [weight_average(run) for run in nine_thousand]
+            # the joint loss at the best recipe and budget, paired by seed (so far compared at 3000 steps, green)
+            runs += [replace(run, name=run.name.replace("best_recipe", "joint"), config="configs/drive_compact_joint.yaml",
+                             setting=run.setting.replace("pixel", "joint", 1)) for run in nine_thousand]
     # CHASE_DB1 at DRIVE's longer budget with DRIVE's better input (RGB), pixel-wise vs joint: at 1000 steps
     # both losses were below the paper there, and the joint loss ahead (one seed); seed 1 because seed 0
     # put both above the paper and the joint loss ahead again; seed 2 because seed 1 did too, by as little
@@ -128,6 +137,14 @@ def planned_runs(out: Path) -> list[Run]:
 
 COSINE = ("train.lr_schedule=cosine",)
 RGB = ("data.channel=rgb",)
+
+
+EMA = ("train.ema_momentum=0.999",)
+
+
+def weight_average(run: Run) -> Run:
+    return replace(run, name=run.name.replace("_rgb_", "_rgb_ema_"), setting=f"{run.setting}, weight average 0.999",
+                   overrides=run.overrides + EMA)
 
 
 def rgb_input(run: Run, name: str = "", note: str = "") -> Run:
@@ -196,24 +213,19 @@ def longer_run(recipes: list[Run], out: Path, seed: int, epochs: int = 30) -> Ru
 
 def best_by_validation(runs: list[Run], out: Path) -> Run | None:
     """The run with the best pooled AUC on its validation images; None until every one is scored."""
-    scores = {}
-    for run in runs:
-        path = out / run.name / "eval_validation" / "metrics.json"
-        if not path.exists():
-            return None
-        scores[run.name] = json.loads(path.read_text())["summary"]["AUC_pooled"]
+    scores = {run.name: validation_auc(run, out) for run in runs}
+    if None in scores.values():
+        return None
     return max(runs, key=lambda run: scores[run.name])
 
 
-def children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def run_logged(command: list[str], log: Path) -> None:
-    print("$", " ".join(command), flush=True)
-    with open(log, "a") as stream:
-        subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT, check=True)
+def validation_auc(run: Run, out: Path) -> float | None:
+    """From the run's folder, else from the committed results, so that a fresh clone plans the same runs."""
+    path = out / run.name / "eval_validation" / "metrics.json"
+    if path.exists():
+        return json.loads(path.read_text())["summary"]["AUC_pooled"]
+    row = next((row for row in earlier_rows(RECORDED) if row["name"] == run.name), None)
+    return row["validation"]["AUC_pooled"] if row and row.get("validation") else None
 
 
 def records_folder(dataset: str, reference: str) -> Path:

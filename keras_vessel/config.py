@@ -87,6 +87,7 @@ class TrainConfig:
     lr_schedule: Literal["constant", "step", "cosine"] = "constant"
     lr_decay_epochs: int = 0  # step schedule: multiply by lr_decay_factor every N epochs
     lr_decay_factor: float = 0.1
+    ema_momentum: float = 0.0  # >0: validate and save a moving average of the weights (e.g. 0.999)
     early_stopping_patience: int = 0  # 0 disables early stopping
     seed: int = 0
     deterministic: bool = False

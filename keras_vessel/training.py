@@ -24,6 +24,7 @@ A run folder holds:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -34,6 +35,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -152,11 +154,34 @@ def _optimizer(config: RunConfig) -> keras.optimizers.Optimizer:
     elif train.lr_schedule == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(train.learning_rate, decay_steps=steps * train.epochs)
     decay = train.weight_decay or None
+    ema = {"use_ema": True, "ema_momentum": train.ema_momentum} if train.ema_momentum else {}
     if train.optimizer == "sgd":
-        return keras.optimizers.SGD(rate, momentum=train.momentum, weight_decay=decay)
+        return keras.optimizers.SGD(rate, momentum=train.momentum, weight_decay=decay, **ema)
     if decay:
-        return keras.optimizers.AdamW(rate, weight_decay=decay)
-    return keras.optimizers.Adam(rate)
+        return keras.optimizers.AdamW(rate, weight_decay=decay, **ema)
+    return keras.optimizers.Adam(rate, **ema)
+
+
+@contextlib.contextmanager
+def _averaged_weights(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> Iterator[None]:
+    """Put the optimizer's moving average of the weights in the model for a while (no-op without EMA).
+
+    Validation and the saved model see the average; training continues from
+    the raw weights, so a resumed run is the same run. (Keras keeps the
+    average in `_model_variables_moving_average`, which its own
+    `SwapEMAWeights` callback reads too.)
+    """
+    if not optimizer.use_ema:
+        yield
+        return
+    raw = [keras.ops.convert_to_numpy(variable) for variable in model.trainable_variables]
+    for variable, average in zip(model.trainable_variables, optimizer._model_variables_moving_average):
+        variable.assign(average)
+    try:
+        yield
+    finally:
+        for variable, value in zip(model.trainable_variables, raw):
+            variable.assign(value)
 
 
 def _check_config(config: RunConfig) -> dict[str, Any]:
@@ -174,6 +199,8 @@ def _check_config(config: RunConfig) -> dict[str, Any]:
             raise ConfigError(f"{key} must be at least 1, got {value}")
     if train.learning_rate <= 0:
         raise ConfigError(f"train.learning_rate must be positive, got {train.learning_rate}")
+    if not 0 <= train.ema_momentum < 1:
+        raise ConfigError(f"train.ema_momentum must be in [0, 1) (0 turns the average off), got {train.ema_momentum}")
     _normalisation(config, manifest)  # statistics the records lack fail here, before the run folder exists
     return manifest
 
@@ -313,14 +340,17 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> Tra
         row = {"epoch": epoch + 1, **{k: v / config.train.steps_per_epoch for k, v in totals.items()}}
         row["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
         row["seconds"] = time.monotonic() - started
-        if validation_data is not None:
-            row.update(_validate(eval_step, validation_data))
+        if validation_data is not None and optimizer.use_ema:  # the raw weights' scores, to compare
+            row.update({f"raw_{k}": v for k, v in _validate(eval_step, validation_data).items()})
+        with _averaged_weights(model, optimizer):
+            if validation_data is not None:
+                row.update(_validate(eval_step, validation_data))
+            improved = row.get("val_loss", -math.inf) < best or validation_data is None
+            if improved:
+                best = row.get("val_loss", best)
+                if chief:
+                    save_model_atomic(model, model_path)
         history.append(row)
-        improved = row.get("val_loss", -math.inf) < best or validation_data is None
-        if improved:
-            best = row.get("val_loss", best)
-            if chief:
-                save_model_atomic(model, model_path)
         epoch_var.assign(epoch + 1)
         manager.save(checkpoint_number=epoch + 1)
         if chief:
@@ -338,7 +368,8 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> Tra
 
     if chief and status != "nan":
         if not model_path.exists():
-            save_model_atomic(model, model_path)
+            with _averaged_weights(model, optimizer):
+                save_model_atomic(model, model_path)
         run_info["threshold"] = choose_threshold(model_path, config, verbose=verbose)
     if chief:
         run_info.update(status=status, epochs_completed=len(history),

@@ -31,3 +31,19 @@ def test_earlier_rows_come_from_the_results_file_when_there_is_one(tmp_path):
     assert reproduce.earlier_rows(output) == []
     output.write_text(json.dumps({"benchmark": "reproduce", "results": {"runs": [{"name": "a"}]}}))
     assert reproduce.earlier_rows(output) == [{"name": "a"}]
+
+
+def test_choices_between_runs_read_the_committed_results_when_the_run_folders_are_missing(tmp_path, monkeypatch):
+    reproduce = load_reproduce()
+    recorded = tmp_path / "reproduce.json"
+    recorded.write_text(json.dumps({"results": {"runs": [
+        {"name": "a", "validation": {"AUC_pooled": 0.97}}, {"name": "b", "validation": {"AUC_pooled": 0.98}}]}}))
+    monkeypatch.setattr(reproduce, "RECORDED", recorded)
+    a, b, c = (reproduce.Run(name, "configs/x.yaml", "drive", 0, name) for name in "abc")
+    out = tmp_path / "runs"
+    assert reproduce.best_by_validation([a, b], out) is b
+    assert reproduce.best_by_validation([a, c], out) is None  # c is in neither place
+    folder = out / "a" / "eval_validation"  # a run folder, where there is one, wins over the record
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"summary": {"AUC_pooled": 0.99}}))
+    assert reproduce.best_by_validation([a, b], out) is a

@@ -19,7 +19,7 @@ import tensorflow as tf
 import yaml
 
 from keras_vessel.config import ConfigError, DataConfig, LossConfig, ModelConfig, RunConfig, TrainConfig, load_config
-from keras_vessel.training import TrainingError, _make_steps, build_training_model, train
+from keras_vessel.training import TrainingError, _averaged_weights, _make_steps, build_training_model, train
 
 PYTHON = sys.executable
 CLI = str(Path(sys.executable).with_name("keras-vessel"))
@@ -113,6 +113,7 @@ def test_training_graph_has_no_python_callbacks(records):
         ({"model": {"options": {"depht": 2}}}, r"model: unknown option\(s\) \['depht'\]"),
         ({"train": {"epochs": 0}}, "train.epochs must be at least 1, got 0"),
         ({"train": {"lr_schedule": "step"}}, "train.lr_decay_epochs must be at least 1"),
+        ({"train": {"ema_momentum": 1.0}}, r"train.ema_momentum must be in \[0, 1\)"),
     ],
 )
 def test_bad_configs_fail_before_training(records, tmp_path, change, message):
@@ -354,3 +355,38 @@ def test_config_class_weights_reach_the_pixel_wise_loss():
     assert (pixel["vessel_weight"], pixel["background_weight"]) == (1.0, 1.0)
     with pytest.raises(ValueError, match="`background_weight` must be >= 0"):
         _build_losses(load_config(None, ["loss.background_weight=-1"]))
+
+
+def test_averaged_weights_are_the_exponential_moving_average_of_the_steps_and_training_keeps_the_raw_ones():
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Dense(1, use_bias=False)(inputs))
+    model.set_weights([np.array([[1.0], [2.0]], dtype="float32")])
+    optimizer = keras.optimizers.SGD(0.1, use_ema=True, ema_momentum=0.75)
+    optimizer.build(model.trainable_variables)
+    weight, average = np.array([[1.0], [2.0]]), None
+    for gradient in ([[1.0], [0.0]], [[0.0], [4.0]], [[-2.0], [1.0]]):
+        optimizer.apply_gradients([(tf.constant(gradient), model.trainable_variables[0])])
+        weight = weight - 0.1 * np.array(gradient)  # the oracle: plain SGD, then the average
+        average = weight if average is None else 0.75 * average + 0.25 * weight
+    with _averaged_weights(model, optimizer):
+        np.testing.assert_allclose(model.get_weights()[0], average, rtol=1e-6)
+    np.testing.assert_allclose(model.get_weights()[0], weight, rtol=1e-6)
+
+
+def test_a_run_with_weight_averaging_validates_and_saves_the_average(records, tmp_path):
+    from keras_vessel.pipeline import get_dataset
+    from keras_vessel.training import _build_losses, _output_names, _validate
+
+    config = small_config(records, ema_momentum=0.9, epochs=3)
+    result = train(config, tmp_path, verbose=0)
+    history = read_history(tmp_path / "history.csv")
+    assert {"val_loss", "raw_val_loss", "val_dice", "raw_val_dice"} <= set(history[0])
+    best = min(history, key=lambda row: float(row["val_loss"]))
+    assert float(best["val_loss"]) != pytest.approx(float(best["raw_val_loss"]), rel=1e-4)
+    # scored again from the saved file, the model is the averaged weights of its best epoch, not the raw ones
+    saved = keras.saving.load_model(result.model_path)
+    _, eval_step = _make_steps(saved, None, _build_losses(config), tf.distribute.get_strategy())
+    validation = get_dataset(str(records), patch_size=32, batch_size=4, outputs=_output_names(config),
+                             names=["synthetic_0003"], training=False, min_fov_fraction=config.data.min_fov_fraction,
+                             augment=config.data.augment, ignore_outside_fov=config.loss.ignore_outside_fov, seed=0)
+    assert _validate(eval_step, validation)["val_loss"] == pytest.approx(float(best["val_loss"]), rel=1e-4)
