@@ -228,6 +228,17 @@ def validation_auc(run: Run, out: Path) -> float | None:
     return row["validation"]["AUC_pooled"] if row and row.get("validation") else None
 
 
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_logged(command: list[str], log: Path) -> None:
+    print("$", " ".join(command), flush=True)
+    with open(log, "a") as stream:
+        subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT, check=True)
+
+
 def records_folder(dataset: str, reference: str) -> Path:
     return Path("data") / dataset / ("training" if reference == "authors" else f"training_{reference}")
 
