@@ -364,10 +364,12 @@ def finished_row(run: Run, out: Path, epochs: int) -> dict | None:
     scored = scores(folder)
     if scored is None:
         return None
+    run_info = json.loads((folder / "run.json").read_text())
     return {
         "name": run.name, "setting": run.setting, "dataset": run.dataset, "seed": run.seed, "config": run.config,
         "command": " ".join(["keras-vessel train", *run.train_arguments(epochs), "--output", str(folder)]),
-        "git_revision": json.loads((folder / "run.json").read_text()).get("git_revision"),
+        "git_revision": run_info.get("git_revision"),
+        "machine": run_info.get("machine"),  # CPU minutes compare only between runs on the same kind of CPU
         **({"continues": run.continues} if run.continues else {}),  # its folder started as a copy of that run's
         **scored,
     }

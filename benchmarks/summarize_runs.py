@@ -78,6 +78,34 @@ def table(groups: dict[tuple[str, str], list[dict]], columns: list[tuple[str, st
     return "\n".join(lines)
 
 
+PAIRED = [("test AUC pooled", "AUC_pooled"), ("test Acc", "Acc"), ("test Se", "Se"), ("test Se thin", "Se_thin"),
+          ("test Se thick", "Se_thick"), ("test clDice", "clDice"), ("validation AUC", "validation.AUC_pooled"),
+          ("test AUC, TTA d4", "tta.d4.AUC_pooled")]  # fmt: skip
+
+
+def paired_table(groups: dict[tuple[str, str], list[dict]], dataset: str, first: str, second: str) -> str:
+    """`second` minus `first`, seed by seed, with a paired t-test over the seeds both have."""
+    from scipy import stats
+
+    by_seed = [{r["seed"]: r for r in groups.get((dataset, setting), [])} for setting in (first, second)]
+    seeds = sorted(set(by_seed[0]) & set(by_seed[1]))
+    lines = [f"{dataset}: {second} minus {first}", "",
+             "| | " + " | ".join(f"seed {seed}" for seed in seeds) + " | mean ± sd | t | p |",
+             "|---|" + "---|" * (len(seeds) + 3)]
+    for label, key in PAIRED:
+        pairs = [(score(by_seed[0][seed], key), score(by_seed[1][seed], key)) for seed in seeds]
+        if not pairs or any(None in pair for pair in pairs):
+            continue
+        differences = [b - a for a, b in pairs]
+        cells = [f"{d:+.4f}" for d in differences]
+        if len(seeds) > 1:
+            test = stats.ttest_rel([b for _, b in pairs], [a for a, _ in pairs])
+            cells += [f"{statistics.fmean(differences):+.4f} ± {statistics.stdev(differences):.4f}",
+                      f"{test.statistic:.2f}", f"{test.pvalue:.3f}"]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", type=Path, default=RESULTS / "reproduce.json")
@@ -100,7 +128,9 @@ def main() -> None:
     variants = sorted({setting for _, setting in groups if ", " in setting})  # the issue-6 recipes
     print(table(groups, RECIPE, {"drive"}, ["pixel", *(v for v in variants if "steps" not in v)], seed=0), "\n")
     print(table(groups, LONGER, {"drive"}, [v for v in variants if "steps" in v]), "\n")
-    print(table(groups, LONGER, {"chase_db1"}))
+    print(table(groups, LONGER, {"chase_db1"}), "\n")
+    print(paired_table(groups, "drive", "pixel, 3000 steps", "joint, 3000 steps"), "\n")
+    print(paired_table(groups, "chase_db1", "pixel, 3000 steps, RGB input", "joint, 3000 steps, RGB input"))
 
 
 if __name__ == "__main__":
