@@ -16,10 +16,10 @@ A run folder holds:
 |---|---|
 | `config.yaml` | the resolved config |
 | `run.json` | seed, package versions, git revision, machine, strategy, status |
-| `history.csv` | one row per finished epoch |
+| `history.csv` | one row per finished epoch (with `train.ema_momentum`, `raw_val_*` scores the raw weights) |
 | `checkpoints/` | model + optimizer + epoch, every epoch (resume point) |
 | `logs/` | TensorBoard scalars |
-| `model.keras` | the best model on validation (the last one without validation) |
+| `model.keras` | the best model on validation (the last one without validation); the weight average with EMA |
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any
 
 import keras
