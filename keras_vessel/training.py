@@ -45,7 +45,7 @@ import tensorflow as tf
 from keras_vessel.config import ConfigError, RunConfig, save_config
 from keras_vessel.io import atomic_path, write_json_atomic, write_text_atomic
 from keras_vessel.pipeline import get_dataset, split_names
-from keras_vessel.provenance import git_revision, machine_info, package_versions
+from keras_vessel.provenance import cpu_speed_flags, git_revision, machine_info, package_versions
 from keras_vessel.tfrecords import PrepareError, read_manifest
 
 logger = logging.getLogger(__name__)
@@ -207,11 +207,8 @@ def _check_config(config: RunConfig) -> dict[str, Any]:
 
 def _warn_if_bfloat16_is_emulated() -> None:
     """bfloat16 without AVX-512-BF16/AMX (or a GPU) is emulated: measured 20x slower than fp32."""
-    if tf.config.list_logical_devices("GPU"):
-        return
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
+    flags = cpu_speed_flags()
+    if tf.config.list_logical_devices("GPU") or flags is None:
         return
     if "avx512_bf16" not in flags and "amx_bf16" not in flags:
         logger.warning(
