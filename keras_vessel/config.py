@@ -41,6 +41,10 @@ class DataConfig:
 
     train_records: str = ""
     validation_images: int = 2  # held out from the training split, never the test split
+    # folds > 0: hold out group `fold` (0-based) of `folds` contiguous groups of the names instead
+    # (k-fold cross-validation over the training images; `validation_images` is then unused)
+    folds: int = 0
+    fold: int = 0
     patch_size: int = 64
     batch_size: int = 8  # global batch, split over replicas
     min_fov_fraction: float = 0.5  # keep a patch only if this much lies in the FOV

@@ -23,9 +23,27 @@ _IMAGE, _CLAHE, _LABEL, _FOV, _TUBE, _ID = slice(0, 3), slice(3, 6), 6, 7, 8, 9
 _PATCHES_PER_VISIT = 32
 
 
-def split_names(records_dir: str | Path, validation_images: int) -> tuple[list[str], list[str]]:
-    """Training and validation image names: the last `validation_images` (by name) are held out."""
+def split_names(records_dir: str | Path, validation_images: int, *, folds: int = 0,
+                fold: int = 0) -> tuple[list[str], list[str]]:
+    """Training and validation image names: the last `validation_images` (by name) are held out.
+
+    With `folds` > 0, group `fold` of the names cut into `folds` contiguous
+    groups (the first ones one longer when they do not divide evenly) is held
+    out instead, so that k runs score every training image once.
+    """
     names = sorted(image["name"] for image in read_manifest(records_dir)["images"])
+    if folds:
+        if not 2 <= folds <= len(names):
+            raise PrepareError(
+                f"data.folds must be 0 (off) or between 2 and {len(names)} for {records_dir} "
+                f"({len(names)} images), got {folds}"
+            )
+        if not 0 <= fold < folds:
+            raise PrepareError(f"data.fold must be between 0 and {folds - 1} (data.folds={folds}), got {fold}")
+        size, longer = divmod(len(names), folds)
+        start = fold * size + min(fold, longer)
+        stop = start + size + (fold < longer)
+        return names[:start] + names[stop:], names[start:stop]
     if validation_images < 0 or validation_images >= len(names):
         raise PrepareError(
             f"data.validation_images must be between 0 and {len(names) - 1} for {records_dir} "

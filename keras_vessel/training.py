@@ -20,6 +20,7 @@ A run folder holds:
 | `checkpoints/` | model + optimizer + epoch, every epoch (resume point) |
 | `logs/` | TensorBoard scalars |
 | `model.keras` | the best model on validation (the last one without validation); the weight average with EMA |
+| `model_raw.keras` | with EMA and validation only: the best raw weights, what the run would ship without EMA |
 """
 
 from __future__ import annotations
@@ -238,7 +239,8 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> Tra
     """
     output_dir = Path(output_dir)
     manifest = _check_config(config)
-    train_names, validation_names = split_names(config.data.train_records, config.data.validation_images)
+    train_names, validation_names = split_names(config.data.train_records, config.data.validation_images,
+                                                 folds=config.data.folds, fold=config.data.fold)
 
     strategy = make_strategy(config.train.strategy, cpu_devices=config.train.cpu_devices)
     keras.utils.set_random_seed(config.train.seed)
@@ -312,6 +314,7 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> Tra
 
     writer = tf.summary.create_file_writer(str(output_dir / "logs")) if chief else None
     best = min((row["val_loss"] for row in history if "val_loss" in row), default=math.inf)
+    best_raw = min((row["raw_val_loss"] for row in history if "raw_val_loss" in row), default=math.inf)
     status = "completed"
     iterator = iter(train_data)
     model_path = output_dir / "model.keras"
@@ -339,6 +342,10 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> Tra
         row["seconds"] = time.monotonic() - started
         if validation_data is not None and optimizer.use_ema:  # the raw weights' scores, to compare
             row.update({f"raw_{k}": v for k, v in _validate(eval_step, validation_data).items()})
+            if row["raw_val_loss"] < best_raw:
+                best_raw = row["raw_val_loss"]
+                if chief:
+                    save_model_atomic(model, output_dir / "model_raw.keras")
         with _averaged_weights(model, optimizer):
             if validation_data is not None:
                 row.update(_validate(eval_step, validation_data))

@@ -88,6 +88,19 @@ def test_validation_grid_is_finite_and_covers_the_held_out_images(records):
     assert 1 <= count <= 16  # a 128x128 image holds 16 patches of 32x32, those half in the FOV kept
 
 
+@pytest.mark.parametrize("folds", [2, 3, 4])
+def test_folds_hold_out_what_scikit_learn_kfold_holds_out_and_every_image_once(records, folds):
+    from sklearn.model_selection import KFold
+
+    names = sorted(split_names(records, 0)[0])
+    held_out_once = []
+    for fold, (train_index, test_index) in enumerate(KFold(n_splits=folds).split(names)):
+        train, held_out = split_names(records, 2, folds=folds, fold=fold)
+        assert train == [names[i] for i in train_index] and held_out == [names[i] for i in test_index]
+        held_out_once += held_out
+    assert sorted(held_out_once) == names
+
+
 def test_pixel_only_outputs_and_keeping_pixels_outside_the_fov(records):
     dataset = get_dataset(records, patch_size=32, batch_size=2, outputs=("pixel",), ignore_outside_fov=False)
     (_, targets), = take(dataset, 1)
@@ -108,3 +121,7 @@ def test_bad_arguments(records):
         get_dataset(records, batch_size=0)
     with pytest.raises(PrepareError, match="validation_images must be between 0 and 3"):
         split_names(records, 4)
+    with pytest.raises(PrepareError, match="data.folds must be 0 \\(off\\) or between 2 and 4 .* got 5"):
+        split_names(records, 2, folds=5)
+    with pytest.raises(PrepareError, match="data.fold must be between 0 and 2 \\(data.folds=3\\), got 3"):
+        split_names(records, 2, folds=3, fold=3)

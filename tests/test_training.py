@@ -390,3 +390,8 @@ def test_a_run_with_weight_averaging_validates_and_saves_the_average(records, tm
                              names=["synthetic_0003"], training=False, min_fov_fraction=config.data.min_fov_fraction,
                              augment=config.data.augment, ignore_outside_fov=config.loss.ignore_outside_fov, seed=0)
     assert _validate(eval_step, validation)["val_loss"] == pytest.approx(float(best["val_loss"]), rel=1e-4)
+    # and model_raw.keras is the raw weights of the epoch with the best raw validation loss
+    best_raw = min(history, key=lambda row: float(row["raw_val_loss"]))
+    raw = keras.saving.load_model(tmp_path / "model_raw.keras")
+    _, eval_step = _make_steps(raw, None, _build_losses(config), tf.distribute.get_strategy())
+    assert _validate(eval_step, validation)["val_loss"] == pytest.approx(float(best_raw["raw_val_loss"]), rel=1e-4)
