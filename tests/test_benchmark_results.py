@@ -1,15 +1,16 @@
-"""The benchmark scripts' results files are committed; re-running a script must not lose earlier rows."""
+"""The benchmark scripts' results files are committed; re-running a script must not lose earlier rows,
+and the rules that decide from them decide as written."""
 
 import importlib.util
 import json
 import sys
 from pathlib import Path
 
-REPRODUCE = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def load_reproduce():
-    spec = importlib.util.spec_from_file_location("reproduce", REPRODUCE)
+def load_benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -17,7 +18,7 @@ def load_reproduce():
 
 
 def test_fresh_rows_replace_earlier_ones_and_the_rest_are_kept_in_order():
-    reproduce = load_reproduce()
+    reproduce = load_benchmark("reproduce")
     earlier = [{"name": "a", "auc": 1}, {"name": "b", "auc": 2}, {"name": "c", "auc": 3}]
     fresh = [{"name": "d", "auc": 40}, {"name": "b", "auc": 20}]
     merged = reproduce.merged_rows(earlier, fresh)
@@ -26,7 +27,7 @@ def test_fresh_rows_replace_earlier_ones_and_the_rest_are_kept_in_order():
 
 
 def test_earlier_rows_come_from_the_results_file_when_there_is_one(tmp_path):
-    reproduce = load_reproduce()
+    reproduce = load_benchmark("reproduce")
     output = tmp_path / "reproduce.json"
     assert reproduce.earlier_rows(output) == []
     output.write_text(json.dumps({"benchmark": "reproduce", "results": {"runs": [{"name": "a"}]}}))
@@ -34,7 +35,7 @@ def test_earlier_rows_come_from_the_results_file_when_there_is_one(tmp_path):
 
 
 def test_choices_between_runs_read_the_committed_results_when_the_run_folders_are_missing(tmp_path, monkeypatch):
-    reproduce = load_reproduce()
+    reproduce = load_benchmark("reproduce")
     recorded = tmp_path / "reproduce.json"
     recorded.write_text(json.dumps({"results": {"runs": [
         {"name": "a", "validation": {"AUC_pooled": 0.97}}, {"name": "b", "validation": {"AUC_pooled": 0.98}}]}}))
@@ -47,3 +48,25 @@ def test_choices_between_runs_read_the_committed_results_when_the_run_folders_ar
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps({"summary": {"AUC_pooled": 0.99}}))
     assert reproduce.best_by_validation([a, b], out) is a
+
+
+def fold_row(fold: int, averaged: list[float], raw: list[float]) -> dict:
+    names = [f"{fold}_{image}" for image in range(len(averaged))]
+    return {"fold": fold, "held_out": names, **{
+        candidate: {"summary": {"AUC_pooled": sum(scores) / len(scores)}, "per_image_auc": dict(zip(names, scores))}
+        for candidate, scores in (("averaged", averaged), ("raw", raw))}}
+
+
+def test_cross_validation_adopts_the_average_only_as_its_rule_says():
+    verdict = load_benchmark("cross_validate").verdict
+    four_of_five = [fold_row(0, [0.95, 0.97], [0.96, 0.95])] + [fold_row(k, [0.98], [0.97]) for k in range(1, 4)]
+    four_of_five.append(fold_row(4, [0.90], [0.97]))  # the one lower fold drags the mean below zero
+    assert verdict(four_of_five, 5)["folds_where_average_is_higher"] == 4
+    assert verdict(four_of_five, 5)["adopt_average"] is False
+    four_of_five[-1] = fold_row(4, [0.965], [0.97])
+    result = verdict(four_of_five, 5)
+    assert result["adopt_average"] is True
+    assert (result["images"], result["images_where_average_is_higher"]) == (6, 4)
+    three_of_five = four_of_five[:3] + [fold_row(3, [0.96], [0.97]), four_of_five[4]]
+    assert verdict(three_of_five, 5)["adopt_average"] is False
+    assert verdict(four_of_five[:4], 5)["adopt_average"] is None  # not every fold scored yet: no decision
