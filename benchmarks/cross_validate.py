@@ -113,6 +113,21 @@ def verdict(rows: list[dict], folds: int) -> dict:
     }
 
 
+def table(rows: list[dict]) -> str:
+    """The per-fold comparison as the markdown table of docs/RESULTS.md 1j."""
+    lines = ["| fold | held out | best epoch avg / raw | AUC pooled avg | AUC pooled raw | difference "
+             "| AUC mean/img avg / raw | Acc avg / raw | CPU-min |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        averaged, raw = row["averaged"]["summary"], row["raw"]["summary"]
+        lines.append(
+            f"| {row['fold']} | {row['held_out'][0][:2]}-{row['held_out'][-1][:2]} "
+            f"| {row['best_epochs']['averaged']} / {row['best_epochs']['raw']} | {averaged['AUC_pooled']:.4f} "
+            f"| {raw['AUC_pooled']:.4f} | {averaged['AUC_pooled'] - raw['AUC_pooled']:+.4f} "
+            f"| {averaged['AUC']:.4f} / {raw['AUC']:.4f} | {averaged['Acc']:.4f} / {raw['Acc']:.4f} "
+            f"| {row['cpu_seconds'] / 60:.1f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/cross_validation"), help="folder of the fold runs")
@@ -120,8 +135,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=90, help="epochs of 100 steps (90: the shipped recipe)")
     parser.add_argument("--only", type=int, nargs="*", help="folds to do (default: all)")
     parser.add_argument("--cli", default="keras-vessel", help="the keras-vessel executable")
+    parser.add_argument("--summarize", action="store_true", help="only print the table and verdict of --output")
     add_output_argument(parser, "cross_validation_ema")
     args = parser.parse_args()
+    if args.summarize:
+        results = json.loads(args.output.read_text())["results"]
+        print(table(results["folds"]))
+        print(json.dumps(results["verdict"], indent=2))
+        return
     record = begin("cross_validation_ema", args)
     args.out.mkdir(parents=True, exist_ok=True)
     prepare("drive", args.cli)
@@ -138,6 +159,7 @@ def main() -> None:
                   flush=True)
             finish(record, {"recipe": [CONFIG, *RECIPE, f"train.epochs={args.epochs}"], "folds": rows, "verdict": verdict(rows, args.folds)},
                    args.output)
+    print(table(rows))
     print(json.dumps(verdict(rows, args.folds), indent=2))
 
 
