@@ -83,7 +83,7 @@ PAIRED = [("test AUC pooled", "AUC_pooled"), ("test Acc", "Acc"), ("test Se", "S
           ("test AUC, TTA d4", "tta.d4.AUC_pooled")]  # fmt: skip
 
 
-# the paired comparisons of docs/RESULTS.md 1i: (dataset, first, second), printed as second minus first
+# the paired comparisons of docs/RESULTS.md 1i and 1k: (dataset, first, second), printed as second minus first
 PAIRS = [
     ("drive", "pixel, 3000 steps", "joint, 3000 steps"),
     ("drive", "joint, 3000 steps", "joint, complete reference skeletons, 3000 steps"),
@@ -93,6 +93,9 @@ PAIRS = [
     ("chase_db1", "pixel, 3000 steps", "joint, 3000 steps"),
     ("chase_db1", "pixel, 3000 steps, RGB input", "pixel, 3000 steps"),
     ("chase_db1", "joint, 3000 steps, RGB input", "joint, 3000 steps"),
+    ("chase_db1", "pixel, 9000 steps", "joint, 9000 steps"),
+    ("chase_db1", "pixel, 3000 steps", "pixel, 9000 steps"),
+    ("chase_db1", "joint, 3000 steps", "joint, 9000 steps"),
 ]
 
 
