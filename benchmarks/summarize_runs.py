@@ -105,9 +105,10 @@ def paired_table(groups: dict[tuple[str, str], list[dict]], dataset: str, first:
 
     by_seed = [{r["seed"]: r for r in groups.get((dataset, setting), [])} for setting in (first, second)]
     seeds = sorted(set(by_seed[0]) & set(by_seed[1]))
-    lines = [f"{dataset}: {second} minus {first}", "",
-             "| | " + " | ".join(f"seed {seed}" for seed in seeds) + " | mean ± sd | t | p |",
-             "|---|" + "---|" * (len(seeds) + 3)]
+    statistics_columns = ["mean ± sd", "t", "p"] if len(seeds) > 1 else []  # one seed: no spread, no test
+    header = [f"seed {seed}" for seed in seeds] + statistics_columns
+    lines = [f"{dataset}: {second} minus {first}", "", "| | " + " | ".join(header) + " |",
+             "|---|" + "---|" * len(header)]
     for label, key in PAIRED:
         pairs = [(score(by_seed[0][seed], key), score(by_seed[1][seed], key)) for seed in seeds]
         if not pairs or any(None in pair for pair in pairs):
