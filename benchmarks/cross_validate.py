@@ -95,7 +95,8 @@ def best_epochs(folder: Path) -> dict[str, int]:
 
 
 def verdict(rows: list[dict], folds: int) -> dict:
-    """The pre-registered rule, and the per-image paired differences beside it."""
+    """The pre-registered rule (higher pooled AUC in all folds but one, and on the mean), and the
+    per-image paired differences beside it (reported, not part of the rule)."""
     differences = [row["averaged"]["summary"]["AUC_pooled"] - row["raw"]["summary"]["AUC_pooled"] for row in rows]
     per_image = [row["averaged"]["per_image_auc"][name] - row["raw"]["per_image_auc"][name]
                  for row in rows for name in row["held_out"]]
