@@ -374,7 +374,9 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> Tra
         if not model_path.exists():
             with _averaged_weights(model, optimizer):
                 save_model_atomic(model, model_path)
-        run_info["threshold"] = choose_threshold(model_path, config, verbose=verbose)
+        # a cross-validation fold's held-out images stand in for test images: keep them out of the threshold
+        threshold_images = train_names if config.data.folds else None
+        run_info["threshold"] = choose_threshold(model_path, config, names=threshold_images, verbose=verbose)
     if chief:
         run_info.update(status=status, epochs_completed=len(history),
                         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
@@ -387,18 +389,19 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> Tra
     return TrainResult(output_dir, model_path, len(history), status, history)
 
 
-def choose_threshold(model_path: Path, config: RunConfig, *, verbose: int = 1) -> float:
+def choose_threshold(model_path: Path, config: RunConfig, *, names: list[str] | None = None,
+                     verbose: int = 1) -> float:
     """Store the accuracy-optimal threshold on the training images beside the model.
 
     Chosen on the training split (never the test split), so evaluation with
-    `--threshold train` is honest.
+    `--threshold train` is honest; `names` limits it to some of those images.
     """
     from keras_vessel.evaluation import choose_training_threshold, save_threshold
     from keras_vessel.inference import load_inference_model
     from keras_vessel.tfrecords import read_samples
 
     model = load_inference_model(model_path, heads=config.train.heads)
-    samples = read_samples(config.data.train_records)
+    samples = read_samples(config.data.train_records, names=names)
     threshold = choose_training_threshold(model, samples, progress=bool(verbose))
     dataset = read_manifest(config.data.train_records)["dataset"]
     save_threshold(model_path, threshold, heads=config.train.heads, dataset=dataset, images=len(samples))

@@ -45,6 +45,18 @@ def read_history(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+def test_a_cross_validation_fold_holds_out_its_group_and_chooses_the_threshold_without_it(records, tmp_path):
+    from keras_vessel.evaluation import load_threshold
+
+    config = small_config(records, epochs=1)
+    config = replace(config, data=replace(config.data, folds=2, fold=0))
+    train(config, tmp_path, verbose=0)
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["validation_images"] == ["synthetic_0000", "synthetic_0001"]
+    assert run["training_images"] == ["synthetic_0002", "synthetic_0003"]
+    assert load_threshold(tmp_path / "model.keras")["images"] == 2  # of the 4 training images
+
+
 def test_run_folder_holds_everything_needed_to_repeat_and_reuse_the_run(records, tmp_path):
     result = train(small_config(records), tmp_path, verbose=0)
     assert result.status == "completed" and result.epochs_completed == 2
