@@ -30,7 +30,6 @@ import argparse
 import csv
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import add_output_argument, begin, finish  # noqa: E402
-from reproduce import EMA_MOMENTUM, ROOTS, children_cpu_seconds, prepare, records_folder, run_logged  # noqa: E402
+from reproduce import EMA_MOMENTUM, ROOTS, prepare, records_folder, run_costed  # noqa: E402
 
 CONFIG = "configs/drive_compact_pixel.yaml"
 RECIPE = ("train.seed=0", "train.early_stopping_patience=0", "data.channel=rgb", f"train.ema_momentum={EMA_MOMENTUM}")
@@ -50,10 +49,8 @@ def train_fold(fold: int, folds: int, epochs: int, out: Path, cli: str) -> Path:
     cost_path = folder / "train_cpu.json"
     if not cost_path.exists():
         sets = [*RECIPE, f"train.epochs={epochs}", f"data.folds={folds}", f"data.fold={fold}"]
-        cpu_before, started = children_cpu_seconds(), time.perf_counter()
-        run_logged([cli, "train", "--config", CONFIG, *(part for value in sets for part in ("--set", value)),
-                    "--output", str(folder), "--quiet"], out / f"fold{fold}.log")
-        cost = {"cpu_seconds": children_cpu_seconds() - cpu_before, "wall_seconds": time.perf_counter() - started}
+        cost = run_costed([cli, "train", "--config", CONFIG, *(part for value in sets for part in ("--set", value)),
+                           "--output", str(folder), "--quiet"], out / f"fold{fold}.log")
         cost_path.write_text(json.dumps(cost))
     return folder
 

@@ -247,6 +247,13 @@ def run_logged(command: list[str], log: Path) -> None:
         subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT, check=True)
 
 
+def run_costed(command: list[str], log: Path) -> dict[str, float]:
+    """`run_logged`, returning the command's CPU seconds (children's user+system) and wall seconds."""
+    cpu_before, started = children_cpu_seconds(), time.perf_counter()
+    run_logged(command, log)
+    return {"cpu_seconds": children_cpu_seconds() - cpu_before, "wall_seconds": time.perf_counter() - started}
+
+
 def records_folder(dataset: str, reference: str) -> Path:
     return Path("data") / dataset / ("training" if reference == "authors" else f"training_{reference}")
 
@@ -266,9 +273,7 @@ def train_and_evaluate(run: Run, out: Path, epochs: int, cli: str, tta: str) -> 
     prepare(run.dataset, cli, run.reference)
     if not cpu_path.exists():
         start_from(run, out)
-        cpu_before, started = children_cpu_seconds(), time.perf_counter()
-        run_logged([cli, "train", *run.train_arguments(epochs), "--output", str(folder), "--quiet"], log)
-        cost = {"cpu_seconds": children_cpu_seconds() - cpu_before, "wall_seconds": time.perf_counter() - started}
+        cost = run_costed([cli, "train", *run.train_arguments(epochs), "--output", str(folder), "--quiet"], log)
         if run.continues:  # the whole training's cost: the continued run's, then this one's
             earlier = json.loads((out / run.continues / "train_cpu.json").read_text())
             cost = {**{key: earlier[key] + cost[key] for key in cost}, "continued": cost}
