@@ -63,14 +63,16 @@ def score_fold(folder: Path) -> dict:
     from keras_vessel.tfrecords import read_samples
 
     run = json.loads((folder / "run.json").read_text())
-    held_out = [spec for spec in open_dataset("drive", ROOTS["drive"], split="training")
-                if spec.name in run["validation_images"]]
-    training = read_samples(records_folder("drive", "authors"), names=run["training_images"])
     row = {"held_out": run["validation_images"], "git_revision": run["git_revision"],
            **json.loads((folder / "train_cpu.json").read_text())}
+    held_out, training = None, None  # read only when a candidate is still to be scored
     for candidate, file in CANDIDATES.items():
         metrics_path = folder / f"eval_{candidate}" / "metrics.json"
         if not metrics_path.exists():
+            if training is None:
+                held_out = [spec for spec in open_dataset("drive", ROOTS["drive"], split="training")
+                            if spec.name in run["validation_images"]]
+                training = read_samples(records_folder("drive", "authors"), names=run["training_images"])
             model = load_inference_model(folder / file)
             threshold = choose_training_threshold(model, training, progress=False)
             evaluate(model, held_out, output_dir=folder / f"eval_{candidate}", threshold=threshold,
