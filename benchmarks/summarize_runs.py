@@ -89,6 +89,7 @@ PAIRS = [
     ("drive", "joint, 3000 steps", "joint, complete reference skeletons, 3000 steps"),
     ("drive", "pixel, 9000 steps, RGB input", "pixel, 9000 steps, RGB input, weight average 0.999"),
     ("drive", "pixel, 9000 steps, RGB input", "joint, 9000 steps, RGB input"),
+    ("drive", "pixel, 9000 steps, RGB input", "pixel, 9000 steps, RGB input, base_filters 16"),
     ("chase_db1", "pixel, 3000 steps, RGB input", "joint, 3000 steps, RGB input"),
     ("chase_db1", "pixel, 3000 steps", "joint, 3000 steps"),
     ("chase_db1", "pixel, 3000 steps, RGB input", "pixel, 3000 steps"),
