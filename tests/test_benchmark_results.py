@@ -53,20 +53,42 @@ def test_choices_between_runs_read_the_committed_results_when_the_run_folders_ar
 def fold_row(fold: int, averaged: list[float], raw: list[float]) -> dict:
     names = [f"{fold}_{image}" for image in range(len(averaged))]
     return {"fold": fold, "held_out": names, **{
-        candidate: {"summary": {"AUC_pooled": sum(scores) / len(scores)}, "per_image_auc": dict(zip(names, scores))}
+        candidate: {"summary": {"AUC_pooled": sum(scores) / len(scores), "Se_thin": scores[0] / 2},
+                    "per_image_auc": dict(zip(names, scores))}
         for candidate, scores in (("averaged", averaged), ("raw", raw))}}
 
 
-def test_cross_validation_adopts_the_average_only_as_its_rule_says():
-    verdict = load_benchmark("cross_validate").verdict
+def test_cross_validation_adopts_the_challenger_only_as_its_rule_says():
+    cross_validate = load_benchmark("cross_validate")
+
+    def verdict(rows, folds=5):
+        return cross_validate.verdict(rows, "raw", "averaged", folds)
+
     four_of_five = [fold_row(0, [0.95, 0.97], [0.96, 0.95])] + [fold_row(k, [0.98], [0.97]) for k in range(1, 4)]
     four_of_five.append(fold_row(4, [0.90], [0.97]))  # the one lower fold drags the mean below zero
-    assert verdict(four_of_five, 5)["folds_where_average_is_higher"] == 4
-    assert verdict(four_of_five, 5)["adopt_average"] is False
+    assert verdict(four_of_five)["folds_where_challenger_is_higher"] == 4
+    assert verdict(four_of_five)["adopt_challenger"] is False
     four_of_five[-1] = fold_row(4, [0.965], [0.97])
-    result = verdict(four_of_five, 5)
-    assert result["adopt_average"] is True
-    assert (result["images"], result["images_where_average_is_higher"]) == (6, 4)
+    result = verdict(four_of_five)
+    assert result["adopt_challenger"] is True
+    assert (result["images"], result["images_where_challenger_is_higher"]) == (6, 4)
+    assert result["thin_vessel_se_difference_per_fold"][0] == (0.95 - 0.96) / 2  # averaged minus raw
+    assert result["challenger_ahead_on_thin_vessels"] is False  # lower in folds 0 and 4 (first scores)
     three_of_five = four_of_five[:3] + [fold_row(3, [0.96], [0.97]), four_of_five[4]]
-    assert verdict(three_of_five, 5)["adopt_average"] is False
-    assert verdict(four_of_five[:4], 5)["adopt_average"] is None  # not every fold scored yet: no decision
+    assert verdict(three_of_five)["adopt_challenger"] is False
+    assert verdict(four_of_five[:4])["adopt_challenger"] is None  # not every fold scored yet: no decision
+
+
+def test_each_comparison_trains_what_it_compares_and_no_more(tmp_path):
+    cross_validate = load_benchmark("cross_validate")
+    ema, losses = cross_validate.COMPARISONS["ema"], cross_validate.COMPARISONS["joint"]
+    # one training gives both weight-average candidates; the losses need one training each
+    assert ema.baseline.folder(tmp_path, 3) == ema.challenger.folder(tmp_path, 3) == tmp_path / "fold3"
+    assert losses.baseline.folder(tmp_path, 3) != losses.challenger.folder(tmp_path, 3)
+    for comparison in (ema, losses):  # the two candidates differ only where the comparison says
+        baseline, challenger = comparison.baseline, comparison.challenger
+        assert baseline.sets == challenger.sets
+        assert not any(value.startswith(("data.fold", "train.epochs")) for value in baseline.sets)
+    assert (ema.baseline.model_file, ema.challenger.model_file) == ("model_raw.keras", "model.keras")
+    assert "loss:\n  kind: pixel" in (BENCHMARKS.parent / losses.baseline.config).read_text()
+    assert "loss:\n  kind: joint" in (BENCHMARKS.parent / losses.challenger.config).read_text()
