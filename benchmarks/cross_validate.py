@@ -88,6 +88,7 @@ COMPARISONS = {
 def train_fold(candidate: Candidate, fold: int, folds: int, epochs: int, out: Path, cli: str) -> None:
     folder = candidate.folder(out, fold)
     if not (folder / "train_cpu.json").exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)  # the log goes beside the fold folders
         sets = [*candidate.sets, f"train.epochs={epochs}", f"data.folds={folds}", f"data.fold={fold}"]
         cost = run_costed([cli, "train", "--config", candidate.config,
                            *(part for value in sets for part in ("--set", value)), "--output", str(folder), "--quiet"],
