@@ -92,3 +92,21 @@ def test_each_comparison_trains_what_it_compares_and_no_more(tmp_path):
     assert (ema.baseline.model_file, ema.challenger.model_file) == ("model_raw.keras", "model.keras")
     assert "loss:\n  kind: pixel" in (BENCHMARKS.parent / losses.baseline.config).read_text()
     assert "loss:\n  kind: joint" in (BENCHMARKS.parent / losses.challenger.config).read_text()
+
+
+def test_a_fold_trains_each_candidate_once_with_its_fold_and_logs_beside_it(tmp_path):
+    cross_validate = load_benchmark("cross_validate")
+    fake_cli = tmp_path / "fake-keras-vessel"  # records its arguments and makes the --output folder
+    fake_cli.write_text('#!/bin/sh\nall="$*"\nwhile [ $# -gt 0 ]; do\n'
+                        '  if [ "$1" = --output ]; then mkdir -p "$2"; echo "$all" >> "$2/argv"; fi; shift\ndone\n')
+    fake_cli.chmod(0o755)
+    joint = cross_validate.COMPARISONS["joint"].challenger
+    out = tmp_path / "runs"
+    for _ in range(2):  # the second call finds the fold trained and does nothing
+        cross_validate.train_fold(joint, 2, 5, 30, out, str(fake_cli))
+    folder = out / "joint" / "fold2"
+    calls = (folder / "argv").read_text().splitlines()
+    assert len(calls) == 1
+    assert "data.folds=5 --set data.fold=2" in calls[0] and "train.epochs=30" in calls[0]
+    assert (out / "joint" / "fold2.log").exists()
+    assert set(json.loads((folder / "train_cpu.json").read_text())) == {"cpu_seconds", "wall_seconds"}
