@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -33,13 +34,24 @@ class AugmentConfig:
     noise_probability: float = 1 / 6
     clahe_probability: float = 1 / 6
     contrast_stretch_probability: float = 1 / 6
+    # Camera augmentation (0 = off), drawn per patch: photographs from other cameras differ in
+    # exposure, contrast, tone curve, white balance, focus and compression.
+    brightness: float = 0.0  # multiply by a factor in [1 - b, 1 + b]
+    contrast: float = 0.0  # scale deviations from the patch mean by [1 - c, 1 + c]
+    gamma: float = 0.0  # tone curve x ** g with log(g) in [-gamma, gamma], on [0, 1]
+    colour_balance: float = 0.0  # per-channel gains in [1 - c, 1 + c]
+    blur_probability: float = 0.0  # per visit: Gaussian blur, sigma uniform in [0.3, blur_sigma] px
+    blur_sigma: float = 1.2
+    jpeg_probability: float = 0.0  # per visit: JPEG re-compression, quality uniform in [jpeg_quality, 95]
+    jpeg_quality: int = 30
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """Where the prepared records are and how training patches are drawn from them."""
 
-    train_records: str = ""
+    # a folder written by `keras-vessel prepare`, or a list of them trained on together
+    train_records: str | list[str] = ""
     validation_images: int = 2  # held out from the training split, never the test split
     # folds > 0: hold out group `fold` (0-based) of `folds` contiguous groups of the names instead
     # (k-fold cross-validation over the training images; `validation_images` is then unused)
@@ -48,7 +60,14 @@ class DataConfig:
     patch_size: int = 64
     batch_size: int = 8  # global batch, split over replicas
     min_fov_fraction: float = 0.5  # keep a patch only if this much lies in the FOV
-    normalisation: Literal["dataset", "paper"] = "dataset"
+    # 0: train at each image's own scale; > 0: resample every image so that its field of view is
+    # this many pixels across (DRIVE: about 540), and record it in the model for `--scale auto`
+    fov_diameter: float = 0.0
+    scale_jitter: float = 0.0  # per visit, scale by a further factor in [1 / (1 + j), 1 + j] (log-uniform)
+    # dataset: mean/std of the training set; paper: the authors' mean 98.19; local: each pixel against
+    # its neighbourhood's mean and spread inside the FOV (Gaussian window of local_sigma px)
+    normalisation: Literal["dataset", "paper", "local"] = "dataset"
+    local_sigma: float = 16.0
     channel: Literal["green", "grey", "rgb"] = "green"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -138,13 +157,27 @@ def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -
         _apply_override(raw, override)
     config = _build(RunConfig, raw, source=source, prefix="")
     records = config.data.train_records
-    if path is not None and records and not Path(records).is_absolute():
-        beside = Path(path).parent / records
-        if beside.exists() and not Path(records).exists():
-            config = dataclasses.replace(
-                config, data=dataclasses.replace(config.data, train_records=str(beside))
-            )
+    if path is not None and records:
+        resolved = [_beside(Path(path), folder) for folder in records_folders(config.data)]
+        config = dataclasses.replace(
+            config, data=dataclasses.replace(config.data, train_records=resolved[0] if isinstance(records, str)
+                                             else resolved)
+        )
     return config
+
+
+def records_folders(data: DataConfig) -> list[str]:
+    """`data.train_records` as a list of folders (one folder, or several trained on together)."""
+    records = data.train_records
+    return [records] if isinstance(records, str) else list(records)
+
+
+def _beside(config_path: Path, folder: str) -> str:
+    """A relative folder resolved against the config file's folder when it exists there only."""
+    if Path(folder).is_absolute():
+        return folder
+    beside = config_path.parent / folder
+    return str(beside) if beside.exists() and not Path(folder).exists() else folder
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -204,6 +237,12 @@ def _convert(hint: Any, value: Any, *, source: str, key: str) -> Any:
             raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
         return dict(value)
     if origin in (typing.Union, types.UnionType):
+        if typing.get_args(hint) == (str, list[str]):
+            if isinstance(value, str) or (
+                isinstance(value, list) and value and all(isinstance(item, str) and item for item in value)
+            ):
+                return value
+            raise ConfigError(f"{source}: {key} must be a folder or a non-empty list of folders, got {value!r}")
         return value
     if hint is bool:
         if not isinstance(value, bool):
@@ -221,6 +260,8 @@ def _convert(hint: Any, value: Any, *, source: str, key: str) -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: {key} must be a number, got {value!r}")
+        if not math.isfinite(float(value)):
+            raise ConfigError(f"{source}: {key} must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

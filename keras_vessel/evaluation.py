@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from keras_vessel import metrics
-from keras_vessel.inference import check_tta, predict_probability
+from keras_vessel.inference import check_tta, inference_scale, predict_probability
 from keras_vessel.io import atomic_path, write_json_atomic, write_text_atomic
 from keras_vessel.progress import progress as progress_bar
 
@@ -76,7 +76,7 @@ _SUMMARY_COLUMNS = (
     ("CAL", "CAL"),
 )
 _CSV_COLUMNS = (
-    "name", "threshold", "TP", "FP", "TN", "FN", "Se", "Sp", "Acc", "precision", "F1", "MCC",
+    "name", "threshold", "scale", "TP", "FP", "TN", "FN", "Se", "Sp", "Acc", "precision", "F1", "MCC",
     "AUC", "Se_thin", "Se_thick", "n_thin", "n_thick", "clDice", "betti0_error",
     "betti1_error", "C", "A", "L", "CAL",
 )  # fmt: skip
@@ -129,8 +129,13 @@ def save_threshold(
     dataset: str | None = None,
     images: int | None = None,
     tta: str = "none",
+    scale: str | float = "auto",
 ) -> Path:
-    """Store a threshold beside the model as `threshold_path`; returns its path."""
+    """Store a threshold beside the model as `threshold_path`; returns its path.
+
+    `scale` records how the images were resampled when it was chosen
+    (`keras_vessel.inference.predict_probability`).
+    """
     threshold = parse_threshold(threshold)
     if not isinstance(threshold, float):
         raise ValueError(f"`threshold` must be a number to store; got {threshold!r}.")
@@ -141,6 +146,7 @@ def save_threshold(
         "model": Path(model_path).name,
         "heads": heads,
         "tta": tta,
+        "scale": scale,
         "dataset": dataset,
         "images": images,
     }
@@ -209,7 +215,8 @@ def choose_training_threshold(
     counts = metrics.ScoreCounts()
     for item in progress_bar(samples, label="threshold", enabled=progress):
         sample = _load(item)
-        prob = predict_probability(inference_model, sample.image, fov=sample.fov, **dict(predict_options or {}))
+        prob = predict_probability(inference_model, sample.image, fov=sample.fov, name=sample.name,
+                                   **dict(predict_options or {}))
         counts.add(prob, sample.label, sample.fov)
     return counts.accuracy_optimal_threshold()
 
@@ -296,6 +303,7 @@ def _markdown(report: dict[str, Any]) -> str:
         "first observer as ground truth",
         "- Pixels: inside the field of view (FOV) only; every metric per image, then averaged",
         f"- Threshold: {protocol['threshold_rule']} (vessel where p >= t)",
+        f"- Scale: {_scale_rule(protocol['scale'])}",
         "- AUC: pooled over all FOV pixels of all images (the authors' protocol); "
         "the per-image mean AUC is in the table",
         f"- Thin vessels: ground-truth segment thickness <= {protocol['thin_max_width']:g} px "
@@ -339,6 +347,15 @@ def _markdown(report: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _scale_rule(scale: str | float) -> str:
+    if scale == "auto":
+        return ("each image resampled so its field of view is as wide as the model's training images "
+                "(factor per image in per_image.csv), probabilities resampled back to the labels' grid")
+    if scale == "none":
+        return "each image at its own grid"
+    return f"every image resampled by {float(scale):g}, probabilities resampled back"
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
@@ -438,13 +455,16 @@ def evaluate(
     all_second = True
     for item in progress_bar(samples, label="evaluate", enabled=progress):
         sample = _load(item)
-        prob = predict_probability(
-            inference_model, sample.image, fov=sample.fov, **dict(predict_options or {})
-        )
+        options = dict(predict_options or {})
+        choice = inference_scale(inference_model, sample.image, options.pop("scale", "auto"))
+        if choice.fov is not None and not choice.fov.found:
+            log.warning("%s: no field of view found in the image; scored at its own scale", sample.name)
+        prob = predict_probability(inference_model, sample.image, fov=sample.fov, name=sample.name,
+                                   scale=choice.factor, **options)
         t = metrics.otsu_threshold(prob, sample.fov) if threshold == "otsu" else threshold
         binary = prob >= t
         thickness = metrics.vessel_thickness(sample.label, sample.fov)
-        row: dict[str, Any] = {"name": sample.name, "threshold": float(t)}
+        row: dict[str, Any] = {"name": sample.name, "threshold": float(t), "scale": choice.factor}
         row.update(_score_binary(binary, sample.label, sample.fov, thickness, thin_max_width))
         row["AUC"] = metrics.roc_auc(prob, sample.label, sample.fov)
         rows.append(row)
@@ -481,6 +501,7 @@ def evaluate(
             "model": str(model_path) if model_path is not None else "(in memory)",
             "heads": heads,
             "tta": dict(predict_options or {}).get("tta", "none"),
+            "scale": dict(predict_options or {}).get("scale", "auto"),
             "threshold": threshold,
             "threshold_rule": rule,
             "fov_only": True,

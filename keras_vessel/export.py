@@ -16,7 +16,10 @@ serves, with two signatures:
     (``{"b64": ...}``); without it the raw PNG bytes would not be valid JSON.
 
 Everything the client would otherwise have to know happens inside the graph:
-padding to the network stride (bottom/right, by reflection like
+finding the field of view and resampling the image so that it is as wide as
+the model's training images (``scale="auto"``, `keras_vessel.scaling`; the
+probability is resampled back and set to 0 outside the field of view), padding
+to the network stride (bottom/right, by reflection like
 `keras_vessel.inference.predict_probability`, by edge replication when the
 image is smaller than the pad), cropping back, decoding, thresholding and PNG
 encoding. Bad requests fail with a ``tf.debugging`` assertion whose message
@@ -37,7 +40,8 @@ import keras
 import tensorflow as tf
 
 from keras_vessel.io import umask
-from keras_vessel.models import HeadFusion, build_inference_model, head_names, model_stride
+from keras_vessel.models import HeadFusion, build_inference_model, head_names, model_fov_diameter, model_stride
+from keras_vessel.scaling import fov_diameter, prediction_region, resample, resize_to, scale_factor
 
 __all__ = ["SIGNATURES", "export_keras_model", "export_saved_model", "load_model_file"]
 
@@ -58,13 +62,15 @@ def _pad_indices(size: tf.Tensor, pad: tf.Tensor, reflect: tf.Tensor) -> tf.Tens
 
 
 class _VesselServing(tf.Module):
-    """The exported graph: the Keras inference model plus padding, decoding and encoding."""
+    """The exported graph: the Keras inference model plus scaling, padding, decoding and encoding."""
 
-    def __init__(self, model: keras.Model, *, stride: int, threshold: float) -> None:
+    def __init__(self, model: keras.Model, *, stride: int, threshold: float, fov_diameter: float | None,
+                 scale: str) -> None:
         super().__init__(name="keras_vessel_serving")
         self.model = model
         self._stride = stride
         self._threshold = threshold
+        self._fov_diameter = fov_diameter if scale == "auto" else None
 
     def _probability(self, images: tf.Tensor) -> tf.Tensor:
         # A loaded signature does not check its input shape; EnsureShape fails at run time
@@ -92,6 +98,26 @@ class _VesselServing(tf.Module):
             ]
         ):
             images = tf.identity(images)
+        return tf.map_fn(self._one_image, images, fn_output_signature=tf.TensorSpec([None, None], tf.float32))
+
+    def _one_image(self, image: tf.Tensor) -> tf.Tensor:
+        """What `keras_vessel.prediction.predict_files` does with one image by default, in graph ops."""
+        height, width = tf.shape(image)[0], tf.shape(image)[1]
+        mask, diameter, found = fov_diameter(image)
+        factor = scale_factor(self._fov_diameter, diameter, found) if self._fov_diameter else tf.constant(1.0)
+        work = resample(image, factor)
+        probability = self._network(work[None])[0]
+        probability = tf.cond(
+            tf.reduce_all(tf.equal(tf.shape(probability), [height, width])),
+            lambda: probability,
+            lambda: resize_to(probability[..., None], [height, width])[..., 0],
+        )
+        probability = tf.clip_by_value(probability, 0.0, 1.0)
+        return tf.where(prediction_region(mask, found), probability, 0.0)
+
+    def _network(self, images: tf.Tensor) -> tf.Tensor:
+        """The model on a batch padded to its stride by reflection, cropped back: (B, H, W) float32."""
+        shape = tf.shape(images)
         height, width = shape[1], shape[2]
         pad_h = tf.math.floormod(-height, self._stride)
         pad_w = tf.math.floormod(-width, self._stride)
@@ -215,6 +241,7 @@ def export_saved_model(
     overwrite: bool = False,
     threshold: float = 0.5,
     heads: str = "mean",
+    scale: str = "auto",
 ) -> Path:
     """Write the model as ``out_dir/name/version/`` for TF Serving and return that path.
 
@@ -227,6 +254,11 @@ def export_saved_model(
     overwrite : replace an existing ``name/version`` folder instead of failing.
     threshold : probability at and above which ``mask_png_bytes`` marks a vessel.
     heads : head fusion for a training model (``"mean"``, ``"segment"``, ``"pixel"``).
+    scale : ``"auto"``: every image is resampled in the graph so that its field
+        of view is as wide as the model's training images
+        (`keras_vessel.scaling`), as local prediction does; ``"none"``: at
+        its own grid. Either way the probability is 0 outside the field of
+        view found in the image (everywhere kept when none is found).
 
     The version folder is written next to its final place and renamed into
     it, so a server polling ``out_dir/name`` never sees a half-written version.
@@ -244,6 +276,8 @@ def export_saved_model(
         raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
     if not isinstance(heads, str) or heads not in ("mean", "segment", "pixel"):
         raise ValueError(f"heads must be one of ['mean', 'segment', 'pixel'], got {heads!r}")
+    if scale not in ("auto", "none"):
+        raise ValueError(f"scale must be 'auto' or 'none', got {scale!r}")
 
     target = Path(out_dir) / name / str(version)
     if target.exists() and not overwrite:
@@ -259,7 +293,8 @@ def export_saved_model(
             raise
         raise ValueError(f"{str(keras_model_path_or_model)!r}: {error}") from error
     stride = model_stride(model)
-    module = _VesselServing(model, stride=stride, threshold=float(threshold))
+    module = _VesselServing(model, stride=stride, threshold=float(threshold),
+                            fov_diameter=model_fov_diameter(model), scale=scale)
     signatures = {
         "serving_default": module.serve.get_concrete_function(),
         "predict_image": module.predict_image.get_concrete_function(),

@@ -2,8 +2,10 @@
 
 An inference model (`keras_vessel.models.build_inference_model`) takes
 ``(B, H, W, 3)`` float32 RGB on 0-255 with H and W multiples of its stride and
-returns ``(B, H, W, 1)`` probabilities. `predict_probability` hides both
-constraints: it pads the image to the stride with reflection (so the network
+returns ``(B, H, W, 1)`` probabilities. `predict_probability` hides these
+constraints: by default (``scale="auto"``) it first resamples the image so
+that its field of view is as wide as the model's training images were
+(`keras_vessel.scaling`; the probability is resampled back), then it pads the image to the stride with reflection (so the network
 sees plausible fundus texture at the border rather than a black frame), and
 when the image is too large to run in one piece (HRF is 3504x2336) it predicts
 overlapping tiles and blends them with a raised-cosine window, so tile seams
@@ -14,22 +16,27 @@ augmentation, `TTA_MODES`).
 
 from __future__ import annotations
 
-import weakref
-
 import logging
 import math
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
+import keras
 import numpy as np
+
+from keras_vessel.scaling import FovGeometry, check_scale, image_fov, resample, resize_to, scale_factor
 
 __all__ = [
     "BUNDLED_MODEL",
+    "ScaleChoice",
     "DEFAULT_MAX_WHOLE_PIXELS",
     "TTA_MODES",
     "as_rgb",
     "bundled_model_path",
     "check_tta",
+    "inference_scale",
     "load_inference_model",
     "predict_probability",
     "tile_starts",
@@ -98,8 +105,6 @@ def load_inference_model(path: str | Path, *, heads: str = "mean"):
         raise FileNotFoundError(f"model file {path} does not exist; expected a .keras file written by training")
     if path.suffix != ".keras":
         raise ValueError(f"model file {path} must be a Keras 3 '.keras' file; got suffix {path.suffix!r}")
-    import keras
-
     import keras_vessel.losses  # noqa: F401  (registers the custom losses)
     from keras_vessel.models import build_inference_model
 
@@ -203,8 +208,6 @@ def _graph(model):
 
 
 def _run(model, batch: np.ndarray) -> np.ndarray:
-    import keras
-
     run = _graph(model) if isinstance(model, keras.Model) else model
     out = keras.ops.convert_to_numpy(run(np.asarray(batch, dtype=np.float32)))
     if out.ndim != 4 or out.shape[:3] != batch.shape[:3] or out.shape[-1] != 1:
@@ -233,6 +236,8 @@ def predict_probability(
     stride: int | None = None,
     max_whole_pixels: int = DEFAULT_MAX_WHOLE_PIXELS,
     tta: str = "none",
+    scale: str | float = "auto",
+    name: str | None = None,
 ) -> np.ndarray:
     """Vessel probability of one image, ``(H, W)`` float32 in [0, 1].
 
@@ -252,6 +257,12 @@ def predict_probability(
     max_whole_pixels : largest padded H * W predicted in one piece.
     tta : ``"none"``, ``"flip"`` (mean with the left-right mirror, 2 passes) or
         ``"d4"`` (mean over the 8 flips and quarter turns, 8 passes).
+    scale : ``"auto"`` resamples the image so that its field of view has the
+        diameter the model was trained at (`inference_scale`), runs the
+        network there and resamples the probability back; ``"none"`` runs at
+        the image's own grid; a number is the resampling factor itself.
+    name : how log messages name the image (e.g. its file), when ``scale="auto"``
+        finds no field of view and falls back to the image's own grid.
     """
     rgb = as_rgb(image)
     h, w = rgb.shape[:2]
@@ -274,7 +285,59 @@ def predict_probability(
             raise ValueError(f"`{arg}` must be an int >= {minimum}; got {value!r}.")
     check_tile_size(tile_size)
     check_tta(tta)
+    choice = inference_scale(model, rgb, scale)
+    if choice.fov is not None and not choice.fov.found:
+        log.warning("%s: no field of view found (not a fundus photograph with a dark surround?); predicting "
+                    "at the image's own scale", name or "image")
+    factor = choice.factor
+    work = rgb if factor == 1.0 else resample(rgb, factor).numpy()
+    prob = _predict_views(model, work, tile_size=tile_size, overlap=overlap, stride=stride,
+                          batch_size=batch_size, max_whole_pixels=max_whole_pixels, tta=tta)
+    if prob.shape != (h, w):
+        prob = resize_to(prob[..., None], [h, w]).numpy()[..., 0]
+    prob = np.clip(prob, 0.0, 1.0).astype(np.float32, copy=False)
+    if fov is not None:
+        prob = np.where(fov, prob, np.float32(0.0))
+    return prob
 
+
+class ScaleChoice(NamedTuple):
+    """How `inference_scale` decided: the ``factor`` applied, and what it measured.
+
+    ``model_diameter`` is None for models that record no training scale;
+    ``fov`` is the image's `FovGeometry` when it was measured (``scale="auto"``).
+    """
+
+    factor: float
+    model_diameter: float | None
+    fov: FovGeometry | None
+
+
+def inference_scale(model, image: np.ndarray, scale: str | float = "auto", *,
+                    fov: FovGeometry | None = None) -> ScaleChoice:
+    """The resampling factor for `image`: ``model diameter / image FOV diameter`` for ``"auto"``.
+
+    1 for ``"none"``, for a model that records no training scale, for an image
+    whose FOV is not found (check ``choice.fov.found`` to warn about it), and
+    within `keras_vessel.scaling.SCALE_TOLERANCE` of 1 (`scale_factor`).
+    `fov` is the image's `keras_vessel.scaling.image_fov`, if already measured.
+    """
+    from keras_vessel.models import model_fov_diameter
+
+    scale = check_scale(scale)
+    if isinstance(scale, float):
+        return ScaleChoice(scale, None, None)
+    diameter = model_fov_diameter(model) if isinstance(model, keras.Model) else None
+    if scale == "none" or diameter is None:
+        return ScaleChoice(1.0, diameter, None)
+    fov = fov or image_fov(image)
+    return ScaleChoice(float(scale_factor(diameter, fov.diameter, fov.found).numpy()), diameter, fov)
+
+
+def _predict_views(model, rgb: np.ndarray, *, tile_size, overlap, stride, batch_size, max_whole_pixels,
+                   tta) -> np.ndarray:
+    """The mean probability over the `tta` views of `rgb` (float32 (H, W, 3)), whole or tiled."""
+    h, w = rgb.shape[:2]
     total = np.zeros((h, w), dtype=np.float32)
     for turns, flip in TTA_MODES[tta]:
         view = np.rot90(rgb, turns)
@@ -293,10 +356,7 @@ def predict_probability(
                 batch_size=batch_size,
             )[:vh, :vw]
         total += np.rot90(prob[:, ::-1] if flip else prob, -turns)
-    prob = np.clip(total / len(TTA_MODES[tta]), 0.0, 1.0).astype(np.float32, copy=False)
-    if fov is not None:
-        prob = np.where(fov, prob, np.float32(0.0))
-    return prob
+    return total / len(TTA_MODES[tta])
 
 
 def _predict_tiled(

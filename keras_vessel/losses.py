@@ -4,9 +4,13 @@ Everything here is TensorFlow ops only (no `tf.py_function`), so the losses
 trace under `tf.function`, run in `model.fit` (also XLA-compiled), under a
 `tf.distribute` strategy and in a SavedModel.
 
-Contract (docs/ARCHITECTURE.md): ``y_true`` is float32 ``(B, H, W, 4)`` with the
-channels `TARGET_CHANNELS` = (label, valid, id_mask, tube), built by
-`pack_targets`; ``y_pred`` is the float ``(B, H, W, 1)`` *logits* of one head.
+Contract (docs/ARCHITECTURE.md): ``y_true`` is float32 ``(B, H, W, 4)`` or
+``(B, H, W, 5)`` with the channels `TARGET_CHANNELS` = (label, valid, id_mask,
+tube[, length_scale]), built by `pack_targets`; ``y_pred`` is the float
+``(B, H, W, 1)`` *logits* of one head. ``length_scale`` (1 when absent) is how
+much the patch was enlarged from the image the ID mask was built on, so that
+reference skeletons resampled with the patch still measure their length
+(see `segment_weights`).
 
 Each loss is a mean over the valid pixels of the whole batch, not a mean of
 per-image means: ``sum(weight * CE * valid) / sum(valid)``. To stay correct
@@ -29,6 +33,7 @@ __all__ = [
     "EXTRA_LOSSES",
     "ID_MASK",
     "LABEL",
+    "LENGTH_SCALE",
     "LOSS_KINDS",
     "TARGET_CHANNELS",
     "TUBE",
@@ -39,11 +44,12 @@ __all__ = [
     "pack_targets",
     "segment_weights",
     "thin",
+    "length_scale",
     "unpack_targets",
 ]
 
-TARGET_CHANNELS = ("label", "valid", "id_mask", "tube")
-LABEL, VALID, ID_MASK, TUBE = (TARGET_CHANNELS.index(name) for name in ("label", "valid", "id_mask", "tube"))
+TARGET_CHANNELS = ("label", "valid", "id_mask", "tube", "length_scale")
+LABEL, VALID, ID_MASK, TUBE, LENGTH_SCALE = range(len(TARGET_CHANNELS))
 
 # (vessel, background inside a search region, other background) class weights.
 BETAS = {
@@ -58,15 +64,17 @@ LOSS_KINDS = ("joint", "pixel")
 # --------------------------------------------------------------------- targets
 
 
-def pack_targets(label: Any, valid: Any, id_mask: Any, tube: Any) -> tf.Tensor:
+def pack_targets(label: Any, valid: Any, id_mask: Any, tube: Any, length_scale: Any = None) -> tf.Tensor:
     """Stack the per-pixel targets into the float32 ``y_true`` the losses read.
 
     Each part is ``(..., H, W)`` (stacked on a new last axis) or
-    ``(..., H, W, 1)`` (concatenated); all four must have the same shape.
-    Returns ``(..., H, W, 4)`` float32 in `TARGET_CHANNELS` order. The ID mask
-    is stored exactly (ids stay far below 2**24).
+    ``(..., H, W, 1)`` (concatenated); all must have the same shape.
+    Returns ``(..., H, W, 4)`` float32 in `TARGET_CHANNELS` order, or
+    ``(..., H, W, 5)`` with `length_scale` (the patch's resampling factor,
+    constant per patch). The ID mask is stored exactly (ids stay far below 2**24).
     """
-    parts = [tf.cast(tf.convert_to_tensor(part), tf.float32) for part in (label, valid, id_mask, tube)]
+    given = (label, valid, id_mask, tube) + (() if length_scale is None else (length_scale,))
+    parts = [tf.cast(tf.convert_to_tensor(part), tf.float32) for part in given]
     shapes = [part.shape for part in parts]
     for name, shape in zip(TARGET_CHANNELS, shapes):
         if not shape.is_compatible_with(shapes[0]):
@@ -85,18 +93,31 @@ def unpack_targets(y_true: Any) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Ten
     label, valid and tube are float32; id_mask is int32 (rounded, so float
     noise from augmentation cannot shift an id).
     """
-    y_true = tf.convert_to_tensor(y_true)
-    if y_true.shape.rank is not None and (y_true.shape.rank < 3 or y_true.shape[-1] not in (None, 4)):
-        raise ValueError(
-            f"`y_true` must have shape (..., H, W, 4) with channels {TARGET_CHANNELS}, "
-            f"got shape {y_true.shape}"
-        )
+    y_true = _check_targets(y_true)
     y_true = tf.cast(y_true, tf.float32)
     label = y_true[..., LABEL]
     valid = y_true[..., VALID]
     id_mask = tf.cast(tf.round(y_true[..., ID_MASK]), tf.int32)
     tube = y_true[..., TUBE]
     return label, valid, id_mask, tube
+
+
+def _check_targets(y_true: Any) -> tf.Tensor:
+    y_true = tf.convert_to_tensor(y_true)
+    if y_true.shape.rank is not None and (y_true.shape.rank < 3 or y_true.shape[-1] not in (None, 4, 5)):
+        raise ValueError(
+            f"`y_true` must have shape (..., H, W, 4) or (..., H, W, 5) with channels {TARGET_CHANNELS}, "
+            f"got shape {y_true.shape}"
+        )
+    return y_true
+
+
+def length_scale(y_true: Any) -> tf.Tensor:
+    """The ``length_scale`` channel of ``y_true`` as ``(..., H, W)`` float32; ones for 4-channel targets."""
+    y_true = tf.cast(_check_targets(y_true), tf.float32)
+    if y_true.shape[-1] == 4:
+        return tf.ones_like(y_true[..., 0])
+    return y_true[..., LENGTH_SCALE]
 
 
 # ------------------------------------------------------------- segment weights
@@ -184,6 +205,7 @@ def segment_weights(
     threshold: float = 0.5,
     min_length_ratio: float = 0.8,
     max_iterations: int | None = None,
+    length_scale: Any = None,
 ) -> tf.Tensor:
     """The segment-level weight map ``w = 2 - sim`` of METHOD.md section 2 (no gradient).
 
@@ -204,6 +226,12 @@ def segment_weights(
         A segment is missed (T_pred = 0) unless pred_len > ratio * ref_len.
     max_iterations : int, optional
         Thinning cap, see `keras_vessel.thinning.thin`.
+    length_scale : same shape, optional
+        Per pixel, how much the patch was enlarged (nearest neighbour for the
+        ID mask) from the image the ID mask was built on. Resampling by s
+        keeps about s**2 of a skeleton's pixels while its length becomes s
+        times as long, so each reference pixel counts 1/s towards ref_len
+        (exact in expectation; docs/METHOD_NOTES.md). None: every pixel counts 1.
 
     Returns
     -------
@@ -247,6 +275,12 @@ def segment_weights(
     ref_len, gt_area, pred_len, pred_area = _segment_counts(
         (ids < 0, vessel & inside, skeleton & inside, binary & inside), segment, num_segments
     )
+    if length_scale is not None:
+        scale, _ = _as_maps(length_scale, "length_scale", tf.float32)
+        per_pixel = tf.where(ids < 0, tf.math.reciprocal_no_nan(scale), 0.0)
+        ref_len = tf.math.unsorted_segment_sum(
+            tf.reshape(per_pixel, [-1]), tf.reshape(segment, [-1]), num_segments
+        )
     t_gt = tf.math.divide_no_nan(gt_area, ref_len)
     found = pred_len > min_length_ratio * ref_len
     t_pred = tf.where(found, tf.math.divide_no_nan(pred_area, pred_len), 0.0)
@@ -388,6 +422,7 @@ class SegmentLevelLoss(keras.losses.Loss):
             threshold=self.threshold,
             min_length_ratio=self.min_length_ratio,
             max_iterations=self.max_iterations,
+            length_scale=length_scale(y_true),
         )
         vessel_beta, region_beta, other_beta = BETAS[self.beta]
         beta = tf.where(

@@ -111,13 +111,6 @@ def _check_fov(fov: str | Path) -> str | Path:
     return path
 
 
-def _local_predictor(model_path: str | Path, heads: str, tile_size: int | None, tta: str) -> Predictor:
-    from keras_vessel.inference import load_inference_model, predict_probability
-
-    model = load_inference_model(model_path, heads=heads)
-    return lambda image: predict_probability(model, image, tile_size=tile_size, tta=tta)
-
-
 def _probability(predictor: Predictor, image: np.ndarray) -> np.ndarray:
     """Call the predictor and check its answer, so a bad one fails this file, not the PNG writer."""
     prob = np.asarray(predictor(image.copy()))
@@ -141,6 +134,7 @@ def predict_files(
     heads: str = "mean",
     tile_size: int | None = None,
     tta: str = "none",
+    scale: str | float = "auto",
     progress: bool = True,
     predictor: Predictor | None = None,
 ) -> PredictReport:
@@ -151,28 +145,35 @@ def predict_files(
     model_path : a keras-vessel ``.keras`` training model, or None when `predictor` is given.
     inputs : image files (see `expand_inputs` for globs and folders).
     output_dir : created if missing; existing files of the same name are replaced.
-    fov : ``"auto"`` derives the field of view from each image
-        (`keras_vessel.preprocessing.derive_fov`), ``"none"`` uses the whole
-        image, or a mask file of every image's size. Outside it the
-        probability is 0 and the mask is off.
+    fov : ``"auto"`` finds the field of view in each image
+        (`keras_vessel.scaling.image_fov`, grown by a few pixels so the rim
+        keeps its vessels; the whole image when none is found), ``"none"``
+        uses the whole image, or a mask file of every image's size. Outside
+        it the probability is 0 and the mask is off.
     threshold : a number in (0, 1) or ``"otsu"`` (per image, inside the FOV);
         the mask is ``probability >= threshold``.
     heads : head fusion of the local model (``"mean"``, ``"segment"``, ``"pixel"``).
     tile_size : force tiled local prediction with tiles of this size.
     tta : test-time augmentation of the local model (`keras_vessel.inference.TTA_MODES`).
+    scale : the local model's resampling (`keras_vessel.inference.predict_probability`):
+        ``"auto"``, ``"none"`` or a factor. A served model does its own.
     progress : draw a progress bar on stderr.
     predictor : instead of `model_path`, a callable taking an ``(H, W, 3)``
         uint8 RGB image and returning its ``(H, W)`` probability in [0, 1].
 
     Returns a `PredictReport`. Model and argument errors raise before any
     file is written; per-file errors (unreadable image, FOV of another size,
-    a failing predictor) are recorded in ``report.failures`` and logged.
+    a failing predictor) are recorded in ``report.failures`` and logged. An
+    image without a detectable field of view is predicted whole, at its own
+    scale, with a warning naming it.
     """
     from keras_vessel import metrics
     from keras_vessel.errors import DatasetError
     from keras_vessel.evaluation import parse_threshold
-    from keras_vessel.preprocessing import derive_fov, read_image, read_mask
+    from keras_vessel.inference import inference_scale, load_inference_model, predict_probability
+    from keras_vessel.preprocessing import read_image, read_mask
     from keras_vessel.progress import progress as progress_bar
+    from keras_vessel.scaling import check_scale, image_fov, prediction_region
 
     if (model_path is None) == (predictor is None):
         raise ValueError(
@@ -191,23 +192,27 @@ def predict_files(
         raise ValueError(f"`heads` must be one of {list(HEADS)}; got {heads!r}.")
     check_tile_size(tile_size)
     check_tta(tta)
-    if predictor is not None and (heads != "mean" or tile_size is not None or tta != "none"):
+    scale = check_scale(scale)
+    if predictor is not None and (heads != "mean" or tile_size is not None or tta != "none" or scale != "auto"):
         raise ValueError(
-            f"`heads`, `tile_size` and `tta` configure the local model; with `predictor` leave them at their "
-            f"defaults; got heads={heads!r}, tile_size={tile_size!r}, tta={tta!r}."
+            f"`heads`, `tile_size`, `tta` and `scale` configure the local model; with `predictor` leave them at "
+            f"their defaults; got heads={heads!r}, tile_size={tile_size!r}, tta={tta!r}, scale={scale!r}."
         )
     fov_choice = _check_fov(fov)
     output_dir = Path(output_dir)
 
     fixed_fov = read_mask(fov_choice) if isinstance(fov_choice, Path) else None
-    if predictor is None:
-        predictor = _local_predictor(model_path, heads, tile_size, tta)
+    model = load_inference_model(model_path, heads=heads) if predictor is None else None
 
     report = PredictReport()
     used: set[str] = set()
     for path in progress_bar(paths, label="predict", enabled=progress):
         try:
             image = read_image(path)
+            geometry = image_fov(image) if fov_choice == "auto" or (model is not None and scale == "auto") else None
+            if geometry is not None and not geometry.found:
+                log.warning("%s: no field of view found (not a fundus photograph with a dark surround?); "
+                            "predicting the whole image at its own scale", path)
             if fixed_fov is not None:
                 if fixed_fov.shape != image.shape[:2]:
                     raise DatasetError(
@@ -216,12 +221,16 @@ def predict_files(
                     )
                 region = fixed_fov
             elif fov_choice == "auto":
-                region = derive_fov(image)
-                if not region.any():
-                    raise DatasetError(f"could not derive a FOV for {path}: the image is entirely dark")
+                region = prediction_region(geometry.mask, geometry.found).numpy()
             else:
                 region = np.ones(image.shape[:2], dtype=bool)
-            prob = np.where(region, _probability(predictor, image), np.float32(0.0))
+            if model is not None:
+                factor = inference_scale(model, image, scale, fov=geometry).factor
+                run = lambda rgb: predict_probability(model, rgb, tile_size=tile_size, tta=tta,  # noqa: E731
+                                                      scale=factor)
+            else:
+                run = predictor
+            prob = np.where(region, _probability(run, image), np.float32(0.0))
             value = metrics.otsu_threshold(prob, region) if threshold == "otsu" else threshold
             mask = (prob >= value) & region
             stem = _output_stem(path, used)

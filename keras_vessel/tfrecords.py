@@ -10,6 +10,7 @@ Per image, one `tf.train.Example` with:
 |---|---|
 | `name` | bytes, the sample name |
 | `height`, `width` | int64 |
+| `fov_diameter` | float, px: the field of view's diameter (`keras_vessel.scaling`) |
 | `image`, `clahe` | PNG, RGB uint8 |
 | `label`, `fov`, `tube` | PNG, uint8 0/255 |
 | `id_mask` | raw little-endian int32 bytes, `height * width` values |
@@ -21,6 +22,7 @@ that exists is complete, so re-running `prepare` skips it.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import json
 import logging
 import multiprocessing
@@ -36,12 +38,12 @@ import numpy as np
 from keras_vessel.io import atomic_path, write_json_atomic
 from keras_vessel.progress import progress
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: fov_diameter per image
 MANIFEST = "manifest.json"
 DEFAULT_IMAGES_PER_SHARD = 8
 # Per-image sums a shard's sidecar must hold for the manifest's statistics; a shard
 # whose sidecar lacks one (written by an older version) is prepared again.
-SUMMARY_KEYS = frozenset({"fov_pixels", "rgb_sum", "rgb_sq_sum", "grey_sum", "grey_sq_sum"})
+SUMMARY_KEYS = frozenset({"fov_pixels", "rgb_sum", "rgb_sq_sum", "grey_sum", "grey_sq_sum", "fov_diameter"})
 logger = logging.getLogger(__name__)
 
 
@@ -60,6 +62,7 @@ class PreparedImage:
     fov: np.ndarray
     id_mask: np.ndarray
     tube: np.ndarray
+    fov_diameter: float = 0.0  # set by `with_fov_diameter` in the writing process (TF ops)
 
     def summary(self) -> dict[str, Any]:
         rgb = self.image[self.fov].astype(np.float64)  # (FOV pixels, 3)
@@ -71,6 +74,7 @@ class PreparedImage:
             "segments": int(np.abs(self.id_mask).max(initial=0)),
             "vessel_fraction": float(self.label[self.fov].mean()) if self.fov.any() else 0.0,
             "fov_fraction": float(self.fov.mean()),
+            "fov_diameter": float(self.fov_diameter),
             # sums, so the dataset statistics can be pooled exactly over images
             "fov_pixels": int(self.fov.sum()),
             "rgb_sum": rgb.sum(axis=0).tolist(),
@@ -103,6 +107,25 @@ def prepare_sample(spec: Any, *, reference: str = "authors") -> PreparedImage:
     )
 
 
+def with_fov_diameter(prepared: PreparedImage) -> PreparedImage:
+    """`prepared` with its FOV diameter: from the image, as inference measures it, else from its FOV mask.
+
+    Training and inference must measure an image's scale the same way, so the
+    image rule (`keras_vessel.scaling.image_fov`) comes first; the dataset's
+    mask is the fallback for images whose surround is not dark.
+    """
+    from keras_vessel.scaling import image_fov, mask_diameter
+
+    geometry = image_fov(prepared.image)
+    diameter = geometry.diameter if geometry.found else mask_diameter(prepared.fov)
+    if diameter is None:
+        raise PrepareError(
+            f"image {prepared.name!r}: no circular field of view found in the image or its FOV mask, so its "
+            "scale is unknown; give the dataset a FOV mask (e.g. --dataset folder with masks/)"
+        )
+    return dataclasses.replace(prepared, fov_diameter=float(diameter))
+
+
 def _png(array: np.ndarray) -> bytes:
     if array.dtype == bool:
         array = array.astype(np.uint8) * 255
@@ -129,6 +152,7 @@ def serialize(prepared: PreparedImage) -> bytes:
         "name": bytes_feature(prepared.name.encode("utf-8")),
         "height": int_feature(height),
         "width": int_feature(width),
+        "fov_diameter": tf.train.Feature(float_list=tf.train.FloatList(value=[prepared.fov_diameter])),
         "image": bytes_feature(_png(prepared.image)),
         "clahe": bytes_feature(_png(prepared.clahe)),
         "label": bytes_feature(_png(prepared.label)),
@@ -147,6 +171,7 @@ def parse_example(serialized: Any) -> dict[str, Any]:
         "name": tf.io.FixedLenFeature([], tf.string),
         "height": tf.io.FixedLenFeature([], tf.int64),
         "width": tf.io.FixedLenFeature([], tf.int64),
+        "fov_diameter": tf.io.FixedLenFeature([], tf.float32),
         "image": tf.io.FixedLenFeature([], tf.string),
         "clahe": tf.io.FixedLenFeature([], tf.string),
         "label": tf.io.FixedLenFeature([], tf.string),
@@ -164,6 +189,7 @@ def parse_example(serialized: Any) -> dict[str, Any]:
 
     return {
         "name": record["name"],
+        "fov_diameter": record["fov_diameter"],
         "image": tf.io.decode_png(record["image"], channels=3),
         "clahe": tf.io.decode_png(record["clahe"], channels=3),
         "label": mask("label"),
@@ -231,6 +257,7 @@ def write_dataset(
     pending_summaries: dict[int, dict[str, dict[str, Any]]] = {}
 
     def finish(index: int, spec_name: str, prepared: PreparedImage) -> None:
+        prepared = with_fov_diameter(prepared)
         pending.setdefault(index, {})[spec_name] = serialize(prepared)
         pending_summaries.setdefault(index, {})[spec_name] = prepared.summary()
         group = groups[index]
@@ -303,7 +330,8 @@ def _manifest(images: list[dict[str, Any]], *, dataset: str, split: str, shards:
         "split": split,
         "shards": [path.name for path in shards],
         "images": [
-            {key: image[key] for key in ("name", "height", "width", "segments", "vessel_fraction", "fov_fraction")}
+            {key: image[key] for key in ("name", "height", "width", "fov_diameter", "segments", "vessel_fraction",
+                                         "fov_fraction")}
             for image in images
         ],
         # intensity statistics inside the FOV, on 0-255, for the model's normalisation layer
@@ -345,6 +373,38 @@ def read_manifest(records_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def combined_manifest(records_dirs: Sequence[str | Path]) -> dict[str, Any]:
+    """One manifest for several prepared folders trained on together.
+
+    Images are listed in folder order, the dataset names joined with "+", and
+    the intensity statistics pooled over all FOV pixels (each folder weighted
+    by its FOV pixel count), as if the folders had been prepared as one.
+    """
+    manifests = [read_manifest(folder) for folder in records_dirs]
+    if len(manifests) == 1:
+        return manifests[0]
+    weights = np.array([sum(image["fov_fraction"] * image["height"] * image["width"] for image in m["images"])
+                        for m in manifests])
+    weights = weights / weights.sum()
+    statistics: dict[str, Any] = {}
+    for key in ("green", "grey", "rgb"):
+        means = np.array([m["statistics"][f"{key}_mean"] for m in manifests], dtype=np.float64)
+        stds = np.array([m["statistics"][f"{key}_std"] for m in manifests], dtype=np.float64)
+        shape = (-1,) + (1,) * (means.ndim - 1)
+        mean = (weights.reshape(shape) * means).sum(axis=0)
+        second = (weights.reshape(shape) * (stds**2 + means**2)).sum(axis=0)
+        std = np.sqrt(np.maximum(second - mean**2, 1e-12))
+        statistics[f"{key}_mean"], statistics[f"{key}_std"] = mean.tolist(), std.tolist()
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "dataset": "+".join(m["dataset"] for m in manifests),
+        "split": "+".join(dict.fromkeys(m["split"] for m in manifests)),
+        "shards": [str(Path(folder) / name) for folder, m in zip(records_dirs, manifests) for name in m["shards"]],
+        "images": [image for m in manifests for image in m["images"]],
+        "statistics": statistics,
+    }
+
+
 def record_files(records_dir: str | Path) -> list[str]:
     """The shard files of a prepared folder, in manifest order."""
     manifest = read_manifest(records_dir)
@@ -359,12 +419,15 @@ def read_records(records_dir: str | Path) -> "tf.data.Dataset":
     return tf.data.TFRecordDataset(files, compression_type="GZIP").map(parse_example)
 
 
-def read_samples(records_dir: str | Path, names: Sequence[str] | None = None) -> list[Any]:
-    """Prepared images back as `Sample`s (image, label, FOV), e.g. to pick a threshold."""
+def read_samples(records_dirs: str | Path | Sequence[str | Path],
+                 names: Sequence[str] | None = None) -> list[Any]:
+    """Prepared images of one folder or several back as `Sample`s (image, label, FOV), e.g. to pick a threshold."""
     from keras_vessel.datasets import Sample
 
+    folders = [records_dirs] if isinstance(records_dirs, (str, Path)) else list(records_dirs)
+    records = [record for folder in folders for record in read_records(folder)]
     samples = []
-    for record in read_records(records_dir):
+    for record in records:
         name = record["name"].numpy().decode("utf-8")
         if names is None or name in names:
             samples.append(Sample(name=name, image=record["image"].numpy(),

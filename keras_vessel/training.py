@@ -43,11 +43,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vessel.config import ConfigError, RunConfig, save_config
+from keras_vessel.config import ConfigError, RunConfig, records_folders, save_config
 from keras_vessel.io import atomic_path, write_json_atomic, write_text_atomic
 from keras_vessel.pipeline import get_dataset, split_names
 from keras_vessel.provenance import cpu_speed_flags, git_revision, machine_info, package_versions
-from keras_vessel.tfrecords import PrepareError, read_manifest
+from keras_vessel.tfrecords import PrepareError, combined_manifest
 
 logger = logging.getLogger(__name__)
 PAPER_MEAN = 98.19
@@ -119,6 +119,8 @@ def _output_names(config: RunConfig) -> tuple[str, ...]:
 
 def _normalisation(config: RunConfig, manifest: dict[str, Any]) -> dict[str, Any]:
     channel = config.data.channel
+    if config.data.normalisation == "local":
+        return {"channel": channel, "normalisation": "local", "local_sigma": config.data.local_sigma}
     if config.data.normalisation == "paper":
         return {"channel": channel, "mean": PAPER_MEAN, "scale": 1.0}
     stats = manifest["statistics"]
@@ -135,11 +137,19 @@ def build_training_model(config: RunConfig, manifest: dict[str, Any]) -> keras.M
     """The network of `config.model`, with heads and normalisation from the config and data."""
     from keras_vessel.models import build_model
 
-    options = {**_normalisation(config, manifest), **config.model.options, "heads": _output_names(config)}
+    options = {**_normalisation(config, manifest), "fov_diameter": training_fov_diameter(config, manifest),
+               **config.model.options, "heads": _output_names(config)}
     try:
         return build_model(config.model.name, **options)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"model: {error}") from error
+
+
+def training_fov_diameter(config: RunConfig, manifest: dict[str, Any]) -> float:
+    """The FOV diameter (px) the network sees: `data.fov_diameter`, or the training images' median."""
+    if config.data.fov_diameter:
+        return float(config.data.fov_diameter)
+    return float(np.median([image["fov_diameter"] for image in manifest["images"]]))
 
 
 def _optimizer(config: RunConfig) -> keras.optimizers.Optimizer:
@@ -190,9 +200,17 @@ def _check_config(config: RunConfig) -> dict[str, Any]:
     if not config.data.train_records:
         raise ConfigError("data.train_records is empty: point it at a folder written by `keras-vessel prepare`")
     try:
-        manifest = read_manifest(config.data.train_records)
+        manifest = combined_manifest(records_folders(config.data))
     except PrepareError as error:
         raise ConfigError(f"data.train_records: {error}") from error
+    data = config.data
+    if data.fov_diameter < 0 or 0 < data.fov_diameter < 32:
+        raise ConfigError(f"data.fov_diameter must be 0 (each image at its own scale) or a diameter of at "
+                          f"least 32 px, got {data.fov_diameter}")
+    if not 0 <= data.scale_jitter <= 1:
+        raise ConfigError(f"data.scale_jitter must be between 0 and 1, got {data.scale_jitter}")
+    if not 0 < data.local_sigma <= 256:
+        raise ConfigError(f"data.local_sigma must be in (0, 256] px, got {data.local_sigma}")
     train = config.train
     for key, value in (("train.epochs", train.epochs), ("train.steps_per_epoch", train.steps_per_epoch),
                        ("data.batch_size", config.data.batch_size)):
@@ -239,8 +257,9 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> Tra
     """
     output_dir = Path(output_dir)
     manifest = _check_config(config)
-    train_names, validation_names = split_names(config.data.train_records, config.data.validation_images,
-                                                 folds=config.data.folds, fold=config.data.fold)
+    folders = records_folders(config.data)
+    train_names, validation_names = split_names(folders, config.data.validation_images,
+                                                folds=config.data.folds, fold=config.data.fold)
 
     strategy = make_strategy(config.train.strategy, cpu_devices=config.train.cpu_devices)
     keras.utils.set_random_seed(config.train.seed)
@@ -296,7 +315,8 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> Tra
     def dataset_fn(names, training, epoch_seed):
         def make(context: tf.distribute.InputContext) -> tf.data.Dataset:
             return get_dataset(
-                config.data.train_records, patch_size=config.data.patch_size,
+                folders, patch_size=config.data.patch_size, fov_diameter=config.data.fov_diameter,
+                scale_jitter=config.data.scale_jitter if training else 0.0,
                 batch_size=config.data.batch_size, outputs=outputs, names=names, training=training,
                 min_fov_fraction=config.data.min_fov_fraction, augment=config.data.augment,
                 ignore_outside_fov=config.loss.ignore_outside_fov, seed=epoch_seed, input_context=context,
@@ -401,9 +421,10 @@ def choose_threshold(model_path: Path, config: RunConfig, *, names: list[str] | 
     from keras_vessel.tfrecords import read_samples
 
     model = load_inference_model(model_path, heads=config.train.heads)
-    samples = read_samples(config.data.train_records, names=names)
+    folders = records_folders(config.data)
+    samples = read_samples(folders, names=names)
     threshold = choose_training_threshold(model, samples, progress=bool(verbose))
-    dataset = read_manifest(config.data.train_records)["dataset"]
+    dataset = combined_manifest(folders)["dataset"]
     save_threshold(model_path, threshold, heads=config.train.heads, dataset=dataset, images=len(samples))
     return threshold
 

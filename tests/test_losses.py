@@ -245,8 +245,8 @@ def test_segment_weights_rejects_bad_shape():
 
 
 def test_target_channels_and_pack_unpack_round_trip():
-    assert TARGET_CHANNELS == ("label", "valid", "id_mask", "tube")
-    assert (losses.LABEL, losses.VALID, losses.ID_MASK, losses.TUBE) == (0, 1, 2, 3)
+    assert TARGET_CHANNELS == ("label", "valid", "id_mask", "tube", "length_scale")
+    assert (losses.LABEL, losses.VALID, losses.ID_MASK, losses.TUBE, losses.LENGTH_SCALE) == (0, 1, 2, 3, 4)
     rng = np.random.default_rng(0)
     label, valid, tube = (rng.random((2, 8, 8)) > 0.5 for _ in range(3))
     id_mask = rng.integers(-3000, 3000, (2, 8, 8)).astype(np.int32)
@@ -270,7 +270,7 @@ def test_pack_targets_agrees_with_pipeline():
 def test_pack_and_unpack_reject_mismatched_shapes():
     with pytest.raises(ValueError, match=r"`tube` must have the shape of `label`"):
         pack_targets(np.zeros((2, 4, 4)), np.zeros((2, 4, 4)), np.zeros((2, 4, 4)), np.zeros((2, 4, 5)))
-    with pytest.raises(ValueError, match=r"`y_true` must have shape \(\.\.\., H, W, 4\)"):
+    with pytest.raises(ValueError, match=r"`y_true` must have shape \(\.\.\., H, W, 4\) or \(\.\.\., H, W, 5\)"):
         unpack_targets(np.zeros((2, 4, 4, 3)))
 
 

@@ -23,7 +23,7 @@ def test_element_spec_and_value_ranges(records):
     images, targets = dataset.element_spec
     assert images.shape == (4, 32, 32, 3) and images.dtype == tf.float32
     assert set(targets) == {"segment", "pixel"}
-    assert targets["pixel"].shape == (4, 32, 32, 4)
+    assert targets["pixel"].shape == (4, 32, 32, 5)
     for images, targets in take(dataset, 5):
         assert images.min() >= 0 and images.max() <= 255
         target = targets["pixel"]
@@ -33,6 +33,7 @@ def test_element_spec_and_value_ranges(records):
         assert set(np.unique(target[..., 3])) <= {0.0, 1.0}
         ids = target[..., 2]
         np.testing.assert_array_equal(ids, np.round(ids))  # never interpolated
+        np.testing.assert_array_equal(target[..., 4], 1.0)  # each image at its own scale: not resampled
         # every kept patch lies at least half inside the FOV
         assert (target[..., 1].mean(axis=(1, 2)) >= 0.5).all()
         # labels only inside the valid FOV, ids only inside the FOV

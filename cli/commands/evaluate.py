@@ -13,6 +13,8 @@ from keras_vessel_cli.errors import library_errors
 DATASET_NAMES = ["drive", "chase_db1", "stare", "hrf", "folder", "synthetic"]
 HEADS = ["mean", "segment", "pixel"]
 TTA_CHOICES = ["none", "flip", "d4"]
+SCALE_HELP = ("'auto' resamples each image so its field of view is as wide as the model's training images "
+              "(and the probability back); 'none' runs at the image's own size; a number is the factor.")
 TTA_HELP = ("Test-time augmentation: average the predictions of the left-right mirror (flip, 2x the time) "
             "or of all 8 flips and quarter turns (d4, 8x).")
 
@@ -31,6 +33,20 @@ def threshold_option(value: str) -> str:
             f"expected a number in (0, 1), 'otsu' or 'train'; got {value!r}", param_hint="--threshold"
         ) from None
     return text
+
+
+def scale_option(ctx: click.Context, param: click.Parameter, value: str) -> str | float:
+    """--scale: 'auto', 'none' or a resampling factor, checked before TensorFlow is imported."""
+    text = value.strip().lower()
+    if text in ("auto", "none"):
+        return text
+    try:
+        factor = float(text)
+    except ValueError:
+        factor = float("nan")
+    if not 0.05 <= factor <= 8.0:
+        raise click.BadParameter(f"expected 'auto', 'none' or a factor between 0.05 and 8; got {value!r}")
+    return factor
 
 
 def training_threshold(model_path: Path, heads: str, tta: str = "none") -> tuple[float, str]:
@@ -65,13 +81,15 @@ def training_threshold(model_path: Path, heads: str, tta: str = "none") -> tuple
               help="Force tiled prediction with tiles of this size [default: whole image when it fits].")
 @click.option("--tta", type=click.Choice(TTA_CHOICES), default="none", show_default=True,
               help=TTA_HELP)
+@click.option("--scale", default="auto", show_default=True, callback=scale_option, help=SCALE_HELP)
 @click.option("--thin-width", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
               help="Ground-truth segment thickness (px) at or below which a vessel counts as thin.")
 @click.option("--no-overlays", is_flag=True, help="Do not write the per-image overlay PNGs.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate(model_path: Path, dataset: str, root: Path | None, split: str, fold: int | None,
              output: Path, threshold: str, training_root: Path | None, heads: str,
-             tile_size: int | None, tta: str, thin_width: float, no_overlays: bool, quiet: bool) -> None:
+             tile_size: int | None, tta: str, scale: str | float, thin_width: float, no_overlays: bool,
+             quiet: bool) -> None:
     """Evaluate a model on a dataset split; metrics inside the FOV only.
 
     Writes Se/Sp/Acc/Pr/F1/MCC, pooled and per-image AUC, thin/thick sensitivity,
@@ -94,7 +112,7 @@ def evaluate(model_path: Path, dataset: str, root: Path | None, split: str, fold
     from keras_vessel.inference import load_inference_model
 
     options = {"fold": fold} if fold is not None else {}
-    predict_options = {"tile_size": tile_size, "tta": tta}
+    predict_options = {"tile_size": tile_size, "tta": tta, "scale": scale}
     with library_errors():
         specs = open_dataset(dataset, root, split, **options)
         if not specs:
@@ -109,7 +127,7 @@ def evaluate(model_path: Path, dataset: str, root: Path | None, split: str, fold
                 value = choose_training_threshold(model, training, progress=not quiet,
                                                   predict_options=predict_options)
                 saved = save_threshold(model_path, value, heads=heads, dataset=dataset, images=len(training),
-                                       tta=tta)
+                                       tta=tta, scale=scale)
             click.echo(f"training threshold {value:.4f} saved to {saved}", err=True)
         elif training_root is not None:
             click.echo(f"using the existing {threshold_path(model_path, tta)}; delete it to recompute", err=True)

@@ -40,11 +40,14 @@ def _threshold_option(value: str) -> str | float:
 @click.option("--threshold", default="0.5", show_default=True,
               help="Threshold of the predict_image signature's PNG mask: a number in (0, 1) or 'train' "
                    "(threshold.json beside the model).")
+@click.option("--scale", type=click.Choice(["auto", "none"]), default="auto", show_default=True,
+              help="'auto': the served graph resamples each image so its field of view is as wide as the "
+                   "model's training images; 'none': it runs images at their own size.")
 @click.option("--keras", "with_keras", is_flag=True,
               help="Also write OUT/NAME/model.keras without optimizer state (a third of the size) and its "
                    "threshold.json: the file to ship for Keras reuse and `keras-vessel predict`.")
 def export(model_path: Path, name: str, version: int, out: Path, overwrite: bool, heads: str,
-           threshold: str, with_keras: bool) -> None:
+           threshold: str, scale: str, with_keras: bool) -> None:
     """Export a model for TF Serving: OUT/NAME/VERSION/saved_model.pb with signatures
     serving_default (images -> probability) and predict_image (PNG/JPEG bytes ->
     probability, mask_png_bytes)."""
@@ -64,7 +67,7 @@ def export(model_path: Path, name: str, version: int, out: Path, overwrite: bool
     with library_errors():
         try:
             path = export_saved_model(model_path, out, name=name, version=version, overwrite=overwrite,
-                                      threshold=value, heads=heads)
+                                      threshold=value, heads=heads, scale=scale)
         except FileExistsError as error:  # created by someone else since the check above
             raise click.ClickException(f"{error}; use --overwrite") from error
     click.echo(f"exported {model_path} (heads {heads}, mask threshold {value:g}) to {path}")

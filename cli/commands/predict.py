@@ -10,7 +10,15 @@ from pathlib import Path
 
 import click
 
-from keras_vessel_cli.commands.evaluate import HEADS, TTA_CHOICES, TTA_HELP, threshold_option, training_threshold
+from keras_vessel_cli.commands.evaluate import (
+    HEADS,
+    SCALE_HELP,
+    TTA_CHOICES,
+    TTA_HELP,
+    scale_option,
+    threshold_option,
+    training_threshold,
+)
 from keras_vessel_cli.errors import library_errors
 
 
@@ -36,12 +44,24 @@ def _check_source(ctx: click.Context, model_path: Path | None, server: str | Non
         return
     if model_name is None:
         raise click.UsageError("--server needs --model-name (the name TF Serving serves the model under)")
-    for name, flag in (("heads", "--heads"), ("tile_size", "--tile-size"), ("tta", "--tta")):
+    for name, flag in (("heads", "--heads"), ("tile_size", "--tile-size"), ("tta", "--tta"), ("scale", "--scale")):
         if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
             raise click.UsageError(f"{flag} applies to a local --model; the served model fixes it at export")
-    if threshold == "train":
+    if threshold == "train" and ctx.get_parameter_source("threshold") is not click.core.ParameterSource.DEFAULT:
         raise click.UsageError("--threshold train reads threshold.json beside a local --model; with --server "
                                "give the number (e.g. --threshold 0.47)")
+
+
+def _stored_threshold(model_path: Path, heads: str, tta: str) -> float:
+    """The threshold chosen on the model's training images, or 0.5 (said on stderr) when it has none."""
+    from keras_vessel.evaluation import threshold_path
+
+    if not threshold_path(model_path, tta).is_file():
+        click.echo(f"no {threshold_path(model_path, tta).name} beside {model_path}: masks at threshold 0.5 "
+                   "(choose one on training images with `keras-vessel evaluate --threshold train "
+                   "--training-root ...`)", err=True)
+        return 0.5
+    return training_threshold(model_path, heads, tta)[0]
 
 
 @click.command()
@@ -59,9 +79,10 @@ def _check_source(ctx: click.Context, model_path: Path | None, server: str | Non
 @click.option("--fov", "fov_text", default="auto", show_default=True,
               help="'auto' derives the field of view from each image, 'none' uses the whole image, "
                    "or a mask file (same size as every input).")
-@click.option("--threshold", default="0.5", show_default=True,
-              help="Mask threshold: a number in (0, 1), 'otsu' (per image, inside the FOV) or 'train' "
-                   "(threshold.json beside the model; --model only).")
+@click.option("--threshold", default="train", show_default=True,
+              help="Mask threshold: 'train' (threshold.json beside the model, chosen on its training images; "
+                   "0.5 when it has none or with --server), a number in (0, 1) or 'otsu' (per image, inside "
+                   "the FOV).")
 @click.option("--heads", type=click.Choice(HEADS), default="mean", show_default=True,
               help="Fuse both heads' probabilities (mean) or use one head (--model only).")
 @click.option("--tile-size", type=click.IntRange(min=16), default=None,
@@ -69,11 +90,13 @@ def _check_source(ctx: click.Context, model_path: Path | None, server: str | Non
                    "(--model only).")
 @click.option("--tta", type=click.Choice(TTA_CHOICES), default="none", show_default=True,
               help=TTA_HELP + " (--model only)")
+@click.option("--scale", default="auto", show_default=True, callback=scale_option,
+              help=SCALE_HELP + " (--model only; a served model does its own)")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None, server: str | None,
             model_name: str | None, version: int | None, output: Path, fov_text: str, threshold: str,
-            heads: str, tile_size: int | None, tta: str, quiet: bool) -> None:
+            heads: str, tile_size: int | None, tta: str, scale: str | float, quiet: bool) -> None:
     """Predict vessels in INPUT images (files, globs or folders of PNG/JPEG/TIFF/GIF/PPM).
 
     A file that cannot be processed is reported on stderr and skipped; the exit
@@ -109,8 +132,11 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
             raise click.BadParameter(str(error), param_hint="--server/--model-name") from None
         source, options["predictor"] = None, client.predict
     else:
-        source, options["heads"], options["tile_size"], options["tta"] = model_path, heads, tile_size, tta
-    options["threshold"] = training_threshold(model_path, heads, tta)[0] if threshold == "train" else threshold
+        source = model_path
+        options.update(heads=heads, tile_size=tile_size, tta=tta, scale=scale)
+    if threshold == "train":
+        threshold = _stored_threshold(model_path, heads, tta) if server is None else 0.5
+    options["threshold"] = threshold
 
     with library_errors():
         report = predict_files(source, paths, output, **options)

@@ -17,13 +17,22 @@ from typing import Any
 
 import keras
 
-from keras_vessel.models.layers import HeadFusion, MeanProbability, Standardize, StrideCheck
+from keras_vessel.models.layers import (
+    FovDiameter,
+    HeadFusion,
+    LocalStandardize,
+    MeanProbability,
+    Standardize,
+    StrideCheck,
+)
 from keras_vessel.models.unet import build_unet
 from keras_vessel.models.yan2018 import build_yan2018
 
 __all__ = [
     "MODELS",
+    "FovDiameter",
     "HeadFusion",
+    "LocalStandardize",
     "MeanProbability",
     "Standardize",
     "StrideCheck",
@@ -33,7 +42,9 @@ __all__ = [
     "build_unet",
     "build_yan2018",
     "head_names",
+    "model_fov_diameter",
     "model_stride",
+    "record_fov_diameter",
 ]
 
 MODELS: dict[str, Callable[..., keras.Model]] = {
@@ -82,6 +93,31 @@ def model_stride(model: keras.Model) -> int:
             f"keras_vessel.models.build_model (valid names: {sorted(MODELS)})"
         )
     return max(strides)
+
+
+def model_fov_diameter(model: keras.Model) -> float | None:
+    """The FOV diameter (px) the model was trained at, from its `FovDiameter` layer; None if it has none.
+
+    Models trained before keras-vessel recorded their scale have none: they
+    are run at each image's own scale.
+    """
+    diameters = [layer.diameter for layer in _layers_recursive(model) if isinstance(layer, FovDiameter)]
+    return diameters[0] if diameters else None
+
+
+def record_fov_diameter(model: keras.Model, diameter: float) -> keras.Model:
+    """`model` (sharing its weights) behind a `FovDiameter` layer: for a model trained before scales were recorded.
+
+    ``diameter`` is the FOV diameter (px) of the images it was trained on,
+    e.g. the median ``fov_diameter`` of its training manifest; prediction
+    with ``scale="auto"`` then resamples every image to it.
+    """
+    if model_fov_diameter(model) is not None:
+        raise ValueError(f"model {model.name!r} already records a FOV diameter of "
+                         f"{model_fov_diameter(model):g} px")
+    inputs = keras.Input(shape=(None, None, 3), dtype="float32", name="images")
+    outputs = model(FovDiameter(diameter, name="fov_diameter")(inputs))
+    return keras.Model(inputs, outputs, name=model.name)
 
 
 def head_names(model: keras.Model) -> tuple[str, ...]:

@@ -6,6 +6,10 @@ selection, normalisation and size check, so inference code never has to know
 the training statistics.
 
 - `Standardize`: RGB 0-255 -> the normalised channel(s) the network sees.
+- `LocalStandardize`: the same against each pixel's neighbourhood inside the
+  field of view, so brightness, contrast and colour cast of a camera cancel.
+- `FovDiameter`: identity that records the field-of-view diameter the network
+  was trained at (`keras_vessel.models.model_fov_diameter`), for `--scale auto`.
 - `StrideCheck`: identity that fails with a clear message when the image size
   is not a multiple of the network stride (instead of a shape error deep in a
   skip connection); `keras_vessel.models.model_stride` reads it.
@@ -98,12 +102,7 @@ class Standardize(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs: Any) -> Any:
-        x = ops.cast(inputs, self.compute_dtype)
-        if self.channel == "green":
-            x = x[..., 1:2]
-        elif self.channel == "grey":
-            weights = ops.convert_to_tensor(GREY_WEIGHTS, dtype=self.compute_dtype)
-            x = ops.sum(x * weights, axis=-1, keepdims=True)
+        x = _select(ops.cast(inputs, self.compute_dtype), self.channel, self.compute_dtype)
         mean = ops.convert_to_tensor(self.mean, dtype=self.compute_dtype)
         scale = ops.convert_to_tensor(self.scale, dtype=self.compute_dtype)
         return (x - mean) / scale
@@ -115,6 +114,143 @@ class Standardize(keras.layers.Layer):
         config = super().get_config()
         config.update({"channel": self.channel, "mean": self.mean, "scale": self.scale})
         return config
+
+
+def _select(x: Any, channel: str, dtype: str) -> Any:
+    """The channel(s) a model reads from RGB: green, BT.601 grey or all three."""
+    if channel == "green":
+        return x[..., 1:2]
+    if channel == "grey":
+        return ops.sum(x * ops.convert_to_tensor(GREY_WEIGHTS, dtype=dtype), axis=-1, keepdims=True)
+    return x
+
+
+@keras.saving.register_keras_serializable(package="keras_vessel")
+class LocalStandardize(keras.layers.Layer):
+    """Standardise each pixel against its neighbourhood inside the field of view.
+
+    ``out = (x - m) / sqrt(v + floor**2)`` inside the FOV and 0 outside it,
+    where ``m`` and ``v`` are the mean and variance of the selected channel(s)
+    over a Gaussian window of ``sigma`` px, weighted by the FOV (a normalised
+    convolution, so the dark surround and the patch border do not pull the
+    mean down). A pixel is in the FOV when ``max(red, luminance) > 15``, the
+    per-pixel part of `keras_vessel.preprocessing.derive_fov`: a rule that
+    gives a tile the same values as the whole image, so tiled and whole-image
+    prediction agree. Camera gain, offset, colour cast and slow illumination
+    changes cancel; vessels, narrower than the window, keep their contrast.
+
+    Parameters
+    ----------
+    channel : {"green", "grey", "rgb"}
+    sigma : float > 0, the window's standard deviation in px (at the scale the network runs).
+    floor : float > 0, on 0-255: the spread below which a flat region is not amplified further.
+
+    Input ``(B, H, W, 3)`` float RGB on 0-255; output ``(B, H, W, C)`` float32.
+    """
+
+    def __init__(self, channel: str = "green", sigma: float = 16.0, floor: float = 1.0, **kwargs: Any) -> None:
+        channel = check_choice("channel", channel, CHANNELS)
+        sigma = check_float("sigma", sigma, minimum=0.0, maximum=256.0, min_inclusive=False)
+        floor = check_float("floor", floor, minimum=0.0, min_inclusive=False)
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.channel = channel
+        self.sigma = sigma
+        self.floor = floor
+
+    def build(self, input_shape: tuple) -> None:
+        if input_shape[-1] is not None and input_shape[-1] != 3:
+            raise ValueError(
+                f"{self.name}: input must be RGB images (B, H, W, 3), got shape {tuple(input_shape)}"
+            )
+        super().build(input_shape)
+
+    def _blur(self, x: Any) -> Any:
+        radius = max(1, int(round(3.0 * self.sigma)))
+        offsets = tf.range(-radius, radius + 1, dtype=tf.float32)
+        kernel = tf.exp(-0.5 * tf.square(offsets / self.sigma))
+        kernel = kernel / tf.reduce_sum(kernel)
+        channels = x.shape[-1]
+        rows = tf.tile(tf.reshape(kernel, [-1, 1, 1, 1]), [1, 1, channels, 1])
+        cols = tf.tile(tf.reshape(kernel, [1, -1, 1, 1]), [1, 1, channels, 1])
+        x = tf.nn.depthwise_conv2d(x, rows, [1, 1, 1, 1], "SAME")
+        return tf.nn.depthwise_conv2d(x, cols, [1, 1, 1, 1], "SAME")
+
+    def call(self, inputs: Any) -> Any:
+        rgb = ops.cast(inputs, self.compute_dtype)
+        luminance = ops.sum(rgb * ops.convert_to_tensor((0.299, 0.587, 0.114), dtype=self.compute_dtype),
+                            axis=-1, keepdims=True)
+        inside = ops.cast(ops.maximum(rgb[..., :1], luminance) > 15.0, self.compute_dtype)
+        x = _select(rgb, self.channel, self.compute_dtype)
+        channels = x.shape[-1]
+        blurred = self._blur(ops.concatenate([x * inside, x * x * inside, inside], axis=-1))
+        weight = blurred[..., 2 * channels:]
+        mean = tf.math.divide_no_nan(blurred[..., :channels], weight)
+        variance = ops.maximum(tf.math.divide_no_nan(blurred[..., channels : 2 * channels], weight) - mean * mean,
+                               0.0)
+        return (x - mean) / ops.sqrt(variance + self.floor * self.floor) * inside
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return tuple(input_shape[:-1]) + (_channel_count(self.channel),)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({"channel": self.channel, "sigma": self.sigma, "floor": self.floor})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_vessel")
+class FovDiameter(keras.layers.Layer):
+    """Identity that records the field-of-view diameter, in px, of the images the network learnt from.
+
+    `keras_vessel.models.model_fov_diameter` reads it; prediction with
+    ``scale="auto"`` resamples every image so its FOV has this diameter.
+    """
+
+    def __init__(self, diameter: float, **kwargs: Any) -> None:
+        diameter = check_float("diameter", diameter, minimum=8.0, maximum=100_000.0)
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.diameter = diameter
+
+    def call(self, inputs: Any) -> Any:
+        return inputs
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return tuple(input_shape)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({"diameter": self.diameter})
+        return config
+
+
+NORMALISATIONS = ("global", "local")
+
+
+def normalised_input(
+    inputs: Any,
+    *,
+    stride: int,
+    channel: str,
+    mean: float | Sequence[float],
+    scale: float | Sequence[float],
+    normalisation: str = "global",
+    local_sigma: float = 16.0,
+    fov_diameter: float | None = None,
+) -> Any:
+    """The input layers every model shares: stride check, recorded scale, normalisation.
+
+    ``normalisation="global"`` is `Standardize` (``(x - mean) / scale``),
+    ``"local"`` is `LocalStandardize` (``local_sigma``; ``mean``/``scale`` unused).
+    """
+    normalisation = check_choice("normalisation", normalisation, NORMALISATIONS)
+    x = StrideCheck(stride, name="stride_check")(inputs)
+    if fov_diameter is not None:
+        x = FovDiameter(fov_diameter, name="fov_diameter")(x)
+    if normalisation == "local":
+        return LocalStandardize(channel=channel, sigma=local_sigma, name="standardize")(x)
+    return Standardize(channel=channel, mean=mean, scale=scale, name="standardize")(x)
 
 
 @keras.saving.register_keras_serializable(package="keras_vessel")

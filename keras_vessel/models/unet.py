@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import keras
 
 from keras_vessel.models._checks import check_bool, check_choice, check_float, check_heads, check_int
-from keras_vessel.models.layers import CHANNELS, DEFAULT_MEAN, DEFAULT_SCALE, Standardize, StrideCheck
+from keras_vessel.models.layers import CHANNELS, DEFAULT_MEAN, DEFAULT_SCALE, normalised_input
 
 
 def _conv_block(x, filters: int, *, name: str, batch_norm: bool, kernel_size: int = 3):
@@ -50,6 +50,9 @@ def build_unet(
     scale: float | Sequence[float] = DEFAULT_SCALE,
     head_convs: int = 0,
     head_filters: int | None = None,
+    normalisation: str = "global",
+    local_sigma: float = 16.0,
+    fov_diameter: float | None = None,
 ) -> keras.Model:
     """Build the compact U-Net.
 
@@ -62,7 +65,11 @@ def build_unet(
         and after the bottleneck; 0 disables it.
     heads : ``("segment", "pixel")`` for the joint model, ``("pixel",)`` for
         the pixel-only baseline.
-    channel, mean, scale : passed to `Standardize`.
+    channel, mean, scale, normalisation, local_sigma : the input normalisation,
+        `keras_vessel.models.layers.normalised_input` (global `Standardize`
+        with mean/scale, or `LocalStandardize` with local_sigma).
+    fov_diameter : FOV diameter (px) of the training images, recorded for
+        ``scale="auto"`` prediction; None records nothing.
     head_convs : 3x3 convs each head has of its own at full resolution. 0
         (default): one shared full-resolution decoder level and a 1x1 conv per
         head. N > 0: no shared full-resolution convs; each head stacks N.
@@ -81,8 +88,8 @@ def build_unet(
     head_filters = base_filters if head_filters is None else check_int("head_filters", head_filters, minimum=1)
 
     inputs = keras.Input(shape=(None, None, 3), dtype="float32", name="images")
-    x = StrideCheck(2**depth, name="stride_check")(inputs)
-    x = Standardize(channel=channel, mean=mean, scale=scale, name="standardize")(x)
+    x = normalised_input(inputs, stride=2**depth, channel=channel, mean=mean, scale=scale,
+                         normalisation=normalisation, local_sigma=local_sigma, fov_diameter=fov_diameter)
 
     skips = []
     for level in range(depth):

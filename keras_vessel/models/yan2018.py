@@ -48,7 +48,7 @@ from collections.abc import Sequence
 import keras
 
 from keras_vessel.models._checks import check_choice, check_float, check_heads
-from keras_vessel.models.layers import CHANNELS, DEFAULT_MEAN, Standardize, StrideCheck
+from keras_vessel.models.layers import CHANNELS, DEFAULT_MEAN, normalised_input
 
 STRIDE = 16  # 4 poolings
 
@@ -84,6 +84,9 @@ def build_yan2018(
     scale: float | Sequence[float] = 1.0,
     dropout: float = 0.5,
     kernel_initializer: str = "glorot_uniform",
+    normalisation: str = "global",
+    local_sigma: float = 16.0,
+    fov_diameter: float | None = None,
 ) -> keras.Model:
     """Build the authors' network (see the module docstring for what matches).
 
@@ -92,6 +95,7 @@ def build_yan2018(
     width : multiplier for every filter count (1.0 = the authors' network).
     heads : ``("segment", "pixel")`` joint, or ``("pixel",)`` pixel-only.
     channel, mean, scale : passed to `Standardize` (defaults: green, 98.19, 1.0).
+    normalisation, local_sigma, fov_diameter : as in `keras_vessel.models.unet.build_unet`.
     dropout : rate of the two dropout layers (authors: 0.5).
     kernel_initializer : Keras initializer name for all kernels.
 
@@ -120,8 +124,8 @@ def build_yan2018(
         )(x)
 
     inputs = keras.Input(shape=(None, None, 3), dtype="float32", name="images")
-    x = StrideCheck(STRIDE, name="stride_check")(inputs)
-    x = Standardize(channel=channel, mean=mean, scale=scale, name="standardize")(x)
+    x = normalised_input(inputs, stride=STRIDE, channel=channel, mean=mean, scale=scale,
+                         normalisation=normalisation, local_sigma=local_sigma, fov_diameter=fov_diameter)
 
     skips = {}
     for spec in ENCODER:
