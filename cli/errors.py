@@ -1,7 +1,17 @@
-"""Turn the library's domain errors into click errors, so users see a message, not a traceback."""
+"""The command line's error boundary: users see one sentence and an exit status, not a traceback.
+
+- `library_errors()` turns the library's expected failures into `click.ClickException`
+  (exit 1): its ValueErrors (DatasetError, ConfigError, PrepareError, OutputError, ...)
+  and TrainingError, whose messages already say which file or key and what to do, and
+  operating-system errors on files (permissions, a full disk), named by path.
+- `VesselGroup` ends an interrupted command (Ctrl-C) with "interrupted" and exit status 130.
+- `quiet_tensorflow()` imports TensorFlow with its start-up logging (CUDA probing on
+  machines without a GPU) sent to /dev/null, so the terminal shows our messages only.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -10,12 +20,45 @@ import click
 
 @contextmanager
 def library_errors() -> Iterator[None]:
-    """Report `ValueError`s and missing files raised by keras_vessel as `click.ClickException`.
+    """Report the library's expected failures as `click.ClickException` (exit status 1)."""
+    from keras_vessel.errors import TrainingError
 
-    The library raises ValueError subclasses (DatasetError, ConfigError,
-    PrepareError, ...) whose messages already say which file and what to do.
-    """
     try:
         yield
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, TrainingError) as error:
         raise click.ClickException(str(error)) from error
+    except OSError as error:
+        where = f"{error.filename}: " if error.filename else ""
+        raise click.ClickException(f"{where}{error.strerror or error}") from error
+
+
+class VesselGroup(click.Group):
+    """A click group whose commands exit with status 130 and one line when interrupted."""
+
+    def invoke(self, ctx: click.Context):  # noqa: D102 - click's API
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+def quiet_tensorflow() -> None:
+    """Import TensorFlow and probe its devices with file descriptor 2 pointed at /dev/null.
+
+    TensorFlow's C++ start-up lines (``Could not find cuda drivers``, ``failed
+    call to cuInit``) are written before its log level applies. Python errors
+    raised by the import still reach the terminal: they are printed after
+    the descriptor is restored.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)

@@ -6,14 +6,16 @@ added here explicitly, so the command list is readable in one place.
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from importlib.metadata import version
 
 import click
 
+from keras_vessel_cli.errors import VesselGroup
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group(cls=VesselGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(version("keras-vessel"), prog_name="keras-vessel")  # no TF import for --help
 def cli() -> None:
     """Retinal vessel segmentation with joint segment-level and pixel-wise losses."""

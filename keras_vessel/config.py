@@ -202,7 +202,12 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {override!r}: {part} is not a section")
-    node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
+    try:
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or "not valid YAML"
+        raise ConfigError(f"override {override!r}: the value {value!r} is {problem}; quote strings and close "
+                          "brackets, e.g. --set 'data.train_records=[a, b]'") from None
 
 
 def _build(cls: type, raw: Any, *, source: str, prefix: str) -> Any:

@@ -35,9 +35,8 @@ def save_ensemble(model_paths: Sequence[str | Path], output: str | Path, *, over
     Writes `ensemble.json` beside it (members with checksums, seeds and
     revisions, package versions). Both files are written atomically.
     """
-    from keras_vessel.export import load_model_file
     from keras_vessel.models import build_ensemble
-    from keras_vessel.training import save_model_atomic
+    from keras_vessel.models.saving import load_model_file, save_model_atomic
 
     paths, output = [Path(p) for p in model_paths], Path(output)
     if output.suffix != ".keras":

@@ -11,3 +11,11 @@ class DatasetError(ValueError):
     A subclass of ValueError so that callers catching bad input in general
     still catch it; the message always names the offending file or option.
     """
+
+
+class OutputError(ValueError):
+    """An output folder or file cannot be written; the message names it and says what to do."""
+
+
+class TrainingError(RuntimeError):
+    """Training could not start or had to stop (e.g. the loss became NaN); the message says what to do."""

@@ -27,7 +27,7 @@ import numpy as np
 
 from keras_vessel import metrics
 from keras_vessel.inference import check_tta, inference_scale, predict_probability
-from keras_vessel.io import atomic_path, write_json_atomic, write_text_atomic
+from keras_vessel.io import atomic_path, ensure_writable_dir, write_json_atomic, write_text_atomic
 from keras_vessel.progress import progress as progress_bar
 
 __all__ = [
@@ -440,8 +440,7 @@ def evaluate(
     samples = list(samples)
     if not samples:
         raise ValueError("`samples` is empty; nothing to evaluate.")
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = ensure_writable_dir(output_dir, what="the report folder")
     if threshold == "otsu":
         rule = "per-image Otsu threshold of the probabilities inside the FOV"
     elif threshold_rule:

@@ -39,11 +39,12 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from keras_vessel.io import umask
+from keras_vessel.io import ensure_writable_dir, umask
+from keras_vessel.models.saving import load_model_file
 from keras_vessel.models import HeadFusion, build_inference_model, head_names, model_fov_diameter, model_stride
 from keras_vessel.scaling import fov_diameter, prediction_region, resample, resize_to, scale_factor
 
-__all__ = ["SIGNATURES", "export_keras_model", "export_saved_model", "load_model_file"]
+__all__ = ["SIGNATURES", "export_keras_model", "export_saved_model"]
 
 log = logging.getLogger(__name__)
 
@@ -184,35 +185,6 @@ class _VesselServing(tf.Module):
         return {"probability": probability, "mask_png_bytes": mask_png}
 
 
-def load_model_file(model_or_path: keras.Model | str | os.PathLike, *, compile: bool = False) -> keras.Model:
-    """A Keras model, loaded in safe mode from a ``.keras`` path if need be.
-
-    ``compile=False`` (export) needs only the graph and weights;
-    ``compile=True`` (`export_keras_model`) keeps the training losses and optimizer.
-    """
-    if isinstance(model_or_path, keras.Model):
-        return model_or_path
-    if not isinstance(model_or_path, (str, os.PathLike)):
-        raise TypeError(
-            "keras_model_path_or_model must be a keras.Model or the path of a .keras file, "
-            f"got {model_or_path!r} (type {type(model_or_path).__name__})"
-        )
-    path = Path(model_or_path)
-    if path.suffix != ".keras":
-        raise ValueError(f"expected a .keras model file, got {str(path)!r}")
-    if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {str(path)!r}")
-    import keras_vessel.losses  # noqa: F401  (registers the custom losses of a compiled training model)
-
-    try:
-        return keras.saving.load_model(path, compile=compile, safe_mode=True)
-    except Exception as error:  # Keras raises many types for a bad archive
-        raise ValueError(
-            f"could not load model {str(path)!r} (expected a .keras file saved by keras-vessel training): "
-            f"{type(error).__name__}: {error}"
-        ) from error
-
-
 def _inference_model(model: keras.Model, heads: str) -> keras.Model:
     """A single-output probability model: wrap a training model, or accept an inference model."""
     try:
@@ -285,6 +257,7 @@ def export_saved_model(
             f"SavedModel version folder already exists: {str(target)!r}; "
             "pass overwrite=True to replace it or choose another version"
         )
+    ensure_writable_dir(target.parent, what="the SavedModel folder")
     model = load_model_file(keras_model_path_or_model)
     try:
         model = _inference_model(model, heads)

@@ -95,23 +95,14 @@ def bundled_model_path() -> Path:
 def load_inference_model(path: str | Path, *, heads: str = "mean"):
     """Load a `.keras` training model and wrap it into an inference model.
 
-    Imports `keras_vessel.models` and `keras_vessel.losses` first so that their
-    registered custom objects deserialise. Raises FileNotFoundError for a
-    missing file and ValueError (naming the file) for one Keras cannot load or
-    one that is not a keras-vessel training model.
+    Raises FileNotFoundError for a missing file and ValueError (naming the
+    file) for one that is damaged, one Keras cannot load, or one that is not
+    a keras-vessel training model (`keras_vessel.models.saving.load_model_file`).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {path} does not exist; expected a .keras file written by training")
-    if path.suffix != ".keras":
-        raise ValueError(f"model file {path} must be a Keras 3 '.keras' file; got suffix {path.suffix!r}")
-    import keras_vessel.losses  # noqa: F401  (registers the custom losses)
     from keras_vessel.models import build_inference_model
+    from keras_vessel.models.saving import load_model_file
 
-    try:
-        model = keras.saving.load_model(path, compile=False)
-    except Exception as error:  # Keras raises many types for a bad archive
-        raise ValueError(f"could not load model {path}: {type(error).__name__}: {error}") from error
+    model = load_model_file(path)
     try:
         return build_inference_model(model, heads=heads)
     except ValueError as error:

@@ -48,3 +48,42 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 def write_json_atomic(path: str | Path, payload: Any) -> None:
     write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def ensure_writable_dir(path: str | Path, *, what: str = "the output folder") -> Path:
+    """Create `path` (and parents) if needed and check that a file can be written in it, before any work.
+
+    Raises OutputError (a ValueError) saying which folder and why, instead of
+    an OSError after hours of work.
+    """
+    from keras_vessel.errors import OutputError
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write-check-", dir=path)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise OutputError(f"cannot write to {what} {path}: {reason}; choose another folder or fix its "
+                          "permissions") from None
+    return path
+
+
+@contextmanager
+def stderr_to_devnull() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null for a while (C++ logging and child processes included).
+
+    Used around starting worker processes, which inherit the descriptor:
+    each imports TensorFlow, whose start-up lines would otherwise reach the
+    user's terminal. Python exceptions still propagate.
+    """
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_vessel.inference import check_tile_size, check_tta
-from keras_vessel.io import atomic_path
+from keras_vessel.io import atomic_path, ensure_writable_dir
 
 __all__ = ["IMAGE_SUFFIXES", "InputError", "PredictReport", "expand_inputs", "predict_files"]
 
@@ -199,7 +199,7 @@ def predict_files(
             f"their defaults; got heads={heads!r}, tile_size={tile_size!r}, tta={tta!r}, scale={scale!r}."
         )
     fov_choice = _check_fov(fov)
-    output_dir = Path(output_dir)
+    output_dir = ensure_writable_dir(output_dir, what="the output folder")
 
     fixed_fov = read_mask(fov_choice) if isinstance(fov_choice, Path) else None
     model = load_inference_model(model_path, heads=heads) if predictor is None else None

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import logging
+import warnings
 import zlib
 from os import PathLike
 from pathlib import Path
@@ -23,6 +25,8 @@ from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
 from keras_vessel.errors import DatasetError
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DatasetError",
@@ -41,7 +45,6 @@ _DECODE_ERRORS = (
     ValueError,
     EOFError,
     zlib.error,
-    Image.DecompressionBombError,
 )
 
 
@@ -51,16 +54,32 @@ def _open_pil(path: str | PathLike) -> Image.Image:
     if not path.is_file():
         raise DatasetError(f"image file not found: {path}")
     try:
-        if path.suffix.lower() == ".gz":
-            with gzip.open(path, "rb") as handle:
-                data = handle.read()
-            image = Image.open(io.BytesIO(data))
-        else:
-            image = Image.open(path)
-        image.load()  # Image.open is lazy: force decoding so truncation shows up here.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            if path.suffix.lower() == ".gz":
+                with gzip.open(path, "rb") as handle:
+                    data = handle.read()
+                image = Image.open(io.BytesIO(data))
+            else:
+                image = Image.open(path)
+            image.load()  # Image.open is lazy: force decoding so truncation shows up here.
+    except Image.DecompressionBombError:
+        raise DatasetError(f"image file {path} is too large to decode safely ({_size_of(path)}); "
+                           "resize it first") from None
     except _DECODE_ERRORS as exc:
         raise DatasetError(f"cannot decode image file {path}: {exc}") from exc
+    if any(issubclass(warning.category, Image.DecompressionBombWarning) for warning in caught):
+        logger.warning("%s is a very large image (%dx%d, %.0f megapixels); decoding it anyway", path,
+                       image.width, image.height, image.width * image.height / 1e6)
     return image
+
+
+def _size_of(path: Path) -> str:
+    try:
+        with Image.open(path) as image:  # the header only
+            return f"{image.width}x{image.height}"
+    except Exception:  # noqa: BLE001 - only for the message
+        return "size unknown"
 
 
 def _as_uint8(array: np.ndarray) -> np.ndarray:

@@ -82,7 +82,7 @@ def check_scale(scale: str | float) -> str | float:
             scale = float(text)
         except ValueError:
             raise ValueError(f"`scale` must be 'auto', 'none' or a positive number; got {scale!r}.") from None
-    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating)):
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)):
         raise ValueError(f"`scale` must be 'auto', 'none' or a positive number; got {scale!r}.")
     if not (math.isfinite(float(scale)) and MIN_FACTOR <= float(scale) <= MAX_FACTOR):
         raise ValueError(f"`scale` must be a factor between {MIN_FACTOR} and {MAX_FACTOR}; got {scale!r}.")

@@ -15,14 +15,20 @@ Per image, one `tf.train.Example` with:
 | `label`, `fov`, `tube` | PNG, uint8 0/255 |
 | `id_mask` | raw little-endian int32 bytes, `height * width` values |
 
-Shards are written under a temporary name and renamed when complete; a shard
-that exists is complete, so re-running `prepare` skips it.
+Shards are written under a temporary name, read back once, and renamed when
+complete; each shard's sidecar records the fingerprints of its images' input
+files and options (`SampleSpec.fingerprint`) and the shard's SHA-256, which the
+manifest lists too. Re-running `prepare` keeps a shard only when it holds
+exactly the requested images, unchanged, intact; anything else is prepared
+again, with a warning saying why. `verify_shards` checks the checksums
+before training.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -35,7 +41,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from keras_vessel.io import atomic_path, write_json_atomic
+from keras_vessel.io import atomic_path, ensure_writable_dir, stderr_to_devnull, write_json_atomic
 from keras_vessel.progress import progress
 
 SCHEMA_VERSION = 2  # 2: fov_diameter per image
@@ -230,47 +236,66 @@ def write_dataset(
     if reference not in ("authors", "complete"):
         raise PrepareError(f"reference must be 'authors' or 'complete', got {reference!r}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    groups = [specs[i : i + images_per_shard] for i in range(0, len(specs), images_per_shard)]
-    paths = shard_paths(out_dir, split, len(groups))
-    summaries: dict[int, list[dict[str, Any]]] = {}
-    todo: list[tuple[int, Any]] = []
-    for index, (group, path) in enumerate(zip(groups, paths)):
-        sidecar = _sidecar(path)
-        images = json.loads(sidecar.read_text())["images"] if path.exists() and sidecar.exists() else None
-        if images is not None and all(SUMMARY_KEYS <= image.keys() for image in images):
-            summaries[index] = images
-        else:  # missing, or prepared by a version that did not record every statistic
-            todo.extend((index, spec) for spec in group)
+    created = not out_dir.exists()
+    ensure_writable_dir(out_dir, what="the prepared-data folder")
+    try:
+        return _write_dataset(specs, out_dir, dataset=dataset, split=split, workers=workers,
+                              images_per_shard=images_per_shard, reference=reference, show_progress=show_progress)
+    except BaseException:
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # nothing was written: leave no empty folder behind
+        raise
+
+
+def _write_dataset(specs: Sequence[Any], out_dir: Path, *, dataset: str, split: str, workers: int,
+                   images_per_shard: int, reference: str, show_progress: bool) -> dict[str, Any]:
+    import tensorflow as tf
+
     manifest_path = out_dir / MANIFEST
-    if summaries and manifest_path.is_file():
-        previous = json.loads(manifest_path.read_text()).get("id_mask_reference", reference)
+    if manifest_path.is_file():
+        try:
+            previous = json.loads(manifest_path.read_text()).get("id_mask_reference", reference)
+        except json.JSONDecodeError:
+            previous = reference  # a damaged manifest is simply written again
         if previous != reference:
             raise PrepareError(
                 f"{out_dir} was prepared with reference={previous!r}, not {reference!r}; "
                 "use another --out folder or delete this one"
             )
-    if summaries:
-        logger.info("%d of %d shards already complete in %s", len(summaries), len(paths), out_dir)
+    groups = [specs[i : i + images_per_shard] for i in range(0, len(specs), images_per_shard)]
+    paths = shard_paths(out_dir, split, len(groups))
+    fingerprints = {spec.name: spec.fingerprint() for spec in specs}
+    sidecars: dict[int, dict[str, Any]] = {}
+    todo: list[tuple[int, Any]] = []
+    for index, (group, path) in enumerate(zip(groups, paths)):
+        problem = _reusable(path, [(spec.name, fingerprints[spec.name]) for spec in group])
+        if problem is None:
+            sidecars[index] = json.loads(_sidecar(path).read_text())
+        else:
+            if problem != "missing":
+                logger.warning("%s: %s; preparing it again", path, problem)
+            todo.extend((index, spec) for spec in group)
+    if sidecars:
+        logger.info("%d of %d shards already complete in %s", len(sidecars), len(paths), out_dir)
 
-    pending: dict[int, dict[str, bytes]] = {}
-    pending_summaries: dict[int, dict[str, dict[str, Any]]] = {}
+    pending: dict[int, dict[str, PreparedImage]] = {}
 
     def finish(index: int, spec_name: str, prepared: PreparedImage) -> None:
-        prepared = with_fov_diameter(prepared)
-        pending.setdefault(index, {})[spec_name] = serialize(prepared)
-        pending_summaries.setdefault(index, {})[spec_name] = prepared.summary()
+        pending.setdefault(index, {})[spec_name] = with_fov_diameter(prepared)
         group = groups[index]
         if len(pending[index]) == len(group):
-            done_records, done_summaries = pending.pop(index), pending_summaries.pop(index)
-            records = [done_records[spec.name] for spec in group]
-            images = [done_summaries[spec.name] for spec in group]
+            done = pending.pop(index)
+            images = [done[spec.name] for spec in group]
             with atomic_path(paths[index]) as temp:
                 with tf.io.TFRecordWriter(str(temp), options="GZIP") as writer:
-                    for record in records:
-                        writer.write(record)
-            write_json_atomic(_sidecar(paths[index]), {"images": images})
-            summaries[index] = images
+                    for image in images:
+                        writer.write(serialize(image))
+                _verify_readable(temp, len(images), shown=paths[index])
+            sidecars[index] = {
+                "images": [dict(image.summary(), fingerprint=fingerprints[image.name]) for image in images],
+                "sha256": file_sha256(paths[index]),
+            }
+            write_json_atomic(_sidecar(paths[index]), sidecars[index])
 
     for index, spec, prepared in progress(
         _map_prepare(todo, workers, reference), total=len(todo), label=f"prepare {dataset}/{split}",
@@ -278,11 +303,73 @@ def write_dataset(
     ):
         finish(index, spec.name, prepared)
 
-    images = [image for index in range(len(groups)) for image in summaries[index]]
+    images = [image for index in range(len(groups)) for image in sidecars[index]["images"]]
     manifest = _manifest(images, dataset=dataset, split=split, shards=paths)
+    manifest["shard_sha256"] = [sidecars[index]["sha256"] for index in range(len(groups))]
     manifest["id_mask_reference"] = reference
     write_json_atomic(manifest_path, manifest)
     return manifest
+
+
+def _reusable(path: Path, wanted: list[tuple[str, str]]) -> str | None:
+    """None if the shard at `path` holds exactly the `wanted` (name, fingerprint) images intact, else why not."""
+    sidecar = _sidecar(path)
+    if not path.exists() or not sidecar.exists():
+        return "missing"
+    try:
+        recorded = json.loads(sidecar.read_text())
+    except json.JSONDecodeError:
+        return f"its sidecar {sidecar.name} is not valid JSON"
+    images = recorded.get("images", [])
+    if not all(SUMMARY_KEYS <= image.keys() for image in images) or "sha256" not in recorded:
+        return "it was prepared by an older keras-vessel"
+    held = [(image["name"], image.get("fingerprint")) for image in images]
+    if held != wanted:
+        names = [name for name, _ in wanted]
+        if [name for name, _ in held] != names:
+            return f"it holds images {[name for name, _ in held]}, not the requested {names}"
+        return "its images' files or options changed since it was prepared"
+    if file_sha256(path) != recorded["sha256"]:
+        return "it is damaged (its checksum differs from the one recorded when it was written)"
+    return None
+
+
+def _verify_readable(path: Path, count: int, *, shown: Path) -> None:
+    """Re-read a freshly written shard once: every record must parse."""
+    import tensorflow as tf
+
+    try:
+        parsed = sum(1 for _ in tf.data.TFRecordDataset(str(path), compression_type="GZIP").map(parse_example))
+    except tf.errors.OpError as error:
+        raise PrepareError(f"{shown} could not be read back after writing ({error.message}); "
+                           "check the disk and run prepare again") from None
+    if parsed != count:
+        raise PrepareError(f"{shown} holds {parsed} records after writing, expected {count}; run prepare again")
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_shards(records_dir: str | Path) -> None:
+    """Check every shard of a prepared folder against the checksum in its manifest.
+
+    Raises PrepareError naming the first damaged shard and how to redo it;
+    training calls this before its first step.
+    """
+    records_dir = Path(records_dir)
+    manifest = read_manifest(records_dir)
+    for name, expected in zip(manifest["shards"], manifest.get("shard_sha256", [])):
+        if file_sha256(records_dir / name) != expected:
+            raise PrepareError(
+                f"{records_dir / name} is damaged: its checksum differs from the one in {records_dir / MANIFEST}; "
+                f"run the same `keras-vessel prepare ... --out {records_dir}` command again to redo it"
+            )
 
 
 def _sidecar(path: Path) -> Path:
@@ -298,7 +385,8 @@ def _map_prepare(todo: list[tuple[int, Any]], workers: int, reference: str):
     # spawn, not fork: the parent may already hold TensorFlow's threads
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = {pool.submit(_prepare_or_explain, spec, reference): (index, spec) for index, spec in todo}
+        with stderr_to_devnull():  # the workers (started here) would print TensorFlow's start-up lines
+            futures = {pool.submit(_prepare_or_explain, spec, reference): (index, spec) for index, spec in todo}
         for future in concurrent.futures.as_completed(futures):
             index, spec = futures[future]
             yield index, spec, future.result()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import logging
 import math
 import os
@@ -42,19 +43,18 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+import yaml
 
-from keras_vessel.config import ConfigError, RunConfig, records_folders, save_config
-from keras_vessel.io import atomic_path, write_json_atomic, write_text_atomic
+from keras_vessel.errors import TrainingError
+from keras_vessel.config import ConfigError, RunConfig, config_to_dict, records_folders, save_config
+from keras_vessel.io import ensure_writable_dir, write_json_atomic, write_text_atomic
+from keras_vessel.models.saving import save_model_atomic
 from keras_vessel.pipeline import get_dataset, split_names
 from keras_vessel.provenance import cpu_speed_flags, git_revision, machine_info, package_versions
-from keras_vessel.tfrecords import PrepareError, combined_manifest
+from keras_vessel.tfrecords import MANIFEST, PrepareError, combined_manifest, file_sha256, verify_shards
 
 logger = logging.getLogger(__name__)
 PAPER_MEAN = 98.19
-
-
-class TrainingError(RuntimeError):
-    """Training could not start or had to stop (e.g. the loss became NaN)."""
 
 
 @dataclass(frozen=True)
@@ -224,6 +224,42 @@ def _check_config(config: RunConfig) -> dict[str, Any]:
     return manifest
 
 
+def check_resume(config: RunConfig, output_dir: Path, records: dict[str, str]) -> dict[str, Any] | None:
+    """Refuse to resume a run folder with other settings or other data; returns its run.json (None if new).
+
+    Only ``train.epochs`` may change (to train a finished run longer): any
+    other key that differs from the stored config.yaml, or prepared records
+    whose manifest changed since the run started, raise ConfigError naming
+    them and saying how to start afresh.
+    """
+    stored_path, info_path = output_dir / "config.yaml", output_dir / "run.json"
+    if not stored_path.is_file() or not (output_dir / "checkpoints").is_dir():
+        return None
+    stored = yaml.safe_load(stored_path.read_text()) or {}
+    changed = [(key, old, new) for key, old, new in _differences(stored, config_to_dict(config))
+               if key != "train.epochs"]
+    fresh = f"to start afresh, give another --output or delete {output_dir}"
+    if changed:
+        shown = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changed)
+        raise ConfigError(f"{output_dir} holds a run started with other settings ({shown}). To resume it, "
+                          f"use its settings (only train.epochs may change, to train longer); {fresh}")
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    for folder, digest in (info.get("records") or {}).items():
+        if records.get(folder, digest) != digest:
+            raise ConfigError(f"the prepared data in {folder} changed since {output_dir} started (prepare was "
+                              f"run again with other images or options); {fresh}")
+    return info
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = list(dict.fromkeys([*old, *new]))
+        return [item for key in keys for item in _differences(old.get(key), new.get(key), f"{prefix}{key}.")]
+    old = list(old) if isinstance(old, tuple) else old
+    new = list(new) if isinstance(new, tuple) else new
+    return [] if old == new else [(prefix.rstrip("."), old, new)]
+
+
 def _warn_if_bfloat16_is_emulated() -> None:
     """bfloat16 without AVX-512-BF16/AMX (or a GPU) is emulated: measured 20x slower than fp32."""
     flags = cpu_speed_flags()
@@ -243,12 +279,6 @@ def _is_chief(strategy: tf.distribute.Strategy) -> bool:
     return resolver.task_type in (None, "chief") or (resolver.task_type == "worker" and resolver.task_id == 0)
 
 
-def save_model_atomic(model: keras.Model, path: Path) -> None:
-    """`model.save` to a temporary `.keras` file beside `path`, then rename it into place."""
-    with atomic_path(path, suffix=".keras") as temp:
-        model.save(temp)
-
-
 def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> TrainResult:
     """Train (or resume) the run described by `config` into `output_dir`.
 
@@ -260,6 +290,11 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> Tra
     folders = records_folders(config.data)
     train_names, validation_names = split_names(folders, config.data.validation_images,
                                                 folds=config.data.folds, fold=config.data.fold)
+    for folder in folders:
+        verify_shards(folder)
+    records = {folder: file_sha256(Path(folder) / MANIFEST) for folder in folders}
+    previous = check_resume(config, output_dir, records)
+    ensure_writable_dir(output_dir, what="the run folder")
 
     strategy = make_strategy(config.train.strategy, cpu_devices=config.train.cpu_devices)
     keras.utils.set_random_seed(config.train.seed)
@@ -290,8 +325,12 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> Tra
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).expect_partial()
         history = history[: int(epoch_var.numpy())]
-        logger.info("resuming %s after epoch %d", output_dir, int(epoch_var.numpy()))
     start_epoch = int(epoch_var.numpy())
+    resumes = list((previous or {}).get("resumed", []))
+    if manager.latest_checkpoint and chief:
+        resumes.append({"after_epoch": start_epoch, "epochs": config.train.epochs,
+                        "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        print(f"resuming {output_dir} after epoch {start_epoch} of {config.train.epochs}", file=sys.stderr)
 
     run_info = {
         "name": config.name,
@@ -305,8 +344,10 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> Tra
         "replicas": strategy.num_replicas_in_sync,
         "training_images": train_names,
         "validation_images": validation_names,
+        "records": records,
         "status": "running",
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "started": (previous or {}).get("started", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
+        "resumed": resumes,
     }
     if chief:
         save_config(config, output_dir / "config.yaml")
@@ -338,57 +379,70 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> Tra
     status = "completed"
     iterator = iter(train_data)
     model_path = output_dir / "model.keras"
-    for epoch in range(start_epoch, config.train.epochs):
-        bar = keras.utils.Progbar(config.train.steps_per_epoch, verbose=verbose if chief else 0,
-                                  stateful_metrics=None)
-        if verbose and chief:
-            print(f"Epoch {epoch + 1}/{config.train.epochs}", file=sys.stderr)
-        totals: dict[str, float] = {}
-        started = time.monotonic()
-        for step in range(config.train.steps_per_epoch):
-            values = {k: float(v) for k, v in train_step(next(iterator)).items()}
-            for key, value in values.items():
-                totals[key] = totals.get(key, 0.0) + value
-            bar.update(step + 1, values=list(values.items()))
-            if not math.isfinite(values["loss"]):
-                status = "nan"
+    try:
+        for epoch in range(start_epoch, config.train.epochs):
+            bar = keras.utils.Progbar(config.train.steps_per_epoch, verbose=verbose if chief else 0,
+                                      stateful_metrics=None)
+            if verbose and chief:
+                print(f"Epoch {epoch + 1}/{config.train.epochs}", file=sys.stderr)
+            totals: dict[str, float] = {}
+            started = time.monotonic()
+            for step in range(config.train.steps_per_epoch):
+                values = {k: float(v) for k, v in train_step(next(iterator)).items()}
+                for key, value in values.items():
+                    totals[key] = totals.get(key, 0.0) + value
+                bar.update(step + 1, values=list(values.items()))
+                if not math.isfinite(values["loss"]):
+                    status = "nan"
+                    break
+            if status == "nan":
+                logger.error("loss became %s at epoch %d; stopping, keeping the last good checkpoint",
+                             values["loss"], epoch + 1)
                 break
-        if status == "nan":
-            logger.error("loss became %s at epoch %d; stopping, keeping the last good checkpoint",
-                         values["loss"], epoch + 1)
-            break
-        row = {"epoch": epoch + 1, **{k: v / config.train.steps_per_epoch for k, v in totals.items()}}
-        row["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-        row["seconds"] = time.monotonic() - started
-        if validation_data is not None and optimizer.use_ema:  # the raw weights' scores, to compare
-            row.update({f"raw_{k}": v for k, v in _validate(eval_step, validation_data).items()})
-            if row["raw_val_loss"] < best_raw:
-                best_raw = row["raw_val_loss"]
-                if chief:
-                    save_model_atomic(model, output_dir / "model_raw.keras")
-        with _averaged_weights(model, optimizer):
-            if validation_data is not None:
-                row.update(_validate(eval_step, validation_data))
-            improved = row.get("val_loss", -math.inf) < best or validation_data is None
-            if improved:
-                best = row.get("val_loss", best)
-                if chief:
-                    save_model_atomic(model, model_path)
-        history.append(row)
-        epoch_var.assign(epoch + 1)
-        manager.save(checkpoint_number=epoch + 1)
+            row = {"epoch": epoch + 1, **{k: v / config.train.steps_per_epoch for k, v in totals.items()}}
+            row["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+            row["seconds"] = time.monotonic() - started
+            if validation_data is not None and optimizer.use_ema:  # the raw weights' scores, to compare
+                row.update({f"raw_{k}": v for k, v in _validate(eval_step, validation_data).items()})
+                if row["raw_val_loss"] < best_raw:
+                    best_raw = row["raw_val_loss"]
+                    if chief:
+                        save_model_atomic(model, output_dir / "model_raw.keras")
+            with _averaged_weights(model, optimizer):
+                if validation_data is not None:
+                    row.update(_validate(eval_step, validation_data))
+                improved = row.get("val_loss", -math.inf) < best or validation_data is None
+                if improved:
+                    best = row.get("val_loss", best)
+                    if chief:
+                        save_model_atomic(model, model_path)
+            history.append(row)
+            epoch_var.assign(epoch + 1)
+            manager.save(checkpoint_number=epoch + 1)
+            if chief:
+                _write_history(output_dir / "history.csv", history)
+                with writer.as_default(step=epoch + 1):
+                    for key, value in row.items():
+                        if key != "epoch":
+                            tf.summary.scalar(key, value)
+                writer.flush()
+            if verbose and chief:
+                print(" - ".join(f"{k}: {v:.4g}" for k, v in row.items() if k != "epoch"), file=sys.stderr)
+            if _should_stop_early(history, config.train.early_stopping_patience):
+                status = "early_stopped"
+                break
+    except BaseException as error:  # record why the run stopped, then let the error through
         if chief:
-            _write_history(output_dir / "history.csv", history)
-            with writer.as_default(step=epoch + 1):
-                for key, value in row.items():
-                    if key != "epoch":
-                        tf.summary.scalar(key, value)
-            writer.flush()
-        if verbose and chief:
-            print(" - ".join(f"{k}: {v:.4g}" for k, v in row.items() if k != "epoch"), file=sys.stderr)
-        if _should_stop_early(history, config.train.early_stopping_patience):
-            status = "early_stopped"
-            break
+            interrupted = isinstance(error, KeyboardInterrupt)
+            run_info.update(status="interrupted" if interrupted else "failed", epochs_completed=len(history),
+                            finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            if not interrupted:
+                run_info["error"] = f"{type(error).__name__}: {error}"
+            write_json_atomic(output_dir / "run.json", run_info)
+        if isinstance(error, tf.errors.OpError):
+            raise TrainingError(f"training {output_dir} stopped in epoch {len(history) + 1}: {error.message}; "
+                                f"re-run the same command to resume after epoch {len(history)}") from None
+        raise
 
     if chief and status != "nan":
         if not model_path.exists():

@@ -393,12 +393,15 @@ def test_hrf_mixed_case_split_and_rgb_masks(tmp_path):
     assert np.abs(sample.image.astype(int) - _fundus(1)).mean() < 8  # JPEG
 
 
-def test_hrf_missing_label_is_skipped_with_a_warning(tmp_path):
+def test_hrf_missing_label_is_skipped_with_a_warning(tmp_path, caplog):
+    """The warning is one logged line naming the file (not a Python warning with a source line)."""
     root = _make_hrf(tmp_path)
     (root / "manual1" / "05_g.tif").unlink()
-    with pytest.warns(UserWarning, match=r"HRF image .*05_g\.jpg skipped: its label .*manual1/05_g\.tif is missing"):
+    with caplog.at_level("WARNING", logger="keras_vessel.datasets.hrf"):
         names = [s.name for s in open_dataset("hrf", root, "training")]
     assert names == ["01_dr", "01_g", "01_h", "05_dr", "05_h"]
+    [record] = caplog.records
+    assert re.fullmatch(r"HRF image .*05_g\.jpg skipped: its label .*manual1/05_g\.tif is missing", record.getMessage())
 
 
 def test_hrf_missing_mask_is_an_error(tmp_path):

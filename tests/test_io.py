@@ -36,7 +36,7 @@ def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
 
 
 def test_save_model_atomic_writes_a_loadable_model_others_can_read(tmp_path):
-    from keras_vessel.training import save_model_atomic
+    from keras_vessel.models.saving import save_model_atomic
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     path = tmp_path / "model.keras"

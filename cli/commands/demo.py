@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from keras_vessel_cli.errors import library_errors
+from keras_vessel_cli.errors import library_errors, quiet_tensorflow
 
 
 @click.command()
@@ -24,6 +24,7 @@ def demo(output: Path, root: Path | None, epochs: int | None, workers: int, fres
 
     Re-running resumes where it stopped.
     """
+    quiet_tensorflow()
     from keras_vessel.demo import clean, run_demo
 
     if fresh:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from keras_vessel_cli.errors import library_errors
+from keras_vessel_cli.errors import library_errors, quiet_tensorflow
 
 
 @click.command()
@@ -21,6 +21,7 @@ def ensemble(models: tuple[Path, ...], output: Path, overwrite: bool) -> None:
     The ensemble is evaluated, exported and used by predict like any trained
     model; choose its own threshold with `evaluate --threshold train`.
     """
+    quiet_tensorflow()
     from keras_vessel.ensemble import save_ensemble
 
     with library_errors():

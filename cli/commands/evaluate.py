@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from keras_vessel_cli.errors import library_errors
+from keras_vessel_cli.errors import library_errors, quiet_tensorflow
 
 # spelled out (not read from keras_vessel) so `keras-vessel --help` does not import TensorFlow;
 # tests/cli/test_prepare_train.py checks they match the library
@@ -96,6 +96,7 @@ def evaluate(model_path: Path, dataset: str, root: Path | None, split: str, fold
     clDice, Betti errors and CAL (metrics.json, metrics.md, per_image.csv), a ROC
     curve and per-image overlays; DRIVE test adds the second-observer row.
     """
+    quiet_tensorflow()
     threshold = threshold_option(threshold)
     if dataset != "synthetic" and root is None:
         raise click.UsageError(f"--root is required for --dataset {dataset}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from keras_vessel_cli.commands.evaluate import HEADS, training_threshold
-from keras_vessel_cli.errors import library_errors
+from keras_vessel_cli.errors import library_errors, quiet_tensorflow
 
 
 def _threshold_option(value: str) -> str | float:
@@ -51,6 +51,7 @@ def export(model_path: Path, name: str, version: int, out: Path, overwrite: bool
     """Export a model for TF Serving: OUT/NAME/VERSION/saved_model.pb with signatures
     serving_default (images -> probability) and predict_image (PNG/JPEG bytes ->
     probability, mask_png_bytes)."""
+    quiet_tensorflow()
     value = _threshold_option(threshold)
     target = out / name / str(version)
     if target.exists() and not overwrite:

@@ -19,7 +19,7 @@ from keras_vessel_cli.commands.evaluate import (
     threshold_option,
     training_threshold,
 )
-from keras_vessel_cli.errors import library_errors
+from keras_vessel_cli.errors import library_errors, quiet_tensorflow
 
 
 def _fov_option(value: str) -> str | Path:
@@ -102,6 +102,7 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
     A file that cannot be processed is reported on stderr and skipped; the exit
     status is then 1 after the other files are done.
     """
+    quiet_tensorflow()
     threshold = threshold_option(threshold)
     fov = _fov_option(fov_text)
     _check_source(ctx, model_path, server, model_name, version, threshold)

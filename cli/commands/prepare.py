@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from keras_vessel_cli.commands.evaluate import DATASET_NAMES
-from keras_vessel_cli.errors import library_errors
+from keras_vessel_cli.errors import library_errors, quiet_tensorflow
 
 
 @click.command()
@@ -37,6 +37,7 @@ def prepare(dataset: str, root: Path | None, split: str, fold: int | None, out_d
 
     Re-running skips shards that are already complete.
     """
+    quiet_tensorflow()
     from keras_vessel.datasets import open_dataset
     from keras_vessel.tfrecords import write_dataset
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from keras_vessel_cli.errors import library_errors
+from keras_vessel_cli.errors import library_errors, quiet_tensorflow
 
 
 @click.command()
@@ -19,6 +19,7 @@ from keras_vessel_cli.errors import library_errors
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train(config_path: Path, overrides: tuple[str, ...], output: Path | None, quiet: bool) -> None:
     """Train a model; re-running on the same --output resumes after the last finished epoch."""
+    quiet_tensorflow()
     from keras_vessel.config import load_config
     from keras_vessel.training import TrainingError, train as run_training
 

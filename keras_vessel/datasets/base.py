@@ -9,6 +9,7 @@ samples in workers.
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,24 @@ class SampleSpec:
 
     name: str
     load: Callable[[], Sample]
+
+    def fingerprint(self) -> str:
+        """A hex digest of what `load` would read: its files' names, sizes and contents, and its options.
+
+        Prepared records keep it, so that preparing a different image (or the
+        same name from another file) into the same folder is noticed.
+        """
+        digest = hashlib.sha256(self.name.encode())
+        arguments = list(getattr(self.load, "args", ())) + sorted(getattr(self.load, "keywords", {}).items())
+        for argument in arguments:
+            if isinstance(argument, Path):
+                digest.update(argument.name.encode())
+                with argument.open("rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+            else:
+                digest.update(repr(argument).encode())
+        return digest.hexdigest()
 
 
 def check_split(split: str, allowed: Sequence[str] = SPLITS, *, dataset: str) -> str:

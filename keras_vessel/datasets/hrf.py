@@ -14,7 +14,7 @@ image without its label is skipped with a warning naming the missing file
 
 from __future__ import annotations
 
-import warnings
+import logging
 from pathlib import Path
 
 from keras_vessel.datasets.base import (
@@ -26,6 +26,8 @@ from keras_vessel.datasets.base import (
     require_dir,
 )
 from keras_vessel.errors import DatasetError
+
+logger = logging.getLogger(__name__)
 
 LAST_TRAINING_NUMBER = 5
 EXPECTED = (
@@ -53,7 +55,7 @@ def open_hrf(root: str | Path, split: str = "all") -> list[SampleSpec]:
         label = find_ignoring_case(labels, f"{stem}.tif")
         if label is None:
             message = f"HRF image {image_path} skipped: its label {labels / (stem + '.tif')} is missing"
-            warnings.warn(message, stacklevel=2)
+            logger.warning("%s", message)
             continue
         fov = find_ignoring_case(masks, f"{stem}_mask.tif")
         if fov is None:
