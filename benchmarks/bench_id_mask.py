@@ -1,10 +1,10 @@
-"""Time `keras_vessel.segments.build_id_mask` on DRIVE and on an HRF-sized label.
+"""Time `keras_vessel.data.segments.build_id_mask` on DRIVE and on an HRF-sized label.
 
 Targets: <= 1 s per DRIVE image (584x565) and <= 30 s per HRF-sized image
 (2336x3504) on one core. The HRF-sized label is made from DRIVE labels
 upscaled x4 with nearest neighbour (HRF itself is not in ../shared/data).
 
-    .venv/bin/python benchmarks/bench_id_mask.py [--hrf-repeats 2] [--output PATH]
+    .venv/bin/python -m benchmarks.bench_id_mask [--hrf-repeats 2] [--output PATH]
 
 Prints a summary and writes benchmarks/results/id_mask.json.
 """
@@ -24,8 +24,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from _common import HRF_SHAPE, add_output_argument, begin, data_root, finish  # noqa: E402
-from keras_vessel.segments import build_id_mask, segment_count  # noqa: E402
+from benchmarks.common import HRF_SHAPE, add_output_argument, begin, data_root, finish  # noqa: E402
+from keras_vessel.data.segments import build_id_mask, segment_count  # noqa: E402
 
 
 def read_binary(path: Path) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Time `keras_vessel.inference.predict_probability` per DRIVE test image and measure peak memory.
+"""Time `keras_vessel.models.inference.predict_probability` per DRIVE test image and measure peak memory.
 
 Targets: <= 0.3 s per DRIVE test image (565x584) with the compact U-Net
 (base 12, depth 4, both heads fused by their mean); an HRF-sized image
@@ -18,7 +18,7 @@ by default for HRF: tiles of 512, overlap 128); opt-in `hrf_whole` forces the
 image through in one piece to show what tiling saves (it peaked at 12 GB
 here, so it is not run by default on this shared machine).
 
-    .venv/bin/python benchmarks/bench_inference.py [--images 20] [--repeats 1] [--cases drive hrf_tiled [hrf_whole]]
+    .venv/bin/python -m benchmarks.bench_inference [--images 20] [--repeats 1] [--cases drive hrf_tiled [hrf_whole]]
         [--model PATH.keras] [--tta d4]
 
 Prints a summary and writes benchmarks/results/inference.json.
@@ -40,7 +40,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from _common import add_output_argument, begin, drive_root, finish, hrf_sized_sample  # noqa: E402
+from benchmarks.common import add_output_argument, begin, drive_root, finish, hrf_sized_sample  # noqa: E402
 
 TARGET_DRIVE_S = 0.3
 TARGET_HRF_GB = 4.0
@@ -51,7 +51,7 @@ def load_model(args: argparse.Namespace, folder: Path):
     """`--model`, or the compact U-Net built, saved and loaded back, as the inference model."""
     import keras
 
-    from keras_vessel.inference import load_inference_model
+    from keras_vessel.models.inference import load_inference_model
     from keras_vessel.models import build_model
 
     if args.model:
@@ -63,7 +63,7 @@ def load_model(args: argparse.Namespace, folder: Path):
 
 
 def test_samples(count: int):
-    from keras_vessel.datasets import open_dataset
+    from keras_vessel.data.datasets import open_dataset
 
     root = drive_root()
     if root is None:
@@ -72,7 +72,7 @@ def test_samples(count: int):
 
 
 def time_drive(args: argparse.Namespace) -> dict:
-    from keras_vessel.inference import predict_probability
+    from keras_vessel.models.inference import predict_probability
 
     samples = test_samples(args.images)
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as temp:
@@ -118,7 +118,7 @@ def child(case: str, args: argparse.Namespace) -> dict:
     """One case in this (fresh) process; returns seconds and peak RSS."""
     import numpy as np
 
-    from keras_vessel.inference import predict_probability
+    from keras_vessel.models.inference import predict_probability
 
     samples = test_samples(2)
     sample = samples[0] if case == "drive" else hrf_sized_sample(samples[0], samples[1])
@@ -141,10 +141,10 @@ def child(case: str, args: argparse.Namespace) -> dict:
 
 
 def measure_memory(case: str, args: argparse.Namespace) -> dict:
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", case,
+    command = [sys.executable, "-m", "benchmarks.bench_inference", "--child", case,
                "--base-filters", str(args.base_filters), "--depth", str(args.depth), "--tta", args.tta]
     command += ["--model", str(args.model)] if args.model else []
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     if done.returncode != 0:
         return {"case": case, "error": f"exit {done.returncode}: {done.stderr.strip()[-2000:]}"}
     row = json.loads(done.stdout.strip().splitlines()[-1])
@@ -155,7 +155,7 @@ def measure_memory(case: str, args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from keras_vessel.inference import TTA_MODES
+    from keras_vessel.models.inference import TTA_MODES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20, help="DRIVE test images timed")

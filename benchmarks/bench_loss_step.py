@@ -7,7 +7,7 @@ after `--warmup-steps` steps of training each so the predictions (which the
 joint loss's thinning depends on) look like vessels. Reported: median over
 rounds of (loss step / pixel step).
 
-    .venv/bin/python benchmarks/bench_loss_step.py [--rounds 5] [--steps 3] [--warmup-steps 100]
+    .venv/bin/python -m benchmarks.bench_loss_step [--rounds 5] [--steps 3] [--warmup-steps 100]
 
 Prints a summary and writes benchmarks/results/loss_step.json.
 """
@@ -25,7 +25,7 @@ from pathlib import Path  # noqa: E402
 
 import keras  # noqa: E402
 
-from _common import add_output_argument, begin, finish  # noqa: E402
+from benchmarks.common import add_output_argument, begin, finish  # noqa: E402
 from bench_train_step import Trainer, add_step_arguments, fixed_batches, prepare_records  # noqa: E402
 
 SETTINGS = ("pixel", "joint", "pixel+cldice", "pixel+skeleton_recall", "joint+skeleton_recall")

@@ -1,4 +1,4 @@
-"""Time the training input pipeline (`keras_vessel.pipeline.get_dataset`) in patches per second.
+"""Time the training input pipeline (`keras_vessel.data.pipeline.get_dataset`) in patches per second.
 
 Target (issue): >= 3000 patches/s of 64x64 on the 2-core development machine.
 Records are prepared into a temporary folder from the synthetic set and, when
@@ -9,7 +9,7 @@ loop, as the training loop does; the median round is reported, in wall-clock
 patches per second and in patches per second of process CPU time (all
 threads), which depends less on what else runs on the machine.
 
-    .venv/bin/python benchmarks/bench_pipeline.py [--batches 200] [--rounds 3] [--output PATH]
+    .venv/bin/python -m benchmarks.bench_pipeline [--batches 200] [--rounds 3] [--output PATH]
 
 Prints a summary and writes benchmarks/results/pipeline.json.
 """
@@ -28,10 +28,10 @@ from pathlib import Path  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
 
-from _common import add_output_argument, begin, drive_root, finish  # noqa: E402
-from keras_vessel.datasets import open_dataset  # noqa: E402
-from keras_vessel.pipeline import get_dataset  # noqa: E402
-from keras_vessel.tfrecords import write_dataset  # noqa: E402
+from benchmarks.common import add_output_argument, begin, drive_root, finish  # noqa: E402
+from keras_vessel.data.datasets import open_dataset  # noqa: E402
+from keras_vessel.data.pipeline import get_dataset  # noqa: E402
+from keras_vessel.data.tfrecords import write_dataset  # noqa: E402
 
 TARGET = 3000.0
 

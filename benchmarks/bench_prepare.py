@@ -1,4 +1,4 @@
-"""Time `keras_vessel.tfrecords.prepare_sample` per DRIVE training image and per HRF-sized image.
+"""Time `keras_vessel.data.tfrecords.prepare_sample` per DRIVE training image and per HRF-sized image.
 
 The full per-image cost of `prepare`: load (image, label, FOV from disk),
 CLAHE, ID mask and skeleton tube; `serialize` (PNG encoding into the record)
@@ -9,7 +9,7 @@ The HRF-sized sample (3504x2336) is two DRIVE training samples upscaled x4
 side by side (bilinear image, nearest-neighbour label/FOV; HRF itself is not
 in ../shared/data), wrapped in an object with `.name` and `.load()`.
 
-    .venv/bin/python benchmarks/bench_prepare.py [--images 20] [--hrf-repeats 1] [--output PATH]
+    .venv/bin/python -m benchmarks.bench_prepare [--images 20] [--hrf-repeats 1] [--output PATH]
 
 Prints a summary and writes benchmarks/results/prepare.json.
 """
@@ -32,11 +32,11 @@ from typing import Any, Callable  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from _common import add_output_argument, begin, drive_root, finish, hrf_sized_sample  # noqa: E402
-from keras_vessel.datasets import Sample, open_dataset  # noqa: E402
-from keras_vessel.preprocessing import clahe  # noqa: E402
-from keras_vessel.segments import build_id_mask, skeleton_tube  # noqa: E402
-from keras_vessel.tfrecords import prepare_sample, serialize  # noqa: E402
+from benchmarks.common import add_output_argument, begin, drive_root, finish, hrf_sized_sample  # noqa: E402
+from keras_vessel.data.datasets import Sample, open_dataset  # noqa: E402
+from keras_vessel.data.preprocessing import clahe  # noqa: E402
+from keras_vessel.data.segments import build_id_mask, skeleton_tube  # noqa: E402
+from keras_vessel.data.tfrecords import prepare_sample, serialize  # noqa: E402
 
 TARGET_ID_MASK_DRIVE_S = 1.0  # from bench_id_mask: the dominant stage
 TARGET_ID_MASK_HRF_S = 30.0

@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/bench_thinning.py [--repeats 15] [--output benchmarks/results/thinning.json]
+    .venv/bin/python -m benchmarks.bench_thinning [--repeats 15] [--output benchmarks/results/thinning.json]
 
 Both sides run in this one process on the same batch (8 x 128x128 DRIVE crops
 with noisy predictions), timed alternately so that load from other processes
@@ -30,15 +30,12 @@ from PIL import Image
 from skimage.morphology import disk
 from skimage.morphology import thin as sk_thin
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
-from _common import add_output_argument, begin, data_root, finish  # noqa: E402
+from benchmarks.common import add_output_argument, begin, data_root, finish  # noqa: E402
 
 from keras_vessel.losses import segment_weights  # noqa: E402
-from keras_vessel.segments import build_id_mask  # noqa: E402
-from keras_vessel.thinning import thin_with_iterations  # noqa: E402
+from keras_vessel.data.segments import build_id_mask  # noqa: E402
+from keras_vessel.losses.thinning import thin_with_iterations  # noqa: E402
 
 
 # ------------------------------------------------------------ NumPy reference

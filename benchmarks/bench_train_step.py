@@ -2,7 +2,7 @@
 
 Target: joint step <= 1.15x pixel step (compact U-Net, base 16, depth 4,
 batch of 8 crops of 128x128). The step is the real one,
-`keras_vessel.training._make_steps`, under `tf.distribute.get_strategy()`,
+`keras_vessel.training.build_steps`, under `tf.distribute.get_strategy()`,
 with `keras_vessel.losses.build_losses("joint" / "pixel")`; the crops are
 DRIVE training patches with their ID masks from records prepared into a
 temporary folder (the synthetic set when DRIVE is absent).
@@ -21,7 +21,7 @@ vessels. The pixel step does not depend on the predictions, so its model is
 not trained. Throughput (megapixels of training patches per second) is
 reported for float32 and mixed_bfloat16 on untrained models.
 
-    .venv/bin/python benchmarks/bench_train_step.py [--rounds 5] [--steps 3] [--warmup-steps 200] [--bf16-rounds 2]
+    .venv/bin/python -m benchmarks.bench_train_step [--rounds 5] [--steps 3] [--warmup-steps 200] [--bf16-rounds 2]
 
 Prints a summary and writes benchmarks/results/train_step.json.
 """
@@ -41,14 +41,14 @@ from pathlib import Path  # noqa: E402
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from _common import add_output_argument, begin, drive_root, finish  # noqa: E402
-from keras_vessel.datasets import open_dataset  # noqa: E402
+from benchmarks.common import add_output_argument, begin, drive_root, finish  # noqa: E402
+from keras_vessel.data.datasets import open_dataset  # noqa: E402
 from keras_vessel.losses import PixelWiseLoss, build_losses  # noqa: E402
 from keras_vessel.models import build_model  # noqa: E402
-from keras_vessel.pipeline import get_dataset  # noqa: E402
-from keras_vessel.tfrecords import write_dataset  # noqa: E402
-from keras_vessel.thinning import thin_with_iterations  # noqa: E402
-from keras_vessel.training import _make_steps  # noqa: E402
+from keras_vessel.data.pipeline import get_dataset  # noqa: E402
+from keras_vessel.data.tfrecords import write_dataset  # noqa: E402
+from keras_vessel.losses.thinning import thin_with_iterations  # noqa: E402
+from keras_vessel.training import build_steps  # noqa: E402
 
 TARGET_RATIO = 1.15
 # "pixel" is the baseline as training runs it (one head); "pixel_two_heads" is the
@@ -93,7 +93,7 @@ class Trainer:
             else:
                 self.losses = build_losses(base, extra=extra or "none")
             self.optimizer.build(self.model.trainable_variables)
-        self.step_fn, _ = _make_steps(self.model, self.optimizer, self.losses, strategy)
+        self.step_fn, _ = build_steps(self.model, self.optimizer, self.losses, strategy)
         self.heads = heads
         self.position = 0
 

@@ -14,7 +14,7 @@ that fails, not the mean. Nothing about the target dataset chooses anything.
 Resumable: a finished training or score is not redone. Two trainings run side
 by side with one thread each (`--jobs 2`, 1.2x the throughput of one
 two-thread run on a 2-core CPU). Results go to
-``benchmarks/results/cross_dataset.json``; `--summarize` prints the tables of
+``experiments/results/cross_dataset.json``; `--summarize` prints the tables of
 docs/RESULTS.md from it, with the verdicts of the rules written there before
 the runs (`recipe_verdict`, `loss_verdict`).
 """
@@ -37,7 +37,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("KERAS_VESSEL_DATA", REPOSITORY.parent / "shared" / "data"))
 ROOTS = {"drive": "DRIVE", "chase_db1": "CHASE_DB1"}
 DATASETS = tuple(ROOTS)
-RESULTS = REPOSITORY / "benchmarks" / "results" / "cross_dataset.json"
+RESULTS = REPOSITORY / "experiments" / "results" / "cross_dataset.json"
 STEPS = 3000  # 30 epochs of 100 steps: section 1c's budget
 
 # The recipe of the shipped v3 model, and the one issue 21 proposes. Both keep the paper's
@@ -83,9 +83,10 @@ class Run:
             f"train.seed={self.seed}",
             *RECIPES[self.recipe],
         ]
-        config = REPOSITORY / "configs" / f"{self.source}_compact_{self.loss}.yaml"
-        return [keras_vessel, "train", "--config", str(config), *(p for s in sets for p in ("--set", s)),
-                "--output", str(out / self.name), "--quiet"]
+        configs = [REPOSITORY / "configs" / "compact.yaml", REPOSITORY / "configs" / "datasets" / f"{self.source}.yaml"]
+        sets.append(f"loss.kind={self.loss}")
+        return [keras_vessel, "train", *(p for c in configs for p in ("--config", str(c))),
+                *(p for s in sets for p in ("--set", s)), "--output", str(out / self.name), "--quiet"]
 
 
 def planned_runs() -> list[Run]:
@@ -133,10 +134,10 @@ def score_run(run_dir: Path, source: str, *, scale: str, data: Path = SHARED, ta
     """
     import keras
 
-    from keras_vessel.datasets import open_dataset
+    from keras_vessel.data.datasets import open_dataset
     from keras_vessel.evaluation import choose_training_threshold, evaluate
     from keras_vessel.models import build_inference_model, model_fov_diameter, record_fov_diameter
-    from keras_vessel.scaling import image_fov
+    from keras_vessel.data.scaling import image_fov
 
     if scale not in ("none", "auto"):
         raise ValueError(f"scale must be 'none' or 'auto', got {scale!r}")

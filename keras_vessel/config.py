@@ -131,39 +131,70 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> RunConfig:
-    """Read a YAML run config and apply `key.sub=value` overrides on top of it.
+def load_config(paths: str | Path | typing.Sequence[str | Path] | None,
+                overrides: typing.Sequence[str] = ()) -> RunConfig:
+    """Read one YAML run config, or several composed, and apply `key.sub=value` overrides on top.
 
-    Relative `data.train_records` paths are resolved against the config file's
-    folder when they exist there, else against the working directory.
+    Composition: a file may name others under ``base:`` (a path or a list,
+    relative to the file), which are read first; several `paths` are read in
+    order. Later values replace earlier ones key by key (mappings are merged,
+    anything else replaced), so ``configs/compact.yaml`` (a network and its
+    training budget) plus ``configs/datasets/drive.yaml`` (where the records
+    are) plus ``--set loss.kind=pixel`` make a run. Relative
+    ``data.train_records`` folders are resolved against the folder of the
+    file that names them when they exist there, else against the working
+    directory. Unknown keys are rejected naming the key and the file.
     """
     raw: dict[str, Any] = {}
-    source = "<defaults>"
-    if path is not None:
-        path = Path(path)
-        source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path} is not valid YAML: {error}") from error
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
-        raw = loaded
+    sources: list[str] = []
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    for path in paths or ():
+        _merge(raw, _read_composed(Path(path), seen=()))
+        sources.append(str(path))
     for override in overrides:
         _apply_override(raw, override)
-    config = _build(RunConfig, raw, source=source, prefix="")
-    records = config.data.train_records
-    if path is not None and records:
-        resolved = [_beside(Path(path), folder) for folder in records_folders(config.data)]
-        config = dataclasses.replace(
-            config, data=dataclasses.replace(config.data, train_records=resolved[0] if isinstance(records, str)
-                                             else resolved)
-        )
-    return config
+    source = " + ".join(sources) or "<defaults>"
+    return _build(RunConfig, raw, source=source, prefix="")
+
+
+def _read_composed(path: Path, *, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """One file with its ``base:`` files merged under it, records folders resolved."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist" + (f" (named under base: in {seen[-1]})" if seen else ""))
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: base: includes form a cycle ({' -> '.join(str(p) for p in (*seen, path))})")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from error
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
+    bases = loaded.pop("base", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(base, str) for base in bases):
+        raise ConfigError(f"{path}: base must be a config file or a list of them, got {bases!r}")
+    raw: dict[str, Any] = {}
+    for base in bases:
+        _merge(raw, _read_composed(path.parent / base, seen=(*seen, path.resolve())))
+    records = (loaded.get("data") or {}).get("train_records") if isinstance(loaded.get("data"), dict) else None
+    if isinstance(records, str) and records:
+        loaded["data"]["train_records"] = _beside(path, records)
+    elif isinstance(records, list):
+        loaded["data"]["train_records"] = [_beside(path, r) if isinstance(r, str) else r for r in records]
+    _merge(raw, loaded)
+    return raw
+
+
+def _merge(into: dict[str, Any], update: dict[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
 
 
 def records_folders(data: DataConfig) -> list[str]:

@@ -9,19 +9,13 @@ and the exported version are kept when the demo is re-run.
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from keras_vessel.config import DataConfig, LossConfig, ModelConfig, RunConfig, TrainConfig
+from keras_vessel.config import load_config
 
-#: The demo run: small enough for a 2-core laptop in a few minutes (configs/demo.yaml is the same).
-DEMO_CONFIG = RunConfig(
-    name="demo",
-    data=DataConfig(train_records="records/training", validation_images=2, patch_size=64, batch_size=8),
-    model=ModelConfig(name="unet", options={"base_filters": 8, "depth": 3}),
-    loss=LossConfig(kind="joint"),
-    train=TrainConfig(epochs=6, steps_per_epoch=100, optimizer="adam", learning_rate=2e-3, seed=0),
-)
+#: The demo run (small enough for a 2-core laptop in a few minutes); its train_records is set by `run_demo`.
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
 
 @dataclass(frozen=True)
@@ -42,12 +36,12 @@ def run_demo(
     quiet: bool = False,
 ) -> DemoResult:
     """Run the whole flow into `output_dir`; DRIVE when `root` is given, else synthetic data."""
-    from keras_vessel.datasets import open_dataset
-    from keras_vessel.evaluation import evaluate, load_threshold
-    from keras_vessel.export import export_saved_model
-    from keras_vessel.inference import load_inference_model
-    from keras_vessel.prediction import predict_files
-    from keras_vessel.tfrecords import write_dataset
+    from keras_vessel.data.datasets import open_dataset
+    from keras_vessel.evaluation import Threshold, choose_run_threshold, evaluate
+    from keras_vessel.serving.export import export_saved_model
+    from keras_vessel.models.inference import load_inference_model
+    from keras_vessel.serving.prediction import predict_files
+    from keras_vessel.data.tfrecords import write_dataset
     from keras_vessel.training import train
 
     output_dir = Path(output_dir)
@@ -58,26 +52,29 @@ def run_demo(
         write_dataset(specs, records / split, dataset=dataset, split=split, workers=workers,
                       show_progress=not quiet)
 
-    config = replace(DEMO_CONFIG, data=replace(DEMO_CONFIG.data, train_records=str(records / "training")))
+    overrides = [f"data.train_records={records / 'training'}"]
     if dataset == "drive":  # DRIVE images are larger: bigger patches and network
-        config = replace(config, data=replace(config.data, patch_size=128),
-                         model=ModelConfig(name="unet", options={"base_filters": 12, "depth": 4}))
+        overrides += ["data.patch_size=128", "model.options.base_filters=12", "model.options.depth=4"]
     if epochs is not None:
-        config = replace(config, train=replace(config.train, epochs=epochs))
+        overrides.append(f"train.epochs={epochs}")
+    if not DEMO_CONFIG.is_file():
+        raise FileNotFoundError(f"the demo's config {DEMO_CONFIG} is missing: the demo runs from a keras-vessel "
+                                "checkout (make demo)")
+    config = load_config(DEMO_CONFIG, overrides)
     result = train(config, output_dir / "run", verbose=0 if quiet else 1)
+    choose_run_threshold(result.output_dir, progress=not quiet)
 
-    threshold = load_threshold(result.model_path, heads=config.train.heads)
+    threshold = Threshold.stored(result.model_path, heads=config.train.heads)
     test_specs = open_dataset(dataset, root, "test")
     report_dir = output_dir / "report"
     metrics = evaluate(
         load_inference_model(result.model_path, heads=config.train.heads), test_specs,
-        output_dir=report_dir, threshold=threshold["threshold"],
-        threshold_rule=threshold["rule"], dataset=dataset, split="test",
+        output_dir=report_dir, threshold=threshold, dataset=dataset, split="test",
         model_path=result.model_path, heads=config.train.heads, progress=not quiet,
     )
 
     export_dir = export_saved_model(result.model_path, output_dir / "saved_models", name="demo", version=1,
-                                    overwrite=True, threshold=threshold["threshold"],
+                                    overwrite=True, threshold=threshold.value,
                                     heads=config.train.heads)
 
     images_dir = output_dir / "inputs"
@@ -88,7 +85,7 @@ def run_demo(
     else:
         inputs = sorted((Path(root) / "test" / "images").glob("*.tif"))[:3]
     predictions_dir = output_dir / "predictions"
-    report = predict_files(result.model_path, inputs, predictions_dir, threshold=threshold["threshold"],
+    report = predict_files(result.model_path, inputs, predictions_dir, threshold=threshold.value,
                            heads=config.train.heads, progress=not quiet)
     if report.failures:
         raise RuntimeError(f"predict failed on {len(report.failures)} demo images: {report.failures}")

@@ -87,3 +87,11 @@ def stderr_to_devnull() -> Iterator[None]:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(null)
+
+
+def write_png_atomic(path: str | Path, array: Any) -> None:
+    """Write a uint8/uint16 ``(H, W)`` or ``(H, W, 3)`` array as a PNG, atomically."""
+    from PIL import Image
+
+    with atomic_path(path) as temp:
+        Image.fromarray(array).save(temp, format="PNG")

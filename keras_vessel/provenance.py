@@ -59,6 +59,15 @@ def machine_info() -> dict[str, Any]:
             "cpu_count": os.cpu_count(), "load_average": load_average()}
 
 
+def _own_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("keras-vessel")
+    except metadata.PackageNotFoundError:  # a checkout on sys.path, not installed
+        return "unknown"
+
+
 def package_versions() -> dict[str, str]:
     """The versions a run's numbers depend on."""
     import cv2
@@ -68,11 +77,9 @@ def package_versions() -> dict[str, str]:
     import sklearn
     import tensorflow as tf
 
-    import keras_vessel
-
     return {
         "python": platform.python_version(),
-        "keras_vessel": keras_vessel.__version__,
+        "keras_vessel": _own_version(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "numpy": np.__version__,

@@ -43,8 +43,8 @@ def synthetic_records(tmp_path_factory):
     def make(*, count: int = 4, size: int = 96, seed: int = 2) -> Path:
         key = (count, size, seed)
         if key not in made:
-            from keras_vessel.datasets import open_dataset
-            from keras_vessel.tfrecords import write_dataset
+            from keras_vessel.data.datasets import open_dataset
+            from keras_vessel.data.tfrecords import write_dataset
 
             out = tmp_path_factory.mktemp(f"records-{count}-{size}-{seed}")
             specs = open_dataset("synthetic", None, "training", count=count, size=size, seed=seed)

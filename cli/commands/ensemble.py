@@ -22,7 +22,7 @@ def ensemble(models: tuple[Path, ...], output: Path, overwrite: bool) -> None:
     model; choose its own threshold with `evaluate --threshold train`.
     """
     quiet_tensorflow()
-    from keras_vessel.ensemble import save_ensemble
+    from keras_vessel.models.ensemble import save_ensemble
 
     with library_errors():
         try:

@@ -7,56 +7,16 @@ from pathlib import Path
 import click
 
 from keras_vessel_cli.errors import library_errors, quiet_tensorflow
-
-# spelled out (not read from keras_vessel) so `keras-vessel --help` does not import TensorFlow;
-# tests/cli/test_prepare_train.py checks they match the library
-DATASET_NAMES = ["drive", "chase_db1", "stare", "hrf", "folder", "synthetic"]
-HEADS = ["mean", "segment", "pixel"]
-TTA_CHOICES = ["none", "flip", "d4"]
-SCALE_HELP = ("'auto' resamples each image so its field of view is as wide as the model's training images "
-              "(and the probability back); 'none' runs at the image's own size; a number is the factor.")
-TTA_HELP = ("Test-time augmentation: average the predictions of the left-right mirror (flip, 2x the time) "
-            "or of all 8 flips and quarter turns (d4, 8x).")
-
-
-def threshold_option(value: str) -> str:
-    """'train', 'otsu' or a number in (0, 1), checked before the model is loaded."""
-    from keras_vessel.evaluation import parse_threshold
-
-    text = value.strip().lower()
-    if text == "train":
-        return text
-    try:
-        parse_threshold(text)
-    except ValueError:
-        raise click.BadParameter(
-            f"expected a number in (0, 1), 'otsu' or 'train'; got {value!r}", param_hint="--threshold"
-        ) from None
-    return text
-
-
-def scale_option(ctx: click.Context, param: click.Parameter, value: str) -> str | float:
-    """--scale: 'auto', 'none' or a resampling factor, checked before TensorFlow is imported."""
-    text = value.strip().lower()
-    if text in ("auto", "none"):
-        return text
-    try:
-        factor = float(text)
-    except ValueError:
-        factor = float("nan")
-    if not 0.05 <= factor <= 8.0:
-        raise click.BadParameter(f"expected 'auto', 'none' or a factor between 0.05 and 8; got {value!r}")
-    return factor
-
-
-def training_threshold(model_path: Path, heads: str, tta: str = "none") -> tuple[float, str]:
-    """The threshold stored beside the model, as (value, rule); a ClickException if absent."""
-    from keras_vessel.evaluation import load_threshold
-
-    with library_errors():
-        stored = load_threshold(model_path, heads=heads, tta=tta)
-    return stored["threshold"], stored["rule"]
-
+from keras_vessel_cli.options import (
+    DATASET_NAMES,
+    HEADS,
+    SCALE_HELP,
+    TTA_CHOICES,
+    TTA_HELP,
+    scale_option,
+    threshold_option,
+    training_threshold,
+)
 
 @click.command()
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -103,14 +63,14 @@ def evaluate(model_path: Path, dataset: str, root: Path | None, split: str, fold
     if training_root is not None and threshold != "train":
         raise click.UsageError("--training-root is only used with --threshold train")
 
-    from keras_vessel.datasets import open_dataset
+    from keras_vessel.data.datasets import open_dataset
     from keras_vessel.evaluation import (
         choose_training_threshold,
         evaluate as run_evaluation,
         save_threshold,
         threshold_path,
     )
-    from keras_vessel.inference import load_inference_model
+    from keras_vessel.models.inference import load_inference_model
 
     options = {"fold": fold} if fold is not None else {}
     predict_options = {"tile_size": tile_size, "tta": tta, "scale": scale}

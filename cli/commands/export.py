@@ -6,24 +6,8 @@ from pathlib import Path
 
 import click
 
-from keras_vessel_cli.commands.evaluate import HEADS, training_threshold
+from keras_vessel_cli.options import HEADS, threshold_option, training_threshold
 from keras_vessel_cli.errors import library_errors, quiet_tensorflow
-
-
-def _threshold_option(value: str) -> str | float:
-    """'train' or a number in (0, 1), checked before TensorFlow is imported."""
-    from keras_vessel.evaluation import parse_threshold
-
-    text = value.strip().lower()
-    if text == "train":
-        return text
-    try:
-        number = parse_threshold(text)
-    except ValueError:
-        number = None
-    if not isinstance(number, float):
-        raise click.BadParameter(f"expected a number in (0, 1) or 'train'; got {value!r}", param_hint="--threshold")
-    return number
 
 
 @click.command()
@@ -52,7 +36,7 @@ def export(model_path: Path, name: str, version: int, out: Path, overwrite: bool
     serving_default (images -> probability) and predict_image (PNG/JPEG bytes ->
     probability, mask_png_bytes)."""
     quiet_tensorflow()
-    value = _threshold_option(threshold)
+    value = threshold_option(threshold, otsu=False)
     target = out / name / str(version)
     if target.exists() and not overwrite:
         raise click.ClickException(f"{target} already exists; pass --overwrite to replace it or choose "
@@ -60,10 +44,9 @@ def export(model_path: Path, name: str, version: int, out: Path, overwrite: bool
     keras_path = out / name / "model.keras"
     if with_keras and keras_path.exists() and not overwrite:
         raise click.ClickException(f"{keras_path} already exists; pass --overwrite to replace it")
-    if value == "train":
-        value, _ = training_threshold(model_path, heads)
+    value = training_threshold(model_path, heads)[0] if value == "train" else float(value)
 
-    from keras_vessel.export import export_keras_model, export_saved_model
+    from keras_vessel.serving.export import export_keras_model, export_saved_model
 
     with library_errors():
         try:

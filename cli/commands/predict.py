@@ -1,6 +1,6 @@
 """`keras-vessel predict`: vessel probability maps and masks for arbitrary fundus images.
 
-A thin shell over `keras_vessel.prediction.predict_files`, with a local
+A thin shell over `keras_vessel.serving.prediction.predict_files`, with a local
 `.keras` model (--model) or a model served by TF Serving (--server).
 """
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from keras_vessel_cli.commands.evaluate import (
+from keras_vessel_cli.options import (
     HEADS,
     SCALE_HELP,
     TTA_CHOICES,
@@ -107,7 +107,7 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
     fov = _fov_option(fov_text)
     _check_source(ctx, model_path, server, model_name, version, threshold)
     if model_path is None and server is None:
-        from keras_vessel.inference import bundled_model_path
+        from keras_vessel.models.inference import bundled_model_path
 
         try:
             model_path = bundled_model_path()
@@ -116,7 +116,7 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
         click.echo(f"no --model given: using the bundled DRIVE model {model_path} "
                    "(see saved_models/MODEL_CARD.md)", err=True)
 
-    from keras_vessel.prediction import InputError, expand_inputs, predict_files
+    from keras_vessel.serving.prediction import InputError, expand_inputs, predict_files
 
     try:
         paths = expand_inputs(inputs)
@@ -125,7 +125,7 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
 
     options = {"fov": fov, "progress": not quiet}
     if server is not None:
-        from keras_vessel.serving_client import ServingClient
+        from keras_vessel.serving.client import ServingClient
 
         try:
             client = ServingClient(server, model_name, version=version)
@@ -136,7 +136,11 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
         source = model_path
         options.update(heads=heads, tile_size=tile_size, tta=tta, scale=scale)
     if threshold == "train":
-        threshold = _stored_threshold(model_path, heads, tta) if server is None else 0.5
+        explicit = ctx.get_parameter_source("threshold") is not click.core.ParameterSource.DEFAULT
+        if explicit:
+            threshold = training_threshold(model_path, heads, tta)[0]
+        else:
+            threshold = _stored_threshold(model_path, heads, tta) if server is None else 0.5
     options["threshold"] = threshold
 
     with library_errors():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from keras_vessel_cli.commands.evaluate import DATASET_NAMES
+from keras_vessel_cli.options import DATASET_NAMES
 from keras_vessel_cli.errors import library_errors, quiet_tensorflow
 
 
@@ -38,8 +38,8 @@ def prepare(dataset: str, root: Path | None, split: str, fold: int | None, out_d
     Re-running skips shards that are already complete.
     """
     quiet_tensorflow()
-    from keras_vessel.datasets import open_dataset
-    from keras_vessel.tfrecords import write_dataset
+    from keras_vessel.data.datasets import open_dataset
+    from keras_vessel.data.tfrecords import write_dataset
 
     if dataset not in ("synthetic",) and root is None:
         raise click.UsageError(f"--root is required for --dataset {dataset}")

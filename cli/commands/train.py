@@ -10,25 +10,28 @@ from keras_vessel_cli.errors import library_errors, quiet_tensorflow
 
 
 @click.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="YAML run config (see configs/).")
+@click.option("--config", "config_paths", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              multiple=True, help="YAML run config (see configs/); repeat it to compose, later files winning, e.g. "
+                                  "--config configs/compact.yaml --config configs/datasets/drive.yaml.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set train.epochs=5 (repeatable).")
 @click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder [default: runs/<config name>]. An existing run folder is resumed.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def train(config_path: Path, overrides: tuple[str, ...], output: Path | None, quiet: bool) -> None:
-    """Train a model; re-running on the same --output resumes after the last finished epoch."""
+def train(config_paths: tuple[Path, ...], overrides: tuple[str, ...], output: Path | None, quiet: bool) -> None:
+    """Train a model, then choose its threshold on the training images (threshold.json beside it).
+
+    Re-running on the same --output resumes after the last finished epoch.
+    """
     quiet_tensorflow()
     from keras_vessel.config import load_config
-    from keras_vessel.training import TrainingError, train as run_training
+    from keras_vessel.evaluation.thresholds import choose_run_threshold
+    from keras_vessel.training import train as run_training
 
     with library_errors():
-        config = load_config(config_path, overrides)
-    output = output or Path("runs") / config.name
-    try:
-        with library_errors():
-            result = run_training(config, output, verbose=0 if quiet else 1)
-    except TrainingError as error:
-        raise click.ClickException(str(error)) from error
-    click.echo(f"{result.status} after {result.epochs_completed} epochs; model: {result.model_path}")
+        config = load_config(config_paths, overrides)
+        output = output or Path("runs") / config.name
+        result = run_training(config, output, verbose=0 if quiet else 1)
+        threshold = choose_run_threshold(output, progress=not quiet)
+    click.echo(f"{result.status} after {result.epochs_completed} epochs; model: {result.model_path} "
+               f"(threshold {threshold:.4f} on its training images)")

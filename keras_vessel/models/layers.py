@@ -27,7 +27,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_vessel.models._checks import _given, check_choice, check_float, check_heads, check_int
+from keras_vessel.checks import describe, check_choice, check_float, check_heads, check_int
 
 # Luma weights of MATLAB's rgb2gray (ITU-R BT.601), the authors' toolchain.
 GREY_WEIGHTS = (0.2989, 0.5870, 0.1140)
@@ -50,7 +50,7 @@ def _check_stat(name: str, value: Any, count: int, *, positive: bool) -> float |
         if len(value) != count or count == 1:
             raise ValueError(
                 f"{name} must be a number or, for channel='rgb', a sequence of 3 numbers; "
-                f"got {_given(value)} for {count} output channel(s)"
+                f"got {describe(value)} for {count} output channel(s)"
             )
         return [check_float(f"{name}[{i}]", v, minimum=minimum, min_inclusive=False) for i, v in enumerate(value)]
     return check_float(name, value, minimum=minimum, min_inclusive=False)
@@ -134,7 +134,7 @@ class LocalStandardize(keras.layers.Layer):
     over a Gaussian window of ``sigma`` px, weighted by the FOV (a normalised
     convolution, so the dark surround and the patch border do not pull the
     mean down). A pixel is in the FOV when ``max(red, luminance) > 15``, the
-    per-pixel part of `keras_vessel.preprocessing.derive_fov`: a rule that
+    per-pixel part of `keras_vessel.data.preprocessing.derive_fov`: a rule that
     gives a tile the same values as the whole image, so tiled and whole-image
     prediction agree. Camera gain, offset, colour cast and slow illumination
     changes cancel; vessels, narrower than the window, keep their contrast.
@@ -327,7 +327,7 @@ class HeadFusion(keras.layers.Layer):
         heads = check_heads("heads", heads)
         if not isinstance(mode, str) or mode not in ("mean",) + heads:
             raise ValueError(
-                f"mode must be 'mean' or one of the heads {list(heads)}, got {_given(mode)}"
+                f"mode must be 'mean' or one of the heads {list(heads)}, got {describe(mode)}"
             )
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)

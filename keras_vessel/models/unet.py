@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import keras
 
-from keras_vessel.models._checks import check_bool, check_choice, check_float, check_heads, check_int
+from keras_vessel.checks import check_bool, check_choice, check_float, check_heads, check_int
 from keras_vessel.models.layers import CHANNELS, DEFAULT_MEAN, DEFAULT_SCALE, normalised_input
 
 

@@ -47,7 +47,7 @@ from collections.abc import Sequence
 
 import keras
 
-from keras_vessel.models._checks import check_choice, check_float, check_heads
+from keras_vessel.checks import check_choice, check_float, check_heads
 from keras_vessel.models.layers import CHANNELS, DEFAULT_MEAN, normalised_input
 
 STRIDE = 16  # 4 poolings

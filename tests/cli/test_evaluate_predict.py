@@ -108,8 +108,8 @@ def test_evaluate_and_predict_with_tta(model_path, small_drive, tmp_path):
     assert report["protocol"]["tta"] == "flip" and stored["tta"] == "flip"
     assert report["per_image"][0]["threshold"] == pytest.approx(stored["threshold"])
 
-    from keras_vessel.inference import load_inference_model, predict_probability
-    from keras_vessel.preprocessing import read_image
+    from keras_vessel.models.inference import load_inference_model, predict_probability
+    from keras_vessel.data.preprocessing import read_image
 
     image_path = small_drive / "test" / "images" / "01_test.tif"
     result = _run(["predict", image_path, "--model", model_path, "--output", tmp_path / "pred", "--fov", "none",
@@ -298,7 +298,7 @@ def test_evaluate_and_predict_with_a_model_trained_in_the_test(trained_model, sm
 
 
 def test_predict_without_model_uses_the_bundled_drive_model(drive_root, tmp_path):
-    from keras_vessel.inference import BUNDLED_MODEL
+    from keras_vessel.models.inference import BUNDLED_MODEL
 
     image = drive_root / "test" / "images" / "01_test.tif"
     result = _run(["predict", image, "--output", tmp_path / "default", "--threshold", "train", "--quiet"])
@@ -323,9 +323,9 @@ def test_predict_without_model_uses_the_bundled_drive_model(drive_root, tmp_path
 
 
 def test_predict_without_model_and_without_the_bundled_file_says_what_to_pass(monkeypatch, drive_root, tmp_path):
-    import keras_vessel.inference
+    import keras_vessel.models.inference
 
-    monkeypatch.setattr(keras_vessel.inference, "BUNDLED_MODEL", tmp_path / "gone" / "model.keras")
+    monkeypatch.setattr(keras_vessel.models.inference, "BUNDLED_MODEL", tmp_path / "gone" / "model.keras")
     image = drive_root / "test" / "images" / "01_test.tif"
     result = _run(["predict", image, "--output", tmp_path / "o", "--quiet"])
     assert result.exit_code == 2, _show(result)

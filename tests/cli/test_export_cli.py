@@ -35,7 +35,7 @@ def exported(model_path, tmp_path_factory) -> dict:
     of IMAGE above it, so the exported mask differs from a 0.5 threshold.
     """
     from keras_vessel.evaluation import save_threshold, threshold_path
-    from keras_vessel.inference import load_inference_model, predict_probability
+    from keras_vessel.models.inference import load_inference_model, predict_probability
 
     expected = predict_probability(load_inference_model(model_path, heads="pixel"), IMAGE)
     # Many pixels of an untrained network sit at exactly 0.5 (logit 0); put the threshold just above them.
@@ -118,7 +118,7 @@ def test_rejects_files_keras_cannot_load(tmp_path):
     weights.write_text("")
     result, shown = _run(["export", "--model", weights, "--name", "v", "--version", 1, "--out", tmp_path / "o"])
     assert result.exit_code == 1, shown
-    assert "expected a .keras model file" in result.stderr and "model.h5" in result.stderr
+    assert "must be a Keras 3 '.keras' file" in result.stderr and "model.h5" in result.stderr
 
 
 @pytest.mark.parametrize(

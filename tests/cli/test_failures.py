@@ -60,8 +60,8 @@ def records(tmp_path_factory) -> Path:
 
 def test_prepare_redoes_a_folder_that_holds_other_images(tmp_path, caplog):
     """Prepare DRIVE images 21-22 into X, then 23-24 into X: the manifest used to keep listing 21-22."""
-    from keras_vessel.datasets import open_dataset
-    from keras_vessel.tfrecords import write_dataset
+    from keras_vessel.data.datasets import open_dataset
+    from keras_vessel.data.tfrecords import write_dataset
 
     out = tmp_path / "records"
     first = open_dataset("synthetic", None, "training", count=2, size=64, seed=1)
@@ -173,12 +173,12 @@ def test_a_truncated_model_file_is_called_damaged(tmp_path, tiny_model_file):
 
 def test_ctrl_c_marks_the_run_interrupted_and_exits_130(tmp_path, records, monkeypatch):
     """Press Ctrl-C during `keras-vessel train`: run.json used to stay at "running", exit status 1."""
-    import keras_vessel.training as training
+    import keras_vessel.training.loop as training
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "_validate", interrupt)
+    monkeypatch.setattr(training, "validate", interrupt)
     run_dir = tmp_path / "run"
     result = run("train", "--config", tiny_config(tmp_path, records), "--output", run_dir, "--quiet")
     assert result.exit_code == 130, show(result)
@@ -188,7 +188,7 @@ def test_ctrl_c_marks_the_run_interrupted_and_exits_130(tmp_path, records, monke
 
 def test_a_huge_image_is_one_logged_sentence(tmp_path, monkeypatch, caplog):
     """A 10000x10000 photo used to print PIL's DecompressionBombWarning with a source line."""
-    from keras_vessel.preprocessing import read_image
+    from keras_vessel.data.preprocessing import read_image
 
     path = tmp_path / "big.png"
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(path)
@@ -215,7 +215,7 @@ def test_the_terminal_shows_no_cuda_probing(tmp_path):
 
 def _looks_finished_and_is_whole(out: Path) -> None:
     """Every file with a final name is complete: shards parse and match their sidecars and the manifest."""
-    from keras_vessel.tfrecords import file_sha256, read_manifest, verify_shards
+    from keras_vessel.data.tfrecords import file_sha256, read_manifest, verify_shards
 
     for shard in out.glob("*.tfrecord.gz"):
         sidecar = shard.with_name(shard.name + ".json")

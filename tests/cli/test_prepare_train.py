@@ -106,12 +106,11 @@ def test_train_missing_config_file(tmp_path):
 
 
 def test_cli_choices_match_the_library():
-    from keras_vessel.datasets import DATASETS
-    from keras_vessel.models.layers import HeadFusion
-    from keras_vessel.inference import TTA_MODES
-    from keras_vessel_cli.commands.evaluate import DATASET_NAMES, HEADS, TTA_CHOICES
+    from keras_vessel.data.datasets import DATASETS
+    from keras_vessel.checks import FUSIONS
+    from keras_vessel.models.inference import TTA_MODES
+    from keras_vessel_cli.options import DATASET_NAMES, HEADS, TTA_CHOICES
 
     assert DATASET_NAMES == list(DATASETS)
     assert TTA_CHOICES == list(TTA_MODES)
-    for mode in HEADS:
-        HeadFusion(mode=mode)  # raises for a mode the library does not know
+    assert HEADS == list(FUSIONS)

@@ -17,7 +17,7 @@ from keras_vessel.models import (
     record_fov_diameter,
 )
 
-LUMA = np.array([0.299, 0.587, 0.114])  # the FOV rule's luminance (keras_vessel.preprocessing.derive_fov)
+LUMA = np.array([0.299, 0.587, 0.114])  # the FOV rule's luminance (keras_vessel.data.preprocessing.derive_fov)
 GREY = np.array([0.2989, 0.5870, 0.1140])  # the "grey" channel (MATLAB rgb2gray)
 # float32 against float64: the variance is E[x^2] - m^2, and float32 holds E[x^2] (up to 255^2) to
 # about 2**-24 * 255**2 = 4e-3 per rounding. The standardised value moves by |out| * dv / (2 (v + floor^2));

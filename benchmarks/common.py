@@ -1,0 +1,136 @@
+"""What every benchmark records beside its figures, in one place.
+
+A benchmark result is only comparable with another when we know the machine,
+how busy it was (this machine is shared: the load average is recorded at the
+start and at the end), the package versions, the exact revision and command,
+and the parameters. `begin` captures the first half, `finish` adds the end
+load and the results and writes the JSON atomically.
+
+Versions are read from the installed package metadata; the revision and
+machine come from `keras_vessel.provenance`, shared with training runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from keras_vessel.provenance import git_revision, load_average, machine_info  # noqa: F401  (re-exported)
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+HRF_SHAPE = (2336, 3504)  # HRF images are 3504 wide, 2336 high
+
+
+def data_root() -> Path:
+    """The folder holding DRIVE/ (as in tests/conftest.py): $KERAS_VESSEL_DATA, else ../shared/data."""
+    env = os.environ.get("KERAS_VESSEL_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+def drive_root() -> Path | None:
+    """The DRIVE folder, or None when it is not there."""
+    path = data_root() / "DRIVE"
+    return path if path.is_dir() else None
+
+
+def hrf_sized_sample(first: Any, second: Any, *, name: str = "hrf_sized") -> Any:
+    """An HRF-sized (2336x3504) `Sample` from two DRIVE samples upscaled x4, side by side, cropped.
+
+    HRF itself is not in ../shared/data. The image is upscaled bilinearly, the
+    label and FOV with nearest neighbour so that they stay binary.
+    """
+    import cv2
+    import numpy as np
+
+    from keras_vessel.data.datasets import Sample
+
+    def up(array: np.ndarray, interpolation: int) -> np.ndarray:
+        height, width = array.shape[:2]
+        return cv2.resize(array, (4 * width, 4 * height), interpolation=interpolation)
+
+    def join(key: str, interpolation: int) -> np.ndarray:
+        parts = []
+        for sample in (first, second):
+            array = getattr(sample, key)
+            was_bool = array.dtype == bool
+            scaled = up(array.astype(np.uint8) if was_bool else array, interpolation)
+            parts.append(scaled > 0 if was_bool else scaled)
+        joined = np.concatenate(parts, axis=1)[: HRF_SHAPE[0], : HRF_SHAPE[1]]
+        if joined.shape[:2] != HRF_SHAPE:
+            raise ValueError(f"two samples of shape {first.image.shape[:2]} upscaled x4 do not cover {HRF_SHAPE}")
+        return np.ascontiguousarray(joined)
+
+    return Sample(
+        name=name,
+        image=join("image", cv2.INTER_LINEAR),
+        label=join("label", cv2.INTER_NEAREST),
+        fov=join("fov", cv2.INTER_NEAREST),
+    )
+
+
+def add_output_argument(parser: argparse.ArgumentParser, name: str, *, default: Path | None = None) -> None:
+    default = default or RESULTS / f"{name}.json"
+    parser.add_argument(
+        "--output", type=Path, default=default,
+        help=f"where to write the JSON results (default {default.relative_to(REPO)})",
+    )
+
+
+def versions(*extra: str) -> dict[str, str | None]:
+    """Python and installed distribution versions (None when not installed)."""
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    names = ("tensorflow", "keras", "numpy", *extra)
+    return {"python": platform.python_version(), **{name: version(name) for name in names}}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def begin(name: str, args: argparse.Namespace, *, extra_versions: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Start a result record: machine, versions, revision, command, parameters, load now."""
+    return {
+        "benchmark": name,
+        "command": shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv])),
+        "parameters": {key: _jsonable(value) for key, value in vars(args).items()},
+        "git_revision": git_revision(),
+        "machine": machine_info(),
+        "versions": versions(*extra_versions),
+        "threads_env": {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")},
+        "load_average_start": load_average(),
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def finish(record: dict[str, Any], results: dict[str, Any], output: Path) -> dict[str, Any]:
+    """Add the results and the load at the end, write the JSON atomically, return the record."""
+    from keras_vessel.io import write_json_atomic
+
+    record = {
+        **record,
+        "load_average_end": load_average(),
+        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "results": results,
+    }
+    write_json_atomic(output, record)
+    print(f"load average (1, 5, 15 min) at start {record['load_average_start']}, "
+          f"at end {record['load_average_end']}")
+    print(f"wrote {output}")
+    return record

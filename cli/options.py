@@ -1,0 +1,63 @@
+"""Options and checks shared by the commands, in one place.
+
+Names are spelled out (not read from keras_vessel) so that `keras-vessel --help`
+does not import TensorFlow; tests/cli/test_prepare_train.py checks they match
+the library's (`keras_vessel.data.datasets.DATASETS`, `keras_vessel.checks.FUSIONS`,
+`keras_vessel.models.inference.TTA_MODES`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from keras_vessel_cli.errors import library_errors
+
+DATASET_NAMES = ["drive", "chase_db1", "stare", "hrf", "folder", "synthetic"]
+HEADS = ["mean", "segment", "pixel"]
+TTA_CHOICES = ["none", "flip", "d4"]
+SCALE_HELP = ("'auto' resamples each image so its field of view is as wide as the model's training images "
+              "(and the probability back); 'none' runs at the image's own size; a number is the factor.")
+TTA_HELP = ("Test-time augmentation: average the predictions of the left-right mirror (flip, 2x the time) "
+            "or of all 8 flips and quarter turns (d4, 8x).")
+
+
+def threshold_option(value: str, *, otsu: bool = True) -> str:
+    """'train', 'otsu' (unless `otsu` is False) or a number in (0, 1), checked before the model is loaded."""
+    from keras_vessel.evaluation.thresholds import parse_threshold
+
+    text = value.strip().lower()
+    if text == "train":
+        return text
+    expected = "a number in (0, 1), 'otsu' or 'train'" if otsu else "a number in (0, 1) or 'train'"
+    try:
+        parsed = parse_threshold(text)
+    except ValueError:
+        parsed = None
+    if parsed is None or (parsed == "otsu" and not otsu):
+        raise click.BadParameter(f"expected {expected}; got {value!r}", param_hint="--threshold")
+    return text
+
+
+def scale_option(ctx: click.Context, param: click.Parameter, value: str) -> str | float:
+    """--scale: 'auto', 'none' or a resampling factor, checked before TensorFlow is imported."""
+    text = value.strip().lower()
+    if text in ("auto", "none"):
+        return text
+    try:
+        factor = float(text)
+    except ValueError:
+        factor = float("nan")
+    if not 0.05 <= factor <= 8.0:
+        raise click.BadParameter(f"expected 'auto', 'none' or a factor between 0.05 and 8; got {value!r}")
+    return factor
+
+
+def training_threshold(model_path: Path, heads: str, tta: str = "none") -> tuple[float, str]:
+    """The threshold stored beside the model, as (value, rule); a ClickException if absent."""
+    from keras_vessel.evaluation.thresholds import load_threshold
+
+    with library_errors():
+        stored = load_threshold(model_path, heads=heads, tta=tta)
+    return stored["threshold"], stored["rule"]

@@ -1,0 +1,181 @@
+"""The sample contract shared by every dataset reader, and the helpers they share.
+
+A reader turns a folder in a published layout into a list of `SampleSpec`s.
+Specs are cheap (paths only) and picklable: ``load`` is a `functools.partial`
+of the module-level `load_files`, so a `multiprocessing` pool can load
+samples in workers.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from keras_vessel.errors import DatasetError
+from keras_vessel.data.preprocessing import derive_fov, read_image, read_mask
+
+SPLITS = ("training", "test", "all")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One fundus image with its annotations, all on the same pixel grid."""
+
+    name: str  # e.g. "21_training", "Image_01L", "im0001", "synthetic_0003"
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    label: np.ndarray  # (H, W) bool, first observer
+    fov: np.ndarray  # (H, W) bool, given or derived
+    second_label: np.ndarray | None = None  # (H, W) bool, second observer
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """A sample not yet read: its ``name`` and a picklable ``load() -> Sample``."""
+
+    name: str
+    load: Callable[[], Sample]
+
+    def fingerprint(self) -> str:
+        """A hex digest of what `load` would read: its files' names, sizes and contents, and its options.
+
+        Prepared records keep it, so that preparing a different image (or the
+        same name from another file) into the same folder is noticed.
+        """
+        digest = hashlib.sha256(self.name.encode())
+        arguments = list(getattr(self.load, "args", ())) + sorted(getattr(self.load, "keywords", {}).items())
+        for argument in arguments:
+            if isinstance(argument, Path):
+                digest.update(argument.name.encode())
+                with argument.open("rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+            else:
+                digest.update(repr(argument).encode())
+        return digest.hexdigest()
+
+
+def check_split(split: str, allowed: Sequence[str] = SPLITS, *, dataset: str) -> str:
+    """Return ``split`` if it is one of ``allowed``, else raise DatasetError listing them."""
+    if split not in allowed:
+        raise DatasetError(
+            f"unknown split {split!r} for dataset {dataset!r}; valid splits: {', '.join(allowed)}"
+        )
+    return split
+
+
+def require_dir(path: Path, expected: str) -> Path:
+    """Raise DatasetError saying which layout was expected when ``path`` is no folder."""
+    if not path.is_dir():
+        raise DatasetError(f"{path} is not a folder; expected {expected}")
+    return path
+
+
+def require_file(path: Path, what: str) -> Path:
+    """Raise DatasetError naming the expected path of a missing label/mask."""
+    if not path.is_file():
+        raise DatasetError(f"missing {what}: expected {path}")
+    return path
+
+
+def find_ignoring_case(folder: Path, filename: str) -> Path | None:
+    """The file in ``folder`` whose name equals ``filename`` up to case (HRF mixes cases)."""
+    exact = folder / filename
+    if exact.is_file():
+        return exact
+    wanted = filename.lower()
+    if folder.is_dir():
+        for candidate in folder.iterdir():
+            if candidate.name.lower() == wanted and candidate.is_file():
+                return candidate
+    return None
+
+
+def list_matching(folder: Path, pattern: str) -> list[tuple[Path, re.Match[str]]]:
+    """Files in ``folder`` whose whole name matches the regex ``pattern``, sorted by name."""
+    regex = re.compile(pattern, re.IGNORECASE)
+    found = []
+    for path in sorted(folder.iterdir(), key=lambda p: p.name):
+        match = regex.fullmatch(path.name)
+        if match and path.is_file():
+            found.append((path, match))
+    return found
+
+
+def _check_same_size(image_path: Path, image: np.ndarray, other_path: Path, other: np.ndarray) -> None:
+    if other.shape != image.shape[:2]:
+        raise DatasetError(
+            f"size mismatch: {other_path} is {other.shape[1]}x{other.shape[0]} (WxH) "
+            f"but its image {image_path} is {image.shape[1]}x{image.shape[0]}"
+        )
+
+
+def load_files(
+    name: str,
+    image_path: Path,
+    label_path: Path,
+    fov_path: Path | None = None,
+    second_label_path: Path | None = None,
+    *,
+    fov_threshold: float | None = None,
+    fov_erosion: int = 3,
+) -> Sample:
+    """Read one sample from its files; derive the FOV when ``fov_path`` is None.
+
+    Module-level (not a closure) so that ``functools.partial(load_files, ...)``
+    pickles.
+    """
+    image = read_image(image_path)
+    label = read_mask(label_path)
+    _check_same_size(image_path, image, label_path, label)
+    if fov_path is None:
+        fov = derive_fov(image, threshold=fov_threshold, erosion=fov_erosion)
+    else:
+        fov = read_mask(fov_path)
+        _check_same_size(image_path, image, fov_path, fov)
+    second = None
+    if second_label_path is not None:
+        second = read_mask(second_label_path)
+        _check_same_size(image_path, image, second_label_path, second)
+    return Sample(name=name, image=image, label=label, fov=fov, second_label=second)
+
+
+def file_spec(
+    name: str,
+    image_path: Path,
+    label_path: Path,
+    fov_path: Path | None = None,
+    second_label_path: Path | None = None,
+    **fov_options: object,
+) -> SampleSpec:
+    """A SampleSpec whose ``load`` reads the given files with `load_files`."""
+    return SampleSpec(
+        name=name,
+        load=functools.partial(
+            load_files, name, image_path, label_path, fov_path, second_label_path, **fov_options
+        ),
+    )
+
+
+def check_fov_options(fov_threshold: object, fov_erosion: object, *, dataset: str) -> dict[str, object]:
+    """Validate the derived-FOV options up front (not lazily inside ``load``)."""
+    if fov_threshold is not None and (
+        isinstance(fov_threshold, bool)
+        or not isinstance(fov_threshold, (int, float))
+        or not 0 <= fov_threshold < 255
+    ):
+        raise DatasetError(
+            f"option fov_threshold for dataset {dataset!r} must be a number in [0, 255) or None, "
+            f"got {fov_threshold!r}"
+        )
+    if isinstance(fov_erosion, bool) or not isinstance(fov_erosion, int) or fov_erosion < 0:
+        raise DatasetError(
+            f"option fov_erosion for dataset {dataset!r} must be a non-negative int, got {fov_erosion!r}"
+        )
+    return {"fov_threshold": fov_threshold, "fov_erosion": fov_erosion}
+

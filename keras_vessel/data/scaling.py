@@ -1,0 +1,271 @@
+"""Scale normalisation: where the field of view is, how wide it is, and resampling to a target width.
+
+Vessel calibres in pixels scale with the camera's resolution: the same vessel
+is 8 px wide in a DRIVE image (FOV about 535 px across) and 50 px wide in a
+3504x2336 HRF photograph. A network trained at one scale misses vessels at
+another, so every place where a model meets an image resamples the image until
+its FOV diameter equals the one the model was trained at, and resamples the
+probability back to the image's own grid.
+
+Everything here is TensorFlow ops (no `tf.py_function`), so the exported
+SavedModel does exactly what local prediction does, and the training
+pipeline resamples patches inside `tf.data`:
+
+- `fov_mask(image)`: the bright disc of a fundus photograph, by the rule of
+  `keras_vessel.data.preprocessing.derive_fov` (``max(red, luminance)`` above
+  ``max(15, 0.06 * p99)``), without its erosion, largest-component and
+  hole-filling steps (which have no cheap graph form).
+- `fit_fov_circle(mask)`: the circle through the mask's boundary. Many
+  cameras clip the FOV at the frame (STARE's 700x605 photographs span the
+  full width but not the full height), so neither the mask's extent nor its
+  area gives the diameter; the circle is fitted (algebraic least squares,
+  re-fitted twice without outlying points) to the left/right ends of every
+  row and the top/bottom ends of every column that do not touch the frame.
+- `fov_diameter(image)`: both, with a ``found`` flag; an all-black, all-white
+  or frame-filling image has no detectable FOV.
+- `scale_factor(model_diameter, image_diameter)`: the resampling factor, 1
+  when the FOV is not found or the change is below `SCALE_TOLERANCE`.
+- `resample(image, factor)` / `resize_to(image, size)`: bilinear with
+  antialiasing (an area average when shrinking).
+- `prediction_region(mask, found)`: where a prediction is kept (the FOV grown
+  by a few pixels, so the dim rim keeps its vessels).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = [
+    "FOV_DILATION",
+    "MAX_FACTOR",
+    "MIN_FACTOR",
+    "SCALE_TOLERANCE",
+    "FovGeometry",
+    "check_scale",
+    "fit_fov_circle",
+    "fov_diameter",
+    "fov_mask",
+    "image_fov",
+    "mask_diameter",
+    "prediction_region",
+    "resample",
+    "resize_to",
+    "scale_factor",
+    "scaled_size",
+]
+
+# A relative change of scale below this is not worth a resampling (DRIVE images
+# are 534-538 px across; a model trained at 540 runs them at their own grid).
+SCALE_TOLERANCE = 0.02
+# Factors outside this range mean a failed estimate rather than a real camera.
+MIN_FACTOR, MAX_FACTOR = 0.05, 8.0
+# Pixels by which the estimated FOV is grown before masking a prediction, so the
+# dim rim of the aperture (where vessels still run) is never cut away.
+FOV_DILATION = 3
+_MIN_POINTS = 16
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def check_scale(scale: str | float) -> str | float:
+    """``"auto"``, ``"none"`` or a positive finite factor; else ValueError saying so.
+
+    Strings holding a number ("0.5") become floats, so the CLI and Python share one rule.
+    """
+    if isinstance(scale, str):
+        text = scale.strip().lower()
+        if text in ("auto", "none"):
+            return text
+        try:
+            scale = float(text)
+        except ValueError:
+            raise ValueError(f"`scale` must be 'auto', 'none' or a positive number; got {scale!r}.") from None
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)):
+        raise ValueError(f"`scale` must be 'auto', 'none' or a positive number; got {scale!r}.")
+    if not (math.isfinite(float(scale)) and MIN_FACTOR <= float(scale) <= MAX_FACTOR):
+        raise ValueError(f"`scale` must be a factor between {MIN_FACTOR} and {MAX_FACTOR}; got {scale!r}.")
+    return float(scale)
+
+
+def fov_mask(image: tf.Tensor) -> tf.Tensor:
+    """``(H, W, 3)`` RGB on 0-255 -> ``(H, W)`` bool, True inside the field of view.
+
+    The threshold is ``max(15, 0.06 * p99)`` of ``max(red, luminance)``, the
+    99th percentile read from a 256-bin histogram (within 1 grey level of
+    NumPy's interpolated percentile).
+    """
+    rgb = tf.cast(image, tf.float32)
+    luminance = tf.tensordot(rgb, tf.constant(_LUMA, tf.float32), axes=[[2], [0]])
+    intensity = tf.maximum(rgb[..., 0], luminance)
+    levels = tf.cast(tf.clip_by_value(tf.floor(intensity), 0.0, 255.0), tf.int32)
+    histogram = tf.math.bincount(tf.reshape(levels, [-1]), minlength=256, maxlength=256, dtype=tf.float32)
+    cumulative = tf.cumsum(histogram)
+    p99 = tf.cast(tf.argmax(tf.cast(cumulative >= 0.99 * cumulative[-1], tf.int32)), tf.float32)
+    return intensity > tf.maximum(15.0, 0.06 * p99)
+
+
+def _ends(mask: tf.Tensor, axis: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Along `axis` of a (H, W) mask: first index, last index, whether the line holds any True."""
+    as_int = tf.cast(mask, tf.int32)
+    size = tf.shape(mask)[axis]
+    first = tf.argmax(as_int, axis=axis, output_type=tf.int32)
+    last = size - 1 - tf.argmax(tf.reverse(as_int, [axis]), axis=axis, output_type=tf.int32)
+    return first, last, tf.reduce_any(mask, axis=axis)
+
+
+def _boundary_points(mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """x, y and a 0/1 weight of the boundary points that do not lie on the image frame."""
+    height, width = tf.shape(mask)[0], tf.shape(mask)[1]
+    left, right, rows = _ends(mask, axis=1)  # per row
+    top, bottom, cols = _ends(mask, axis=0)  # per column
+    row_index = tf.range(height)
+    col_index = tf.range(width)
+    x = tf.concat([left, right, col_index, col_index], axis=0)
+    y = tf.concat([row_index, row_index, top, bottom], axis=0)
+    keep = tf.concat(
+        [rows & (left > 0), rows & (right < width - 1), cols & (top > 0), cols & (bottom < height - 1)], axis=0
+    )
+    return tf.cast(x, tf.float32), tf.cast(y, tf.float32), tf.cast(keep, tf.float32)
+
+
+def _circle(x: tf.Tensor, y: tf.Tensor, weight: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Weighted algebraic (Kasa) fit: centre (cx, cy) and radius; points centred for conditioning."""
+    total = tf.maximum(tf.reduce_sum(weight), 1.0)
+    mx, my = tf.reduce_sum(weight * x) / total, tf.reduce_sum(weight * y) / total
+    u, v = x - mx, y - my
+    design = tf.stack([u, v, tf.ones_like(u)], axis=1) * tf.sqrt(weight)[:, None]
+    target = ((u * u + v * v) * tf.sqrt(weight))[:, None]
+    normal = tf.matmul(design, design, transpose_a=True) + 1e-6 * tf.eye(3)
+    solution = tf.linalg.solve(normal, tf.matmul(design, target, transpose_a=True))[:, 0]
+    cx, cy = solution[0] / 2.0, solution[1] / 2.0
+    radius = tf.sqrt(tf.maximum(solution[2] + cx * cx + cy * cy, 0.0))
+    return cx + mx, cy + my, radius
+
+
+def _median(values: tf.Tensor, weight: tf.Tensor) -> tf.Tensor:
+    chosen = tf.sort(tf.boolean_mask(values, weight > 0))
+    count = tf.size(chosen)
+    return tf.cond(count > 0, lambda: chosen[count // 2], lambda: tf.constant(0.0))
+
+
+def fit_fov_circle(mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """The circle bounding a FOV mask: ``(cy, cx, radius, found)``, float32 scalars and a bool.
+
+    Fits the row and column ends that do not touch the frame, then twice more
+    without the points farther from the circle than ``max(2, 3 x median)``
+    px (stray bright pixels, a notch at the optic disc). ``found`` is False
+    when fewer than 16 points remain, when the points do not lie on a circle
+    (median distance above 1.5 px + 1% of the radius: a rectangular mask), or
+    when the radius is below 5% of the image's longer side.
+    """
+    mask = tf.cast(mask, tf.bool)
+    x, y, weight = _boundary_points(mask)
+    cx, cy, radius = _circle(x, y, weight)
+    for _ in range(2):
+        distance = tf.abs(tf.sqrt(tf.square(x - cx) + tf.square(y - cy)) - radius)
+        limit = tf.maximum(2.0, 3.0 * _median(distance, weight))
+        weight = weight * tf.cast(distance <= limit, tf.float32)
+        cx, cy, radius = _circle(x, y, weight)
+    distance = tf.abs(tf.sqrt(tf.square(x - cx) + tf.square(y - cy)) - radius)
+    longer = tf.cast(tf.reduce_max(tf.shape(mask)), tf.float32)
+    found = (
+        (tf.reduce_sum(weight) >= _MIN_POINTS)
+        & (_median(distance, weight) <= 1.5 + 0.01 * radius)
+        & (radius >= 0.05 * longer)
+        & tf.math.is_finite(radius)
+    )
+    return cy, cx, radius, found
+
+
+@tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.float32)], reduce_retracing=True)
+def _image_fov(image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    mask = fov_mask(image)
+    _, _, radius, found = fit_fov_circle(mask)
+    return mask, 2.0 * radius, found
+
+
+def fov_diameter(image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """``(H, W, 3)`` RGB 0-255 -> ``(mask (H, W) bool, diameter float32 px, found bool)`` in TF ops."""
+    return _image_fov(tf.cast(image, tf.float32))
+
+
+class FovGeometry:
+    """What `image_fov` found in one image: ``mask`` (H, W) bool, ``diameter`` in px, ``found``."""
+
+    __slots__ = ("diameter", "found", "mask")
+
+    def __init__(self, mask: np.ndarray, diameter: float, found: bool) -> None:
+        self.mask, self.diameter, self.found = mask, diameter, found
+
+    def __repr__(self) -> str:
+        return f"FovGeometry(diameter={self.diameter:.1f}, found={self.found})"
+
+
+def image_fov(image: np.ndarray) -> FovGeometry:
+    """NumPy face of `fov_diameter` (the same graph), for one ``(H, W, 3)`` image on 0-255."""
+    mask, diameter, found = fov_diameter(tf.convert_to_tensor(np.asarray(image, dtype=np.float32)))
+    return FovGeometry(mask.numpy(), float(diameter.numpy()), bool(found.numpy()))
+
+
+def prediction_region(mask: tf.Tensor, found: tf.Tensor) -> tf.Tensor:
+    """Where a prediction is kept: the FOV grown by `FOV_DILATION` px, or everywhere if no FOV was found.
+
+    ``(H, W)`` bool in, ``(H, W)`` bool out; the same op masks local
+    predictions and the SavedModel's.
+    """
+    size = 2 * FOV_DILATION + 1
+    grown = tf.nn.max_pool2d(tf.cast(mask, tf.float32)[None, :, :, None], size, 1, "SAME")[0, :, :, 0] > 0
+    return tf.logical_or(grown, tf.logical_not(tf.cast(found, tf.bool)))
+
+
+def mask_diameter(mask: np.ndarray) -> float | None:
+    """Diameter in px of the circle fitted to a given ``(H, W)`` bool FOV mask, or None if it is not a disc."""
+    _, _, radius, found = fit_fov_circle(tf.convert_to_tensor(np.asarray(mask, dtype=bool)))
+    return 2.0 * float(radius.numpy()) if bool(found.numpy()) else None
+
+
+def scale_factor(model_diameter: tf.Tensor | float, image_diameter: tf.Tensor | float,
+                 found: tf.Tensor | bool = True) -> tf.Tensor:
+    """How much to enlarge the image: ``model_diameter / image_diameter``, float32 scalar.
+
+    1 when the FOV was not found, when the factor is outside [MIN_FACTOR,
+    MAX_FACTOR] (an estimate gone wrong), or when it is within
+    `SCALE_TOLERANCE` of 1.
+    """
+    model_diameter = tf.cast(model_diameter, tf.float32)
+    image_diameter = tf.cast(image_diameter, tf.float32)
+    factor = tf.math.divide_no_nan(model_diameter, image_diameter)
+    usable = (
+        tf.cast(found, tf.bool)
+        & (factor >= MIN_FACTOR)
+        & (factor <= MAX_FACTOR)
+        & (tf.abs(factor - 1.0) > SCALE_TOLERANCE)
+    )
+    return tf.where(usable, factor, 1.0)
+
+
+def scaled_size(height: tf.Tensor, width: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+    """``[round(height * factor), round(width * factor)]`` as int32, each at least 1."""
+    size = tf.stack([tf.cast(height, tf.float32), tf.cast(width, tf.float32)]) * tf.cast(factor, tf.float32)
+    return tf.maximum(tf.cast(tf.round(size), tf.int32), 1)
+
+
+def resize_to(images: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+    """Bilinear resampling with antialiasing of ``(..., H, W, C)`` to ``size`` (float32).
+
+    Antialiasing widens the kernel when shrinking, so a downscaled image is an
+    area average rather than a sampled one (thin vessels do not alias away).
+    """
+    return tf.image.resize(tf.cast(images, tf.float32), size, method="bilinear", antialias=True)
+
+
+def resample(images: tf.Tensor, factor: tf.Tensor | float) -> tf.Tensor:
+    """`resize_to` the size scaled by `factor` (rounded); returns the input unchanged for factor 1."""
+    images = tf.cast(images, tf.float32)
+    shape = tf.shape(images)
+    size = scaled_size(shape[-3], shape[-2], factor)
+    return tf.cond(
+        tf.reduce_all(tf.equal(size, shape[-3:-1])), lambda: images, lambda: resize_to(images, size)
+    )

@@ -1,0 +1,40 @@
+"""Scoring segmentations: metrics inside the FOV, thresholds, and evaluation reports (METHOD.md section 5).
+
+- `keras_vessel.evaluation.metrics`: FOV-restricted confusion metrics, AUC, thin/thick
+  sensitivity, topology scores (NumPy, each with an oracle in the tests)
+- `keras_vessel.evaluation.thresholds`: `Threshold`, parsing, the training threshold beside a model
+- `keras_vessel.evaluation.reports`: `evaluate` = `score` + `write_reports`
+"""
+
+from keras_vessel.evaluation import metrics
+from keras_vessel.evaluation.reports import OVERLAY_COLOURS, Scores, evaluate, overlay_image, score, write_reports
+from keras_vessel.evaluation.thresholds import (
+    THRESHOLD_FILENAME,
+    TRAINING_RULE,
+    Threshold,
+    choose_run_threshold,
+    choose_training_threshold,
+    load_threshold,
+    parse_threshold,
+    save_threshold,
+    threshold_path,
+)
+
+__all__ = [
+    "OVERLAY_COLOURS",
+    "THRESHOLD_FILENAME",
+    "TRAINING_RULE",
+    "Scores",
+    "Threshold",
+    "choose_run_threshold",
+    "choose_training_threshold",
+    "evaluate",
+    "load_threshold",
+    "metrics",
+    "overlay_image",
+    "parse_threshold",
+    "save_threshold",
+    "score",
+    "threshold_path",
+    "write_reports",
+]

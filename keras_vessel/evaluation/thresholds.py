@@ -1,0 +1,230 @@
+"""Thresholds: how a probability map becomes a vessel mask, and where the training threshold is kept.
+
+A threshold is a number in (0, 1) or "otsu" (per image, inside the FOV)
+(`parse_threshold`). The honest number is the accuracy-optimal threshold on
+the TRAINING images (`choose_training_threshold`; METHOD.md section 5), stored
+beside the model as ``threshold.json`` (``threshold_tta_<mode>.json`` for
+test-time augmentation) by `save_threshold` and read by `load_threshold`.
+`choose_run_threshold` does this for a finished training run (what
+`keras-vessel train` runs after training). `Threshold` carries a value with
+the rule that produced it, so reports never show a number out of context.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from keras_vessel.evaluation import metrics
+from keras_vessel.io import write_json_atomic
+from keras_vessel.models.inference import check_tta, load_inference_model, predict_probability
+from keras_vessel.progress import progress as progress_bar
+
+__all__ = [
+    "THRESHOLD_FILENAME",
+    "TRAINING_RULE",
+    "Threshold",
+    "choose_run_threshold",
+    "choose_training_threshold",
+    "load_sample",
+    "load_threshold",
+    "parse_threshold",
+    "save_threshold",
+    "threshold_path",
+]
+
+THRESHOLD_FILENAME = "threshold.json"
+TRAINING_RULE = "accuracy-optimal threshold chosen on the training images (pooled FOV accuracy)"
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A threshold (a number in (0, 1) or "otsu") and the rule that produced it, for reports."""
+
+    value: float | str
+    rule: str
+
+    @classmethod
+    def given(cls, value: str | float) -> "Threshold":
+        """A threshold the user gave (`parse_threshold`), with its rule spelled out."""
+        value = parse_threshold(value)
+        if value == "otsu":
+            return cls(value, "per-image Otsu threshold of the probabilities inside the FOV")
+        return cls(value, f"fixed threshold t = {value:g}")
+
+    @classmethod
+    def stored(cls, model_path: str | Path, *, heads: str | None = None, tta: str = "none") -> "Threshold":
+        """The training threshold stored beside a model (`load_threshold`)."""
+        payload = load_threshold(model_path, heads=heads, tta=tta)
+        return cls(payload["threshold"], f"{payload['rule']} (t = {payload['threshold']:.6g})")
+
+    def for_image(self, prob: np.ndarray, fov: np.ndarray) -> float:
+        """The number to apply to one image's probabilities (Otsu's is computed inside its FOV)."""
+        return metrics.otsu_threshold(prob, fov) if self.value == "otsu" else float(self.value)
+
+
+def load_sample(sample):
+    """Accept a `Sample` or a `SampleSpec` (anything with ``load()``)."""
+    return sample.load() if hasattr(sample, "load") and not hasattr(sample, "image") else sample
+
+
+def parse_threshold(value: str | float) -> float | str:
+    """Normalise a threshold option: a number in (0, 1) or the string "otsu".
+
+    Strings holding a number ("0.5") are converted, so the CLI and Python
+    callers share one rule.
+    """
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "otsu":
+            return "otsu"
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(
+                f"`threshold` must be a number in (0, 1) or 'otsu'; got {value!r}."
+            ) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
+        raise ValueError(f"`threshold` must be a number in (0, 1) or 'otsu'; got {value!r}.")
+    if not 0.0 < float(value) < 1.0:
+        raise ValueError(f"`threshold` must be a number in (0, 1) or 'otsu'; got {value!r}.")
+    return float(value)
+
+
+def threshold_path(model_path: str | Path, tta: str = "none") -> Path:
+    """Where the training threshold of a `.keras` model is stored: beside it.
+
+    Test-time augmentation changes the probabilities, hence the best threshold,
+    so each `tta` mode has its own file (``threshold_tta_d4.json``).
+    """
+    check_tta(tta)
+    name = THRESHOLD_FILENAME if tta == "none" else f"threshold_tta_{tta}.json"
+    return Path(model_path).with_name(name)
+
+
+def save_threshold(
+    model_path: str | Path,
+    threshold: float,
+    *,
+    rule: str = TRAINING_RULE,
+    heads: str | None = None,
+    dataset: str | None = None,
+    images: int | None = None,
+    tta: str = "none",
+    scale: str | float = "auto",
+) -> Path:
+    """Store a threshold beside the model as `threshold_path`; returns its path.
+
+    `scale` records how the images were resampled when it was chosen
+    (`keras_vessel.models.inference.predict_probability`).
+    """
+    threshold = parse_threshold(threshold)
+    if not isinstance(threshold, float):
+        raise ValueError(f"`threshold` must be a number to store; got {threshold!r}.")
+    path = threshold_path(model_path, tta)
+    payload = {
+        "threshold": threshold,
+        "rule": rule,
+        "model": Path(model_path).name,
+        "heads": heads,
+        "tta": tta,
+        "scale": scale,
+        "dataset": dataset,
+        "images": images,
+    }
+    write_json_atomic(path, payload)
+    return path
+
+
+def load_threshold(model_path: str | Path, *, heads: str | None = None, tta: str = "none") -> dict[str, Any]:
+    """Read `threshold_path` beside the model: ``{"threshold": t, "rule": ..., ...}``.
+
+    Raises FileNotFoundError saying how to create it, ValueError when malformed
+    or, if `heads` is given, when the file was computed for other heads (the
+    fused probability, hence the best threshold, depends on them).
+    """
+    path = threshold_path(model_path, tta)
+    tta_flag = "" if tta == "none" else f" --tta {tta}"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no training threshold for {model_path}: expected {path}. Create it with "
+            f"`keras-vessel evaluate --threshold train --training-root ROOT{tta_flag} ...` (computes the "
+            f"accuracy-optimal threshold on the training split and saves it there), or in Python "
+            f"with keras_vessel.evaluation.choose_training_threshold + save_threshold."
+        )
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        threshold = parse_threshold(payload["threshold"])
+        if not isinstance(threshold, float):
+            raise ValueError("not a number")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"{path} is not a valid threshold file ({error}); expected JSON like "
+            f'{{"threshold": 0.47, "rule": "..."}}.'
+        ) from None
+    payload["threshold"] = threshold
+    payload.setdefault("rule", TRAINING_RULE)
+    stored = payload.get("heads")
+    if heads is not None and stored is not None and stored != heads:
+        raise ValueError(
+            f"{path} holds the threshold for heads={stored!r}, not heads={heads!r}; use "
+            f"--heads {stored} or recompute it for these heads (delete the file and run "
+            f"`keras-vessel evaluate --threshold train --training-root ROOT --heads {heads}{tta_flag} ...`)."
+        )
+    return payload
+
+
+def choose_training_threshold(
+    inference_model,
+    samples: Iterable,
+    *,
+    progress: bool = True,
+    predict_options: Mapping[str, Any] | None = None,
+) -> float:
+    """The accuracy-optimal threshold over the FOV pixels of TRAINING `samples`.
+
+    Store it with the model (`save_threshold`) and evaluate the test split with
+    it: an honest alternative to tuning the threshold on the test images.
+    """
+    samples = list(samples)
+    if not samples:
+        raise ValueError("`samples` is empty; need at least one training image.")
+    counts = metrics.ScoreCounts()
+    for item in progress_bar(samples, label="threshold", enabled=progress):
+        sample = load_sample(item)
+        prob = predict_probability(inference_model, sample.image, fov=sample.fov, name=sample.name,
+                                   **dict(predict_options or {}))
+        counts.add(prob, sample.label, sample.fov)
+    return counts.accuracy_optimal_threshold()
+
+
+def choose_run_threshold(run_dir: str | Path, *, progress: bool = True) -> float:
+    """Choose and store the threshold of a finished training run on its training images.
+
+    Reads the run's config.yaml and run.json (`keras_vessel.training.RunFolder`):
+    the accuracy-optimal threshold over its prepared training images (for a
+    cross-validation fold, without the held-out group, which stands in for
+    test images) is saved as ``threshold.json`` beside ``model.keras`` and
+    recorded in run.json.
+    """
+    from keras_vessel.config import load_config, records_folders
+    from keras_vessel.data.tfrecords import combined_manifest, read_samples
+    from keras_vessel.training import RunFolder
+
+    run = RunFolder(run_dir)
+    config = load_config(run.config_path)
+    info = run.read_info()
+    names = info.get("training_images") if config.data.folds else None
+    folders = records_folders(config.data)
+    samples = read_samples(folders, names=names)
+    model = load_inference_model(run.model_path, heads=config.train.heads)
+    value = choose_training_threshold(model, samples, progress=progress)
+    save_threshold(run.model_path, value, heads=config.train.heads, dataset=combined_manifest(folders)["dataset"],
+                   images=len(samples))
+    run.update(threshold=value)
+    return value

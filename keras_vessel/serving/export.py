@@ -1,0 +1,328 @@
+"""Export a model as a TensorFlow SavedModel in the TF Serving layout.
+
+``export_saved_model`` writes ``out_dir/NAME/VERSION/`` (``saved_model.pb`` +
+``variables/``), the layout ``tensorflow_model_server --model_base_path=out_dir/NAME``
+serves, with two signatures:
+
+``serving_default``
+    ``images``: float32 ``[batch, height, width, 3]`` RGB on 0-255, any size
+    -> ``probability``: float32 ``[batch, height, width]`` in [0, 1].
+``predict_image``
+    ``image_bytes``: string ``[batch]`` of encoded PNG/JPEG images (all of one
+    size within a request) -> ``probability`` as above and ``mask_png_bytes``:
+    string ``[batch]``, PNG-encoded binary masks (0/255, ``probability >=
+    threshold``; the threshold is fixed at export time). The ``_bytes``
+    suffix makes TF Serving's REST API return it base64-encoded
+    (``{"b64": ...}``); without it the raw PNG bytes would not be valid JSON.
+
+Everything the client would otherwise have to know happens inside the graph:
+finding the field of view and resampling the image so that it is as wide as
+the model's training images (``scale="auto"``, `keras_vessel.data.scaling`; the
+probability is resampled back and set to 0 outside the field of view), padding
+to the network stride (bottom/right, by reflection like
+`keras_vessel.models.inference.predict_probability`, by edge replication when the
+image is smaller than the pad), cropping back, decoding, thresholding and PNG
+encoding. Bad requests fail with a ``tf.debugging`` assertion whose message
+says what was expected. The SavedModel needs neither keras_vessel nor Keras to
+load. See ``saved_models/README.md`` for serving it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from keras_vessel.checks import FUSIONS
+from keras_vessel.io import ensure_writable_dir, umask
+from keras_vessel.models.saving import load_model_file
+from keras_vessel.models import HeadFusion, build_inference_model, head_names, model_fov_diameter, model_stride
+from keras_vessel.data.scaling import fov_diameter, prediction_region, resample, resize_to, scale_factor
+
+__all__ = ["SIGNATURES", "export_keras_model", "export_saved_model"]
+
+log = logging.getLogger(__name__)
+
+SIGNATURES = ("serving_default", "predict_image")
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def _pad_indices(size: tf.Tensor, pad: tf.Tensor, reflect: tf.Tensor) -> tf.Tensor:
+    """Gather indices padding an axis of ``size`` by ``pad`` at the end (NumPy reflect/edge)."""
+    index = tf.range(size + pad)
+    reflected = tf.where(index < size, index, 2 * (size - 1) - index)
+    edge = tf.minimum(index, size - 1)
+    return tf.where(reflect, reflected, edge)
+
+
+class _VesselServing(tf.Module):
+    """The exported graph: the Keras inference model plus scaling, padding, decoding and encoding."""
+
+    def __init__(self, model: keras.Model, *, stride: int, threshold: float, fov_diameter: float | None,
+                 scale: str) -> None:
+        super().__init__(name="keras_vessel_serving")
+        self.model = model
+        self._stride = stride
+        self._threshold = threshold
+        self._fov_diameter = fov_diameter if scale == "auto" else None
+
+    def _probability(self, images: tf.Tensor) -> tf.Tensor:
+        # A loaded signature does not check its input shape; EnsureShape fails at run time
+        # with "Shape of tensor images [..] is not compatible with expected shape [?,?,?,3]".
+        images = tf.ensure_shape(images, [None, None, None, 3], name="images")
+        shape = tf.shape(images)
+        checks = [
+            tf.debugging.assert_positive(
+                shape[:3],
+                message="images must be a non-empty [batch, height, width, 3] batch "
+                "(batch, height and width all > 0)",
+            ),
+            tf.debugging.assert_all_finite(images, message="images must not contain NaN or Inf"),
+        ]
+        with tf.control_dependencies(checks):
+            images = tf.identity(images)
+        with tf.control_dependencies(
+            [
+                tf.debugging.assert_greater_equal(
+                    tf.reduce_min(images), 0.0, message="images must be RGB on 0-255 (found a value < 0)"
+                ),
+                tf.debugging.assert_less_equal(
+                    tf.reduce_max(images), 255.0, message="images must be RGB on 0-255 (found a value > 255)"
+                ),
+            ]
+        ):
+            images = tf.identity(images)
+        return tf.map_fn(self._one_image, images, fn_output_signature=tf.TensorSpec([None, None], tf.float32))
+
+    def _one_image(self, image: tf.Tensor) -> tf.Tensor:
+        """What `keras_vessel.serving.prediction.predict_files` does with one image by default, in graph ops."""
+        height, width = tf.shape(image)[0], tf.shape(image)[1]
+        mask, diameter, found = fov_diameter(image)
+        factor = scale_factor(self._fov_diameter, diameter, found) if self._fov_diameter else tf.constant(1.0)
+        work = resample(image, factor)
+        probability = self._network(work[None])[0]
+        probability = tf.cond(
+            tf.reduce_all(tf.equal(tf.shape(probability), [height, width])),
+            lambda: probability,
+            lambda: resize_to(probability[..., None], [height, width])[..., 0],
+        )
+        probability = tf.clip_by_value(probability, 0.0, 1.0)
+        return tf.where(prediction_region(mask, found), probability, 0.0)
+
+    def _network(self, images: tf.Tensor) -> tf.Tensor:
+        """The model on a batch padded to its stride by reflection, cropped back: (B, H, W) float32."""
+        shape = tf.shape(images)
+        height, width = shape[1], shape[2]
+        pad_h = tf.math.floormod(-height, self._stride)
+        pad_w = tf.math.floormod(-width, self._stride)
+        reflect = tf.logical_and(pad_h < height, pad_w < width)
+        padded = tf.gather(images, _pad_indices(height, pad_h, reflect), axis=1)
+        padded = tf.gather(padded, _pad_indices(width, pad_w, reflect), axis=2)
+        probability = self.model(padded, training=False)
+        return tf.cast(probability[:, :height, :width, 0], tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
+    def serve(self, images: tf.Tensor) -> dict:
+        return {"probability": self._probability(images)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def predict_image(self, image_bytes: tf.Tensor) -> dict:
+        image_bytes = tf.ensure_shape(image_bytes, [None], name="image_bytes")
+        count = tf.size(image_bytes)
+        prefix8 = tf.strings.substr(image_bytes, 0, 8)
+        prefix3 = tf.strings.substr(image_bytes, 0, 3)
+        is_image = tf.logical_or(tf.equal(prefix8, _PNG_MAGIC), tf.equal(prefix3, _JPEG_MAGIC))
+        checks = [
+            tf.debugging.assert_positive(count, message="image_bytes must hold at least one image"),
+            tf.debugging.assert_equal(
+                is_image,
+                tf.ones_like(is_image),
+                message="image_bytes must hold encoded PNG or JPEG images; an element has neither "
+                "a PNG nor a JPEG signature",
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            image_bytes = tf.identity(image_bytes)
+
+        def decode(data: tf.Tensor) -> tf.Tensor:
+            image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+            image.set_shape([None, None, 3])
+            return image
+
+        first_size = tf.shape(decode(image_bytes[0]))[:2]
+
+        def decode_same_size(data: tf.Tensor) -> tf.Tensor:
+            image = decode(data)
+            with tf.control_dependencies(
+                [
+                    tf.debugging.assert_equal(
+                        tf.shape(image)[:2],
+                        first_size,
+                        message="all images in one predict_image request must have the same height "
+                        "and width; send differently sized images in separate requests",
+                    )
+                ]
+            ):
+                return tf.identity(image)
+
+        images = tf.map_fn(
+            decode_same_size, image_bytes, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8)
+        )
+        probability = self._probability(tf.cast(images, tf.float32))
+        masks = tf.cast(probability >= self._threshold, tf.uint8) * tf.constant(255, tf.uint8)
+        mask_png = tf.map_fn(
+            lambda mask: tf.io.encode_png(mask[..., None]),
+            masks,
+            fn_output_signature=tf.TensorSpec([], tf.string),
+        )
+        return {"probability": probability, "mask_png_bytes": mask_png}
+
+
+def _inference_model(model: keras.Model, heads: str) -> keras.Model:
+    """A single-output probability model: wrap a training model, or accept an inference model."""
+    try:
+        head_names(model)
+    except ValueError:
+        if not isinstance(model.layers[-1], HeadFusion):
+            raise ValueError(
+                f"model {model.name!r} is neither a training model (dict outputs 'segment'/'pixel') "
+                "nor an inference model from keras_vessel.models.build_inference_model"
+            ) from None
+        if heads != "mean" and heads != model.layers[-1].mode:
+            raise ValueError(
+                f"model {model.name!r} is already an inference model fusing heads with mode "
+                f"{model.layers[-1].mode!r}; heads={heads!r} only applies to training models"
+            ) from None
+        return model
+    return build_inference_model(model, heads=heads)
+
+
+def export_saved_model(
+    keras_model_path_or_model: keras.Model | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    name: str,
+    version: int,
+    overwrite: bool = False,
+    threshold: float = 0.5,
+    heads: str = "mean",
+    scale: str = "auto",
+) -> Path:
+    """Write the model as ``out_dir/name/version/`` for TF Serving and return that path.
+
+    Parameters
+    ----------
+    keras_model_path_or_model : a training or inference model, or a ``.keras`` file of one.
+    out_dir : the model base folder's parent (created if missing).
+    name : model name, the folder TF Serving's ``--model_name`` points at.
+    version : positive int; TF Serving serves the highest version by default.
+    overwrite : replace an existing ``name/version`` folder instead of failing.
+    threshold : probability at and above which ``mask_png_bytes`` marks a vessel.
+    heads : head fusion for a training model (``"mean"``, ``"segment"``, ``"pixel"``).
+    scale : ``"auto"``: every image is resampled in the graph so that its field
+        of view is as wide as the model's training images
+        (`keras_vessel.data.scaling`), as local prediction does; ``"none"``: at
+        its own grid. Either way the probability is 0 outside the field of
+        view found in the image (everywhere kept when none is found).
+
+    The version folder is written next to its final place and renamed into
+    it, so a server polling ``out_dir/name`` never sees a half-written version.
+    """
+    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+        raise ValueError(
+            f"name must be a non-empty model name of letters, digits, '_', '.', '-' "
+            f"(a folder name), got {name!r}"
+        )
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"version must be an int >= 1 (TF Serving version folder), got {version!r}")
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"overwrite must be a bool, got {overwrite!r} (type {type(overwrite).__name__})")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
+    if not isinstance(heads, str) or heads not in FUSIONS:
+        raise ValueError(f"heads must be one of {list(FUSIONS)}, got {heads!r}")
+    if scale not in ("auto", "none"):
+        raise ValueError(f"scale must be 'auto' or 'none', got {scale!r}")
+
+    target = Path(out_dir) / name / str(version)
+    if target.exists() and not overwrite:
+        raise FileExistsError(
+            f"SavedModel version folder already exists: {str(target)!r}; "
+            "pass overwrite=True to replace it or choose another version"
+        )
+    model = load_model_file(keras_model_path_or_model)
+    try:
+        model = _inference_model(model, heads)
+    except ValueError as error:
+        if isinstance(keras_model_path_or_model, keras.Model):
+            raise
+        raise ValueError(f"{str(keras_model_path_or_model)!r}: {error}") from error
+    ensure_writable_dir(target.parent, what="the SavedModel folder")  # before the graph is traced
+    stride = model_stride(model)
+    module = _VesselServing(model, stride=stride, threshold=float(threshold),
+                            fov_diameter=model_fov_diameter(model), scale=scale)
+    signatures = {
+        "serving_default": module.serve.get_concrete_function(),
+        "predict_image": module.predict_image.get_concrete_function(),
+    }
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}.partial-", dir=target.parent))
+    try:
+        tf.saved_model.save(module, str(staging), signatures=signatures)
+        os.chmod(staging, 0o777 & ~umask())  # mkdtemp makes 0700 folders; a server user must read them
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("exported %s (stride %d, threshold %g) to %s", model.name, stride, threshold, target)
+    return target
+
+
+def export_keras_model(keras_model_path: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Copy a training run's ``.keras`` model without its optimizer state and return the new path.
+
+    A run's ``model.keras`` carries Adam's two moment estimates, tripling the
+    file. What ships (``saved_models/``) and what users fine-tune from needs
+    only the architecture, the weights and the compiled losses (a fresh,
+    unbuilt optimizer of the same configuration is compiled in, so plain
+    ``model.fit`` still works). The training thresholds beside the source
+    (``threshold.json``, and ``threshold_tta_*.json`` for test-time
+    augmentation) are copied beside the result.
+    """
+    from keras_vessel.evaluation import threshold_path
+    from keras_vessel.models.inference import TTA_MODES
+
+    source, path = Path(keras_model_path), Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"expected a destination ending in .keras, got {str(path)!r}")
+    model = load_model_file(source, compile=True)
+    if getattr(model, "optimizer", None) is None or not getattr(model, "loss", None):
+        raise ValueError(f"{str(source)!r} is not a compiled training model (no optimizer or loss)")
+    optimizer = model.optimizer.__class__.from_config(model.optimizer.get_config())
+    model.compile(optimizer=optimizer, loss=model.loss)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        model.save(staging / path.name)
+        thresholds = [threshold_path(source, tta) for tta in TTA_MODES]
+        thresholds = [threshold for threshold in thresholds if threshold.is_file()]
+        for threshold in thresholds:
+            shutil.copyfile(threshold, staging / threshold.name)
+        os.replace(staging / path.name, path)
+        for threshold in thresholds:
+            os.replace(staging / threshold.name, path.with_name(threshold.name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path

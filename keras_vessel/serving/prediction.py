@@ -1,0 +1,250 @@
+"""Predict vessel probability maps and masks for a batch of image files.
+
+`predict_files` is what `keras-vessel predict` and the demo run: for each input
+it writes ``NAME_prob.png`` (16-bit grey, probability x 65535) and
+``NAME_mask.png`` (0/255) atomically, and carries on past files it cannot
+read, so one corrupt image does not cost the rest of a large batch. The
+network is either a local `.keras` model or any callable mapping an RGB image
+to its ``(H, W)`` probability (``predictor=``), e.g.
+`keras_vessel.serving.client.ServingClient.predict`, so a TF Serving server
+produces the same files as local prediction.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from keras_vessel.models.inference import check_tile_size, check_tta
+from keras_vessel.checks import FUSIONS
+from keras_vessel.data.preprocessing import IMAGE_SUFFIXES
+from keras_vessel.io import ensure_writable_dir, write_png_atomic
+
+__all__ = ["InputError", "PredictReport", "expand_inputs", "predict_files"]
+
+log = logging.getLogger(__name__)
+
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+class InputError(ValueError):
+    """An input argument (file, glob or folder) names no usable image; the message says which."""
+
+
+@dataclass
+class PredictReport:
+    """What `predict_files` did.
+
+    written : output files, in input order (``NAME_prob.png``, ``NAME_mask.png`` per image).
+    failures : ``(input path, reason)`` for every input that produced no output.
+    """
+
+    written: list[Path] = field(default_factory=list)
+    failures: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _is_image(path: Path) -> bool:
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    return name.endswith(IMAGE_SUFFIXES)
+
+
+def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
+    """Files as given, globs expanded, folders listed (images only, sorted, not recursive).
+
+    Duplicates are dropped, keeping the first occurrence. Raises `InputError`
+    (a ValueError) naming the argument when a glob matches nothing, a folder
+    holds no image or a path does not exist, so typos fail before any work.
+    """
+    if isinstance(inputs, (str, Path)):
+        raise TypeError(f"`inputs` must be a sequence of paths, not one path; got {inputs!r}.")
+    found: list[Path] = []
+    for item in inputs:
+        text = str(item)
+        path = Path(text)
+        if glob.has_magic(text):
+            matches = sorted(Path(m) for m in glob.glob(text) if Path(m).is_file())
+            if not matches:
+                raise InputError(f"pattern {text!r} matches no file")
+            found += matches
+        elif path.is_dir():
+            matches = sorted(p for p in path.iterdir() if p.is_file() and _is_image(p))
+            if not matches:
+                raise InputError(f"folder {path} holds no image (looked for {', '.join(IMAGE_SUFFIXES)})")
+            found += matches
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise InputError(f"{path} does not exist")
+    return list(dict.fromkeys(found))
+
+
+def _output_stem(path: Path, used: set[str]) -> str:
+    """File stem without image/.gz suffixes, made unique ("a.png" and "a.jpg" both occur)."""
+    name = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
+    stem = Path(name).stem
+    candidate, suffix = stem, Path(name).suffix.lstrip(".").lower()
+    if candidate in used:
+        candidate = f"{stem}_{suffix}" if suffix else stem
+    counter = 2
+    while candidate in used:
+        candidate, counter = f"{stem}_{counter}", counter + 1
+    used.add(candidate)
+    return candidate
+
+
+def _check_fov(fov: str | Path) -> str | Path:
+    if isinstance(fov, str) and fov.strip().lower() in ("auto", "none"):
+        return fov.strip().lower()
+    if not isinstance(fov, (str, Path)):
+        raise TypeError(f"`fov` must be 'auto', 'none' or a mask file path; got {fov!r} ({type(fov).__name__}).")
+    path = Path(fov)
+    if not path.is_file():
+        raise FileNotFoundError(f"`fov` must be 'auto', 'none' or an existing mask file; {path} does not exist.")
+    return path
+
+
+def _probability(predictor: Predictor, image: np.ndarray) -> np.ndarray:
+    """Call the predictor and check its answer, so a bad one fails this file, not the PNG writer."""
+    prob = np.asarray(predictor(image.copy()))
+    if prob.shape != image.shape[:2]:
+        raise ValueError(
+            f"the predictor must return an (H, W) probability map of the image's size {image.shape[:2]}; "
+            f"got shape {prob.shape}"
+        )
+    if not np.issubdtype(prob.dtype, np.number) or not np.isfinite(prob).all():
+        raise ValueError(f"the predictor returned non-finite or non-numeric values (dtype {prob.dtype})")
+    return np.clip(prob.astype(np.float32), 0.0, 1.0)
+
+
+def predict_files(
+    model_path: str | Path | None,
+    inputs: Sequence[str | Path],
+    output_dir: str | Path,
+    *,
+    fov: str | Path = "auto",
+    threshold: float | str = 0.5,
+    heads: str = "mean",
+    tile_size: int | None = None,
+    tta: str = "none",
+    scale: str | float = "auto",
+    progress: bool = True,
+    predictor: Predictor | None = None,
+) -> PredictReport:
+    """Write ``NAME_prob.png`` and ``NAME_mask.png`` into `output_dir` for every input image.
+
+    Parameters
+    ----------
+    model_path : a keras-vessel ``.keras`` training model, or None when `predictor` is given.
+    inputs : image files (see `expand_inputs` for globs and folders).
+    output_dir : created if missing; existing files of the same name are replaced.
+    fov : ``"auto"`` finds the field of view in each image
+        (`keras_vessel.data.scaling.image_fov`, grown by a few pixels so the rim
+        keeps its vessels; the whole image when none is found), ``"none"``
+        uses the whole image, or a mask file of every image's size. Outside
+        it the probability is 0 and the mask is off.
+    threshold : a number in (0, 1) or ``"otsu"`` (per image, inside the FOV);
+        the mask is ``probability >= threshold``.
+    heads : head fusion of the local model (``"mean"``, ``"segment"``, ``"pixel"``).
+    tile_size : force tiled local prediction with tiles of this size.
+    tta : test-time augmentation of the local model (`keras_vessel.models.inference.TTA_MODES`).
+    scale : the local model's resampling (`keras_vessel.models.inference.predict_probability`):
+        ``"auto"``, ``"none"`` or a factor. A served model does its own.
+    progress : draw a progress bar on stderr.
+    predictor : instead of `model_path`, a callable taking an ``(H, W, 3)``
+        uint8 RGB image and returning its ``(H, W)`` probability in [0, 1].
+
+    Returns a `PredictReport`. Model and argument errors raise before any
+    file is written; per-file errors (unreadable image, FOV of another size,
+    a failing predictor) are recorded in ``report.failures`` and logged. An
+    image without a detectable field of view is predicted whole, at its own
+    scale, with a warning naming it.
+    """
+    from keras_vessel.evaluation import metrics
+    from keras_vessel.errors import DatasetError
+    from keras_vessel.evaluation import parse_threshold
+    from keras_vessel.models.inference import inference_scale, load_inference_model, predict_probability
+    from keras_vessel.data.preprocessing import read_image, read_mask
+    from keras_vessel.progress import progress as progress_bar
+    from keras_vessel.data.scaling import check_scale, image_fov, prediction_region
+
+    if (model_path is None) == (predictor is None):
+        raise ValueError(
+            "give exactly one of `model_path` (a local .keras model) and `predictor` (a callable); "
+            f"got model_path={model_path!r}, predictor={predictor!r}."
+        )
+    if predictor is not None and not callable(predictor):
+        raise TypeError(f"`predictor` must be callable (image -> probability); got {type(predictor).__name__}.")
+    if isinstance(inputs, (str, Path)) or not isinstance(inputs, Sequence):
+        raise TypeError(f"`inputs` must be a sequence of image paths; got {inputs!r}.")
+    paths = [Path(p) for p in inputs]
+    if not paths:
+        raise ValueError("`inputs` is empty; expected at least one image path.")
+    threshold = parse_threshold(threshold)
+    if heads not in FUSIONS:
+        raise ValueError(f"`heads` must be one of {list(FUSIONS)}; got {heads!r}.")
+    check_tile_size(tile_size)
+    check_tta(tta)
+    scale = check_scale(scale)
+    if predictor is not None and (heads != "mean" or tile_size is not None or tta != "none" or scale != "auto"):
+        raise ValueError(
+            f"`heads`, `tile_size`, `tta` and `scale` configure the local model; with `predictor` leave them at "
+            f"their defaults; got heads={heads!r}, tile_size={tile_size!r}, tta={tta!r}, scale={scale!r}."
+        )
+    fov_choice = _check_fov(fov)
+    fixed_fov = read_mask(fov_choice) if isinstance(fov_choice, Path) else None
+    model = load_inference_model(model_path, heads=heads) if predictor is None else None
+    output_dir = ensure_writable_dir(output_dir, what="the output folder")  # before any image is predicted
+
+    report = PredictReport()
+    used: set[str] = set()
+    for path in progress_bar(paths, label="predict", enabled=progress):
+        try:
+            image = read_image(path)
+            geometry = image_fov(image) if fov_choice == "auto" or (model is not None and scale == "auto") else None
+            if geometry is not None and not geometry.found:
+                log.warning("%s: no field of view found (not a fundus photograph with a dark surround?); "
+                            "predicting the whole image at its own scale", path)
+            if fixed_fov is not None:
+                if fixed_fov.shape != image.shape[:2]:
+                    raise DatasetError(
+                        f"FOV mask {fov_choice} is {fixed_fov.shape[1]}x{fixed_fov.shape[0]} (WxH) but "
+                        f"image {path} is {image.shape[1]}x{image.shape[0]}"
+                    )
+                region = fixed_fov
+            elif fov_choice == "auto":
+                region = prediction_region(geometry.mask, geometry.found).numpy()
+            else:
+                region = np.ones(image.shape[:2], dtype=bool)
+            if model is not None:
+                factor = inference_scale(model, image, scale, fov=geometry).factor
+                run = lambda rgb: predict_probability(model, rgb, tile_size=tile_size, tta=tta,  # noqa: E731
+                                                      scale=factor)
+            else:
+                run = predictor
+            prob = np.where(region, _probability(run, image), np.float32(0.0))
+            value = metrics.otsu_threshold(prob, region) if threshold == "otsu" else threshold
+            mask = (prob >= value) & region
+            stem = _output_stem(path, used)
+            written = [output_dir / f"{stem}_prob.png", output_dir / f"{stem}_mask.png"]
+            write_png_atomic(written[0], np.round(prob * 65535).astype(np.uint16))
+            try:
+                write_png_atomic(written[1], mask.astype(np.uint8) * 255)
+            except BaseException:
+                written[0].unlink(missing_ok=True)  # no probability map without its mask
+                raise
+            report.written += written
+        except (ValueError, OSError) as error:  # DatasetError is a ValueError
+            report.failures.append((path, str(error)))
+            log.warning("predict: %s: %s", path, error)
+        except Exception as error:  # noqa: BLE001 - one bad file must not stop the batch
+            report.failures.append((path, f"{type(error).__name__}: {error}"))
+            log.warning("predict: %s: unexpected %s: %s", path, type(error).__name__, error)
+    return report

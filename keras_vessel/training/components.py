@@ -1,0 +1,141 @@
+"""What a run config builds: the network, its optimizer and losses, checked before anything starts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_vessel.checks import HEAD_NAMES
+from keras_vessel.config import ConfigError, RunConfig, records_folders
+from keras_vessel.data.tfrecords import PrepareError, combined_manifest
+
+__all__ = [
+    "PAPER_MEAN",
+    "build_run_losses",
+    "build_training_model",
+    "check_config",
+    "check_stride",
+    "make_optimizer",
+    "output_names",
+    "training_fov_diameter",
+]
+
+PAPER_MEAN = 98.19
+
+
+def output_names(config: RunConfig) -> tuple[str, ...]:
+    """The heads the config trains: ``("segment", "pixel")`` for the joint loss, else ``("pixel",)``."""
+    return HEAD_NAMES if config.loss.kind == "joint" else ("pixel",)
+
+
+def _normalisation(config: RunConfig, manifest: dict[str, Any]) -> dict[str, Any]:
+    channel = config.data.channel
+    if config.data.normalisation == "local":
+        return {"channel": channel, "normalisation": "local", "local_sigma": config.data.local_sigma}
+    if config.data.normalisation == "paper":
+        return {"channel": channel, "mean": PAPER_MEAN, "scale": 1.0}
+    stats = manifest["statistics"]
+    if f"{channel}_mean" not in stats:
+        raise ConfigError(
+            f"data.channel={channel} needs per-channel statistics that {config.data.train_records} does not have "
+            "(prepared by an older keras-vessel); run the same `keras-vessel prepare` command again: "
+            "it re-prepares the shards recorded without them"
+        )
+    return {"channel": channel, "mean": stats[f"{channel}_mean"], "scale": stats[f"{channel}_std"]}
+
+
+def build_training_model(config: RunConfig, manifest: dict[str, Any]) -> keras.Model:
+    """The network of `config.model`, with heads and normalisation from the config and data."""
+    from keras_vessel.models import build_model
+
+    options = {**_normalisation(config, manifest), "fov_diameter": training_fov_diameter(config, manifest),
+               **config.model.options, "heads": output_names(config)}
+    try:
+        return build_model(config.model.name, **options)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"model: {error}") from error
+
+
+def training_fov_diameter(config: RunConfig, manifest: dict[str, Any]) -> float:
+    """The FOV diameter (px) the network sees: `data.fov_diameter`, or the training images' median."""
+    if config.data.fov_diameter:
+        return float(config.data.fov_diameter)
+    return float(np.median([image["fov_diameter"] for image in manifest["images"]]))
+
+
+def make_optimizer(config: RunConfig) -> keras.optimizers.Optimizer:
+    """Adam, AdamW or SGD with the config's schedule, weight decay and weight average."""
+    train = config.train
+    steps = train.steps_per_epoch
+    rate: Any = train.learning_rate
+    if train.lr_schedule == "step":
+        if train.lr_decay_epochs < 1:
+            raise ConfigError("train.lr_decay_epochs must be at least 1 for lr_schedule=step")
+        boundaries = [steps * train.lr_decay_epochs * k for k in range(1, train.epochs // train.lr_decay_epochs + 1)]
+        values = [train.learning_rate * train.lr_decay_factor**k for k in range(len(boundaries) + 1)]
+        rate = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+    elif train.lr_schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(train.learning_rate, decay_steps=steps * train.epochs)
+    decay = train.weight_decay or None
+    ema = {"use_ema": True, "ema_momentum": train.ema_momentum} if train.ema_momentum else {}
+    if train.optimizer == "sgd":
+        return keras.optimizers.SGD(rate, momentum=train.momentum, weight_decay=decay, **ema)
+    if decay:
+        return keras.optimizers.AdamW(rate, weight_decay=decay, **ema)
+    return keras.optimizers.Adam(rate, **ema)
+
+
+def build_run_losses(config: RunConfig) -> dict[str, keras.losses.Loss]:
+    """The losses of `config.loss`, by output name (`keras_vessel.losses.build_losses`)."""
+    from keras_vessel.losses import build_losses
+
+    return build_losses(config.loss.kind, beta=config.loss.beta,
+                        ignore_outside_fov=config.loss.ignore_outside_fov,
+                        vessel_weight=config.loss.vessel_weight,
+                        background_weight=config.loss.background_weight,
+                        extra=config.loss.extra, extra_weight=config.loss.extra_weight,
+                        cldice_alpha=config.loss.cldice_alpha,
+                        cldice_iterations=config.loss.cldice_iterations)
+
+
+def check_stride(model: keras.Model, config: RunConfig) -> None:
+    """Patches must be multiples of the network's stride; a ConfigError says which multiple."""
+    from keras_vessel.models import model_stride
+
+    stride = model_stride(model)
+    if config.data.patch_size % stride:
+        raise ConfigError(
+            f"data.patch_size={config.data.patch_size} is not divisible by the network's stride "
+            f"{stride} ({config.model.name}); use a multiple of {stride}"
+        )
+
+
+def check_config(config: RunConfig) -> dict[str, Any]:
+    """Everything that can be wrong before training starts, reported with the key or path."""
+    if not config.data.train_records:
+        raise ConfigError("data.train_records is empty: point it at a folder written by `keras-vessel prepare`")
+    try:
+        manifest = combined_manifest(records_folders(config.data))
+    except PrepareError as error:
+        raise ConfigError(f"data.train_records: {error}") from error
+    data = config.data
+    if data.fov_diameter < 0 or 0 < data.fov_diameter < 32:
+        raise ConfigError(f"data.fov_diameter must be 0 (each image at its own scale) or a diameter of at "
+                          f"least 32 px, got {data.fov_diameter}")
+    if not 0 <= data.scale_jitter <= 1:
+        raise ConfigError(f"data.scale_jitter must be between 0 and 1, got {data.scale_jitter}")
+    if not 0 < data.local_sigma <= 256:
+        raise ConfigError(f"data.local_sigma must be in (0, 256] px, got {data.local_sigma}")
+    train = config.train
+    for key, value in (("train.epochs", train.epochs), ("train.steps_per_epoch", train.steps_per_epoch),
+                       ("data.batch_size", config.data.batch_size)):
+        if value < 1:
+            raise ConfigError(f"{key} must be at least 1, got {value}")
+    if train.learning_rate <= 0:
+        raise ConfigError(f"train.learning_rate must be positive, got {train.learning_rate}")
+    if not 0 <= train.ema_momentum < 1:
+        raise ConfigError(f"train.ema_momentum must be in [0, 1) (0 turns the average off), got {train.ema_momentum}")
+    _normalisation(config, manifest)  # statistics the records lack fail here, before the run folder exists
+    return manifest

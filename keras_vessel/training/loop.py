@@ -1,0 +1,255 @@
+"""`train`: one resumable run under any `tf.distribute` strategy (one device, mirrored, multi-worker).
+
+Every strategy shares one `tf.function` step (`keras_vessel.training.step`),
+the same Keras model, losses and optimizer, checkpoints and logs. The model is
+still compiled with its losses and optimizer, so a saved `.keras` file can be
+fine-tuned with a plain `model.fit` on one device. The run folder's files are
+described in `keras_vessel.training.run_folder`; choosing the threshold on the
+training images is a separate step
+(`keras_vessel.evaluation.thresholds.choose_run_threshold`, which
+`keras-vessel train` runs after training).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from keras_vessel.config import RunConfig, records_folders
+from keras_vessel.data.pipeline import get_dataset, split_names
+from keras_vessel.data.tfrecords import MANIFEST, file_sha256, verify_shards
+from keras_vessel.errors import TrainingError
+from keras_vessel.io import ensure_writable_dir
+from keras_vessel.provenance import git_revision, machine_info, package_versions
+from keras_vessel.training.components import (
+    build_run_losses,
+    build_training_model,
+    check_config,
+    check_stride,
+    make_optimizer,
+    output_names,
+)
+from keras_vessel.training.run_folder import RunFolder
+from keras_vessel.training.step import averaged_weights, build_steps, should_stop_early, validate
+from keras_vessel.training.strategy import is_chief, make_strategy, warn_if_bfloat16_is_emulated
+
+__all__ = ["TrainResult", "train"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    output_dir: Path
+    model_path: Path
+    epochs_completed: int
+    status: str  # "completed", "early_stopped" or "nan"
+    history: list[dict[str, float]]
+
+
+def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> TrainResult:
+    """Train (or resume) the run described by `config` into `output_dir`.
+
+    Re-running on the same folder resumes after the last finished epoch (a
+    killed run loses at most the epoch in progress) if the config is the same
+    but for ``train.epochs``; otherwise ConfigError says what differs. Damaged
+    prepared records are refused before the first step (PrepareError).
+    Raises TrainingError when the loss becomes NaN or TensorFlow fails.
+    """
+    manifest = check_config(config)
+    folders = records_folders(config.data)
+    train_names, validation_names = split_names(folders, config.data.validation_images,
+                                                folds=config.data.folds, fold=config.data.fold)
+    for folder in folders:
+        verify_shards(folder)
+    records = {folder: file_sha256(Path(folder) / MANIFEST) for folder in folders}
+    run = RunFolder(output_dir)
+    previous = run.check_resume(config, records) or {}
+    ensure_writable_dir(run.path, what="the run folder")
+
+    strategy = _start(config)
+    run.chief = is_chief(strategy)
+    with strategy.scope():
+        model = build_training_model(config, manifest)
+        optimizer = make_optimizer(config)
+        losses = build_run_losses(config)
+        model.compile(optimizer=optimizer, loss=losses)
+        optimizer.build(model.trainable_variables)  # before the distributed step is traced, not inside it
+        epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    check_stride(model, config)
+
+    # non-chief workers write their (identical) checkpoints to a private folder
+    checkpoints = run.checkpoints if run.chief else Path(tempfile.mkdtemp(prefix="keras-vessel-worker-"))
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
+    manager = tf.train.CheckpointManager(checkpoint, str(checkpoints), max_to_keep=2)
+    history = run.read_history() if run.chief else []
+    resumes = list(previous.get("resumed", []))
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).expect_partial()
+        history = history[: int(epoch_var.numpy())]
+        resumes.append({"after_epoch": int(epoch_var.numpy()), "epochs": config.train.epochs, "at": _now()})
+        if run.chief:
+            print(f"resuming {run.path} after epoch {int(epoch_var.numpy())} of {config.train.epochs}",
+                  file=sys.stderr)
+    start_epoch = int(epoch_var.numpy())
+
+    run.start(config, {
+        "name": config.name, "seed": config.train.seed, "command": " ".join(sys.argv),
+        "git_revision": git_revision(), "versions": package_versions(), "machine": machine_info(),
+        "strategy": config.train.strategy, "strategy_class": type(strategy).__name__,
+        "replicas": strategy.num_replicas_in_sync, "training_images": train_names,
+        "validation_images": validation_names, "records": records,
+        "started": previous.get("started", _now()), "resumed": resumes,
+    })
+    train_data, validation_data = _datasets(config, strategy, folders, train_names, validation_names,
+                                            stream_seed=config.train.seed * 100_003 + start_epoch)
+    steps = build_steps(model, optimizer, losses, strategy)
+    epochs = _Epochs(config, run, model, optimizer, steps, validation_data, history, verbose=verbose)
+
+    def save_checkpoint(epoch: int) -> None:
+        epoch_var.assign(epoch)
+        manager.save(checkpoint_number=epoch)
+
+    try:
+        status = epochs.run(iter(train_data), start_epoch, save_checkpoint)
+    except BaseException as error:  # record why the run stopped, then let the error through
+        interrupted = isinstance(error, KeyboardInterrupt)
+        run.stop("interrupted" if interrupted else "failed", len(history),
+                 **({} if interrupted else {"error": f"{type(error).__name__}: {error}"}))
+        if isinstance(error, tf.errors.OpError):
+            raise TrainingError(f"training {run.path} stopped in epoch {len(history) + 1}: {error.message}; "
+                                f"re-run the same command to resume after epoch {len(history)}") from None
+        raise
+
+    if status != "nan" and not run.model_path.exists():
+        with averaged_weights(model, optimizer):
+            run.save_model(model)
+    run.stop(status, len(history))
+    if status == "nan":
+        raise TrainingError(
+            f"the loss became NaN in epoch {len(history) + 1}; the last good checkpoint is in "
+            f"{run.checkpoints} (try a lower train.learning_rate)"
+        )
+    return TrainResult(run.path, run.model_path, len(history), status, history)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _start(config: RunConfig) -> tf.distribute.Strategy:
+    """The strategy, with the seed, determinism and precision policy of the config applied."""
+    strategy = make_strategy(config.train.strategy, cpu_devices=config.train.cpu_devices)
+    keras.utils.set_random_seed(config.train.seed)
+    if config.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    if config.train.mixed_precision:
+        warn_if_bfloat16_is_emulated()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if config.train.mixed_precision else "float32")
+    return strategy
+
+
+def _datasets(config: RunConfig, strategy: tf.distribute.Strategy, folders: list[str], train_names: list[str],
+              validation_names: list[str], *, stream_seed: int):
+    """Distributed training stream and validation grid (None without validation images).
+
+    A resumed run draws a fresh, reproducible patch stream (the seed includes the start epoch).
+    """
+    data = config.data
+
+    def dataset_fn(names: list[str], training: bool, seed: int):
+        def make(context: tf.distribute.InputContext) -> tf.data.Dataset:
+            return get_dataset(
+                folders, patch_size=data.patch_size, batch_size=data.batch_size, outputs=output_names(config),
+                names=names, training=training, min_fov_fraction=data.min_fov_fraction, augment=data.augment,
+                ignore_outside_fov=config.loss.ignore_outside_fov, fov_diameter=data.fov_diameter,
+                scale_jitter=data.scale_jitter if training else 0.0, seed=seed, input_context=context,
+            )
+        return make
+
+    train_data = strategy.distribute_datasets_from_function(dataset_fn(train_names, True, stream_seed))
+    validation_data = (strategy.distribute_datasets_from_function(dataset_fn(validation_names, False, 0))
+                       if validation_names else None)
+    return train_data, validation_data
+
+
+class _Epochs:
+    """The epoch loop: train, validate, keep the best model, log, checkpoint, stop early."""
+
+    def __init__(self, config, run, model, optimizer, steps, validation_data, history, *, verbose):
+        self.config, self.folder, self.model, self.optimizer = config, run, model, optimizer
+        self.train_step, self.eval_step = steps
+        self.validation_data, self.history, self.verbose = validation_data, history, verbose
+        self.writer = tf.summary.create_file_writer(str(run.logs)) if run.chief else None
+        self.best = min((row["val_loss"] for row in history if "val_loss" in row), default=math.inf)
+        self.best_raw = min((row["raw_val_loss"] for row in history if "raw_val_loss" in row), default=math.inf)
+
+    def run(self, iterator, start_epoch: int, checkpoint) -> str:
+        """Train epochs `start_epoch`+1 .. train.epochs; returns "completed", "early_stopped" or "nan"."""
+        train = self.config.train
+        for epoch in range(start_epoch, train.epochs):
+            row = self._train(iterator, epoch)
+            if row is None:
+                return "nan"
+            self._validate_and_save(row)
+            self.history.append(row)
+            checkpoint(epoch + 1)
+            self._log(row, epoch + 1)
+            if should_stop_early(self.history, train.early_stopping_patience):
+                return "early_stopped"
+        return "completed"
+
+    def _train(self, iterator, epoch: int) -> dict[str, float] | None:
+        train, chief = self.config.train, self.folder.chief
+        bar = keras.utils.Progbar(train.steps_per_epoch, verbose=self.verbose if chief else 0, stateful_metrics=None)
+        if self.verbose and chief:
+            print(f"Epoch {epoch + 1}/{train.epochs}", file=sys.stderr)
+        totals: dict[str, float] = {}
+        started = time.monotonic()
+        for step in range(train.steps_per_epoch):
+            values = {k: float(v) for k, v in self.train_step(next(iterator)).items()}
+            for key, value in values.items():
+                totals[key] = totals.get(key, 0.0) + value
+            bar.update(step + 1, values=list(values.items()))
+            if not math.isfinite(values["loss"]):
+                logger.error("loss became %s at epoch %d; stopping, keeping the last good checkpoint",
+                             values["loss"], epoch + 1)
+                return None
+        row = {"epoch": epoch + 1, **{k: v / train.steps_per_epoch for k, v in totals.items()}}
+        row["learning_rate"] = float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
+        row["seconds"] = time.monotonic() - started
+        return row
+
+    def _validate_and_save(self, row: dict[str, float]) -> None:
+        """Score the validation images, keeping `model.keras` (and `model_raw.keras` with EMA) at their best."""
+        if self.validation_data is not None and self.optimizer.use_ema:  # the raw weights' scores, to compare
+            row.update({f"raw_{k}": v for k, v in validate(self.eval_step, self.validation_data).items()})
+            if row["raw_val_loss"] < self.best_raw:
+                self.best_raw = row["raw_val_loss"]
+                self.folder.save_model(self.model, raw=True)
+        with averaged_weights(self.model, self.optimizer):
+            if self.validation_data is not None:
+                row.update(validate(self.eval_step, self.validation_data))
+            if self.validation_data is None or row.get("val_loss", -math.inf) < self.best:
+                self.best = row.get("val_loss", self.best)
+                self.folder.save_model(self.model)
+
+    def _log(self, row: dict[str, float], epoch: int) -> None:
+        self.folder.write_history(self.history)
+        if not self.folder.chief:
+            return
+        with self.writer.as_default(step=epoch):
+            for key, value in row.items():
+                if key != "epoch":
+                    tf.summary.scalar(key, value)
+        self.writer.flush()
+        if self.verbose:
+            print(" - ".join(f"{k}: {v:.4g}" for k, v in row.items() if k != "epoch"), file=sys.stderr)

@@ -1,0 +1,133 @@
+"""Prepared records: round trip, resumable shards, manifest, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+from keras_vessel.data.datasets import open_dataset
+from keras_vessel.data.segments import build_id_mask, skeleton_tube
+from keras_vessel.data.tfrecords import PrepareError, read_manifest, read_records, write_dataset
+
+
+@pytest.fixture(scope="module")
+def specs():
+    return open_dataset("synthetic", None, "training", count=3, size=96, seed=5)
+
+
+@pytest.fixture(scope="module")
+def prepared(specs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("records")
+    manifest = write_dataset(specs, out, dataset="synthetic", split="training", images_per_shard=2,
+                             show_progress=False)
+    return out, manifest
+
+
+def test_round_trip_equals_the_sources(specs, prepared):
+    out, _ = prepared
+    records = {r["name"].numpy().decode(): r for r in read_records(out)}
+    assert sorted(records) == [spec.name for spec in specs]
+    for spec in specs:
+        sample, record = spec.load(), records[spec.name]
+        np.testing.assert_array_equal(record["image"].numpy(), sample.image)
+        np.testing.assert_array_equal(record["label"].numpy() > 0, sample.label & sample.fov)
+        np.testing.assert_array_equal(record["fov"].numpy() > 0, sample.fov)
+        np.testing.assert_array_equal(record["id_mask"].numpy(), build_id_mask(sample.label & sample.fov, sample.fov))
+        np.testing.assert_array_equal(record["tube"].numpy() > 0, skeleton_tube(sample.label & sample.fov))
+        assert record["clahe"].numpy().shape == sample.image.shape
+        assert record["id_mask"].dtype.name == "int32"
+
+
+def test_manifest_describes_the_images(specs, prepared):
+    out, manifest = prepared
+    assert read_manifest(out) == manifest
+    assert manifest["dataset"] == "synthetic" and manifest["split"] == "training"
+    assert [image["name"] for image in manifest["images"]] == [spec.name for spec in specs]
+    assert len(manifest["shards"]) == 2
+    samples = [spec.load() for spec in specs]
+    green = np.concatenate([s.image[..., 1][s.fov] for s in samples]).astype(np.float64)
+    assert manifest["statistics"]["green_mean"] == pytest.approx(green.mean())
+    assert manifest["statistics"]["green_std"] == pytest.approx(green.std(), rel=1e-6)
+    rgb = np.concatenate([s.image[s.fov] for s in samples]).astype(np.float64)
+    np.testing.assert_allclose(manifest["statistics"]["rgb_mean"], rgb.mean(axis=0), rtol=1e-9)
+    np.testing.assert_allclose(manifest["statistics"]["rgb_std"], rgb.std(axis=0), rtol=1e-6)
+    assert manifest["statistics"]["rgb_mean"][1] == manifest["statistics"]["green_mean"]
+    for image, sample in zip(manifest["images"], samples):
+        ids = build_id_mask(sample.label & sample.fov, sample.fov)
+        assert image["segments"] == np.abs(ids).max()
+        assert (image["height"], image["width"]) == sample.label.shape
+
+
+def test_rerun_skips_complete_shards_and_redoes_missing_ones(specs, tmp_path):
+    write_dataset(specs, tmp_path, dataset="synthetic", split="training", images_per_shard=2, show_progress=False)
+    shards = sorted(tmp_path.glob("*.tfrecord.gz"))
+    first_mtime = shards[0].stat().st_mtime_ns
+    shards[1].unlink()  # as if the run had been killed before the last shard was renamed
+    calls = []
+
+    class Counting:
+        def __init__(self, spec):
+            self.name, self._spec = spec.name, spec
+
+        def load(self):
+            calls.append(self.name)
+            return self._spec.load()
+
+        def fingerprint(self):
+            return self._spec.fingerprint()
+
+    write_dataset([Counting(s) for s in specs], tmp_path, dataset="synthetic", split="training",
+                  images_per_shard=2, show_progress=False)
+    assert calls == [specs[2].name]
+    assert shards[0].stat().st_mtime_ns == first_mtime
+    assert shards[1].exists()
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_rerun_redoes_shards_whose_sidecar_lacks_a_statistic(specs, tmp_path):
+    """Records prepared before per-channel sums existed gain them by running prepare again."""
+    write_dataset(specs, tmp_path, dataset="synthetic", split="training", images_per_shard=2, show_progress=False)
+    expected = read_manifest(tmp_path)["statistics"]
+    shards = sorted(tmp_path.glob("*.tfrecord.gz"))
+    second_mtime = shards[1].stat().st_mtime_ns
+    sidecar = shards[0].with_name(shards[0].name + ".json")
+    old = json.loads(sidecar.read_text())
+    for image in old["images"]:
+        del image["rgb_sum"], image["rgb_sq_sum"]
+    sidecar.write_text(json.dumps(old))
+
+    manifest = write_dataset(specs, tmp_path, dataset="synthetic", split="training", images_per_shard=2,
+                             show_progress=False)
+    assert manifest["statistics"] == expected
+    assert shards[1].stat().st_mtime_ns == second_mtime
+    assert all("rgb_sum" in image for image in json.loads(sidecar.read_text())["images"])
+
+
+def test_failures_name_the_image_and_leave_no_finished_looking_file(tmp_path):
+    class Broken:
+        name = "broken_0001"
+
+        def load(self):
+            raise OSError("disk on fire")
+
+        def fingerprint(self):
+            return "0" * 64
+
+    with pytest.raises(PrepareError, match="preparing 'broken_0001' failed: OSError: disk on fire"):
+        write_dataset([Broken()], tmp_path, dataset="synthetic", split="training", show_progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_manifest_errors(tmp_path, prepared):
+    with pytest.raises(PrepareError, match="manifest.json not found.*run `keras-vessel prepare"):
+        read_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(PrepareError, match="is not valid JSON"):
+        read_manifest(tmp_path)
+    out, manifest = prepared
+    broken = dict(manifest, shards=manifest["shards"] + ["gone.tfrecord.gz"])
+    (tmp_path / "manifest.json").write_text(json.dumps(broken))
+    with pytest.raises(PrepareError, match="shards listed in the manifest are missing: .*gone.tfrecord.gz"):
+        read_manifest(tmp_path)
+    with pytest.raises(PrepareError, match="no images to prepare"):
+        write_dataset([], tmp_path / "empty", dataset="synthetic", split="test")

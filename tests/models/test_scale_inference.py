@@ -1,0 +1,186 @@
+"""Prediction at the model's training scale: predict_probability, inference_scale, predict_files, the SavedModel.
+
+The model is a tiny untrained U-Net whose head kernels are enlarged (x40) so that its probability
+follows the image (a spread of about 0.06 inside the FOV instead of 0.004), which lets a wrong
+scale show.
+"""
+
+import logging
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from scipy import ndimage
+
+from keras_vessel.serving.export import export_saved_model
+from keras_vessel.models.inference import inference_scale, predict_probability
+from keras_vessel.models import build_inference_model, build_model, model_fov_diameter, record_fov_diameter
+from keras_vessel.serving.prediction import predict_files
+from keras_vessel.data.preprocessing import derive_fov
+from keras_vessel.data.scaling import FOV_DILATION, image_fov, resize_to
+
+MODEL_DIAMETER = 126.0
+STRIDE = 4  # depth 2
+
+
+def fundus(height: int, width: int, radius: float, *, line_sigma: float = 2.5) -> np.ndarray:
+    """(H, W, 3) uint8: a bright orange disc of `radius` (anti-aliased rim) on black, three dark lines.
+
+    Lengths scale with `radius` (a radius-42 disc is the unit), so two calls with different radii
+    draw the same fundus at two scales.
+    """
+    unit = radius / 42.0
+    yy, xx = np.mgrid[:height, :width].astype(np.float64)
+    cy, cx = (height - 1) / 2, (width - 1) / 2
+    distance = np.hypot(yy - cy, xx - cx)
+    coverage = np.clip(radius - distance + 0.5, 0.0, 1.0)
+    image = np.stack([200 - 0.3 * distance / unit, 110 - 0.4 * distance / unit, np.full_like(distance, 50)], -1)
+    for angle, offset in [(0.3, 5), (1.4, -12), (2.5, 20)]:
+        across = np.abs((xx - cx) * np.sin(angle) - (yy - cy) * np.cos(angle) - offset * unit)
+        line = np.exp(-0.5 * (across / (line_sigma * unit)) ** 2)
+        image = image * (1 - 0.5 * line[..., None] * np.array([0.3, 1.0, 0.6]))  # darkest in green
+    return np.round(image * coverage[..., None]).astype(np.uint8)
+
+
+def distance_from_centre(height, width):
+    yy, xx = np.mgrid[:height, :width]
+    return np.hypot(yy - (height - 1) / 2, xx - (width - 1) / 2)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """(training model, inference model, .keras path): a tiny U-Net trained 'at' a 126 px FOV."""
+    keras.utils.set_random_seed(0)
+    training = build_model("unet", base_filters=4, depth=2, fov_diameter=MODEL_DIAMETER)
+    for head in ("pixel", "segment"):
+        kernel = training.get_layer(head).kernel
+        kernel.assign(kernel * 40.0)
+    path = tmp_path_factory.mktemp("model") / "scaled.keras"
+    training.save(path)
+    return training, build_inference_model(training), path
+
+
+def old_behaviour(inference, image):
+    """Before scaling: reflect-pad to the stride, run the network, crop back."""
+    h, w = image.shape[:2]
+    padded = np.pad(image.astype(np.float32), ((0, (-h) % STRIDE), (0, (-w) % STRIDE), (0, 0)), mode="reflect")
+    return keras.ops.convert_to_numpy(inference(padded[None]))[0, :h, :w, 0]
+
+
+def test_scale_none_is_the_old_behaviour(model):
+    _, inference, _ = model
+    image = fundus(97, 103, 42.0)  # FOV 84 px: auto would resample it 1.5x
+    np.testing.assert_allclose(predict_probability(inference, image, scale="none"), old_behaviour(inference, image),
+                               atol=1e-6)
+    assert inference_scale(inference, image).factor == pytest.approx(1.5, rel=1e-3)
+
+
+def test_auto_runs_at_the_images_grid_when_its_fov_has_the_models_diameter(model):
+    _, inference, _ = model
+    image = fundus(136, 136, 63.0)
+    assert image_fov(image).diameter == pytest.approx(MODEL_DIAMETER, abs=1.0)
+    choice = inference_scale(inference, image)
+    assert choice.factor == 1.0 and choice.model_diameter == MODEL_DIAMETER and choice.fov.found
+    np.testing.assert_array_equal(predict_probability(inference, image),
+                                  predict_probability(inference, image, scale="none"))
+
+
+def test_auto_on_an_image_upscaled_3x_gives_the_originals_probability(model):
+    """The 3x image is run at the model's scale, so back on the original grid it matches the original.
+
+    Left at its own grid (scale="none") the network sees vessels 3x wider, and the result differs 2-3x as much.
+    """
+    training = build_model("unet", base_filters=4, depth=2)  # a copy that records no diameter ...
+    training.set_weights(model[0].get_weights())
+    image = fundus(96, 96, 42.0)
+    diameter = image_fov(image).diameter
+    inference = build_inference_model(record_fov_diameter(training, diameter))  # ... trained at this image's scale
+    large = ndimage.zoom(image.astype(np.float32), (3, 3, 1), order=1, grid_mode=True, mode="grid-constant")
+    assert image_fov(large).diameter / diameter == pytest.approx(3.0, rel=0.02)
+    original = predict_probability(inference, image)
+    inner = ndimage.binary_erosion(image_fov(image).mask, iterations=5)  # the rim is drawn differently at 3x
+
+    def back_on_the_original_grid(scale):
+        probability = predict_probability(inference, large, scale=scale)
+        assert probability.shape == large.shape[:2]
+        return resize_to(probability[..., None], [96, 96]).numpy()[..., 0]
+
+    auto, none = back_on_the_original_grid("auto"), back_on_the_original_grid("none")
+    spread = original[inner].std()
+    assert spread > 0.03
+    auto_error, none_error = np.abs(auto - original)[inner].mean(), np.abs(none - original)[inner].mean()
+    assert auto_error < 0.2 * spread
+    assert np.corrcoef(auto[inner], original[inner])[0, 1] > 0.95
+    assert none_error > 2 * auto_error
+
+
+def test_no_fov_means_factor_one_and_a_warning_naming_the_image(model, caplog):
+    _, inference, _ = model
+    black = np.zeros((40, 44, 3), np.uint8)
+    choice = inference_scale(inference, black)
+    assert choice.factor == 1.0 and choice.fov is not None and not choice.fov.found
+    with caplog.at_level(logging.WARNING, logger="keras_vessel.models.inference"):
+        probability = predict_probability(inference, black, name="dark_frame.png")
+    assert probability.shape == (40, 44)
+    messages = [r.getMessage() for r in caplog.records if r.name == "keras_vessel.models.inference"]
+    assert any(m.startswith("dark_frame.png: no field of view found") for m in messages), messages
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="keras_vessel.models.inference"):
+        predict_probability(inference, fundus(136, 136, 63.0), name="fundus.png")
+    assert not [r for r in caplog.records if r.name == "keras_vessel.models.inference"]
+
+
+# ----------------------------------------------------------------- SavedModel against predict_files
+
+IMAGES = {
+    "smaller": (96, 96, 42.0),  # FOV 84 px: 1.5x below the model's 126
+    "same": (136, 136, 63.0),  # FOV 126 px
+    "larger": (200, 190, 94.5),  # FOV 189 px: 1.5x above, a frame that is not a multiple of the stride
+}
+
+
+@pytest.fixture(scope="module")
+def predicted(model, tmp_path_factory):
+    """The images as PNG files, predict_files' outputs (defaults: fov and scale auto), the exported model."""
+    training, _, path = model
+    root = tmp_path_factory.mktemp("scaled-predict")
+    files = []
+    for name, (height, width, radius) in IMAGES.items():
+        Image.fromarray(fundus(height, width, radius)).save(root / f"{name}.png")
+        files.append(root / f"{name}.png")
+    report = predict_files(path, files, root / "out", progress=False)
+    assert not report.failures
+    exported = export_saved_model(training, root / "serving", name="vessel", version=1)
+    return root, tf.saved_model.load(str(exported))
+
+
+@pytest.mark.parametrize("name", list(IMAGES))
+def test_saved_model_gives_predict_files_probabilities(predicted, model, name):
+    root, loaded = predicted
+    image = np.asarray(Image.open(root / f"{name}.png"))
+    served = loaded.signatures["serving_default"](images=tf.constant(image[None], tf.float32))["probability"]
+    served = served.numpy()[0]
+    local = np.asarray(Image.open(root / "out" / f"{name}_prob.png")).astype(np.float64) / 65535
+    assert served.shape == local.shape == image.shape[:2]
+    np.testing.assert_allclose(served, local, rtol=0, atol=2e-3)
+    # the three images really run at three different factors (1.5, 1, 2/3)
+    expected = 1.0 if name == "same" else MODEL_DIAMETER / (2 * IMAGES[name][2])
+    assert inference_scale(model[1], image).factor == pytest.approx(expected, rel=0.02)
+    assert model_fov_diameter(model[1]) == MODEL_DIAMETER
+
+
+@pytest.mark.parametrize("name", list(IMAGES))
+def test_predict_files_keeps_the_discs_rim(predicted, name):
+    """fov="auto" keeps every pixel the disc touches (its threshold mask grown by FOV_DILATION px)."""
+    root, _ = predicted
+    height, width, radius = IMAGES[name]
+    image = np.asarray(Image.open(root / f"{name}.png"))
+    probability = np.asarray(Image.open(root / "out" / f"{name}_prob.png"))
+    distance = distance_from_centre(height, width)
+    disc = distance <= radius + 0.5  # every pixel with some coverage
+    assert (probability[disc] > 0).all()
+    assert (probability[distance > radius + FOV_DILATION + 2] == 0).all()
+    # an eroded mask (the dataset rule for training and metrics) would have cut the rim away
+    assert (disc & ~derive_fov(image)).sum() > 2 * np.pi * radius

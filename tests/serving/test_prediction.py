@@ -1,0 +1,239 @@
+"""keras_vessel.serving.prediction: input expansion and the per-file predict loop.
+
+Most tests use a NumPy predictor (green channel / 255), so the expected
+files follow from the input pixels alone; one test runs a tiny saved U-Net
+through the `model_path` route and compares with `predict_probability`.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.filters import threshold_otsu
+
+from keras_vessel.serving.prediction import InputError, PredictReport, expand_inputs, predict_files
+
+
+def _green(image: np.ndarray) -> np.ndarray:
+    return image[..., 1].astype(np.float32) / 255.0
+
+
+def _save(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def _read(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path))
+
+
+@pytest.fixture()
+def images(tmp_path) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {
+        "a": rng.integers(0, 256, (20, 24, 3), dtype=np.uint8),
+        "b": rng.integers(0, 256, (13, 9, 3), dtype=np.uint8),
+    }
+
+
+# ---------------------------------------------------------------- expand_inputs
+
+
+def test_expand_inputs_files_globs_folders(tmp_path):
+    folder = tmp_path / "in"
+    for name in ("b.png", "a.jpg", "c.TIF", "d.ppm.gz"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"x")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "e.png").write_bytes(b"x")
+    single = folder / "notes.txt"  # an explicit file is taken as given, whatever its suffix
+
+    found = expand_inputs([folder, str(folder / "*.png"), single, folder / "a.jpg"])
+    names = [p.name for p in found]
+    assert names == ["a.jpg", "b.png", "c.TIF", "d.ppm.gz", "notes.txt"]  # sorted, de-duplicated, not recursive
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda root: root / "missing.png", r"missing\.png does not exist"),
+        (lambda root: str(root / "*.jpeg"), r"pattern '.*\*\.jpeg' matches no file"),
+        (lambda root: root, r"folder .* holds no image \(looked for \.png, \.jpg"),
+    ],
+)
+def test_expand_inputs_errors_name_the_argument(tmp_path, make, match):
+    (tmp_path / "readme.txt").write_text("no images here")
+    with pytest.raises(InputError, match=match) as info:
+        expand_inputs([make(tmp_path)])
+    assert isinstance(info.value, ValueError)
+
+
+def test_expand_inputs_rejects_a_bare_path(tmp_path):
+    with pytest.raises(TypeError, match=r"`inputs` must be a sequence of paths, not one path"):
+        expand_inputs(str(tmp_path))
+
+
+# ---------------------------------------------------------------- predict_files with a predictor
+
+
+def test_writes_16bit_probability_and_mask(tmp_path, images):
+    paths = [_save(tmp_path / "in" / f"{k}.png", v) for k, v in images.items()]
+    out = tmp_path / "out"
+    report = predict_files(None, paths, out, fov="none", threshold=0.4, predictor=_green, progress=False)
+
+    assert isinstance(report, PredictReport) and report.failures == []
+    assert report.written == [out / "a_prob.png", out / "a_mask.png", out / "b_prob.png", out / "b_mask.png"]
+    for key, image in images.items():
+        prob_image = Image.open(out / f"{key}_prob.png")
+        assert prob_image.mode.startswith("I;16")
+        # green / 255 * 65535 is exactly green * 257
+        np.testing.assert_array_equal(np.asarray(prob_image), image[..., 1].astype(np.int64) * 257)
+        mask = _read(out / f"{key}_mask.png")
+        np.testing.assert_array_equal(mask, np.where(image[..., 1] / 255.0 >= 0.4, 255, 0))
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in report.written)  # no temp files
+
+
+def test_otsu_threshold_inside_fov_file(tmp_path, images):
+    image = images["a"]
+    path = _save(tmp_path / "a.png", image)
+    fov = np.zeros(image.shape[:2], dtype=bool)
+    fov[:, :12] = True
+    fov_file = _save(tmp_path / "fov.png", fov.astype(np.uint8) * 255)
+    predict_files(None, [path], tmp_path / "out", fov=fov_file, threshold="otsu", predictor=_green,
+                  progress=False)  # fmt: skip
+
+    prob = _green(image)
+    expected = (prob >= threshold_otsu(prob[fov])) & fov  # skimage's Otsu on the FOV pixels only
+    np.testing.assert_array_equal(_read(tmp_path / "out" / "a_mask.png") > 0, expected)
+    written = _read(tmp_path / "out" / "a_prob.png")
+    assert not written[~fov].any() and np.array_equal(written[fov], image[..., 1][fov].astype(np.int64) * 257)
+    assert 0 < expected.sum() < fov.sum()  # the threshold split the FOV
+
+
+def test_auto_fov_zeroes_the_dark_surround(tmp_path):
+    yy, xx = np.mgrid[:64, :64]
+    disc = (yy - 32) ** 2 + (xx - 32) ** 2 < 26**2
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[disc] = (200, 180, 90)
+    path = _save(tmp_path / "fundus.png", image)
+    predict_files(None, [path], tmp_path / "out", predictor=_green, threshold=0.5, progress=False)
+    prob = _read(tmp_path / "out" / "fundus_prob.png")
+    mask = _read(tmp_path / "out" / "fundus_mask.png")
+    assert prob[0, 0] == 0 and prob[32, 32] == 180 * 257 and mask[32, 32] == 255
+    assert not mask[~disc].any()
+
+
+def test_continues_past_bad_files_and_keeps_names_unique(tmp_path, images):
+    folder = tmp_path / "in"
+    good = _save(folder / "a.png", images["a"])
+    same_stem = _save(folder / "a.jpg", images["a"])
+    gz = folder / "b.png.gz"
+    gz.write_bytes(gzip.compress(good.read_bytes()))
+    broken = folder / "broken.png"
+    broken.write_bytes(b"not a png")
+    wrong_shape = _save(folder / "wrong.png", images["b"])  # the only 13-row image
+
+    def predictor(image):
+        return np.zeros((2, 2)) if image.shape[0] == 13 else _green(image)
+
+    report = predict_files(None, [good, same_stem, gz, broken, wrong_shape], tmp_path / "out",
+                           fov="none", predictor=predictor, progress=False)  # fmt: skip
+
+    failed = dict(report.failures)
+    assert list(failed) == [broken, wrong_shape]
+    assert "broken.png" in failed[broken]
+    assert "predictor must return an (H, W) probability map" in failed[wrong_shape]
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["a_jpg_mask.png", "a_jpg_prob.png", "a_mask.png", "a_prob.png", "b_mask.png", "b_prob.png"]
+    np.testing.assert_array_equal(_read(tmp_path / "out" / "b_prob.png"), _read(tmp_path / "out" / "a_prob.png"))
+
+
+def test_a_raising_predictor_fails_only_that_file(tmp_path, images):
+    paths = [_save(tmp_path / f"{k}.png", v) for k, v in images.items()]
+
+    def predictor(image):
+        if image.shape[0] == 13:
+            raise RuntimeError("server exploded")
+        return _green(image)
+
+    report = predict_files(None, paths, tmp_path / "out", fov="none", predictor=predictor, progress=False)
+    assert report.failures == [(paths[1], "RuntimeError: server exploded")]
+    assert [p.name for p in report.written] == ["a_prob.png", "a_mask.png"]
+
+
+def test_does_not_modify_the_predictor_input(tmp_path, images):
+    path = _save(tmp_path / "a.png", images["a"])
+    seen = []
+
+    def vandal(image):
+        seen.append(image)
+        prob = _green(image)
+        image[...] = 0  # must not leak into the FOV or the written files
+        return prob
+
+    predict_files(None, [path], tmp_path / "out", threshold=0.5, predictor=vandal, fov="none", progress=False)
+    np.testing.assert_array_equal(_read(tmp_path / "out" / "a_prob.png"), images["a"][..., 1].astype(np.int64) * 257)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"model_path": "m.keras", "predictor": _green}, ValueError, r"exactly one of `model_path`"),
+        ({"model_path": None, "predictor": None}, ValueError, r"exactly one of `model_path` .* predictor=None"),
+        ({"predictor": "fast"}, TypeError, r"`predictor` must be callable"),
+        ({"threshold": 1.5}, ValueError, r"`threshold` must be a number in \(0, 1\) or 'otsu'; got 1.5"),
+        ({"threshold": "train"}, ValueError, r"`threshold` must be .* got 'train'"),
+        ({"model_path": "m.keras", "predictor": None, "heads": "both"}, ValueError,
+         r"`heads` must be one of \['mean', 'segment', 'pixel'\]; got 'both'"),
+        ({"tile_size": 0, "model_path": "m.keras", "predictor": None}, ValueError, r"`tile_size` must be a positive int"),
+        ({"tile_size": 64}, ValueError, r"with `predictor` leave them at their defaults; .* tile_size=64"),
+        ({"fov": "nowhere.png"}, FileNotFoundError, r"`fov` must be 'auto', 'none' or an existing mask file; nowhere"),
+        ({"inputs": []}, ValueError, r"`inputs` is empty"),
+        ({"inputs": "a.png"}, TypeError, r"`inputs` must be a sequence of image paths"),
+    ],
+)  # fmt: skip
+def test_rejects_bad_arguments_before_writing(tmp_path, images, kwargs, error, match):
+    path = _save(tmp_path / "a.png", images["a"])
+    options = {"model_path": None, "inputs": [path], "predictor": _green, **kwargs}
+    with pytest.raises(error, match=match):
+        predict_files(options.pop("model_path"), options.pop("inputs"), tmp_path / "out", progress=False, **options)
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- predict_files with a .keras model
+
+
+@pytest.fixture(scope="module")
+def model_path(tiny_model_file) -> Path:
+    return tiny_model_file(base_filters=4, depth=2, seed=1)
+
+
+def test_local_model_matches_predict_probability(model_path, tmp_path, images):
+    from keras_vessel.models.inference import load_inference_model, predict_probability
+
+    paths = [_save(tmp_path / f"{k}.png", v) for k, v in images.items()]
+    # The call demo.py makes.
+    report = predict_files(model_path, paths, tmp_path / "out", threshold=0.5, heads="pixel", progress=False,
+                           fov="none")  # fmt: skip
+    assert report.failures == []
+    model = load_inference_model(model_path, heads="pixel")
+    for key, image in images.items():
+        prob = predict_probability(model, image)
+        written = _read(tmp_path / "out" / f"{key}_prob.png").astype(np.float64) / 65535
+        assert np.abs(written - prob).max() <= 0.5 / 65535 + 1e-6
+        clear = np.abs(prob - 0.5) > 1e-6
+        np.testing.assert_array_equal((_read(tmp_path / "out" / f"{key}_mask.png") > 0)[clear], (prob >= 0.5)[clear])
+        assert 0 < (prob > 0).mean()
+
+
+def test_missing_model_raises_before_writing(tmp_path, images):
+    path = _save(tmp_path / "a.png", images["a"])
+    with pytest.raises(FileNotFoundError, match=r"model file .*nope\.keras does not exist"):
+        predict_files(tmp_path / "nope.keras", [path], tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
