@@ -10,8 +10,8 @@ from keras_vessel.config import ConfigError, RunConfig, config_to_dict, load_con
 REPO = Path(__file__).resolve().parents[1]
 
 
-def write(tmp_path: Path, payload: dict) -> Path:
-    path = tmp_path / "run.yaml"
+def write(tmp_path: Path, payload: dict, name: str = "run.yaml") -> Path:
+    path = tmp_path / name
     path.write_text(yaml.safe_dump(payload))
     return path
 
@@ -43,7 +43,7 @@ def test_unknown_top_level_key(tmp_path):
         ({"train": {"epochs": True}}, "train.epochs must be an integer"),
         ({"train": {"learning_rate": "fast"}}, "train.learning_rate must be a number"),
         ({"loss": {"kind": "dice"}}, r"loss.kind must be one of \['joint', 'pixel'\], got 'dice'"),
-        ({"train": {"mixed_precision": "yes"}}, "train.mixed_precision must be true or false"),
+        ({"train": {"mixed_precision": "yes"}}, r"train.mixed_precision must be one of \[False, True, 'float16', 'bfloat16'\], got 'yes'"),
         ({"data": 3}, "data must be a mapping"),
     ],
 )
@@ -78,8 +78,47 @@ def test_saved_config_loads_back_identically(tmp_path):
     assert config_to_dict(config)["model"]["options"] == {"depth": 2}
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_configs_load(path):
-    config = load_config(path)
-    assert config.name == path.stem
+RUN_CONFIGS = ["compact.yaml", "yan2018.yaml", "demo.yaml", "general.yaml"]  # whole runs; the rest are parts
+
+
+@pytest.mark.parametrize("name", RUN_CONFIGS)
+def test_shipped_run_configs_load(name):
+    config = load_config(REPO / "configs" / name)
+    assert config.name == Path(name).stem
     assert config.model.name in ("unet", "yan2018")
+
+
+@pytest.mark.parametrize("part", ["transfer.yaml", *(f"datasets/{p.name}" for p in (REPO / "configs" / "datasets").glob("*.yaml"))])
+def test_every_config_part_composes_with_each_network(part):
+    for network in ("compact.yaml", "yan2018.yaml"):
+        config = load_config([REPO / "configs" / network, REPO / "configs" / part])
+        assert config.model.name in ("unet", "yan2018")
+    assert {path.name for path in (REPO / "configs").glob("*.yaml")} == {*RUN_CONFIGS, "transfer.yaml"}
+
+
+def test_composition_merges_in_order_bases_first_and_resolves_records_beside_their_file(tmp_path):
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "parts" / "records").mkdir()
+    write(tmp_path / "parts", {"name": "net", "model": {"options": {"depth": 2, "base_filters": 4}},
+                               "train": {"epochs": 3}}, "net.yaml")
+    write(tmp_path / "parts", {"data": {"train_records": "records"}}, "data.yaml")
+    top = write(tmp_path, {"base": ["parts/net.yaml", "parts/data.yaml"], "name": "top",
+                           "model": {"options": {"depth": 3}}})
+    config = load_config([top, write(tmp_path, {"train": {"seed": 7}}, "later.yaml")], ["train.epochs=5"])
+    assert config.name == "top"
+    assert config.model.options == {"depth": 3, "base_filters": 4}  # mappings merge, later keys win
+    assert (config.train.epochs, config.train.seed) == (5, 7)
+    assert config.data.train_records == str(tmp_path / "parts" / "records")  # beside the file naming it
+
+
+def test_composition_errors_name_the_file(tmp_path):
+    loop = write(tmp_path, {"base": "b.yaml"}, "a.yaml")
+    write(tmp_path, {"base": "a.yaml"}, "b.yaml")
+    with pytest.raises(ConfigError, match=r"base: includes form a cycle \(.*a.yaml -> .*b.yaml -> .*a.yaml\)"):
+        load_config(loop)
+    with pytest.raises(ConfigError, match=r"missing.yaml does not exist \(named under base: in .*c.yaml\)"):
+        load_config(write(tmp_path, {"base": ["missing.yaml"]}, "c.yaml"))
+    with pytest.raises(ConfigError, match=r"d.yaml: base must be a config file or a list of them, got 3"):
+        load_config(write(tmp_path, {"base": 3}, "d.yaml"))
+    with pytest.raises(ConfigError, match=r"e.yaml \+ .*f.yaml: unknown key 'dat'"):
+        load_config([write(tmp_path, {}, "e.yaml"), write(tmp_path, {"dat": {}}, "f.yaml")])

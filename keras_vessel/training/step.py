@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["averaged_weights", "build_steps", "should_stop_early", "validate"]
+__all__ = ["averaged_weights", "build_steps", "should_stop_early", "validate", "weight_average_of"]
 
 
 def build_steps(model, optimizer, losses, strategy):
@@ -48,7 +48,8 @@ def build_steps(model, optimizer, losses, strategy):
             # replicas' gradients: a global mean. Layer losses are not scaled.
             regularisation = tf.add_n(model.losses) / replicas if model.losses else 0.0
             total = loss + regularisation
-        gradients = tape.gradient(total, model.trainable_variables)
+            scaled = optimizer.scale_loss(total)  # the loss scale of mixed_float16; the loss itself otherwise
+        gradients = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return unscaled({"loss": loss, **per_head})
 
@@ -108,6 +109,13 @@ def should_stop_early(history: list[dict[str, float]], patience: int) -> bool:
     return len(losses) - 1 - best_epoch >= patience
 
 
+def weight_average_of(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer | None:
+    """The optimizer that keeps a moving average of the weights (the inner one of a loss-scale
+    optimizer), or None without ``train.ema_momentum``."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    return inner if inner.use_ema else None
+
+
 @contextlib.contextmanager
 def averaged_weights(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> Iterator[None]:
     """Put the optimizer's moving average of the weights in the model for a while (no-op without EMA).
@@ -117,7 +125,8 @@ def averaged_weights(model: keras.Model, optimizer: keras.optimizers.Optimizer) 
     average in `_model_variables_moving_average`, which its own
     `SwapEMAWeights` callback reads too.)
     """
-    if not optimizer.use_ema:
+    optimizer = weight_average_of(optimizer)
+    if optimizer is None:
         yield
         return
     raw = [keras.ops.convert_to_numpy(variable) for variable in model.trainable_variables]

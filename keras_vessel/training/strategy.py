@@ -16,7 +16,7 @@ from keras_vessel.config import ConfigError
 from keras_vessel.errors import TrainingError
 from keras_vessel.provenance import cpu_speed_flags
 
-__all__ = ["is_chief", "make_strategy", "split_cpu", "warn_if_bfloat16_is_emulated"]
+__all__ = ["is_chief", "make_strategy", "precision_policy", "split_cpu", "warn_if_precision_is_slow"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,14 +68,28 @@ def make_strategy(name: str, *, cpu_devices: int = 0) -> tf.distribute.Strategy:
     raise ConfigError(f"train.strategy must be auto, one_device, mirrored or multi_worker, got {name!r}")
 
 
-def warn_if_bfloat16_is_emulated() -> None:
-    """bfloat16 without AVX-512-BF16/AMX (or a GPU) is emulated: measured 20x slower than fp32."""
-    flags = cpu_speed_flags()
-    if tf.config.list_logical_devices("GPU") or flags is None:
+def precision_policy(mixed_precision: bool | str) -> str:
+    """The Keras dtype policy of ``train.mixed_precision``: float32, mixed_bfloat16 or mixed_float16."""
+    if mixed_precision is False:
+        return "float32"
+    return "mixed_float16" if mixed_precision == "float16" else "mixed_bfloat16"
+
+
+def warn_if_precision_is_slow(policy: str) -> None:
+    """Reduced precision without the hardware for it is emulated: say so before hours of slow training.
+
+    bfloat16 without AVX-512-BF16/AMX (or a GPU) measured 20x slower than
+    float32; float16 on a CPU has no fast kernels either.
+    """
+    if policy == "float32" or tf.config.list_logical_devices("GPU"):
         return
-    if "avx512_bf16" not in flags and "amx_bf16" not in flags:
+    flags = cpu_speed_flags()
+    if policy == "mixed_float16":
+        logger.warning("train.mixed_precision=float16 without a GPU: CPUs have no fast float16 kernels, "
+                       "so this is slower than float32; use it on a GPU, or set train.mixed_precision=false")
+    elif flags is not None and "avx512_bf16" not in flags and "amx_bf16" not in flags:
         logger.warning(
-            "train.mixed_precision=true on a CPU without avx512_bf16/amx_bf16: bfloat16 is emulated "
+            "train.mixed_precision=bfloat16 on a CPU without avx512_bf16/amx_bf16: bfloat16 is emulated "
             "and about 20x slower than float32 here; set train.mixed_precision=false"
         )
 

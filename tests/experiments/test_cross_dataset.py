@@ -1,0 +1,125 @@
+"""The cross-dataset protocol's scoring and rules (docs/notebook/2026-12-02-cross-dataset-protocol.md)."""
+
+from pathlib import Path
+
+import pytest
+
+from experiments import cross_dataset
+from experiments.cross_dataset import (
+    NEW_RECIPE_AS_RUN,
+    RECIPES,
+    Run,
+    loss_verdict,
+    planned_runs,
+    pooled,
+    recipe_verdict,
+    summarise,
+)
+from keras_vessel.config import config_to_dict, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def report(aucs, f1s, pooled_auc=0.97):
+    rows = [{"name": f"im{i}", "AUC": auc, "F1": f1, "threshold": 0.6, "scale": 0.58}
+            for i, (auc, f1) in enumerate(zip(aucs, f1s))]
+    return {"per_image": rows, "summary": {"AUC_pooled": pooled_auc, "AUC": sum(aucs) / len(aucs),
+                                           "F1": sum(f1s) / len(f1s), "Acc": 0.95, "Se": 0.8, "Sp": 0.98,
+                                           "Se_thin": 0.4}}
+
+
+def test_summarise_names_the_worst_image_by_auc_and_by_f1():
+    scores = summarise(report([0.98, 0.91, 0.95], [0.60, 0.80, 0.55]))
+    assert (scores["worst_AUC"], scores["worst_AUC_image"]) == (0.91, "im1")
+    assert (scores["worst_F1"], scores["worst_F1_image"]) == (0.55, "im2")
+    assert scores["images"] == 3 and scores["scales"] == [0.58] and scores["AUC_pooled"] == 0.97
+
+
+def scores(in_auc, cross_auc, worst, f1=0.7):
+    return {"AUC_pooled": in_auc}, {"AUC_pooled": cross_auc, "worst_AUC": worst, "worst_F1": f1, "F1": f1}
+
+
+def results(table):
+    """{(recipe, loss, source, seed): (in-domain AUC, cross AUC, worst cross image AUC)} -> a results dict."""
+    runs = {}
+    for (recipe, loss, source, seed), (in_auc, cross_auc, worst) in table.items():
+        target = "chase_db1" if source == "drive" else "drive"
+        own, other = scores(in_auc, cross_auc, worst)
+        own.update(worst_AUC=in_auc, worst_F1=0.8, F1=0.8, Se_thin=0.5)
+        runs[f"{recipe}_{loss}_{source}_s{seed}"] = {"recipe": recipe, "loss": loss, "source": source, "seed": seed,
+                                                     "scores": {"auto": {source: own, target: other}}}
+    return {"runs": runs}
+
+
+def test_pooled_averages_seeds_and_takes_the_worst_image_per_seed():
+    data = results({
+        ("new", "pixel", "drive", 0): (0.978, 0.970, 0.95), ("new", "pixel", "chase_db1", 0): (0.980, 0.960, 0.93),
+        ("new", "pixel", "drive", 1): (0.976, 0.972, 0.96), ("new", "pixel", "chase_db1", 1): (0.982, 0.964, 0.90),
+    })
+    row = pooled(data, "new", "pixel")
+    assert row["seeds"] == [0, 1]
+    assert row["in_drive"] == pytest.approx(0.977) and row["in_chase_db1"] == pytest.approx(0.981)
+    assert row["cross_drive_to_chase_db1"] == pytest.approx(0.971)
+    assert row["cross_mean"] == pytest.approx((0.970 + 0.960 + 0.972 + 0.964) / 4)
+    assert row["worst_AUC"] == pytest.approx((0.93 + 0.90) / 2)  # the lower direction of each seed
+
+
+def pooled_row(in_drive, in_chase, cross, worst):
+    return {"in_drive": in_drive, "in_chase_db1": in_chase, "cross_mean": cross, "worst_AUC": worst}
+
+
+@pytest.mark.parametrize("new, adopt, failing", [
+    (pooled_row(0.9755, 0.9785, 0.960, 0.93), True, []),
+    (pooled_row(0.9745, 0.9785, 0.960, 0.93), False, ["in_drive"]),  # 0.0025 below on DRIVE
+    (pooled_row(0.9755, 0.9785, 0.940, 0.93), False, ["cross_mean"]),
+    (pooled_row(0.9755, 0.9785, 0.960, 0.90), False, ["worst_AUC"]),
+])
+def test_the_recipe_rule_as_written(new, adopt, failing):
+    old = pooled_row(0.9770, 0.9800, 0.950, 0.91)
+    verdict = recipe_verdict(old, new)
+    assert verdict["adopt"] is adopt
+    assert [key for key, passed in verdict["checks"].items() if not passed] == failing
+
+
+def test_the_loss_rule_needs_three_of_four_pairs_and_the_mean():
+    def table(joint_cross):
+        entries = {}
+        for (source, seed), joint in zip([("drive", 0), ("chase_db1", 0), ("drive", 1), ("chase_db1", 1)], joint_cross):
+            entries[("new", "pixel", source, seed)] = (0.98, 0.960, 0.9)
+            entries[("new", "joint", source, seed)] = (0.98, joint, 0.9)
+        return results(entries)
+
+    ahead = loss_verdict(table([0.961, 0.962, 0.959, 0.963]), "new")
+    assert (ahead["pairs"], ahead["higher"], ahead["ahead"]) == (4, 3, True)
+    assert ahead["mean_difference"] == pytest.approx(0.00125)
+    assert loss_verdict(table([0.961, 0.962, 0.950, 0.955]), "new")["ahead"] is False  # 2 of 4
+    assert loss_verdict(table([0.961, 0.962, 0.961, 0.940]), "new")["ahead"] is False  # 3 of 4, mean below
+
+
+def test_the_transfer_config_is_the_recipe_the_protocol_ran():
+    base = [REPO / "configs" / "compact.yaml", REPO / "configs" / "datasets" / "drive.yaml"]
+    as_run = config_to_dict(load_config(base, list(NEW_RECIPE_AS_RUN)))
+    from_file = config_to_dict(load_config([base[0], REPO / "configs" / "transfer.yaml", base[1]]))
+    assert as_run == from_file
+
+
+def test_every_planned_run_builds_a_valid_config(tmp_path):
+    runs = planned_runs()
+    assert len(runs) == len(RECIPES) * 2 * 2 * len(cross_dataset.SEEDS)
+    assert len({run.name for run in runs}) == len(runs)
+    for run in runs:
+        command = run.train_command("keras-vessel", tmp_path / "records", tmp_path / "runs")
+        configs = [command[i + 1] for i, part in enumerate(command) if part == "--config"]
+        sets = [command[i + 1] for i, part in enumerate(command) if part == "--set"]
+        config = load_config(configs, sets)
+        assert config.loss.kind == run.loss and config.train.seed == run.seed
+        assert config.train.epochs * config.train.steps_per_epoch == cross_dataset.STEPS
+        assert config.data.train_records == str(tmp_path / "records" / run.source / "training")
+        assert (config.data.normalisation, config.data.fov_diameter) == (
+            ("local", 540.0) if run.recipe == "new" else ("dataset", 0.0))
+
+
+def test_old_recipe_runs_are_scored_as_shipped_and_with_scale_auto():
+    assert cross_dataset.scales_of("old") == ("none", "auto")
+    assert cross_dataset.scales_of("new") == ("auto",)
+    assert Run("new", "joint", "drive", 1).name == "new_joint_drive_s1"
