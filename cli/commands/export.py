@@ -27,16 +27,28 @@ from keras_vessel_cli.errors import library_errors, quiet_tensorflow
 @click.option("--scale", type=click.Choice(["auto", "none"]), default="auto", show_default=True,
               help="'auto': the served graph resamples each image so its field of view is as wide as the "
                    "model's training images; 'none': it runs images at their own size.")
+@click.option("--format", "export_format", type=click.Choice(["savedmodel", "tflite"]), default="savedmodel",
+              show_default=True, help="savedmodel: TF Serving layout; tflite: OUT/NAME/VERSION/NAME.tflite "
+                                      "and NAME.json (phones and edge devices; see keras_vessel.serving.tflite).")
+@click.option("--weights", type=click.Choice(["float32", "float16", "int8"]), default="float32", show_default=True,
+              help="With --format tflite: the weights' type (int8: dynamic-range quantisation).")
+@click.option("--input-size", type=click.IntRange(min=16), default=None,
+              help="With --format tflite: a fixed square input size (a multiple of the stride) "
+                   "[default: resizable].")
 @click.option("--keras", "with_keras", is_flag=True,
               help="Also write OUT/NAME/model.keras without optimizer state (a third of the size) and its "
                    "threshold.json: the file to ship for Keras reuse and `keras-vessel predict`.")
 def export(model_path: Path, name: str, version: int, out: Path, overwrite: bool, heads: str,
-           threshold: str, scale: str, with_keras: bool) -> None:
+           threshold: str, scale: str, export_format: str, weights: str, input_size: int | None,
+           with_keras: bool) -> None:
     """Export a model for TF Serving: OUT/NAME/VERSION/saved_model.pb with signatures
     serving_default (images -> probability) and predict_image (PNG/JPEG bytes ->
-    probability, mask_png_bytes)."""
+    probability, mask_png_bytes); or, with --format tflite, for LiteRT."""
     quiet_tensorflow()
     value = threshold_option(threshold, otsu=False)
+    if export_format == "tflite":
+        _export_tflite(model_path, out / name / str(version), name, weights, input_size, heads, value, overwrite)
+        return
     target = out / name / str(version)
     if target.exists() and not overwrite:
         raise click.ClickException(f"{target} already exists; pass --overwrite to replace it or choose "
@@ -59,3 +71,18 @@ def export(model_path: Path, name: str, version: int, out: Path, overwrite: bool
         with library_errors():
             export_keras_model(model_path, keras_path)
         click.echo(f"wrote {keras_path} (no optimizer state)")
+
+
+def _export_tflite(model_path: Path, folder: Path, name: str, weights: str, input_size: int | None, heads: str,
+                   threshold: str, overwrite: bool) -> None:
+    target = folder / f"{name}.tflite"
+    if target.exists() and not overwrite:
+        raise click.ClickException(f"{target} already exists; pass --overwrite to replace it or choose another "
+                                   "--version")
+    value = training_threshold(model_path, heads)[0] if threshold == "train" else float(threshold)
+    from keras_vessel.serving.tflite import export_tflite
+
+    with library_errors():
+        path = export_tflite(model_path, folder, name=name, weights=weights, input_size=input_size, heads=heads,
+                             threshold=value)
+    click.echo(f"exported {model_path} ({weights} weights, heads {heads}) to {path} and {path.with_suffix('.json')}")

@@ -36,6 +36,7 @@ __all__ = [
     "MeanProbability",
     "Standardize",
     "StrideCheck",
+    "as_inference_model",
     "build_ensemble",
     "build_inference_model",
     "build_model",
@@ -152,6 +153,26 @@ def build_inference_model(model: keras.Model, *, heads: str = "mean") -> keras.M
     logits = model(inputs)
     probability = HeadFusion(mode=heads, heads=names, name="probability")([logits[n] for n in names])
     return keras.Model(inputs, probability, name=f"{model.name}_inference")
+
+
+def as_inference_model(model: keras.Model, *, heads: str = "mean") -> keras.Model:
+    """A single-output probability model: a training model wrapped (`build_inference_model`), or an
+    inference model as it is (``heads`` must then be its fusion or "mean")."""
+    try:
+        head_names(model)
+    except ValueError:
+        if not isinstance(model.layers[-1], HeadFusion):
+            raise ValueError(
+                f"model {model.name!r} is neither a training model (dict outputs 'segment'/'pixel') "
+                "nor an inference model from keras_vessel.models.build_inference_model"
+            ) from None
+        if heads != "mean" and heads != model.layers[-1].mode:
+            raise ValueError(
+                f"model {model.name!r} is already an inference model fusing heads with mode "
+                f"{model.layers[-1].mode!r}; heads={heads!r} only applies to training models"
+            ) from None
+        return model
+    return build_inference_model(model, heads=heads)
 
 
 def build_ensemble(members: Sequence[keras.Model], *, name: str = "ensemble") -> keras.Model:

@@ -42,7 +42,7 @@ import tensorflow as tf
 from keras_vessel.checks import FUSIONS
 from keras_vessel.io import ensure_writable_dir, umask
 from keras_vessel.models.saving import load_model_file
-from keras_vessel.models import HeadFusion, build_inference_model, head_names, model_fov_diameter, model_stride
+from keras_vessel.models import as_inference_model, model_fov_diameter, model_stride
 from keras_vessel.data.scaling import fov_diameter, prediction_region, resample, resize_to, scale_factor
 
 __all__ = ["SIGNATURES", "export_keras_model", "export_saved_model"]
@@ -186,25 +186,6 @@ class _VesselServing(tf.Module):
         return {"probability": probability, "mask_png_bytes": mask_png}
 
 
-def _inference_model(model: keras.Model, heads: str) -> keras.Model:
-    """A single-output probability model: wrap a training model, or accept an inference model."""
-    try:
-        head_names(model)
-    except ValueError:
-        if not isinstance(model.layers[-1], HeadFusion):
-            raise ValueError(
-                f"model {model.name!r} is neither a training model (dict outputs 'segment'/'pixel') "
-                "nor an inference model from keras_vessel.models.build_inference_model"
-            ) from None
-        if heads != "mean" and heads != model.layers[-1].mode:
-            raise ValueError(
-                f"model {model.name!r} is already an inference model fusing heads with mode "
-                f"{model.layers[-1].mode!r}; heads={heads!r} only applies to training models"
-            ) from None
-        return model
-    return build_inference_model(model, heads=heads)
-
-
 def export_saved_model(
     keras_model_path_or_model: keras.Model | str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -260,7 +241,7 @@ def export_saved_model(
         )
     model = load_model_file(keras_model_path_or_model)
     try:
-        model = _inference_model(model, heads)
+        model = as_inference_model(model, heads=heads)
     except ValueError as error:
         if isinstance(keras_model_path_or_model, keras.Model):
             raise

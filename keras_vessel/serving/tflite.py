@@ -1,0 +1,108 @@
+"""Export a model for phones and edge devices as a LiteRT (TFLite) flat buffer.
+
+``export_tflite`` writes ``NAME.tflite`` and ``NAME.json`` (the input
+contract). The network and its input normalisation are inside the file, as in
+the `.keras` model: input ``images`` float32 ``[1, H, W, 3]`` RGB on 0-255
+(H and W multiples of the model's stride; fixed at export with
+``input_size``, else resizable with ``Interpreter.resize_tensor_input``),
+output ``probability`` float32 ``[1, H, W]``. What is not inside, because it
+needs data-dependent control flow that LiteRT's built-in operators do not
+have: finding the field of view and resampling the photograph so that it is
+``fov_diameter`` px across (`keras_vessel.data.scaling`), and the threshold;
+``NAME.json`` gives both numbers so an app can do them.
+
+Weights: ``float32``; ``float16`` (half the size, computed in float32 on
+CPUs, in float16 on GPU delegates); ``int8`` (dynamic-range quantisation:
+int8 weights, float activations, about a quarter of the size).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from keras_vessel.checks import FUSIONS, check_choice
+from keras_vessel.io import atomic_path, ensure_writable_dir, write_json_atomic
+from keras_vessel.models import as_inference_model, model_fov_diameter, model_stride
+from keras_vessel.models.saving import load_model_file
+
+__all__ = ["WEIGHTS", "export_tflite"]
+
+WEIGHTS = ("float32", "float16", "int8")
+
+
+def export_tflite(
+    keras_model_path_or_model: keras.Model | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    name: str,
+    weights: str = "float32",
+    input_size: int | None = None,
+    heads: str = "mean",
+    threshold: float | None = None,
+) -> Path:
+    """Write ``out_dir/NAME.tflite`` and ``out_dir/NAME.json``; returns the ``.tflite`` path.
+
+    Parameters
+    ----------
+    keras_model_path_or_model : a training or inference model, or a ``.keras`` file of one.
+    out_dir : created if missing.
+    name : the files' stem.
+    weights : ``"float32"``, ``"float16"`` or ``"int8"`` (dynamic range).
+    input_size : a fixed square input (a multiple of the stride), or None for a resizable one.
+    heads : head fusion of a training model.
+    threshold : recorded in the JSON for the app's mask (e.g. the training threshold).
+    """
+    weights = check_choice("weights", weights, WEIGHTS)
+    heads = check_choice("heads", heads, FUSIONS)
+    model = as_inference_model(load_model_file(keras_model_path_or_model), heads=heads)
+    stride = model_stride(model)
+    if input_size is not None and (isinstance(input_size, bool) or not isinstance(input_size, int)
+                                   or input_size < stride or input_size % stride):
+        raise ValueError(f"input_size must be a positive multiple of the model's stride {stride}, got {input_size!r}")
+    out_dir = ensure_writable_dir(out_dir, what="the TFLite output folder")
+    side = input_size
+    blob = _convert(model, [1, side, side, 3], weights)
+    target = out_dir / f"{name}.tflite"
+    with atomic_path(target) as temp:
+        temp.write_bytes(blob)
+    write_json_atomic(out_dir / f"{name}.json", {
+        "model": f"{name}.tflite",
+        "input": {"name": "images", "dtype": "float32", "shape": [1, side, side, 3],
+                  "layout": "RGB on 0-255; height and width multiples of the stride", "stride": stride},
+        "output": {"name": "probability", "dtype": "float32", "shape": [1, side, side],
+                   "meaning": "vessel probability in [0, 1]"},
+        "fov_diameter": model_fov_diameter(model),
+        "resample": "before running, resample the photograph so that its field of view is fov_diameter px "
+                    "across (bilinear, antialiased) and pad it to the stride; resample the probability back",
+        "threshold": threshold,
+        "weights": weights,
+        "heads": heads,
+    })
+    return target
+
+
+def _convert(model: keras.Model, shape: list, weights: str) -> bytes:
+    """The model as a flat buffer, its variables frozen into constants first.
+
+    Keras 3 variables are not frozen by the converter itself (the flat buffer
+    would read uninitialised resource variables), hence
+    `convert_variables_to_constants_v2` (TensorFlow has no public name for it).
+    """
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32, name="images")])
+    def serve(images: tf.Tensor) -> dict:
+        return {"probability": tf.cast(model(images, training=False)[..., 0], tf.float32)}
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [convert_variables_to_constants_v2(serve.get_concrete_function())]
+    )
+    if weights != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if weights == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    return converter.convert()
