@@ -26,6 +26,7 @@ from keras_vessel.models.layers import (
     StrideCheck,
 )
 from keras_vessel.models.unet import build_unet
+from keras_vessel.models.wnet import build_wnet
 from keras_vessel.models.yan2018 import build_yan2018
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "build_inference_model",
     "build_model",
     "build_unet",
+    "build_wnet",
     "build_yan2018",
     "head_names",
     "model_fov_diameter",
@@ -50,6 +52,7 @@ __all__ = [
 
 MODELS: dict[str, Callable[..., keras.Model]] = {
     "unet": build_unet,
+    "wnet": build_wnet,
     "yan2018": build_yan2018,
 }
 

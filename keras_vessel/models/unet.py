@@ -38,6 +38,41 @@ def _conv_block(x, filters: int, *, name: str, batch_norm: bool, kernel_size: in
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
+def encoder_decoder(x, filters: Sequence[int], *, name: str = "", batch_norm: bool = False, dropout: float = 0.0,
+                    last_level: bool = True):
+    """The U: ``len(filters) - 1`` levels of two convs + 2x2 max pooling, a bottleneck of ``filters[-1]``,
+    and decoder levels of a 2x2 stride-2 transposed conv + ReLU, concat [upsampled, skip] and two convs.
+
+    ``last_level=False`` stops after the full-resolution concat (the heads then have their own convs).
+    ``name`` prefixes every layer name (a W-Net has two U's). Returns the full-resolution features.
+    """
+    depth = len(filters) - 1
+    skips = []
+    for level in range(depth):
+        x = _conv_block(x, filters[level], name=f"{name}enc{level + 1}_1", batch_norm=batch_norm)
+        x = _conv_block(x, filters[level], name=f"{name}enc{level + 1}_2", batch_norm=batch_norm)
+        if dropout and level == depth - 1:
+            x = keras.layers.Dropout(dropout, name=f"{name}enc{level + 1}_dropout")(x)
+        skips.append(x)
+        x = keras.layers.MaxPooling2D(2, name=f"{name}pool{level + 1}")(x)
+
+    x = _conv_block(x, filters[depth], name=f"{name}bottleneck_1", batch_norm=batch_norm)
+    x = _conv_block(x, filters[depth], name=f"{name}bottleneck_2", batch_norm=batch_norm)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name=f"{name}bottleneck_dropout")(x)
+
+    for level in reversed(range(depth)):
+        x = keras.layers.Conv2DTranspose(
+            filters[level], 2, strides=2, activation="relu", name=f"{name}up{level + 1}"
+        )(x)
+        x = keras.layers.Concatenate(name=f"{name}concat{level + 1}")([x, skips[level]])
+        if level == 0 and not last_level:
+            break  # at full resolution the heads are the decoder (as in the authors' net)
+        x = _conv_block(x, filters[level], name=f"{name}dec{level + 1}_1", batch_norm=batch_norm)
+        x = _conv_block(x, filters[level], name=f"{name}dec{level + 1}_2", batch_norm=batch_norm)
+    return x
+
+
 def build_unet(
     *,
     base_filters: int = 16,
@@ -91,33 +126,8 @@ def build_unet(
     x = normalised_input(inputs, stride=2**depth, channel=channel, mean=mean, scale=scale,
                          normalisation=normalisation, local_sigma=local_sigma, fov_diameter=fov_diameter)
 
-    skips = []
-    for level in range(depth):
-        filters = base_filters * 2**level
-        x = _conv_block(x, filters, name=f"enc{level + 1}_1", batch_norm=batch_norm)
-        x = _conv_block(x, filters, name=f"enc{level + 1}_2", batch_norm=batch_norm)
-        if dropout and level == depth - 1:
-            x = keras.layers.Dropout(dropout, name=f"enc{level + 1}_dropout")(x)
-        skips.append(x)
-        x = keras.layers.MaxPooling2D(2, name=f"pool{level + 1}")(x)
-
-    filters = base_filters * 2**depth
-    x = _conv_block(x, filters, name="bottleneck_1", batch_norm=batch_norm)
-    x = _conv_block(x, filters, name="bottleneck_2", batch_norm=batch_norm)
-    if dropout:
-        x = keras.layers.Dropout(dropout, name="bottleneck_dropout")(x)
-
-    for level in reversed(range(depth)):
-        filters = base_filters * 2**level
-        x = keras.layers.Conv2DTranspose(
-            filters, 2, strides=2, activation="relu", name=f"up{level + 1}"
-        )(x)
-        x = keras.layers.Concatenate(name=f"concat{level + 1}")([x, skips[level]])
-        if level == 0 and head_convs:
-            break  # at full resolution the heads are the decoder (as in the authors' net)
-        x = _conv_block(x, filters, name=f"dec{level + 1}_1", batch_norm=batch_norm)
-        x = _conv_block(x, filters, name=f"dec{level + 1}_2", batch_norm=batch_norm)
-
+    x = encoder_decoder(x, [base_filters * 2**level for level in range(depth + 1)], batch_norm=batch_norm,
+                        dropout=dropout, last_level=not head_convs)
     outputs = {}
     for head in heads:
         h = x

@@ -10,6 +10,7 @@ from keras_vessel.models import (
     build_inference_model,
     build_model,
     build_unet,
+    build_wnet,
     build_yan2018,
     head_names,
     model_stride,
@@ -21,7 +22,7 @@ def _sigmoid(x):
 
 
 def test_models_is_an_explicit_dict():
-    assert MODELS == {"unet": build_unet, "yan2018": build_yan2018}
+    assert MODELS == {"unet": build_unet, "wnet": build_wnet, "yan2018": build_yan2018}
 
 
 @pytest.mark.parametrize(
@@ -36,7 +37,7 @@ def test_build_model_passes_options(name, options, expected_filters):
 
 
 def test_build_model_rejects_unknown_name():
-    with pytest.raises(ValueError, match=r"unknown model name 'resnet'; valid names: \['unet', 'yan2018'\]"):
+    with pytest.raises(ValueError, match=r"unknown model name 'resnet'; valid names: \['unet', 'wnet', 'yan2018'\]"):
         build_model("resnet")
 
 
