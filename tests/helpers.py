@@ -142,3 +142,33 @@ def assert_loss_roundtrip(loss: Any, y_true: Any, y_pred: Any, *, atol: float = 
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
     assert_outputs_close(restored(y_true, y_pred), expected, atol=atol, what="deserialised loss")
     return clone
+
+
+def oracle_weights(prob, label, id_mask, valid, scale=None, *, threshold=0.5, ratio=0.8):
+    """Segment weights by METHOD.md section 2 read literally: one image, plain loops over segments.
+
+    ``scale`` (per pixel, optional) is the patch's resampling factor: each
+    reference pixel then counts ``1 / scale`` towards the reference length
+    (docs/METHOD_NOTES.md section 7); None counts every pixel once.
+    """
+    from skimage.morphology import thin
+
+    binary = prob >= threshold
+    skeleton = thin(binary)
+    vessel = label > 0
+    # float32 like the graph: at the found/missed boundary (pred_len == ratio * ref_len) rounding decides
+    weight = np.ones(prob.shape, np.float64) if scale is None else 1.0 / np.asarray(scale, np.float32)
+    sim = np.ones(prob.shape, np.float64)
+    for i in np.unique(np.abs(id_mask)):
+        if i == 0:
+            continue
+        region = np.abs(id_mask) == i
+        ref_len = np.sum(weight[id_mask == -i])
+        if ref_len == 0:
+            continue  # reference skeleton outside the crop: skipped
+        t_gt = np.sum(vessel & region) / ref_len
+        pred_len = np.sum(skeleton & region)
+        t_pred = np.sum(binary & region) / pred_len if pred_len > ratio * ref_len else 0.0
+        sim[region] = 1.0 - abs(t_pred - t_gt) / t_gt
+    sim[binary & (id_mask == 0) & ~vessel & (valid > 0)] = 0.0
+    return 2.0 - sim

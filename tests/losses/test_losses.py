@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 import tensorflow as tf
-from helpers import assert_config_roundtrip, assert_loss_roundtrip
+from helpers import assert_config_roundtrip, assert_loss_roundtrip, oracle_weights
 from PIL import Image
 from skimage.morphology import thin as sk_thin
 
@@ -21,27 +21,6 @@ PY_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc", "NumpyFunction"}
 
 
 # ------------------------------------------------------------------ the oracle
-
-
-def oracle_weights(prob, label, id_mask, valid, threshold=0.5, ratio=0.8):
-    """METHOD.md section 2 read literally, one image, plain loops over segments."""
-    binary = prob >= threshold
-    skeleton = sk_thin(binary)
-    vessel = label > 0
-    sim = np.ones(prob.shape, np.float64)
-    for i in np.unique(np.abs(id_mask)):
-        if i == 0:
-            continue
-        region = np.abs(id_mask) == i
-        ref_len = np.sum(id_mask == -i)
-        if ref_len == 0:
-            continue  # reference skeleton outside the crop: skipped
-        t_gt = np.sum(vessel & region) / ref_len
-        pred_len = np.sum(skeleton & region)
-        t_pred = np.sum(binary & region) / pred_len if pred_len > ratio * ref_len else 0.0
-        sim[region] = 1.0 - abs(t_pred - t_gt) / t_gt
-    sim[binary & (id_mask == 0) & ~vessel & (valid > 0)] = 0.0
-    return 2.0 - sim
 
 
 def oracle_batch(prob, label, id_mask, valid, **kwargs):

@@ -1,37 +1,16 @@
 """segment_weights with a length_scale: reference skeleton pixels count 1/s towards ref_len.
 
-The oracle is METHOD.md section 2, steps 2-4, per segment in NumPy (scikit-image's thinning),
-with ``ref_len = sum over segment i's reference pixels of 1 / length_scale``.
+The oracle (`helpers.oracle_weights`) is METHOD.md section 2, steps 2-4, per segment in NumPy
+(scikit-image's thinning), with ``ref_len = sum over segment i's reference pixels of 1 / length_scale``.
 """
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from skimage.morphology import thin as sk_thin
+from helpers import oracle_weights
 
 from keras_vessel.data.targets import length_scale, pack_targets
 from keras_vessel.losses import SegmentLevelLoss, segment_weights
-
-
-def oracle(prob, label, id_mask, valid, scale, *, threshold=0.5, ratio=0.8):
-    """w = 2 - sim for one image; `scale` is an (H, W) map of length scales."""
-    binary = prob >= threshold
-    skeleton = sk_thin(binary)
-    vessel = label > 0
-    sim = np.ones(prob.shape)
-    for i in np.unique(np.abs(id_mask)):
-        if i == 0:
-            continue
-        region = np.abs(id_mask) == i
-        ref_len = np.sum(1.0 / scale[id_mask == -i])
-        if ref_len == 0:
-            continue
-        t_gt = np.sum(vessel & region) / ref_len
-        pred_len = np.sum(skeleton & region)
-        t_pred = np.sum(binary & region) / pred_len if pred_len > ratio * ref_len else 0.0
-        sim[region] = 1.0 - abs(t_pred - t_gt) / t_gt
-    sim[binary & (id_mask == 0) & ~vessel & (valid > 0)] = 0.0
-    return 2.0 - sim
 
 
 def one_segment():
@@ -97,7 +76,7 @@ def test_reference_length_is_the_count_over_the_scale(length, scale, by_hand):
     prob[11, 4:4 + length] = 1.0
     scales = np.full(label.shape, scale, np.float32)
     got = weights(prob[None], label[None], id_mask[None], scales[None])[0]
-    expected = oracle(prob, label, id_mask, np.ones_like(prob), scales)
+    expected = oracle_weights(prob, label, id_mask, np.ones_like(prob), scales)
     np.testing.assert_allclose(got, expected, rtol=1e-6)
     region = id_mask != 0
     np.testing.assert_allclose(got[region], by_hand, rtol=1e-6)
@@ -117,7 +96,7 @@ def test_segment_weights_with_a_constant_scale_match_the_oracle(scale, kind):
     prob = np.clip(prob, 0, 1).astype(np.float32)
     scales = np.full(label.shape, scale, np.float32)
     got = weights(prob[None], label[None], id_mask[None], scales[None])[0]
-    np.testing.assert_allclose(got, oracle(prob, label, id_mask, np.ones_like(prob), scales), rtol=1e-5)
+    np.testing.assert_allclose(got, oracle_weights(prob, label, id_mask, np.ones_like(prob), scales), rtol=1e-5)
 
 
 def test_each_image_of_a_batch_uses_its_own_scale():
