@@ -109,7 +109,7 @@ def time_drive(args: argparse.Namespace) -> dict:
     }
 
 
-def photograph(sample) -> "np.ndarray":
+def photograph(sample):
     """A 3504x2336 photograph like HRF's: a DRIVE image enlarged so its FOV is ~3300 px, centred, cropped."""
     import cv2
     import numpy as np

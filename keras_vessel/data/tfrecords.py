@@ -224,11 +224,11 @@ def write_dataset(
 ) -> dict[str, Any]:
     """Prepare every sample of `specs` into GZIP TFRecord shards and a manifest.
 
-    Resumable: a shard that already exists (with its summary sidecar) is kept
-    and its images are not recomputed. Returns the manifest.
+    Resumable: a shard that holds exactly the requested images, unchanged and
+    intact, is kept and its images are not recomputed; any other is prepared
+    again with a warning saying why. Returns the manifest. Raises PrepareError
+    (naming the image or folder) and OutputError for an unwritable `out_dir`.
     """
-    import tensorflow as tf
-
     if not specs:
         raise PrepareError(f"no images to prepare for dataset {dataset!r}, split {split!r}")
     if workers < 1:
@@ -499,8 +499,8 @@ def record_files(records_dir: str | Path) -> list[str]:
     return [str(Path(records_dir) / name) for name in manifest["shards"]]
 
 
-def read_records(records_dir: str | Path) -> "tf.data.Dataset":
-    """A `tf.data.Dataset` of parsed full images (deterministic order)."""
+def read_records(records_dir: str | Path):
+    """A `tf.data.Dataset` of parsed full images (`parse_example`), in shard order."""
     import tensorflow as tf
 
     files = record_files(records_dir)

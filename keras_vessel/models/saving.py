@@ -44,7 +44,6 @@ def load_model_file(model_or_path: keras.Model | str | os.PathLike, *, compile: 
         raise ValueError(f"could not load model {path}: {path} is damaged or incomplete (not a whole .keras "
                          "archive); copy it again or re-run the training that wrote it")
     import keras_vessel.losses  # noqa: F401  (registers the custom losses of a compiled training model)
-    import keras_vessel.models.layers  # noqa: F401  (registers the custom layers)
 
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=True)

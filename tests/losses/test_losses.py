@@ -11,7 +11,6 @@ import scipy.ndimage as ndi
 import tensorflow as tf
 from helpers import assert_config_roundtrip, assert_loss_roundtrip, oracle_weights
 from PIL import Image
-from skimage.morphology import thin as sk_thin
 
 from keras_vessel.data import targets
 from keras_vessel.data.targets import TARGET_CHANNELS, pack_targets, unpack_targets

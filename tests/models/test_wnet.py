@@ -1,6 +1,5 @@
 """keras_vessel.models.wnet: two U's in cascade, small, with the U-Net's contract."""
 
-import keras
 import numpy as np
 import pytest
 from helpers import assert_model_saves_and_loads
