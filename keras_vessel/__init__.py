@@ -6,7 +6,8 @@ IEEE TBME 65(9), 2018.
 
 Importing the package registers its custom Keras objects (layers and losses),
 so `keras.saving.load_model("model.keras")` works in safe mode in any process
-that has run `import keras_vessel`.
+that has run `import keras_vessel`. The layers of the library (data -> losses
+-> models -> training -> evaluation -> serving) are drawn in docs/ARCHITECTURE.md.
 """
 
 __version__ = "0.1.0"

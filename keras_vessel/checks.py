@@ -1,7 +1,13 @@
-"""Argument checks shared by the model builders and layers.
+"""Argument checks shared by the library, and the names of the heads.
 
 Every check names the argument, what was expected and what was given (value
-and type), so a bad config key is fixed from the message alone.
+and type), so a bad config key is fixed from the message alone:
+
+>>> check_int("depth", 4, minimum=1, maximum=8)
+4
+>>> check_float("scale", "2", minimum=0.0)
+Traceback (most recent call last):
+TypeError: scale must be a real number, got '2' (type str)
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ FUSIONS = ("mean",) + HEAD_NAMES  # how an inference model turns them into one p
 
 
 def describe(value: Any) -> str:
+    """A value as messages show it: ``3.5 (type float)``."""
     return f"{value!r} (type {type(value).__name__})"
 
 

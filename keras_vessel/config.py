@@ -200,7 +200,11 @@ def _merge(into: dict[str, Any], update: dict[str, Any]) -> None:
 
 
 def records_folders(data: DataConfig) -> list[str]:
-    """`data.train_records` as a list of folders (one folder, or several trained on together)."""
+    """`data.train_records` as a list of folders (one folder, or several trained on together).
+
+    >>> records_folders(DataConfig(train_records="data/drive/training"))
+    ['data/drive/training']
+    """
     records = data.train_records
     return [records] if isinstance(records, str) else list(records)
 

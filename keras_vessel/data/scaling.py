@@ -251,6 +251,9 @@ def scale_factor(model_diameter: tf.Tensor | float, image_diameter: tf.Tensor | 
     1 when the FOV was not found, when the factor is outside [MIN_FACTOR,
     MAX_FACTOR] (an estimate gone wrong), or when it is within
     `SCALE_TOLERANCE` of 1.
+
+    >>> [round(float(scale_factor(540.0, d)), 3) for d in (920.0, 535.0, 0.0)]
+    [0.587, 1.0, 1.0]
     """
     model_diameter = tf.cast(model_diameter, tf.float32)
     image_diameter = tf.cast(image_diameter, tf.float32)

@@ -77,7 +77,13 @@ def parse_threshold(value: str | float) -> float | str:
     """Normalise a threshold option: a number in (0, 1) or the string "otsu".
 
     Strings holding a number ("0.5") are converted, so the CLI and Python
-    callers share one rule.
+    callers share one rule:
+
+    >>> parse_threshold(" 0.47"), parse_threshold("OTSU")
+    (0.47, 'otsu')
+    >>> parse_threshold(1)
+    Traceback (most recent call last):
+    ValueError: `threshold` must be a number in (0, 1) or 'otsu'; got 1.
     """
     if isinstance(value, str):
         text = value.strip().lower()
