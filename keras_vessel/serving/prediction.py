@@ -203,44 +203,36 @@ def predict_files(
     model = load_inference_model(model_path, heads=heads) if predictor is None else None
     output_dir = ensure_writable_dir(output_dir, what="the output folder")  # before any image is predicted
 
+    def probability(path: Path, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The image's probability (0 outside its region) and the region where it is kept."""
+        geometry = image_fov(image) if fov_choice == "auto" or (model is not None and scale == "auto") else None
+        if geometry is not None and not geometry.found:
+            log.warning("%s: no field of view found (not a fundus photograph with a dark surround?); "
+                        "predicting the whole image at its own scale", path)
+        if fixed_fov is not None:
+            if fixed_fov.shape != image.shape[:2]:
+                raise DatasetError(
+                    f"FOV mask {fov_choice} is {fixed_fov.shape[1]}x{fixed_fov.shape[0]} (WxH) but "
+                    f"image {path} is {image.shape[1]}x{image.shape[0]}"
+                )
+            region = fixed_fov
+        elif fov_choice == "auto":
+            region = prediction_region(geometry.mask, geometry.found).numpy()
+        else:
+            region = np.ones(image.shape[:2], dtype=bool)
+        run = predictor
+        if model is not None:
+            factor = inference_scale(model, image, scale, fov=geometry).factor
+            run = lambda rgb: predict_probability(model, rgb, tile_size=tile_size, tta=tta, scale=factor)  # noqa: E731
+        return np.where(region, _probability(run, image), np.float32(0.0)), region
+
     report = PredictReport()
     used: set[str] = set()
     for path in progress_bar(paths, label="predict", enabled=progress):
         try:
-            image = read_image(path)
-            geometry = image_fov(image) if fov_choice == "auto" or (model is not None and scale == "auto") else None
-            if geometry is not None and not geometry.found:
-                log.warning("%s: no field of view found (not a fundus photograph with a dark surround?); "
-                            "predicting the whole image at its own scale", path)
-            if fixed_fov is not None:
-                if fixed_fov.shape != image.shape[:2]:
-                    raise DatasetError(
-                        f"FOV mask {fov_choice} is {fixed_fov.shape[1]}x{fixed_fov.shape[0]} (WxH) but "
-                        f"image {path} is {image.shape[1]}x{image.shape[0]}"
-                    )
-                region = fixed_fov
-            elif fov_choice == "auto":
-                region = prediction_region(geometry.mask, geometry.found).numpy()
-            else:
-                region = np.ones(image.shape[:2], dtype=bool)
-            if model is not None:
-                factor = inference_scale(model, image, scale, fov=geometry).factor
-                run = lambda rgb: predict_probability(model, rgb, tile_size=tile_size, tta=tta,  # noqa: E731
-                                                      scale=factor)
-            else:
-                run = predictor
-            prob = np.where(region, _probability(run, image), np.float32(0.0))
+            prob, region = probability(path, read_image(path))
             value = metrics.otsu_threshold(prob, region) if threshold == "otsu" else threshold
-            mask = (prob >= value) & region
-            stem = _output_stem(path, used)
-            written = [output_dir / f"{stem}_prob.png", output_dir / f"{stem}_mask.png"]
-            write_png_atomic(written[0], np.round(prob * 65535).astype(np.uint16))
-            try:
-                write_png_atomic(written[1], mask.astype(np.uint8) * 255)
-            except BaseException:
-                written[0].unlink(missing_ok=True)  # no probability map without its mask
-                raise
-            report.written += written
+            report.written += _write_outputs(output_dir, _output_stem(path, used), prob, (prob >= value) & region)
         except (ValueError, OSError) as error:  # DatasetError is a ValueError
             report.failures.append((path, str(error)))
             log.warning("predict: %s: %s", path, error)
@@ -248,3 +240,15 @@ def predict_files(
             report.failures.append((path, f"{type(error).__name__}: {error}"))
             log.warning("predict: %s: unexpected %s: %s", path, type(error).__name__, error)
     return report
+
+
+def _write_outputs(output_dir: Path, stem: str, prob: np.ndarray, mask: np.ndarray) -> list[Path]:
+    """``STEM_prob.png`` (16-bit) and ``STEM_mask.png`` (0/255), each atomically; never one without the other."""
+    written = [output_dir / f"{stem}_prob.png", output_dir / f"{stem}_mask.png"]
+    write_png_atomic(written[0], np.round(prob * 65535).astype(np.uint16))
+    try:
+        write_png_atomic(written[1], mask.astype(np.uint8) * 255)
+    except BaseException:
+        written[0].unlink(missing_ok=True)
+        raise
+    return written
