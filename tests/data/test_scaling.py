@@ -337,3 +337,28 @@ def test_prediction_region_is_everything_when_no_fov_was_found():
     mask = disc(40, 50, 20.0, 25.0, 10.0)
     region = prediction_region(tf.constant(mask), tf.constant(False)).numpy()
     assert region.shape == mask.shape and region.all()
+
+
+# ----------------------------------------------------------------- on the real datasets
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("dataset, root_fixture, diameters", [
+    ("drive", "drive_root", (530, 545)),
+    ("chase_db1", "chase_root", (885, 930)),
+])
+def test_real_photographs_are_measured_and_their_whole_fov_is_kept(request, dataset, root_fixture, diameters):
+    """The diameter of every DRIVE / CHASE_DB1 image, and `predict --fov auto` never cutting the published
+    (DRIVE) or derived (CHASE_DB1) field of view: issue 21 found rim vessels zeroed by the eroded mask."""
+    from keras_vessel.data.datasets import open_dataset
+    from keras_vessel.data.scaling import image_fov, mask_diameter
+
+    root = request.getfixturevalue(root_fixture)
+    for spec in open_dataset(dataset, root, "test"):
+        sample = spec.load()
+        geometry = image_fov(sample.image)
+        assert geometry.found and diameters[0] <= geometry.diameter <= diameters[1], (sample.name, geometry)
+        assert abs(geometry.diameter - mask_diameter(sample.fov)) <= 0.015 * geometry.diameter
+        region = prediction_region(geometry.mask, geometry.found).numpy()
+        assert region[sample.fov].all(), sample.name
+        assert (region & ~sample.fov).sum() <= 0.06 * sample.fov.sum()
