@@ -32,6 +32,9 @@ def train(config_paths: tuple[Path, ...], overrides: tuple[str, ...], output: Pa
         config = load_config(config_paths, overrides)
         output = output or Path("runs") / config.name
         result = run_training(config, output, verbose=0 if quiet else 1)
+        if not result.chief:  # another worker of a multi-worker run: the chief writes the run folder
+            click.echo(f"{result.status} after {result.epochs_completed} epochs (worker; the chief saves the model)")
+            return
         threshold = choose_run_threshold(output, progress=not quiet)
     click.echo(f"{result.status} after {result.epochs_completed} epochs; model: {result.model_path} "
                f"(threshold {threshold:.4f} on its training images)")

@@ -53,6 +53,7 @@ class TrainResult:
     epochs_completed: int
     status: str  # "completed", "early_stopped" or "nan"
     history: list[dict[str, float]]
+    chief: bool = True  # False in a multi-worker run's other workers, which write no run folder
 
 
 def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> TrainResult:
@@ -138,7 +139,7 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> Tra
             f"the loss became NaN in epoch {len(history) + 1}; the last good checkpoint is in "
             f"{run.checkpoints} (try a lower train.learning_rate)"
         )
-    return TrainResult(run.path, run.model_path, len(history), status, history)
+    return TrainResult(run.path, run.model_path, len(history), status, history, chief=run.chief)
 
 
 def _now() -> str:
