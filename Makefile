@@ -23,7 +23,7 @@ demo: $(STAMP)
 
 ## The whole test suite, slow tests included (what CI runs).
 test: $(STAMP)
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=25
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -ra -m "not slow"

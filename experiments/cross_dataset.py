@@ -128,6 +128,13 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def median_fov_diameter(samples: Iterable) -> float:
+    """The median FOV diameter (px, `keras_vessel.data.scaling.image_fov`) of a dataset's images."""
+    from keras_vessel.data.scaling import image_fov
+
+    return float(statistics.median(image_fov(spec.load().image).diameter for spec in samples))
+
+
 def score_run(run_dir: Path, source: str, *, scale: str, data: Path = SHARED, targets: Sequence[str] = DATASETS,
               progress: bool = False) -> dict[str, dict[str, Any]]:
     """Score one finished run on the test split of every target; reports go to ``run_dir/eval_{scale}_*``.
@@ -143,7 +150,6 @@ def score_run(run_dir: Path, source: str, *, scale: str, data: Path = SHARED, ta
     from keras_vessel.data.datasets import open_dataset
     from keras_vessel.evaluation import choose_training_threshold, evaluate
     from keras_vessel.models import build_inference_model, model_fov_diameter, record_fov_diameter
-    from keras_vessel.data.scaling import image_fov
 
     if scale not in ("none", "auto"):
         raise ValueError(f"scale must be 'none' or 'auto', got {scale!r}")
@@ -151,8 +157,7 @@ def score_run(run_dir: Path, source: str, *, scale: str, data: Path = SHARED, ta
     network = keras.saving.load_model(model_path, compile=False)
     training = open_dataset(source, data / ROOTS[source], "training")
     if scale == "auto" and model_fov_diameter(network) is None:
-        diameters = [image_fov(spec.load().image).diameter for spec in training]
-        network = record_fov_diameter(network, float(statistics.median(diameters)))
+        network = record_fov_diameter(network, median_fov_diameter(training))
     model = build_inference_model(network)
     options = {"scale": scale}
     threshold = choose_training_threshold(model, training, progress=progress, predict_options=options)

@@ -69,7 +69,10 @@ class _VesselServing(tf.Module):
     def __init__(self, model: keras.Model, *, stride: int, threshold: float, fov_diameter: float | None,
                  scale: str) -> None:
         super().__init__(name="keras_vessel_serving")
-        self.model = model
+        # Track the weights, not the Keras model: a tracked model adds its own traced call functions to the
+        # SavedModel (three more copies of the network graph), which no signature uses.
+        self.weights = list(model.weights)
+        object.__setattr__(self, "_model", model)
         self._stride = stride
         self._threshold = threshold
         self._fov_diameter = fov_diameter if scale == "auto" else None
@@ -102,6 +105,9 @@ class _VesselServing(tf.Module):
             images = tf.identity(images)
         return tf.map_fn(self._one_image, images, fn_output_signature=tf.TensorSpec([None, None], tf.float32))
 
+    # One traced function that both signatures call: inlined, the network and the scaling would be in the
+    # SavedModel once per map_fn body (0.5 MB more for the compact U-Net).
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.float32)], autograph=False)
     def _one_image(self, image: tf.Tensor) -> tf.Tensor:
         """What `keras_vessel.serving.prediction.predict_files` does with one image by default, in graph ops."""
         height, width = tf.shape(image)[0], tf.shape(image)[1]
@@ -126,7 +132,7 @@ class _VesselServing(tf.Module):
         reflect = tf.logical_and(pad_h < height, pad_w < width)
         padded = tf.gather(images, _pad_indices(height, pad_h, reflect), axis=1)
         padded = tf.gather(padded, _pad_indices(width, pad_w, reflect), axis=2)
-        probability = self.model(padded, training=False)
+        probability = self._model(padded, training=False)
         return tf.cast(probability[:, :height, :width, 0], tf.float32)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])

@@ -1,4 +1,4 @@
-"""The bundled general model as a user meets it: other sizes, the SavedModel, the defaults of `predict`."""
+"""The bundled model as a user meets it: other sizes, the SavedModel, the defaults of `predict`."""
 
 from __future__ import annotations
 
