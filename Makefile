@@ -21,9 +21,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/keras-vessel demo --output $(DEMO_DIR) $(if $(ROOT),--root $(ROOT))
 
-## The whole test suite, slow tests included (what CI runs).
+## The whole test suite, slow tests included (what CI runs), in two worker processes
+## (pytest-xdist; one module per worker at a time, so module fixtures are built once).
 test: $(STAMP)
-	$(PY) -m pytest -q -ra --durations=25
+	$(PY) -m pytest -q -ra --durations=25 -n 2 --dist loadscope
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -ra -m "not slow"

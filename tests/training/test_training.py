@@ -198,13 +198,8 @@ def run_cli(*args, env=None, timeout=600):
     return subprocess.run([CLI, *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 
-@pytest.mark.slow
-def test_mirrored_over_two_logical_cpus(records, tmp_path):
-    config = write_config(records, tmp_path, strategy="mirrored", cpu_devices=2, epochs=1)
-    done = run_cli("train", "--config", str(config), "--output", str(tmp_path / "run"), "--quiet")
-    assert done.returncode == 0, done.stdout + done.stderr
-    run = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert run["strategy_class"] == "MirroredStrategy" and run["replicas"] == 2
+# `keras-vessel train` under a MirroredStrategy over two logical CPUs: tests/losses/test_topology_losses.py
+# (test_cli_trains_joint_with_skeleton_recall_under_mirrored_strategy).
 
 
 def free_ports(count):
