@@ -9,7 +9,7 @@ resolution. Each shift is applied to every test image of DRIVE and CHASE_DB1
 the model is scored as `keras-vessel evaluate` scores it (defaults: scale
 auto, its stored training threshold): pooled AUC and mean F1 per shift.
 
-    .venv/bin/python -m experiments.robustness --model saved_models/general_unet/model.keras [--label general]
+    .venv/bin/python -m experiments.robustness --model saved_models/drive_unet/model.keras [--label general]
 
 Writes experiments/results/robustness.json (one entry per --label, kept across calls).
 """
