@@ -342,12 +342,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     runs = [run for run in planned_runs() if args.only is None or run.name in args.only]
     keras_vessel = str(Path(sys.executable).with_name("keras-vessel"))
-    for source in DATASETS:
-        folder = args.records / source / "training"
-        if not (folder / "manifest.json").is_file():
-            subprocess.run([keras_vessel, "prepare", "--dataset", source, "--root", str(args.data / ROOTS[source]),
-                            "--split", "training", "--out", str(folder), "--workers", "2", "--quiet"], check=True)
-    if not args.no_train:
+    if not args.no_train:  # scoring reads the datasets themselves, not the records
+        for source in DATASETS:
+            folder = args.records / source / "training"
+            if not (folder / "manifest.json").is_file():
+                subprocess.run([keras_vessel, "prepare", "--dataset", source, "--root",
+                                str(args.data / ROOTS[source]), "--split", "training", "--out", str(folder),
+                                "--workers", "2", "--quiet"], check=True)
         train_all(runs, args.out, args.records, jobs=args.jobs, keras_vessel=keras_vessel)
     results = score_all(runs, args.out, args.results, data=args.data)
     print(table(results))

@@ -123,3 +123,13 @@ def test_old_recipe_runs_are_scored_as_shipped_and_with_scale_auto():
     assert cross_dataset.scales_of("old") == ("none", "auto")
     assert cross_dataset.scales_of("new") == ("auto",)
     assert Run("new", "joint", "drive", 1).name == "new_joint_drive_s1"
+
+
+def test_scoring_only_prepares_no_records(tmp_path, capsys):
+    """`--no-train` scores finished runs from the datasets themselves: it must not prepare records."""
+    from experiments.cross_dataset import main
+
+    main(["--no-train", "--only", "--out", str(tmp_path / "runs"), "--records", str(tmp_path / "records"),
+          "--data", str(tmp_path / "data"), "--results", str(tmp_path / "results.json")])
+    assert not (tmp_path / "records").exists()
+    assert "| recipe | loss |" in capsys.readouterr().out
