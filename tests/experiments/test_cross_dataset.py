@@ -116,12 +116,13 @@ def test_every_planned_run_builds_a_valid_config(tmp_path):
         assert config.train.epochs * config.train.steps_per_epoch == cross_dataset.STEPS
         assert config.data.train_records == str(tmp_path / "records" / run.source / "training")
         assert (config.data.normalisation, config.data.fov_diameter) == (
-            ("local", 540.0) if run.recipe == "new" else ("dataset", 0.0))
+            ("dataset", 0.0) if run.recipe == "old" else ("local", 540.0))
+        assert config.data.channel == ("green" if run.recipe == "new" else "rgb")
 
 
 def test_old_recipe_runs_are_scored_as_shipped_and_with_scale_auto():
     assert cross_dataset.scales_of("old") == ("none", "auto")
-    assert cross_dataset.scales_of("new") == ("auto",)
+    assert cross_dataset.scales_of("new") == cross_dataset.scales_of("new_rgb") == ("auto",)
     assert Run("new", "joint", "drive", 1).name == "new_joint_drive_s1"
 
 
