@@ -145,8 +145,8 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
 
     with library_errors():
         report = predict_files(source, paths, output, **options)
-    for path, reason in report.failures:
-        click.echo(f"error: {path}: {reason}", err=True)
+    for _, reason in report.failures:
+        click.echo(f"error: {reason}", err=True)
     done = len(paths) - len(report.failures)
     click.echo(f"wrote probability maps and masks for {done} of {len(paths)} images to {output}")
     if report.failures:

@@ -70,6 +70,9 @@ def _open_pil(path: str | PathLike) -> Image.Image:
     except Image.DecompressionBombError:
         raise DatasetError(f"image file {path} is too large to decode safely ({_size_of(path)}); "
                            "resize it first") from None
+    except UnidentifiedImageError:
+        raise DatasetError(f"cannot decode image file {path}: not a PNG, JPEG, TIFF, GIF or PPM image, or "
+                           "damaged; convert or remove it") from None
     except _DECODE_ERRORS as exc:
         raise DatasetError(f"cannot decode image file {path}: {exc}") from exc
     if any(issubclass(warning.category, Image.DecompressionBombWarning) for warning in caught):

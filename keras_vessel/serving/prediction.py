@@ -42,7 +42,8 @@ class PredictReport:
     """What `predict_files` did.
 
     written : output files, in input order (``NAME_prob.png``, ``NAME_mask.png`` per image).
-    failures : ``(input path, reason)`` for every input that produced no output.
+    failures : ``(input path, reason)`` for every input that produced no output; the reason is one
+        sentence that names the file.
     """
 
     written: list[Path] = field(default_factory=list)
@@ -234,12 +235,17 @@ def predict_files(
             value = metrics.otsu_threshold(prob, region) if threshold == "otsu" else threshold
             report.written += _write_outputs(output_dir, _output_stem(path, used), prob, (prob >= value) & region)
         except (ValueError, OSError) as error:  # DatasetError is a ValueError
-            report.failures.append((path, str(error)))
-            log.warning("predict: %s: %s", path, error)
+            report.failures.append((path, _naming(path, str(error))))
+            log.warning("predict: %s", report.failures[-1][1])
         except Exception as error:  # noqa: BLE001 - one bad file must not stop the batch
-            report.failures.append((path, f"{type(error).__name__}: {error}"))
-            log.warning("predict: %s: unexpected %s: %s", path, type(error).__name__, error)
+            report.failures.append((path, _naming(path, f"unexpected {type(error).__name__}: {error}")))
+            log.warning("predict: %s", report.failures[-1][1])
     return report
+
+
+def _naming(path: Path, reason: str) -> str:
+    """``reason``, prefixed with ``path`` unless it already names it."""
+    return reason if str(path) in reason else f"{path}: {reason}"
 
 
 def _write_outputs(output_dir: Path, stem: str, prob: np.ndarray, mask: np.ndarray) -> list[Path]:

@@ -120,8 +120,9 @@ def test_read_image_missing_file_names_it(tmp_path):
 )
 def test_read_image_undecodable_file_names_it(tmp_path, name, payload):
     (tmp_path / name).write_bytes(payload)
-    with pytest.raises(DatasetError, match=rf"cannot decode image file .*{name.replace('.', '[.]')}"):
+    with pytest.raises(DatasetError, match=rf"cannot decode image file .*{name.replace('.', '[.]')}") as caught:
         read_image(tmp_path / name)
+    assert str(caught.value).count(name) == 1  # one sentence naming the file once
 
 
 def test_read_image_truncated_png_is_an_error(tmp_path):
