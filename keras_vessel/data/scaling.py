@@ -95,13 +95,37 @@ def _intensity(image: tf.Tensor) -> tf.Tensor:
     return tf.maximum(rgb[..., 0], luminance)
 
 
+def _histogram(intensity: tf.Tensor) -> tf.Tensor:
+    """256 bins of ``floor(intensity)`` on 0-255, float32 counts."""
+    levels = tf.cast(tf.clip_by_value(tf.floor(intensity), 0.0, 255.0), tf.int32)
+    return tf.math.bincount(tf.reshape(levels, [-1]), minlength=256, maxlength=256, dtype=tf.float32)
+
+
 def _threshold(intensity: tf.Tensor) -> tf.Tensor:
     """``max(15, 0.06 * p99)``, the 99th percentile read from a 256-bin histogram."""
-    levels = tf.cast(tf.clip_by_value(tf.floor(intensity), 0.0, 255.0), tf.int32)
-    histogram = tf.math.bincount(tf.reshape(levels, [-1]), minlength=256, maxlength=256, dtype=tf.float32)
-    cumulative = tf.cumsum(histogram)
+    cumulative = tf.cumsum(_histogram(intensity))
     p99 = tf.cast(tf.argmax(tf.cast(cumulative >= 0.99 * cumulative[-1], tf.int32)), tf.float32)
     return tf.maximum(15.0, 0.06 * p99)
+
+
+def otsu_level(intensity: tf.Tensor) -> tf.Tensor:
+    """Otsu's level of ``floor(intensity)`` on 0-255: a ``t`` that maximises the between-class variance
+    of ``<= t`` against ``> t``; of a run of equal maxima (an empty gap between two modes) the middle one.
+    Float32 scalar; 255 for a constant image, so that nothing is above it."""
+    histogram = _histogram(intensity)
+    levels = tf.range(256, dtype=tf.float32)
+    below = tf.cumsum(histogram)
+    total = below[-1]
+    above = total - below
+    sum_below = tf.cumsum(histogram * levels)
+    mean_below = sum_below / tf.maximum(below, 1.0)
+    mean_above = (sum_below[-1] - sum_below) / tf.maximum(above, 1.0)
+    between = below * above * tf.square(mean_above - mean_below)
+    between = tf.where((below > 0) & (above > 0), between, -1.0)
+    best = tf.reduce_max(between)
+    at_best = tf.cast(tf.where(between >= best - 1e-6 * tf.abs(best))[:, 0], tf.float32)  # never empty
+    middle = tf.floor((at_best[0] + at_best[-1]) / 2.0)
+    return tf.where(best > 0, middle, 255.0)
 
 
 def fov_mask(image: tf.Tensor) -> tf.Tensor:
@@ -200,12 +224,25 @@ def _image_fov(image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     small = _block_mean(intensity[:, :, None], shrink)[:, :, 0]
     cut = _threshold(small)
     _, _, radius, found = fit_fov_circle(small > cut)
+
+    def with_otsu_cut() -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        # A surround brighter than the fixed cut (an over-exposed or hazy photograph, a grey frame) joins
+        # the FOV and no circle fits; Otsu's cut separates the two modes of such an image.
+        otsu_cut = tf.maximum(cut, otsu_level(small) + 0.5)  # levels <= t below, >= t + 1 above
+        _, _, otsu_radius, otsu_found = fit_fov_circle(small > otsu_cut)
+        return otsu_cut, otsu_radius, otsu_found
+
+    cut, radius, found = tf.cond(found, lambda: (cut, radius, found), with_otsu_cut)
     # pooled pixel k covers full-resolution pixels [k * shrink, (k + 1) * shrink): centres are offset alike
     return intensity > cut, 2.0 * radius * tf.cast(shrink, tf.float32), found
 
 
 def fov_diameter(image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """``(H, W, 3)`` RGB 0-255 -> ``(mask (H, W) bool, diameter float32 px, found bool)`` in TF ops."""
+    """``(H, W, 3)`` RGB 0-255 -> ``(mask (H, W) bool, diameter float32 px, found bool)`` in TF ops.
+
+    The mask is `fov_mask`'s rule; when no circle fits it (a surround brighter than the cut), the image
+    is measured again with Otsu's cut (`otsu_level`), and ``found`` says whether that circle fits.
+    """
     return _image_fov(tf.cast(image, tf.float32))
 
 

@@ -22,6 +22,7 @@ from keras_vessel.data.scaling import (
     fov_mask,
     image_fov,
     mask_diameter,
+    otsu_level,
     prediction_region,
     resample,
     resize_to,
@@ -165,6 +166,40 @@ def test_diameter_of_an_image_resized_4x_is_4x():
 )
 def test_image_fov_finds_no_fov(image):
     assert not image_fov(image).found
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_otsu_level_matches_scikit_image(seed):
+    from skimage.filters import threshold_otsu
+
+    rng = np.random.default_rng(seed)
+    dark = rng.normal(20 + 10 * seed, 8, 3000)
+    bright = rng.normal(150 + 20 * seed, 25, 5000)
+    values = np.clip(np.rint(np.concatenate([dark, bright])), 0, 255).astype(np.uint8)
+
+    def between_class_variance(t):
+        low, high = values[values <= t].astype(float), values[values > t].astype(float)
+        return low.size * high.size * (high.mean() - low.mean()) ** 2
+
+    level = otsu_level(tf.constant(values, tf.float32)).numpy()
+    assert between_class_variance(level) == pytest.approx(between_class_variance(threshold_otsu(values, nbins=256)),
+                                                          rel=1e-5)
+    assert otsu_level(tf.fill([10, 10], 80.0)).numpy() == 255.0  # one level: nothing above
+
+
+@pytest.mark.parametrize("surround", [(10.0, 40.0), (120.0, 160.0)], ids=["over_exposed", "hazy_grey"])
+def test_image_fov_measures_a_disc_on_a_surround_brighter_than_the_fixed_cut(surround):
+    """The fixed cut (15) takes the whole frame and no circle fits: Otsu's cut finds the aperture."""
+    height, width, cy, cx, radius = DISCS["clipped_top_bottom"]
+    mask = disc(height, width, cy, cx, radius)
+    image = fundus(mask)
+    image[mask] += 60.0  # the aperture stays brighter than its surround
+    image[~mask] = np.random.default_rng(3).uniform(*surround, (int((~mask).sum()), 3))
+    assert not fit_fov_circle(fov_mask(tf.constant(image)))[3].numpy()  # the first rule alone fails
+    geometry = image_fov(image)
+    assert geometry.found
+    np.testing.assert_array_equal(geometry.mask, mask)
+    assert geometry.diameter == pytest.approx(2 * least_squares_circle(boundary_points(mask))[2], abs=0.05)
 
 
 def test_mask_diameter_is_none_for_a_mask_that_is_no_disc():
