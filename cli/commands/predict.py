@@ -68,7 +68,7 @@ def _stored_threshold(model_path: Path, heads: str, tta: str) -> float:
 @click.argument("inputs", metavar="INPUT...", nargs=-1, required=True)
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Trained .keras model file (the training model, with its heads) "
-                                 "[default: the bundled DRIVE model, saved_models/drive_unet/model.keras].")
+                                 "[default: the bundled model in saved_models/, see its MODEL_CARD.md].")
 @click.option("--server", default=None,
               help="Predict with TF Serving's REST API at this URL (e.g. http://localhost:8501) instead of --model.")
 @click.option("--model-name", default=None, help="With --server: the served model's name.")
@@ -113,7 +113,7 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
             model_path = bundled_model_path()
         except FileNotFoundError as error:
             raise click.UsageError(str(error)) from None
-        click.echo(f"no --model given: using the bundled DRIVE model {model_path} "
+        click.echo(f"no --model given: using the bundled model {model_path} "
                    "(see saved_models/MODEL_CARD.md)", err=True)
 
     from keras_vessel.serving.prediction import InputError, expand_inputs, predict_files

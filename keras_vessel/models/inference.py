@@ -61,8 +61,8 @@ TTA_MODES = {
     "d4": tuple((turns, flip) for turns in range(4) for flip in (False, True)),
 }
 
-# The DRIVE model shipped in the repository (saved_models/MODEL_CARD.md); it is
-# not packaged into wheels, so it exists in a checkout or an editable install.
+# The model shipped in the repository (saved_models/MODEL_CARD.md), the one `predict` uses without
+# --model; it is not packaged into wheels, so it exists in a checkout or an editable install.
 BUNDLED_MODEL = Path(__file__).resolve().parents[2] / "saved_models" / "drive_unet" / "model.keras"
 
 
@@ -83,11 +83,12 @@ def check_tile_size(tile_size: int | None) -> int | None:
 
 
 def bundled_model_path() -> Path:
-    """The shipped DRIVE model, or FileNotFoundError saying what to pass instead."""
+    """The shipped model (`BUNDLED_MODEL`), or FileNotFoundError saying what to pass instead."""
     if not BUNDLED_MODEL.is_file():
         raise FileNotFoundError(
-            f"the bundled DRIVE model {BUNDLED_MODEL} is missing: it ships in the keras-vessel repository "
-            "(saved_models/drive_unet/), not in an installed wheel; pass --model PATH to a trained .keras file"
+            f"the bundled model {BUNDLED_MODEL} is missing: it ships in the keras-vessel repository "
+            f"(saved_models/{BUNDLED_MODEL.parent.name}/), not in an installed wheel; pass --model PATH to a "
+            "trained .keras file"
         )
     return BUNDLED_MODEL
 

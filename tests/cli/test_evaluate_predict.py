@@ -303,7 +303,7 @@ def test_predict_without_model_uses_the_bundled_drive_model(drive_root, tmp_path
     image = drive_root / "test" / "images" / "01_test.tif"
     result = _run(["predict", image, "--output", tmp_path / "default", "--threshold", "train", "--quiet"])
     assert result.exit_code == 0, _show(result)
-    assert "using the bundled DRIVE model" in result.stderr
+    assert f"using the bundled model {BUNDLED_MODEL}" in result.stderr
     result = _run(["predict", "--model", BUNDLED_MODEL, image, "--output", tmp_path / "explicit",
                    "--threshold", "train", "--quiet"])  # fmt: skip
     assert result.exit_code == 0, _show(result)
