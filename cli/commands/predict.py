@@ -92,11 +92,12 @@ def _stored_threshold(model_path: Path, heads: str, tta: str) -> float:
               help=TTA_HELP + " (--model only)")
 @click.option("--scale", default="auto", show_default=True, callback=scale_option,
               help=SCALE_HELP + " (--model only; a served model does its own)")
+@click.option("--overlay", is_flag=True, help="Also write NAME_overlay.png: the photograph with its vessels painted cyan.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None, server: str | None,
             model_name: str | None, version: int | None, output: Path, fov_text: str, threshold: str,
-            heads: str, tile_size: int | None, tta: str, scale: str | float, quiet: bool) -> None:
+            heads: str, tile_size: int | None, tta: str, scale: str | float, overlay: bool, quiet: bool) -> None:
     """Predict vessels in INPUT images (files, globs or folders of PNG/JPEG/TIFF/GIF/PPM).
 
     A file that cannot be processed is reported on stderr and skipped; the exit
@@ -123,7 +124,7 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
     except InputError as error:
         raise click.BadParameter(str(error), param_hint="INPUT") from None
 
-    options = {"fov": fov, "progress": not quiet}
+    options = {"fov": fov, "progress": not quiet, "overlay": overlay}
     if server is not None:
         from keras_vessel.serving.client import ServingClient
 

@@ -25,7 +25,11 @@ from keras_vessel.checks import FUSIONS
 from keras_vessel.data.preprocessing import IMAGE_SUFFIXES
 from keras_vessel.io import ensure_writable_dir, write_png_atomic
 
-__all__ = ["InputError", "PredictReport", "expand_inputs", "predict_files"]
+__all__ = ["OVERLAY_COLOUR", "InputError", "PredictReport", "expand_inputs", "predict_files", "vessel_overlay"]
+
+# What `vessel_overlay` paints vessels with (RGB), and how much of it: cyan shows on the red-orange fundus.
+OVERLAY_COLOUR = (0, 255, 255)
+OVERLAY_OPACITY = 0.6
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +142,7 @@ def predict_files(
     scale: str | float = "auto",
     progress: bool = True,
     predictor: Predictor | None = None,
+    overlay: bool = False,
 ) -> PredictReport:
     """Write ``NAME_prob.png`` and ``NAME_mask.png`` into `output_dir` for every input image.
 
@@ -161,6 +166,8 @@ def predict_files(
     progress : draw a progress bar on stderr.
     predictor : instead of `model_path`, a callable taking an ``(H, W, 3)``
         uint8 RGB image and returning its ``(H, W)`` probability in [0, 1].
+    overlay : also write ``NAME_overlay.png``, the photograph with the mask painted on it
+        (`vessel_overlay`), to check the maps by eye.
 
     Returns a `PredictReport`. Model and argument errors raise before any
     file is written; per-file errors (unreadable image, FOV of another size,
@@ -231,9 +238,12 @@ def predict_files(
     used: set[str] = set()
     for path in progress_bar(paths, label="predict", enabled=progress):
         try:
-            prob, region = probability(path, read_image(path))
+            image = read_image(path)
+            prob, region = probability(path, image)
             value = metrics.otsu_threshold(prob, region) if threshold == "otsu" else threshold
-            report.written += _write_outputs(output_dir, _output_stem(path, used), prob, (prob >= value) & region)
+            mask = (prob >= value) & region
+            report.written += _write_outputs(output_dir, _output_stem(path, used), prob, mask,
+                                             vessel_overlay(image, mask) if overlay else None)
         except (ValueError, OSError) as error:  # DatasetError is a ValueError
             report.failures.append((path, _naming(path, str(error))))
             log.warning("predict: %s", report.failures[-1][1])
@@ -248,13 +258,32 @@ def _naming(path: Path, reason: str) -> str:
     return reason if str(path) in reason else f"{path}: {reason}"
 
 
-def _write_outputs(output_dir: Path, stem: str, prob: np.ndarray, mask: np.ndarray) -> list[Path]:
-    """``STEM_prob.png`` (16-bit) and ``STEM_mask.png`` (0/255), each atomically; never one without the other."""
-    written = [output_dir / f"{stem}_prob.png", output_dir / f"{stem}_mask.png"]
-    write_png_atomic(written[0], np.round(prob * 65535).astype(np.uint16))
+def vessel_overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The photograph with its vessel mask painted on: ``(H, W, 3)`` uint8 RGB and ``(H, W)`` bool in,
+    ``(H, W, 3)`` uint8 out; vessel pixels are blended `OVERLAY_OPACITY` of the way to `OVERLAY_COLOUR`,
+    the others are the photograph's."""
+    if image.shape[:2] != mask.shape:
+        raise ValueError(f"image {image.shape[:2]} and mask {mask.shape} differ in size")
+    out = image.astype(np.float32)
+    out[mask] += OVERLAY_OPACITY * (np.asarray(OVERLAY_COLOUR, np.float32) - out[mask])
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _write_outputs(output_dir: Path, stem: str, prob: np.ndarray, mask: np.ndarray,
+                   overlay: np.ndarray | None = None) -> list[Path]:
+    """``STEM_prob.png`` (16-bit), ``STEM_mask.png`` (0/255) and, if given, ``STEM_overlay.png``, each
+    atomically; never some without the others."""
+    outputs = [(output_dir / f"{stem}_prob.png", np.round(prob * 65535).astype(np.uint16)),
+               (output_dir / f"{stem}_mask.png", mask.astype(np.uint8) * 255)]
+    if overlay is not None:
+        outputs.append((output_dir / f"{stem}_overlay.png", overlay))
+    written: list[Path] = []
     try:
-        write_png_atomic(written[1], mask.astype(np.uint8) * 255)
+        for path, pixels in outputs:
+            write_png_atomic(path, pixels)
+            written.append(path)
     except BaseException:
-        written[0].unlink(missing_ok=True)
+        for path in written:
+            path.unlink(missing_ok=True)
         raise
     return written

@@ -177,9 +177,10 @@ def input_folder(drive_root, tmp_path) -> Path:
 
 def test_predict_folder_continues_past_bad_file(model_path, input_folder, tmp_path):
     out = tmp_path / "pred"
-    result = _run(["predict", "--model", model_path, input_folder, "--output", out])
+    result = _run(["predict", "--model", model_path, input_folder, "--output", out, "--overlay"])
     assert result.exit_code == 1, _show(result)
     assert "broken.jpg" in result.stderr and "1 of 4 inputs failed" in result.stderr
+    assert np.asarray(Image.open(out / "grey_overlay.png")).shape == (128, 160, 3)  # RGB, of a grey input too
     for stem, shape in (("01_test", (584, 565)), ("grey", (128, 160)), ("rgba", (128, 160))):
         prob = Image.open(out / f"{stem}_prob.png")
         assert prob.mode.startswith("I") and prob.size == shape[::-1]  # 16-bit grey

@@ -15,7 +15,14 @@ import pytest
 from PIL import Image
 from skimage.filters import threshold_otsu
 
-from keras_vessel.serving.prediction import InputError, PredictReport, expand_inputs, predict_files
+from keras_vessel.serving.prediction import (
+    OVERLAY_COLOUR,
+    InputError,
+    PredictReport,
+    expand_inputs,
+    predict_files,
+    vessel_overlay,
+)
 
 
 def _green(image: np.ndarray) -> np.ndarray:
@@ -99,6 +106,23 @@ def test_writes_16bit_probability_and_mask(tmp_path, images):
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in report.written)  # no temp files
 
 
+def test_overlay_paints_the_mask_on_the_photograph(tmp_path, images):
+    image = images["a"]
+    path = _save(tmp_path / "in" / "a.png", image)
+    out = tmp_path / "out"
+    report = predict_files(None, [path], out, fov="none", threshold=0.4, predictor=_green, progress=False,
+                           overlay=True)  # fmt: skip
+    assert [p.name for p in report.written] == ["a_prob.png", "a_mask.png", "a_overlay.png"]
+    overlay = _read(out / "a_overlay.png").astype(np.int64)
+    mask = image[..., 1] / 255.0 >= 0.4
+    assert 0 < mask.sum() < mask.size
+    np.testing.assert_array_equal(overlay[~mask], image[~mask])  # the photograph where there is no vessel
+    expected = np.rint(image[mask] + 0.6 * (np.array(OVERLAY_COLOUR) - image[mask].astype(float)))
+    np.testing.assert_array_equal(overlay[mask], expected)  # 60 % of the way to the colour on vessels
+    with pytest.raises(ValueError, match=r"differ in size"):
+        vessel_overlay(image, mask[:, :-1])
+
+
 def test_otsu_threshold_inside_fov_file(tmp_path, images):
     image = images["a"]
     path = _save(tmp_path / "a.png", image)
@@ -163,7 +187,7 @@ def test_a_raising_predictor_fails_only_that_file(tmp_path, images):
         return _green(image)
 
     report = predict_files(None, paths, tmp_path / "out", fov="none", predictor=predictor, progress=False)
-    assert report.failures == [(paths[1], "RuntimeError: server exploded")]
+    assert report.failures == [(paths[1], f"{paths[1]}: unexpected RuntimeError: server exploded")]
     assert [p.name for p in report.written] == ["a_prob.png", "a_mask.png"]
 
 
