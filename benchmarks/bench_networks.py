@@ -29,6 +29,9 @@ from benchmarks.common import add_output_argument, begin, drive_root, finish
 NETWORKS = {
     "compact U-Net (base 12, depth 4)": ("unet", {"base_filters": 12, "depth": 4}),
     "W-Net (base 8, depth 2)": ("wnet", {"base_filters": 8, "depth": 2}),
+    "W-Net (base 4, depth 3)": ("wnet", {"base_filters": 4, "depth": 3}),
+    "W-Net (base 8, depth 2, 2x2 blocks)": ("wnet", {"base_filters": 8, "depth": 2, "block": 2}),
+    "W-Net (base 16, depth 2, 2x2 blocks)": ("wnet", {"base_filters": 16, "depth": 2, "block": 2}),
 }
 
 

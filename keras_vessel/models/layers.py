@@ -13,6 +13,8 @@ the training statistics.
 - `StrideCheck`: identity that fails with a clear message when the image size
   is not a multiple of the network stride (instead of a shape error deep in a
   skip connection); `keras_vessel.models.model_stride` reads it.
+- `SpaceToDepth` / `DepthToSpace`: block x block pixel groups <-> channels, so a
+  network can run at a fraction of the resolution without dropping a pixel.
 - `HeadFusion`: the heads' logits -> the fused vessel probability.
 - `MeanProbability`: several models' logits of one head -> the logit of their
   mean probability (what `keras_vessel.models.build_ensemble` outputs).
@@ -304,6 +306,47 @@ class StrideCheck(keras.layers.Layer):
         config = super().get_config()
         config.update({"stride": self.stride})
         return config
+
+
+class _BlockRearrange(keras.layers.Layer):
+    """Shared part of `SpaceToDepth` and `DepthToSpace`: the ``block`` option and its config."""
+
+    def __init__(self, block: int, **kwargs: Any) -> None:
+        block = check_int("block", block, minimum=2, maximum=16)
+        super().__init__(**kwargs)
+        self.block = block
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({"block": self.block})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_vessel")
+class SpaceToDepth(_BlockRearrange):
+    """``(B, H, W, C)`` -> ``(B, H / block, W / block, C * block**2)``: each block x block group of pixels
+    becomes one position's channels (`tf.nn.space_to_depth`). Lossless; H and W multiples of ``block``."""
+
+    def call(self, inputs: Any) -> Any:
+        return tf.nn.space_to_depth(inputs, self.block)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        b, h, w, c = input_shape
+        return (b, None if h is None else h // self.block, None if w is None else w // self.block,
+                None if c is None else c * self.block**2)
+
+
+@keras.saving.register_keras_serializable(package="keras_vessel")
+class DepthToSpace(_BlockRearrange):
+    """The inverse of `SpaceToDepth`: ``(B, H, W, C * block**2)`` -> ``(B, H * block, W * block, C)``."""
+
+    def call(self, inputs: Any) -> Any:
+        return tf.nn.depth_to_space(inputs, self.block)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        b, h, w, c = input_shape
+        return (b, None if h is None else h * self.block, None if w is None else w * self.block,
+                None if c is None else c // self.block**2)
 
 
 @keras.saving.register_keras_serializable(package="keras_vessel")

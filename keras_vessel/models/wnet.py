@@ -22,7 +22,14 @@ from collections.abc import Sequence
 import keras
 
 from keras_vessel.checks import check_bool, check_choice, check_heads, check_int
-from keras_vessel.models.layers import CHANNELS, DEFAULT_MEAN, DEFAULT_SCALE, normalised_input
+from keras_vessel.models.layers import (
+    CHANNELS,
+    DEFAULT_MEAN,
+    DEFAULT_SCALE,
+    DepthToSpace,
+    SpaceToDepth,
+    normalised_input,
+)
 from keras_vessel.models.unet import encoder_decoder
 
 
@@ -38,6 +45,7 @@ def build_wnet(
     normalisation: str = "global",
     local_sigma: float = 16.0,
     fov_diameter: float | None = None,
+    block: int = 1,
 ) -> keras.Model:
     """Build the W-Net.
 
@@ -48,6 +56,10 @@ def build_wnet(
     batch_norm : batch norm after every conv.
     heads, channel, mean, scale, normalisation, local_sigma, fov_diameter : as in
         `keras_vessel.models.unet.build_unet`.
+    block : 1, or run both U's on ``block x block`` pixel groups stacked as channels (`SpaceToDepth`
+        after the normalisation; each head predicts ``block**2`` logits per group, put back in place by
+        `DepthToSpace`): every pixel is seen and predicted, with 1/block**2 of the activations to move.
+        Sizes must then be multiples of ``block * 2**depth``.
 
     Returns a functional model: input ``(None, None, 3)`` float32 RGB 0-255,
     outputs ``{head: (B, H, W, 1) float32 logits}``.
@@ -57,14 +69,24 @@ def build_wnet(
     batch_norm = check_bool("batch_norm", batch_norm)
     heads = check_heads("heads", heads)
     channel = check_choice("channel", channel, CHANNELS)
+    block = check_int("block", block, minimum=1, maximum=16)
     filters = [base_filters * 2**level for level in range(depth + 1)]
 
     inputs = keras.Input(shape=(None, None, 3), dtype="float32", name="images")
-    image = normalised_input(inputs, stride=2**depth, channel=channel, mean=mean, scale=scale,
+    image = normalised_input(inputs, stride=block * 2**depth, channel=channel, mean=mean, scale=scale,
                              normalisation=normalisation, local_sigma=local_sigma, fov_diameter=fov_diameter)
+    if block > 1:
+        image = SpaceToDepth(block, name="space_to_depth")(image)
     first = encoder_decoder(image, filters, name="first_", batch_norm=batch_norm)
-    coarse = keras.layers.Conv2D(1, 1, activation="sigmoid", name="first_probability")(first)
+    coarse = keras.layers.Conv2D(block**2, 1, activation="sigmoid", name="first_probability")(first)
     x = keras.layers.Concatenate(name="image_and_first")([image, coarse])
     x = encoder_decoder(x, filters, name="second_", batch_norm=batch_norm)
-    outputs = {head: keras.layers.Conv2D(1, 1, dtype="float32", name=head)(x) for head in heads}
-    return keras.Model(inputs, outputs, name=f"wnet_d{depth}_f{base_filters}")
+    outputs = {}
+    for head in heads:
+        if block == 1:
+            outputs[head] = keras.layers.Conv2D(1, 1, dtype="float32", name=head)(x)
+        else:
+            logits = keras.layers.Conv2D(block**2, 1, dtype="float32", name=f"{head}_blocks")(x)
+            outputs[head] = DepthToSpace(block, dtype="float32", name=head)(logits)
+    suffix = f"_b{block}" if block > 1 else ""
+    return keras.Model(inputs, outputs, name=f"wnet_d{depth}_f{base_filters}{suffix}")

@@ -43,7 +43,33 @@ def test_a_wnet_trains_with_the_joint_loss_and_records_its_scale(tmp_path, rgb_b
     assert_model_saves_and_loads(model, rgb_batch(1, 16, 16), tmp_path)
 
 
+def test_space_to_depth_and_back_is_the_identity_and_matches_a_numpy_reshape(rgb_batch):
+    from keras_vessel.models.layers import DepthToSpace, SpaceToDepth
+
+    x = rgb_batch(2, 8, 12)
+    packed = SpaceToDepth(2)(x).numpy()
+    # NumPy oracle: pixel (2i + di, 2j + dj) channel c -> position (i, j), channel (2 di + dj) * C + c
+    expected = x.reshape(2, 4, 2, 6, 2, 3).transpose(0, 1, 3, 2, 4, 5).reshape(2, 4, 6, 12)
+    np.testing.assert_array_equal(packed, expected)
+    np.testing.assert_array_equal(DepthToSpace(2)(packed).numpy(), x)
+
+
+def test_a_blocked_wnet_predicts_every_pixel_from_a_quarter_of_the_positions(tmp_path, rgb_batch):
+    model = build_wnet(base_filters=4, depth=2, block=2)
+    assert model_stride(model) == 8
+    outputs = model(rgb_batch(2, 24, 32))
+    for logits in outputs.values():
+        assert tuple(logits.shape) == (2, 24, 32, 1) and logits.dtype == "float32"
+    first_conv = model.get_layer("first_enc1_1_conv")
+    assert tuple(first_conv.input.shape[1:]) == (None, None, 4)  # the green channel's 2x2 groups
+    # each output pixel of a block comes from its own logit: the 4 pixels of a block differ
+    pixel = outputs["pixel"].numpy()[0, :2, :2, 0]
+    assert len(np.unique(pixel)) == 4
+    assert_model_saves_and_loads(model, rgb_batch(1, 16, 16), tmp_path)
+
+
 @pytest.mark.parametrize("kwargs, error, match", [
+    ({"block": 0}, ValueError, "block must be >= 1 and <= 16, got 0"),
     ({"base_filters": 0}, ValueError, "base_filters must be >= 1, got 0"),
     ({"depth": 9}, ValueError, "depth must be >= 1 and <= 8, got 9"),
     ({"heads": ("coarse",)}, ValueError, r"heads entries must be in \['segment', 'pixel'\]"),
