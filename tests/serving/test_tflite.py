@@ -73,3 +73,19 @@ def test_the_command_writes_the_flat_buffer_and_its_contract(tmp_path, model):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "vessel" / "2" / "vessel.tflite").is_file()
     assert json.loads((tmp_path / "out" / "vessel" / "2" / "vessel.json").read_text())["weights"] == "float16"
+
+
+def test_a_blocked_wnet_converts_and_predicts_what_keras_predicts(tmp_path):
+    """SpaceToDepth / DepthToSpace are LiteRT built-ins: the small network of issue 23 runs on devices."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    network = build_model("wnet", base_filters=4, depth=1, block=2, heads=("pixel",))
+    layer = network.get_layer("pixel_blocks")
+    layer.set_weights([w * 20 for w in layer.get_weights()])
+    path = export_tflite(network, tmp_path, name="wnet", weights="float32", threshold=0.5)
+    image = np.random.default_rng(2).uniform(0, 255, (1, 32, 48, 3)).astype("float32")
+    expected = build_inference_model(network)(image).numpy()[..., 0]
+    got = run(path, image)
+    assert got.shape == expected.shape == (1, 32, 48)
+    assert np.abs(got - expected).max() <= 1e-5 and np.std(expected) > 2e-5
