@@ -149,7 +149,8 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
     for _, reason in report.failures:
         click.echo(f"error: {reason}", err=True)
     done = len(paths) - len(report.failures)
-    click.echo(f"wrote probability maps and masks for {done} of {len(paths)} images to {output}")
+    kinds = "probability maps, masks and overlays" if overlay else "probability maps and masks"
+    click.echo(f"wrote {kinds} for {done} of {len(paths)} images to {output}")
     if report.failures:
         raise click.ClickException(
             f"{len(report.failures)} of {len(paths)} inputs failed: "
