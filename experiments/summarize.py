@@ -237,11 +237,19 @@ def cross_dataset_table() -> str:
     return cross_table(json.loads(CROSS.read_text())) if CROSS.is_file() else "(not run yet)"
 
 
+def robustness_table() -> str:
+    """Camera shifts made on the test images (issue 21): `experiments.robustness.table`."""
+    from experiments.robustness import RESULTS as SHIFTED, table as shift_table
+
+    return shift_table(json.loads(SHIFTED.read_text())) if SHIFTED.is_file() else "(not run yet)"
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "paper": paper_table,
     "joint": joint_table,
     "ablation": ablation_table,
     "cross_dataset": cross_dataset_table,
+    "robustness": robustness_table,
 }
 BLOCK = re.compile(r"(<!-- table: (?P<name>[a-z_]+) [^>]*-->\n)(?P<body>.*?)(<!-- end of table -->)", re.S)
 

@@ -115,14 +115,15 @@ def test_every_planned_run_builds_a_valid_config(tmp_path):
         assert config.loss.kind == run.loss and config.train.seed == run.seed
         assert config.train.epochs * config.train.steps_per_epoch == cross_dataset.STEPS
         assert config.data.train_records == str(tmp_path / "records" / run.source / "training")
-        assert (config.data.normalisation, config.data.fov_diameter) == (
-            ("dataset", 0.0) if run.recipe == "old" else ("local", 540.0))
+        assert config.data.normalisation == ("local" if run.recipe.startswith("new") else "dataset")
+        assert config.data.fov_diameter == (0.0 if run.recipe == "old" else 540.0)
+        assert (config.data.augment.gamma > 0) == (run.recipe != "old")
         assert config.data.channel == ("green" if run.recipe == "new" else "rgb")
 
 
 def test_old_recipe_runs_are_scored_as_shipped_and_with_scale_auto():
     assert cross_dataset.scales_of("old") == ("none", "auto")
-    assert cross_dataset.scales_of("new") == cross_dataset.scales_of("new_rgb") == ("auto",)
+    assert {cross_dataset.scales_of(recipe) for recipe in cross_dataset.CANDIDATES} == {("auto",)}
     assert Run("new", "joint", "drive", 1).name == "new_joint_drive_s1"
 
 
