@@ -324,7 +324,9 @@ def table(results: dict[str, Any]) -> str:
     lines.append("")
     for candidate in CANDIDATES:
         new = pooled_settings.get((candidate, "pixel", "auto"))
-        if old and new:
+        if old and new and new["seeds"] != list(SEEDS):
+            lines.append(f"Recipe rule (pixel-wise): {candidate} has seeds {new['seeds']} of {list(SEEDS)}: no verdict")
+        elif old and new:
             verdict = recipe_verdict(old, new)
             lines.append(f"Recipe rule (pixel-wise): adopt {candidate} = {verdict['adopt']} ({verdict['checks']})")
     for recipe in RECIPES:

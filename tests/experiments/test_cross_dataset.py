@@ -135,3 +135,19 @@ def test_scoring_only_prepares_no_records(tmp_path, capsys):
           "--data", str(tmp_path / "data"), "--results", str(tmp_path / "results.json")])
     assert not (tmp_path / "records").exists()
     assert "| recipe | loss |" in capsys.readouterr().out
+
+
+def test_the_table_gives_no_recipe_verdict_before_both_seeds():
+    def with_old_as_shipped(entries):
+        data = results(entries)
+        for run in data["runs"].values():
+            if run["recipe"] == "old":
+                run["scores"]["none"] = run["scores"]["auto"]
+        return data
+
+    entries = {("old", "pixel", source, seed): (0.976, 0.90, 0.85)
+               for source in cross_dataset.DATASETS for seed in (0, 1)}
+    entries[("aug", "pixel", "drive", 0)] = entries[("aug", "pixel", "chase_db1", 0)] = (0.977, 0.96, 0.94)
+    assert "aug has seeds [0] of [0, 1]: no verdict" in cross_dataset.table(with_old_as_shipped(entries))
+    entries[("aug", "pixel", "drive", 1)] = entries[("aug", "pixel", "chase_db1", 1)] = (0.977, 0.96, 0.94)
+    assert "adopt aug = True" in cross_dataset.table(with_old_as_shipped(entries))
