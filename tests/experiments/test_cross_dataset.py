@@ -117,8 +117,26 @@ def test_every_planned_run_builds_a_valid_config(tmp_path):
         assert config.data.train_records == str(tmp_path / "records" / run.source / "training")
         assert config.data.normalisation == ("local" if run.recipe.startswith("new") else "dataset")
         assert config.data.fov_diameter == (0.0 if run.recipe == "old" else 540.0)
-        assert (config.data.augment.gamma > 0) == (run.recipe != "old")
+        assert (config.data.augment.gamma > 0) == (run.recipe not in ("old", "aug_nophoto"))
         assert config.data.channel == ("green" if run.recipe == "new" else "rgb")
+
+
+def test_each_aug_ablation_differs_from_aug_only_in_what_it_takes_out_and_sets_that_to_zero():
+    def flat(recipe):
+        run = Run(recipe, "pixel", "drive", 0)
+        command = run.train_command("keras-vessel", Path("records"), Path("runs"))
+        configs = [command[i + 1] for i, part in enumerate(command) if part == "--config"]
+        sets = [command[i + 1] for i, part in enumerate(command) if part == "--set"]
+        data = config_to_dict(load_config(configs, sets))["data"]
+        return {**{k: v for k, v in data.items() if k != "augment"},
+                **{f"augment.{k}": v for k, v in data["augment"].items()}}
+
+    aug = flat("aug")
+    for name, sets in cross_dataset.AUG_ABLATIONS.items():
+        ablation = flat(name)
+        changed = {key for key in aug if aug[key] != ablation[key]}
+        assert changed == {s.split("=")[0].removeprefix("data.") for s in sets}, name
+        assert all(ablation[key] == 0 for key in changed), name
 
 
 def test_old_recipe_runs_are_scored_as_shipped_and_with_scale_auto():
