@@ -67,4 +67,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    from keras_vessel_cli.errors import quiet_tensorflow
+
+    quiet_tensorflow()  # our progress lines, not TensorFlow's CUDA probing
     raise SystemExit(main())

@@ -129,4 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from keras_vessel_cli.errors import quiet_tensorflow
+
+    quiet_tensorflow()  # our progress lines, not TensorFlow's CUDA probing
     raise SystemExit(main())

@@ -62,6 +62,14 @@ AUG_ABLATIONS = {
 RECIPES.update({name: (RECIPES["aug"][0], RECIPES["aug"][1] + sets) for name, sets in AUG_ABLATIONS.items()})
 # The recipes judged against "old" by the recipe rule, in the order they were put to it.
 CANDIDATES = ("new", "new_rgb", "aug", *AUG_ABLATIONS)
+# Issue 23's small network (notebook entry e): the W-Net with 8 filters, depth 2, on 2x2 pixel groups, run at a
+# recipe as "<recipe>_wnet" and judged against the compact U-Net's runs of that recipe (`network_verdict`).
+WNET_SETS = ("model.name=wnet", "model.options.base_filters=8", "model.options.depth=2", "model.options.block=2")
+WNET_RECIPES = {"old_wnet": "old"}
+RECIPES.update({name: (RECIPES[base][0], RECIPES[base][1] + WNET_SETS) for name, base in WNET_RECIPES.items()})
+# The W-Net's budget in epochs of 100 steps: the compact U-Net's 3000 steps in the same wall time on the same
+# machine, two runs side by side (entry e's rule; measured and written down in entry f).
+WALL_TIME_EPOCHS: dict[str, int] = {}
 # What the protocol's runs of the new recipe were given (revision 9f41dc3), before configs/transfer.yaml
 # existed; tests/experiments/test_cross_dataset.py checks that the file says the same.
 NEW_RECIPE_AS_RUN = (
@@ -97,7 +105,7 @@ class Run:
         extra_configs, recipe_sets = RECIPES[self.recipe]
         sets = [
             f"data.train_records={records / self.source / 'training'}",
-            f"train.epochs={STEPS // 100}",
+            f"train.epochs={WALL_TIME_EPOCHS.get(self.recipe, STEPS // 100)}",
             "train.steps_per_epoch=100",
             "train.early_stopping_patience=0",
             f"train.seed={self.seed}",
@@ -113,7 +121,7 @@ class Run:
 def planned_runs() -> list[Run]:
     """In the order of the rules: the recipes (pixel-wise), the losses at the candidates, then at the old one."""
     order = [("old", "pixel"), *((c, "pixel") for c in CANDIDATES), *((c, "joint") for c in CANDIDATES),
-             ("old", "joint")]
+             ("old", "joint"), *((w, "pixel") for w in WNET_RECIPES)]
     return [Run(recipe, loss, source, seed) for recipe, loss in order for seed in SEEDS for source in DATASETS]
 
 
@@ -231,6 +239,15 @@ def recipe_verdict(old: dict[str, Any], new: dict[str, Any], *, in_domain_tolera
     return {"adopt": all(checks.values()), "checks": checks}
 
 
+def network_verdict(compact: dict[str, Any], small: dict[str, Any], *, in_domain_tolerance: float = 0.002
+                    ) -> dict[str, Any]:
+    """Issue 23's accuracy rule: the small network's in-domain AUC at most 0.002 below the compact U-Net's on
+    each source and its mean cross-dataset AUC not lower (its speed is judged by `benchmarks.bench_networks`)."""
+    checks = {f"in_{s}": small[f"in_{s}"] >= compact[f"in_{s}"] - in_domain_tolerance for s in DATASETS}
+    checks["cross_mean"] = small["cross_mean"] >= compact["cross_mean"]
+    return {"holds": all(checks.values()), "checks": checks}
+
+
 def loss_verdict(results: dict[str, Any], recipe: str, *, variant: str = "auto") -> dict[str, Any]:
     """The joint loss helps transfer if its cross-dataset AUC is higher in at least 3 of the 4
     (seed, direction) pairs and on the mean of them."""
@@ -315,7 +332,8 @@ def table(results: dict[str, Any]) -> str:
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     settings = [("old", "pixel", "none", "old (v3's, native scale)"), ("old", "pixel", "auto", "old + scale auto"),
                 ("old", "joint", "none", "old (v3's, native scale)"), ("old", "joint", "auto", "old + scale auto"),
-                *((c, loss, "auto", c) for c in CANDIDATES for loss in LOSSES)]
+                *((c, loss, "auto", c) for c in CANDIDATES for loss in LOSSES),
+                *((w, "pixel", "auto", f"{w} (W-Net, 2x2 blocks)") for w in WNET_RECIPES)]
     pooled_settings = {}
     for recipe, loss, variant, label in settings:
         row = pooled(results, recipe, loss, variant=variant)
@@ -338,6 +356,14 @@ def table(results: dict[str, Any]) -> str:
         elif old and new:
             verdict = recipe_verdict(old, new)
             lines.append(f"Recipe rule (pixel-wise): adopt {candidate} = {verdict['adopt']} ({verdict['checks']})")
+    for small, base in WNET_RECIPES.items():
+        compact, row = pooled_settings.get((base, "pixel", "auto")), pooled_settings.get((small, "pixel", "auto"))
+        if compact and row and row["seeds"] != list(SEEDS):
+            lines.append(f"Network rule: {small} has seeds {row['seeds']} of {list(SEEDS)}: no verdict")
+        elif compact and row:
+            verdict = network_verdict(compact, row)
+            lines.append(f"Network rule (accuracy, against the compact U-Net at {base}): holds = "
+                         f"{verdict['holds']} ({verdict['checks']})")
     for recipe in RECIPES:
         verdict = loss_verdict(results, recipe, variant="auto")
         if verdict["pairs"]:
@@ -376,4 +402,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from keras_vessel_cli.errors import quiet_tensorflow
+
+    quiet_tensorflow()  # our progress lines, not TensorFlow's CUDA probing
     main()

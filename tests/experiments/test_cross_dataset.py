@@ -105,20 +105,50 @@ def test_the_transfer_config_is_the_recipe_the_protocol_ran():
 
 def test_every_planned_run_builds_a_valid_config(tmp_path):
     runs = planned_runs()
-    assert len(runs) == len(RECIPES) * 2 * 2 * len(cross_dataset.SEEDS)
+    networks = cross_dataset.WNET_RECIPES
+    assert len(runs) == ((len(RECIPES) - len(networks)) * 2 + len(networks)) * 2 * len(cross_dataset.SEEDS)
     assert len({run.name for run in runs}) == len(runs)
     for run in runs:
         command = run.train_command("keras-vessel", tmp_path / "records", tmp_path / "runs")
         configs = [command[i + 1] for i, part in enumerate(command) if part == "--config"]
         sets = [command[i + 1] for i, part in enumerate(command) if part == "--set"]
         config = load_config(configs, sets)
+        recipe = networks.get(run.recipe, run.recipe)
         assert config.loss.kind == run.loss and config.train.seed == run.seed
-        assert config.train.epochs * config.train.steps_per_epoch == cross_dataset.STEPS
+        assert config.model.name == ("wnet" if run.recipe in networks else "unet")
+        steps = config.train.epochs * config.train.steps_per_epoch
+        assert steps == cross_dataset.STEPS or run.recipe in cross_dataset.WALL_TIME_EPOCHS
         assert config.data.train_records == str(tmp_path / "records" / run.source / "training")
-        assert config.data.normalisation == ("local" if run.recipe.startswith("new") else "dataset")
-        assert config.data.fov_diameter == (0.0 if run.recipe == "old" else 540.0)
-        assert (config.data.augment.gamma > 0) == (run.recipe not in ("old", "aug_nophoto"))
-        assert config.data.channel == ("green" if run.recipe == "new" else "rgb")
+        assert config.data.normalisation == ("local" if recipe.startswith("new") else "dataset")
+        assert config.data.fov_diameter == (0.0 if recipe == "old" else 540.0)
+        assert (config.data.augment.gamma > 0) == (recipe not in ("old", "aug_nophoto"))
+        assert config.data.channel == ("green" if recipe == "new" else "rgb")
+
+
+def test_the_wnet_runs_differ_from_their_recipe_only_in_the_network_and_budget(tmp_path):
+    for small, base in cross_dataset.WNET_RECIPES.items():
+        def config_of(recipe):
+            run = Run(recipe, "pixel", "drive", 0)
+            command = run.train_command("keras-vessel", tmp_path / "records", tmp_path / "runs")
+            configs = [command[i + 1] for i, part in enumerate(command) if part == "--config"]
+            sets = [command[i + 1] for i, part in enumerate(command) if part == "--set"]
+            return config_to_dict(load_config(configs, sets))
+
+        mine, theirs = config_of(small), config_of(base)
+        assert mine["model"] == {"name": "wnet", "options": {"base_filters": 8, "depth": 2, "block": 2}}
+        assert mine["data"] == theirs["data"] and mine["loss"] == theirs["loss"]
+        assert {k: v for k, v in mine["train"].items() if k != "epochs"} == \
+            {k: v for k, v in theirs["train"].items() if k != "epochs"}
+
+
+def test_network_rule_needs_in_domain_within_tolerance_and_cross_not_lower():
+    compact = {"in_drive": 0.975, "in_chase_db1": 0.978, "cross_mean": 0.94}
+    assert cross_dataset.network_verdict(compact, {"in_drive": 0.9731, "in_chase_db1": 0.978,
+                                                   "cross_mean": 0.94})["holds"]
+    assert not cross_dataset.network_verdict(compact, {"in_drive": 0.9729, "in_chase_db1": 0.979,
+                                                       "cross_mean": 0.95})["holds"]
+    assert not cross_dataset.network_verdict(compact, {"in_drive": 0.976, "in_chase_db1": 0.979,
+                                                       "cross_mean": 0.9399})["holds"]
 
 
 def test_each_aug_ablation_differs_from_aug_only_in_what_it_takes_out_and_sets_that_to_zero():
