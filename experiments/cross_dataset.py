@@ -324,6 +324,11 @@ def score_all(runs: Sequence[Run], out: Path, results_path: Path, *, data: Path)
     return results
 
 
+def _cell(value: float, digits: int) -> str:
+    """A table number, or "-" where a setting has no run of that source yet."""
+    return "-" if value != value else f"{value:.{digits}f}"
+
+
 def table(results: dict[str, Any]) -> str:
     """The markdown tables of docs/RESULTS.md, with the rules' verdicts."""
     header = ("| recipe | loss | seeds | in-domain DRIVE | in-domain CHASE_DB1 | DRIVE -> CHASE_DB1 | "
@@ -340,13 +345,13 @@ def table(results: dict[str, Any]) -> str:
         if not row["seeds"]:
             continue
         pooled_settings[(recipe, loss, variant)] = row
-        lines.append(
-            f"| {label} | {loss} | {','.join(map(str, row['seeds']))} | {row['in_drive']:.4f} | "
-            f"{row['in_chase_db1']:.4f} | {row['cross_drive_to_chase_db1']:.4f} | "
-            f"{row['cross_chase_db1_to_drive']:.4f} | {row['cross_mean']:.4f} | {row['worst_AUC']:.4f} | "
-            f"{row['worst_F1']:.3f} | {row['cross_drive_to_chase_db1_F1']:.3f} / "
-            f"{row['cross_chase_db1_to_drive_F1']:.3f} | {row['thin_in_drive']:.3f} / {row['thin_in_chase_db1']:.3f} |"
-        )
+        cells = [label, loss, ",".join(map(str, row["seeds"])),
+                 *(_cell(row[key], 4) for key in ("in_drive", "in_chase_db1", "cross_drive_to_chase_db1",
+                                                  "cross_chase_db1_to_drive", "cross_mean", "worst_AUC")),
+                 _cell(row["worst_F1"], 3),
+                 f"{_cell(row['cross_drive_to_chase_db1_F1'], 3)} / {_cell(row['cross_chase_db1_to_drive_F1'], 3)}",
+                 f"{_cell(row['thin_in_drive'], 3)} / {_cell(row['thin_in_chase_db1'], 3)}"]
+        lines.append("| " + " | ".join(cells) + " |")
     old = pooled_settings.get(("old", "pixel", "none"))
     lines.append("")
     for candidate in CANDIDATES:
