@@ -199,3 +199,22 @@ def test_the_table_gives_no_recipe_verdict_before_both_seeds():
     assert "aug has seeds [0] of [0, 1]: no verdict" in cross_dataset.table(with_old_as_shipped(entries))
     entries[("aug", "pixel", "drive", 1)] = entries[("aug", "pixel", "chase_db1", 1)] = (0.977, 0.96, 0.94)
     assert "adopt aug = True" in cross_dataset.table(with_old_as_shipped(entries))
+
+
+def test_the_general_config_trains_the_adopted_recipe_on_both_datasets():
+    """configs/general.yaml is the recipe rule's adopted recipe, only with both datasets and 9000 steps."""
+    def resolved(configs, sets=()):
+        config = config_to_dict(load_config(configs, list(sets)))
+        config["data"].pop("train_records")
+        config["train"].pop("epochs")
+        config.pop("name")
+        return config
+
+    run = Run(cross_dataset.GENERAL_RECIPE, "pixel", "drive", 0)
+    command = run.train_command("keras-vessel", Path("records"), Path("runs"))
+    configs = [command[i + 1] for i, part in enumerate(command) if part == "--config"]
+    sets = [command[i + 1] for i, part in enumerate(command) if part == "--set"]
+    general = load_config([REPO / "configs" / "general.yaml"])
+    assert general.data.train_records == ["data/drive/training", "data/chase_db1/training"]
+    assert general.train.epochs * general.train.steps_per_epoch == 9000
+    assert resolved([REPO / "configs" / "general.yaml"]) == resolved(configs, sets)
