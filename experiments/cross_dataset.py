@@ -64,6 +64,7 @@ RECIPES.update({name: (RECIPES["aug"][0], RECIPES["aug"][1] + sets) for name, se
 CANDIDATES = ("new", "new_rgb", "aug", *AUG_ABLATIONS)
 # The recipe the recipe rule adopted (docs/RESULTS.md section 1): configs/general.yaml trains it on both datasets.
 GENERAL_RECIPE = "aug_sharp"
+GENERAL_LOSS = "joint"  # the loss rule (`loss_verdict`) at GENERAL_RECIPE
 # Issue 23's small network (notebook entry e): the W-Net with 8 filters, depth 2, on 2x2 pixel groups, run at a
 # recipe as "<recipe>_wnet" and judged against the compact U-Net's runs of that recipe (`network_verdict`).
 WNET_SETS = ("model.name=wnet", "model.options.base_filters=8", "model.options.depth=2", "model.options.block=2")

@@ -1,5 +1,6 @@
 """The cross-dataset protocol's scoring and rules (docs/notebook/2026-12-02-cross-dataset-protocol.md)."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -202,7 +203,7 @@ def test_the_table_gives_no_recipe_verdict_before_both_seeds():
 
 
 def test_the_general_config_trains_the_adopted_recipe_on_both_datasets():
-    """configs/general.yaml is the recipe rule's adopted recipe, only with both datasets and 9000 steps."""
+    """configs/general.yaml is the adopted recipe with the loss rule's loss, only with both datasets and 9000 steps."""
     def resolved(configs, sets=()):
         config = config_to_dict(load_config(configs, list(sets)))
         config["data"].pop("train_records")
@@ -210,7 +211,7 @@ def test_the_general_config_trains_the_adopted_recipe_on_both_datasets():
         config.pop("name")
         return config
 
-    run = Run(cross_dataset.GENERAL_RECIPE, "pixel", "drive", 0)
+    run = Run(cross_dataset.GENERAL_RECIPE, cross_dataset.GENERAL_LOSS, "drive", 0)
     command = run.train_command("keras-vessel", Path("records"), Path("runs"))
     configs = [command[i + 1] for i, part in enumerate(command) if part == "--config"]
     sets = [command[i + 1] for i, part in enumerate(command) if part == "--set"]
@@ -218,3 +219,8 @@ def test_the_general_config_trains_the_adopted_recipe_on_both_datasets():
     assert general.data.train_records == ["data/drive/training", "data/chase_db1/training"]
     assert general.train.epochs * general.train.steps_per_epoch == 9000
     assert resolved([REPO / "configs" / "general.yaml"]) == resolved(configs, sets)
+
+
+def test_the_general_loss_is_the_loss_rules_verdict_on_the_committed_results():
+    verdict = cross_dataset.loss_verdict(json.loads(cross_dataset.RESULTS.read_text()), cross_dataset.GENERAL_RECIPE)
+    assert cross_dataset.GENERAL_LOSS == ("joint" if verdict["ahead"] else "pixel")
