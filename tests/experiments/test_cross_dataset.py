@@ -104,16 +104,21 @@ def test_the_transfer_config_is_the_recipe_the_protocol_ran():
     assert as_run == from_file
 
 
+def run_config(run, records=Path("records"), out=Path("runs")):
+    """The config `keras-vessel train` resolves from a run's command (its --config files and --set values)."""
+    command = run.train_command("keras-vessel", records, out)
+    configs = [command[i + 1] for i, part in enumerate(command) if part == "--config"]
+    sets = [command[i + 1] for i, part in enumerate(command) if part == "--set"]
+    return load_config(configs, sets)
+
+
 def test_every_planned_run_builds_a_valid_config(tmp_path):
     runs = planned_runs()
     networks = cross_dataset.WNET_RECIPES
     assert len(runs) == ((len(RECIPES) - len(networks)) * 2 + len(networks)) * 2 * len(cross_dataset.SEEDS)
     assert len({run.name for run in runs}) == len(runs)
     for run in runs:
-        command = run.train_command("keras-vessel", tmp_path / "records", tmp_path / "runs")
-        configs = [command[i + 1] for i, part in enumerate(command) if part == "--config"]
-        sets = [command[i + 1] for i, part in enumerate(command) if part == "--set"]
-        config = load_config(configs, sets)
+        config = run_config(run, tmp_path / "records", tmp_path / "runs")
         recipe = networks.get(run.recipe, run.recipe)
         assert config.loss.kind == run.loss and config.train.seed == run.seed
         assert config.model.name == ("wnet" if run.recipe in networks else "unet")
@@ -126,16 +131,9 @@ def test_every_planned_run_builds_a_valid_config(tmp_path):
         assert config.data.channel == ("green" if recipe == "new" else "rgb")
 
 
-def test_the_wnet_runs_differ_from_their_recipe_only_in_the_network_and_budget(tmp_path):
+def test_the_wnet_runs_differ_from_their_recipe_only_in_the_network_and_budget():
     for small, base in cross_dataset.WNET_RECIPES.items():
-        def config_of(recipe):
-            run = Run(recipe, "pixel", "drive", 0)
-            command = run.train_command("keras-vessel", tmp_path / "records", tmp_path / "runs")
-            configs = [command[i + 1] for i, part in enumerate(command) if part == "--config"]
-            sets = [command[i + 1] for i, part in enumerate(command) if part == "--set"]
-            return config_to_dict(load_config(configs, sets))
-
-        mine, theirs = config_of(small), config_of(base)
+        mine, theirs = (config_to_dict(run_config(Run(recipe, "pixel", "drive", 0))) for recipe in (small, base))
         assert mine["model"] == {"name": "wnet", "options": {"base_filters": 8, "depth": 2, "block": 2}}
         assert mine["data"] == theirs["data"] and mine["loss"] == theirs["loss"]
         assert {k: v for k, v in mine["train"].items() if k != "epochs"} == \
@@ -154,11 +152,7 @@ def test_network_rule_needs_in_domain_within_tolerance_and_cross_not_lower():
 
 def test_each_aug_ablation_differs_from_aug_only_in_what_it_takes_out_and_sets_that_to_zero():
     def flat(recipe):
-        run = Run(recipe, "pixel", "drive", 0)
-        command = run.train_command("keras-vessel", Path("records"), Path("runs"))
-        configs = [command[i + 1] for i, part in enumerate(command) if part == "--config"]
-        sets = [command[i + 1] for i, part in enumerate(command) if part == "--set"]
-        data = config_to_dict(load_config(configs, sets))["data"]
+        data = config_to_dict(run_config(Run(recipe, "pixel", "drive", 0)))["data"]
         return {**{k: v for k, v in data.items() if k != "augment"},
                 **{f"augment.{k}": v for k, v in data["augment"].items()}}
 
@@ -204,21 +198,18 @@ def test_the_table_gives_no_recipe_verdict_before_both_seeds():
 
 def test_the_general_config_trains_the_adopted_recipe_on_both_datasets():
     """configs/general.yaml is the adopted recipe with the loss rule's loss, only with both datasets and 9000 steps."""
-    def resolved(configs, sets=()):
-        config = config_to_dict(load_config(configs, list(sets)))
+    def resolved(config):
+        config = config_to_dict(config)
         config["data"].pop("train_records")
         config["train"].pop("epochs")
         config.pop("name")
         return config
 
-    run = Run(cross_dataset.GENERAL_RECIPE, cross_dataset.GENERAL_LOSS, "drive", 0)
-    command = run.train_command("keras-vessel", Path("records"), Path("runs"))
-    configs = [command[i + 1] for i, part in enumerate(command) if part == "--config"]
-    sets = [command[i + 1] for i, part in enumerate(command) if part == "--set"]
     general = load_config([REPO / "configs" / "general.yaml"])
     assert general.data.train_records == ["data/drive/training", "data/chase_db1/training"]
     assert general.train.epochs * general.train.steps_per_epoch == 9000
-    assert resolved([REPO / "configs" / "general.yaml"]) == resolved(configs, sets)
+    protocol = run_config(Run(cross_dataset.GENERAL_RECIPE, cross_dataset.GENERAL_LOSS, "drive", 0))
+    assert resolved(general) == resolved(protocol)
 
 
 def test_the_general_loss_is_the_loss_rules_verdict_on_the_committed_results():
