@@ -40,7 +40,7 @@ def conv_flops(model, shape: tuple[int, int]) -> int:
     import keras
 
     probe = keras.Model(model.inputs, [layer.output for layer in _convs(model)])
-    outputs = probe(np.zeros((1, *shape, 3), "float32"))
+    outputs = probe([np.zeros((1, *shape, 3), "float32")])
     total = 0
     for layer, out in zip(_convs(model), outputs):
         kernel = layer.kernel.shape  # (kh, kw, in, out) or, transposed, (kh, kw, out, in)
@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     from keras_vessel.models import as_inference_model, build_model, model_stride
     from keras_vessel.models.inference import predict_probability
     from keras_vessel.training import build_steps
+
+    tf.get_logger().setLevel("ERROR")  # one trace per network is the point, not a retracing problem
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=5, help="DRIVE test images per inference round")
@@ -110,22 +112,27 @@ def main(argv: list[str] | None = None) -> int:
 
     base = next(iter(setups.values()))
     rows = {}
-    lines = ["| network | parameters | GFLOP / DRIVE image | ms / DRIVE image | ms / training step | FLOPs ratio | "
-             "inference ratio | step ratio |", "|---|---|---|---|---|---|---|---|"]
     for title, setup in setups.items():
         infer, train = statistics.median(setup["infer"]), statistics.median(setup["train"])
-        row = {"parameters": setup["parameters"], "gflops_per_drive_image": setup["flops"] / 1e9,
-               "inference_ms": 1000 * infer, "train_step_ms": 1000 * train,
-               "flops_ratio": setup["flops"] / base["flops"],
-               "inference_ratio": infer / statistics.median(base["infer"]),
-               "train_step_ratio": train / statistics.median(base["train"])}
-        rows[title] = row
+        rows[title] = {"parameters": setup["parameters"], "gflops_per_drive_image": setup["flops"] / 1e9,
+                       "inference_ms": 1000 * infer, "train_step_ms": 1000 * train,
+                       "flops_ratio": setup["flops"] / base["flops"],
+                       "inference_ratio": infer / statistics.median(base["infer"]),
+                       "train_step_ratio": train / statistics.median(base["train"])}
+    print(table(rows))
+    finish(record, {"networks": rows}, args.output)
+    return 0
+
+
+def table(rows: dict[str, dict]) -> str:
+    """The markdown table of `rows` ({network title: the numbers `main` measures}), first row the reference."""
+    lines = ["| network | parameters | GFLOP / DRIVE image | ms / DRIVE image | ms / training step | FLOPs ratio | "
+             "inference ratio | step ratio |", "|---|---|---|---|---|---|---|---|"]
+    for title, row in rows.items():
         lines.append(f"| {title} | {row['parameters']:,} | {row['gflops_per_drive_image']:.1f} | "
                      f"{row['inference_ms']:.0f} | {row['train_step_ms']:.0f} | {row['flops_ratio']:.3f} | "
                      f"{row['inference_ratio']:.2f} | {row['train_step_ratio']:.2f} |")
-    print("\n".join(lines))
-    finish(record, {"networks": rows}, args.output)
-    return 0
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,8 @@ GENERAL_RECIPE = "aug_sharp"
 GENERAL_LOSS = "joint"  # the loss rule (`loss_verdict`) at GENERAL_RECIPE
 # Issue 23's small network (notebook entry e): the W-Net with 8 filters, depth 2, on 2x2 pixel groups, run at a
 # recipe as "<recipe>_wnet" and judged against the compact U-Net's runs of that recipe (`network_verdict`).
-WNET_SETS = ("model.name=wnet", "model.options.base_filters=8", "model.options.depth=2", "model.options.block=2")
+WNET_OPTIONS = {"base_filters": 8, "depth": 2, "block": 2}
+WNET_SETS = ("model.name=wnet", *(f"model.options.{key}={value}" for key, value in WNET_OPTIONS.items()))
 WNET_RECIPES = {"aug_sharp_wnet": GENERAL_RECIPE}
 RECIPES.update({name: (RECIPES[base][0], RECIPES[base][1] + WNET_SETS) for name, base in WNET_RECIPES.items()})
 # The W-Net's budget in epochs of 100 steps: the compact U-Net's 3000 steps in the same wall time on the same

@@ -244,12 +244,55 @@ def robustness_table() -> str:
     return shift_table(json.loads(SHIFTED.read_text())) if SHIFTED.is_file() else "(not run yet)"
 
 
+def networks_table() -> str:
+    """Issue 23 side by side: the W-Net against the compact U-Net, speed (`benchmarks.bench_networks`, run
+    alone) and accuracy (the cross-dataset protocol at the same recipe and wall time), with the network rule."""
+    from benchmarks.bench_networks import NETWORKS
+    from benchmarks.common import RESULTS as BENCHMARKS
+    from experiments.cross_dataset import RESULTS as CROSS, WNET_OPTIONS, WNET_RECIPES, network_verdict, pooled
+
+    speed_file = BENCHMARKS / "networks.json"
+    if not (speed_file.is_file() and CROSS.is_file()):
+        return "(not run yet)"
+    speed = json.loads(speed_file.read_text())
+    cross = json.loads(CROSS.read_text())
+    compact_title = next(iter(NETWORKS))
+    wnet_title = next(title for title, (name, options) in NETWORKS.items()
+                      if name == "wnet" and options == WNET_OPTIONS)
+    header = ("| network | recipe | seeds | parameters | GFLOP / DRIVE image | ms / DRIVE image | ms / training step | "
+              "inference ratio | step ratio | in-domain DRIVE | in-domain CHASE_DB1 | cross mean | Se thin in D / C |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    verdicts = []
+    for small, base in WNET_RECIPES.items():
+        rows = {}
+        for title, recipe in ((compact_title, base), (wnet_title, small)):
+            bench, accuracy = speed["results"]["networks"][title], pooled(cross, recipe, "pixel")
+            rows[title] = accuracy
+            lines.append(f"| {title} | {recipe} | {','.join(map(str, accuracy['seeds']))} | {bench['parameters']:,} | "
+                         f"{bench['gflops_per_drive_image']:.1f} | {bench['inference_ms']:.0f} | "
+                         f"{bench['train_step_ms']:.0f} | {bench['inference_ratio']:.2f} | "
+                         f"{bench['train_step_ratio']:.2f} | {accuracy['in_drive']:.4f} | "
+                         f"{accuracy['in_chase_db1']:.4f} | {accuracy['cross_mean']:.4f} | "
+                         f"{accuracy['thin_in_drive']:.3f} / {accuracy['thin_in_chase_db1']:.3f} |")
+        accuracy_rule = network_verdict(rows[compact_title], rows[wnet_title])
+        ratio = speed["results"]["networks"][wnet_title]["inference_ratio"]
+        verdicts.append(f"Network rule ({small}): accuracy holds = {accuracy_rule['holds']} "
+                        f"({accuracy_rule['checks']}); inference at most a third = {ratio <= 1 / 3} "
+                        f"(ratio {ratio:.2f}); adopt = {accuracy_rule['holds'] and ratio <= 1 / 3}")
+    machine = speed["machine"]
+    return "\n".join([*lines, "", *verdicts, "",
+                      f"Speed measured on {machine['processor']}, {machine['cpu_count']} cores "
+                      f"({', '.join(machine['cpu_flags'])}), load average {speed['load_average_start'][0]:.2f} "
+                      f"at start: `{speed['command']}`"])
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "paper": paper_table,
     "joint": joint_table,
     "ablation": ablation_table,
     "cross_dataset": cross_dataset_table,
     "robustness": robustness_table,
+    "networks": networks_table,
 }
 BLOCK = re.compile(r"(<!-- table: (?P<name>[a-z_]+) [^>]*-->\n)(?P<body>.*?)(<!-- end of table -->)", re.S)
 
@@ -300,4 +343,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from keras_vessel_cli.errors import quiet_tensorflow
+
+    quiet_tensorflow()  # the tables, not TensorFlow's CUDA probing
     main()
