@@ -78,14 +78,14 @@ def test_saved_config_loads_back_identically(tmp_path):
     assert config_to_dict(config)["model"]["options"] == {"depth": 2}
 
 
-RUN_CONFIGS = ["compact.yaml", "yan2018.yaml", "demo.yaml", "general.yaml"]  # whole runs; the rest are parts
+RUN_CONFIGS = ["compact.yaml", "yan2018.yaml", "demo.yaml", "general.yaml", "general_wnet.yaml"]  # whole runs; the rest are parts
 
 
 @pytest.mark.parametrize("name", RUN_CONFIGS)
 def test_shipped_run_configs_load(name):
     config = load_config(REPO / "configs" / name)
     assert config.name == Path(name).stem
-    assert config.model.name in ("unet", "yan2018")
+    assert config.model.name in ("unet", "yan2018", "wnet")
 
 
 @pytest.mark.parametrize("part", ["transfer.yaml", *(f"datasets/{p.name}" for p in (REPO / "configs" / "datasets").glob("*.yaml"))])

@@ -196,15 +196,18 @@ def test_the_table_gives_no_recipe_verdict_before_both_seeds():
     assert "adopt aug = True" in cross_dataset.table(with_old_as_shipped(entries))
 
 
+def without_records_and_budget(config) -> dict:
+    """A resolved config as a dict, less what a general model changes from a protocol run."""
+    config = config_to_dict(config)
+    config["data"].pop("train_records")
+    config["train"].pop("epochs")
+    config.pop("name")
+    return config
+
+
 def test_the_general_config_trains_the_adopted_recipe_on_both_datasets():
     """configs/general.yaml is the adopted recipe with the loss rule's loss, only with both datasets and 9000 steps."""
-    def resolved(config):
-        config = config_to_dict(config)
-        config["data"].pop("train_records")
-        config["train"].pop("epochs")
-        config.pop("name")
-        return config
-
+    resolved = without_records_and_budget
     general = load_config([REPO / "configs" / "general.yaml"])
     assert general.data.train_records == ["data/drive/training", "data/chase_db1/training"]
     assert general.train.epochs * general.train.steps_per_epoch == 9000
@@ -215,3 +218,14 @@ def test_the_general_config_trains_the_adopted_recipe_on_both_datasets():
 def test_the_general_loss_is_the_loss_rules_verdict_on_the_committed_results():
     verdict = cross_dataset.loss_verdict(json.loads(cross_dataset.RESULTS.read_text()), cross_dataset.GENERAL_RECIPE)
     assert cross_dataset.GENERAL_LOSS == ("joint" if verdict["ahead"] else "pixel")
+
+
+def test_the_general_wnet_config_is_the_general_config_on_the_protocols_wnet():
+    general_wnet = load_config([REPO / "configs" / "general_wnet.yaml"])
+    assert general_wnet.model.name == "wnet" and general_wnet.model.options == cross_dataset.WNET_OPTIONS
+    general = without_records_and_budget(load_config([REPO / "configs" / "general.yaml"]))
+    mine = without_records_and_budget(general_wnet)
+    assert {**mine, "model": general["model"]} == general
+    (wnet_recipe,) = cross_dataset.WNET_RECIPES
+    protocol = run_config(Run(wnet_recipe, cross_dataset.GENERAL_LOSS, "drive", 0))
+    assert mine == without_records_and_budget(protocol)
