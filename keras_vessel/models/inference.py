@@ -63,7 +63,7 @@ TTA_MODES = {
 
 # The model shipped in the repository (saved_models/MODEL_CARD.md), the one `predict` uses without
 # --model; it is not packaged into wheels, so it exists in a checkout or an editable install.
-BUNDLED_MODEL = Path(__file__).resolve().parents[2] / "saved_models" / "drive_unet" / "model.keras"
+BUNDLED_MODEL = Path(__file__).resolve().parents[2] / "saved_models" / "general_unet" / "model.keras"
 
 
 def check_tta(tta: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -30,6 +31,17 @@ def test_the_bundled_model_records_its_scale_and_threshold_and_has_a_served_vers
     assert (latest_version() / "saved_model.pb").is_file()
     card = (SAVED.parent / "MODEL_CARD.md").read_text()
     assert SAVED.name in card and f"{model_fov_diameter(model):.0f}" in card
+
+
+def test_the_bundled_model_was_trained_by_the_general_config():
+    """`keras-vessel train --config configs/general.yaml` remakes it: only where the records were differs."""
+    from keras_vessel.config import config_to_dict, load_config
+
+    trained = config_to_dict(load_config([SAVED / "training_config.yaml"]))
+    general = config_to_dict(load_config([SAVED.parents[1] / "configs" / "general.yaml"]))
+    assert [Path(folder).parent.name for folder in trained["data"].pop("train_records")] == ["drive", "chase_db1"]
+    general["data"].pop("train_records")
+    assert trained == general
 
 
 @pytest.mark.data
