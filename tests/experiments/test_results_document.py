@@ -1,8 +1,10 @@
 """docs/RESULTS.md is one page for users whose tables are generated from the committed results files."""
 
+import json
 from pathlib import Path
 
-from experiments.summarize import BLOCK, TABLES, render
+import benchmarks.common
+from experiments.summarize import BLOCK, TABLES, networks_table, render
 
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "RESULTS.md"
 
@@ -23,3 +25,16 @@ def test_rendering_replaces_only_the_blocks():
     rendered = render(text)
     assert rendered.startswith("before\n<!-- table: joint (x) -->\n| dataset |")
     assert rendered.endswith("<!-- end of table -->\nafter\n") and "old rows" not in rendered
+
+
+def test_the_network_rule_needs_a_third_of_the_inference_time(tmp_path, monkeypatch):
+    committed = json.loads((benchmarks.common.RESULTS / "networks.json").read_text())
+    monkeypatch.setattr(benchmarks.common, "RESULTS", tmp_path)
+    for ratio, adopted in ((0.30, True), (0.34, False)):
+        speed = json.loads(json.dumps(committed))
+        for row in speed["results"]["networks"].values():
+            if row["inference_ratio"] < 1:
+                row["inference_ratio"] = ratio
+        (tmp_path / "networks.json").write_text(json.dumps(speed))
+        text = networks_table()
+        assert f"(ratio {ratio:.2f}); adopt = {adopted}" in text
