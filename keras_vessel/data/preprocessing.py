@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
+from keras_vessel.data.scaling import otsu_level
 from keras_vessel.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -202,6 +203,11 @@ def derive_fov(
        compression (DRIVE's is not pure black), while the dim rim of the
        aperture is above ~20 (a higher cut, e.g. 15 % of p99, loses rim
        vessels on CHASE_DB1).
+       If all four corners of the image are above that cut (a surround
+       brighter than the cut: an over-exposed or hazy photograph, a grey
+       frame), the cut is raised to Otsu's threshold of the intensity, which
+       separates the two modes, as the scale estimate does
+       (`keras_vessel.data.scaling.fov_diameter`).
     3. Keep the largest 8-connected component (drops text, stray JPEG noise).
     4. Fill holes (dark lesions, the fovea or vessels inside the disc).
     5. Erode by ``erosion`` pixels with a disc, so that the blurred, dim rim
@@ -229,6 +235,9 @@ def derive_fov(
     intensity = np.maximum(rgb[:, :, 0], luminance)
     if threshold is None:
         threshold = max(15.0, 0.06 * float(np.percentile(intensity, 99)))
+        if all(corner > threshold for corner in _corner_means(intensity)):
+            # levels <= Otsu's level are surround, as in the scale estimate's fallback
+            threshold = max(threshold, float(otsu_level(intensity)) + 0.5)
     foreground = intensity > threshold
     components, count = ndimage.label(foreground, structure=np.ones((3, 3), bool))
     if count == 0:
@@ -246,6 +255,12 @@ def derive_fov(
         padded = np.pad(fov, radius, mode="edge")
         fov = ndimage.binary_erosion(padded, structure=disc)[radius:-radius, radius:-radius]
     return np.asarray(fov, dtype=bool)
+
+
+def _corner_means(intensity: np.ndarray, size: int = 5) -> list[float]:
+    """Mean intensity of the ``size`` x ``size`` block at each corner of an (H, W) image."""
+    return [float(intensity[rows, cols].mean()) for rows in (slice(None, size), slice(-size, None))
+            for cols in (slice(None, size), slice(-size, None))]
 
 
 def clahe(

@@ -50,6 +50,7 @@ __all__ = [
     "fov_mask",
     "image_fov",
     "mask_diameter",
+    "otsu_level",
     "prediction_region",
     "resample",
     "resize_to",

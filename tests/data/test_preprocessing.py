@@ -232,6 +232,16 @@ def test_derive_fov_fills_holes_and_drops_stray_components():
     np.testing.assert_array_equal(fov, _disc())
 
 
+@pytest.mark.parametrize("surround", [40, 90])
+def test_derive_fov_finds_the_disc_in_a_surround_brighter_than_the_fixed_cut(surround):
+    """A grey (hazy, over-exposed) surround is above max(15, 6 % of p99): Otsu's cut takes over."""
+    image = _fundus()
+    outside = ~_disc()
+    image[outside] = surround + RNG.integers(0, 6, size=(int(outside.sum()), 3), dtype=np.uint8)
+    assert (derive_fov(image, threshold=15).mean()) == 1.0  # what the fixed cut alone gives
+    np.testing.assert_array_equal(derive_fov(image, erosion=0), _disc())
+
+
 def test_derive_fov_explicit_threshold_and_dark_image():
     image = _fundus()
     assert not derive_fov(image, threshold=250).any()
