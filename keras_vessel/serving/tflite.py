@@ -18,6 +18,7 @@ int8 weights, float activations, about a quarter of the size).
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -98,9 +99,15 @@ def _convert(model: keras.Model, shape: list, weights: str) -> bytes:
     def serve(images: tf.Tensor) -> dict:
         return {"probability": tf.cast(model(images, training=False)[..., 0], tf.float32)}
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [convert_variables_to_constants_v2(serve.get_concrete_function())]
-    )
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)  # the converter's deprecation notice about trackable_obj is not the user's
+    try:
+        converter = tf.lite.TFLiteConverter.from_concrete_functions(
+            [convert_variables_to_constants_v2(serve.get_concrete_function())]
+        )
+    finally:
+        absl.setLevel(level)
     if weights != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if weights == "float16":
