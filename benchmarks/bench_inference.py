@@ -43,7 +43,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from benchmarks.common import add_output_argument, begin, drive_root, finish, hrf_sized_sample  # noqa: E402
+from benchmarks.common import add_output_argument, begin, drive_test_samples, finish, hrf_sized_sample  # noqa: E402
 
 TARGET_DRIVE_S = 0.3
 TARGET_HRF_GB = 4.0
@@ -68,19 +68,10 @@ def load_model(args: argparse.Namespace, folder: Path):
     return load_inference_model(path, heads="mean")
 
 
-def test_samples(count: int):
-    from keras_vessel.data.datasets import open_dataset
-
-    root = drive_root()
-    if root is None:
-        raise SystemExit("DRIVE not found; set KERAS_VESSEL_DATA to the folder holding DRIVE/")
-    return [spec.load() for spec in open_dataset("drive", root, "test")[:count]]
-
-
 def time_drive(args: argparse.Namespace) -> dict:
     from keras_vessel.models.inference import predict_probability
 
-    samples = test_samples(args.images)
+    samples = drive_test_samples(args.images)
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as temp:
         model = load_model(args, Path(temp))
     started = time.perf_counter()
@@ -131,7 +122,7 @@ def time_photo(args: argparse.Namespace) -> dict:
     """`predict_probability` with its defaults (scale auto) on a 3504x2336 photograph, median of 3 after a warm-up."""
     from keras_vessel.models.inference import inference_scale, predict_probability
 
-    image = photograph(test_samples(1)[0])
+    image = photograph(drive_test_samples(1)[0])
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as temp:
         model = load_model(args, Path(temp))
     predict_probability(model, image, tta=args.tta)  # warm-up (traces the graph for this size)
@@ -164,7 +155,7 @@ def child(case: str, args: argparse.Namespace) -> dict:
 
     from keras_vessel.models.inference import predict_probability
 
-    samples = test_samples(2)
+    samples = drive_test_samples(2)
     sample = samples[0] if case == "drive" else hrf_sized_sample(samples[0], samples[1])
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as temp:
         model = load_model(args, Path(temp))

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from benchmarks.common import add_output_argument, begin, drive_root, finish
+from benchmarks.common import add_output_argument, begin, drive_test_samples, finish
 
 NETWORKS = {
     "compact U-Net (base 12, depth 4)": ("unet", {"base_filters": 12, "depth": 4}),
@@ -61,7 +61,6 @@ def main(argv: list[str] | None = None) -> int:
     import keras
     import tensorflow as tf
 
-    from keras_vessel.data.datasets import open_dataset
     from keras_vessel.data.targets import pack_targets
     from keras_vessel.losses import build_losses
     from keras_vessel.models import as_inference_model, build_model, model_stride
@@ -76,11 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="training steps per round")
     add_output_argument(parser, "networks")
     args = parser.parse_args(argv)
-    root = drive_root()
-    if root is None:
-        raise SystemExit("DRIVE not found; set KERAS_VESSEL_DATA to the folder holding DRIVE/")
     record = begin("networks", args)
-    samples = [spec.load() for spec in open_dataset("drive", root, "test")[: args.images]]
+    samples = drive_test_samples(args.images)
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (8, 128, 128, 3)).astype("float32")
     label = (rng.random((8, 128, 128)) > 0.85).astype("float32")

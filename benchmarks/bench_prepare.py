@@ -32,7 +32,7 @@ from typing import Any, Callable  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.common import add_output_argument, begin, drive_root, finish, hrf_sized_sample  # noqa: E402
+from benchmarks.common import add_output_argument, begin, finish, hrf_sized_sample, require_drive_root  # noqa: E402
 from keras_vessel.data.datasets import Sample, open_dataset  # noqa: E402
 from keras_vessel.data.preprocessing import clahe  # noqa: E402
 from keras_vessel.data.segments import build_id_mask, skeleton_tube  # noqa: E402
@@ -113,9 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     cv2.setNumThreads(1)
-    root = drive_root()
-    if root is None:
-        raise SystemExit("DRIVE not found; set KERAS_VESSEL_DATA to the folder holding DRIVE/")
+    root = require_drive_root()
     record = begin("tfrecords.prepare_sample", args, extra_versions=("scipy", "scikit-image", "opencv-python-headless"))
     record["opencv_threads"] = cv2.getNumThreads()
     specs = open_dataset("drive", root, "training")[: args.images]

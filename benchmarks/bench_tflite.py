@@ -28,13 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import add_output_argument, begin, drive_root, finish
+from benchmarks.common import add_output_argument, begin, drive_test_samples, finish
 
 
 def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
-    from keras_vessel.data.datasets import open_dataset
     from keras_vessel.evaluation import metrics
     from keras_vessel.models import model_stride
     from keras_vessel.models.inference import bundled_model_path, load_inference_model
@@ -46,12 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed passes over the images")
     add_output_argument(parser, "tflite")
     args = parser.parse_args(argv)
-    root = drive_root()
-    if root is None:
-        raise SystemExit("DRIVE not found; set KERAS_VESSEL_DATA to the folder holding DRIVE/")
     model_path = args.model or bundled_model_path()
     record = begin("tflite", args)
-    samples = [spec.load() for spec in open_dataset("drive", root, "test")[: args.images]]
+    samples = drive_test_samples(args.images)
     model = load_inference_model(model_path)
     stride = model_stride(model)
     height, width = samples[0].image.shape[:2]

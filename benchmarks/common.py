@@ -41,6 +41,21 @@ def drive_root() -> Path | None:
     return path if path.is_dir() else None
 
 
+def require_drive_root() -> Path:
+    """The DRIVE folder, or SystemExit saying how to point to it."""
+    root = drive_root()
+    if root is None:
+        raise SystemExit("DRIVE not found; set KERAS_VESSEL_DATA to the folder holding DRIVE/")
+    return root
+
+
+def drive_test_samples(count: int) -> list[Any]:
+    """The first `count` DRIVE test `Sample`s, loaded (SystemExit when DRIVE is not there)."""
+    from keras_vessel.data.datasets import open_dataset
+
+    return [spec.load() for spec in open_dataset("drive", require_drive_root(), "test")[:count]]
+
+
 def hrf_sized_sample(first: Any, second: Any, *, name: str = "hrf_sized") -> Any:
     """An HRF-sized (2336x3504) `Sample` from two DRIVE samples upscaled x4, side by side, cropped.
 
