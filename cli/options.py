@@ -14,7 +14,7 @@ import click
 
 from keras_vessel_cli.errors import library_errors
 
-DATASET_NAMES = ["drive", "chase_db1", "stare", "hrf", "folder", "synthetic"]
+DATASET_NAMES = ["drive", "chase_db1", "stare", "hrf", "orvs", "les_av", "folder", "synthetic"]
 HEADS = ["mean", "segment", "pixel"]
 TTA_CHOICES = ["none", "flip", "d4"]
 SCALE_HELP = ("'auto' resamples each image so its field of view is as wide as the model's training images "

@@ -36,6 +36,21 @@ def chase_root() -> Path:
 
 
 @pytest.fixture(scope="session")
+def hrf_root() -> Path:
+    return _dataset_dir("HRF")
+
+
+@pytest.fixture(scope="session")
+def orvs_root() -> Path:
+    return _dataset_dir("ORVS")
+
+
+@pytest.fixture(scope="session")
+def les_av_root() -> Path:
+    return _dataset_dir("LES-AV")
+
+
+@pytest.fixture(scope="session")
 def synthetic_records(tmp_path_factory):
     """Prepare (once per session and arguments) a small synthetic training split into TFRecords."""
     made: dict[tuple[int, int, int], Path] = {}

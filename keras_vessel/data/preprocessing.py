@@ -36,6 +36,7 @@ __all__ = [
     "contrast_stretch",
     "derive_fov",
     "green_channel",
+    "read_graded_mask",
     "read_image",
     "read_mask",
 ]
@@ -167,6 +168,23 @@ def read_mask(path: str | PathLike) -> np.ndarray:
             f"mask {path} is not binary: expected at most two distinct values, "
             f"found {distinct.size}: [{shown}{more}]"
         )
+    return np.asarray(values > cut, dtype=bool)
+
+
+def read_graded_mask(path: str | PathLike, *, cut: int) -> np.ndarray:
+    """Read a lossy-compressed label (e.g. a JPEG) as ``(H, W)`` bool: True where the grey level is > ``cut``.
+
+    For labels that are not binary on disk, so `read_mask` refuses them: JPEG
+    artefacts spread the two values into many grey levels along every line.
+    Colour labels are read as their largest channel, like `read_mask`.
+    Raises DatasetError if the file is missing or undecodable.
+    """
+    image = _open_pil(path)
+    if image.mode in ("P", "PA", "RGBA", "LA", "I", "I;16", "F"):
+        image = image.convert("L")
+    values = np.asarray(image)
+    if values.ndim == 3:
+        values = values.max(axis=2)
     return np.asarray(values > cut, dtype=bool)
 
 

@@ -262,11 +262,11 @@ def test_label_with_three_values_lists_them(tmp_path):
 
 
 def test_datasets_dict_is_explicit():
-    assert set(DATASETS) == {"drive", "chase_db1", "stare", "hrf", "folder", "synthetic"}
+    assert set(DATASETS) == {"drive", "chase_db1", "stare", "hrf", "orvs", "les_av", "folder", "synthetic"}
 
 
 def test_unknown_dataset_lists_the_valid_ones(tmp_path):
-    with pytest.raises(DatasetError, match=r"unknown dataset 'drives'; valid datasets: drive, chase_db1, stare, hrf, folder, synthetic"):
+    with pytest.raises(DatasetError, match=r"unknown dataset 'drives'; valid datasets: drive, chase_db1, stare, hrf, orvs, les_av, folder, synthetic"):
         open_dataset("drives", tmp_path)
 
 

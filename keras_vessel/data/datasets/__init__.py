@@ -16,6 +16,8 @@ from keras_vessel.data.datasets.chase_db1 import open_chase_db1
 from keras_vessel.data.datasets.drive import open_drive
 from keras_vessel.data.datasets.folder import open_folder
 from keras_vessel.data.datasets.hrf import open_hrf
+from keras_vessel.data.datasets.les_av import open_les_av
+from keras_vessel.data.datasets.orvs import open_orvs
 from keras_vessel.data.datasets.stare import open_stare
 from keras_vessel.data.datasets.synthetic import SyntheticTruth, generate_sample, open_synthetic
 from keras_vessel.errors import DatasetError
@@ -36,6 +38,8 @@ DATASETS: dict[str, Callable[..., list[SampleSpec]]] = {
     "chase_db1": open_chase_db1,
     "stare": open_stare,
     "hrf": open_hrf,
+    "orvs": open_orvs,
+    "les_av": open_les_av,
     "folder": open_folder,
     "synthetic": open_synthetic,
 }

@@ -10,6 +10,8 @@ Categories: ``dr`` diabetic retinopathy, ``g`` glaucoma, ``h`` healthy, 15 of
 each. Split: images 01-05 of each category are "training", 06-15 "test". An
 image without its label is skipped with a warning naming the missing file
 (some redistributions lack a few labels); a missing FOV mask is an error.
+A copy holding one split only (``../shared/data/HRF`` is the training split,
+01-05) reads as it is: asking it for the other split is an error saying so.
 """
 
 from __future__ import annotations
@@ -61,4 +63,11 @@ def open_hrf(root: str | Path, split: str = "all") -> list[SampleSpec]:
         if fov is None:
             raise DatasetError(f"missing HRF FOV mask: expected {masks / (stem + '_mask.tif')}")
         specs.append(file_spec(stem, image_path, label, fov))
+    if not specs and split != "all":
+        numbers = "06-15" if split == "test" else "01-05"
+        raise DatasetError(
+            f"no HRF {split} images ({numbers} of each category) in {images}: this copy holds only "
+            f"{'the training split (01-05)' if split == 'test' else 'test images'}; "
+            f"use --split {'training' if split == 'test' else 'test'} or all"
+        )
     return specs
