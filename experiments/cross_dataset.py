@@ -273,24 +273,24 @@ def loss_verdict(results: dict[str, Any], recipe: str, *, variant: str = "auto")
 # --------------------------------------------------------------------------- driver
 
 
-def _load(path: Path) -> dict[str, Any]:
+def load_results(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {"runs": {}}
 
 
-def _save(path: Path, results: dict[str, Any]) -> None:
+def save_results(path: Path, results: dict[str, Any]) -> None:
     from keras_vessel.io import write_json_atomic
 
     write_json_atomic(path, results)
 
 
-def _finished(run_dir: Path) -> bool:
+def finished_run(run_dir: Path) -> bool:
     info = run_dir / "run.json"
     return info.is_file() and json.loads(info.read_text()).get("status") in ("completed", "early_stopped")
 
 
 def train_all(runs: Sequence[Run], out: Path, records: Path, *, jobs: int, keras_vessel: str) -> None:
     """Train every unfinished run, `jobs` at a time with one thread each, logging beside each folder."""
-    todo = [run for run in runs if not _finished(out / run.name)]
+    todo = [run for run in runs if not finished_run(out / run.name)]
     environment = dict(os.environ, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1") if jobs > 1 else None
     running: list[tuple[Run, subprocess.Popen, float]] = []
     while todo or running:
@@ -313,10 +313,10 @@ def train_all(runs: Sequence[Run], out: Path, records: Path, *, jobs: int, keras
 
 
 def score_all(runs: Sequence[Run], out: Path, results_path: Path, *, data: Path) -> dict[str, Any]:
-    results = _load(results_path)
+    results = load_results(results_path)
     for run in runs:
         run_dir = out / run.name
-        if not _finished(run_dir):
+        if not finished_run(run_dir):
             continue
         entry = results["runs"].setdefault(run.name, {"recipe": run.recipe, "loss": run.loss,
                                                        "source": run.source, "seed": run.seed, "scores": {}})
@@ -326,7 +326,7 @@ def score_all(runs: Sequence[Run], out: Path, results_path: Path, *, data: Path)
             if variant not in entry["scores"]:
                 print(f"score {run.name} ({variant})", file=sys.stderr, flush=True)
                 entry["scores"][variant] = score_run(run_dir, run.source, scale=variant, data=data)
-                _save(results_path, results)
+                save_results(results_path, results)
     return results
 
 
@@ -396,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-train", action="store_true", help="Only score the runs already trained.")
     args = parser.parse_args(argv)
     if args.summarize:
-        print(table(_load(args.results)))
+        print(table(load_results(args.results)))
         return
     runs = [run for run in planned_runs() if args.only is None or run.name in args.only]
     keras_vessel = str(Path(sys.executable).with_name("keras-vessel"))

@@ -1,0 +1,261 @@
+"""The leave-one-camera-out protocol (issue 30): train on four cameras, test on the fifth.
+
+Five development sets, one camera each (``../shared/docs/DATASETS.md``): DRIVE,
+CHASE_DB1, HRF (its training split), ORVS and LES-AV. Each run trains one
+recipe on the prepared training images of four of them (`keras-vessel train`,
+fixed budget, early stopping off) and stores its threshold, chosen on those
+four's training images (`train` does it). It is then scored on every image
+of the fifth camera, none of which it has seen, at the labels' native
+resolution: pooled AUC, per-image mean F1, the worst image (AUC and F1) and
+thin-vessel sensitivity. Nothing about the left-out camera chooses anything.
+
+Scoring variants of one run (`VARIANTS`): ``auto`` (each photograph resampled
+to the FOV diameter the model was trained at, the stored threshold),
+``auto_otsu`` (the same probabilities, a per-image Otsu threshold inside the
+FOV: the mask rule of item 5) and ``fov810`` (each photograph run at a
+810 px field of view, 1.5x the training scale: the camera's median FOV
+diameter gives one factor for the whole camera; the stored threshold).
+
+    .venv/bin/python -m experiments.leave_one_camera_out --records /work/lab/records --out runs/loco [--only NAME ...]
+    .venv/bin/python -m experiments.leave_one_camera_out --summarize
+
+Records: ``<records>/<camera>`` for each camera, prepared from the split in
+`CAMERAS` (prepared here when missing). Resumable: a finished training or
+score is not redone; the trainings run `--jobs` at a time with one thread each.
+Results go to ``experiments/results/leave_one_camera_out.json``; the rules
+written before the runs are in docs/notebook/2026-12-06-h-leave-one-camera-out.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from experiments.cross_dataset import (
+    REPOSITORY,
+    SHARED,
+    WNET_SETS,
+    finished_run,
+    load_results,
+    median_fov_diameter,
+    save_results,
+    summarise,
+    train_all,
+)
+
+# camera -> (folder in ../shared/data, the split its records are prepared from, the split it is tested on)
+CAMERAS: dict[str, tuple[str, str, str]] = {
+    "drive": ("DRIVE", "training", "all"),
+    "chase_db1": ("CHASE_DB1", "training", "all"),
+    "hrf": ("HRF", "all", "all"),
+    "orvs": ("ORVS", "training", "all"),
+    "les_av": ("LES-AV", "all", "all"),
+}
+RESULTS = REPOSITORY / "experiments" / "results" / "leave_one_camera_out.json"
+# Today's recipe: configs/general.yaml's (aug_sharp, the joint loss), here on the screening network.
+TODAY = ("data.channel=rgb", "data.normalisation=dataset", "data.augment.blur_probability=0",
+         "data.augment.jpeg_probability=0", "loss.kind=joint")
+RECIPES: dict[str, tuple[str, ...]] = {
+    "today": TODAY,
+    # every photograph sampled at FOV diameters from 531 to 1360 px (850 / 1.6 .. 850 x 1.6), run at 850
+    "wide": (*TODAY, "data.fov_diameter=850", "data.scale_jitter=0.6"),
+}
+SCREEN_EPOCHS = 20  # of 100 steps: the screening budget on the W-Net (notebook entry h)
+VARIANTS = ("auto", "auto_otsu", "fov810")
+FOV810 = 810.0
+
+
+@dataclass(frozen=True)
+class CameraRun:
+    """One training: a recipe on every camera but `left_out`, with one seed, on the screening W-Net."""
+
+    recipe: str
+    left_out: str
+    seed: int = 0
+    epochs: int = SCREEN_EPOCHS
+
+    @property
+    def name(self) -> str:
+        return f"{self.recipe}_wnet_without_{self.left_out}_s{self.seed}"
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return tuple(camera for camera in CAMERAS if camera != self.left_out)
+
+    def train_command(self, keras_vessel: str, records: Path, out: Path) -> list[str]:
+        folders = ", ".join(str(records / camera) for camera in self.sources)
+        sets = [f"data.train_records=[{folders}]", f"train.epochs={self.epochs}", "train.steps_per_epoch=100",
+                "train.early_stopping_patience=0", f"train.seed={self.seed}", *RECIPES[self.recipe], *WNET_SETS]
+        configs = [REPOSITORY / "configs" / "compact.yaml", REPOSITORY / "configs" / "transfer.yaml"]
+        return [keras_vessel, "train", *(p for c in configs for p in ("--config", str(c))),
+                *(p for s in sets for p in ("--set", s)), "--output", str(out / self.name), "--quiet"]
+
+
+def planned_runs() -> list[CameraRun]:
+    """Both recipes per left-out camera, side by side, so that partial results are paired."""
+    return [CameraRun(recipe, camera) for camera in CAMERAS for recipe in RECIPES]
+
+
+def score_run(run_dir: Path, left_out: str, *, data: Path = SHARED, variants: Sequence[str] = VARIANTS,
+              progress: bool = False) -> dict[str, dict[str, Any]]:
+    """Score a finished run on every image of its left-out camera; reports go to ``run_dir/eval_<variant>``."""
+    from keras_vessel.data.datasets import open_dataset
+    from keras_vessel.evaluation import evaluate
+    from keras_vessel.evaluation.thresholds import load_threshold
+    from keras_vessel.models.inference import load_inference_model
+
+    folder, _, test_split = CAMERAS[left_out]
+    samples = open_dataset(left_out, data / folder, test_split)
+    model_path = run_dir / "model.keras"
+    model = load_inference_model(model_path)
+    stored = load_threshold(model_path)["threshold"]
+    rule = "accuracy-optimal on the four other cameras' training images (stored by train)"
+    scores = {}
+    for variant in variants:
+        options: dict[str, Any] = {"scale": "auto"}
+        if variant == "fov810":
+            options = {"scale": FOV810 / median_fov_diameter(samples)}
+        threshold = "otsu" if variant.endswith("_otsu") else stored
+        report = evaluate(model, samples, output_dir=run_dir / f"eval_{variant}", threshold=threshold,
+                          threshold_rule=None if threshold == "otsu" else rule, dataset=left_out, split=test_split,
+                          model_path=model_path, overlays=False, progress=progress, predict_options=options)
+        scores[variant] = summarise(report)
+    return scores
+
+
+def score_all(runs: Sequence[CameraRun], out: Path, results_path: Path, *, data: Path) -> dict[str, Any]:
+    results = load_results(results_path)
+    for run in runs:
+        run_dir = out / run.name
+        if not finished_run(run_dir) or not (run_dir / "threshold.json").is_file():
+            continue
+        entry = results["runs"].setdefault(run.name, {"recipe": run.recipe, "left_out": run.left_out,
+                                                       "seed": run.seed, "epochs": run.epochs, "scores": {}})
+        info = json.loads((run_dir / "run.json").read_text())
+        entry["git_revision"], entry["machine"] = info.get("git_revision"), info.get("machine")
+        missing = [variant for variant in VARIANTS if variant not in entry["scores"]]
+        if missing:
+            print(f"score {run.name} ({', '.join(missing)})", file=sys.stderr, flush=True)
+            entry["scores"].update(score_run(run_dir, run.left_out, data=data, variants=missing))
+            save_results(results_path, results)
+    return results
+
+
+# --------------------------------------------------------------------------- tables and rules
+
+
+def pooled(results: dict[str, Any], recipe: str, variant: str) -> dict[str, Any]:
+    """A recipe's scores per left-out camera (mean over its seeds) and their means over cameras."""
+    out: dict[str, Any] = {"cameras": {}}
+    for camera in CAMERAS:
+        mine = [r["scores"][variant] for r in results["runs"].values()
+                if r["recipe"] == recipe and r["left_out"] == camera and variant in r["scores"]]
+        if mine:
+            out["cameras"][camera] = {key: statistics.fmean(s[key] for s in mine)
+                                      for key in ("AUC_pooled", "F1", "worst_AUC", "worst_F1", "Se_thin")}
+    done = out["cameras"].values()
+    for key in ("AUC_pooled", "F1", "worst_AUC"):
+        out[key] = statistics.fmean(c[key] for c in done) if done else float("nan")
+    out["complete"] = len(out["cameras"]) == len(CAMERAS)
+    return out
+
+
+def screen_verdict(today: dict[str, Any], candidate: dict[str, Any]) -> dict[str, Any]:
+    """Entry h's screening rule: a candidate goes on to full-length runs if, over the five left-out cameras,
+    its mean AUC is at least 0.002 higher, its mean per-image F1 not lower, and no camera's AUC more than
+    0.005 below today's."""
+    if not (today["complete"] and candidate["complete"]):
+        return {"advance": None, "checks": {}}
+    checks = {
+        "mean_AUC": candidate["AUC_pooled"] >= today["AUC_pooled"] + 0.002,
+        "mean_F1": candidate["F1"] >= today["F1"],
+        "no_camera_worse": all(candidate["cameras"][c]["AUC_pooled"] >= today["cameras"][c]["AUC_pooled"] - 0.005
+                               for c in CAMERAS),
+    }
+    return {"advance": all(checks.values()), "checks": checks}
+
+
+def mask_rule_verdict(stored: dict[str, Any], otsu: dict[str, Any]) -> dict[str, Any]:
+    """Entry h's mask rule: per-image Otsu replaces the stored threshold if its per-image F1 is higher on the
+    mean over the five left-out cameras and on at least four of them."""
+    if not (stored["complete"] and otsu["complete"]):
+        return {"otsu": None, "higher": None}
+    higher = sum(otsu["cameras"][c]["F1"] > stored["cameras"][c]["F1"] for c in CAMERAS)
+    return {"otsu": otsu["F1"] > stored["F1"] and higher >= 4, "higher": higher}
+
+
+def _cell(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def table(results: dict[str, Any]) -> str:
+    """The markdown table of docs/RESULTS.md and the rules' verdicts."""
+    header = ("| recipe (W-Net, 2000 steps) | variant | " + " | ".join(f"{c} AUC / F1" for c in CAMERAS)
+              + " | mean AUC | mean F1 | worst image AUC |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    summaries = {}
+    for recipe in RECIPES:
+        for variant in VARIANTS:
+            summary = summaries[(recipe, variant)] = pooled(results, recipe, variant)
+            if not summary["cameras"]:
+                continue
+            cells = []
+            for camera in CAMERAS:
+                score = summary["cameras"].get(camera)
+                cells.append("-" if score is None else f"{score['AUC_pooled']:.4f} / {score['F1']:.3f}")
+            worst = min((c["worst_AUC"] for c in summary["cameras"].values()), default=None)
+            lines.append(f"| {recipe} | {variant} | " + " | ".join(cells)
+                         + f" | {_cell(summary['AUC_pooled'])} | {_cell(summary['F1'], 3)} | {_cell(worst, 3)} |")
+    lines.append("")
+    for recipe in RECIPES:
+        if recipe != "today":
+            verdict = screen_verdict(summaries[("today", "auto")], summaries[(recipe, "auto")])
+            lines.append(f"Screening rule: {recipe} advances = "
+                         + ("no verdict (not all five cameras scored)" if verdict["advance"] is None
+                            else f"{verdict['advance']} ({verdict['checks']})"))
+    verdict = mask_rule_verdict(summaries[("today", "auto")], summaries[("today", "auto_otsu")])
+    lines.append("Mask rule (today's runs): per-image Otsu replaces the stored threshold = "
+                 + ("no verdict" if verdict["otsu"] is None else f"{verdict['otsu']} (higher on {verdict['higher']} "
+                    "of 5 cameras)"))
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/leave_one_camera_out"), help="Folder of the runs.")
+    parser.add_argument("--records", type=Path, default=Path("data/cameras"),
+                        help="Folder holding one prepared folder per camera (prepared if missing).")
+    parser.add_argument("--data", type=Path, default=SHARED, help="Folder with the five datasets.")
+    parser.add_argument("--only", nargs="*", default=None, help="Run names to train and score.")
+    parser.add_argument("--jobs", type=int, default=2, help="Trainings side by side (one thread each if > 1).")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="Results JSON.")
+    parser.add_argument("--summarize", action="store_true", help="Only print the tables from the results.")
+    parser.add_argument("--no-train", action="store_true", help="Only score the runs already trained.")
+    args = parser.parse_args(argv)
+    if args.summarize:
+        print(table(load_results(args.results)))
+        return
+    runs = [run for run in planned_runs() if args.only is None or run.name in args.only]
+    keras_vessel = str(Path(sys.executable).with_name("keras-vessel"))
+    if not args.no_train:
+        for camera, (folder, split, _) in CAMERAS.items():
+            if not (args.records / camera / "manifest.json").is_file():
+                subprocess.run([keras_vessel, "prepare", "--dataset", camera, "--root", str(args.data / folder),
+                                "--split", split, "--out", str(args.records / camera), "--workers", "2", "--quiet"],
+                               check=True)
+        train_all(runs, args.out, args.records, jobs=args.jobs, keras_vessel=keras_vessel)
+    print(table(score_all(runs, args.out, args.results, data=args.data)))
+
+
+if __name__ == "__main__":
+    from keras_vessel_cli.errors import quiet_tensorflow
+
+    quiet_tensorflow()  # our progress lines, not TensorFlow's CUDA probing
+    main()
