@@ -172,3 +172,14 @@ def oracle_weights(prob, label, id_mask, valid, scale=None, *, threshold=0.5, ra
         sim[region] = 1.0 - abs(t_pred - t_gt) / t_gt
     sim[binary & (id_mask == 0) & ~vessel & (valid > 0)] = 0.0
     return 2.0 - sim
+
+
+def run_config(run: Any, records: Path = Path("records"), out: Path = Path("runs")) -> Any:
+    """The config `keras-vessel train` resolves from an experiment run's command (its --config files and
+    --set values): for the protocol drivers' runs (`experiments.cross_dataset.Run`, ``...leave_one_camera_out.CameraRun``)."""
+    from keras_vessel.config import load_config
+
+    command = run.train_command("keras-vessel", records, out)
+    configs = [command[i + 1] for i, part in enumerate(command) if part == "--config"]
+    sets = [command[i + 1] for i, part in enumerate(command) if part == "--set"]
+    return load_config(configs, sets)

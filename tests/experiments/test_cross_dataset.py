@@ -16,6 +16,7 @@ from experiments.cross_dataset import (
     recipe_verdict,
     summarise,
 )
+from helpers import run_config
 from keras_vessel.config import config_to_dict, load_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,14 +103,6 @@ def test_the_transfer_config_is_the_recipe_the_protocol_ran():
     as_run = config_to_dict(load_config(base, list(NEW_RECIPE_AS_RUN)))
     from_file = config_to_dict(load_config([base[0], REPO / "configs" / "transfer.yaml", base[1]]))
     assert as_run == from_file
-
-
-def run_config(run, records=Path("records"), out=Path("runs")):
-    """The config `keras-vessel train` resolves from a run's command (its --config files and --set values)."""
-    command = run.train_command("keras-vessel", records, out)
-    configs = [command[i + 1] for i, part in enumerate(command) if part == "--config"]
-    sets = [command[i + 1] for i, part in enumerate(command) if part == "--set"]
-    return load_config(configs, sets)
 
 
 def test_every_planned_run_builds_a_valid_config(tmp_path):

@@ -1,0 +1,107 @@
+"""The leave-one-camera-out protocol's runs and rules (docs/notebook/2026-12-06-h-leave-one-camera-out.md)."""
+
+from pathlib import Path
+
+import pytest
+
+from experiments import leave_one_camera_out as loco
+from experiments.leave_one_camera_out import CAMERAS, CameraRun, mask_rule_verdict, planned_runs, pooled, screen_verdict
+from helpers import run_config
+from keras_vessel.config import config_to_dict, load_config
+from keras_vessel.data.datasets import DATASETS
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_five_cameras_each_a_reader_and_a_split_it_has():
+    assert list(CAMERAS) == ["drive", "chase_db1", "hrf", "orvs", "les_av"]
+    for camera, (folder, train_split, test_split) in CAMERAS.items():
+        assert camera in DATASETS and folder
+        assert test_split == "all"  # a left-out camera is tested on every image we have of it
+        assert train_split in ("training", "all")
+
+
+def test_every_run_trains_on_the_four_other_cameras(tmp_path):
+    runs = planned_runs()
+    assert len(runs) == len(CAMERAS) * len(loco.RECIPES) and len({r.name for r in runs}) == len(runs)
+    for run in runs:
+        config = run_config(run, tmp_path / "records")
+        assert config.data.train_records == [str(tmp_path / "records" / c) for c in CAMERAS if c != run.left_out]
+        assert config.model.name == "wnet" and config.loss.kind == "joint" and config.train.seed == run.seed
+        assert config.train.epochs * config.train.steps_per_epoch == loco.SCREEN_EPOCHS * 100
+        assert config.train.early_stopping_patience == 0
+        wide = run.recipe == "wide"
+        assert (config.data.fov_diameter, config.data.scale_jitter) == ((850.0, 0.6) if wide else (540.0, 0.2))
+
+
+def _without(config, *keys):
+    data = config_to_dict(config)
+    data["data"] = {k: v for k, v in data["data"].items() if k not in ("train_records", *keys)}
+    data["train"] = {k: v for k, v in data["train"].items() if k not in ("epochs",)}
+    return {k: v for k, v in data.items() if k not in ("name", "model")}
+
+
+def test_today_is_the_general_configs_recipe_and_wide_differs_only_in_scale():
+    """'today' must be what ships (configs/general.yaml) but for records, budget and network."""
+    general = load_config([REPO / "configs" / "general.yaml"])
+    today = run_config(CameraRun("today", "drive"))
+    wide = run_config(CameraRun("wide", "drive"))
+    assert _without(today) == _without(general)
+    assert _without(wide, "fov_diameter", "scale_jitter") == _without(today, "fov_diameter", "scale_jitter")
+
+
+def _scores(**by_camera):
+    return {camera: {"AUC_pooled": auc, "F1": f1, "worst_AUC": auc - 0.02, "worst_F1": f1 - 0.1, "Se_thin": 0.4}
+            for camera, (auc, f1) in by_camera.items()}
+
+
+def _results(recipe_scores):
+    runs = {}
+    for (recipe, variant), by_camera in recipe_scores.items():
+        for camera, score in by_camera.items():
+            entry = runs.setdefault(f"{recipe}_{camera}", {"recipe": recipe, "left_out": camera, "seed": 0,
+                                                           "scores": {}})
+            entry["scores"][variant] = score
+    return {"runs": runs}
+
+
+BASE = dict(drive=(0.97, 0.78), chase_db1=(0.96, 0.70), hrf=(0.95, 0.70), orvs=(0.97, 0.66), les_av=(0.98, 0.80))
+
+
+def _shifted(delta_auc, delta_f1, **override):
+    out = {c: (a + delta_auc, f + delta_f1) for c, (a, f) in BASE.items()}
+    out.update(override)
+    return out
+
+
+@pytest.mark.parametrize("candidate, advance, failing", [
+    (_shifted(0.003, 0.0), True, None),
+    (_shifted(0.0015, 0.01), False, "mean_AUC"),
+    (_shifted(0.003, -0.001), False, "mean_F1"),
+    (_shifted(0.004, 0.01, hrf=(0.944, 0.75)), False, "no_camera_worse"),  # 0.006 below on one camera
+])
+def test_the_screening_rule_as_written(candidate, advance, failing):
+    results = _results({("today", "auto"): _scores(**BASE), ("wide", "auto"): _scores(**candidate)})
+    verdict = screen_verdict(pooled(results, "today", "auto"), pooled(results, "wide", "auto"))
+    assert verdict["advance"] is advance
+    assert [k for k, ok in verdict["checks"].items() if not ok] == ([failing] if failing else [])
+
+
+def test_no_verdict_before_all_five_cameras_are_scored():
+    partial = {c: s for c, s in BASE.items() if c != "les_av"}
+    results = _results({("today", "auto"): _scores(**BASE), ("wide", "auto"): _scores(**_shifted(0.01, 0.1))})
+    del results["runs"]["wide_les_av"]
+    summary = pooled(results, "wide", "auto")
+    assert set(summary["cameras"]) == set(partial) and not summary["complete"]
+    assert screen_verdict(pooled(results, "today", "auto"), summary)["advance"] is None
+    assert "no verdict (not all five cameras scored)" in loco.table(results)
+    assert "| - |" in loco.table(results)  # the left-out camera not yet scored
+
+
+def test_the_mask_rule_needs_the_mean_and_four_of_five_cameras():
+    three_higher = _shifted(0.0, 0.05, orvs=(0.97, 0.60), les_av=(0.98, 0.79))
+    four_higher = _shifted(0.0, 0.05, orvs=(0.97, 0.60))
+    for otsu, expected, higher in ((three_higher, False, 3), (four_higher, True, 4)):
+        results = _results({("today", "auto"): _scores(**BASE), ("today", "auto_otsu"): _scores(**otsu)})
+        verdict = mask_rule_verdict(pooled(results, "today", "auto"), pooled(results, "today", "auto_otsu"))
+        assert verdict == {"otsu": expected, "higher": higher}
