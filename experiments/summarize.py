@@ -237,6 +237,13 @@ def cross_dataset_table() -> str:
     return cross_table(json.loads(CROSS.read_text())) if CROSS.is_file() else "(not run yet)"
 
 
+def leave_one_camera_out_table() -> str:
+    """The leave-one-camera-out protocol (issue 30): `experiments.leave_one_camera_out.table`."""
+    from experiments.leave_one_camera_out import RESULTS as LOCO, table as loco_table
+
+    return loco_table(json.loads(LOCO.read_text())) if LOCO.is_file() else "(not run yet)"
+
+
 def robustness_table() -> str:
     """Camera shifts made on the test images (issue 21): `experiments.robustness.table`."""
     from experiments.robustness import RESULTS as SHIFTED, table as shift_table
@@ -291,6 +298,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "joint": joint_table,
     "ablation": ablation_table,
     "cross_dataset": cross_dataset_table,
+    "leave_one_camera_out": leave_one_camera_out_table,
     "robustness": robustness_table,
     "networks": networks_table,
 }
