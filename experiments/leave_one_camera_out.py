@@ -12,9 +12,11 @@ thin-vessel sensitivity. Nothing about the left-out camera chooses anything.
 Scoring variants of one run (`VARIANTS`): ``auto`` (each photograph resampled
 to the FOV diameter the model was trained at, the stored threshold),
 ``auto_otsu`` (the same probabilities, a per-image Otsu threshold inside the
-FOV: the mask rule of item 5) and ``fov810`` (each photograph run at a
-810 px field of view, 1.5x the training scale: the camera's median FOV
-diameter gives one factor for the whole camera; the stored threshold).
+FOV: the mask rule of item 5), ``fov810`` and ``fov1080`` (each photograph
+run at an 810 or 1080 px field of view, 1.5x or 2x the 540 px training
+scale: the camera's median FOV diameter gives one factor for the whole
+camera; the stored threshold). ``--bundled`` scores the bundled model
+(DRIVE + CHASE_DB1) the same way on the three cameras it has never seen.
 
     .venv/bin/python -m experiments.leave_one_camera_out --records /work/lab/records --out runs/loco [--only NAME ...]
     .venv/bin/python -m experiments.leave_one_camera_out --summarize
@@ -68,8 +70,15 @@ RECIPES: dict[str, tuple[str, ...]] = {
     "wide": (*TODAY, "data.fov_diameter=850", "data.scale_jitter=0.6"),
 }
 SCREEN_EPOCHS = 20  # of 100 steps: the screening budget on the W-Net (notebook entry h)
-VARIANTS = ("auto", "auto_otsu", "fov810")
-FOV810 = 810.0
+# variant -> (working FOV diameter in px, None = the model's own; mask rule: the stored threshold or Otsu's)
+VARIANTS: dict[str, tuple[float | None, str]] = {
+    "auto": (None, "stored"),
+    "auto_otsu": (None, "otsu"),
+    "fov810": (810.0, "stored"),
+    "fov1080": (1080.0, "stored"),
+}
+# The cameras the bundled model (DRIVE + CHASE_DB1) has never seen: scored like a left-out camera.
+BUNDLED_UNSEEN = ("hrf", "orvs", "les_av")
 
 
 @dataclass(frozen=True)
@@ -103,34 +112,45 @@ def planned_runs() -> list[CameraRun]:
     return [CameraRun(recipe, camera) for camera in CAMERAS for recipe in RECIPES]
 
 
-def score_run(run_dir: Path, left_out: str, *, data: Path = SHARED, variants: Sequence[str] = VARIANTS,
-              progress: bool = False) -> dict[str, dict[str, Any]]:
-    """Score a finished run on every image of its left-out camera; reports go to ``run_dir/eval_<variant>``."""
+def score_model(model_path: Path, camera: str, output: Path, *, data: Path = SHARED,
+                variants: Sequence[str] = tuple(VARIANTS), progress: bool = False) -> dict[str, dict[str, Any]]:
+    """Score a model on every image of `camera` in each of `variants`; reports go to ``output/eval_<variant>``.
+
+    The stored threshold is the one beside the model (`train` chose it on the model's training images).
+    """
     from keras_vessel.data.datasets import open_dataset
     from keras_vessel.evaluation import evaluate
     from keras_vessel.evaluation.thresholds import load_threshold
     from keras_vessel.models.inference import load_inference_model
 
-    folder, _, test_split = CAMERAS[left_out]
-    samples = open_dataset(left_out, data / folder, test_split)
-    model_path = run_dir / "model.keras"
+    folder, _, test_split = CAMERAS[camera]
+    samples = open_dataset(camera, data / folder, test_split)
     model = load_inference_model(model_path)
     stored = load_threshold(model_path)["threshold"]
-    rule = "accuracy-optimal on the four other cameras' training images (stored by train)"
+    rule = "accuracy-optimal on the model's training images (stored by train)"
     scores = {}
     for variant in variants:
-        options: dict[str, Any] = {"scale": "auto"}
-        if variant == "fov810":
-            options = {"scale": FOV810 / median_fov_diameter(samples)}
-        threshold = "otsu" if variant.endswith("_otsu") else stored
-        report = evaluate(model, samples, output_dir=run_dir / f"eval_{variant}", threshold=threshold,
-                          threshold_rule=None if threshold == "otsu" else rule, dataset=left_out, split=test_split,
-                          model_path=model_path, overlays=False, progress=progress, predict_options=options)
+        working_fov, mask_rule = VARIANTS[variant]
+        scale: str | float = "auto" if working_fov is None else working_fov / median_fov_diameter(samples)
+        threshold = "otsu" if mask_rule == "otsu" else stored
+        report = evaluate(model, samples, output_dir=output / f"eval_{variant}", threshold=threshold,
+                          threshold_rule=None if threshold == "otsu" else rule, dataset=camera, split=test_split,
+                          model_path=model_path, overlays=False, progress=progress, predict_options={"scale": scale})
         scores[variant] = summarise(report)
     return scores
 
 
+def _score_missing(entry: dict[str, Any], model_path: Path, camera: str, output: Path, *, data: Path,
+                   results: dict[str, Any], results_path: Path, what: str) -> None:
+    missing = [variant for variant in VARIANTS if variant not in entry["scores"]]
+    if missing:
+        print(f"score {what} on {camera} ({', '.join(missing)})", file=sys.stderr, flush=True)
+        entry["scores"].update(score_model(model_path, camera, output, data=data, variants=missing))
+        save_results(results_path, results)
+
+
 def score_all(runs: Sequence[CameraRun], out: Path, results_path: Path, *, data: Path) -> dict[str, Any]:
+    """Score every finished run on its left-out camera (what is already in the results is kept)."""
     results = load_results(results_path)
     for run in runs:
         run_dir = out / run.name
@@ -140,11 +160,21 @@ def score_all(runs: Sequence[CameraRun], out: Path, results_path: Path, *, data:
                                                        "seed": run.seed, "epochs": run.epochs, "scores": {}})
         info = json.loads((run_dir / "run.json").read_text())
         entry["git_revision"], entry["machine"] = info.get("git_revision"), info.get("machine")
-        missing = [variant for variant in VARIANTS if variant not in entry["scores"]]
-        if missing:
-            print(f"score {run.name} ({', '.join(missing)})", file=sys.stderr, flush=True)
-            entry["scores"].update(score_run(run_dir, run.left_out, data=data, variants=missing))
-            save_results(results_path, results)
+        _score_missing(entry, run_dir / "model.keras", run.left_out, run_dir, data=data, results=results,
+                       results_path=results_path, what=run.name)
+    return results
+
+
+def score_bundled(out: Path, results_path: Path, *, data: Path) -> dict[str, Any]:
+    """Score the bundled model (trained on DRIVE and CHASE_DB1) on each camera it has never seen."""
+    from keras_vessel.models.inference import BUNDLED_MODEL
+
+    results = load_results(results_path)
+    for camera in BUNDLED_UNSEEN:
+        entry = results.setdefault("bundled", {}).setdefault(camera, {"model": BUNDLED_MODEL.parent.name,
+                                                                      "scores": {}})
+        _score_missing(entry, BUNDLED_MODEL, camera, out / f"bundled_{camera}", data=data, results=results,
+                       results_path=results_path, what=BUNDLED_MODEL)
     return results
 
 
@@ -195,8 +225,30 @@ def _cell(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def bundled_table(results: dict[str, Any]) -> list[str]:
+    """The bundled model on the cameras it has never seen, one row per scoring variant."""
+    scored = results.get("bundled", {})
+    if not scored:
+        return []
+    header = ("| bundled model | variant | " + " | ".join(f"{c} AUC / F1 / worst image AUC" for c in BUNDLED_UNSEEN)
+              + " | mean AUC | mean F1 |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for variant in VARIANTS:
+        scores = [scored[c]["scores"][variant] for c in BUNDLED_UNSEEN if variant in scored.get(c, {}).get("scores", {})]
+        if not scores:
+            continue
+        cells = [(f"{s['AUC_pooled']:.4f} / {s['F1']:.3f} / {s['worst_AUC']:.3f}"
+                  if (s := scored.get(c, {}).get("scores", {}).get(variant)) else "-") for c in BUNDLED_UNSEEN]
+        complete = len(scores) == len(BUNDLED_UNSEEN)
+        means = (f"{statistics.fmean(s['AUC_pooled'] for s in scores):.4f} | "
+                 f"{statistics.fmean(s['F1'] for s in scores):.3f}") if complete else "- | -"
+        model = next(iter(scored.values()))["model"]
+        lines.append(f"| {model} | {variant} | " + " | ".join(cells) + f" | {means} |")
+    return ["", *lines]
+
+
 def table(results: dict[str, Any]) -> str:
-    """The markdown table of docs/RESULTS.md and the rules' verdicts."""
+    """The markdown tables of docs/RESULTS.md (the protocol's runs, the bundled model) and the rules' verdicts."""
     header = ("| recipe (W-Net, 2000 steps) | variant | " + " | ".join(f"{c} AUC / F1" for c in CAMERAS)
               + " | mean AUC | mean F1 | worst image AUC |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
@@ -213,6 +265,7 @@ def table(results: dict[str, Any]) -> str:
             worst = min((c["worst_AUC"] for c in summary["cameras"].values()), default=None)
             lines.append(f"| {recipe} | {variant} | " + " | ".join(cells)
                          + f" | {_cell(summary['AUC_pooled'])} | {_cell(summary['F1'], 3)} | {_cell(worst, 3)} |")
+    lines += bundled_table(results)
     lines.append("")
     for recipe in RECIPES:
         if recipe != "today":
@@ -238,9 +291,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, default=RESULTS, help="Results JSON.")
     parser.add_argument("--summarize", action="store_true", help="Only print the tables from the results.")
     parser.add_argument("--no-train", action="store_true", help="Only score the runs already trained.")
+    parser.add_argument("--bundled", action="store_true",
+                        help=f"Only score the bundled model on {', '.join(BUNDLED_UNSEEN)} (cameras it has not seen).")
     args = parser.parse_args(argv)
     if args.summarize:
         print(table(load_results(args.results)))
+        return
+    if args.bundled:
+        print(table(score_bundled(args.out, args.results, data=args.data)))
         return
     runs = [run for run in planned_runs() if args.only is None or run.name in args.only]
     keras_vessel = str(Path(sys.executable).with_name("keras-vessel"))

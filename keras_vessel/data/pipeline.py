@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from keras_vessel.config import AugmentConfig
 from keras_vessel.data.targets import pack_targets
-from keras_vessel.data.scaling import resize_to
+from keras_vessel.data.scaling import block_mean, resize_to
 from keras_vessel.data.tfrecords import PrepareError, read_manifest, read_records
 
 # layout of the stacked tensor that is cropped and augmented as one
@@ -191,9 +191,10 @@ def get_dataset(
         target = pack_targets(patches[..., _LABEL], valid, patches[..., _ID], patches[..., _TUBE], lengths)
         return image, target
 
-    def training_examples(stacked: tf.Tensor, scale: tf.Tensor, seeds: tf.Tensor):
+    def training_examples(stacked: tf.Tensor, scale: tf.Tensor, block: tf.Tensor, seeds: tf.Tensor):
         factor = scale * _jitter(scale_jitter, seeds[:2] + 3)
         patches, factor = _random_patches(stacked, patch_size, seeds[:2], augment, factor)
+        factor = factor / block  # against the prepared image's grid, which the segment lengths are measured on
         patches, factors = keep_in_fov(patches, tf.fill([tf.shape(patches)[0]], factor))
         image = _intensity_variant(patches, seeds[1:], augment)
         image = camera_augment(image, seeds[1:] + 11, augment)
@@ -206,10 +207,13 @@ def get_dataset(
         return to_examples(patches, patches[..., _IMAGE], factors)
 
     if training:
-        images = images.cache()
+        ceiling = 1.0 + scale_jitter  # the largest jitter factor a visit draws
+        images = images.map(lambda stacked, scale: shrink_for_visits(stacked, scale * ceiling) + (scale,),
+                            num_parallel_calls=tf.data.AUTOTUNE).cache()
         visits = tf.data.Dataset.zip(images.repeat(), tf.data.Dataset.random(seed=seed).batch(3))
-        examples = visits.map(lambda image, seeds: training_examples(image[0], image[1], seeds),
-                              num_parallel_calls=tf.data.AUTOTUNE)
+        examples = visits.map(
+            lambda image, seeds: training_examples(image[0], image[2] * image[1], image[1], seeds),
+            num_parallel_calls=tf.data.AUTOTUNE)
     else:
         examples = images.map(validation_examples).cache()
     examples = examples.unbatch()
@@ -219,6 +223,35 @@ def get_dataset(
     # every output (head) is trained against the same targets
     batched = batched.map(lambda image, target: (image, {name: target for name in outputs}))
     return batched.prefetch(tf.data.AUTOTUNE)
+
+
+def shrink_for_visits(stacked: tf.Tensor, largest_factor: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """A stacked ``(H, W, 10)`` image averaged over ``b x b`` pixel blocks, and ``b`` (float32 scalar).
+
+    ``b = floor(1 / largest_factor)``, the largest whole shrink that no visit
+    of the image undoes (every visit samples it at ``largest_factor`` or
+    less); below 2 the image is returned as it is, with ``b = 1``. Image and
+    CLAHE channels are block means, label, FOV and tube block means cut at one
+    half (as `_resample_stacked` cuts them), the ID mask the top-left pixel of
+    each block (ids are moved, never mixed). A remainder of fewer than ``b``
+    rows or columns at the bottom and right is dropped. So an 8 MP photograph
+    sampled at a 540 px field of view is cached at 1/25 of its pixels, and
+    each visit resamples crops of about ``patch / (factor x b)`` pixels
+    instead of ``patch / factor``: the same area average as sampling the full
+    image (`keras_vessel.data.scaling.resample` shrinks the same way at
+    inference), at a fraction of the memory and time.
+    """
+    block = tf.maximum(tf.cast(tf.floor(1.0 / largest_factor), tf.int32), 1)
+
+    def shrink() -> tf.Tensor:
+        averaged = block_mean(stacked[..., :_TUBE + 1], block)
+        rows, cols = tf.shape(averaged)[0], tf.shape(averaged)[1]
+        ids = stacked[: rows * block : block, : cols * block : block, _ID:]
+        binary = tf.cast(averaged[..., _BINARY] >= 0.5, tf.float32)
+        return tf.concat([averaged[..., _SMOOTH], binary, ids], axis=-1)
+
+    shrunk = tf.ensure_shape(tf.cond(block >= 2, shrink, lambda: stacked), [None, None, stacked.shape[-1]])
+    return shrunk, tf.cast(block, tf.float32)
 
 
 def _jitter(amount: float, seed: tf.Tensor) -> tf.Tensor:

@@ -44,6 +44,7 @@ __all__ = [
     "MIN_FACTOR",
     "SCALE_TOLERANCE",
     "FovGeometry",
+    "block_mean",
     "check_scale",
     "fit_fov_circle",
     "fov_diameter",
@@ -222,7 +223,7 @@ _FIT_SIDE = 1024
 def _image_fov(image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     intensity = _intensity(image)
     shrink = tf.maximum(1, -(-tf.reduce_max(tf.shape(intensity)) // _FIT_SIDE))  # ceil
-    small = _block_mean(intensity[:, :, None], shrink)[:, :, 0]
+    small = block_mean(intensity[:, :, None], shrink)[:, :, 0]
     cut = _threshold(small)
     _, _, radius, found = fit_fov_circle(small > cut)
 
@@ -320,7 +321,7 @@ def resize_to(images: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
     return tf.image.resize(tf.cast(images, tf.float32), size, method="bilinear", antialias=True)
 
 
-def _block_mean(images: tf.Tensor, block: tf.Tensor) -> tf.Tensor:
+def block_mean(images: tf.Tensor, block: tf.Tensor) -> tf.Tensor:
     """Means of ``block`` x ``block`` pixel blocks of ``(..., H, W, C)`` (a remainder at the end is dropped)."""
     shape = tf.shape(images)
     height, width = shape[-3] // block * block, shape[-2] // block * block
@@ -343,7 +344,7 @@ def resample(images: tf.Tensor, factor: tf.Tensor | float) -> tf.Tensor:
     block = tf.cast(tf.floor(1.0 / tf.cast(factor, tf.float32)), tf.int32)
 
     def shrink() -> tf.Tensor:
-        return resize_to(_block_mean(images, block), size)
+        return resize_to(block_mean(images, block), size)
 
     return tf.cond(
         tf.reduce_all(tf.equal(size, shape[-3:-1])),

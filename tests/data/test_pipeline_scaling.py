@@ -8,7 +8,7 @@ import tensorflow as tf
 from scipy import ndimage
 
 from keras_vessel.config import AugmentConfig
-from keras_vessel.data.pipeline import camera_augment, gaussian_blur, get_dataset
+from keras_vessel.data.pipeline import camera_augment, gaussian_blur, get_dataset, shrink_for_visits
 from keras_vessel.data.scaling import resize_to
 from keras_vessel.data.tfrecords import read_manifest, read_records
 
@@ -114,6 +114,48 @@ def test_scale_jitter_zero_keeps_one_factor_and_jitter_spreads_it(records, prepa
     assert jittered.min() >= lowest - 1e-6 and jittered.max() <= highest + 1e-6
     assert np.isin(np.round(PATCH / jittered), np.arange(crop_for(factor * (1 + jitter)),
                                                         crop_for(factor / (1 + jitter)) + 1)).all()
+
+
+def test_shrink_for_visits_is_a_block_average_with_binary_cuts_and_moved_ids():
+    """NumPy oracle: b = floor(1 / largest factor); means of b x b blocks; label/FOV/tube cut at one half;
+    ids the top-left pixel of each block; the remainder rows and columns dropped; b < 2 changes nothing."""
+    rng = np.random.default_rng(0)
+    height, width = 37, 50
+    stacked = np.concatenate([rng.uniform(0, 255, (height, width, 6)), rng.integers(0, 2, (height, width, 3)),
+                              rng.integers(-5, 40, (height, width, 1))], axis=-1).astype(np.float32)
+    shrunk, block = shrink_for_visits(tf.constant(stacked), tf.constant(0.3))
+    assert float(block) == 3.0
+    blocks = stacked[:36, :48].reshape(12, 3, 16, 3, 10).mean(axis=(1, 3))
+    np.testing.assert_allclose(shrunk.numpy()[..., :6], blocks[..., :6], rtol=1e-5)
+    np.testing.assert_array_equal(shrunk.numpy()[..., 6:9], (blocks[..., 6:9] >= 0.5).astype(np.float32))
+    np.testing.assert_array_equal(shrunk.numpy()[..., 9], stacked[:36:3, :48:3, 9])
+    same, one = shrink_for_visits(tf.constant(stacked), tf.constant(0.51))
+    assert float(one) == 1.0
+    np.testing.assert_array_equal(same.numpy(), stacked)
+
+
+def test_a_far_shrunk_image_is_sampled_from_its_block_average_with_the_true_length_scale(records, prepared):
+    """At a factor below one half the cached image is the block average (b = 2 here); each patch is a resized
+    crop of it, and length_scale still says how much the *prepared* image was shrunk."""
+    from keras_vessel.data.scaling import block_mean
+
+    name = "synthetic_0001"
+    diameter, image, id_mask = prepared[name]
+    target = 0.42 * diameter
+    block = math.floor(1 / (target / diameter))
+    assert block == 2
+    crop = crop_for(target / diameter * block)  # crops of the block-averaged grid
+    dataset = get_dataset(records, patch_size=PATCH, batch_size=8, names=[name], fov_diameter=target,
+                          augment=PLAIN, seed=3)
+    (images, targets), = take(dataset, 1)
+    np.testing.assert_allclose(targets[..., 4], PATCH / (crop * block), rtol=1e-6)
+    assert abs(targets[0, 0, 0, 4] - target / diameter) <= (target / diameter) * 0.5 / crop + 1e-6
+    assert set(np.unique(targets[..., 2]).astype(int)) <= set(np.unique(id_mask))
+    small = block_mean(tf.constant(image), block).numpy()
+    tops, lefts = np.arange(small.shape[0] - crop + 1), np.arange(small.shape[1] - crop + 1)
+    crops = np.stack([small[t:t + crop, l:l + crop] for t in tops for l in lefts])
+    candidates = resize_to(crops, [PATCH, PATCH]).numpy()
+    assert max(np.abs(candidates - patch).max(axis=(1, 2, 3)).min() for patch in images) < 1e-3
 
 
 # ----------------------------------------------------------------- validation grid
