@@ -1,4 +1,4 @@
-"""The folder lock (`keras_vessel.locks`) and the deferred stop (`keras_vessel.interrupts`), without TensorFlow.
+"""The folder lock (`keras_vessel.locks`) and deferred signals (`keras_vessel.interrupts`), without TensorFlow.
 
 The commands that use them (two `train` on one --output, a lock left by kill -9, SIGTERM) are tested as a
 user meets them in tests/cli/test_failures.py.
@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from keras_vessel.interrupts import deferred_stop
+from keras_vessel.interrupts import deferred_signals
 from keras_vessel.locks import LOCK_FILENAME, FolderLockedError, folder_lock, lock_holder
 
 
@@ -86,13 +86,13 @@ def test_without_flock_the_recorded_pid_decides(tmp_path, monkeypatch, caplog):
     assert "taking the lock over" in caplog.text
 
 
-def test_a_stop_signal_waits_for_check_and_a_second_one_acts_at_once():
-    with pytest.raises(KeyboardInterrupt), deferred_stop() as check:
-        check()  # nothing pending: nothing happens
-        os.kill(os.getpid(), signal.SIGTERM)  # without a Python handler, SIGTERM would end this process
-        check_reached = True
-        check()
-    assert check_reached
+def test_a_stop_signal_waits_for_the_block_and_a_second_one_acts_at_once():
+    finished = []
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_signals():
+            os.kill(os.getpid(), signal.SIGTERM)  # without a Python handler, SIGTERM would end this process
+            finished.append("the block")
+    assert finished == ["the block"]
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored
 
     class Custom(KeyboardInterrupt):
@@ -103,12 +103,12 @@ def test_a_stop_signal_waits_for_check_and_a_second_one_acts_at_once():
 
     previous = signal.signal(signal.SIGTERM, raise_custom)
     try:
-        with pytest.raises(Custom), deferred_stop():
+        with pytest.raises(Custom), deferred_signals():
             os.kill(os.getpid(), signal.SIGTERM)
             os.kill(os.getpid(), signal.SIGTERM)  # the second acts as the previous handler would, at once
             pytest.fail("the second signal did not act")
-        with pytest.raises(Custom), deferred_stop():
-            os.kill(os.getpid(), signal.SIGTERM)  # never checked: acts when the block ends
+        with pytest.raises(Custom), deferred_signals():
+            os.kill(os.getpid(), signal.SIGTERM)  # acts when the block ends, as the previous handler
         assert signal.getsignal(signal.SIGTERM) is raise_custom
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -30,7 +30,7 @@ from keras_vessel.config import RunConfig, records_folders
 from keras_vessel.data.pipeline import get_dataset, split_names
 from keras_vessel.data.tfrecords import MANIFEST, file_sha256, verify_shards
 from keras_vessel.errors import TrainingError
-from keras_vessel.interrupts import deferred_stop
+from keras_vessel.interrupts import deferred_signals
 from keras_vessel.io import ensure_writable_dir
 from keras_vessel.locks import folder_lock
 from keras_vessel.provenance import git_revision, machine_info, package_versions
@@ -79,8 +79,9 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1,
 
     The run folder is locked while it is written (`keras_vessel.locks.folder_lock`):
     a second process on it gets a FolderLockedError naming the first.
-    Ctrl-C and SIGTERM stop training after the current step
-    (`keras_vessel.interrupts.deferred_stop`), as a KeyboardInterrupt.
+    Ctrl-C stops training after the current step (a KeyboardInterrupt), but
+    never between an epoch's checkpoint and its history row
+    (`keras_vessel.interrupts.deferred_signals`).
     """
     manifest = check_config(config)
     folders = records_folders(config.data)
@@ -154,8 +155,7 @@ def _train(config, run, strategy, manifest, folders, records, previous, names, *
                                                     stream_seed=config.train.seed * 100_003 + start_epoch)
             steps = build_steps(model, optimizer, losses, strategy)
             epochs = _Epochs(config, run, model, optimizer, steps, validation_data, history, verbose=verbose)
-            with deferred_stop() as check:
-                status = epochs.run(iter(train_data), start_epoch, save_checkpoint, check)
+            status = epochs.run(iter(train_data), start_epoch, save_checkpoint)
         if status != "nan":
             if not run.model_path.exists():
                 with averaged_weights(model, optimizer):
@@ -243,21 +243,19 @@ class _Epochs:
         self.best = min((row["val_loss"] for row in history if "val_loss" in row), default=math.inf)
         self.best_raw = min((row["raw_val_loss"] for row in history if "raw_val_loss" in row), default=math.inf)
 
-    def run(self, iterator, start_epoch: int, checkpoint, check: Callable[[], None]) -> str:
-        """Train epochs `start_epoch`+1 .. train.epochs; returns "completed", "early_stopped" or "nan".
-
-        `check()` runs between steps and validation batches (`keras_vessel.interrupts.deferred_stop`).
-        """
+    def run(self, iterator, start_epoch: int, checkpoint) -> str:
+        """Train epochs `start_epoch`+1 .. train.epochs; returns "completed", "early_stopped" or "nan"."""
         train = self.config.train
-        self.check = check
         for epoch in range(start_epoch, train.epochs):
             row = self._train(iterator, epoch)
             if row is None:
                 return "nan"
-            self._validate_and_save(row)
-            self.history.append(row)
-            checkpoint(epoch + 1)
-            self._log(row, epoch + 1)
+            self._validate(row)
+            with deferred_signals():  # Ctrl-C waits: the best model, history.csv and the checkpoint agree
+                self._save_best(row)
+                self.history.append(row)
+                checkpoint(epoch + 1)
+                self._log(row, epoch + 1)
             if should_stop_early(self.history, train.early_stopping_patience):
                 return "early_stopped"
         return "completed"
@@ -270,7 +268,6 @@ class _Epochs:
         totals: dict[str, float] = {}
         started = time.monotonic()
         for step in range(train.steps_per_epoch):
-            self.check()
             values = {k: float(v) for k, v in self.train_step(next(iterator)).items()}
             for key, value in values.items():
                 totals[key] = totals.get(key, 0.0) + value
@@ -284,25 +281,24 @@ class _Epochs:
         row["seconds"] = time.monotonic() - started
         return row
 
-    def _validate_and_save(self, row: dict[str, float]) -> None:
-        """Score the validation images, keeping `model.keras` (and `model_raw.keras` with EMA) at their best."""
-        if self.validation_data is not None and weight_average_of(self.optimizer):  # the raw weights' scores
-            raw = validate(self.eval_step, self._checked(self.validation_data))
-            row.update({f"raw_{k}": v for k, v in raw.items()})
-            if row["raw_val_loss"] < self.best_raw:
-                self.best_raw = row["raw_val_loss"]
-                self.folder.save_model(self.model, raw=True)
+    def _validate(self, row: dict[str, float]) -> None:
+        """Score the validation images: the weights that are saved, and the raw ones (``raw_val_*``) with EMA."""
+        if self.validation_data is None:
+            return
+        if weight_average_of(self.optimizer):
+            row.update({f"raw_{k}": v for k, v in validate(self.eval_step, self.validation_data).items()})
         with averaged_weights(self.model, self.optimizer):
-            if self.validation_data is not None:
-                row.update(validate(self.eval_step, self._checked(self.validation_data)))
-            if self.validation_data is None or row.get("val_loss", -math.inf) < self.best:
-                self.best = row.get("val_loss", self.best)
-                self.folder.save_model(self.model)
+            row.update(validate(self.eval_step, self.validation_data))
 
-    def _checked(self, batches):
-        for batch in batches:
-            self.check()
-            yield batch
+    def _save_best(self, row: dict[str, float]) -> None:
+        """Keep `model.keras` (and `model_raw.keras` with EMA) at their best validation loss."""
+        if row.get("raw_val_loss", math.inf) < self.best_raw:
+            self.best_raw = row["raw_val_loss"]
+            self.folder.save_model(self.model, raw=True)
+        if self.validation_data is None or row.get("val_loss", -math.inf) < self.best:
+            self.best = row.get("val_loss", self.best)
+            with averaged_weights(self.model, self.optimizer):
+                self.folder.save_model(self.model)
 
     def _log(self, row: dict[str, float], epoch: int) -> None:
         self.folder.write_history(self.history)
