@@ -329,6 +329,11 @@ def test_a_run_stopped_in_the_threshold_step_is_not_completed_and_a_rerun_only_f
     assert info["status"] == state and info["trained"]["epochs"] == 1 and "threshold" not in info
     assert not (run_dir / "threshold.json").exists()
     assert (run_dir / LOCK_FILENAME).exists() == (signum == signal.SIGKILL)  # only kill -9 leaves its lock
+    result = run("export", "--model", run_dir / "model.keras", "--name", "m", "--version", "1", "--out",
+                 tmp_path / "models", "--threshold", "train")
+    assert result.exit_code == 1, show(result)
+    assert f"its training run {run_dir} did not finish (run.json says {state!r}); run its command again" in result.stderr
+    assert not (tmp_path / "models" / "m").exists()
 
     model_saved, history = (run_dir / "model.keras").stat().st_mtime_ns, (run_dir / "history.csv").read_text()
     with caplog.at_level("WARNING"):
