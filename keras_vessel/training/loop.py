@@ -91,14 +91,13 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1,
         verify_shards(folder)
     records = {folder: file_sha256(Path(folder) / MANIFEST) for folder in folders}
     run = RunFolder(output_dir)
-    run.check_resume(config, records)  # refuse other settings before the strategy starts (again under the lock)
     ensure_writable_dir(run.path, what="the run folder")
 
     strategy = _start(config)
     run.chief = is_chief(strategy)
     # only the chief writes the run folder: the other workers of a multi-worker run may share it
     with folder_lock(run.path, what="the run folder") if run.chief else contextlib.nullcontext():
-        previous = run.check_resume(config, records) or {}
+        previous = run.check_resume(config, records) or {}  # under the lock: what no other process is changing
         return _train(config, run, strategy, manifest, folders, records, previous,
                       (train_names, validation_names), verbose=verbose, finish=finish)
 

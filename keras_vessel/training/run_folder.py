@@ -109,7 +109,10 @@ class RunFolder:
         Keeps what other writers added to run.json since (the threshold step's ``threshold``).
         """
         if self.chief:
-            self.info = {**self.read_info(), **self.info}
+            try:
+                self.info = {**self.read_info(), **self.info}
+            except (OSError, ValueError):
+                pass  # a damaged run.json is written again from what this process knows
         self.update(status=status, epochs_completed=epochs, finished=_now(), **fields)
 
     def save_model(self, model: keras.Model, *, raw: bool = False) -> None:
