@@ -173,7 +173,7 @@ def _remove_if_empty(path: Path) -> None:
 
 
 def _me() -> dict[str, Any]:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv),
+    return {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv)[:1000],
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 

@@ -391,9 +391,16 @@ def _map_prepare(todo: list[tuple[int, Any]], workers: int, reference: str):
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
         with stderr_to_devnull():  # the workers (started here) would print TensorFlow's start-up lines
             futures = {pool.submit(_prepare_or_explain, spec, reference): (index, spec) for index, spec in todo}
-        for future in concurrent.futures.as_completed(futures):
-            index, spec = futures[future]
-            yield index, spec, future.result()
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                index, spec = futures[future]
+                yield index, spec, future.result()
+        except BaseException:  # SIGTERM, Ctrl-C, a failed image: stop the workers instead of waiting for them
+            running = list((getattr(pool, "_processes", None) or {}).values())  # no public API before Python 3.14
+            pool.shutdown(wait=False, cancel_futures=True)
+            for process in running:
+                process.terminate()
+            raise
 
 
 def _prepare_or_explain(spec: Any, reference: str) -> PreparedImage:

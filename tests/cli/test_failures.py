@@ -397,6 +397,26 @@ def test_ctrl_c_while_an_epoch_is_saved_waits_until_its_files_agree(tmp_path, re
     assert (run_dir / "checkpoints" / "ckpt-1.index").exists()
 
 
+def test_sigterm_stops_a_parallel_prepare_without_finishing_its_images(tmp_path):
+    """`timeout 20 keras-vessel prepare --dataset synthetic --out X --workers 2`: SIGTERM exited 143 without a
+    word, and with workers the parent first waited for every image still queued (44 s here)."""
+    from keras_vessel.locks import LOCK_FILENAME
+
+    out = tmp_path / "records"
+    process = child("prepare", "--dataset", "synthetic", "--split", "training", "--out", out, "--workers", "2",
+                    "--quiet")
+    wait_for(lambda: (out / LOCK_FILENAME).exists(), process)
+    time.sleep(3)  # the workers are starting or preparing their first images
+    sent = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    waited = time.monotonic() - sent
+    assert process.returncode == 143, stderr
+    assert stderr.strip().endswith("terminated") and "Traceback" not in stderr, stderr
+    assert waited < 20, f"waited {waited:.0f} s: for the queued images too"
+    assert not (out / "manifest.json").exists() and not (out / LOCK_FILENAME).exists()
+
+
 def test_a_second_train_on_a_run_folder_is_refused_naming_the_first(tmp_path, records):
     """Start `keras-vessel train --config C --output R` in two terminals: both used to exit 0, R holding B's
     config and history and A's message pointing at B's model."""
