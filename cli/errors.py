@@ -4,7 +4,9 @@
   (exit 1): its ValueErrors (DatasetError, ConfigError, PrepareError, OutputError, ...)
   and TrainingError, whose messages already say which file or key and what to do, and
   operating-system errors on files (permissions, a full disk), named by path.
-- `VesselGroup` ends an interrupted command (Ctrl-C) with "interrupted" and exit status 130.
+- `VesselGroup` ends an interrupted command (Ctrl-C) with "interrupted" and exit status 130,
+  and a terminated one (SIGTERM: docker stop, SLURM preemption, `timeout`) with "terminated"
+  and exit status 143, after the same clean-up (`sigterm_as_interrupt`).
 - `quiet_tensorflow()` imports TensorFlow with its start-up logging (CUDA probing on
   machines without a GPU) sent to /dev/null, so the terminal shows our messages only.
 """
@@ -12,6 +14,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -37,10 +41,36 @@ class VesselGroup(click.Group):
 
     def invoke(self, ctx: click.Context):  # noqa: D102 - click's API
         try:
-            return super().invoke(ctx)
+            with sigterm_as_interrupt():
+                return super().invoke(ctx)
+        except Terminated:
+            click.echo("terminated", err=True)
+            ctx.exit(128 + signal.SIGTERM)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Python is: a KeyboardInterrupt, so whatever cleans up after Ctrl-C
+    (run.json's "interrupted", staging folders, locks) cleans up after it too."""
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Raise `Terminated` on SIGTERM for the block (main thread only), then restore the handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def quiet_tensorflow() -> None:

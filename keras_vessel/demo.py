@@ -61,8 +61,8 @@ def run_demo(
         raise FileNotFoundError(f"the demo's config {DEMO_CONFIG} is missing: the demo runs from a keras-vessel "
                                 "checkout (make demo)")
     config = load_config(DEMO_CONFIG, overrides)
-    result = train(config, output_dir / "run", verbose=0 if quiet else 1)
-    choose_run_threshold(result.output_dir, progress=not quiet)
+    result = train(config, output_dir / "run", verbose=0 if quiet else 1,
+                   finish=lambda run: choose_run_threshold(run, progress=not quiet))
 
     threshold = Threshold.stored(result.model_path, heads=config.train.heads)
     test_specs = open_dataset(dataset, root, "test")

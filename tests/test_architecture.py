@@ -13,8 +13,8 @@ PACKAGE = REPO / "keras_vessel"
 
 # Lowest first. A module may import its own layer and the layers before it, never a later one.
 LAYERS = [
-    ("core", ("keras_vessel.checks", "keras_vessel.config", "keras_vessel.errors", "keras_vessel.io",
-              "keras_vessel.progress", "keras_vessel.provenance")),
+    ("core", ("keras_vessel.checks", "keras_vessel.config", "keras_vessel.errors", "keras_vessel.interrupts",
+              "keras_vessel.io", "keras_vessel.locks", "keras_vessel.progress", "keras_vessel.provenance")),
     ("data", ("keras_vessel.data",)),
     ("losses", ("keras_vessel.losses",)),
     ("models", ("keras_vessel.models",)),

@@ -46,9 +46,18 @@ def export(model_path: Path, name: str, version: int, out: Path, overwrite: bool
     probability, mask_png_bytes); or, with --format tflite, for LiteRT."""
     quiet_tensorflow()
     value = threshold_option(threshold, otsu=False)
-    if export_format == "tflite":
-        _export_tflite(model_path, out / name / str(version), name, weights, input_size, heads, value, overwrite)
-        return
+    from keras_vessel.locks import folder_lock
+
+    with library_errors(), folder_lock(out / name, what="the model folder"):  # one export at a time into OUT/NAME
+        if export_format == "tflite":
+            _export_tflite(model_path, out / name / str(version), name, weights, input_size, heads, value,
+                           overwrite)
+        else:
+            _export_saved_model(model_path, out, name, version, overwrite, heads, value, scale, with_keras)
+
+
+def _export_saved_model(model_path: Path, out: Path, name: str, version: int, overwrite: bool, heads: str,
+                        threshold: str, scale: str, with_keras: bool) -> None:
     target = out / name / str(version)
     if target.exists() and not overwrite:
         raise click.ClickException(f"{target} already exists; pass --overwrite to replace it or choose "
@@ -56,7 +65,7 @@ def export(model_path: Path, name: str, version: int, out: Path, overwrite: bool
     keras_path = out / name / "model.keras"
     if with_keras and keras_path.exists() and not overwrite:
         raise click.ClickException(f"{keras_path} already exists; pass --overwrite to replace it")
-    value = training_threshold(model_path, heads)[0] if value == "train" else float(value)
+    value = training_threshold(model_path, heads)[0] if threshold == "train" else float(threshold)
 
     from keras_vessel.serving.export import export_keras_model, export_saved_model
 

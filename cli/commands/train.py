@@ -21,7 +21,8 @@ from keras_vessel_cli.errors import library_errors, quiet_tensorflow
 def train(config_paths: tuple[Path, ...], overrides: tuple[str, ...], output: Path | None, quiet: bool) -> None:
     """Train a model, then choose its threshold on the training images (threshold.json beside it).
 
-    Re-running on the same --output resumes after the last finished epoch.
+    Re-running on the same --output resumes after the last finished epoch (or, when training had
+    finished, only chooses the threshold). One process at a time writes a run folder.
     """
     quiet_tensorflow()
     from keras_vessel.config import load_config
@@ -31,10 +32,12 @@ def train(config_paths: tuple[Path, ...], overrides: tuple[str, ...], output: Pa
     with library_errors():
         config = load_config(config_paths, overrides)
         output = output or Path("runs") / config.name
-        result = run_training(config, output, verbose=0 if quiet else 1)
+        thresholds = []  # run.json says "completed" only once the threshold is stored too
+        result = run_training(config, output, verbose=0 if quiet else 1,
+                              finish=lambda run: thresholds.append(choose_run_threshold(run, progress=not quiet)))
         if not result.chief:  # another worker of a multi-worker run: the chief writes the run folder
             click.echo(f"{result.status} after {result.epochs_completed} epochs (worker; the chief saves the model)")
             return
-        threshold = choose_run_threshold(output, progress=not quiet)
+        [threshold] = thresholds
     click.echo(f"{result.status} after {result.epochs_completed} epochs; model: {result.model_path} "
                f"(threshold {threshold:.4f} on its training images)")

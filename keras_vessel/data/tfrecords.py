@@ -42,6 +42,7 @@ import cv2
 import numpy as np
 
 from keras_vessel.io import atomic_path, ensure_writable_dir, stderr_to_devnull, write_json_atomic
+from keras_vessel.locks import folder_lock
 from keras_vessel.progress import progress
 
 SCHEMA_VERSION = 2  # 2: fov_diameter per image
@@ -227,7 +228,8 @@ def write_dataset(
     Resumable: a shard that holds exactly the requested images, unchanged and
     intact, is kept and its images are not recomputed; any other is prepared
     again with a warning saying why. Returns the manifest. Raises PrepareError
-    (naming the image or folder) and OutputError for an unwritable `out_dir`.
+    (naming the image or folder), OutputError for an unwritable `out_dir` and
+    FolderLockedError while another process writes it (`keras_vessel.locks`).
     """
     if not specs:
         raise PrepareError(f"no images to prepare for dataset {dataset!r}, split {split!r}")
@@ -239,8 +241,10 @@ def write_dataset(
     created = not out_dir.exists()
     ensure_writable_dir(out_dir, what="the prepared-data folder")
     try:
-        return _write_dataset(specs, out_dir, dataset=dataset, split=split, workers=workers,
-                              images_per_shard=images_per_shard, reference=reference, show_progress=show_progress)
+        with folder_lock(out_dir, what="the prepared-data folder"):  # one writer; released before the clean-up
+            return _write_dataset(specs, out_dir, dataset=dataset, split=split, workers=workers,
+                                  images_per_shard=images_per_shard, reference=reference,
+                                  show_progress=show_progress)
     except BaseException:
         if created and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()  # nothing was written: leave no empty folder behind
@@ -387,9 +391,16 @@ def _map_prepare(todo: list[tuple[int, Any]], workers: int, reference: str):
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
         with stderr_to_devnull():  # the workers (started here) would print TensorFlow's start-up lines
             futures = {pool.submit(_prepare_or_explain, spec, reference): (index, spec) for index, spec in todo}
-        for future in concurrent.futures.as_completed(futures):
-            index, spec = futures[future]
-            yield index, spec, future.result()
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                index, spec = futures[future]
+                yield index, spec, future.result()
+        except BaseException:  # SIGTERM, Ctrl-C, a failed image: stop the workers instead of waiting for them
+            running = list((getattr(pool, "_processes", None) or {}).values())  # no public API before Python 3.14
+            pool.shutdown(wait=False, cancel_futures=True)
+            for process in running:
+                process.terminate()
+            raise
 
 
 def _prepare_or_explain(spec: Any, reference: str) -> PreparedImage:

@@ -157,6 +157,9 @@ def load_threshold(model_path: str | Path, *, heads: str | None = None, tta: str
     path = threshold_path(model_path, tta)
     tta_flag = "" if tta == "none" else f" --tta {tta}"
     if not path.is_file():
+        unfinished = _unfinished_run(model_path) if tta == "none" else None
+        if unfinished:
+            raise FileNotFoundError(f"no training threshold for {model_path}: {unfinished}")
         raise FileNotFoundError(
             f"no training threshold for {model_path}: expected {path}. Create it with "
             f"`keras-vessel evaluate --threshold train --training-root ROOT{tta_flag} ...` (computes the "
@@ -183,6 +186,23 @@ def load_threshold(model_path: str | Path, *, heads: str | None = None, tta: str
             f"`keras-vessel evaluate --threshold train --training-root ROOT --heads {heads}{tta_flag} ...`)."
         )
     return payload
+
+
+def _unfinished_run(model_path: str | Path) -> str | None:
+    """What to do about a run's model whose run stopped before its threshold was chosen, or None."""
+    from keras_vessel.training import RunFolder
+
+    run = RunFolder(Path(model_path).parent)
+    try:
+        info = run.read_info() if run.model_path.name == Path(model_path).name else {}
+    except (OSError, ValueError):
+        return None
+    status = info.get("status")
+    if not status or status in ("completed", "early_stopped"):
+        return None
+    return (f"its training run {run.path} did not finish (run.json says {status!r}); run its command again to "
+            f"finish it (`{info.get('command') or 'keras-vessel train ... --output ' + str(run.path)}`): once "
+            "training has ended, it only chooses the threshold")
 
 
 def choose_training_threshold(

@@ -12,13 +12,16 @@ training images is a separate step
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -27,7 +30,9 @@ from keras_vessel.config import RunConfig, records_folders
 from keras_vessel.data.pipeline import get_dataset, split_names
 from keras_vessel.data.tfrecords import MANIFEST, file_sha256, verify_shards
 from keras_vessel.errors import TrainingError
+from keras_vessel.interrupts import deferred_signals
 from keras_vessel.io import ensure_writable_dir
+from keras_vessel.locks import folder_lock
 from keras_vessel.provenance import git_revision, machine_info, package_versions
 from keras_vessel.training.components import (
     build_run_losses,
@@ -56,7 +61,8 @@ class TrainResult:
     chief: bool = True  # False in a multi-worker run's other workers, which write no run folder
 
 
-def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> TrainResult:
+def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1,
+          finish: Callable[[Path], Any] | None = None) -> TrainResult:
     """Train (or resume) the run described by `config` into `output_dir`.
 
     Re-running on the same folder resumes after the last finished epoch (a
@@ -64,6 +70,18 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> Tra
     but for ``train.epochs``; otherwise ConfigError says what differs. Damaged
     prepared records are refused before the first step (PrepareError).
     Raises TrainingError when the loss becomes NaN or TensorFlow fails.
+
+    `finish(output_dir)` completes the run after training (`keras-vessel train`
+    chooses the threshold): run.json says "completed" (or "early_stopped") only
+    after it returned. A run stopped in it (Ctrl-C, SIGTERM: "interrupted";
+    kill -9: still "running") has ``trained`` in run.json, and a re-run with the
+    same settings runs only `finish`, without training again.
+
+    The run folder is locked while it is written (`keras_vessel.locks.folder_lock`):
+    a second process on it gets a FolderLockedError naming the first.
+    Ctrl-C stops training after the current step (a KeyboardInterrupt), but
+    never between an epoch's checkpoint and its history row
+    (`keras_vessel.interrupts.deferred_signals`).
     """
     manifest = check_config(config)
     folders = records_folders(config.data)
@@ -73,11 +91,19 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> Tra
         verify_shards(folder)
     records = {folder: file_sha256(Path(folder) / MANIFEST) for folder in folders}
     run = RunFolder(output_dir)
-    previous = run.check_resume(config, records) or {}
     ensure_writable_dir(run.path, what="the run folder")
 
     strategy = _start(config)
     run.chief = is_chief(strategy)
+    # only the chief writes the run folder: the other workers of a multi-worker run may share it
+    with folder_lock(run.path, what="the run folder") if run.chief else contextlib.nullcontext():
+        previous = run.check_resume(config, records) or {}  # under the lock: what no other process is changing
+        return _train(config, run, strategy, manifest, folders, records, previous,
+                      (train_names, validation_names), verbose=verbose, finish=finish)
+
+
+def _train(config, run, strategy, manifest, folders, records, previous, names, *, verbose, finish) -> TrainResult:
+    train_names, validation_names = names
     with strategy.scope():
         model = build_training_model(config, manifest)
         optimizer = make_optimizer(config)
@@ -93,12 +119,16 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> Tra
     manager = tf.train.CheckpointManager(checkpoint, str(checkpoints), max_to_keep=2)
     history = run.read_history() if run.chief else []
     resumes = list(previous.get("resumed", []))
+    trained = None  # how training ended, when a previous process of this run finished it
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).expect_partial()
-        history = history[: int(epoch_var.numpy())]
-        resumes.append({"after_epoch": int(epoch_var.numpy()), "epochs": config.train.epochs, "at": _now()})
+        done = int(epoch_var.numpy())
+        history = history[:done]
+        trained = _finished_training(previous, done, config)
+        resumes.append({"after_epoch": done, "epochs": config.train.epochs, "at": _now()})
         if run.chief:
-            print(f"resuming {run.path} after epoch {int(epoch_var.numpy())} of {config.train.epochs}",
+            print(f"resuming {run.path} after epoch {done} of {config.train.epochs}"
+                  + (f" (training {trained['status']}; only the steps after training run)" if trained else ""),
                   file=sys.stderr)
     start_epoch = int(epoch_var.numpy())
 
@@ -109,18 +139,31 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> Tra
         "replicas": strategy.num_replicas_in_sync, "training_images": train_names,
         "validation_images": validation_names, "records": records,
         "started": previous.get("started", _now()), "resumed": resumes,
+        **({"trained": trained} if trained else {}),
     })
-    train_data, validation_data = _datasets(config, strategy, folders, train_names, validation_names,
-                                            stream_seed=config.train.seed * 100_003 + start_epoch)
-    steps = build_steps(model, optimizer, losses, strategy)
-    epochs = _Epochs(config, run, model, optimizer, steps, validation_data, history, verbose=verbose)
 
     def save_checkpoint(epoch: int) -> None:
         epoch_var.assign(epoch)
         manager.save(checkpoint_number=epoch)
 
     try:
-        status = epochs.run(iter(train_data), start_epoch, save_checkpoint)
+        if trained:
+            status = trained["status"]
+        else:
+            train_data, validation_data = _datasets(config, strategy, folders, train_names, validation_names,
+                                                    stream_seed=config.train.seed * 100_003 + start_epoch)
+            steps = build_steps(model, optimizer, losses, strategy)
+            epochs = _Epochs(config, run, model, optimizer, steps, validation_data, history, verbose=verbose)
+            status = epochs.run(iter(train_data), start_epoch, save_checkpoint)
+        if status != "nan":
+            if not run.model_path.exists():
+                with averaged_weights(model, optimizer):
+                    run.save_model(model)
+            if not trained:
+                run.update(trained={"status": status, "epochs": len(history), "of": config.train.epochs,
+                                    "at": _now()})
+            if finish is not None and run.chief:
+                finish(run.path)
     except BaseException as error:  # record why the run stopped, then let the error through
         interrupted = isinstance(error, KeyboardInterrupt)
         run.stop("interrupted" if interrupted else "failed", len(history),
@@ -130,9 +173,6 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> Tra
                                 f"re-run the same command to resume after epoch {len(history)}") from None
         raise
 
-    if status != "nan" and not run.model_path.exists():
-        with averaged_weights(model, optimizer):
-            run.save_model(model)
     run.stop(status, len(history))
     if status == "nan":
         raise TrainingError(
@@ -140,6 +180,15 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> Tra
             f"{run.checkpoints} (try a lower train.learning_rate)"
         )
     return TrainResult(run.path, run.model_path, len(history), status, history, chief=run.chief)
+
+
+def _finished_training(previous: dict, done: int, config: RunConfig) -> dict | None:
+    """run.json's ``trained`` when a previous process finished training this run to `done` epochs
+    and the config asks for no more (only ``train.epochs`` may have changed); else None."""
+    trained = previous.get("trained")
+    if not isinstance(trained, dict) or trained.get("epochs") != done or trained.get("of") != config.train.epochs:
+        return None
+    return trained
 
 
 def _now() -> str:
@@ -200,10 +249,12 @@ class _Epochs:
             row = self._train(iterator, epoch)
             if row is None:
                 return "nan"
-            self._validate_and_save(row)
-            self.history.append(row)
-            checkpoint(epoch + 1)
-            self._log(row, epoch + 1)
+            self._validate(row)
+            with deferred_signals():  # Ctrl-C waits: the best model, history.csv and the checkpoint agree
+                self._save_best(row)
+                self.history.append(row)
+                checkpoint(epoch + 1)
+                self._log(row, epoch + 1)
             if should_stop_early(self.history, train.early_stopping_patience):
                 return "early_stopped"
         return "completed"
@@ -229,18 +280,23 @@ class _Epochs:
         row["seconds"] = time.monotonic() - started
         return row
 
-    def _validate_and_save(self, row: dict[str, float]) -> None:
-        """Score the validation images, keeping `model.keras` (and `model_raw.keras` with EMA) at their best."""
-        if self.validation_data is not None and weight_average_of(self.optimizer):  # the raw weights' scores
+    def _validate(self, row: dict[str, float]) -> None:
+        """Score the validation images: the weights that are saved, and the raw ones (``raw_val_*``) with EMA."""
+        if self.validation_data is None:
+            return
+        if weight_average_of(self.optimizer):
             row.update({f"raw_{k}": v for k, v in validate(self.eval_step, self.validation_data).items()})
-            if row["raw_val_loss"] < self.best_raw:
-                self.best_raw = row["raw_val_loss"]
-                self.folder.save_model(self.model, raw=True)
         with averaged_weights(self.model, self.optimizer):
-            if self.validation_data is not None:
-                row.update(validate(self.eval_step, self.validation_data))
-            if self.validation_data is None or row.get("val_loss", -math.inf) < self.best:
-                self.best = row.get("val_loss", self.best)
+            row.update(validate(self.eval_step, self.validation_data))
+
+    def _save_best(self, row: dict[str, float]) -> None:
+        """Keep `model.keras` (and `model_raw.keras` with EMA) at their best validation loss."""
+        if row.get("raw_val_loss", math.inf) < self.best_raw:
+            self.best_raw = row["raw_val_loss"]
+            self.folder.save_model(self.model, raw=True)
+        if self.validation_data is None or row.get("val_loss", -math.inf) < self.best:
+            self.best = row.get("val_loss", self.best)
+            with averaged_weights(self.model, self.optimizer):
                 self.folder.save_model(self.model)
 
     def _log(self, row: dict[str, float], epoch: int) -> None:

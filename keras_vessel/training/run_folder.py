@@ -11,9 +11,13 @@
 | `model_raw.keras` | with EMA and validation only: the best raw weights, what the run would ship without EMA |
 | `threshold.json` | written by `keras_vessel.evaluation.thresholds.choose_run_threshold`, not by training |
 
-``run.json``'s ``status`` is ``running`` while a process trains, then
-``completed``, ``early_stopped``, ``nan``, ``interrupted`` (Ctrl-C) or
-``failed`` (with ``error``).
+``run.json``'s ``status`` is ``running`` while a process trains or finishes
+the run (`keras-vessel train` chooses the threshold after training), then
+``completed`` or ``early_stopped`` once everything is written, ``nan``,
+``interrupted`` (Ctrl-C, SIGTERM) or ``failed`` (with ``error``). ``trained``
+(how training ended, its epochs, the epochs asked for) is recorded as soon as
+training ends: a run that has it but is not completed was stopped after
+training, and a re-run only finishes it.
 """
 
 from __future__ import annotations
@@ -100,7 +104,15 @@ class RunFolder:
             write_json_atomic(self.info_path, self.info)
 
     def stop(self, status: str, epochs: int, **fields: Any) -> None:
-        """Record how the run ended: its status, the epochs done and when."""
+        """Record how the run ended: its status, the epochs done and when.
+
+        Keeps what other writers added to run.json since (the threshold step's ``threshold``).
+        """
+        if self.chief:
+            try:
+                self.info = {**self.read_info(), **self.info}
+            except (OSError, ValueError):
+                pass  # a damaged run.json is written again from what this process knows
         self.update(status=status, epochs_completed=epochs, finished=_now(), **fields)
 
     def save_model(self, model: keras.Model, *, raw: bool = False) -> None:
