@@ -5,6 +5,7 @@ Each test's docstring says how to reproduce the case by hand.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -257,3 +258,139 @@ def test_killing_prepare_and_export_leaves_nothing_half_written(tmp_path, tiny_m
         if version.exists():  # renamed into place only when complete: it must load and answer
             tf.saved_model.load(str(version)).signatures["serving_default"](images=tf.zeros([1, 32, 32, 3]))
         assert not any(path.name == "1" for path in (models / "m").glob("*") if path != version)
+
+
+# --- issue 33: a full disk, a read-only file system, staging left by a killed export ------------------
+
+def _disk_full(path) -> Exception:
+    """What TensorFlow raises when a write finds the disk full (its file errors carry only the text)."""
+    import tensorflow as tf
+
+    return tf.errors.ResourceExhaustedError(None, None, f"{path}; No space left on device")
+
+
+def _assert_one_sentence(result, *fragments) -> None:
+    assert result.exit_code == 1, show(result)
+    for fragment in fragments:
+        assert str(fragment) in result.stderr, show(result)
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, show(result)
+
+
+def test_a_full_disk_during_prepare_names_the_shard_and_leaves_no_folder(tmp_path, monkeypatch):
+    """`mount -t tmpfs -o size=300k tmpfs /mnt/small; keras-vessel prepare --dataset synthetic --out
+    /mnt/small/records`: a 40-line traceback ending in `ResourceExhaustedError ... No space left on device`."""
+    import tensorflow as tf
+
+    class FullDiskWriter:
+        def __init__(self, path, options=None):
+            self.path = path
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, record):
+            raise _disk_full(self.path)
+
+    monkeypatch.setattr(tf.io, "TFRecordWriter", FullDiskWriter)
+    out = tmp_path / "new" / "records"
+    result = prepare(out)
+    _assert_one_sentence(result, f"{out / 'training-00000-of-00003.tfrecord.gz'}: No space left on device",
+                         "free some space on that disk or write somewhere else")
+    assert not (tmp_path / "new").exists()  # nothing written: no empty folder, no temporary shard
+
+
+def test_a_full_disk_during_export_names_the_version_and_leaves_no_staging(tmp_path, monkeypatch,
+                                                                          tiny_model_file):
+    """`keras-vessel export --model M --name m --version 1 --out /mnt/small/models` (a 300 kB tmpfs): a
+    40-line traceback; the same with `--format tflite` left an empty `models/m/1/`."""
+    import tensorflow as tf
+
+    def fill_the_disk(module, folder, signatures=None):
+        Path(folder, "saved_model.pb").write_bytes(b"half")
+        raise _disk_full(Path(folder, "variables", "variables.data-00000-of-00001.tempstate123"))
+
+    monkeypatch.setattr(tf.saved_model, "save", fill_the_disk)
+    models = tmp_path / "models"
+    result = run("export", "--model", tiny_model_file(), "--name", "m", "--version", "1", "--out", models)
+    _assert_one_sentence(result, f"{models / 'm' / '1'}: No space left on device", "write somewhere else")
+    assert not models.exists()  # no staging, no empty NAME folder
+
+    real_write = Path.write_bytes
+
+    def full(self, data):
+        if self.name.startswith(".m.tflite."):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # what write() says: no file name
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    (models / "m").mkdir(parents=True)
+    result = run("export", "--model", tiny_model_file(), "--name", "m", "--version", "1", "--out", models,
+                 "--format", "tflite")
+    _assert_one_sentence(result, f"{models / 'm' / '1' / 'm.tflite'}: No space left on device")
+    assert [p.name for p in (models / "m").iterdir()] == []  # no empty version folder
+
+
+def test_a_full_disk_during_evaluate_names_the_file(tmp_path, monkeypatch, tiny_model_file):
+    """`keras-vessel evaluate ... --output /mnt/small/report` with room for all but roc.png: it said only
+    "No space left on device"."""
+    from matplotlib.figure import Figure
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Figure, "savefig", full)
+    report = tmp_path / "report"
+    result = run("evaluate", "--model", tiny_model_file(), "--dataset", "synthetic", "--output", report,
+                 "--no-overlays", "--quiet")
+    _assert_one_sentence(result, f"{report / 'roc.png'}: No space left on device")
+    assert not list(report.glob(".*"))  # no temporary file left
+
+
+def test_a_read_only_run_folder_during_train_names_the_file(tmp_path, records, monkeypatch):
+    """`mount -o remount,ro` the run folder's file system while `keras-vessel train` runs (or fill it):
+    train said "Read-only file system" (or "No space left on device") without a path."""
+    import keras
+
+    def read_only(self, path, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(keras.Model, "save", read_only)
+    run_dir = tmp_path / "run"
+    result = run("train", "--config", tiny_config(tmp_path, records), "--output", run_dir, "--quiet")
+    _assert_one_sentence(result, f"{run_dir / 'model.keras'}: Read-only file system",
+                         "that file system is read-only: write somewhere else")
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+
+
+def _dead_pid() -> int:
+    """The id of a process that has ended (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_export_redoes_an_incomplete_version_and_removes_stale_staging(tmp_path, tiny_model_file, caplog):
+    """`kill -9` an export mid-way (or make `models/m/1/` by hand): the hidden `.1.partial-*` stayed for
+    ever, and an empty `models/m/1/` was refused as "already exists" (or served as version 1)."""
+    import socket
+
+    version = tmp_path / "models" / "m" / "1"
+    version.mkdir(parents=True)
+    stale = version.parent / f".1.partial-{_dead_pid()}@{socket.gethostname()}-abcd1234"
+    (stale / "variables").mkdir(parents=True)
+    live = version.parent / f".1.partial-{os.getpid()}@{socket.gethostname()}-efgh5678"
+    live.mkdir()
+    with caplog.at_level("WARNING"):
+        result = run("export", "--model", tiny_model_file(), "--name", "m", "--version", "1",
+                     "--out", tmp_path / "models")
+    assert result.exit_code == 0, show(result)
+    assert (version / "saved_model.pb").is_file() and not stale.exists() and live.exists()
+    messages = [record.getMessage() for record in caplog.records]
+    assert f"removed {stale}, the staging folder of an export that stopped (process" in " ".join(messages)
+    assert f"{version} holds no complete SavedModel (an export that stopped?); exporting it again" in messages
+    result = run("export", "--model", tiny_model_file(), "--name", "m", "--version", "1",
+                 "--out", tmp_path / "models")
+    _assert_one_sentence(result, f"{version} already exists; pass --overwrite")  # a complete one is kept
