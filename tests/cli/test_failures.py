@@ -394,3 +394,46 @@ def test_export_redoes_an_incomplete_version_and_removes_stale_staging(tmp_path,
     result = run("export", "--model", tiny_model_file(), "--name", "m", "--version", "1",
                  "--out", tmp_path / "models")
     _assert_one_sentence(result, f"{version} already exists; pass --overwrite")  # a complete one is kept
+
+
+def _photo(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_predict_into_its_input_folder_skips_its_own_outputs(tmp_path, tiny_model_file, caplog):
+    """`keras-vessel predict DIR --output DIR --overlay` twice: the second run wrote `*_mask_mask.png` and
+    `*_prob_prob.png` and reported "3 of 3 images"."""
+    folder = tmp_path / "photos"
+    _photo(folder / "eye.png")
+    _photo(folder / "vessel_mask.png")  # the user's own image, not one predict wrote
+    args = ["predict", folder, "--model", tiny_model_file(), "--output", folder, "--threshold", "0.5", "--quiet"]
+    result = run(*args, "--overlay")
+    assert result.exit_code == 0, show(result)
+    assert "for 2 of 2 images" in result.stdout
+    assert json.loads((folder / ".keras-vessel-predict").read_text())["files"] == sorted(
+        f"{stem}_{kind}.png" for stem in ("eye", "vessel_mask") for kind in ("prob", "mask", "overlay"))
+    written = sorted(p.name for p in folder.iterdir() if p.name != ".keras-vessel-predict")
+    (folder / ".keras-vessel-predict").unlink()  # as a keras-vessel that wrote no marker left it
+    for skipped in (6, 4):  # by name pattern (NAME_prob.png beside NAME_mask.png); then by the marker alone
+        with caplog.at_level("WARNING"):
+            result = run(*args, "--overlay")
+        assert result.exit_code == 0, show(result)
+        assert "for 2 of 2 images" in result.stdout, show(result)
+        assert f"{folder}: skipping {skipped} files that keras-vessel predict wrote" in caplog.text
+        assert sorted(p.name for p in folder.iterdir() if p.name != ".keras-vessel-predict") == written
+        caplog.clear()
+        (folder / "eye_mask.png").unlink()  # eye_prob.png is now known by the marker only
+        (folder / "eye_overlay.png").unlink()
+
+
+def test_predict_refuses_two_inputs_of_one_name(tmp_path, tiny_model_file):
+    """`keras-vessel predict left/img.tif right/img.tif --output out`: the second was written as
+    `img_tif_prob.png`, silently."""
+    left, right = _photo(tmp_path / "left" / "img.tif"), _photo(tmp_path / "right" / "img.tif")
+    out = tmp_path / "out"
+    result = run("predict", left, right, "--model", tiny_model_file(), "--output", out, "--threshold", "0.5")
+    _assert_one_sentence(result, f"inputs {left} and {right} would both be written as img_prob.png and "
+                                 f"img_mask.png in {out}; rename one of them")
+    assert not out.exists()
