@@ -26,7 +26,7 @@ import tensorflow as tf
 from keras_vessel.config import RunConfig, records_folders
 from keras_vessel.data.pipeline import get_dataset, split_names
 from keras_vessel.data.tfrecords import MANIFEST, file_sha256, verify_shards
-from keras_vessel.errors import TrainingError
+from keras_vessel.errors import OutputError, TrainingError
 from keras_vessel.io import ensure_writable_dir
 from keras_vessel.provenance import git_revision, machine_info, package_versions
 from keras_vessel.training.components import (
@@ -67,6 +67,7 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> Tra
     """
     manifest = check_config(config)
     folders = records_folders(config.data)
+    _check_outside_records(Path(output_dir), folders, config.name)
     train_names, validation_names = split_names(folders, config.data.validation_images,
                                                 folds=config.data.folds, fold=config.data.fold)
     for folder in folders:
@@ -140,6 +141,14 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1) -> Tra
             f"{run.checkpoints} (try a lower train.learning_rate)"
         )
     return TrainResult(run.path, run.model_path, len(history), status, history, chief=run.chief)
+
+
+def _check_outside_records(output_dir: Path, folders: list[str], name: str) -> None:
+    """Refuse a run folder in (or equal to) a prepared-records folder: its files would mix with the shards."""
+    for folder in folders:
+        if output_dir.resolve().is_relative_to(Path(folder).resolve()):
+            raise OutputError(f"the run folder {output_dir} is inside the prepared-records folder {folder} "
+                              f"(data.train_records); choose a run folder outside it, e.g. runs/{name}")
 
 
 def _now() -> str:

@@ -437,3 +437,43 @@ def test_predict_refuses_two_inputs_of_one_name(tmp_path, tiny_model_file):
     _assert_one_sentence(result, f"inputs {left} and {right} would both be written as img_prob.png and "
                                  f"img_mask.png in {out}; rename one of them")
     assert not out.exists()
+
+
+def test_a_patch_larger_than_every_training_image_is_refused(tmp_path, records):
+    """`keras-vessel train --config C --set data.patch_size=512` on 256-px synthetic records: accepted, then
+    stuck for ever looking for a patch with enough field of view, at 5 GB."""
+    result = run("train", "--config", tiny_config(tmp_path, records), "--output", tmp_path / "run",
+                 "--set", "data.patch_size=512", "--quiet")
+    _assert_one_sentence(result, "data.patch_size 512 is larger than every training image: the largest, "
+                                 "synthetic_", "is 256x256 px (WxH); choose data.patch_size of at most 256")
+    assert not (tmp_path / "run").exists()
+    from keras_vessel.config import load_config
+    from keras_vessel.training.components import check_config
+
+    check_config(load_config(tiny_config(tmp_path, records), ["data.patch_size=512", "data.fov_diameter=600"]))
+    with pytest.raises(ValueError, match=r"the largest, synthetic_\d+, is 2\d\dx2\d\d px \(WxH\) at "
+                                         r"data.fov_diameter 200; choose data.patch_size of at most 2\d\d"):
+        check_config(load_config(tiny_config(tmp_path, records), ["data.patch_size=512", "data.fov_diameter=200"]))
+
+
+def test_set_errors_name_the_set_not_the_config_file(tmp_path, records):
+    """`keras-vessel train --config C --set train.epochs=two`: the error said `C: train.epochs must be an
+    integer`, blaming a file that says nothing of it."""
+    config = tiny_config(tmp_path, records)
+    for value, sentence in (("train.epochs=two", "--set train.epochs=two: train.epochs must be an integer"),
+                            ("train.epoch=2", "--set train.epoch=2: unknown key train.'epoch'")):
+        result = run("train", "--config", config, "--set", value)
+        _assert_one_sentence(result, sentence)
+        assert str(config) not in result.stderr
+    result = run("train", "--config", config, "--set", "train.epochs=2", "--set", "data.batch_size=x")
+    _assert_one_sentence(result, f"--set data.batch_size=x: data.batch_size must be an integer")
+
+
+def test_train_refuses_a_run_folder_inside_the_records(tmp_path, records):
+    """`keras-vessel train --config C --output data/drive/training/run` (inside data.train_records): the run
+    was written among the shards."""
+    result = run("train", "--config", tiny_config(tmp_path, records), "--output", records / "run", "--quiet")
+    _assert_one_sentence(result, f"the run folder {records / 'run'} is inside the prepared-records folder "
+                                 f"{records} (data.train_records); choose a run folder outside it, e.g. runs/tiny")
+    assert not (records / "run").exists()
+
