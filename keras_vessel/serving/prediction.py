@@ -12,6 +12,8 @@ produces the same files as local prediction.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import glob
 import json
 import logging
@@ -32,6 +34,8 @@ __all__ = ["OUTPUT_MARKER", "OUTPUT_SUFFIXES", "OVERLAY_COLOUR", "InputError", "
 # What `predict_files` writes per image, and the file in its output folder that lists them (`own_outputs`).
 OUTPUT_SUFFIXES = ("_prob.png", "_mask.png", "_overlay.png")
 OUTPUT_MARKER = ".keras-vessel-predict"
+# Errors writing an image's outputs that every later image would meet too: they stop the batch.
+_STOPS_THE_BATCH = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 # What `vessel_overlay` paints vessels with (RGB), and how much of it: cyan shows on the red-orange fundus.
 OVERLAY_COLOUR = (0, 255, 255)
 OVERLAY_OPACITY = 0.6
@@ -57,6 +61,11 @@ class PredictReport:
 
     written: list[Path] = field(default_factory=list)
     failures: list[tuple[Path, str]] = field(default_factory=list)
+
+    def fail(self, path: Path, reason: str) -> None:
+        """Record (and log, once) that `path` failed: `reason`, prefixed with `path` unless it names it."""
+        self.failures.append((path, reason if str(path) in reason else f"{path}: {reason}"))
+        log.warning("predict: %s", self.failures[-1][1])
 
 
 def _is_image(path: Path) -> bool:
@@ -217,7 +226,8 @@ def predict_files(
     files (`output_stems`), raise before any file is written; per-file errors (unreadable image, FOV of
     another size, a failing predictor) are recorded in ``report.failures`` and logged, but a
     predictor raising ConnectionError (its server cannot be reached:
-    `keras_vessel.serving.client.ServerUnreachable`) stops the batch with a ConnectionError. The files
+    `keras_vessel.serving.client.ServerUnreachable`) stops the batch with a ConnectionError, and a full
+    disk, quota or read-only file system with its OSError. The files
     written are listed in `OUTPUT_MARKER` in `output_dir` (`own_outputs`). An
     image without a detectable field of view is predicted whole, at its own
     scale, with a warning naming it.
@@ -283,6 +293,7 @@ def predict_files(
         return np.where(region, _probability(run, image), np.float32(0.0)), region
 
     report = PredictReport()
+    stopped = True
     try:
         for done, (path, stem) in enumerate(progress_bar(list(zip(paths, stems)), label="predict",
                                                          enabled=progress)):
@@ -296,20 +307,19 @@ def predict_files(
             except ConnectionError as error:  # the predictor's server is gone: every other image would fail alike
                 raise ConnectionError(f"{error} (stopped at image {done + 1} of {len(paths)}, {path})") from error
             except (ValueError, OSError) as error:  # DatasetError is a ValueError
-                report.failures.append((path, _naming(path, str(error))))
-                log.warning("predict: %s", report.failures[-1][1])
+                if getattr(error, "errno", None) in _STOPS_THE_BATCH:  # so would every later image's outputs
+                    raise
+                report.fail(path, str(error))
             except Exception as error:  # noqa: BLE001 - one bad file must not stop the batch
-                report.failures.append((path, _naming(path, f"unexpected {type(error).__name__}: {error}")))
-                log.warning("predict: %s", report.failures[-1][1])
+                report.fail(path, f"unexpected {type(error).__name__}: {error}")
+        stopped = False
     finally:
         if report.written:  # so that predicting this folder later skips them
-            _mark(output_dir, report.written)
+            with contextlib.suppress(*((OSError,) if stopped else ())):  # not instead of why it stopped
+                _mark(output_dir, report.written)
     return report
 
 
-def _naming(path: Path, reason: str) -> str:
-    """``reason``, prefixed with ``path`` unless it already names it."""
-    return reason if str(path) in reason else f"{path}: {reason}"
 
 
 def vessel_overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:

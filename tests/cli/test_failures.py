@@ -477,3 +477,20 @@ def test_train_refuses_a_run_folder_inside_the_records(tmp_path, records):
                                  f"{records} (data.train_records); choose a run folder outside it, e.g. runs/tiny")
     assert not (records / "run").exists()
 
+
+
+def test_a_full_disk_stops_predict_at_the_first_image(tmp_path, tiny_model_file, monkeypatch):
+    """`keras-vessel predict DIR --output /mnt/small/out` (a full tmpfs): every image failed in turn, one line
+    each, none naming the file it could not write."""
+    for name in ("a.png", "b.png", "c.png"):
+        _photo(tmp_path / "photos" / name)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setitem(Image.SAVE, "PNG", full)  # what PIL calls to write a PNG
+    out = tmp_path / "out"
+    result = run("predict", tmp_path / "photos", "--model", tiny_model_file(), "--output", out,
+                 "--threshold", "0.5", "--quiet")
+    _assert_one_sentence(result, f"{out / 'a_prob.png'}: No space left on device; free some space")
+    assert list(out.iterdir()) == []  # no temporary file, no marker listing nothing
