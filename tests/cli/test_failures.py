@@ -493,4 +493,4 @@ def test_a_full_disk_stops_predict_at_the_first_image(tmp_path, tiny_model_file,
     result = run("predict", tmp_path / "photos", "--model", tiny_model_file(), "--output", out,
                  "--threshold", "0.5", "--quiet")
     _assert_one_sentence(result, f"{out / 'a_prob.png'}: No space left on device; free some space")
-    assert list(out.iterdir()) == []  # no temporary file, no marker listing nothing
+    assert not out.exists()  # no temporary file, no marker listing nothing, no empty folder

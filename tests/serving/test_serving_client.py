@@ -309,6 +309,7 @@ def test_cli_predict_server_failure_stops_at_the_first_image_naming_the_url(inpu
     assert result.exit_code == 1, shown
     assert f"could not get an answer from {url}/v1/models/vessel:predict" in result.stderr
     assert f"(stopped at image 1 of {len(inputs)}, {inputs[0]})" in result.stderr and len(inputs) > 1
+    assert not (tmp_path / "o").exists()  # nothing written: no empty output folder left
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, shown
     assert sum("retry" in record.getMessage() for record in caplog.records) == 3  # the first image's retries only
 
