@@ -91,16 +91,15 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
         text = str(item)
         path = Path(text)
         if glob.has_magic(text):
-            matches = _without_own_outputs(sorted(Path(m) for m in glob.glob(text) if Path(m).is_file()), text)
+            matches = sorted(Path(m) for m in glob.glob(text) if Path(m).is_file())
             if not matches:
-                raise InputError(f"pattern {text!r} matches no file (but predict's own outputs)")
-            found += matches
+                raise InputError(f"pattern {text!r} matches no file")
+            found += _without_own_outputs(matches, f"pattern {text!r}")
         elif path.is_dir():
-            matches = _without_own_outputs(sorted(p for p in path.iterdir() if p.is_file() and _is_image(p)), path)
+            matches = sorted(p for p in path.iterdir() if p.is_file() and _is_image(p))
             if not matches:
-                raise InputError(f"folder {path} holds no image (looked for {', '.join(IMAGE_SUFFIXES)}; "
-                                 "predict's own outputs do not count)")
-            found += matches
+                raise InputError(f"folder {path} holds no image (looked for {', '.join(IMAGE_SUFFIXES)})")
+            found += _without_own_outputs(matches, f"folder {path}")
         elif path.is_file():
             found.append(path)
         else:
@@ -125,12 +124,15 @@ def own_outputs(folder: str | Path) -> set[str]:
     return names
 
 
-def _without_own_outputs(paths: list[Path], where: str | Path) -> list[Path]:
+def _without_own_outputs(paths: list[Path], where: str) -> list[Path]:
     written = {folder: own_outputs(folder) for folder in {path.parent for path in paths}}
     kept = [path for path in paths if path.name not in written[path.parent]]
+    kinds = "NAME" + ", NAME".join(OUTPUT_SUFFIXES)
+    if not kept:
+        raise InputError(f"{where} holds only files that keras-vessel predict wrote ({kinds}); give the folder "
+                         "of the photographs")
     if len(kept) < len(paths):
-        log.warning("%s: skipping %d files that keras-vessel predict wrote (NAME%s)", where, len(paths) - len(kept),
-                    ", NAME".join(OUTPUT_SUFFIXES))
+        log.warning("%s: skipping %d files that keras-vessel predict wrote (%s)", where, len(paths) - len(kept), kinds)
     return kept
 
 

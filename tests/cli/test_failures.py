@@ -395,6 +395,15 @@ def test_export_redoes_an_incomplete_version_and_removes_stale_staging(tmp_path,
                  "--out", tmp_path / "models")
     _assert_one_sentence(result, f"{version} already exists; pass --overwrite")  # a complete one is kept
 
+    lite = tmp_path / "lite" / "m" / "1"
+    lite.mkdir(parents=True)
+    (lite / "m.tflite").write_bytes(b"half")  # killed before m.json was written: it was "already exists"
+    result = run("export", "--model", tiny_model_file(), "--name", "m", "--version", "1", "--out", tmp_path / "lite",
+                 "--format", "tflite")
+    assert result.exit_code == 0, show(result)
+    assert f"{lite / 'm.tflite'} is left from an export that stopped; exporting again" in result.stderr
+    assert (lite / "m.json").is_file() and (lite / "m.tflite").stat().st_size > 1000
+
 
 def _photo(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -421,11 +430,15 @@ def test_predict_into_its_input_folder_skips_its_own_outputs(tmp_path, tiny_mode
             result = run(*args, "--overlay")
         assert result.exit_code == 0, show(result)
         assert "for 2 of 2 images" in result.stdout, show(result)
-        assert f"{folder}: skipping {skipped} files that keras-vessel predict wrote" in caplog.text
+        assert f"folder {folder}: skipping {skipped} files that keras-vessel predict wrote" in caplog.text
         assert sorted(p.name for p in folder.iterdir() if p.name != ".keras-vessel-predict") == written
         caplog.clear()
         (folder / "eye_mask.png").unlink()  # eye_prob.png is now known by the marker only
         (folder / "eye_overlay.png").unlink()
+    result = run("predict", folder / "*_prob.png", *args[2:])  # a usage error, as for any INPUT naming no image
+    assert result.exit_code == 2 and "Traceback" not in result.stderr, show(result)
+    assert (f"pattern '{folder / '*_prob.png'}' holds only files that keras-vessel predict wrote (NAME_prob.png, "
+            "NAME_mask.png, NAME_overlay.png); give the folder of the photographs") in result.stderr
 
 
 def test_predict_refuses_two_inputs_of_one_name(tmp_path, tiny_model_file):
