@@ -263,7 +263,8 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
 
 def _build(cls: type, raw: Any, *, source: _Source, prefix: str) -> Any:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source(prefix.rstrip('.'))}: {prefix.rstrip('.') or 'top level'} must be a mapping, got {raw!r}")
+        section = prefix.rstrip(".")
+        raise ConfigError(f"{source(section)}: {section or 'top level'} must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [key for key in raw if key not in names]

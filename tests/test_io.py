@@ -115,4 +115,6 @@ def test_stale_staging_is_removed_and_live_staging_kept(tmp_path, caplog):
         assert remove_stale_staging(tmp_path, "3") == sorted([dead, old])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (elsewhere, young, other, mine))
     assert mine.name.startswith(f".3.partial-{os.getpid()}@{host}-")
-    assert len(caplog.records) == 2 and "which is gone" in caplog.records[0].getMessage() + caplog.records[1].getMessage()
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 2 and f"removed {dead}" in messages[0] and "which is gone" in messages[0]
+    assert f"removed {old}" in messages[1] and "an older keras-vessel" in messages[1]

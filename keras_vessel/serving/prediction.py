@@ -269,33 +269,32 @@ def predict_files(
     fov_choice = _check_fov(fov)
     fixed_fov = read_mask(fov_choice) if isinstance(fov_choice, Path) else None
     model = load_inference_model(model_path, heads=heads) if predictor is None else None
+
+    def probability(path: Path, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The image's probability (0 outside its region) and the region where it is kept."""
+        geometry = image_fov(image) if fov_choice == "auto" or (model is not None and scale == "auto") else None
+        if geometry is not None and not geometry.found:
+            log.warning("%s: no field of view found (not a fundus photograph with a dark surround?); "
+                        "predicting the whole image at its own scale", path)
+        if fixed_fov is not None:
+            if fixed_fov.shape != image.shape[:2]:
+                raise DatasetError(
+                    f"FOV mask {fov_choice} is {fixed_fov.shape[1]}x{fixed_fov.shape[0]} (WxH) but "
+                    f"image {path} is {image.shape[1]}x{image.shape[0]}"
+                )
+            region = fixed_fov
+        elif fov_choice == "auto":
+            region = prediction_region(geometry.mask, geometry.found).numpy()
+        else:
+            region = np.ones(image.shape[:2], dtype=bool)
+        run = predictor
+        if model is not None:
+            factor = inference_scale(model, image, scale, fov=geometry).factor
+            run = lambda rgb: predict_probability(model, rgb, tile_size=tile_size, tta=tta, scale=factor)  # noqa: E731
+        return np.where(region, _probability(run, image), np.float32(0.0)), region
+
     with removed_if_failed(output_dir):  # stopped before writing anything: no empty folder left
         output_dir = ensure_writable_dir(output_dir, what="the output folder")  # before any image is predicted
-
-        def probability(path: Path, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            """The image's probability (0 outside its region) and the region where it is kept."""
-            geometry = image_fov(image) if fov_choice == "auto" or (model is not None and scale == "auto") else None
-            if geometry is not None and not geometry.found:
-                log.warning("%s: no field of view found (not a fundus photograph with a dark surround?); "
-                            "predicting the whole image at its own scale", path)
-            if fixed_fov is not None:
-                if fixed_fov.shape != image.shape[:2]:
-                    raise DatasetError(
-                        f"FOV mask {fov_choice} is {fixed_fov.shape[1]}x{fixed_fov.shape[0]} (WxH) but "
-                        f"image {path} is {image.shape[1]}x{image.shape[0]}"
-                    )
-                region = fixed_fov
-            elif fov_choice == "auto":
-                region = prediction_region(geometry.mask, geometry.found).numpy()
-            else:
-                region = np.ones(image.shape[:2], dtype=bool)
-            run = predictor
-            if model is not None:
-                factor = inference_scale(model, image, scale, fov=geometry).factor
-                run = lambda rgb: predict_probability(  # noqa: E731
-                    model, rgb, tile_size=tile_size, tta=tta, scale=factor)
-            return np.where(region, _probability(run, image), np.float32(0.0)), region
-
         report = PredictReport()
         stopped = True
         try:
@@ -308,8 +307,9 @@ def predict_files(
                     mask = (prob >= value) & region
                     report.written += _write_outputs(output_dir, stem, prob, mask,
                                                      vessel_overlay(image, mask) if overlay else None)
-                except ConnectionError as error:  # the predictor's server is gone: every other image would fail alike
-                    raise ConnectionError(f"{error} (stopped at image {done + 1} of {len(paths)}, {path})") from error
+                except ConnectionError as error:  # the predictor's server is gone: so would every later image be
+                    stop = f"stopped at image {done + 1} of {len(paths)}, {path}"
+                    raise ConnectionError(f"{error} ({stop})") from error
                 except (ValueError, OSError) as error:  # DatasetError is a ValueError
                     if getattr(error, "errno", None) in _STOPS_THE_BATCH:  # so would every later image's outputs
                         raise
@@ -322,8 +322,6 @@ def predict_files(
                 with contextlib.suppress(*((OSError,) if stopped else ())):  # not instead of why it stopped
                     _mark(output_dir, report.written)
         return report
-
-
 
 
 def vessel_overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
