@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,7 @@ def atomic_path(path: str | Path, *, suffix: str = ".tmp") -> Iterator[Path]:
         os.replace(temp, path)
     except BaseException as error:
         Path(temp).unlink(missing_ok=True)
-        named = as_os_error(error, path, temp=temp)
-        if named is None or named is error:
-            raise
-        raise named from error
+        raise_named(error, path, temp=temp)
 
 
 def umask() -> int:
@@ -142,6 +139,15 @@ def as_os_error(error: BaseException, path: str | Path | None = None, *,
             named = re.search(rf"(\S+); {re.escape(text)}", str(error))
             return OSError(code, text, str(path) if path is not None else named and named[1])
     return None
+
+
+def raise_named(error: BaseException, path: str | Path, *, temp: str | Path | None = None) -> NoReturn:
+    """Raise `error`, caught while writing `path` (through `temp`), again: as the OSError naming `path`
+    that `as_os_error` makes of it, or as it is."""
+    named = as_os_error(error, path, temp=temp)
+    if named is None or named is error:
+        raise error
+    raise named from error
 
 
 _ADVICE = {

@@ -39,14 +39,8 @@ import keras
 import tensorflow as tf
 
 from keras_vessel.checks import FUSIONS
-from keras_vessel.io import (
-    as_os_error,
-    ensure_writable_dir,
-    remove_stale_staging,
-    removed_if_failed,
-    staging_dir,
-    umask,
-)
+from keras_vessel.io import (ensure_writable_dir, raise_named, remove_stale_staging, removed_if_failed, staging_dir,
+                             umask)
 from keras_vessel.models.saving import load_model_file
 from keras_vessel.models import as_inference_model, model_fov_diameter, model_stride
 from keras_vessel.data.scaling import fov_diameter, prediction_region, resample, resize_to, scale_factor
@@ -281,10 +275,7 @@ def export_saved_model(
             staging.rename(target)
         except BaseException as error:
             shutil.rmtree(staging, ignore_errors=True)
-            named = as_os_error(error, target, temp=staging)  # a full disk names the version, not the staging
-            if named is None or named is error:
-                raise
-            raise named from error
+            raise_named(error, target, temp=staging)  # a full disk names the version, not the staging
     log.info("exported %s (stride %d, threshold %g) to %s", model.name, stride, threshold, target)
     return target
 
