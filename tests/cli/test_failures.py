@@ -1,4 +1,4 @@
-"""The failure cases of issue 24, each as a user meets it: one sentence, an exit status, no traceback.
+"""The failure cases of issues 24 and 33, each as a user meets it: one sentence, an exit status, no traceback.
 
 Each test's docstring says how to reproduce the case by hand.
 """
