@@ -3,7 +3,8 @@
 - `library_errors()` turns the library's expected failures into `click.ClickException`
   (exit 1): its ValueErrors (DatasetError, ConfigError, PrepareError, OutputError, ...)
   and TrainingError, whose messages already say which file or key and what to do, and
-  operating-system errors on files (permissions, a full disk), named by path.
+  operating-system errors on files (permissions, a full disk, a quota, a read-only file system, also
+  when TensorFlow raised them), named by path with what to do (`keras_vessel.io.describe_os_error`).
 - `VesselGroup` ends an interrupted command (Ctrl-C) with "interrupted" and exit status 130,
   and a terminated one (SIGTERM: docker stop, SLURM preemption, `timeout`) with "terminated"
   and exit status 143, after the same clean-up (`sigterm_as_interrupt`).
@@ -31,9 +32,13 @@ def library_errors() -> Iterator[None]:
         yield
     except (ValueError, TrainingError) as error:
         raise click.ClickException(str(error)) from error
-    except OSError as error:
-        where = f"{error.filename}: " if error.filename else ""
-        raise click.ClickException(f"{where}{error.strerror or error}") from error
+    except Exception as error:  # OSError, or TensorFlow's wrapping one (a full disk during export or prepare)
+        from keras_vessel.io import describe_os_error
+
+        message = describe_os_error(error)
+        if message is None:
+            raise
+        raise click.ClickException(message) from error
 
 
 class VesselGroup(click.Group):

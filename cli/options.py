@@ -23,6 +23,11 @@ TTA_HELP = ("Test-time augmentation: average the predictions of the left-right m
             "or of all 8 flips and quarter turns (d4, 8x).")
 
 
+def counted(count: int, noun: str) -> str:
+    """``"1 epoch"``, ``"2 epochs"``: a count with its noun, plural unless it is one."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def threshold_option(value: str, *, otsu: bool = True) -> str:
     """'train', 'otsu' (unless `otsu` is False) or a number in (0, 1), checked before the model is loaded."""
     from keras_vessel.evaluation.thresholds import parse_threshold

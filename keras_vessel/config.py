@@ -156,8 +156,22 @@ def load_config(paths: str | Path | typing.Sequence[str | Path] | None,
         sources.append(str(path))
     for override in overrides:
         _apply_override(raw, override)
-    source = " + ".join(sources) or "<defaults>"
-    return _build(RunConfig, raw, source=source, prefix="")
+    return _build(RunConfig, raw, source=_Source(" + ".join(sources) or "<defaults>", overrides), prefix="")
+
+
+class _Source:
+    """Where a key's value came from, for error messages: the ``--set`` that set it (or its section),
+    else the config files."""
+
+    def __init__(self, files: str, overrides: typing.Sequence[str]) -> None:
+        self.files = files
+        self.overrides = [(text.partition("=")[0].strip(), text) for text in reversed(overrides)]  # last wins
+
+    def __call__(self, key: str) -> str:
+        for name, text in self.overrides:
+            if key == name or key.startswith(name + "."):
+                return f"--set {text}"
+        return self.files
 
 
 def _read_composed(path: Path, *, seen: tuple[Path, ...]) -> dict[str, Any]:
@@ -247,9 +261,10 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
                           "brackets, e.g. --set 'data.train_records=[a, b]'") from None
 
 
-def _build(cls: type, raw: Any, *, source: str, prefix: str) -> Any:
+def _build(cls: type, raw: Any, *, source: _Source, prefix: str) -> Any:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'top level'} must be a mapping, got {raw!r}")
+        section = prefix.rstrip(".")
+        raise ConfigError(f"{source(section)}: {section or 'top level'} must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [key for key in raw if key not in names]
@@ -257,7 +272,7 @@ def _build(cls: type, raw: Any, *, source: str, prefix: str) -> Any:
         key = unknown[0]
         close = difflib.get_close_matches(str(key), names, n=1)
         hint = f"; did you mean {prefix}{close[0]!r}?" if close else f"; known keys: {', '.join(names)}"
-        raise ConfigError(f"{source}: unknown key {prefix}{key!r}{hint}")
+        raise ConfigError(f"{source(prefix + str(key))}: unknown key {prefix}{key!r}{hint}")
     values = {}
     for name in names:
         if name in raw:
@@ -265,18 +280,18 @@ def _build(cls: type, raw: Any, *, source: str, prefix: str) -> Any:
     return cls(**values)
 
 
-def _convert(hint: Any, value: Any, *, source: str, key: str) -> Any:
+def _convert(hint: Any, value: Any, *, source: _Source, key: str) -> Any:
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, source=source, prefix=key + ".")
     if origin is Literal:
         choices = typing.get_args(hint)
         if value not in choices:
-            raise ConfigError(f"{source}: {key} must be one of {list(choices)}, got {value!r}")
+            raise ConfigError(f"{source(key)}: {key} must be one of {list(choices)}, got {value!r}")
         return value
     if origin in (dict,):
         if not isinstance(value, dict):
-            raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
+            raise ConfigError(f"{source(key)}: {key} must be a mapping, got {value!r}")
         return dict(value)
     if origin in (typing.Union, types.UnionType):
         if typing.get_args(hint) == (str, list[str]):
@@ -284,15 +299,15 @@ def _convert(hint: Any, value: Any, *, source: str, key: str) -> Any:
                 isinstance(value, list) and value and all(isinstance(item, str) and item for item in value)
             ):
                 return value
-            raise ConfigError(f"{source}: {key} must be a folder or a non-empty list of folders, got {value!r}")
+            raise ConfigError(f"{source(key)}: {key} must be a folder or a non-empty list of folders, got {value!r}")
         return value
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
+            raise ConfigError(f"{source(key)}: {key} must be true or false, got {value!r}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
+            raise ConfigError(f"{source(key)}: {key} must be an integer, got {value!r}")
         return value
     if hint is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
@@ -301,12 +316,12 @@ def _convert(hint: Any, value: Any, *, source: str, key: str) -> Any:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{source}: {key} must be a number, got {value!r}")
+            raise ConfigError(f"{source(key)}: {key} must be a number, got {value!r}")
         if not math.isfinite(float(value)):
-            raise ConfigError(f"{source}: {key} must be a finite number, got {value!r}")
+            raise ConfigError(f"{source(key)}: {key} must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
+            raise ConfigError(f"{source(key)}: {key} must be a string, got {value!r}")
         return value
     return value

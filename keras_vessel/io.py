@@ -1,14 +1,34 @@
-"""Atomic file writes: an interrupted run never leaves a file that looks finished."""
+"""Atomic file writes: an interrupted run never leaves a file that looks finished.
+
+A write that fails for want of space, quota or permission raises an OSError naming the file it was
+writing (`as_os_error`), also when the writer was TensorFlow, whose file errors carry only the text;
+`describe_os_error` makes it one sentence saying what to do. Folders written under a temporary name
+(`staging_dir`) say which process owns them, so those of a killed process can be removed.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
+import re
+import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+log = logging.getLogger(__name__)
+
+# What a full disk, a quota, a read-only or an unwritable file system look like from a writer.
+FILESYSTEM_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO)
+# A staging folder's owner: `.NAME.partial-PID@HOST-XXXXXXXX` (mkdtemp's 8 random characters last).
+_STAGING = r"^\.{name}\.partial-(?:(?P<pid>\d+)@(?P<host>.+)-)?[a-z0-9_]{{8}}$"
+STALE_UNOWNED_SECONDS = 3600  # staging of an older keras-vessel names no owner: stale when this old
 
 
 @contextmanager
@@ -25,9 +45,9 @@ def atomic_path(path: str | Path, *, suffix: str = ".tmp") -> Iterator[Path]:
         yield Path(temp)
         os.chmod(temp, 0o666 & ~umask())  # mkstemp makes 0600 files; give the usual mode
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as error:
         Path(temp).unlink(missing_ok=True)
-        raise
+        raise_named(error, path, temp=temp)
 
 
 def umask() -> int:
@@ -95,3 +115,122 @@ def write_png_atomic(path: str | Path, array: Any) -> None:
 
     with atomic_path(path) as temp:
         Image.fromarray(array).save(temp, format="PNG")
+
+
+def as_os_error(error: BaseException, path: str | Path | None = None, *,
+                temp: str | Path | None = None) -> OSError | None:
+    """`error`, raised while writing `path` (through `temp`), as an OSError that names `path`.
+
+    An OSError naming no file or the temporary one is named again; another OSError is returned as it
+    is. A TensorFlow error is recognised by the text of a file-system errno (`FILESYSTEM_ERRNOS`:
+    ``"PATH; No space left on device"``; without `path`, the PATH of its text is named). None for
+    anything else.
+    """
+    if isinstance(error, OSError):
+        if path is not None and (error.filename is None
+                                 or (temp is not None and str(error.filename).startswith(str(temp)))):
+            return OSError(error.errno, error.strerror or str(error), str(path))
+        return error
+    if not type(error).__module__.startswith("tensorflow"):
+        return None
+    for code in FILESYSTEM_ERRNOS:
+        text = os.strerror(code)
+        if text in str(error):
+            named = re.search(rf"(\S+); {re.escape(text)}", str(error))
+            return OSError(code, text, str(path) if path is not None else named and named[1])
+    return None
+
+
+def raise_named(error: BaseException, path: str | Path, *, temp: str | Path | None = None) -> NoReturn:
+    """Raise `error`, caught while writing `path` (through `temp`), again: as the OSError naming `path`
+    that `as_os_error` makes of it, or as it is."""
+    named = as_os_error(error, path, temp=temp)
+    if named is None or named is error:
+        raise error
+    raise named from error
+
+
+_ADVICE = {
+    errno.ENOSPC: "free some space on that disk or write somewhere else, then run the command again",
+    errno.EDQUOT: "free some of your disk quota or write somewhere else, then run the command again",
+    errno.EFBIG: "write somewhere that allows larger files, then run the command again",
+    errno.EROFS: "that file system is read-only: write somewhere else",
+    errno.EACCES: "fix its permissions or write somewhere else",
+    errno.EPERM: "fix its permissions or write somewhere else",
+}
+
+
+def describe_os_error(error: BaseException) -> str | None:
+    """One sentence for a failed file operation: which file, what went wrong and what to do.
+
+    For an OSError, or a TensorFlow error carrying a file-system errno's text (`as_os_error`);
+    None for anything else.
+    """
+    error = as_os_error(error)
+    if error is None:
+        return None
+    where = f"{error.filename}: " if error.filename else ""
+    advice = _ADVICE.get(error.errno)
+    return f"{where}{error.strerror or error}" + (f"; {advice}" if advice else "")
+
+
+def staging_dir(parent: str | Path, name: str) -> Path:
+    """A new hidden folder beside `parent / name` to write `name` in before renaming it into place.
+
+    Its name says which process owns it (``.NAME.partial-PID@HOST-XXXXXXXX``), so that
+    `remove_stale_staging` can tell one left by a killed process from one still being written.
+    """
+    return Path(tempfile.mkdtemp(prefix=f".{name}.partial-{os.getpid()}@{socket.gethostname()}-", dir=parent))
+
+
+def remove_stale_staging(parent: str | Path, name: str) -> list[Path]:
+    """Remove the staging folders of `name` in `parent` whose owner has died, saying so; returns them.
+
+    A folder is stale when its process, on this host, is gone; one that names no owner (written by
+    an older keras-vessel) when it is unchanged for `STALE_UNOWNED_SECONDS`. Others are left alone.
+    """
+    parent, pattern = Path(parent), re.compile(_STAGING.format(name=re.escape(name)))
+    removed = []
+    for folder in sorted(parent.glob(f".{name}.partial-*")) if parent.is_dir() else ():
+        match = pattern.match(folder.name)
+        if match is None or not folder.is_dir():
+            continue
+        if match["pid"] is None:
+            stale = time.time() - folder.stat().st_mtime > STALE_UNOWNED_SECONDS
+            owner = "an older keras-vessel"
+        else:
+            stale = match["host"] == socket.gethostname() and not process_alive(int(match["pid"]))
+            owner = f"process {match['pid']}, which is gone"
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+            log.warning("removed %s, the staging folder of an export that stopped (%s)", folder, owner)
+            removed.append(folder)
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process `pid` exists on this host (it may belong to another user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def removed_if_failed(path: str | Path) -> Iterator[Path]:
+    """Yield `path`; if the block fails, remove the folders it created on the way to `path` that are
+    still empty, so a failed write leaves no empty folder that looks like a result."""
+    path = Path(path)
+    created = [folder for folder in (path, *path.parents) if not folder.exists()]
+    try:
+        yield path
+    except BaseException:
+        for folder in created:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:  # not empty, or already gone
+                break
+        raise

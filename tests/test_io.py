@@ -44,3 +44,77 @@ def test_save_model_atomic_writes_a_loadable_model_others_can_read(tmp_path):
     assert _mode(path) == 0o666 & ~umask()
     assert keras.saving.load_model(path).count_params() == model.count_params()
     assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
+
+
+def test_a_failed_write_names_the_final_file_not_the_temporary_one(tmp_path):
+    """A full disk: write() raises an OSError without a file name, TensorFlow an error naming its temp file."""
+    import errno
+
+    import tensorflow as tf
+
+    target = tmp_path / "shard.gz"
+    with pytest.raises(OSError) as raised, atomic_path(target):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert (raised.value.errno, raised.value.filename) == (errno.ENOSPC, str(target))
+    with pytest.raises(OSError) as raised, atomic_path(target) as temp:
+        raise tf.errors.ResourceExhaustedError(None, None, f"{temp}; No space left on device")
+    assert (raised.value.errno, raised.value.filename) == (errno.ENOSPC, str(target))
+    with pytest.raises(FileNotFoundError) as raised, atomic_path(target):  # another file's error: as it is
+        open(tmp_path / "missing")
+    assert raised.value.filename == str(tmp_path / "missing")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("error, sentence", [
+    (OSError(28, "No space left on device", "/d/x"), "/d/x: No space left on device; free some space on that disk"),
+    (OSError(122, "Disk quota exceeded", "/d/x"), "/d/x: Disk quota exceeded; free some of your disk quota"),
+    (OSError(30, "Read-only file system", "/d/x"), "/d/x: Read-only file system; that file system is read-only"),
+    (OSError(13, "Permission denied", "/d/x"), "/d/x: Permission denied; fix its permissions"),
+    (FileExistsError("/d/x already exists"), "/d/x already exists"),
+    (ValueError("No space left on device"), None),  # not a file-system error
+])
+def test_describe_os_error(error, sentence):
+    from keras_vessel.io import describe_os_error
+
+    described = describe_os_error(error)
+    assert described == sentence if sentence is None else described.startswith(sentence)
+
+
+def test_describe_os_error_reads_tensorflow_errors():
+    import tensorflow as tf
+
+    from keras_vessel.io import describe_os_error
+
+    error = tf.errors.UnknownError(None, None, "/d/.1.partial-x/saved_model.pb.tmp1; Read-only file system")
+    assert describe_os_error(error).startswith("/d/.1.partial-x/saved_model.pb.tmp1: Read-only file system; ")
+    assert describe_os_error(tf.errors.InvalidArgumentError(None, None, "bad shape")) is None
+
+
+def test_stale_staging_is_removed_and_live_staging_kept(tmp_path, caplog):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from keras_vessel.io import STALE_UNOWNED_SECONDS, remove_stale_staging, staging_dir
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    host = socket.gethostname()
+    dead = tmp_path / f".3.partial-{child.pid}@{host}-abcd1234"
+    elsewhere = tmp_path / f".3.partial-{child.pid}@another-host.example-abcd1234"  # can't tell: kept
+    old, young = tmp_path / ".3.partial-abcd1234", tmp_path / ".3.partial-efgh5678"  # older keras-vessel
+    other = tmp_path / f".30.partial-{child.pid}@{host}-abcd1234"  # another version's
+    for folder in (dead, elsewhere, old, young, other):
+        folder.mkdir()
+    ago = time.time() - STALE_UNOWNED_SECONDS - 60
+    os.utime(old, (ago, ago))
+    mine = staging_dir(tmp_path, "3")
+    with caplog.at_level("WARNING"):
+        assert remove_stale_staging(tmp_path, "3") == sorted([dead, old])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (elsewhere, young, other, mine))
+    assert mine.name.startswith(f".3.partial-{os.getpid()}@{host}-")
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 2 and f"removed {dead}" in messages[0] and "which is gone" in messages[0]
+    assert f"removed {old}" in messages[1] and "an older keras-vessel" in messages[1]

@@ -13,6 +13,7 @@ from keras_vessel_cli.options import (
     SCALE_HELP,
     TTA_CHOICES,
     TTA_HELP,
+    counted,
     scale_option,
     threshold_option,
     training_threshold,
@@ -104,7 +105,8 @@ def evaluate(model_path: Path, dataset: str, root: Path | None, split: str, fold
         )
     summary = report["summary"]
     click.echo(
-        f"{dataset}/{split}: {len(report['per_image'])} images; threshold: {report['protocol']['threshold_rule']}\n"
+        f"{dataset}/{split}: {counted(len(report['per_image']), 'image')}; "
+        f"threshold: {report['protocol']['threshold_rule']}\n"
         f"AUC pooled {summary['AUC_pooled']:.4f} (per-image mean {summary['AUC']:.4f}), "
         f"Se {summary['Se']:.4f} Sp {summary['Sp']:.4f} Acc {summary['Acc']:.4f} "
         f"Pr {summary['precision']:.4f} F1 {summary['F1']:.4f}\n"

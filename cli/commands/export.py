@@ -58,16 +58,16 @@ def export(model_path: Path, name: str, version: int, out: Path, overwrite: bool
 
 def _export_saved_model(model_path: Path, out: Path, name: str, version: int, overwrite: bool, heads: str,
                         threshold: str, scale: str, with_keras: bool) -> None:
+    from keras_vessel.serving.export import export_keras_model, export_saved_model, version_folder_state
+
     target = out / name / str(version)
-    if target.exists() and not overwrite:
+    if version_folder_state(target) in ("complete", "other") and not overwrite:  # an incomplete one is redone
         raise click.ClickException(f"{target} already exists; pass --overwrite to replace it or choose "
                                    f"another --version")
     keras_path = out / name / "model.keras"
     if with_keras and keras_path.exists() and not overwrite:
         raise click.ClickException(f"{keras_path} already exists; pass --overwrite to replace it")
     value = training_threshold(model_path, heads)[0] if threshold == "train" else float(threshold)
-
-    from keras_vessel.serving.export import export_keras_model, export_saved_model
 
     with library_errors():
         try:
@@ -85,9 +85,12 @@ def _export_saved_model(model_path: Path, out: Path, name: str, version: int, ov
 def _export_tflite(model_path: Path, folder: Path, name: str, weights: str, input_size: int | None, heads: str,
                    threshold: str, overwrite: bool) -> None:
     target = folder / f"{name}.tflite"
-    if target.exists() and not overwrite:
+    written = [path for path in (target, target.with_suffix(".json")) if path.exists()]
+    if len(written) == 2 and not overwrite:
         raise click.ClickException(f"{target} already exists; pass --overwrite to replace it or choose another "
                                    "--version")
+    if len(written) == 1:
+        click.echo(f"{written[0]} is left from an export that stopped; exporting again", err=True)
     value = training_threshold(model_path, heads)[0] if threshold == "train" else float(threshold)
     from keras_vessel.serving.tflite import export_tflite
 

@@ -145,9 +145,7 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
     options["threshold"] = threshold
 
     with library_errors():
-        report = predict_files(source, paths, output, **options)
-    for _, reason in report.failures:
-        click.echo(f"error: {reason}", err=True)
+        report = predict_files(source, paths, output, **options)  # logs each failure as it happens, once
     done = len(paths) - len(report.failures)
     kinds = "probability maps, masks and overlays" if overlay else "probability maps and masks"
     click.echo(f"wrote {kinds} for {done} of {len(paths)} images to {output}")

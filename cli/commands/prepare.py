@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from keras_vessel_cli.options import DATASET_NAMES
+from keras_vessel_cli.options import DATASET_NAMES, counted
 from keras_vessel_cli.errors import library_errors, quiet_tensorflow
 
 
@@ -49,4 +49,5 @@ def prepare(dataset: str, root: Path | None, split: str, fold: int | None, out_d
         manifest = write_dataset(specs, out_dir, dataset=dataset, split=split, workers=workers,
                                  reference=reference, show_progress=not quiet)
     segments = sum(image["segments"] for image in manifest["images"])
-    click.echo(f"prepared {len(manifest['images'])} images ({segments} segments) into {out_dir}")
+    images = counted(len(manifest["images"]), "image")
+    click.echo(f"prepared {images} ({counted(segments, 'segment')}) into {out_dir}")

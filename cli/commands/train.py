@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from keras_vessel_cli.errors import library_errors, quiet_tensorflow
+from keras_vessel_cli.options import counted
 
 
 @click.command()
@@ -36,8 +37,9 @@ def train(config_paths: tuple[Path, ...], overrides: tuple[str, ...], output: Pa
         result = run_training(config, output, verbose=0 if quiet else 1,
                               finish=lambda run: thresholds.append(choose_run_threshold(run, progress=not quiet)))
         if not result.chief:  # another worker of a multi-worker run: the chief writes the run folder
-            click.echo(f"{result.status} after {result.epochs_completed} epochs (worker; the chief saves the model)")
+            click.echo(f"{result.status} after {counted(result.epochs_completed, 'epoch')} "
+                       "(worker; the chief saves the model)")
             return
         [threshold] = thresholds
-    click.echo(f"{result.status} after {result.epochs_completed} epochs; model: {result.model_path} "
+    click.echo(f"{result.status} after {counted(result.epochs_completed, 'epoch')}; model: {result.model_path} "
                f"(threshold {threshold:.4f} on its training images)")

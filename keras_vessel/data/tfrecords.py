@@ -41,7 +41,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from keras_vessel.io import atomic_path, ensure_writable_dir, stderr_to_devnull, write_json_atomic
+from keras_vessel.io import atomic_path, ensure_writable_dir, removed_if_failed, stderr_to_devnull, write_json_atomic
 from keras_vessel.locks import folder_lock
 from keras_vessel.progress import progress
 
@@ -237,18 +237,12 @@ def write_dataset(
         raise PrepareError(f"workers must be at least 1, got {workers}")
     if reference not in ("authors", "complete"):
         raise PrepareError(f"reference must be 'authors' or 'complete', got {reference!r}")
-    out_dir = Path(out_dir)
-    created = not out_dir.exists()
-    ensure_writable_dir(out_dir, what="the prepared-data folder")
-    try:
+    with removed_if_failed(out_dir):  # nothing was written: leave no empty folder behind
+        ensure_writable_dir(out_dir, what="the prepared-data folder")
         with folder_lock(out_dir, what="the prepared-data folder"):  # one writer; released before the clean-up
-            return _write_dataset(specs, out_dir, dataset=dataset, split=split, workers=workers,
+            return _write_dataset(specs, Path(out_dir), dataset=dataset, split=split, workers=workers,
                                   images_per_shard=images_per_shard, reference=reference,
                                   show_progress=show_progress)
-    except BaseException:
-        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
-            out_dir.rmdir()  # nothing was written: leave no empty folder behind
-        raise
 
 
 def _write_dataset(specs: Sequence[Any], out_dir: Path, *, dataset: str, split: str, workers: int,

@@ -11,7 +11,8 @@ exported graph, so any image size works.
 Connection failures, timeouts and HTTP 502/503/504 (a server starting up or a
 proxy in front of it) are retried with exponential backoff; other HTTP errors
 (4xx: bad request, unknown model or version) are not, because repeating the
-same request cannot fix them. Errors say which URL failed and quote the
+same request cannot fix them. No answer after the retries raises `ServerUnreachable`, a
+ConnectionError, on which `predict_files` stops instead of trying every other image. Errors say which URL failed and quote the
 server's ``{"error": "..."}`` text.
 """
 
@@ -30,7 +31,7 @@ import numpy as np
 
 from keras_vessel.models.inference import as_rgb
 
-__all__ = ["ServingClient", "ServingError"]
+__all__ = ["ServerUnreachable", "ServingClient", "ServingError"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,11 @@ class ServingError(RuntimeError):
         super().__init__(message)
         self.url = url
         self.status = status
+
+
+class ServerUnreachable(ServingError, ConnectionError):
+    """No answer at all after the retries (refused, reset, timed out): the next request would fare no better,
+    so `keras_vessel.serving.prediction.predict_files` stops its batch at the first."""
 
 
 class ServingClient:
@@ -158,7 +164,7 @@ class ServingClient:
             except (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout, HTTPException) as error:
                 reason = getattr(error, "reason", None) or error
                 if attempt == attempts:
-                    raise ServingError(
+                    raise ServerUnreachable(
                         f"could not get an answer from {url} after {attempts} attempt(s): {reason}; "
                         f"is TF Serving running there (REST port, usually 8501)?",
                         url=url,

@@ -33,19 +33,19 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
 from keras_vessel.checks import FUSIONS
-from keras_vessel.io import ensure_writable_dir, umask
+from keras_vessel.io import (ensure_writable_dir, raise_named, remove_stale_staging, removed_if_failed, staging_dir,
+                             umask)
 from keras_vessel.models.saving import load_model_file
 from keras_vessel.models import as_inference_model, model_fov_diameter, model_stride
 from keras_vessel.data.scaling import fov_diameter, prediction_region, resample, resize_to, scale_factor
 
-__all__ = ["SIGNATURES", "export_keras_model", "export_saved_model"]
+__all__ = ["SIGNATURES", "export_keras_model", "export_saved_model", "version_folder_state"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ SIGNATURES = ("serving_default", "predict_image")
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
+_SAVED_MODEL_ENTRIES = frozenset({"saved_model.pb", "variables", "assets", "fingerprint.pb", "keras_metadata.pb"})
 
 
 def _pad_indices(size: tf.Tensor, pad: tf.Tensor, reflect: tf.Tensor) -> tf.Tensor:
@@ -240,11 +241,14 @@ def export_saved_model(
         raise ValueError(f"scale must be 'auto' or 'none', got {scale!r}")
 
     target = Path(out_dir) / name / str(version)
-    if target.exists() and not overwrite:
+    state = version_folder_state(target)
+    if state in ("complete", "other") and not overwrite:
         raise FileExistsError(
             f"SavedModel version folder already exists: {str(target)!r}; "
             "pass overwrite=True to replace it or choose another version"
         )
+    if state == "incomplete":
+        log.warning("%s holds no complete SavedModel (an export that stopped?); exporting it again", target)
     model = load_model_file(keras_model_path_or_model)
     try:
         model = as_inference_model(model, heads=heads)
@@ -252,28 +256,42 @@ def export_saved_model(
         if isinstance(keras_model_path_or_model, keras.Model):
             raise
         raise ValueError(f"{str(keras_model_path_or_model)!r}: {error}") from error
-    ensure_writable_dir(target.parent, what="the SavedModel folder")  # before the graph is traced
-    stride = model_stride(model)
-    module = _VesselServing(model, stride=stride, threshold=float(threshold),
-                            fov_diameter=model_fov_diameter(model), scale=scale)
-    signatures = {
-        "serving_default": module.serve.get_concrete_function(),
-        "predict_image": module.predict_image.get_concrete_function(),
-    }
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}.partial-", dir=target.parent))
-    try:
-        tf.saved_model.save(module, str(staging), signatures=signatures)
-        os.chmod(staging, 0o777 & ~umask())  # mkdtemp makes 0700 folders; a server user must read them
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with removed_if_failed(target.parent):  # a failed export leaves no empty NAME folder
+        ensure_writable_dir(target.parent, what="the SavedModel folder")  # before the graph is traced
+        remove_stale_staging(target.parent, str(version))
+        stride = model_stride(model)
+        module = _VesselServing(model, stride=stride, threshold=float(threshold),
+                                fov_diameter=model_fov_diameter(model), scale=scale)
+        signatures = {
+            "serving_default": module.serve.get_concrete_function(),
+            "predict_image": module.predict_image.get_concrete_function(),
+        }
+        staging = staging_dir(target.parent, str(version))
+        try:
+            tf.saved_model.save(module, str(staging), signatures=signatures)
+            os.chmod(staging, 0o777 & ~umask())  # mkdtemp makes 0700 folders; a server user must read them
+            if target.exists():
+                shutil.rmtree(target)
+            staging.rename(target)
+        except BaseException as error:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise_named(error, target, temp=staging)  # a full disk names the version, not the staging
     log.info("exported %s (stride %d, threshold %g) to %s", model.name, stride, threshold, target)
     return target
+
+
+def version_folder_state(folder: str | os.PathLike) -> str:
+    """What a TF Serving version folder holds: ``"missing"``; ``"complete"`` (``saved_model.pb`` and the
+    variables' index); ``"incomplete"`` (empty, or parts of a SavedModel only: an export that stopped);
+    ``"other"`` (files no SavedModel has, which an export replaces only when told to)."""
+    folder = Path(folder)
+    if not folder.exists():
+        return "missing"
+    if (folder / "saved_model.pb").is_file() and (folder / "variables" / "variables.index").is_file():
+        return "complete"
+    if folder.is_dir() and all(entry.name in _SAVED_MODEL_ENTRIES for entry in folder.iterdir()):
+        return "incomplete"
+    return "other"
 
 
 def export_keras_model(keras_model_path: str | os.PathLike, path: str | os.PathLike) -> Path:
@@ -300,7 +318,8 @@ def export_keras_model(keras_model_path: str | os.PathLike, path: str | os.PathL
     model.compile(optimizer=optimizer, loss=model.loss)
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    remove_stale_staging(path.parent, path.name)
+    staging = staging_dir(path.parent, path.name)
     try:
         model.save(staging / path.name)
         thresholds = [threshold_path(source, tta) for tta in TTA_MODES]

@@ -12,7 +12,10 @@ produces the same files as local prediction.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import glob
+import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -23,10 +26,16 @@ import numpy as np
 from keras_vessel.models.inference import check_tile_size, check_tta
 from keras_vessel.checks import FUSIONS
 from keras_vessel.data.preprocessing import IMAGE_SUFFIXES
-from keras_vessel.io import ensure_writable_dir, write_png_atomic
+from keras_vessel.io import ensure_writable_dir, removed_if_failed, write_json_atomic, write_png_atomic
 
-__all__ = ["OVERLAY_COLOUR", "InputError", "PredictReport", "expand_inputs", "predict_files", "vessel_overlay"]
+__all__ = ["OUTPUT_MARKER", "OUTPUT_SUFFIXES", "OVERLAY_COLOUR", "InputError", "PredictReport", "expand_inputs",
+           "output_stems", "own_outputs", "predict_files", "vessel_overlay"]
 
+# What `predict_files` writes per image, and the file in its output folder that lists them (`own_outputs`).
+OUTPUT_SUFFIXES = ("_prob.png", "_mask.png", "_overlay.png")
+OUTPUT_MARKER = ".keras-vessel-predict"
+# Errors writing an image's outputs that every later image would meet too: they stop the batch.
+_STOPS_THE_BATCH = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 # What `vessel_overlay` paints vessels with (RGB), and how much of it: cyan shows on the red-orange fundus.
 OVERLAY_COLOUR = (0, 255, 255)
 OVERLAY_OPACITY = 0.6
@@ -53,6 +62,11 @@ class PredictReport:
     written: list[Path] = field(default_factory=list)
     failures: list[tuple[Path, str]] = field(default_factory=list)
 
+    def fail(self, path: Path, reason: str) -> None:
+        """Record (and log, once) that `path` failed: `reason`, prefixed with `path` unless it names it."""
+        self.failures.append((path, reason if str(path) in reason else f"{path}: {reason}"))
+        log.warning("predict: %s", self.failures[-1][1])
+
 
 def _is_image(path: Path) -> bool:
     name = path.name.lower()
@@ -64,7 +78,9 @@ def _is_image(path: Path) -> bool:
 def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
     """Files as given, globs expanded, folders listed (images only, sorted, not recursive).
 
-    Duplicates are dropped, keeping the first occurrence. Raises `InputError`
+    Duplicates are dropped, keeping the first occurrence. Files that `predict_files` wrote itself
+    (`own_outputs`) are left out of folders and globs, with a warning saying how many, so that
+    predicting a folder into itself twice does not predict its maps. Raises `InputError`
     (a ValueError) naming the argument when a glob matches nothing, a folder
     holds no image or a path does not exist, so typos fail before any work.
     """
@@ -78,12 +94,12 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
             matches = sorted(Path(m) for m in glob.glob(text) if Path(m).is_file())
             if not matches:
                 raise InputError(f"pattern {text!r} matches no file")
-            found += matches
+            found += _without_own_outputs(matches, f"pattern {text!r}")
         elif path.is_dir():
             matches = sorted(p for p in path.iterdir() if p.is_file() and _is_image(p))
             if not matches:
                 raise InputError(f"folder {path} holds no image (looked for {', '.join(IMAGE_SUFFIXES)})")
-            found += matches
+            found += _without_own_outputs(matches, f"folder {path}")
         elif path.is_file():
             found.append(path)
         else:
@@ -91,18 +107,57 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def _output_stem(path: Path, used: set[str]) -> str:
-    """File stem without image/.gz suffixes, made unique ("a.png" and "a.jpg" both occur)."""
-    name = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
-    stem = Path(name).stem
-    candidate, suffix = stem, Path(name).suffix.lstrip(".").lower()
-    if candidate in used:
-        candidate = f"{stem}_{suffix}" if suffix else stem
-    counter = 2
-    while candidate in used:
-        candidate, counter = f"{stem}_{counter}", counter + 1
-    used.add(candidate)
-    return candidate
+def own_outputs(folder: str | Path) -> set[str]:
+    """Names of the files in `folder` that `predict_files` wrote: those its marker (`OUTPUT_MARKER`) lists,
+    and ``NAME_prob.png``, ``NAME_mask.png``, ``NAME_overlay.png`` wherever both of the first two are
+    (outputs of a keras-vessel that wrote no marker, or of a run that was stopped)."""
+    folder = Path(folder)
+    try:
+        names = set(json.loads((folder / OUTPUT_MARKER).read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        names = set()
+    first, second = OUTPUT_SUFFIXES[:2]
+    for prob in folder.glob(f"*{first}"):
+        stem = prob.name[: -len(first)]
+        if (folder / f"{stem}{second}").is_file():
+            names.update(f"{stem}{suffix}" for suffix in OUTPUT_SUFFIXES)
+    return names
+
+
+def _without_own_outputs(paths: list[Path], where: str) -> list[Path]:
+    written = {folder: own_outputs(folder) for folder in {path.parent for path in paths}}
+    kept = [path for path in paths if path.name not in written[path.parent]]
+    kinds = "NAME" + ", NAME".join(OUTPUT_SUFFIXES)
+    if not kept:
+        raise InputError(f"{where} holds only files that keras-vessel predict wrote ({kinds}); give the folder "
+                         "of the photographs")
+    if len(kept) < len(paths):
+        log.warning("%s: skipping %d files that keras-vessel predict wrote (%s)", where, len(paths) - len(kept), kinds)
+    return kept
+
+
+def _mark(output_dir: Path, written: list[Path]) -> None:
+    """List `written` in `output_dir`'s marker, beside what earlier runs wrote there."""
+    names = sorted(own_outputs(output_dir) | {path.name for path in written})
+    write_json_atomic(output_dir / OUTPUT_MARKER, {"written_by": "keras-vessel predict", "files": names})
+
+
+def output_stems(paths: Sequence[Path], output_dir: str | Path) -> list[str]:
+    """The ``NAME`` of each input's ``NAME_prob.png``: its file name without image and ``.gz`` suffixes.
+
+    Raises `InputError` naming both inputs when two would write the same files (``a/img.tif`` and
+    ``b/img.tif``, or ``a.png`` and ``a.jpg``): renaming one silently would lose which is which.
+    """
+    stems: dict[str, Path] = {}
+    for path in paths:
+        name = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
+        stem = Path(name).stem
+        if stem in stems:
+            raise InputError(
+                f"inputs {stems[stem]} and {path} would both be written as {stem}_prob.png and {stem}_mask.png "
+                f"in {output_dir}; rename one of them, or predict them into separate output folders")
+        stems[stem] = path
+    return list(stems)
 
 
 def _check_fov(fov: str | Path) -> str | Path:
@@ -169,9 +224,13 @@ def predict_files(
     overlay : also write ``NAME_overlay.png``, the photograph with the mask painted on it
         (`vessel_overlay`), to check the maps by eye.
 
-    Returns a `PredictReport`. Model and argument errors raise before any
-    file is written; per-file errors (unreadable image, FOV of another size,
-    a failing predictor) are recorded in ``report.failures`` and logged. An
+    Returns a `PredictReport`. Model and argument errors, and two inputs that would write the same
+    files (`output_stems`), raise before any file is written; per-file errors (unreadable image, FOV of
+    another size, a failing predictor) are recorded in ``report.failures`` and logged, but a
+    predictor raising ConnectionError (its server cannot be reached:
+    `keras_vessel.serving.client.ServerUnreachable`) stops the batch with a ConnectionError, and a full
+    disk, quota or read-only file system with its OSError. The files
+    written are listed in `OUTPUT_MARKER` in `output_dir` (`own_outputs`). An
     image without a detectable field of view is predicted whole, at its own
     scale, with a warning naming it.
     """
@@ -195,6 +254,7 @@ def predict_files(
     paths = [Path(p) for p in inputs]
     if not paths:
         raise ValueError("`inputs` is empty; expected at least one image path.")
+    stems = output_stems(paths, output_dir)
     threshold = parse_threshold(threshold)
     if heads not in FUSIONS:
         raise ValueError(f"`heads` must be one of {list(FUSIONS)}; got {heads!r}.")
@@ -209,7 +269,6 @@ def predict_files(
     fov_choice = _check_fov(fov)
     fixed_fov = read_mask(fov_choice) if isinstance(fov_choice, Path) else None
     model = load_inference_model(model_path, heads=heads) if predictor is None else None
-    output_dir = ensure_writable_dir(output_dir, what="the output folder")  # before any image is predicted
 
     def probability(path: Path, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The image's probability (0 outside its region) and the region where it is kept."""
@@ -234,28 +293,35 @@ def predict_files(
             run = lambda rgb: predict_probability(model, rgb, tile_size=tile_size, tta=tta, scale=factor)  # noqa: E731
         return np.where(region, _probability(run, image), np.float32(0.0)), region
 
-    report = PredictReport()
-    used: set[str] = set()
-    for path in progress_bar(paths, label="predict", enabled=progress):
+    with removed_if_failed(output_dir):  # stopped before writing anything: no empty folder left
+        output_dir = ensure_writable_dir(output_dir, what="the output folder")  # before any image is predicted
+        report = PredictReport()
+        stopped = True
         try:
-            image = read_image(path)
-            prob, region = probability(path, image)
-            value = metrics.otsu_threshold(prob, region) if threshold == "otsu" else threshold
-            mask = (prob >= value) & region
-            report.written += _write_outputs(output_dir, _output_stem(path, used), prob, mask,
-                                             vessel_overlay(image, mask) if overlay else None)
-        except (ValueError, OSError) as error:  # DatasetError is a ValueError
-            report.failures.append((path, _naming(path, str(error))))
-            log.warning("predict: %s", report.failures[-1][1])
-        except Exception as error:  # noqa: BLE001 - one bad file must not stop the batch
-            report.failures.append((path, _naming(path, f"unexpected {type(error).__name__}: {error}")))
-            log.warning("predict: %s", report.failures[-1][1])
-    return report
-
-
-def _naming(path: Path, reason: str) -> str:
-    """``reason``, prefixed with ``path`` unless it already names it."""
-    return reason if str(path) in reason else f"{path}: {reason}"
+            for done, (path, stem) in enumerate(progress_bar(list(zip(paths, stems)), label="predict",
+                                                             enabled=progress)):
+                try:
+                    image = read_image(path)
+                    prob, region = probability(path, image)
+                    value = metrics.otsu_threshold(prob, region) if threshold == "otsu" else threshold
+                    mask = (prob >= value) & region
+                    report.written += _write_outputs(output_dir, stem, prob, mask,
+                                                     vessel_overlay(image, mask) if overlay else None)
+                except ConnectionError as error:  # the predictor's server is gone: so would every later image be
+                    stop = f"stopped at image {done + 1} of {len(paths)}, {path}"
+                    raise ConnectionError(f"{error} ({stop})") from error
+                except (ValueError, OSError) as error:  # DatasetError is a ValueError
+                    if getattr(error, "errno", None) in _STOPS_THE_BATCH:  # so would every later image's outputs
+                        raise
+                    report.fail(path, str(error))
+                except Exception as error:  # noqa: BLE001 - one bad file must not stop the batch
+                    report.fail(path, f"unexpected {type(error).__name__}: {error}")
+            stopped = False
+        finally:
+            if report.written:  # so that predicting this folder later skips them
+                with contextlib.suppress(*((OSError,) if stopped else ())):  # not instead of why it stopped
+                    _mark(output_dir, report.written)
+        return report
 
 
 def vessel_overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:

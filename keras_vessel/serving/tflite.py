@@ -26,7 +26,7 @@ import keras
 import tensorflow as tf
 
 from keras_vessel.checks import FUSIONS, check_choice
-from keras_vessel.io import atomic_path, ensure_writable_dir, write_json_atomic
+from keras_vessel.io import atomic_path, ensure_writable_dir, removed_if_failed, write_json_atomic
 from keras_vessel.models import as_inference_model, model_fov_diameter, model_stride
 from keras_vessel.models.saving import load_model_file
 
@@ -64,12 +64,13 @@ def export_tflite(
     if input_size is not None and (isinstance(input_size, bool) or not isinstance(input_size, int)
                                    or input_size < stride or input_size % stride):
         raise ValueError(f"input_size must be a positive multiple of the model's stride {stride}, got {input_size!r}")
-    out_dir = ensure_writable_dir(out_dir, what="the TFLite output folder")
-    side = input_size
-    blob = _convert(model, [1, side, side, 3], weights)
-    target = out_dir / f"{name}.tflite"
-    with atomic_path(target) as temp:
-        temp.write_bytes(blob)
+    with removed_if_failed(out_dir):  # a failed export leaves no empty version folder
+        out_dir = ensure_writable_dir(out_dir, what="the TFLite output folder")
+        side = input_size
+        blob = _convert(model, [1, side, side, 3], weights)
+        target = out_dir / f"{name}.tflite"
+        with atomic_path(target) as temp:
+            temp.write_bytes(blob)
     write_json_atomic(out_dir / f"{name}.json", {
         "model": f"{name}.tflite",
         "input": {"name": "images", "dtype": "float32", "shape": [1, side, side, 3],

@@ -149,4 +149,24 @@ def check_config(config: RunConfig) -> dict[str, Any]:
     if not 0 <= train.ema_momentum < 1:
         raise ConfigError(f"train.ema_momentum must be in [0, 1) (0 turns the average off), got {train.ema_momentum}")
     _normalisation(config, manifest)  # statistics the records lack fail here, before the run folder exists
+    _check_patch_fits(config, manifest)
     return manifest
+
+
+def _check_patch_fits(config: RunConfig, manifest: dict[str, Any]) -> None:
+    """Refuse a patch larger than every training image (at the training scale): no patch would ever hold
+    enough field of view, and the input pipeline would look for one for ever, growing its memory."""
+    data = config.data
+
+    def size(image: dict[str, Any]) -> tuple[float, float]:  # (width, height) at the training scale
+        diameter = image.get("fov_diameter") or 0.0
+        scale = data.fov_diameter / diameter if data.fov_diameter and diameter else 1.0
+        return image["width"] * scale, image["height"] * scale
+
+    largest = max(manifest["images"], key=lambda image: min(size(image)))
+    width, height = size(largest)
+    if data.patch_size > min(width, height):
+        at = f" at data.fov_diameter {data.fov_diameter:g}" if data.fov_diameter else ""
+        raise ConfigError(f"data.patch_size {data.patch_size} is larger than every training image: the largest, "
+                          f"{largest['name']}, is {width:.0f}x{height:.0f} px (WxH){at}; choose data.patch_size "
+                          f"of at most {int(min(width, height))}")

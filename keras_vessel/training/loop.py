@@ -29,7 +29,7 @@ import tensorflow as tf
 from keras_vessel.config import RunConfig, records_folders
 from keras_vessel.data.pipeline import get_dataset, split_names
 from keras_vessel.data.tfrecords import MANIFEST, file_sha256, verify_shards
-from keras_vessel.errors import TrainingError
+from keras_vessel.errors import OutputError, TrainingError
 from keras_vessel.interrupts import deferred_signals
 from keras_vessel.io import ensure_writable_dir
 from keras_vessel.locks import folder_lock
@@ -85,6 +85,7 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1,
     """
     manifest = check_config(config)
     folders = records_folders(config.data)
+    _check_outside_records(Path(output_dir), folders, config.name)
     train_names, validation_names = split_names(folders, config.data.validation_images,
                                                 folds=config.data.folds, fold=config.data.fold)
     for folder in folders:
@@ -189,6 +190,14 @@ def _finished_training(previous: dict, done: int, config: RunConfig) -> dict | N
     if not isinstance(trained, dict) or trained.get("epochs") != done or trained.get("of") != config.train.epochs:
         return None
     return trained
+
+
+def _check_outside_records(output_dir: Path, folders: list[str], name: str) -> None:
+    """Refuse a run folder in (or equal to) a prepared-records folder: its files would mix with the shards."""
+    for folder in folders:
+        if output_dir.resolve().is_relative_to(Path(folder).resolve()):
+            raise OutputError(f"the run folder {output_dir} is inside the prepared-records folder {folder} "
+                              f"(data.train_records); choose a run folder outside it, e.g. runs/{name}")
 
 
 def _now() -> str:

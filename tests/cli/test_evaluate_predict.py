@@ -206,14 +206,19 @@ def test_predict_with_fov_file_and_threshold(model_path, drive_root, tmp_path):
     assert not mask[~fov].any() and not prob[~fov].any() and mask[fov].any()
 
 
-def test_predict_fov_of_another_size_names_both_files(model_path, drive_root, tmp_path):
+def test_predict_fov_of_another_size_names_both_files(model_path, drive_root, tmp_path, caplog):
+    """Each failed file is reported once, as it fails (the log line `predict: REASON`; it was echoed again
+    as `error: REASON`), and listed in the final sentence."""
     small_mask = tmp_path / "small_mask.png"
     Image.fromarray(np.full((10, 12), 255, np.uint8)).save(small_mask)
     image = drive_root / "test" / "images" / "01_test.tif"
-    result = _run(["predict", "--model", model_path, image, "--output", tmp_path / "o",
-                   "--fov", small_mask, "--quiet"])  # fmt: skip
+    with caplog.at_level("WARNING"):
+        result = _run(["predict", "--model", model_path, image, "--output", tmp_path / "o",
+                       "--fov", small_mask, "--quiet"])  # fmt: skip
     assert result.exit_code == 1, _show(result)
-    assert "small_mask.png is 12x10" in result.stderr and "01_test.tif is 565x584" in result.stderr
+    [failure] = [record.getMessage() for record in caplog.records if record.getMessage().startswith("predict: ")]
+    assert "small_mask.png is 12x10" in failure and "01_test.tif is 565x584" in failure
+    assert "12x10" not in result.stderr and f"Error: 1 of 1 inputs failed: {image}" in result.stderr  # once
 
 
 def test_predict_bad_inputs(model_path, tmp_path):

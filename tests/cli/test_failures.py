@@ -5,6 +5,7 @@ Each test's docstring says how to reproduce the case by hand.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -463,3 +464,252 @@ def test_prepare_and_export_refuse_a_folder_another_process_writes(tmp_path, tin
     assert f"the model folder {models / 'm'} was locked by PID {holders[1].pid} on host {host}" in caplog.text
     assert "which ended without releasing it; taking the lock over" in caplog.text
     assert (models / "m" / "1" / "saved_model.pb").exists()
+
+
+# --- issue 33: a full disk, a read-only file system, staging left by a killed export ------------------
+
+def _disk_full(path) -> Exception:
+    """What TensorFlow raises when a write finds the disk full (its file errors carry only the text)."""
+    import tensorflow as tf
+
+    return tf.errors.ResourceExhaustedError(None, None, f"{path}; No space left on device")
+
+
+def _assert_one_sentence(result, *fragments) -> None:
+    assert result.exit_code == 1, show(result)
+    for fragment in fragments:
+        assert str(fragment) in result.stderr, show(result)
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, show(result)
+
+
+def test_a_full_disk_during_prepare_names_the_shard_and_leaves_no_folder(tmp_path, monkeypatch):
+    """`mount -t tmpfs -o size=300k tmpfs /mnt/small; keras-vessel prepare --dataset synthetic --out
+    /mnt/small/records`: a 40-line traceback ending in `ResourceExhaustedError ... No space left on device`."""
+    import tensorflow as tf
+
+    class FullDiskWriter:
+        def __init__(self, path, options=None):
+            self.path = path
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, record):
+            raise _disk_full(self.path)
+
+    monkeypatch.setattr(tf.io, "TFRecordWriter", FullDiskWriter)
+    out = tmp_path / "new" / "records"
+    result = prepare(out)
+    _assert_one_sentence(result, f"{out / 'training-00000-of-00003.tfrecord.gz'}: No space left on device",
+                         "free some space on that disk or write somewhere else")
+    assert not (tmp_path / "new").exists()  # nothing written: no empty folder, no temporary shard
+
+
+def test_a_full_disk_during_export_names_the_version_and_leaves_no_staging(tmp_path, monkeypatch,
+                                                                          tiny_model_file):
+    """`keras-vessel export --model M --name m --version 1 --out /mnt/small/models` (a 300 kB tmpfs): a
+    40-line traceback; the same with `--format tflite` left an empty `models/m/1/`."""
+    import tensorflow as tf
+
+    def fill_the_disk(module, folder, signatures=None):
+        Path(folder, "saved_model.pb").write_bytes(b"half")
+        raise _disk_full(Path(folder, "variables", "variables.data-00000-of-00001.tempstate123"))
+
+    monkeypatch.setattr(tf.saved_model, "save", fill_the_disk)
+    models = tmp_path / "models"
+    result = run("export", "--model", tiny_model_file(), "--name", "m", "--version", "1", "--out", models)
+    _assert_one_sentence(result, f"{models / 'm' / '1'}: No space left on device", "write somewhere else")
+    assert not models.exists()  # no staging, no empty NAME folder
+
+    real_write = Path.write_bytes
+
+    def full(self, data):
+        if self.name.startswith(".m.tflite."):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # what write() says: no file name
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    (models / "m").mkdir(parents=True)
+    result = run("export", "--model", tiny_model_file(), "--name", "m", "--version", "1", "--out", models,
+                 "--format", "tflite")
+    _assert_one_sentence(result, f"{models / 'm' / '1' / 'm.tflite'}: No space left on device")
+    assert [p.name for p in (models / "m").iterdir()] == []  # no empty version folder
+
+
+def test_a_full_disk_during_evaluate_names_the_file(tmp_path, monkeypatch, tiny_model_file):
+    """`keras-vessel evaluate ... --output /mnt/small/report` with room for all but roc.png: it said only
+    "No space left on device"."""
+    from matplotlib.figure import Figure
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Figure, "savefig", full)
+    report = tmp_path / "report"
+    result = run("evaluate", "--model", tiny_model_file(), "--dataset", "synthetic", "--output", report,
+                 "--no-overlays", "--quiet")
+    _assert_one_sentence(result, f"{report / 'roc.png'}: No space left on device")
+    assert not list(report.glob(".*"))  # no temporary file left
+
+
+def test_a_read_only_run_folder_during_train_names_the_file(tmp_path, records, monkeypatch):
+    """`mount -o remount,ro` the run folder's file system while `keras-vessel train` runs (or fill it):
+    train said "Read-only file system" (or "No space left on device") without a path."""
+    import keras
+
+    def read_only(self, path, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(keras.Model, "save", read_only)
+    run_dir = tmp_path / "run"
+    result = run("train", "--config", tiny_config(tmp_path, records), "--output", run_dir, "--quiet")
+    _assert_one_sentence(result, f"{run_dir / 'model.keras'}: Read-only file system",
+                         "that file system is read-only: write somewhere else")
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+
+
+def _dead_pid() -> int:
+    """The id of a process that has ended (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_export_redoes_an_incomplete_version_and_removes_stale_staging(tmp_path, tiny_model_file, caplog):
+    """`kill -9` an export mid-way (or make `models/m/1/` by hand): the hidden `.1.partial-*` stayed for
+    ever, and an empty `models/m/1/` was refused as "already exists" (or served as version 1)."""
+    import socket
+
+    version = tmp_path / "models" / "m" / "1"
+    version.mkdir(parents=True)
+    stale = version.parent / f".1.partial-{_dead_pid()}@{socket.gethostname()}-abcd1234"
+    (stale / "variables").mkdir(parents=True)
+    live = version.parent / f".1.partial-{os.getpid()}@{socket.gethostname()}-efgh5678"
+    live.mkdir()
+    with caplog.at_level("WARNING"):
+        result = run("export", "--model", tiny_model_file(), "--name", "m", "--version", "1",
+                     "--out", tmp_path / "models")
+    assert result.exit_code == 0, show(result)
+    assert (version / "saved_model.pb").is_file() and not stale.exists() and live.exists()
+    messages = [record.getMessage() for record in caplog.records]
+    assert f"removed {stale}, the staging folder of an export that stopped (process" in " ".join(messages)
+    assert f"{version} holds no complete SavedModel (an export that stopped?); exporting it again" in messages
+    result = run("export", "--model", tiny_model_file(), "--name", "m", "--version", "1",
+                 "--out", tmp_path / "models")
+    _assert_one_sentence(result, f"{version} already exists; pass --overwrite")  # a complete one is kept
+
+    lite = tmp_path / "lite" / "m" / "1"
+    lite.mkdir(parents=True)
+    (lite / "m.tflite").write_bytes(b"half")  # killed before m.json was written: it was "already exists"
+    result = run("export", "--model", tiny_model_file(), "--name", "m", "--version", "1", "--out", tmp_path / "lite",
+                 "--format", "tflite")
+    assert result.exit_code == 0, show(result)
+    assert f"{lite / 'm.tflite'} is left from an export that stopped; exporting again" in result.stderr
+    assert (lite / "m.json").is_file() and (lite / "m.tflite").stat().st_size > 1000
+
+
+def _photo(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_predict_into_its_input_folder_skips_its_own_outputs(tmp_path, tiny_model_file, caplog):
+    """`keras-vessel predict DIR --output DIR --overlay` twice: the second run wrote `*_mask_mask.png` and
+    `*_prob_prob.png` and reported "3 of 3 images"."""
+    folder = tmp_path / "photos"
+    _photo(folder / "eye.png")
+    _photo(folder / "vessel_mask.png")  # the user's own image, not one predict wrote
+    args = ["predict", folder, "--model", tiny_model_file(), "--output", folder, "--threshold", "0.5", "--quiet"]
+    result = run(*args, "--overlay")
+    assert result.exit_code == 0, show(result)
+    assert "for 2 of 2 images" in result.stdout
+    assert json.loads((folder / ".keras-vessel-predict").read_text())["files"] == sorted(
+        f"{stem}_{kind}.png" for stem in ("eye", "vessel_mask") for kind in ("prob", "mask", "overlay"))
+    written = sorted(p.name for p in folder.iterdir() if p.name != ".keras-vessel-predict")
+    (folder / ".keras-vessel-predict").unlink()  # as a keras-vessel that wrote no marker left it
+    for skipped in (6, 4):  # by name pattern (NAME_prob.png beside NAME_mask.png); then by the marker alone
+        with caplog.at_level("WARNING"):
+            result = run(*args, "--overlay")
+        assert result.exit_code == 0, show(result)
+        assert "for 2 of 2 images" in result.stdout, show(result)
+        assert f"folder {folder}: skipping {skipped} files that keras-vessel predict wrote" in caplog.text
+        assert sorted(p.name for p in folder.iterdir() if p.name != ".keras-vessel-predict") == written
+        caplog.clear()
+        (folder / "eye_mask.png").unlink()  # eye_prob.png is now known by the marker only
+        (folder / "eye_overlay.png").unlink()
+    result = run("predict", folder / "*_prob.png", *args[2:])  # a usage error, as for any INPUT naming no image
+    assert result.exit_code == 2 and "Traceback" not in result.stderr, show(result)
+    assert (f"pattern '{folder / '*_prob.png'}' holds only files that keras-vessel predict wrote (NAME_prob.png, "
+            "NAME_mask.png, NAME_overlay.png); give the folder of the photographs") in result.stderr
+
+
+def test_predict_refuses_two_inputs_of_one_name(tmp_path, tiny_model_file):
+    """`keras-vessel predict left/img.tif right/img.tif --output out`: the second was written as
+    `img_tif_prob.png`, silently."""
+    left, right = _photo(tmp_path / "left" / "img.tif"), _photo(tmp_path / "right" / "img.tif")
+    out = tmp_path / "out"
+    result = run("predict", left, right, "--model", tiny_model_file(), "--output", out, "--threshold", "0.5")
+    _assert_one_sentence(result, f"inputs {left} and {right} would both be written as img_prob.png and "
+                                 f"img_mask.png in {out}; rename one of them")
+    assert not out.exists()
+
+
+def test_a_patch_larger_than_every_training_image_is_refused(tmp_path, records):
+    """`keras-vessel train --config C --set data.patch_size=512` on 256-px synthetic records: accepted, then
+    stuck for ever looking for a patch with enough field of view, at 5 GB."""
+    result = run("train", "--config", tiny_config(tmp_path, records), "--output", tmp_path / "run",
+                 "--set", "data.patch_size=512", "--quiet")
+    _assert_one_sentence(result, "data.patch_size 512 is larger than every training image: the largest, "
+                                 "synthetic_", "is 256x256 px (WxH); choose data.patch_size of at most 256")
+    assert not (tmp_path / "run").exists()
+    from keras_vessel.config import load_config
+    from keras_vessel.training.components import check_config
+
+    check_config(load_config(tiny_config(tmp_path, records), ["data.patch_size=512", "data.fov_diameter=600"]))
+    with pytest.raises(ValueError, match=r"the largest, synthetic_\d+, is 2\d\dx2\d\d px \(WxH\) at "
+                                         r"data.fov_diameter 200; choose data.patch_size of at most 2\d\d"):
+        check_config(load_config(tiny_config(tmp_path, records), ["data.patch_size=512", "data.fov_diameter=200"]))
+
+
+def test_set_errors_name_the_set_not_the_config_file(tmp_path, records):
+    """`keras-vessel train --config C --set train.epochs=two`: the error said `C: train.epochs must be an
+    integer`, blaming a file that says nothing of it."""
+    config = tiny_config(tmp_path, records)
+    for value, sentence in (("train.epochs=two", "--set train.epochs=two: train.epochs must be an integer"),
+                            ("train.epoch=2", "--set train.epoch=2: unknown key train.'epoch'")):
+        result = run("train", "--config", config, "--set", value)
+        _assert_one_sentence(result, sentence)
+        assert str(config) not in result.stderr
+    result = run("train", "--config", config, "--set", "train.epochs=2", "--set", "data.batch_size=x")
+    _assert_one_sentence(result, f"--set data.batch_size=x: data.batch_size must be an integer")
+
+
+def test_train_refuses_a_run_folder_inside_the_records(tmp_path, records):
+    """`keras-vessel train --config C --output data/drive/training/run` (inside data.train_records): the run
+    was written among the shards."""
+    result = run("train", "--config", tiny_config(tmp_path, records), "--output", records / "run", "--quiet")
+    _assert_one_sentence(result, f"the run folder {records / 'run'} is inside the prepared-records folder "
+                                 f"{records} (data.train_records); choose a run folder outside it, e.g. runs/tiny")
+    assert not (records / "run").exists()
+
+
+
+def test_a_full_disk_stops_predict_at_the_first_image(tmp_path, tiny_model_file, monkeypatch):
+    """`keras-vessel predict DIR --output /mnt/small/out` (a full tmpfs): every image failed in turn, one line
+    each, none naming the file it could not write."""
+    for name in ("a.png", "b.png", "c.png"):
+        _photo(tmp_path / "photos" / name)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setitem(Image.SAVE, "PNG", full)  # what PIL calls to write a PNG
+    out = tmp_path / "out"
+    result = run("predict", tmp_path / "photos", "--model", tiny_model_file(), "--output", out,
+                 "--threshold", "0.5", "--quiet")
+    _assert_one_sentence(result, f"{out / 'a_prob.png'}: No space left on device; free some space")
+    assert not out.exists()  # no temporary file, no marker listing nothing, no empty folder

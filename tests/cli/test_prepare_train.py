@@ -78,7 +78,7 @@ def test_train_runs_and_reports_where_the_model_is(synthetic_records, tmp_path):
     config = write_config(tmp_path, synthetic_records)
     result = run("train", "--config", config, "--output", tmp_path / "run", "--quiet", "--set", "train.seed=3")
     assert result.exit_code == 0, show(result)
-    assert "completed after 1 epochs" in result.stdout and "model.keras" in result.stdout
+    assert "completed after 1 epoch;" in result.stdout and "model.keras" in result.stdout
     assert json.loads((tmp_path / "run" / "run.json").read_text())["seed"] == 3
 
 

@@ -299,13 +299,19 @@ def test_cli_predict_server_writes_what_local_predict_writes(exported, server, h
     _assert_same_outputs(tmp_path / "local", tmp_path / "remote", ["a", "b"])
 
 
-def test_cli_predict_server_failure_exits_1_naming_the_url(inputs, tmp_path):
+def test_cli_predict_server_failure_stops_at_the_first_image_naming_the_url(inputs, tmp_path, caplog):
+    """`keras-vessel predict --server http://localhost:9 --model-name m DIR --output o` (nothing listening):
+    every image was retried in turn (41 s and 40 lines for 8 images); now the batch stops at the first."""
     url = f"http://127.0.0.1:{_free_port()}"
-    result, shown = _cli(["predict", "--server", url, "--model-name", MODEL, inputs[0], "--output",
-                          tmp_path / "o", "--quiet", "--fov", "none"])  # fmt: skip
+    with caplog.at_level("WARNING"):
+        result, shown = _cli(["predict", "--server", url, "--model-name", MODEL, *inputs, "--output",
+                              tmp_path / "o", "--quiet", "--fov", "none"])  # fmt: skip
     assert result.exit_code == 1, shown
     assert f"could not get an answer from {url}/v1/models/vessel:predict" in result.stderr
-    assert "1 of 1 inputs failed" in result.stderr
+    assert f"(stopped at image 1 of {len(inputs)}, {inputs[0]})" in result.stderr and len(inputs) > 1
+    assert not (tmp_path / "o").exists()  # nothing written: no empty output folder left
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, shown
+    assert sum("retry" in record.getMessage() for record in caplog.records) == 3  # the first image's retries only
 
 
 @pytest.mark.parametrize(
