@@ -16,16 +16,9 @@ import tensorflow as tf
 from PIL import Image
 from troubled import STARE_LIKE, TROUBLES, troubled_photograph
 
+from keras_vessel.data import scaling
 from keras_vessel.data.preprocessing import derive_fov, read_image, read_mask
-from keras_vessel.data.scaling import (
-    fit_fov_circle,
-    fov_mask,
-    image_fov,
-    mask_diameter,
-    otsu_level,
-    prediction_region,
-    surround_level,
-)
+from keras_vessel.data.scaling import fit_fov_circle, fov_mask, image_fov
 
 # every trouble alone, the STARE-like photographs of issue 30 with more trouble on top, and other mixtures
 CASES = [(trouble,) for trouble in TROUBLES] + [
@@ -45,7 +38,7 @@ def old_estimate(image: np.ndarray) -> tuple[float, bool]:
     _, _, radius, found = fit_fov_circle(fov_mask(tf.constant(rgb)))
     if not found:
         fixed = max(15.0, 0.06 * float(np.percentile(intensity.numpy(), 99)))
-        _, _, radius, found = fit_fov_circle(intensity > max(fixed, float(otsu_level(intensity)) + 0.5))
+        _, _, radius, found = fit_fov_circle(intensity > max(fixed, float(scaling.otsu_level(intensity)) + 0.5))
     return 2.0 * float(radius), bool(found)
 
 
@@ -58,7 +51,7 @@ def test_the_fov_of_a_troubled_photograph_is_found_within_2_percent(troubles, se
     assert geometry.diameter == pytest.approx(photo.diameter, rel=0.02), geometry
     # predictions are kept on the whole aperture, and not far beyond it (the FOV grown by 3 px, plus the
     # fixed cut's specks of a grainy surround)
-    region = prediction_region(geometry.mask, geometry.found).numpy()
+    region = scaling.prediction_region(geometry.mask, geometry.found).numpy()
     assert region[photo.fov].mean() > 0.995
     assert (region & ~photo.fov).sum() < 0.1 * photo.fov.sum()
 
@@ -109,7 +102,7 @@ def test_surround_level_reads_the_corners_and_ignores_one_with_text():
         for cols in (slice(None, side), slice(-side, None)):
             intensity[rows, cols] = rng.normal(12.0, 2.0, (side, side))
     intensity[-side:, :side] = 255.0  # a corner full of burnt-in text
-    level, noise = (float(v) for v in surround_level(tf.constant(intensity)))
+    level, noise = (float(v) for v in scaling.surround_level(tf.constant(intensity)))
     assert level == pytest.approx(12.0, abs=0.8)
     assert noise == pytest.approx(2.0, rel=0.35)
 
@@ -122,7 +115,7 @@ def test_derive_fov_follows_the_rule_that_measured_the_image(troubles):
     derived = derive_fov(photo.image, erosion=0)
     assert image_fov(photo.image).rule == "surround"
     assert (derived & photo.fov).sum() / (derived | photo.fov).sum() > 0.97
-    assert mask_diameter(derived) == pytest.approx(photo.diameter, rel=0.02)
+    assert scaling.mask_diameter(derived) == pytest.approx(photo.diameter, rel=0.02)
     eroded = derive_fov(photo.image)
     assert eroded.sum() < derived.sum() and not (eroded & ~derived).any()
 
@@ -167,7 +160,8 @@ def _real_images(dataset: str, root: Path) -> list[tuple[str, Path, Path | None]
         return [(path.name, path, root / split / "mask" / f"{path.name.split('_')[0]}_{split}_mask.gif")
                 for split in ("training", "test") for path in sorted((root / split / "images").glob("*.tif"))]
     if dataset == "HRF":
-        return [(path.name, path, root / "mask" / f"{path.stem}_mask.tif") for path in sorted((root / "images").iterdir())]
+        return [(path.name, path, root / "mask" / f"{path.stem}_mask.tif")
+                for path in sorted((root / "images").iterdir())]
     if dataset == "LES-AV":
         return [(path.name, path, root / "masks" / f"{path.stem}_mask.gif")
                 for path in sorted((root / "images").glob("*.png"))]
@@ -193,7 +187,7 @@ def test_every_real_photograph_has_its_fov_found_within_2_percent_of_the_publish
     failures = []
     for name, image_path, mask_path in images:
         geometry = image_fov(read_image(image_path))
-        reference = mask_diameter(read_mask(mask_path)) if mask_path else None
+        reference = scaling.mask_diameter(read_mask(mask_path)) if mask_path else None
         if not geometry.found or (reference and abs(geometry.diameter / reference - 1) > 0.02):
             failures.append((name, geometry, reference))
     assert not failures, f"{dataset}: {failures}"
