@@ -191,3 +191,34 @@ def test_every_real_photograph_has_its_fov_found_within_2_percent_of_the_publish
         if not geometry.found or (reference and abs(geometry.diameter / reference - 1) > 0.02):
             failures.append((name, geometry, reference))
     assert not failures, f"{dataset}: {failures}"
+
+
+# ----------------------------------------------------------------- the SavedModel measures them too
+
+
+@pytest.mark.slow  # an export
+def test_the_savedmodel_measures_a_stare_like_photograph_as_local_predict_does(tmp_path):
+    """The surround rule is TF ops: served (SavedModel) and local `predict_files` agree within 2e-3 on a
+    photograph only it measures, both at the scale of the photograph's true diameter."""
+    import keras
+
+    from keras_vessel.models import build_model
+    from keras_vessel.models.inference import inference_scale, load_inference_model
+    from keras_vessel.serving.export import export_saved_model
+    from keras_vessel.serving.prediction import predict_files
+
+    keras.utils.set_random_seed(0)
+    training = build_model("unet", base_filters=4, depth=2, fov_diameter=400.0)
+    path = tmp_path / "model.keras"
+    training.save(path)
+    photo = troubled_photograph(*STARE_LIKE, seed=0)
+    assert image_fov(photo.image).rule == "surround"
+    Image.fromarray(photo.image).save(tmp_path / "photo.png")
+    report = predict_files(path, [tmp_path / "photo.png"], tmp_path / "out", progress=False)
+    assert not report.failures
+    local = np.asarray(Image.open(tmp_path / "out" / "photo_prob.png")).astype(np.float64) / 65535
+    served = tf.saved_model.load(str(export_saved_model(training, tmp_path / "serving", name="vessel", version=1)))
+    remote = served.signatures["serving_default"](images=tf.constant(photo.image[None], tf.float32))["probability"]
+    np.testing.assert_allclose(remote.numpy()[0], local, rtol=0, atol=2e-3)
+    factor = inference_scale(load_inference_model(path), photo.image).factor
+    assert factor == pytest.approx(400.0 / photo.diameter, rel=0.02)
