@@ -173,15 +173,14 @@ def _real_images(dataset: str, root: Path) -> list[tuple[str, Path, Path | None]
 
 @pytest.mark.data
 @pytest.mark.slow
-@pytest.mark.parametrize("dataset, count", [("DRIVE", 40), ("HRF", 15), ("LES-AV", 22), ("CHASE_DB1", 28),
-                                            ("ORVS", 49)])
-def test_every_real_photograph_has_its_fov_found_within_2_percent_of_the_published_mask(dataset, count):
+@pytest.mark.parametrize("dataset, count, root_fixture", [
+    ("DRIVE", 40, "drive_root"), ("HRF", 15, "hrf_root"), ("LES-AV", 22, "les_av_root"),
+    ("CHASE_DB1", 28, "chase_root"), ("ORVS", 49, "orvs_root"),
+])
+def test_every_real_photograph_has_its_fov_found_within_2_percent_of_the_published_mask(request, dataset, count,
+                                                                                         root_fixture):
     """Found on every image; where a FOV mask is published, the diameter within 2% of the mask's circle."""
-    from conftest import data_root
-
-    root = data_root() / dataset
-    if not root.is_dir():
-        pytest.skip(f"{dataset} not found at {root}; set KERAS_VESSEL_DATA to the folder holding {dataset}/")
+    root = request.getfixturevalue(root_fixture)  # skips when the dataset is absent
     images = _real_images(dataset, root)
     assert len(images) == count, f"{dataset}: {len(images)} images, expected {count}"
     failures = []
