@@ -59,6 +59,7 @@ __all__ = [
     "resize_to",
     "scale_factor",
     "scaled_size",
+    "surround_circle",
     "surround_level",
     "surround_mask",
 ]
@@ -230,6 +231,7 @@ _FIT_SIDE = 1024
 _SMOOTH = 3
 _SURROUND_MARGIN = 10.0
 _NOISE_MARGIN = 4.0
+_MIN_FILL, _MAX_SPILL = 0.9, 0.05
 # Which cut measured the image, as `_image_fov` reports it (`FovGeometry.rule`).
 _RULES = {0: None, 1: "fixed", 2: "surround", 3: "otsu"}
 
@@ -268,6 +270,22 @@ def surround_mask(intensity: tf.Tensor) -> tf.Tensor:
     return tf.abs(smooth - level) > tf.maximum(_SURROUND_MARGIN, _NOISE_MARGIN * noise)
 
 
+def surround_circle(intensity: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """`fit_fov_circle` of `surround_mask`: ``(cy, cx, radius, found)``, where ``found`` also needs the mask
+    to be that disc: filling 90% of it, and 95% of the mask inside the disc grown by 2 px (a circle through
+    a few row ends of noise or texture is no aperture)."""
+    mask = surround_mask(intensity)
+    cy, cx, radius, found = fit_fov_circle(mask)
+    rows = tf.cast(tf.range(tf.shape(intensity)[0]), tf.float32)[:, None]
+    cols = tf.cast(tf.range(tf.shape(intensity)[1]), tf.float32)[None, :]
+    distance = tf.sqrt(tf.square(rows - cy) + tf.square(cols - cx))
+    inside, chosen = tf.cast(distance <= radius, tf.float32), tf.cast(mask, tf.float32)
+    fill = tf.math.divide_no_nan(tf.reduce_sum(chosen * inside), tf.reduce_sum(inside))
+    spill = tf.math.divide_no_nan(tf.reduce_sum(chosen * tf.cast(distance > radius + 2.0, tf.float32)),
+                                  tf.reduce_sum(chosen))
+    return cy, cx, radius, found & (fill >= _MIN_FILL) & (spill <= _MAX_SPILL)
+
+
 @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.float32)], reduce_retracing=True)
 def _image_fov(image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     intensity = _intensity(image)
@@ -284,7 +302,7 @@ def _image_fov(image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Te
         # Specks of a grainy surround above the fixed cut, or a dim rim below it, bend the row and column
         # ends off the circle; the surround rule (averaged, and cut just above the surround's own level)
         # follows the aperture. Its mask is the fitted disc: the rule's own mask is ragged on a dim rim.
-        s_cy, s_cx, s_radius, s_found = fit_fov_circle(surround_mask(small))
+        s_cy, s_cx, s_radius, s_found = surround_circle(small)
         # pooled pixel k covers full-resolution pixels [k * shrink, (k + 1) * shrink)
         cy, cx = s_cy * scale + (scale - 1.0) / 2.0, s_cx * scale + (scale - 1.0) / 2.0
         rows = tf.cast(tf.range(tf.shape(intensity)[0]), tf.float32)[:, None]
@@ -313,9 +331,10 @@ def fov_diameter(image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     Three cuts, each tried only when the ones before fit no circle (`fit_fov_circle`):
 
     1. the fixed cut of `fov_mask`; the mask is that rule's;
-    2. the surround rule (`surround_mask`): the 3x3-averaged intensity departing from the surround's
-       level, read in the image corners, by more than max(10, 4 x the corners' noise); the mask is the
-       fitted disc;
+    2. the surround rule (`surround_mask`, `surround_circle`): the 3x3-averaged intensity departing from the surround's
+       level, read in the image corners, by more than max(10, 4 x the corners' noise); its circle
+       counts only if the rule's mask fills 90% of the disc and lies 95% inside it (grown by 2 px);
+       the mask is the fitted disc;
     3. Otsu's cut (`otsu_level`); the mask is that rule's.
 
     Images measured by the first cut are measured exactly as before the other two existed.

@@ -107,6 +107,15 @@ def test_surround_level_reads_the_corners_and_ignores_one_with_text():
     assert noise == pytest.approx(2.0, rel=0.35)
 
 
+@pytest.mark.parametrize("shape", [(8, 16), (37, 51), (120, 140)])
+def test_the_surround_rule_finds_no_circle_in_noise(shape):
+    """Noise passes the surround cut in patches whose row ends can line up on a small circle by chance;
+    the rule's mask must also fill that disc and stay inside it."""
+    for seed in range(5):
+        noise = np.random.default_rng(seed).uniform(0.0, 255.0, shape).astype(np.float32)
+        assert not scaling.surround_circle(tf.constant(noise))[3], seed
+
+
 @pytest.mark.parametrize("troubles", [STARE_LIKE, ("grey_surround", "grainy"), ("bright_surround",)],
                          ids=["stare_like", "grey", "bright"])
 def test_derive_fov_follows_the_rule_that_measured_the_image(troubles):
