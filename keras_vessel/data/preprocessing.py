@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
-from keras_vessel.data.scaling import otsu_level
+from keras_vessel.data.scaling import image_fov, otsu_level
 from keras_vessel.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -221,11 +221,13 @@ def derive_fov(
        compression (DRIVE's is not pure black), while the dim rim of the
        aperture is above ~20 (a higher cut, e.g. 15 % of p99, loses rim
        vessels on CHASE_DB1).
-       If all four corners of the image are above that cut (a surround
-       brighter than the cut: an over-exposed or hazy photograph, a grey
-       frame), the cut is raised to Otsu's threshold of the intensity, which
-       separates the two modes, as the scale estimate does
-       (`keras_vessel.data.scaling.fov_diameter`).
+       When no circle fits that cut, the foreground follows the rule that
+       measured the image's scale (`keras_vessel.data.scaling.fov_diameter`),
+       so that the mask and the diameter agree: the surround rule's fitted
+       disc (a grainy surround, a dim rim, a grey or white surround), or
+       Otsu's threshold of the intensity. If no rule finds a circle and all
+       four corners of the image are above the fixed cut (a surround brighter
+       than the cut), the cut is still raised to Otsu's threshold.
     3. Keep the largest 8-connected component (drops text, stray JPEG noise).
     4. Fill holes (dark lesions, the fovea or vessels inside the disc).
     5. Erode by ``erosion`` pixels with a disc, so that the blurred, dim rim
@@ -251,12 +253,19 @@ def derive_fov(
     rgb = image.astype(np.float32)
     luminance = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     intensity = np.maximum(rgb[:, :, 0], luminance)
+    foreground = None
     if threshold is None:
         threshold = max(15.0, 0.06 * float(np.percentile(intensity, 99)))
-        if all(corner > threshold for corner in _corner_means(intensity)):
-            # levels <= Otsu's level are surround, as in the scale estimate's fallback
+        geometry = image_fov(image)
+        if geometry.rule == "surround":
+            foreground = geometry.mask
+        elif geometry.rule == "otsu" or (
+            not geometry.found and all(corner > threshold for corner in _corner_means(intensity))
+        ):
+            # levels <= Otsu's level are surround, as in the scale estimate's last rule
             threshold = max(threshold, float(otsu_level(intensity)) + 0.5)
-    foreground = intensity > threshold
+    if foreground is None:
+        foreground = intensity > threshold
     components, count = ndimage.label(foreground, structure=np.ones((3, 3), bool))
     if count == 0:
         return np.zeros(image.shape[:2], dtype=bool)

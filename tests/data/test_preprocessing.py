@@ -234,11 +234,24 @@ def test_derive_fov_fills_holes_and_drops_stray_components():
 
 @pytest.mark.parametrize("surround", [40, 90])
 def test_derive_fov_finds_the_disc_in_a_surround_brighter_than_the_fixed_cut(surround):
-    """A grey (hazy, over-exposed) surround is above max(15, 6 % of p99): Otsu's cut takes over."""
+    """A grey (hazy, over-exposed) surround is above max(15, 6 % of p99): the scale estimate's surround rule
+    takes over, and the mask is its fitted disc (the drawn one but for rim pixels)."""
     image = _fundus()
     outside = ~_disc()
     image[outside] = surround + RNG.integers(0, 6, size=(int(outside.sum()), 3), dtype=np.uint8)
     assert (derive_fov(image, threshold=15).mean()) == 1.0  # what the fixed cut alone gives
+    derived = derive_fov(image, erosion=0)
+    rows, cols = np.mgrid[0:80, 0:96]
+    rim = np.abs(np.hypot(rows - 40, cols - 48) - 30.0) <= 1.5
+    np.testing.assert_array_equal(derived[~rim], _disc()[~rim])
+
+
+def test_derive_fov_uses_otsus_cut_when_the_scale_estimate_did():
+    """A two-tone frame (20 | 70) defeats the surround rule (the corners disagree); Otsu's cut finds the disc."""
+    image = _fundus()
+    outside = ~_disc()
+    two_tone = np.where(np.arange(96) < 48, 20, 70).astype(np.uint8)
+    image[outside] = np.broadcast_to(two_tone[None, :, None], image.shape)[outside]
     np.testing.assert_array_equal(derive_fov(image, erosion=0), _disc())
 
 

@@ -189,7 +189,8 @@ def test_otsu_level_matches_scikit_image(seed):
 
 @pytest.mark.parametrize("surround", [(10.0, 40.0), (120.0, 160.0)], ids=["over_exposed", "hazy_grey"])
 def test_image_fov_measures_a_disc_on_a_surround_brighter_than_the_fixed_cut(surround):
-    """The fixed cut (15) takes the whole frame and no circle fits: Otsu's cut finds the aperture."""
+    """The fixed cut (15) takes the whole frame and no circle fits: the surround rule finds the aperture,
+    and its mask is the fitted disc (the drawn one, give or take its rim pixels)."""
     height, width, cy, cx, radius = DISCS["clipped_top_bottom"]
     mask = disc(height, width, cy, cx, radius)
     image = fundus(mask)
@@ -197,9 +198,38 @@ def test_image_fov_measures_a_disc_on_a_surround_brighter_than_the_fixed_cut(sur
     image[~mask] = np.random.default_rng(3).uniform(*surround, (int((~mask).sum()), 3))
     assert not fit_fov_circle(fov_mask(tf.constant(image)))[3].numpy()  # the first rule alone fails
     geometry = image_fov(image)
-    assert geometry.found
+    assert geometry.found and geometry.rule == "surround"
+    # the 3x3 average carries a sharp rim about a pixel outwards
+    assert geometry.diameter == pytest.approx(2 * least_squares_circle(boundary_points(mask))[2], abs=3.0)
+    yy, xx = np.mgrid[:height, :width]
+    rim = np.abs(np.hypot(yy - cy, xx - cx) - radius) <= 1.5
+    np.testing.assert_array_equal(geometry.mask[~rim], mask[~rim])
+
+
+def test_image_fov_falls_back_to_otsu_when_the_corners_do_not_read_the_surround():
+    """A two-tone frame (20 on the left half, 70 on the right): the corners' median (45) is the level of
+    neither half, the surround rule takes the whole frame, and Otsu's cut separates the aperture."""
+    height, width, cy, cx, radius = DISCS["clipped_top_bottom"]
+    mask = disc(height, width, cy, cx, radius)
+    image = fundus(mask)
+    image[mask] += 60.0
+    two_tone = np.where(np.arange(width) < width // 2, 20.0, 70.0).astype(np.float32)
+    image[~mask] = np.broadcast_to(two_tone[None, :, None], image.shape)[~mask]
+    geometry = image_fov(image)
+    assert geometry.found and geometry.rule == "otsu"
     np.testing.assert_array_equal(geometry.mask, mask)
     assert geometry.diameter == pytest.approx(2 * least_squares_circle(boundary_points(mask))[2], abs=0.05)
+
+
+def test_image_fov_finds_the_disc_on_a_white_surround():
+    """A photograph pasted on white: the aperture is darker than its surround, which no cut from below finds."""
+    height, width, cy, cx, radius = DISCS["full"]
+    mask = disc(height, width, cy, cx, radius)
+    image = fundus(mask)
+    image[~mask] = 240.0
+    geometry = image_fov(image)
+    assert geometry.found and geometry.rule == "surround"
+    assert geometry.diameter == pytest.approx(2 * least_squares_circle(boundary_points(mask))[2], abs=3.0)
 
 
 def test_mask_diameter_is_none_for_a_mask_that_is_no_disc():
