@@ -224,13 +224,24 @@ def removed_if_failed(path: str | Path) -> Iterator[Path]:
     """Yield `path`; if the block fails, remove the folders it created on the way to `path` that are
     still empty, so a failed write leaves no empty folder that looks like a result."""
     path = Path(path)
-    created = [folder for folder in (path, *path.parents) if not folder.exists()]
+    created = missing_folders(path)
     try:
         yield path
     except BaseException:
-        for folder in created:  # deepest first
-            try:
-                folder.rmdir()
-            except OSError:  # not empty, or already gone
-                break
+        remove_empty_folders(created)
         raise
+
+
+def missing_folders(path: str | Path) -> list[Path]:
+    """The folders that creating `path` would create: `path` and its missing parents, deepest first."""
+    path = Path(path)
+    return [folder for folder in (path, *path.parents) if not folder.exists()]
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove `folders` (deepest first, as `missing_folders` lists them) while they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty, or already gone
+            break

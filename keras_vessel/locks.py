@@ -17,7 +17,7 @@ Contract of `folder_lock(path, what=...)`:
   recorded PID alone decides (a live process of this host holds the folder).
 - Nested calls on one folder in one process share the lock (re-entrant), so a
   library function and the command around it can both ask for it.
-- On release the lock file is removed, and so is `path` if the lock created it
+- On release the lock file is removed, and so are `path` and the parents the lock created for it
   and nothing else was written into it.
 """
 
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from keras_vessel.errors import OutputError
-from keras_vessel.io import ensure_writable_dir
+from keras_vessel.io import ensure_writable_dir, missing_folders, remove_empty_folders
 
 __all__ = ["LOCK_FILENAME", "FolderLockedError", "folder_lock", "lock_holder"]
 
@@ -63,7 +63,7 @@ def folder_lock(path: str | Path, *, what: str = "the output folder") -> Iterato
     folder cannot be written.
     """
     path = Path(path)
-    created = not path.exists()
+    created = missing_folders(path)  # removed again when the block leaves them empty
     ensure_writable_dir(path, what=what)
     key = os.path.realpath(path)
     with _held_guard:
@@ -81,8 +81,7 @@ def folder_lock(path: str | Path, *, what: str = "the output folder") -> Iterato
             if entry[1] == 0:
                 del _held[key]
                 _release(path / LOCK_FILENAME, entry[0])
-                if created:
-                    _remove_if_empty(path)
+                remove_empty_folders(created)
 
 
 def lock_holder(path: str | Path) -> dict[str, Any] | None:
@@ -163,13 +162,6 @@ def _release(lock_path: Path, fd: int) -> None:
             lock_path.unlink()
     finally:
         os.close(fd)  # drops the flock
-
-
-def _remove_if_empty(path: Path) -> None:
-    try:
-        path.rmdir()
-    except OSError:
-        pass  # something was written: keep it
 
 
 def _me() -> dict[str, Any]:
