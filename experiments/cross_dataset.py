@@ -383,17 +383,25 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/cross_dataset"), help="Folder of the runs.")
-    parser.add_argument("--records", type=Path, default=Path("data"),
-                        help="Folder holding drive/training and chase_db1/training (prepared if missing).")
-    parser.add_argument("--data", type=Path, default=SHARED, help="Folder with DRIVE/ and CHASE_DB1/.")
+def protocol_parser(description: str, *, out: str, records: str, records_help: str, data_help: str,
+                    results: Path) -> argparse.ArgumentParser:
+    """The command-line options a protocol driver shares (runs, records, data, selection, results)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=Path, default=Path(out), help="Folder of the runs.")
+    parser.add_argument("--records", type=Path, default=Path(records), help=records_help)
+    parser.add_argument("--data", type=Path, default=SHARED, help=data_help)
     parser.add_argument("--only", nargs="*", default=None, help="Run names to train and score.")
     parser.add_argument("--jobs", type=int, default=2, help="Trainings side by side (one thread each if > 1).")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="Results JSON.")
+    parser.add_argument("--results", type=Path, default=results, help="Results JSON.")
     parser.add_argument("--summarize", action="store_true", help="Only print the tables from the results.")
     parser.add_argument("--no-train", action="store_true", help="Only score the runs already trained.")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = protocol_parser(__doc__.split("\n\n")[0], out="runs/cross_dataset", records="data",
+                             records_help="Folder holding drive/training and chase_db1/training (prepared if missing).",
+                             data_help="Folder with DRIVE/ and CHASE_DB1/.", results=RESULTS)
     args = parser.parse_args(argv)
     if args.summarize:
         print(table(load_results(args.results)))

@@ -30,7 +30,6 @@ written before the runs are in docs/notebook/2026-12-06-h-leave-one-camera-out.m
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -47,6 +46,7 @@ from experiments.cross_dataset import (
     finished_run,
     load_results,
     median_fov_diameter,
+    protocol_parser,
     save_results,
     summarise,
     train_all,
@@ -281,16 +281,9 @@ def table(results: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/leave_one_camera_out"), help="Folder of the runs.")
-    parser.add_argument("--records", type=Path, default=Path("data/cameras"),
-                        help="Folder holding one prepared folder per camera (prepared if missing).")
-    parser.add_argument("--data", type=Path, default=SHARED, help="Folder with the five datasets.")
-    parser.add_argument("--only", nargs="*", default=None, help="Run names to train and score.")
-    parser.add_argument("--jobs", type=int, default=2, help="Trainings side by side (one thread each if > 1).")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="Results JSON.")
-    parser.add_argument("--summarize", action="store_true", help="Only print the tables from the results.")
-    parser.add_argument("--no-train", action="store_true", help="Only score the runs already trained.")
+    parser = protocol_parser(__doc__.split("\n\n")[0], out="runs/leave_one_camera_out", records="data/cameras",
+                             records_help="Folder holding one prepared folder per camera (prepared if missing).",
+                             data_help="Folder with the five datasets.", results=RESULTS)
     parser.add_argument("--bundled", action="store_true",
                         help=f"Only score the bundled model on {', '.join(BUNDLED_UNSEEN)} (cameras it has not seen).")
     args = parser.parse_args(argv)

@@ -13,19 +13,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import fundus_disc
+
 from keras_vessel.data.datasets import DatasetError, open_dataset
 from keras_vessel.data.datasets.orvs import LABEL_CUT
 
 SIZE = 64
 
 
+
 def _fundus(seed: int, shape=(SIZE, SIZE)) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
-    disc = np.hypot(rows - shape[0] / 2, cols - shape[1] / 2) <= min(shape) * 0.45
-    image = rng.integers(0, 5, size=shape + (3,)).astype(np.uint8)
-    image[disc] = (np.array([190, 95, 45]) + rng.integers(0, 20, size=(disc.sum(), 3))).astype(np.uint8)
-    return image
+    return fundus_disc(seed, shape)
 
 
 def _lines(shape=(SIZE, SIZE)) -> np.ndarray:

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import fundus_disc
+
 from keras_vessel.data.datasets import DATASETS, DatasetError, Sample, SampleSpec, open_dataset
 from keras_vessel.data.preprocessing import derive_fov
 
@@ -18,13 +20,9 @@ H, W = 40, 48
 # --- helpers writing tiny images in the published formats -----------------------------------
 
 
+
 def _fundus(seed: int, shape=(H, W)) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
-    disc = np.hypot(rows - shape[0] / 2, cols - shape[1] / 2) <= min(shape) * 0.45
-    image = rng.integers(0, 5, size=shape + (3,)).astype(np.uint8)
-    image[disc] = (np.array([190, 95, 45]) + rng.integers(0, 20, size=(disc.sum(), 3))).astype(np.uint8)
-    return image
+    return fundus_disc(seed, shape)
 
 
 def _label(seed: int, shape=(H, W)) -> np.ndarray:
