@@ -107,6 +107,15 @@ def list_matching(folder: Path, pattern: str) -> list[tuple[Path, re.Match[str]]
     return found
 
 
+def find_images(folder: Path, pattern: str, *, dataset: str, expected: str) -> list[tuple[Path, re.Match[str]]]:
+    """`list_matching` in a folder that must exist and hold at least one match; else DatasetError saying which
+    layout was expected (``"no {dataset} images in {folder}; expected {expected}"``)."""
+    found = list_matching(require_dir(folder, expected), pattern)
+    if not found:
+        raise DatasetError(f"no {dataset} images in {folder}; expected {expected}")
+    return found
+
+
 def _check_same_size(image_path: Path, image: np.ndarray, other_path: Path, other: np.ndarray) -> None:
     if other.shape != image.shape[:2]:
         raise DatasetError(

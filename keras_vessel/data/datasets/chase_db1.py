@@ -20,11 +20,9 @@ from keras_vessel.data.datasets.base import (
     check_fov_options,
     check_split,
     file_spec,
-    list_matching,
-    require_dir,
+    find_images,
     require_file,
 )
-from keras_vessel.errors import DatasetError
 
 LAST_TRAINING_SUBJECT = 10
 EXPECTED = "<root>/Image_NNX.jpg with Image_NNX_1stHO.png beside it (the flat CHASE_DB1 layout)"
@@ -40,10 +38,8 @@ def open_chase_db1(
     """The CHASE_DB1 samples of ``split`` ("training": 01L-10R, "test": 11L-14R, "all")."""
     check_split(split, dataset="chase_db1")
     fov_options = check_fov_options(fov_threshold, fov_erosion, dataset="chase_db1")
-    root = require_dir(Path(root), EXPECTED)
-    found = list_matching(root, r"(Image_(\d+)[LR])\.jpe?g")
-    if not found:
-        raise DatasetError(f"no CHASE_DB1 images in {root}; expected {EXPECTED}")
+    root = Path(root)
+    found = find_images(root, r"(Image_(\d+)[LR])\.jpe?g", dataset="CHASE_DB1", expected=EXPECTED)
     found.sort(key=lambda item: item[1].group(1).upper())
     specs = []
     for image_path, match in found:

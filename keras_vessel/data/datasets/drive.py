@@ -19,19 +19,15 @@ from keras_vessel.data.datasets.base import (
     SampleSpec,
     check_split,
     file_spec,
-    list_matching,
+    find_images,
     require_dir,
     require_file,
 )
-from keras_vessel.errors import DatasetError
 
 
 def _open_split(root: Path, split: str) -> list[SampleSpec]:
     expected = f"<root>/{split}/images/*_{split}.tif (the DRIVE layout)"
-    images = require_dir(root / split / "images", expected)
-    found = list_matching(images, rf"(\d+)_{split}\.tiff?")
-    if not found:
-        raise DatasetError(f"no DRIVE images in {images}; expected {expected}")
+    found = find_images(root / split / "images", rf"(\d+)_{split}\.tiff?", dataset="DRIVE", expected=expected)
     second_dir = root / split / "2nd_manual"
     specs = []
     for image_path, match in found:

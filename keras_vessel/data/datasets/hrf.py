@@ -24,7 +24,7 @@ from keras_vessel.data.datasets.base import (
     check_split,
     file_spec,
     find_ignoring_case,
-    list_matching,
+    find_images,
     require_dir,
 )
 from keras_vessel.errors import DatasetError
@@ -42,10 +42,8 @@ def open_hrf(root: str | Path, split: str = "all") -> list[SampleSpec]:
     """The HRF samples of ``split`` ("training": 01-05 per category, "test": 06-15, "all")."""
     check_split(split, dataset="hrf")
     root = Path(root)
-    images = require_dir(root / "images", EXPECTED)
-    found = list_matching(images, r"((\d+)_(dr|g|h))\.jpe?g")
-    if not found:
-        raise DatasetError(f"no HRF images in {images}; expected {EXPECTED}")
+    images = root / "images"
+    found = find_images(images, r"((\d+)_(dr|g|h))\.jpe?g", dataset="HRF", expected=EXPECTED)
     labels = require_dir(root / "manual1", EXPECTED)
     masks = require_dir(root / "mask", EXPECTED)
     specs = []

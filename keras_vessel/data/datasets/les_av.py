@@ -21,7 +21,7 @@ from keras_vessel.data.datasets.base import (
     SampleSpec,
     check_split,
     file_spec,
-    list_matching,
+    find_images,
     require_dir,
     require_file,
 )
@@ -42,10 +42,7 @@ def open_les_av(root: str | Path, split: str = "all") -> list[SampleSpec]:
             "(every photograph)"
         )
     root = Path(root)
-    images = require_dir(root / "images", EXPECTED)
-    found = list_matching(images, r"(\d+)\.png")
-    if not found:
-        raise DatasetError(f"no LES-AV images in {images}; expected {EXPECTED}")
+    found = find_images(root / "images", r"(\d+)\.png", dataset="LES-AV", expected=EXPECTED)
     found.sort(key=lambda item: int(item[1].group(1)))
     labels = require_dir(root / "vessel-segmentations", EXPECTED)
     masks = require_dir(root / "masks", EXPECTED)

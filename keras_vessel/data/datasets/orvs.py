@@ -33,7 +33,7 @@ from keras_vessel.data.datasets.base import (
     SampleSpec,
     check_fov_options,
     check_split,
-    list_matching,
+    find_images,
     require_dir,
     require_file,
 )
@@ -83,10 +83,7 @@ def open_orvs(
     specs = []
     for part in parts:
         folder = root / FOLDERS[part] / "Original"
-        images = require_dir(folder / "Images", EXPECTED)
-        found = list_matching(images, r"(\d+)\.jpe?g")
-        if not found:
-            raise DatasetError(f"no ORVS images in {images}; expected {EXPECTED}")
+        found = find_images(folder / "Images", r"(\d+)\.jpe?g", dataset="ORVS", expected=EXPECTED)
         for image_path, match in found:
             stem = match.group(1)
             label = require_file(folder / "Labels" / image_path.name, "ORVS label")

@@ -22,7 +22,7 @@ from keras_vessel.data.datasets.base import (
     check_fov_options,
     check_split,
     file_spec,
-    list_matching,
+    find_images,
     require_dir,
 )
 from keras_vessel.errors import DatasetError
@@ -57,10 +57,8 @@ def open_stare(
             "(the index of the test image); without fold use split='all'"
         )
     root = Path(root)
-    images = require_dir(root / "stare-images", EXPECTED)
-    found = list_matching(images, r"(im\d+)\.ppm(\.gz)?")
-    if not found:
-        raise DatasetError(f"no STARE images in {images}; expected {EXPECTED}")
+    images = root / "stare-images"
+    found = find_images(images, r"(im\d+)\.ppm(\.gz)?", dataset="STARE", expected=EXPECTED)
     stems = [match.group(1) for _, match in found]
     duplicated = sorted({stem for stem in stems if stems.count(stem) > 1})
     if duplicated:
