@@ -18,7 +18,7 @@ scale: the camera's median FOV diameter gives one factor for the whole
 camera; the stored threshold). ``--bundled`` scores the bundled model
 (DRIVE + CHASE_DB1) the same way on the three cameras it has never seen.
 
-    .venv/bin/python -m experiments.leave_one_camera_out --records /work/lab/records --out runs/loco [--only NAME ...]
+    .venv/bin/python -m experiments.leave_one_camera_out --records data/cameras --out runs/leave_one_camera_out [--only NAME ...]
     .venv/bin/python -m experiments.leave_one_camera_out --summarize
 
 Records: ``<records>/<camera>`` for each camera, prepared from the split in
@@ -128,10 +128,12 @@ def score_model(model_path: Path, camera: str, output: Path, *, data: Path = SHA
     model = load_inference_model(model_path)
     stored = load_threshold(model_path)["threshold"]
     rule = "accuracy-optimal on the model's training images (stored by train)"
+    fixed_fov = any(VARIANTS[variant][0] is not None for variant in variants)
+    camera_diameter = median_fov_diameter(samples) if fixed_fov else None  # reads every image: once
     scores = {}
     for variant in variants:
         working_fov, mask_rule = VARIANTS[variant]
-        scale: str | float = "auto" if working_fov is None else working_fov / median_fov_diameter(samples)
+        scale: str | float = "auto" if working_fov is None else working_fov / camera_diameter
         threshold = "otsu" if mask_rule == "otsu" else stored
         report = evaluate(model, samples, output_dir=output / f"eval_{variant}", threshold=threshold,
                           threshold_rule=None if threshold == "otsu" else rule, dataset=camera, split=test_split,
