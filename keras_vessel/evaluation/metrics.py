@@ -208,6 +208,7 @@ class ScoreCounts:
 
     def __init__(self) -> None:
         self._counts: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.images = 0
 
     def add(self, prob: np.ndarray, label: np.ndarray, fov: np.ndarray | None = None) -> None:
@@ -217,13 +218,25 @@ class ScoreCounts:
             prob = prob.astype(np.float32)
         label = _as_mask(label, "label", prob.shape)
         fov = _fov_or_all(fov, prob.shape)
-        counts = _score_counts(prob[fov], label[fov])
-        self._counts = counts if self._counts is None else _merge_counts([self._counts, counts])
+        self._pending.append(_score_counts(prob[fov], label[fov]))
         self.images += 1
+        # Merge only once the images waiting hold as many distinct scores as the
+        # merged pool: each score is re-sorted O(log images) times, not once per
+        # image (pooling 98 native-resolution photographs took minutes per image).
+        merged = 0 if self._counts is None else self._counts[0].size
+        if sum(part[0].size for part in self._pending) >= merged:
+            self._merge_pending()
+
+    def _merge_pending(self) -> None:
+        if self._pending:
+            parts = self._pending if self._counts is None else [self._counts, *self._pending]
+            self._counts = _merge_counts(parts)
+            self._pending = []
 
     @property
     def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(distinct scores in decreasing order, #vessel, #background) at each score."""
+        self._merge_pending()
         if self._counts is None:
             raise ValueError("no image was added; call add(prob, label, fov) first.")
         return self._counts

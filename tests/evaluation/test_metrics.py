@@ -317,3 +317,31 @@ def test_score_counts_accumulator_matches_functions():
     np.testing.assert_array_equal(acc.roc_curve()[0], metrics.roc_curve_points(probs, labels, fovs)[0])
     with pytest.raises(ValueError, match="no image was added"):
         metrics.ScoreCounts().auc()
+
+
+def test_score_counts_pools_many_images_exactly_whenever_read():
+    # Images of different sizes and shared tied scores, read between adds
+    # (which merges early) and at the end: every reading is the pool of the
+    # pixels added so far, against scikit-learn on the concatenated pixels.
+    rng = np.random.default_rng(7)
+    acc = metrics.ScoreCounts()
+    scores, truths = [], []
+    for i in range(11):
+        shape = (int(rng.integers(5, 60)), int(rng.integers(5, 60)))
+        prob = rng.random(shape).astype(np.float32)
+        if i % 3 == 0:
+            prob = np.round(prob * 8) / 8  # ties within and across images
+        label = rng.random(shape) < 0.3
+        fov = rng.random(shape) < 0.9
+        label[0, 0], label[0, 1], fov[0, :2] = True, False, True
+        acc.add(prob, label, fov)
+        scores.append(prob[fov]), truths.append(label[fov])
+        if i in (2, 3, 7, 10):
+            values, pos, neg = acc.counts
+            assert np.all(np.diff(values) < 0)
+            assert pos.sum() == sum(t.sum() for t in truths)
+            assert neg.sum() == sum((~t).sum() for t in truths)
+            assert values.size == np.unique(np.concatenate(scores)).size
+            expected = roc_auc_score(np.concatenate(truths), np.concatenate(scores))
+            assert acc.auc() == pytest.approx(expected, abs=1e-12)
+    assert acc.images == 11
