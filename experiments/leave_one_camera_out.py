@@ -15,7 +15,8 @@ to the FOV diameter the model was trained at, the stored threshold),
 FOV: the mask rule of item 5), ``fov810`` and ``fov1080`` (each photograph
 run at an 810 or 1080 px field of view, 1.5x or 2x the 540 px training
 scale: the camera's median FOV diameter gives one factor for the whole
-camera; the stored threshold). ``--bundled`` scores the bundled model
+camera; the stored threshold), ``fovclip`` (each camera run at its own
+median FOV diameter clipped to 540-1080 px: native size within limits). ``--bundled`` scores the bundled model
 (DRIVE + CHASE_DB1) the same way on the three cameras it has never seen.
 
     .venv/bin/python -m experiments.leave_one_camera_out --records data/cameras --out runs/leave_one_camera_out [--only NAME ...]
@@ -70,13 +71,17 @@ RECIPES: dict[str, tuple[str, ...]] = {
     "wide": (*TODAY, "data.fov_diameter=850", "data.scale_jitter=0.6"),
 }
 SCREEN_EPOCHS = 20  # of 100 steps: the screening budget on the W-Net (notebook entry h)
-# variant -> (working FOV diameter in px, None = the model's own; mask rule: the stored threshold or Otsu's)
-VARIANTS: dict[str, tuple[float | None, str]] = {
+# variant -> (working FOV diameter in px: None = the model's own, a number = that diameter, (low, high) = the
+# camera's own FOV diameter clipped to [low, high]; mask rule: the stored threshold or Otsu's)
+VARIANTS: dict[str, tuple[float | tuple[float, float] | None, str]] = {
     "auto": (None, "stored"),
     "auto_otsu": (None, "otsu"),
     "fov810": (810.0, "stored"),
     "fov1080": (1080.0, "stored"),
+    "fovclip": ((540.0, 1080.0), "stored"),
 }
+# Rule h3's candidates (notebook entry i): working resolutions at inference for today's model.
+RESOLUTION_CANDIDATES = ("fov810", "fov1080", "fovclip")
 # The cameras the bundled model (DRIVE + CHASE_DB1) has never seen: scored like a left-out camera.
 BUNDLED_UNSEEN = ("hrf", "orvs", "les_av")
 
@@ -133,6 +138,8 @@ def score_model(model_path: Path, camera: str, output: Path, *, data: Path = SHA
     scores = {}
     for variant in variants:
         working_fov, mask_rule = VARIANTS[variant]
+        if isinstance(working_fov, tuple):
+            working_fov = min(max(camera_diameter, working_fov[0]), working_fov[1])
         scale: str | float = "auto" if working_fov is None else working_fov / camera_diameter
         threshold = "otsu" if mask_rule == "otsu" else stored
         report = evaluate(model, samples, output_dir=output / f"eval_{variant}", threshold=threshold,
@@ -223,6 +230,19 @@ def mask_rule_verdict(stored: dict[str, Any], otsu: dict[str, Any]) -> dict[str,
     return {"otsu": otsu["F1"] > stored["F1"] and higher >= 4, "higher": higher}
 
 
+def resolution_verdict(auto: dict[str, Any], candidates: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Entry i's rule h3: the working resolution at inference for today's model. A candidate passes if, over the
+    five left-out cameras, its mean pooled AUC is at least 0.002 above `auto`'s and no camera's AUC is more
+    than 0.005 below; of those passing, the highest mean AUC wins (None: keep the model's own scale)."""
+    if not (auto["complete"] and all(c["complete"] for c in candidates.values())):
+        return {"choice": None, "passing": None}
+    passing = [name for name, c in candidates.items()
+               if c["AUC_pooled"] >= auto["AUC_pooled"] + 0.002
+               and all(c["cameras"][k]["AUC_pooled"] >= auto["cameras"][k]["AUC_pooled"] - 0.005 for k in CAMERAS)]
+    choice = max(passing, key=lambda name: candidates[name]["AUC_pooled"], default="auto")
+    return {"choice": choice, "passing": passing}
+
+
 def _cell(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -275,6 +295,11 @@ def table(results: dict[str, Any]) -> str:
             lines.append(f"Screening rule: {recipe} advances = "
                          + ("no verdict (not all five cameras scored)" if verdict["advance"] is None
                             else f"{verdict['advance']} ({verdict['checks']})"))
+    verdict = resolution_verdict(summaries[("today", "auto")],
+                                 {name: summaries[("today", name)] for name in RESOLUTION_CANDIDATES})
+    lines.append("Working resolution at inference (today's runs, rule h3): "
+                 + ("no verdict" if verdict["choice"] is None else
+                    f"{verdict['choice']} (passing: {', '.join(verdict['passing']) or 'none'})"))
     verdict = mask_rule_verdict(summaries[("today", "auto")], summaries[("today", "auto_otsu")])
     lines.append("Mask rule (today's runs): per-image Otsu replaces the stored threshold = "
                  + ("no verdict" if verdict["otsu"] is None else f"{verdict['otsu']} (higher on {verdict['higher']} "

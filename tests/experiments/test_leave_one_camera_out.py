@@ -105,3 +105,36 @@ def test_the_mask_rule_needs_the_mean_and_four_of_five_cameras():
         results = _results({("today", "auto"): _scores(**BASE), ("today", "auto_otsu"): _scores(**otsu)})
         verdict = mask_rule_verdict(pooled(results, "today", "auto"), pooled(results, "today", "auto_otsu"))
         assert verdict == {"otsu": expected, "higher": higher}
+
+
+@pytest.mark.parametrize("candidates, choice", [
+    ({"fov810": _shifted(0.003, 0), "fov1080": _shifted(0.005, 0), "fovclip": _shifted(0.001, 0)}, "fov1080"),
+    ({"fov810": _shifted(0.003, 0), "fov1080": _shifted(0.008, 0, drive=(0.964, 0.7)), "fovclip": _shifted(0, 0)},
+     "fov810"),  # the best mean loses 0.006 on one camera
+    ({"fov810": _shifted(0.0019, 0), "fov1080": _shifted(-0.01, 0), "fovclip": _shifted(0.001, 0)}, "auto"),
+])
+def test_the_resolution_rule_as_written(candidates, choice):
+    results = _results({("today", "auto"): _scores(**BASE),
+                        **{("today", name): _scores(**by_camera) for name, by_camera in candidates.items()}})
+    verdict = loco.resolution_verdict(pooled(results, "today", "auto"),
+                                      {name: pooled(results, "today", name) for name in loco.RESOLUTION_CANDIDATES})
+    assert verdict["choice"] == choice
+    assert f"rule h3): {choice}" in loco.table(results)
+
+
+def test_the_clipped_working_resolution_follows_the_camera_within_limits(monkeypatch, tmp_path):
+    scales = {}
+    monkeypatch.setattr(loco, "median_fov_diameter", lambda samples: diameter)
+    monkeypatch.setattr("keras_vessel.data.datasets.open_dataset", lambda *a, **k: [])
+    monkeypatch.setattr("keras_vessel.evaluation.thresholds.load_threshold", lambda path: {"threshold": 0.5})
+    monkeypatch.setattr("keras_vessel.models.inference.load_inference_model", lambda path: None)
+    monkeypatch.setattr(loco, "summarise", lambda report: report)
+
+    def fake_evaluate(model, samples, *, predict_options, **kwargs):
+        return predict_options["scale"]
+
+    monkeypatch.setattr("keras_vessel.evaluation.evaluate", fake_evaluate)
+    for diameter, expected in ((400.0, 540 / 400), (900.0, 1.0), (3000.0, 1080 / 3000)):
+        scales[diameter] = loco.score_model(tmp_path / "m.keras", "hrf", tmp_path, variants=("fovclip", "fov810"))
+        assert scales[diameter]["fovclip"] == pytest.approx(expected)
+        assert scales[diameter]["fov810"] == pytest.approx(810 / diameter)
