@@ -22,10 +22,11 @@ def cli() -> None:
 
 
 def _add_commands() -> None:
-    from keras_vessel_cli.commands import demo, ensemble, evaluate, export, predict, prepare, train
+    from keras_vessel_cli.commands import demo, ensemble, evaluate, export, finetune, predict, prepare, train
 
     cli.add_command(prepare.prepare)
     cli.add_command(train.train)
+    cli.add_command(finetune.finetune)
     cli.add_command(evaluate.evaluate)
     cli.add_command(predict.predict)
     cli.add_command(ensemble.ensemble)

@@ -74,10 +74,16 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which network to build; `options` go to `keras_vessel.models.build_model`."""
+    """Which network to build; `options` go to `keras_vessel.models.build_model`.
+
+    `start_from`: a trained `.keras` training model to start from instead of random weights
+    (fine-tuning): its network, weights, normalisation and recorded FOV diameter are kept, so
+    `name` and `options` only describe it; its heads must be those of `loss.kind`.
+    """
 
     name: str = "unet"
     options: dict[str, Any] = field(default_factory=dict)
+    start_from: str = ""
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,9 @@ LAYERS = [
     ("training", ("keras_vessel.training",)),
     ("evaluation", ("keras_vessel.evaluation",)),
     ("serving", ("keras_vessel.serving",)),
-    # the package itself registers the custom objects (losses, layers), the demo runs everything
-    ("application", ("keras_vessel.demo", "keras_vessel")),
+    # the package itself registers the custom objects (losses, layers), the demo runs everything,
+    # finetune runs training, then the threshold and report of evaluation
+    ("application", ("keras_vessel.demo", "keras_vessel.finetune", "keras_vessel")),
 ]
 
 

@@ -9,11 +9,16 @@
 from keras_vessel.evaluation import metrics
 from keras_vessel.evaluation.reports import OVERLAY_COLOURS, Scores, evaluate, overlay_image, score, write_reports
 from keras_vessel.evaluation.thresholds import (
+    IMAGES_LEFT_OUT_RULE,
+    LEAVE_ONE_OUT_MIN_IMAGES,
+    OWN_IMAGES_RULE,
     THRESHOLD_FILENAME,
     TRAINING_RULE,
+    ImagesThreshold,
     Threshold,
     choose_run_threshold,
     choose_training_threshold,
+    leave_one_image_out_threshold,
     load_threshold,
     parse_threshold,
     save_threshold,
@@ -21,6 +26,10 @@ from keras_vessel.evaluation.thresholds import (
 )
 
 __all__ = [
+    "IMAGES_LEFT_OUT_RULE",
+    "ImagesThreshold",
+    "LEAVE_ONE_OUT_MIN_IMAGES",
+    "OWN_IMAGES_RULE",
     "OVERLAY_COLOURS",
     "THRESHOLD_FILENAME",
     "TRAINING_RULE",
@@ -29,6 +38,7 @@ __all__ = [
     "choose_run_threshold",
     "choose_training_threshold",
     "evaluate",
+    "leave_one_image_out_threshold",
     "load_threshold",
     "metrics",
     "overlay_image",

@@ -26,11 +26,16 @@ from keras_vessel.models.inference import check_tta, load_inference_model, predi
 from keras_vessel.progress import progress as progress_bar
 
 __all__ = [
+    "IMAGES_LEFT_OUT_RULE",
+    "LEAVE_ONE_OUT_MIN_IMAGES",
+    "OWN_IMAGES_RULE",
+    "ImagesThreshold",
     "THRESHOLD_FILENAME",
     "TRAINING_RULE",
     "Threshold",
     "choose_run_threshold",
     "choose_training_threshold",
+    "leave_one_image_out_threshold",
     "load_sample",
     "load_threshold",
     "parse_threshold",
@@ -40,6 +45,12 @@ __all__ = [
 
 THRESHOLD_FILENAME = "threshold.json"
 TRAINING_RULE = "accuracy-optimal threshold chosen on the training images (pooled FOV accuracy)"
+# The threshold of a model fine-tuned on a few photographs (`leave_one_image_out_threshold`).
+LEAVE_ONE_OUT_MIN_IMAGES = 3
+IMAGES_LEFT_OUT_RULE = ("median over the {n} photographs of the accuracy-optimal threshold on the other photographs' "
+                        "pooled FOV pixels (leave-one-image-out threshold choice; the model was fine-tuned on all {n})")
+OWN_IMAGES_RULE = ("accuracy-optimal threshold on the fine-tuning photograph{s} themselves (pooled FOV accuracy; "
+                   "fewer than 3 photographs: none can be left out, so it is chosen on pixels the model trained on)")
 
 
 @dataclass(frozen=True)
@@ -227,6 +238,54 @@ def choose_training_threshold(
                                    **dict(predict_options or {}))
         counts.add(prob, sample.label, sample.fov)
     return counts.accuracy_optimal_threshold()
+
+
+@dataclass(frozen=True)
+class ImagesThreshold:
+    """A threshold chosen on a few labelled images (`leave_one_image_out_threshold`).
+
+    value : the threshold. rule : how it was chosen, for threshold.json and reports.
+    left_out : per image, the threshold chosen without its pixels (None with fewer than
+        `LEAVE_ONE_OUT_MIN_IMAGES` images).
+    """
+
+    value: float
+    rule: str
+    left_out: list[float] | None
+
+
+def leave_one_image_out_threshold(probs, labels, fovs) -> ImagesThreshold:
+    """The threshold of a model fine-tuned on these images, from its probabilities on them.
+
+    With at least `LEAVE_ONE_OUT_MIN_IMAGES` images, image i's threshold t_i is the
+    accuracy-optimal threshold (`metrics.accuracy_optimal_threshold`) on the pooled FOV pixels
+    of the other images, and the result is the median of the t_i (`IMAGES_LEFT_OUT_RULE`): no
+    image chooses its own threshold, and one odd image cannot pull it far. With fewer, the
+    accuracy-optimal threshold on all of them (`OWN_IMAGES_RULE`). `probs`, `labels` and `fovs`
+    are equally long lists of ``(H, W)`` maps (float, bool, bool); sizes may differ between images.
+
+    >>> import numpy as np
+    >>> probs = [np.array([[0.9, 0.2]]), np.array([[0.7, 0.4]]), np.array([[0.8, 0.1]])]
+    >>> labels = [np.array([[True, False]])] * 3
+    >>> chosen = leave_one_image_out_threshold(probs, labels, [None] * 3)
+    >>> [round(t, 3) for t in chosen.left_out], round(chosen.value, 3)
+    ([0.55, 0.5, 0.55], 0.55)
+    """
+    probs, labels, fovs = list(probs), list(labels), list(fovs)
+    if not probs or not len(probs) == len(labels) == len(fovs):
+        raise ValueError(f"`probs`, `labels` and `fovs` must be equally long, non-empty lists; got "
+                         f"{len(probs)}, {len(labels)} and {len(fovs)}.")
+    count = len(probs)
+    fovs = [np.ones(np.shape(prob), bool) if fov is None else fov for prob, fov in zip(probs, fovs)]
+    if count < LEAVE_ONE_OUT_MIN_IMAGES:
+        value = metrics.accuracy_optimal_threshold(probs, labels, fovs)
+        return ImagesThreshold(value, OWN_IMAGES_RULE.format(s="" if count == 1 else "s"), None)
+    left_out = []
+    for i in range(count):
+        others = [j for j in range(count) if j != i]
+        left_out.append(metrics.accuracy_optimal_threshold([probs[j] for j in others], [labels[j] for j in others],
+                                                           [fovs[j] for j in others]))
+    return ImagesThreshold(float(np.median(left_out)), IMAGES_LEFT_OUT_RULE.format(n=count), left_out)
 
 
 def choose_run_threshold(run_dir: str | Path, *, progress: bool = True) -> float:

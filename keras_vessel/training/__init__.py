@@ -9,13 +9,14 @@
 
 from keras_vessel.errors import TrainingError
 from keras_vessel.training.components import build_training_model, output_names, training_fov_diameter
-from keras_vessel.training.loop import TrainResult, train
+from keras_vessel.training.loop import StepTiming, TrainResult, time_steps, train
 from keras_vessel.training.run_folder import RunFolder
 from keras_vessel.training.step import averaged_weights, build_steps, should_stop_early, validate
 from keras_vessel.training.strategy import make_strategy, split_cpu
 
 __all__ = [
     "RunFolder",
+    "StepTiming",
     "TrainResult",
     "TrainingError",
     "averaged_weights",
@@ -25,6 +26,7 @@ __all__ = [
     "output_names",
     "should_stop_early",
     "split_cpu",
+    "time_steps",
     "train",
     "training_fov_diameter",
     "validate",

@@ -19,6 +19,7 @@ __all__ = [
     "check_stride",
     "make_optimizer",
     "output_names",
+    "start_from_model",
     "training_fov_diameter",
 ]
 
@@ -47,15 +48,47 @@ def _normalisation(config: RunConfig, manifest: dict[str, Any]) -> dict[str, Any
 
 
 def build_training_model(config: RunConfig, manifest: dict[str, Any]) -> keras.Model:
-    """The network of `config.model`, with heads and normalisation from the config and data."""
+    """The network of `config.model`, with heads and normalisation from the config and data;
+    with ``model.start_from``, that trained model as it is (`start_from_model`)."""
     from keras_vessel.models import build_model
 
+    if config.model.start_from:
+        return start_from_model(config, manifest)
     options = {**_normalisation(config, manifest), "fov_diameter": training_fov_diameter(config, manifest),
                **config.model.options, "heads": output_names(config)}
     try:
         return build_model(config.model.name, **options)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"model: {error}") from error
+
+
+def start_from_model(config: RunConfig, manifest: dict[str, Any]) -> keras.Model:
+    """The trained model ``model.start_from`` names, checked against the config it is trained with.
+
+    ConfigError (naming the file) when it cannot be loaded, when its heads are not those of
+    ``loss.kind``, or when it records another FOV diameter than the run samples its patches at
+    (`training_fov_diameter`; a model that records none must be trained with ``data.fov_diameter: 0``).
+    """
+    from keras_vessel.models import head_names, model_fov_diameter
+    from keras_vessel.models.saving import load_model_file
+
+    path = config.model.start_from
+    try:
+        model = load_model_file(path)
+        heads = head_names(model)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"model.start_from: {error}") from error
+    if heads != output_names(config):
+        raise ConfigError(f"model.start_from: {path} has the heads {list(heads)}, but loss.kind={config.loss.kind} "
+                          f"trains {list(output_names(config))}; set loss.kind to "
+                          f"{'joint' if len(heads) == 2 else 'pixel'}")
+    recorded = model_fov_diameter(model)
+    wanted = training_fov_diameter(config, manifest) if config.data.fov_diameter or recorded else None
+    if recorded != wanted:
+        raise ConfigError(f"model.start_from: {path} was trained at a FOV diameter of "
+                          f"{'(none recorded)' if recorded is None else f'{recorded:g} px'}; set data.fov_diameter "
+                          f"to {0 if recorded is None else f'{recorded:g}'} so patches are drawn at its scale")
+    return model
 
 
 def training_fov_diameter(config: RunConfig, manifest: dict[str, Any]) -> float:

@@ -46,7 +46,7 @@ from keras_vessel.training.run_folder import RunFolder
 from keras_vessel.training.step import averaged_weights, build_steps, should_stop_early, validate, weight_average_of
 from keras_vessel.training.strategy import is_chief, make_strategy, precision_policy, warn_if_precision_is_slow
 
-__all__ = ["TrainResult", "train"]
+__all__ = ["StepTiming", "TrainResult", "time_steps", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class TrainResult:
 
 
 def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1,
-          finish: Callable[[Path], Any] | None = None) -> TrainResult:
+          finish: Callable[[Path], Any] | None = None, info: dict[str, Any] | None = None) -> TrainResult:
     """Train (or resume) the run described by `config` into `output_dir`.
 
     Re-running on the same folder resumes after the last finished epoch (a
@@ -76,6 +76,10 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1,
     after it returned. A run stopped in it (Ctrl-C, SIGTERM: "interrupted";
     kill -9: still "running") has ``trained`` in run.json, and a re-run with the
     same settings runs only `finish`, without training again.
+
+    `info`: more fields for run.json (`keras_vessel.training.finetune` records its photographs).
+    With ``model.start_from``, run.json records that model's SHA-256 (``start_from``), and a
+    resume is refused (ConfigError) once the file has changed.
 
     The run folder is locked while it is written (`keras_vessel.locks.folder_lock`):
     a second process on it gets a FolderLockedError naming the first.
@@ -91,6 +95,8 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1,
     for folder in folders:
         verify_shards(folder)
     records = {folder: file_sha256(Path(folder) / MANIFEST) for folder in folders}
+    start_from = {"path": config.model.start_from, "sha256": file_sha256(config.model.start_from)} \
+        if config.model.start_from else None
     run = RunFolder(output_dir)
     ensure_writable_dir(run.path, what="the run folder")
 
@@ -98,21 +104,18 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1,
     run.chief = is_chief(strategy)
     # only the chief writes the run folder: the other workers of a multi-worker run may share it
     with folder_lock(run.path, what="the run folder") if run.chief else contextlib.nullcontext():
-        previous = run.check_resume(config, records) or {}  # under the lock: what no other process is changing
+        previous = run.check_resume(config, records, start_from) or {}  # under the lock: what no other process changes
+        extra = {**(info or {}), **({"start_from": start_from} if start_from else {})}
         return _train(config, run, strategy, manifest, folders, records, previous,
-                      (train_names, validation_names), verbose=verbose, finish=finish)
+                      (train_names, validation_names), verbose=verbose, finish=finish, info=extra)
 
 
-def _train(config, run, strategy, manifest, folders, records, previous, names, *, verbose, finish) -> TrainResult:
+def _train(config, run, strategy, manifest, folders, records, previous, names, *, verbose, finish,
+           info) -> TrainResult:
     train_names, validation_names = names
+    model, optimizer, losses = _compiled(config, manifest, strategy)
     with strategy.scope():
-        model = build_training_model(config, manifest)
-        optimizer = make_optimizer(config)
-        losses = build_run_losses(config)
-        model.compile(optimizer=optimizer, loss=losses)
-        optimizer.build(model.trainable_variables)  # before the distributed step is traced, not inside it
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    check_stride(model, config)
 
     # non-chief workers write their (identical) checkpoints to a private folder
     checkpoints = run.checkpoints if run.chief else Path(tempfile.mkdtemp(prefix="keras-vessel-worker-"))
@@ -140,7 +143,7 @@ def _train(config, run, strategy, manifest, folders, records, previous, names, *
         "replicas": strategy.num_replicas_in_sync, "training_images": train_names,
         "validation_images": validation_names, "records": records,
         "started": previous.get("started", _now()), "resumed": resumes,
-        **({"trained": trained} if trained else {}),
+        **({"trained": trained} if trained else {}), **info,
     })
 
     def save_checkpoint(epoch: int) -> None:
@@ -181,6 +184,52 @@ def _train(config, run, strategy, manifest, folders, records, previous, names, *
             f"{run.checkpoints} (try a lower train.learning_rate)"
         )
     return TrainResult(run.path, run.model_path, len(history), status, history, chief=run.chief)
+
+
+def _compiled(config: RunConfig, manifest: dict[str, Any], strategy: tf.distribute.Strategy):
+    """The run's model, optimizer and losses, built and compiled under `strategy` (stride checked)."""
+    with strategy.scope():
+        model = build_training_model(config, manifest)
+        optimizer = make_optimizer(config)
+        losses = build_run_losses(config)
+        model.compile(optimizer=optimizer, loss=losses)
+        optimizer.build(model.trainable_variables)  # before the distributed step is traced, not inside it
+    check_stride(model, config)
+    return model, optimizer, losses
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """What `time_steps` measured: the first step (input pipeline start and tracing included) and each later one."""
+
+    first_seconds: float
+    seconds_per_step: float
+
+
+def time_steps(config: RunConfig, *, steps: int = 6) -> StepTiming:
+    """Time `steps` training steps of `config` on this machine, as `train` would run them; writes nothing.
+
+    The model, optimizer, losses and patch stream are built as for the run and
+    thrown away afterwards. A budget in minutes becomes a number of steps with
+    it (`keras_vessel.training.finetune.steps_for_budget`). `steps` must be at least 2.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+        raise ValueError(f"`steps` must be an int >= 2 (the first step is traced); got {steps!r}")
+    manifest = check_config(config)
+    folders = records_folders(config.data)
+    names, _ = split_names(folders, config.data.validation_images, folds=config.data.folds, fold=config.data.fold)
+    strategy = _start(config)
+    model, optimizer, losses = _compiled(config, manifest, strategy)
+    stream, _ = _datasets(config, strategy, folders, names, [], stream_seed=config.train.seed)
+    train_step, _ = build_steps(model, optimizer, losses, strategy)
+    started = time.monotonic()
+    iterator = iter(stream)
+    float(train_step(next(iterator))["loss"])  # float(): wait for the step to finish
+    first = time.monotonic() - started
+    started = time.monotonic()
+    for _ in range(steps - 1):
+        float(train_step(next(iterator))["loss"])
+    return StepTiming(first, (time.monotonic() - started) / (steps - 1))
 
 
 def _finished_training(previous: dict, done: int, config: RunConfig) -> dict | None:

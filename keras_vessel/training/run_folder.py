@@ -63,13 +63,15 @@ class RunFolder:
         """The stored run.json, or {} for a new folder."""
         return json.loads(self.info_path.read_text()) if self.info_path.is_file() else {}
 
-    def check_resume(self, config: RunConfig, records: dict[str, str]) -> dict[str, Any] | None:
+    def check_resume(self, config: RunConfig, records: dict[str, str],
+                     start_from: dict[str, str] | None = None) -> dict[str, Any] | None:
         """Refuse to resume with other settings or other data; returns the stored run.json (None if new).
 
         Only ``train.epochs`` may change (to train a finished run longer): any
         other key that differs from the stored config.yaml, or prepared records
-        whose manifest changed since the run started, raise ConfigError naming
-        them and saying how to start afresh.
+        whose manifest changed since the run started, or a ``model.start_from``
+        file whose SHA-256 differs from the one recorded (`start_from`: path and
+        sha256), raise ConfigError naming them and saying how to start afresh.
         """
         if not self.config_path.is_file() or not self.checkpoints.is_dir():
             return None
@@ -86,6 +88,10 @@ class RunFolder:
             if records.get(folder, digest) != digest:
                 raise ConfigError(f"the prepared data in {folder} changed since {self.path} started (prepare "
                                   f"was run again with other images or options); {fresh}")
+        recorded = (info.get("start_from") or {}).get("sha256")
+        if start_from and recorded and recorded != start_from["sha256"]:
+            raise ConfigError(f"the model {start_from['path']} that {self.path} starts from changed since the run "
+                              f"started (SHA-256 {recorded[:12]}... -> {start_from['sha256'][:12]}...); {fresh}")
         return info
 
     def start(self, config: RunConfig, info: dict[str, Any]) -> None:

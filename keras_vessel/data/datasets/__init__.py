@@ -14,7 +14,7 @@ from typing import Callable
 from keras_vessel.data.datasets.base import SPLITS, Sample, SampleSpec
 from keras_vessel.data.datasets.chase_db1 import open_chase_db1
 from keras_vessel.data.datasets.drive import open_drive
-from keras_vessel.data.datasets.folder import open_folder
+from keras_vessel.data.datasets.folder import open_folder, open_labelled
 from keras_vessel.data.datasets.hrf import open_hrf
 from keras_vessel.data.datasets.les_av import open_les_av
 from keras_vessel.data.datasets.orvs import open_orvs
@@ -31,6 +31,7 @@ __all__ = [
     "SyntheticTruth",
     "generate_sample",
     "open_dataset",
+    "open_labelled",
 ]
 
 DATASETS: dict[str, Callable[..., list[SampleSpec]]] = {

@@ -133,16 +133,26 @@ def load_files(
     *,
     fov_threshold: float | None = None,
     fov_erosion: int = 3,
+    fov_rule: str = "derive",
 ) -> Sample:
     """Read one sample from its files; derive the FOV when ``fov_path`` is None.
 
+    ``fov_rule="derive"`` derives it with `derive_fov` (the published datasets' readers);
+    ``"predict"`` uses the region `keras-vessel predict` keeps (`image_fov` grown by
+    `keras_vessel.data.scaling.FOV_DILATION` px, the whole image when no FOV is found), so a
+    threshold chosen on the sample counts the pixels prediction keeps.
     Module-level (not a closure) so that ``functools.partial(load_files, ...)``
     pickles.
     """
     image = read_image(image_path)
     label = read_mask(label_path)
     _check_same_size(image_path, image, label_path, label)
-    if fov_path is None:
+    if fov_path is None and fov_rule == "predict":
+        from keras_vessel.data.scaling import image_fov, prediction_region
+
+        geometry = image_fov(image)
+        fov = prediction_region(geometry.mask, geometry.found).numpy()
+    elif fov_path is None:
         fov = derive_fov(image, threshold=fov_threshold, erosion=fov_erosion)
     else:
         fov = read_mask(fov_path)

@@ -154,3 +154,61 @@ def open_folder(
         return _open_flat(root, "", *options)
     parts = ("training", "test") if split == "all" else (split,)
     return [spec for part in parts for spec in _open_flat(root / part, f"{part}/", *options)]
+
+
+def open_labelled(
+    images: str | Path,
+    labels: str | Path,
+    masks: str | Path | None = None,
+    *,
+    label_suffixes: Sequence[str] = ("", "_label", "_mask", "_manual1"),
+    mask_suffixes: Sequence[str] = ("", "_mask", "_fov"),
+) -> list[SampleSpec]:
+    """Samples from three separate folders: photographs, their labels and (optionally) FOV masks.
+
+    Files are matched by stem as in `open_folder` (a label is ``<image stem><suffix>.<ext>`` in any
+    supported format). Unlike `open_folder`, every name that finds no partner is listed in one
+    DatasetError (photographs without a label or mask, labels and masks without a photograph), so a
+    user fixes them all at once. Without `masks` the FOV is the region `keras-vessel predict` keeps
+    (``fov_rule="predict"`` of `keras_vessel.data.datasets.base.load_files`).
+
+    >>> open_labelled("/nonexistent", "/nonexistent")
+    Traceback (most recent call last):
+    keras_vessel.errors.DatasetError: /nonexistent is not a folder; expected a folder of photographs
+    """
+    label_suffixes = _check_suffixes(label_suffixes, "label_suffixes")
+    mask_suffixes = _check_suffixes(mask_suffixes, "mask_suffixes")
+    image_dir = require_dir(Path(images), "a folder of photographs")
+    label_dir = require_dir(Path(labels), "a folder of labels")
+    mask_dir = require_dir(Path(masks), "a folder of FOV masks") if masks is not None else None
+    image_index = _index(image_dir)
+    if not image_index:
+        raise DatasetError(f"no photographs in {image_dir}; expected image files ({', '.join(IMAGE_SUFFIXES)})")
+    clashes = sorted(stem for stem, paths in image_index.items() if len(paths) > 1)
+    if clashes:
+        raise DatasetError(f"several photographs share a stem in {image_dir}: {', '.join(clashes)}")
+    folders = [("label", label_dir, _index(label_dir), label_suffixes)]
+    if mask_dir is not None:
+        folders.append(("FOV mask", mask_dir, _index(mask_dir), mask_suffixes))
+    problems, matched = [], {}
+    for what, folder, index, suffixes in folders:
+        lonely = [stem for stem in image_index if not any(stem + suffix in index for suffix in suffixes)]
+        used = {stem + suffix for stem in image_index for suffix in suffixes}
+        orphans = [path.name for stem, paths in index.items() if stem not in used for path in paths]
+        if lonely:
+            problems.append(f"no {what} in {folder} for {_listed(lonely, 'photograph')}")
+        if orphans:
+            problems.append(f"no photograph in {image_dir} for {_listed(orphans, what)}")
+        matched[what] = {stem: _match(index, stem, suffixes, folder, what) for stem in image_index
+                         if stem not in lonely}
+    if problems:
+        raise DatasetError("; ".join(problems) + " (a label or mask is matched to its photograph by file stem: "
+                           f"photo.jpg <- photo.png or photo{label_suffixes[-1]}.png)")
+    fov_rule = {} if mask_dir is not None else {"fov_rule": "predict"}
+    return [file_spec(stem, image_path, matched["label"][stem], matched.get("FOV mask", {}).get(stem), **fov_rule)
+            for stem, (image_path,) in image_index.items()]
+
+
+def _listed(names: Sequence[str], noun: str) -> str:
+    """``"2 photographs: a.png, b.png"``."""
+    return f"{len(names)} {noun}{'' if len(names) == 1 else 's'}: {', '.join(names)}"
