@@ -25,7 +25,8 @@ FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
               help="Model to start from: a .keras file or a run folder [default: the bundled model].")
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
               help="Wall-clock budget of the whole command; the training steps are sized to it on this machine.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of patches and augmentation.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of patches and augmentation.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def finetune(images: Path, labels: Path, masks: Path | None, output: Path, model_path: Path | None, minutes: float,
              seed: int, quiet: bool) -> None:
@@ -49,7 +50,8 @@ def finetune(images: Path, labels: Path, masks: Path | None, output: Path, model
 
     mean, budget, count = result.report["mean"], result.report.get("budget") or {}, len(result.report["per_image"])
     how = "leave-one-image-out" if count >= LEAVE_ONE_OUT_MIN_IMAGES else "chosen on the photographs themselves"
-    click.echo(f"{result.status}: fine-tuned on {counted(count, 'photograph')} ({counted(budget.get('steps', 0), 'step')}); "
+    steps = counted(budget.get("steps", 0), "step")
+    click.echo(f"{result.status}: fine-tuned on {counted(count, 'photograph')} ({steps}); "
                f"model: {result.model_path} (threshold {result.threshold:.4f}, {how})")
     click.echo(f"on these photographs, base -> fine-tuned: AUC {mean['base_AUC']:.4f} -> {mean['AUC']:.4f}, "
                f"mean F1 {mean['base_F1']:.4f} -> {mean['F1']:.4f} (trained on: judge on others); "

@@ -36,6 +36,7 @@ from keras_vessel.training.run_folder import RunFolder
 
 __all__ = [
     "BASE_CONFIG_NAMES",
+    "BUDGET_SHARE",
     "FinetunePlan",
     "LEARNING_RATE_FACTOR",
     "MAX_EPOCHS",
@@ -167,8 +168,8 @@ def finetune_config(base: str | Path, records: str | Path, manifest: dict[str, A
                            f"model's scale, smaller than its stride {stride}")
     return RunConfig(
         name="finetune",
-        data=dataclasses.replace(recipe.data, train_records=str(Path(records).resolve()), validation_images=0, folds=0, fold=0,
-                                 patch_size=patch_size, fov_diameter=float(diameter)),
+        data=dataclasses.replace(recipe.data, train_records=str(Path(records).resolve()), validation_images=0,
+                                 folds=0, fold=0, patch_size=patch_size, fov_diameter=float(diameter)),
         model=ModelConfig(name=recipe.model.name, options=dict(recipe.model.options), start_from=str(base)),
         loss=dataclasses.replace(recipe.loss, kind="joint" if len(heads) == 2 else "pixel"),
         train=TrainConfig(epochs=epochs, steps_per_epoch=steps_per_epoch, optimizer=recipe.train.optimizer,

@@ -58,6 +58,17 @@ def _index(folder: Path) -> dict[str, list[Path]]:
     return by_stem
 
 
+def _image_index(folder: Path, *, noun: str, expected: str) -> dict[str, list[Path]]:
+    """`_index` of a folder of images, which must hold some, one per stem; else DatasetError naming `noun`."""
+    index = _index(folder)
+    if not index:
+        raise DatasetError(f"no {noun} in {folder}; expected {expected}")
+    clashes = sorted(stem for stem, paths in index.items() if len(paths) > 1)
+    if clashes:
+        raise DatasetError(f"several {noun} share a stem in {folder}: {', '.join(clashes)}")
+    return index
+
+
 def _match(
     by_stem: dict[str, list[Path]], stem: str, suffixes: Sequence[str], folder: Path, what: str
 ) -> Path:
@@ -95,12 +106,7 @@ def _open_flat(
         f"and <root>/{prefix}{labels}/"
     )
     image_dir = require_dir(root / images, expected)
-    image_index = _index(image_dir)
-    if not image_index:
-        raise DatasetError(f"no images in {image_dir}; expected {expected}")
-    clashes = sorted(stem for stem, paths in image_index.items() if len(paths) > 1)
-    if clashes:
-        raise DatasetError(f"several images share a stem in {image_dir}: {', '.join(clashes)}")
+    image_index = _image_index(image_dir, noun="images", expected=expected)
     label_dir = require_dir(root / labels, expected)
     label_index = _index(label_dir)
     mask_dir = root / masks if masks is not None else None
@@ -181,12 +187,8 @@ def open_labelled(
     image_dir = require_dir(Path(images), "a folder of photographs")
     label_dir = require_dir(Path(labels), "a folder of labels")
     mask_dir = require_dir(Path(masks), "a folder of FOV masks") if masks is not None else None
-    image_index = _index(image_dir)
-    if not image_index:
-        raise DatasetError(f"no photographs in {image_dir}; expected image files ({', '.join(IMAGE_SUFFIXES)})")
-    clashes = sorted(stem for stem, paths in image_index.items() if len(paths) > 1)
-    if clashes:
-        raise DatasetError(f"several photographs share a stem in {image_dir}: {', '.join(clashes)}")
+    image_index = _image_index(image_dir, noun="photographs",
+                               expected=f"image files ({', '.join(IMAGE_SUFFIXES)})")
     folders = [("label", label_dir, _index(label_dir), label_suffixes)]
     if mask_dir is not None:
         folders.append(("FOV mask", mask_dir, _index(mask_dir), mask_suffixes))
