@@ -22,12 +22,13 @@ def cli() -> None:
 
 
 def _add_commands() -> None:
-    from keras_vessel_cli.commands import demo, ensemble, evaluate, export, predict, prepare, train
+    from keras_vessel_cli.commands import demo, ensemble, evaluate, export, measure, predict, prepare, train
 
     cli.add_command(prepare.prepare)
     cli.add_command(train.train)
     cli.add_command(evaluate.evaluate)
     cli.add_command(predict.predict)
+    cli.add_command(measure.measure)
     cli.add_command(ensemble.ensemble)
     cli.add_command(export.export)
     cli.add_command(demo.demo)

@@ -35,6 +35,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from skimage.morphology import skeletonize
 
+from keras_vessel.checks import check_binary
+
 __all__ = ["COLUMNS", "MEASURES", "NORMALISED", "RINGS", "measure_vessels"]
 
 # Every measurement of a region (the whole FOV, or one ring): name -> (unit, what it is).
@@ -74,16 +76,6 @@ _MIN_BOX_SIZES = 3
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _binary(array: object, name: str) -> np.ndarray:
-    """A new bool array of a 2-D boolean or numeric array (nonzero = True); the input is not touched."""
-    array = np.asarray(array)
-    if array.ndim != 2:
-        raise ValueError(f"`{name}` must be a 2-D (H, W) array; got shape {array.shape}")
-    if not (array.dtype == bool or np.issubdtype(array.dtype, np.number)):
-        raise TypeError(f"`{name}` must be a boolean or numeric array; got dtype {array.dtype}")
-    return array != 0
 
 
 def _positive(value: object, name: str) -> float:
@@ -372,11 +364,11 @@ def measure_vessels(mask: np.ndarray, fov: np.ndarray | None = None, *,
 
     >>> mask = np.zeros((64, 128), bool); mask[30:35, 10:111] = True
     >>> row = measure_vessels(mask)
-    >>> row["median_width_px"], row["tortuosity_arc_chord"], row["end_points"], row["branch_points"]
+    >>> row["median_width_px"], round(row["tortuosity_arc_chord"], 2), row["end_points"], row["branch_points"]
     (5.0, 1.0, 2, 0)
     """
-    vessels = _binary(mask, "mask")
-    region = np.ones_like(vessels) if fov is None else _binary(fov, "fov")
+    vessels = check_binary("mask", mask)
+    region = np.ones_like(vessels) if fov is None else check_binary("fov", fov)
     if region.shape != vessels.shape:
         raise ValueError(f"`fov` must have the shape of `mask` {vessels.shape}; got {region.shape}")
     if not region.any():

@@ -163,8 +163,8 @@ def test_an_empty_mask():
 
 
 @pytest.mark.parametrize("arguments, options, error, message", [
-    ((np.zeros((4, 4, 3)),), {}, ValueError, r"`mask` must be a 2-D \(H, W\) array; got shape \(4, 4, 3\)"),
-    ((np.array([["a"]]),), {}, TypeError, r"`mask` must be a boolean or numeric array; got dtype <U1"),
+    ((np.zeros((4, 4, 3)),), {}, ValueError, r"`mask` must be a 2-D array, got shape \(4, 4, 3\)"),
+    ((np.array([["a"]]),), {}, TypeError, r"`mask` must be a boolean or numeric array, got dtype <U1"),
     ((np.zeros((4, 4)), np.ones((4, 5))), {}, ValueError, r"`fov` must have the shape of `mask` \(4, 4\); got \(4, 5\)"),
     ((np.zeros((4, 4)), np.zeros((4, 4))), {}, ValueError, "`fov` holds no pixel"),
     ((np.zeros((4, 4)),), {"fov_circle": (1, 2)}, ValueError, r"`fov_circle` must be \(cy, cx, radius\)"),
