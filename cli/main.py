@@ -22,13 +22,14 @@ def cli() -> None:
 
 
 def _add_commands() -> None:
-    from keras_vessel_cli.commands import demo, ensemble, evaluate, export, finetune, predict, prepare, train
+    from keras_vessel_cli.commands import demo, ensemble, evaluate, export, finetune, measure, predict, prepare, train
 
     cli.add_command(prepare.prepare)
     cli.add_command(train.train)
     cli.add_command(finetune.finetune)
     cli.add_command(evaluate.evaluate)
     cli.add_command(predict.predict)
+    cli.add_command(measure.measure)
     cli.add_command(ensemble.ensemble)
     cli.add_command(export.export)
     cli.add_command(demo.demo)

@@ -16,6 +16,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 HEAD_NAMES = ("segment", "pixel")  # a training model's heads, in output order
 FUSIONS = ("mean",) + HEAD_NAMES  # how an inference model turns them into one probability
 
@@ -23,6 +25,16 @@ FUSIONS = ("mean",) + HEAD_NAMES  # how an inference model turns them into one p
 def describe(value: Any) -> str:
     """A value as messages show it: ``3.5 (type float)``."""
     return f"{value!r} (type {type(value).__name__})"
+
+
+def check_binary(name: str, value: Any) -> np.ndarray:
+    """A new ``(H, W)`` bool array of a 2-D boolean or numeric array (nonzero = True); the input is not touched."""
+    array = np.asarray(value)
+    if array.ndim != 2:
+        raise ValueError(f"`{name}` must be a 2-D array, got shape {array.shape}")
+    if not (array.dtype == bool or np.issubdtype(array.dtype, np.number)):
+        raise TypeError(f"`{name}` must be a boolean or numeric array, got dtype {array.dtype}")
+    return array != 0
 
 
 def check_int(name: str, value: Any, *, minimum: int, maximum: int | None = None) -> int:

@@ -20,6 +20,7 @@ LAYERS = [
     ("models", ("keras_vessel.models",)),
     ("training", ("keras_vessel.training",)),
     ("evaluation", ("keras_vessel.evaluation",)),
+    ("measure", ("keras_vessel.measure",)),
     ("serving", ("keras_vessel.serving",)),
     # the package itself registers the custom objects (losses, layers), the demo runs everything,
     # finetune runs training, then the threshold and report of evaluation

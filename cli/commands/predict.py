@@ -93,11 +93,15 @@ def _stored_threshold(model_path: Path, heads: str, tta: str) -> float:
 @click.option("--scale", default="auto", show_default=True, callback=scale_option,
               help=SCALE_HELP + " (--model only; a served model does its own)")
 @click.option("--overlay", is_flag=True, help="Also write NAME_overlay.png: the photograph with its vessels painted cyan.")
+@click.option("--measure", is_flag=True,
+              help="Also write measures.csv: one row of vessel measurements per image (keras-vessel measure's "
+                   "columns), its mask inside its FOV; rows of other images already there are kept.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None, server: str | None,
             model_name: str | None, version: int | None, output: Path, fov_text: str, threshold: str,
-            heads: str, tile_size: int | None, tta: str, scale: str | float, overlay: bool, quiet: bool) -> None:
+            heads: str, tile_size: int | None, tta: str, scale: str | float, overlay: bool, measure: bool,
+            quiet: bool) -> None:
     """Predict vessels in INPUT images (files, globs or folders of PNG/JPEG/TIFF/GIF/PPM).
 
     A file that cannot be processed is reported on stderr and skipped; the exit
@@ -124,7 +128,7 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
     except InputError as error:
         raise click.BadParameter(str(error), param_hint="INPUT") from None
 
-    options = {"fov": fov, "progress": not quiet, "overlay": overlay}
+    options = {"fov": fov, "progress": not quiet, "overlay": overlay, "measure": measure}
     if server is not None:
         from keras_vessel.serving.client import ServingClient
 
@@ -148,7 +152,8 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
         report = predict_files(source, paths, output, **options)  # logs each failure as it happens, once
     done = len(paths) - len(report.failures)
     kinds = "probability maps, masks and overlays" if overlay else "probability maps and masks"
-    click.echo(f"wrote {kinds} for {done} of {len(paths)} images to {output}")
+    click.echo(f"wrote {kinds} for {done} of {len(paths)} images to {output}"
+               + (f" and their measurements to {output / 'measures.csv'}" if measure and done else ""))
     if report.failures:
         raise click.ClickException(
             f"{len(report.failures)} of {len(paths)} inputs failed: "

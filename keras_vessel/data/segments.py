@@ -35,6 +35,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.morphology import disk, thin
 
+from keras_vessel.checks import check_binary
+
 try:  # Guo-Hall look-up tables of skimage.morphology.thin (private, stable since 0.13)
     from skimage.morphology._skeletonize import G123_LUT, G123P_LUT
 except ImportError:  # pragma: no cover - fall back to the public, slower function
@@ -60,16 +62,6 @@ _LENGTHS = ("pixels", "euclidean")
 # --------------------------------------------------------------------------- #
 # validation
 # --------------------------------------------------------------------------- #
-def _as_binary(array: np.ndarray, name: str) -> np.ndarray:
-    """A fresh bool copy of a 2-D array (nonzero = True), rejecting bad input."""
-    array = np.asarray(array)
-    if array.ndim != 2:
-        raise ValueError(f"`{name}` must be a 2-D array, got shape {array.shape}")
-    if not (array.dtype == bool or np.issubdtype(array.dtype, np.number)):
-        raise TypeError(f"`{name}` must be a boolean or numeric array, got dtype {array.dtype}")
-    return array != 0
-
-
 def _check_int(value: object, name: str, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise TypeError(f"`{name}` must be an int, got {value!r} ({type(value).__name__})")
@@ -450,8 +442,8 @@ def build_id_mask(
     >>> int(mask.max()), mask.dtype.name
     (3, 'int32')
     """
-    label = _as_binary(label, "label")
-    fov = _as_binary(fov, "fov")
+    label = check_binary("label", label)
+    fov = check_binary("fov", fov)
     if fov.shape != label.shape:
         raise ValueError(f"`fov` must have the shape of `label` {label.shape}, got {fov.shape}")
     min_length = _check_int(min_length, "min_length", minimum=1)
@@ -490,7 +482,7 @@ def skeleton_tube(label: np.ndarray, *, radius: int = 1) -> np.ndarray:
 
     Returns an (H, W) bool array.
     """
-    label = _as_binary(label, "label")
+    label = check_binary("label", label)
     radius = _check_int(radius, "radius", minimum=0)
     skeleton = _thin(label)
     if radius == 0:
@@ -555,7 +547,7 @@ def segment_widths(
     about 5.4 to 6, width 7 about 21 to 28): fine for reproducing the authors'
     loss, wrong as a width.
     """
-    label = _as_binary(label, "label")
+    label = check_binary("label", label)
     id_mask = _check_id_mask(id_mask, label.shape)
     length = _check_length(length)
     ids = np.abs(id_mask).astype(np.int64).ravel()
@@ -587,7 +579,7 @@ def thickness_map(
     widths; an ``"authors"`` mask inflates them (see `segment_widths`).
     Returns (H, W) float32.
     """
-    label = _as_binary(label, "label")
+    label = check_binary("label", label)
     id_mask = _check_id_mask(id_mask, label.shape)
     widths = np.nan_to_num(segment_widths(label, id_mask, length=length), nan=0.0)
     return np.where(label, widths[np.abs(id_mask)], 0.0).astype(np.float32)

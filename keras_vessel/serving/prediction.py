@@ -198,6 +198,7 @@ def predict_files(
     progress: bool = True,
     predictor: Predictor | None = None,
     overlay: bool = False,
+    measure: bool = False,
 ) -> PredictReport:
     """Write ``NAME_prob.png`` and ``NAME_mask.png`` into `output_dir` for every input image.
 
@@ -223,6 +224,9 @@ def predict_files(
         uint8 RGB image and returning its ``(H, W)`` probability in [0, 1].
     overlay : also write ``NAME_overlay.png``, the photograph with the mask painted on it
         (`vessel_overlay`), to check the maps by eye.
+    measure : also write one row per image to ``measures.csv`` in `output_dir`: the vessel measurements
+        of its mask inside its FOV (`keras_vessel.measure.measure_row`; the FOV found in the image, the
+        `fov` file, or the whole image). Rows of other images already in that file are kept.
 
     Returns a `PredictReport`. Model and argument errors, and two inputs that would write the same
     files (`output_stems`), raise before any file is written; per-file errors (unreadable image, FOV of
@@ -241,6 +245,7 @@ def predict_files(
     from keras_vessel.data.preprocessing import read_image, read_mask
     from keras_vessel.progress import progress as progress_bar
     from keras_vessel.data.scaling import check_scale, image_fov, prediction_region
+    from keras_vessel.measure.files import MEASURES_CSV, measure_row, merge_rows, write_measures
 
     if (model_path is None) == (predictor is None):
         raise ValueError(
@@ -270,8 +275,9 @@ def predict_files(
     fixed_fov = read_mask(fov_choice) if isinstance(fov_choice, Path) else None
     model = load_inference_model(model_path, heads=heads) if predictor is None else None
 
-    def probability(path: Path, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The image's probability (0 outside its region) and the region where it is kept."""
+    def probability(path: Path, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+        """The image's probability (0 outside its region), the region where it is kept, and its FOV
+        (to measure in) with how it was obtained."""
         geometry = image_fov(image) if fov_choice == "auto" or (model is not None and scale == "auto") else None
         if geometry is not None and not geometry.found:
             log.warning("%s: no field of view found (not a fundus photograph with a dark surround?); "
@@ -282,31 +288,37 @@ def predict_files(
                     f"FOV mask {fov_choice} is {fixed_fov.shape[1]}x{fixed_fov.shape[0]} (WxH) but "
                     f"image {path} is {image.shape[1]}x{image.shape[0]}"
                 )
-            region = fixed_fov
+            region, fov_mask, how = fixed_fov, fixed_fov, str(fov_choice)
         elif fov_choice == "auto":
             region = prediction_region(geometry.mask, geometry.found).numpy()
+            fov_mask, how = (geometry.mask, f"found in {path}") if geometry.found else (region, "whole image")
         else:
-            region = np.ones(image.shape[:2], dtype=bool)
+            region = fov_mask = np.ones(image.shape[:2], dtype=bool)
+            how = "whole image"
         run = predictor
         if model is not None:
             factor = inference_scale(model, image, scale, fov=geometry).factor
             run = lambda rgb: predict_probability(model, rgb, tile_size=tile_size, tta=tta, scale=factor)  # noqa: E731
-        return np.where(region, _probability(run, image), np.float32(0.0)), region
+        return np.where(region, _probability(run, image), np.float32(0.0)), region, fov_mask, how
 
     with removed_if_failed(output_dir):  # stopped before writing anything: no empty folder left
         output_dir = ensure_writable_dir(output_dir, what="the output folder")  # before any image is predicted
         report = PredictReport()
+        rows: list[dict] = []
         stopped = True
         try:
             for done, (path, stem) in enumerate(progress_bar(list(zip(paths, stems)), label="predict",
                                                              enabled=progress)):
                 try:
                     image = read_image(path)
-                    prob, region = probability(path, image)
+                    prob, region, fov_mask, how = probability(path, image)
                     value = metrics.otsu_threshold(prob, region) if threshold == "otsu" else threshold
                     mask = (prob >= value) & region
-                    report.written += _write_outputs(output_dir, stem, prob, mask,
-                                                     vessel_overlay(image, mask) if overlay else None)
+                    written = _write_outputs(output_dir, stem, prob, mask,
+                                             vessel_overlay(image, mask) if overlay else None)
+                    report.written += written
+                    if measure:
+                        rows.append(measure_row(stem, written[1], mask, fov_mask, fov_text=how))
                 except ConnectionError as error:  # the predictor's server is gone: so would every later image be
                     stop = f"stopped at image {done + 1} of {len(paths)}, {path}"
                     raise ConnectionError(f"{error} ({stop})") from error
@@ -318,9 +330,11 @@ def predict_files(
                     report.fail(path, f"unexpected {type(error).__name__}: {error}")
             stopped = False
         finally:
-            if report.written:  # so that predicting this folder later skips them
-                with contextlib.suppress(*((OSError,) if stopped else ())):  # not instead of why it stopped
+            with contextlib.suppress(*((OSError,) if stopped else ())):  # not instead of why it stopped
+                if report.written:  # so that predicting this folder later skips them
                     _mark(output_dir, report.written)
+                if rows:
+                    write_measures(output_dir / MEASURES_CSV, merge_rows(output_dir / MEASURES_CSV, rows))
         return report
 
 
