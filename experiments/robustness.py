@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -98,9 +98,9 @@ def score(model_path: Path, *, data: Path = SHARED, scale: str = "auto") -> dict
     return results
 
 
-def table(results: dict) -> str:
-    """Pooled AUC (and F1) per shift, one column per model and dataset."""
-    labels = list(results)
+def table(results: dict, labels: Sequence[str] | None = None) -> str:
+    """Pooled AUC (and F1) per shift, one column per model (all, or `labels`, in their order) and dataset."""
+    labels = list(results) if labels is None else list(labels)
     header = ["shift", *(f"{label}: {dataset} AUC / F1" for label in labels for dataset in DATASETS)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for shift in SHIFTS:
