@@ -383,15 +383,22 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def protocol_parser(description: str, *, out: str, records: str, records_help: str, data_help: str,
-                    results: Path) -> argparse.ArgumentParser:
-    """The command-line options a protocol driver shares (runs, records, data, selection, results)."""
+def protocol_parser(description: str, *, out: str, records: str | None, records_help: str = "", data_help: str,
+                    results: Path, only_help: str = "Run names to train and score.",
+                    jobs: bool = True) -> argparse.ArgumentParser:
+    """The command-line options a protocol driver shares (runs, records, data, selection, results).
+
+    A driver that prepares no records (`records=None`) or trains one run at a time (`jobs=False`) has no
+    ``--records`` or ``--jobs``.
+    """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out", type=Path, default=Path(out), help="Folder of the runs.")
-    parser.add_argument("--records", type=Path, default=Path(records), help=records_help)
+    if records is not None:
+        parser.add_argument("--records", type=Path, default=Path(records), help=records_help)
     parser.add_argument("--data", type=Path, default=SHARED, help=data_help)
-    parser.add_argument("--only", nargs="*", default=None, help="Run names to train and score.")
-    parser.add_argument("--jobs", type=int, default=2, help="Trainings side by side (one thread each if > 1).")
+    parser.add_argument("--only", nargs="*", default=None, help=only_help)
+    if jobs:
+        parser.add_argument("--jobs", type=int, default=2, help="Trainings side by side (one thread each if > 1).")
     parser.add_argument("--results", type=Path, default=results, help="Results JSON.")
     parser.add_argument("--summarize", action="store_true", help="Only print the tables from the results.")
     parser.add_argument("--no-train", action="store_true", help="Only score the runs already trained.")

@@ -244,6 +244,13 @@ def leave_one_camera_out_table() -> str:
     return loco_table(json.loads(LOCO.read_text())) if LOCO.is_file() else "(not run yet)"
 
 
+def finetune_protocol_table() -> str:
+    """The fine-tuning protocol (issue 31): `experiments.finetune_protocol.table`."""
+    from experiments.finetune_protocol import RESULTS as TUNED, table as tuned_table
+
+    return tuned_table(json.loads(TUNED.read_text())) if TUNED.is_file() else "(not run yet)"
+
+
 def robustness_table() -> str:
     """Camera shifts made on the test images (issue 21): `experiments.robustness.table`, the bundled models'
     columns only (`python -m experiments.robustness --summarize` prints every model's)."""
@@ -303,6 +310,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "ablation": ablation_table,
     "cross_dataset": cross_dataset_table,
     "leave_one_camera_out": leave_one_camera_out_table,
+    "finetune_protocol": finetune_protocol_table,
     "robustness": robustness_table,
     "networks": networks_table,
 }

@@ -127,7 +127,7 @@ def test_every_planned_run_builds_a_valid_config(tmp_path):
 def test_the_wnet_runs_differ_from_their_recipe_only_in_the_network_and_budget():
     for small, base in cross_dataset.WNET_RECIPES.items():
         mine, theirs = (config_to_dict(run_config(Run(recipe, "pixel", "drive", 0))) for recipe in (small, base))
-        assert mine["model"] == {"name": "wnet", "options": {"base_filters": 8, "depth": 2, "block": 2}}
+        assert mine["model"] == {"name": "wnet", "options": {"base_filters": 8, "depth": 2, "block": 2}, "start_from": ""}
         assert mine["data"] == theirs["data"] and mine["loss"] == theirs["loss"]
         assert {k: v for k, v in mine["train"].items() if k != "epochs"} == \
             {k: v for k, v in theirs["train"].items() if k != "epochs"}
