@@ -93,6 +93,22 @@ def table(results: dict[str, Any], *, columns: Sequence[str] | None = None) -> s
     return "\n".join(lines) if lines else "no results yet"
 
 
+def compact_table(results: dict[str, Any], *, columns: Sequence[str]) -> str:
+    """Markdown for docs/RESULTS.md: a row per measure, per run (model:dataset) its relative bias and Pearson r."""
+    runs = results.get("runs", {})
+    if not runs:
+        return "no results yet"
+    lines = ["| measure | " + " | ".join(f"{key.split(':')[-1]} ({len(e['images'])}): bias / r" for key, e in runs.items())
+             + " |", "|---" * (len(runs) + 1) + "|"]
+    for column in columns:
+        cells = []
+        for entry in runs.values():
+            a = entry["agreement"].get(column, {"n": 0})
+            cells.append("-" if a["n"] == 0 else f"{100 * a['relative_bias']:+.0f}% / {a['pearson_r']:.2f}")
+        lines.append(f"| `{column}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def measure_dataset(model_path: Path, dataset: str, *, data: Path, done: dict[str, Any],
                     save: Callable[[], None]) -> dict[str, Any]:
     """Measure every test image of `dataset` (not already in `done`), calling `save()` after each."""

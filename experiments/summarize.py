@@ -304,6 +304,17 @@ def networks_table() -> str:
                       f"at start: `{speed['command']}`"])
 
 
+def measure_agreement_table() -> str:
+    """Issue 32: each vessel measure of the bundled model's masks against the manual masks (relative bias, r)."""
+    from experiments.measure_agreement import RESULTS as AGREEMENT, compact_table
+
+    if not AGREEMENT.is_file():
+        return "(not run yet)"
+    return compact_table(json.loads(AGREEMENT.read_text()), columns=(
+        "vessel_area_fraction", "vessel_length_px", "mean_width_px", "median_width_px", "tortuosity_arc_chord",
+        "tortuosity_curvature", "fractal_dimension", "branch_points", "end_points", "segments"))
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "paper": paper_table,
     "joint": joint_table,
@@ -313,6 +324,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "finetune_protocol": finetune_protocol_table,
     "robustness": robustness_table,
     "networks": networks_table,
+    "measure_agreement": measure_agreement_table,
 }
 BLOCK = re.compile(r"(<!-- table: (?P<name>[a-z_]+) [^>]*-->\n)(?P<body>.*?)(<!-- end of table -->)", re.S)
 
