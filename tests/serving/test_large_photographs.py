@@ -80,7 +80,7 @@ def test_predicting_a_24_mp_photograph_needs_at_most_8_times_its_decoded_size(tm
 
     What must be held at full size: the uint8 image (3 B/px), FOV mask and region (2), probability (4),
     its 16-bit and the mask's 8-bit PNG pixels (3): 12 B/px, 4x the image. Before the strips it was
-    over 17x (float32 copies of the photograph, of its intensity and of the probability).
+    15x (float32 copies of the photograph, of its intensity and of the probability).
     """
     if not Path("/proc/self/clear_refs").exists():
         pytest.skip("needs Linux's /proc/self/clear_refs to reset the peak")
