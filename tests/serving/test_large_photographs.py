@@ -17,12 +17,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from troubled import STARE_LIKE, troubled_photograph
+
 from benchmarks.common import synthetic_photograph
 from keras_vessel.data import scaling
 from keras_vessel.models.inference import BUNDLED_MODEL
 from keras_vessel.serving.prediction import OVERLAY_COLOUR, OVERLAY_OPACITY, predict_files
 
 REPO = Path(__file__).resolve().parents[2]
+
 
 def test_the_strip_faces_equal_the_graph_ops_on_a_photograph_cut_into_many_strips(monkeypatch):
     """`image_fov`, `image_region`, `shrink_image`: identical to the graph ops; `enlarge_to` within 1e-4."""
@@ -45,6 +48,31 @@ def test_the_strip_faces_equal_the_graph_ops_on_a_photograph_cut_into_many_strip
     for size in ((403, 641), (37, 200), (30, 80)):  # enlarged both ways, one way, shrunk one way
         np.testing.assert_allclose(scaling.enlarge_to(small, size),
                                    scaling.resize_to(small[..., None], list(size)).numpy()[..., 0], atol=1e-4)
+
+
+@pytest.mark.parametrize("seed, rule", [(0, "surround"), (2, "fixed")])
+@pytest.mark.parametrize("enlarged", [False, True], ids=["native", "enlarged"])
+def test_the_strip_path_finds_the_whole_image_fov_of_a_stare_like_photograph(monkeypatch, seed, rule, enlarged):
+    """`image_fov` in strips (28 rows of the 700x605 photograph; 9 rows of it enlarged to 2101x1816, pooled
+    by 3 with a row left over) chooses the rule the whole tensors of `fov_diameter` choose and gives their
+    mask bit for bit: the surround rule's fitted disc, not a cut of the strips."""
+    import cv2
+
+    photo = troubled_photograph(*STARE_LIKE, seed=seed)
+    image = photo.image
+    if enlarged:
+        image = cv2.resize(image, (3 * image.shape[1] + 1, 3 * image.shape[0] + 1), interpolation=cv2.INTER_LINEAR)
+    mask, diameter, found = scaling.fov_diameter(image)
+    monkeypatch.setattr(scaling, "STRIP_PIXELS", 20_000)
+    geometry = scaling.image_fov(image)
+    assert geometry.found and bool(found) and geometry.rule == rule
+    assert geometry.diameter == float(diameter)
+    np.testing.assert_array_equal(geometry.mask, mask.numpy())
+    scale = image.shape[1] / photo.image.shape[1]
+    assert geometry.diameter == pytest.approx(photo.diameter * scale, rel=0.02)
+    if rule == "surround":  # the disc: no speck of the grainy surround, no notch, no dim crescent cut out
+        assert scaling.mask_diameter(geometry.mask) == pytest.approx(geometry.diameter, rel=0.01)
+        assert (geometry.mask != scaling.fov_mask(image.astype(np.float32)).numpy()).any()
 
 
 @pytest.mark.slow
