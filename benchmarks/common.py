@@ -149,3 +149,31 @@ def finish(record: dict[str, Any], results: dict[str, Any], output: Path) -> dic
           f"at end {record['load_average_end']}")
     print(f"wrote {output}")
     return record
+
+
+def synthetic_photograph(height: int, width: int, fov_diameter: float | None = None, *, seed: int = 0) -> Any:
+    """``(H, W, 3)`` uint8: a fundus-like photograph of any size, built in strips of rows.
+
+    An orange disc `fov_diameter` px across (default 0.72 x `width`, a typical camera's field of view;
+    clipped by the frame when taller), darker towards its rim, on a near-black surround, with a dozen dark
+    wavy vessels 0.4-1.2 % of the radius wide and sensor noise. For memory and equivalence checks on
+    photographs larger than any in ../shared/data (e.g. 12000x8400, 100 MP).
+    """
+    import numpy as np
+
+    radius = (fov_diameter or 0.72 * width) / 2
+    rng = np.random.default_rng(seed)
+    image = np.zeros((height, width, 3), np.uint8)
+    xs = np.arange(width, dtype=np.float32)[None]
+    for top in range(0, height, 512):
+        y = np.arange(top, min(height, top + 512), dtype=np.float32)[:, None]
+        d2 = (xs - width / 2) ** 2 + (y - height / 2) ** 2
+        shade = 1.0 - 0.4 * d2 / radius**2
+        vessel = np.zeros_like(d2)
+        for k in range(12):
+            path = height / 2 + (k - 6) * radius / 7 + 0.15 * radius * np.sin(xs / radius * (2 + k % 3) + k)
+            vessel = np.maximum(vessel, np.exp(-(((y - path) / (0.004 * radius * (1 + k % 3))) ** 2)))
+        rgb = np.stack([200 * shade, 90 * shade, 40 * shade], -1) * (1 - 0.5 * vessel[..., None])
+        rgb += rng.normal(0, 3, rgb.shape).astype(np.float32)
+        image[top : top + 512] = np.where((d2 < radius**2)[..., None], np.clip(rgb, 0, 255), 4)
+    return image

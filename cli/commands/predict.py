@@ -53,10 +53,11 @@ def _check_source(ctx: click.Context, model_path: Path | None, server: str | Non
 
 
 def _stored_threshold(model_path: Path, heads: str, tta: str) -> float:
-    """The threshold chosen on the model's training images, or 0.5 (said on stderr) when it has none."""
-    from keras_vessel.evaluation import threshold_path
+    """The threshold chosen on the model's training images, or 0.5 (said on stderr) when it has none; a
+    ClickException when the model's training run stopped before choosing it (re-running it chooses it)."""
+    from keras_vessel.evaluation import threshold_path, unfinished_run
 
-    if not threshold_path(model_path, tta).is_file():
+    if not threshold_path(model_path, tta).is_file() and not (tta == "none" and unfinished_run(model_path)):
         click.echo(f"no {threshold_path(model_path, tta).name} beside {model_path}: masks at threshold 0.5 "
                    "(choose one on training images with `keras-vessel evaluate --threshold train "
                    "--training-root ...`)", err=True)

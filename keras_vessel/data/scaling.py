@@ -7,7 +7,7 @@ another, so every place where a model meets an image resamples the image until
 its FOV diameter equals the one the model was trained at, and resamples the
 probability back to the image's own grid.
 
-Everything here is TensorFlow ops (no `tf.py_function`), so the exported
+Everything the exported graph uses here is TensorFlow ops (no `tf.py_function`), so the exported
 SavedModel does exactly what local prediction does, and the training
 pipeline resamples patches inside `tf.data`:
 
@@ -31,12 +31,19 @@ pipeline resamples patches inside `tf.data`:
   antialiasing (an area average when shrinking).
 - `prediction_region(mask, found)`: where a prediction is kept (the FOV grown
   by a few pixels, so the dim rim keeps its vessels).
+
+Local prediction uses NumPy faces of the same rules (`image_fov`, `image_region`,
+`shrink_image`, `enlarge_to`) that take a full-resolution photograph in strips
+of rows (`STRIP_PIXELS`), so a 100 MP uint8 image is never copied whole to
+float32: they equal the graph ops (the FOV mask and region exactly, the
+resampling to float32 rounding).
 """
 
 from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import tensorflow as tf
 
@@ -47,11 +54,14 @@ __all__ = [
     "SCALE_TOLERANCE",
     "FovGeometry",
     "block_mean",
+    "STRIP_PIXELS",
     "check_scale",
+    "enlarge_to",
     "fit_fov_circle",
     "fov_diameter",
     "fov_mask",
     "image_fov",
+    "image_region",
     "mask_diameter",
     "otsu_level",
     "prediction_region",
@@ -59,6 +69,7 @@ __all__ = [
     "resize_to",
     "scale_factor",
     "scaled_size",
+    "shrink_image",
     "surround_circle",
     "surround_level",
     "surround_mask",
@@ -286,43 +297,70 @@ def surround_circle(intensity: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tens
     return cy, cx, radius, found & (fill >= _MIN_FILL) & (spill <= _MAX_SPILL)
 
 
-@tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.float32)], reduce_retracing=True)
-def _image_fov(image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-    intensity = _intensity(image)
-    shrink = tf.maximum(1, -(-tf.reduce_max(tf.shape(intensity)) // _FIT_SIDE))  # ceil
-    small = block_mean(intensity[:, :, None], shrink)[:, :, 0]
+def _fit_shrink(height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
+    """The integer block side that brings the longer side to at most `_FIT_SIDE` (ceil)."""
+    return tf.maximum(1, -(-tf.maximum(height, width) // _FIT_SIDE))
+
+
+def _fov_rule(small: tf.Tensor, shrink: tf.Tensor) -> tuple[tf.Tensor, ...]:
+    """Which rule measures an image, from its intensity pooled by `shrink` (`small`, `_FIT_SIDE` px at most).
+
+    Returns ``(rule, cut, cy, cx, radius, found)``: ``rule`` 1 (fixed cut), 2 (surround rule) or 3 (Otsu's
+    cut, also when no rule found a circle); ``cut`` the intensity cut whose mask rules 1 and 3 keep; the
+    circle ``cy, cx, radius`` in full-resolution pixels (the mask of rule 2 is that disc). Everything a
+    full-resolution mask needs (`_rule_mask`), so that the graph and the strips of `image_fov` make one mask.
+    """
     cut = _threshold(small)
     _, _, radius, found = fit_fov_circle(small > cut)
     scale = tf.cast(shrink, tf.float32)
+    nowhere = tf.constant(0.0)
 
-    def with_fixed_cut() -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-        return intensity > cut, radius, found, tf.constant(1)
+    def with_fixed_cut() -> tuple[tf.Tensor, ...]:
+        return tf.constant(1), cut, nowhere, nowhere, radius * scale, found
 
-    def with_surround_rule() -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    def with_surround_rule() -> tuple[tf.Tensor, ...]:
         # Specks of a grainy surround above the fixed cut, or a dim rim below it, bend the row and column
         # ends off the circle; the surround rule (averaged, and cut just above the surround's own level)
         # follows the aperture. Its mask is the fitted disc: the rule's own mask is ragged on a dim rim.
         s_cy, s_cx, s_radius, s_found = surround_circle(small)
         # pooled pixel k covers full-resolution pixels [k * shrink, (k + 1) * shrink)
         cy, cx = s_cy * scale + (scale - 1.0) / 2.0, s_cx * scale + (scale - 1.0) / 2.0
-        rows = tf.cast(tf.range(tf.shape(intensity)[0]), tf.float32)[:, None]
-        cols = tf.cast(tf.range(tf.shape(intensity)[1]), tf.float32)[None, :]
-        disc = tf.square(rows - cy) + tf.square(cols - cx) <= tf.square(s_radius * scale)
-        return disc, s_radius, s_found, tf.constant(2)
+        return tf.constant(2), cut, cy, cx, s_radius * scale, s_found
 
-    def with_otsu_cut() -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    def with_otsu_cut() -> tuple[tf.Tensor, ...]:
         # A surround brighter than the fixed cut (an over-exposed or hazy photograph, a grey frame) joins
         # the FOV and no circle fits; Otsu's cut separates the two modes of such an image.
         otsu_cut = tf.maximum(cut, otsu_level(small) + 0.5)  # levels <= t below, >= t + 1 above
         _, _, otsu_radius, otsu_found = fit_fov_circle(small > otsu_cut)
-        return intensity > otsu_cut, otsu_radius, otsu_found, tf.constant(3)
+        return tf.constant(3), otsu_cut, nowhere, nowhere, otsu_radius * scale, otsu_found
 
-    def fallback() -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    def fallback() -> tuple[tf.Tensor, ...]:
         surround = with_surround_rule()
-        return tf.cond(surround[2], lambda: surround, with_otsu_cut)
+        return tf.cond(surround[-1], lambda: surround, with_otsu_cut)
 
-    mask, radius, found, rule = tf.cond(found, with_fixed_cut, fallback)
-    return mask, 2.0 * radius * scale, found, tf.where(found, rule, 0)
+    return tf.cond(found, with_fixed_cut, fallback)
+
+
+def _rule_mask(intensity: tf.Tensor, top: tf.Tensor, rule: tf.Tensor, cut: tf.Tensor, cy: tf.Tensor,
+               cx: tf.Tensor, radius: tf.Tensor) -> tf.Tensor:
+    """The FOV mask of `_fov_rule`'s answer on rows ``top, top + 1, ...`` of a full-resolution intensity:
+    the fitted disc for rule 2, else ``intensity > cut``."""
+
+    def disc() -> tf.Tensor:
+        rows = tf.cast(tf.range(top, top + tf.shape(intensity)[0]), tf.float32)[:, None]
+        cols = tf.cast(tf.range(tf.shape(intensity)[1]), tf.float32)[None, :]
+        return tf.square(rows - cy) + tf.square(cols - cx) <= tf.square(radius)
+
+    return tf.cond(tf.equal(rule, 2), disc, lambda: intensity > cut)
+
+
+@tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.float32)], reduce_retracing=True)
+def _image_fov(image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    intensity = _intensity(image)
+    shrink = _fit_shrink(tf.shape(intensity)[0], tf.shape(intensity)[1])
+    rule, cut, cy, cx, radius, found = _fov_rule(block_mean(intensity[:, :, None], shrink)[:, :, 0], shrink)
+    mask = _rule_mask(intensity, tf.constant(0), rule, cut, cy, cx, radius)
+    return mask, 2.0 * radius, found, tf.where(found, rule, 0)
 
 
 def fov_diameter(image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -343,6 +381,50 @@ def fov_diameter(image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     return mask, diameter, found
 
 
+# The NumPy faces below (`image_fov`, `image_region`, `shrink_image`, `enlarge_to`) serve local
+# prediction: they run the same ops on strips of about this many pixels of a full-resolution
+# photograph, so that a 100 MP uint8 image is never copied whole to float32 (4 bytes x 3 channels).
+STRIP_PIXELS = 1 << 22
+
+
+def _strip_rows(width: int, multiple: int = 1) -> int:
+    """Rows per strip of `STRIP_PIXELS` pixels of an image `width` wide, a multiple of `multiple`."""
+    rows = max(1, STRIP_PIXELS // max(int(width), 1))
+    return max(multiple, rows // multiple * multiple)
+
+
+def _float_rows(image: np.ndarray, start: int, rows: int) -> np.ndarray:
+    return np.asarray(image[start : start + rows], dtype=np.float32)
+
+
+@tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32), tf.TensorSpec([], tf.int32)],
+             reduce_retracing=True)
+def _block_mean_strip(strip: tf.Tensor, block: tf.Tensor) -> tf.Tensor:
+    return block_mean(strip, block)
+
+
+@tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.float32), tf.TensorSpec([], tf.int32)],
+             reduce_retracing=True)
+def _pooled_intensity(strip: tf.Tensor, block: tf.Tensor) -> tf.Tensor:
+    return block_mean(_intensity(strip)[:, :, None], block)[:, :, 0]
+
+
+@tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([], tf.int32)],
+             reduce_retracing=True)
+def _small_fov(small: tf.Tensor, shrink: tf.Tensor) -> tuple[tf.Tensor, ...]:
+    return _fov_rule(small, shrink)
+
+
+_SCALAR_F32 = tf.TensorSpec([], tf.float32)
+
+
+@tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.float32), tf.TensorSpec([], tf.int32),
+                              tf.TensorSpec([], tf.int32), *[_SCALAR_F32] * 4], reduce_retracing=True)
+def _strip_mask(strip: tf.Tensor, top: tf.Tensor, rule: tf.Tensor, cut: tf.Tensor, cy: tf.Tensor,
+                cx: tf.Tensor, radius: tf.Tensor) -> tf.Tensor:
+    return _rule_mask(_intensity(strip), top, rule, cut, cy, cx, radius)
+
+
 class FovGeometry:
     """What `image_fov` found in one image: ``mask`` (H, W) bool, ``diameter`` in px, ``found``, and
     ``rule``: the cut that measured it ("fixed", "surround" or "otsu", see `fov_diameter`; None if not found)."""
@@ -357,9 +439,27 @@ class FovGeometry:
 
 
 def image_fov(image: np.ndarray) -> FovGeometry:
-    """NumPy face of `fov_diameter` (the same graph), for one ``(H, W, 3)`` image on 0-255."""
-    mask, diameter, found, rule = _image_fov(tf.convert_to_tensor(np.asarray(image, dtype=np.float32)))
-    return FovGeometry(mask.numpy(), float(diameter.numpy()), bool(found.numpy()), _RULES[int(rule.numpy())])
+    """NumPy face of `fov_diameter` for one ``(H, W, 3)`` image on 0-255 (uint8 or float): the same rule,
+    diameter and mask (bit for bit), with ``rule`` saying which cut measured it.
+
+    The same ops, run on strips of rows (`STRIP_PIXELS`): the pooled intensity the rule is chosen on is
+    built strip by strip (strips a whole number of blocks high), and so is the full-resolution mask of the
+    chosen rule (its cut, or the surround rule's fitted disc), so the image is never copied whole to float32.
+    """
+    image = np.asarray(image)
+    height, width = image.shape[:2]
+    shrink = int(_fit_shrink(tf.constant(height), tf.constant(width)))
+    rows = _strip_rows(width, shrink)
+    pooled = [_pooled_intensity(_float_rows(image, start, rows), shrink).numpy()
+              for start in range(0, height // shrink * shrink, rows)]
+    small = np.concatenate(pooled) if pooled else np.zeros((0, width // shrink), np.float32)
+    rule, cut, cy, cx, radius, found = _small_fov(tf.convert_to_tensor(small), tf.constant(shrink))
+    mask = np.empty((height, width), dtype=bool)
+    for start in range(0, height, rows):
+        strip = _float_rows(image, start, rows)
+        mask[start : start + rows] = _strip_mask(strip, tf.constant(start), rule, cut, cy, cx, radius).numpy()
+    found = bool(found.numpy())
+    return FovGeometry(mask, float((2.0 * radius).numpy()), found, _RULES[int(rule.numpy())] if found else None)
 
 
 def prediction_region(mask: tf.Tensor, found: tf.Tensor) -> tf.Tensor:
@@ -447,3 +547,66 @@ def resample(images: tf.Tensor, factor: tf.Tensor | float) -> tf.Tensor:
         lambda: images,
         lambda: tf.cond(block >= 2, shrink, lambda: resize_to(images, size)),
     )
+
+
+def image_region(mask: np.ndarray, found: bool) -> np.ndarray:
+    """NumPy face of `prediction_region`: the mask grown by `FOV_DILATION` px, or all True if not found.
+
+    A square dilation of a binary mask (OpenCV, in place of the max-pooling op: the same pixels, without
+    the op's float32 copies of a full-resolution mask).
+    """
+    mask = np.ascontiguousarray(mask, dtype=bool)
+    if not found:
+        return np.ones(mask.shape, dtype=bool)
+    size = 2 * FOV_DILATION + 1
+    return cv2.dilate(mask.view(np.uint8), np.ones((size, size), np.uint8)).view(bool)
+
+
+def shrink_image(image: np.ndarray, factor: float) -> np.ndarray:
+    """NumPy face of `resample` for one ``(H, W, C)`` image of any numeric dtype: float32 ``(h, w, C)``.
+
+    Shrinking by more than half, the blocks are averaged strip by strip (strips a whole number of blocks
+    high: the same means), so a uint8 photograph is never copied whole to float32; else `resample`.
+    """
+    image = np.asarray(image)
+    height, width = image.shape[:2]
+    size = scaled_size(height, width, factor).numpy()
+    block = int(np.floor(np.float32(1.0) / np.float32(factor)))
+    if block < 2 or tuple(size) == (height, width):
+        return resample(np.asarray(image, dtype=np.float32), factor).numpy()
+    rows = _strip_rows(width, block)
+    pooled = np.concatenate([_block_mean_strip(_float_rows(image, start, rows), block).numpy()
+                             for start in range(0, height // block * block, rows)])
+    return resize_to(pooled, size).numpy()
+
+
+def _bilinear_taps(source: int, target: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each of `target` samples enlarged from `source`: the two source indices and the second's weight
+    (half-pixel centres, clamped at the ends: what an antialiased bilinear resize does when enlarging)."""
+    position = (np.arange(target) + 0.5) * (source / target) - 0.5
+    first = np.floor(position)
+    weight = (position - first).astype(np.float32)
+    first = first.astype(np.int64)
+    return np.clip(first, 0, source - 1), np.clip(first + 1, 0, source - 1), weight
+
+
+def enlarge_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`resize_to` of one ``(h, w)`` float map to ``size`` = ``(H, W)``, float32 (within 1e-5 of it).
+
+    Enlarging (H >= h and W >= w), bilinear interpolation is separable and local, so the result is built
+    in strips of rows with no full-size temporaries besides the result; otherwise `resize_to` itself.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    (h, w), (height, width) = image.shape, (int(size[0]), int(size[1]))
+    if height < h or width < w:
+        return resize_to(image[..., None], [height, width]).numpy()[..., 0]
+    left, right, across = _bilinear_taps(w, width)
+    columns = image[:, left] + (image[:, right] - image[:, left]) * across  # (h, W)
+    top, bottom, down = _bilinear_taps(h, height)
+    out = np.empty((height, width), dtype=np.float32)
+    rows = _strip_rows(width)
+    for start in range(0, height, rows):
+        span = slice(start, start + rows)
+        upper = columns[top[span]]
+        out[span] = upper + (columns[bottom[span]] - upper) * down[span, None]
+    return out

@@ -23,6 +23,7 @@ from keras_vessel.evaluation.thresholds import (
     parse_threshold,
     save_threshold,
     threshold_path,
+    unfinished_run,
 )
 
 __all__ = [
@@ -46,5 +47,6 @@ __all__ = [
     "save_threshold",
     "score",
     "threshold_path",
+    "unfinished_run",
     "write_reports",
 ]

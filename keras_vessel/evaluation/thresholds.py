@@ -41,6 +41,7 @@ __all__ = [
     "parse_threshold",
     "save_threshold",
     "threshold_path",
+    "unfinished_run",
 ]
 
 THRESHOLD_FILENAME = "threshold.json"
@@ -168,7 +169,7 @@ def load_threshold(model_path: str | Path, *, heads: str | None = None, tta: str
     path = threshold_path(model_path, tta)
     tta_flag = "" if tta == "none" else f" --tta {tta}"
     if not path.is_file():
-        unfinished = _unfinished_run(model_path) if tta == "none" else None
+        unfinished = unfinished_run(model_path) if tta == "none" else None
         if unfinished:
             raise FileNotFoundError(f"no training threshold for {model_path}: {unfinished}")
         raise FileNotFoundError(
@@ -199,8 +200,14 @@ def load_threshold(model_path: str | Path, *, heads: str | None = None, tta: str
     return payload
 
 
-def _unfinished_run(model_path: str | Path) -> str | None:
-    """What to do about a run's model whose run stopped before its threshold was chosen, or None."""
+def unfinished_run(model_path: str | Path) -> str | None:
+    """Why a training run's model has no threshold yet and what to do, or None.
+
+    A sentence when `model_path` is the ``model.keras`` of a run folder whose run.json says the run did
+    not finish (a status other than ``completed`` or ``early_stopped``: ``running``, ``interrupted``,
+    ``failed``, ``nan``; it stopped before or while choosing its threshold); None for a finished run, for a
+    model outside a run folder, or when run.json cannot be read.
+    """
     from keras_vessel.training import RunFolder
 
     run = RunFolder(Path(model_path).parent)

@@ -26,7 +26,7 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
-from keras_vessel.data.scaling import FovGeometry, check_scale, image_fov, resample, resize_to, scale_factor
+from keras_vessel.data.scaling import FovGeometry, check_scale, enlarge_to, image_fov, scale_factor, shrink_image
 
 __all__ = [
     "BUNDLED_MODEL",
@@ -39,6 +39,7 @@ __all__ = [
     "inference_scale",
     "load_inference_model",
     "predict_probability",
+    "rgb_channels",
     "tile_starts",
 ]
 
@@ -116,6 +117,12 @@ def as_rgb(image: np.ndarray, *, name: str = "image") -> np.ndarray:
     Grey is repeated on the three channels and alpha is dropped, so that any
     image a user hands to `predict` reaches the model in the layout it expects.
     """
+    return rgb_channels(image, name=name).astype(np.float32)
+
+
+def rgb_channels(image: np.ndarray, *, name: str = "image") -> np.ndarray:
+    """`as_rgb` without the conversion to float32: ``(H, W, 3)`` of the image's own dtype (the image
+    itself when it is RGB already), so a full-resolution uint8 photograph is not copied."""
     image = np.asarray(image)
     if image.ndim == 2:
         image = image[..., None]
@@ -130,7 +137,7 @@ def as_rgb(image: np.ndarray, *, name: str = "image") -> np.ndarray:
         image = np.repeat(image[..., :1], 3, axis=-1)
     elif channels == 4:
         image = image[..., :3]
-    return image.astype(np.float32)
+    return image
 
 
 def _pad_to_multiple(image: np.ndarray, stride: int) -> tuple[np.ndarray, int, int]:
@@ -256,7 +263,7 @@ def predict_probability(
     name : how log messages name the image (e.g. its file), when ``scale="auto"``
         finds no field of view and falls back to the image's own grid.
     """
-    rgb = as_rgb(image)
+    rgb = rgb_channels(image)  # its own dtype: a uint8 photograph is shrunk before any float32 copy
     h, w = rgb.shape[:2]
     if fov is not None:
         fov = np.asarray(fov)
@@ -282,14 +289,16 @@ def predict_probability(
         log.warning("%s: no field of view found (not a fundus photograph with a dark surround?); predicting "
                     "at the image's own scale", name or "image")
     factor = choice.factor
-    work = rgb if factor == 1.0 else resample(rgb, factor).numpy()
+    work = rgb.astype(np.float32) if factor == 1.0 else shrink_image(rgb, factor)
     prob = _predict_views(model, work, tile_size=tile_size, overlap=overlap, stride=stride,
                           batch_size=batch_size, max_whole_pixels=max_whole_pixels, tta=tta)
+    del work
     if prob.shape != (h, w):
-        prob = resize_to(prob[..., None], [h, w]).numpy()[..., 0]
-    prob = np.clip(prob, 0.0, 1.0).astype(np.float32, copy=False)
+        prob = enlarge_to(prob, (h, w))  # in strips of rows when enlarging: no full-size temporaries
+    prob = np.asarray(prob, dtype=np.float32)
+    np.clip(prob, 0.0, 1.0, out=prob)
     if fov is not None:
-        prob = np.where(fov, prob, np.float32(0.0))
+        np.multiply(prob, fov, out=prob)  # 0 outside (probabilities are >= 0 here)
     return prob
 
 

@@ -39,8 +39,8 @@ import keras
 import tensorflow as tf
 
 from keras_vessel.checks import FUSIONS
-from keras_vessel.io import (ensure_writable_dir, raise_named, remove_stale_staging, removed_if_failed, staging_dir,
-                             umask)
+from keras_vessel.io import raise_named, remove_stale_staging, staging_dir, umask
+from keras_vessel.locks import folder_lock
 from keras_vessel.models.saving import load_model_file
 from keras_vessel.models import as_inference_model, model_fov_diameter, model_stride
 from keras_vessel.data.scaling import fov_diameter, prediction_region, resample, resize_to, scale_factor
@@ -223,6 +223,8 @@ def export_saved_model(
 
     The version folder is written next to its final place and renamed into
     it, so a server polling ``out_dir/name`` never sees a half-written version.
+    ``out_dir/name`` is locked meanwhile (`keras_vessel.locks.folder_lock`):
+    another process exporting into it gets a FolderLockedError.
     """
     if not isinstance(name, str) or not _NAME_PATTERN.match(name):
         raise ValueError(
@@ -241,23 +243,22 @@ def export_saved_model(
         raise ValueError(f"scale must be 'auto' or 'none', got {scale!r}")
 
     target = Path(out_dir) / name / str(version)
-    state = version_folder_state(target)
-    if state in ("complete", "other") and not overwrite:
-        raise FileExistsError(
-            f"SavedModel version folder already exists: {str(target)!r}; "
-            "pass overwrite=True to replace it or choose another version"
-        )
-    if state == "incomplete":
-        log.warning("%s holds no complete SavedModel (an export that stopped?); exporting it again", target)
-    model = load_model_file(keras_model_path_or_model)
-    try:
-        model = as_inference_model(model, heads=heads)
-    except ValueError as error:
-        if isinstance(keras_model_path_or_model, keras.Model):
-            raise
-        raise ValueError(f"{str(keras_model_path_or_model)!r}: {error}") from error
-    with removed_if_failed(target.parent):  # a failed export leaves no empty NAME folder
-        ensure_writable_dir(target.parent, what="the SavedModel folder")  # before the graph is traced
+    with folder_lock(target.parent, what="the model folder"):  # one export at a time; none leaves an empty NAME
+        state = version_folder_state(target)
+        if state in ("complete", "other") and not overwrite:
+            raise FileExistsError(
+                f"SavedModel version folder already exists: {str(target)!r}; "
+                "pass overwrite=True to replace it or choose another version"
+            )
+        if state == "incomplete":
+            log.warning("%s holds no complete SavedModel (an export that stopped?); exporting it again", target)
+        model = load_model_file(keras_model_path_or_model)
+        try:
+            model = as_inference_model(model, heads=heads)
+        except ValueError as error:
+            if isinstance(keras_model_path_or_model, keras.Model):
+                raise
+            raise ValueError(f"{str(keras_model_path_or_model)!r}: {error}") from error
         remove_stale_staging(target.parent, str(version))
         stride = model_stride(model)
         module = _VesselServing(model, stride=stride, threshold=float(threshold),

@@ -171,17 +171,27 @@ def _check_fov(fov: str | Path) -> str | Path:
     return path
 
 
-def _probability(predictor: Predictor, image: np.ndarray) -> np.ndarray:
-    """Call the predictor and check its answer, so a bad one fails this file, not the PNG writer."""
-    prob = np.asarray(predictor(image.copy()))
+def _probability(predictor: Predictor, image: np.ndarray, *, trusted: bool = False) -> np.ndarray:
+    """Call the predictor and check its answer, so a bad one fails this file, not the PNG writer.
+
+    The predictor gets a copy of the image (it may write into it), or a read-only view when it is
+    `trusted` (the local model: a 100 MP photograph is 300 MB); the answer is clipped to [0, 1] in
+    place when it is a writeable float32 array already.
+    """
+    if trusted:
+        view = image.view()
+        view.flags.writeable = False
+    prob = np.asarray(predictor(view if trusted else image.copy()))
     if prob.shape != image.shape[:2]:
         raise ValueError(
             f"the predictor must return an (H, W) probability map of the image's size {image.shape[:2]}; "
             f"got shape {prob.shape}"
         )
-    if not np.issubdtype(prob.dtype, np.number) or not np.isfinite(prob).all():
+    if not np.issubdtype(prob.dtype, np.number) or not (np.isfinite(prob.min()) and np.isfinite(prob.max())):
         raise ValueError(f"the predictor returned non-finite or non-numeric values (dtype {prob.dtype})")
-    return np.clip(prob.astype(np.float32), 0.0, 1.0)
+    if prob.dtype != np.float32 or not prob.flags.writeable:
+        prob = prob.astype(np.float32)
+    return np.clip(prob, 0.0, 1.0, out=prob)
 
 
 def predict_files(
@@ -244,7 +254,7 @@ def predict_files(
     from keras_vessel.models.inference import inference_scale, load_inference_model, predict_probability
     from keras_vessel.data.preprocessing import read_image, read_mask
     from keras_vessel.progress import progress as progress_bar
-    from keras_vessel.data.scaling import check_scale, image_fov, prediction_region
+    from keras_vessel.data.scaling import check_scale, image_fov, image_region
     from keras_vessel.measure.files import MEASURES_CSV, measure_row, merge_rows, write_measures
 
     if (model_path is None) == (predictor is None):
@@ -290,7 +300,7 @@ def predict_files(
                 )
             region, fov_mask, how = fixed_fov, fixed_fov, str(fov_choice)
         elif fov_choice == "auto":
-            region = prediction_region(geometry.mask, geometry.found).numpy()
+            region = image_region(geometry.mask, geometry.found)
             fov_mask, how = (geometry.mask, f"found in {path}") if geometry.found else (region, "whole image")
         else:
             region = fov_mask = np.ones(image.shape[:2], dtype=bool)
@@ -299,7 +309,8 @@ def predict_files(
         if model is not None:
             factor = inference_scale(model, image, scale, fov=geometry).factor
             run = lambda rgb: predict_probability(model, rgb, tile_size=tile_size, tta=tta, scale=factor)  # noqa: E731
-        return np.where(region, _probability(run, image), np.float32(0.0)), region, fov_mask, how
+        prob = _probability(run, image, trusted=model is not None)
+        return np.multiply(prob, region, out=prob), region, fov_mask, how  # 0 outside the region
 
     with removed_if_failed(output_dir):  # stopped before writing anything: no empty folder left
         output_dir = ensure_writable_dir(output_dir, what="the output folder")  # before any image is predicted
@@ -313,7 +324,8 @@ def predict_files(
                     image = read_image(path)
                     prob, region, fov_mask, how = probability(path, image)
                     value = metrics.otsu_threshold(prob, region) if threshold == "otsu" else threshold
-                    mask = (prob >= value) & region
+                    mask = np.greater_equal(prob, value)
+                    mask &= region
                     written = _write_outputs(output_dir, stem, prob, mask,
                                              vessel_overlay(image, mask) if overlay else None)
                     report.written += written
@@ -344,17 +356,28 @@ def vessel_overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     the others are the photograph's."""
     if image.shape[:2] != mask.shape:
         raise ValueError(f"image {image.shape[:2]} and mask {mask.shape} differ in size")
-    out = image.astype(np.float32)
-    out[mask] += OVERLAY_OPACITY * (np.asarray(OVERLAY_COLOUR, np.float32) - out[mask])
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    out = np.array(image, dtype=np.uint8)
+    vessels = out[mask].astype(np.float32)  # only the vessel pixels in float: not a float copy of the photograph
+    vessels += OVERLAY_OPACITY * (np.asarray(OVERLAY_COLOUR, np.float32) - vessels)
+    out[mask] = np.clip(np.rint(vessels), 0, 255).astype(np.uint8)
+    return out
+
+
+def _as_uint16(prob: np.ndarray) -> np.ndarray:
+    """``round(prob * 65535)`` as uint16, converted in strips of rows (no full-size float temporaries)."""
+    out = np.empty(prob.shape, dtype=np.uint16)
+    rows = max(1, (1 << 22) // max(prob.shape[1], 1))
+    for start in range(0, prob.shape[0], rows):
+        out[start : start + rows] = np.rint(prob[start : start + rows] * np.float32(65535))
+    return out
 
 
 def _write_outputs(output_dir: Path, stem: str, prob: np.ndarray, mask: np.ndarray,
                    overlay: np.ndarray | None = None) -> list[Path]:
     """``STEM_prob.png`` (16-bit), ``STEM_mask.png`` (0/255) and, if given, ``STEM_overlay.png``, each
     atomically; never some without the others."""
-    outputs = [(output_dir / f"{stem}_prob.png", np.round(prob * 65535).astype(np.uint16)),
-               (output_dir / f"{stem}_mask.png", mask.astype(np.uint8) * 255)]
+    outputs = [(output_dir / f"{stem}_prob.png", _as_uint16(prob)),
+               (output_dir / f"{stem}_mask.png", np.ascontiguousarray(mask, dtype=bool).view(np.uint8) * np.uint8(255))]
     if overlay is not None:
         outputs.append((output_dir / f"{stem}_overlay.png", overlay))
     written: list[Path] = []

@@ -26,7 +26,8 @@ import keras
 import tensorflow as tf
 
 from keras_vessel.checks import FUSIONS, check_choice
-from keras_vessel.io import atomic_path, ensure_writable_dir, removed_if_failed, write_json_atomic
+from keras_vessel.io import atomic_path, write_json_atomic
+from keras_vessel.locks import folder_lock
 from keras_vessel.models import as_inference_model, model_fov_diameter, model_stride
 from keras_vessel.models.saving import load_model_file
 
@@ -50,7 +51,8 @@ def export_tflite(
     Parameters
     ----------
     keras_model_path_or_model : a training or inference model, or a ``.keras`` file of one.
-    out_dir : created if missing.
+    out_dir : created if missing; locked while written (`keras_vessel.locks.folder_lock`: another process
+        exporting into it gets a FolderLockedError), and removed again if the export fails and leaves it empty.
     name : the files' stem.
     weights : ``"float32"``, ``"float16"`` or ``"int8"`` (dynamic range).
     input_size : a fixed square input (a multiple of the stride), or None for a resizable one.
@@ -64,26 +66,25 @@ def export_tflite(
     if input_size is not None and (isinstance(input_size, bool) or not isinstance(input_size, int)
                                    or input_size < stride or input_size % stride):
         raise ValueError(f"input_size must be a positive multiple of the model's stride {stride}, got {input_size!r}")
-    with removed_if_failed(out_dir):  # a failed export leaves no empty version folder
-        out_dir = ensure_writable_dir(out_dir, what="the TFLite output folder")
+    with folder_lock(out_dir, what="the TFLite output folder") as out_dir:  # one writer; none leaves an empty folder
         side = input_size
         blob = _convert(model, [1, side, side, 3], weights)
         target = out_dir / f"{name}.tflite"
         with atomic_path(target) as temp:
             temp.write_bytes(blob)
-    write_json_atomic(out_dir / f"{name}.json", {
-        "model": f"{name}.tflite",
-        "input": {"name": "images", "dtype": "float32", "shape": [1, side, side, 3],
-                  "layout": "RGB on 0-255; height and width multiples of the stride", "stride": stride},
-        "output": {"name": "probability", "dtype": "float32", "shape": [1, side, side],
-                   "meaning": "vessel probability in [0, 1]"},
-        "fov_diameter": model_fov_diameter(model),
-        "resample": "before running, resample the photograph so that its field of view is fov_diameter px "
-                    "across (bilinear, antialiased) and pad it to the stride; resample the probability back",
-        "threshold": threshold,
-        "weights": weights,
-        "heads": heads,
-    })
+        write_json_atomic(out_dir / f"{name}.json", {
+            "model": f"{name}.tflite",
+            "input": {"name": "images", "dtype": "float32", "shape": [1, side, side, 3],
+                      "layout": "RGB on 0-255; height and width multiples of the stride", "stride": stride},
+            "output": {"name": "probability", "dtype": "float32", "shape": [1, side, side],
+                       "meaning": "vessel probability in [0, 1]"},
+            "fov_diameter": model_fov_diameter(model),
+            "resample": "before running, resample the photograph so that its field of view is fov_diameter px "
+                        "across (bilinear, antialiased) and pad it to the stride; resample the probability back",
+            "threshold": threshold,
+            "weights": weights,
+            "heads": heads,
+        })
     return target
 
 

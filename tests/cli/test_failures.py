@@ -647,6 +647,28 @@ def test_predict_into_its_input_folder_skips_its_own_outputs(tmp_path, tiny_mode
             "NAME_mask.png, NAME_overlay.png); give the folder of the photographs") in result.stderr
 
 
+@pytest.mark.parametrize("status", ["interrupted", "running", "completed"])
+def test_predict_refuses_the_model_of_a_run_stopped_before_its_threshold(tmp_path, tiny_model_file, status):
+    """Stop `keras-vessel train --output run` in its threshold step, then `keras-vessel predict img.png --model
+    run/model.keras --output out`: it used to mask at 0.5 silently. Of a finished run without threshold.json
+    (deleted by hand), 0.5 is still used and said."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "model.keras").write_bytes(Path(tiny_model_file()).read_bytes())
+    command = f"keras-vessel train --config tiny.yaml --output {run_dir}"
+    (run_dir / "run.json").write_text(json.dumps({"status": status, "command": command}))
+    out = tmp_path / "out"
+    result = run("predict", _photo(tmp_path / "img.png"), "--model", run_dir / "model.keras", "--output", out)
+    if status == "completed":
+        assert result.exit_code == 0, show(result)
+        assert f"no threshold.json beside {run_dir / 'model.keras'}: masks at threshold 0.5" in result.stderr
+        return
+    _assert_one_sentence(result, f"no training threshold for {run_dir / 'model.keras'}: its training run {run_dir} "
+                                 f"did not finish (run.json says {status!r}); run its command again to finish it "
+                                 f"(`{command}`)")
+    assert not out.exists()
+
+
 def test_predict_refuses_two_inputs_of_one_name(tmp_path, tiny_model_file):
     """`keras-vessel predict left/img.tif right/img.tif --output out`: the second was written as
     `img_tif_prob.png`, silently."""

@@ -223,6 +223,29 @@ def test_refuses_to_overwrite_an_existing_version(exported):
     assert (path / "saved_model.pb").is_file()
 
 
+@pytest.mark.parametrize("kind", ["savedmodel", "tflite"])
+def test_the_library_exports_take_the_folder_lock(tmp_path, kind):
+    """`export_saved_model` (OUT/NAME) and `export_tflite` (its folder) called from Python, not through the
+    CLI, while another writer's lock is on the folder (here one from another host, which cannot be checked
+    and so is never taken over): refused with the holder named, nothing written."""
+    from keras_vessel.locks import LOCK_FILENAME, FolderLockedError
+    from keras_vessel.serving.tflite import export_tflite
+
+    folder = tmp_path / "vessel" if kind == "savedmodel" else tmp_path / "vessel" / "1"
+    folder.mkdir(parents=True)
+    (folder / LOCK_FILENAME).write_text(json.dumps({"pid": 4242, "host": "node-17", "command": "keras-vessel export",
+                                                    "started": "then"}))
+    model = build_unet(base_filters=2, depth=1, heads=("pixel",))
+    what = "the model folder" if kind == "savedmodel" else "the TFLite output folder"
+    held = f"{what} {re.escape(str(folder))} was locked by PID 4242 on host node-17"
+    with pytest.raises(FolderLockedError, match=held):
+        if kind == "savedmodel":
+            export_saved_model(model, tmp_path, name="vessel", version=1)
+        else:
+            export_tflite(model, folder, name="vessel")
+    assert [path.name for path in folder.iterdir()] == [LOCK_FILENAME]
+
+
 @pytest.mark.slow  # two exports
 def test_overwrite_replaces_the_version(tmp_path):
     model = build_unet(base_filters=2, depth=1, heads=("pixel",))
