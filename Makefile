@@ -11,7 +11,7 @@ ROOT ?=
 $(STAMP): setup.py setup.cfg
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,beam]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -21,7 +21,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/keras-vessel demo --output $(DEMO_DIR) $(if $(ROOT),--root $(ROOT))
 
-## The whole test suite, slow tests included (what CI runs), in two worker processes
+## The whole test suite, slow tests included (what CI runs; with the beam extra, so --engine beam is tested), in two worker processes
 ## (pytest-xdist; one module per worker at a time, so module fixtures are built once).
 test: $(STAMP)
 	$(PY) -m pytest -q -ra --durations=25 -n 2 --dist loadscope

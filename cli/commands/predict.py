@@ -98,11 +98,19 @@ def _stored_threshold(model_path: Path, heads: str, tta: str) -> float:
               help="Also write measures.csv: one row of vessel measurements per image (keras-vessel measure's "
                    "columns), its mask inside its FOV; rows of other images already there are kept.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--engine", type=click.Choice(["local", "beam"]), default="local", show_default=True,
+              help="'local': one process; 'beam': an Apache Beam pipeline (pip install 'keras-vessel[beam]'), "
+                   "INPUTs and --output may be gs:// or s3:// paths, photographs already done are skipped, "
+                   "failures go to OUTPUT/failures.csv.")
+@click.option("--beam-option", "beam_options", multiple=True, metavar="KEY=VALUE",
+              help="With --engine beam: a Beam pipeline option, passed through (repeatable), e.g. "
+                   "direct_num_workers=2, direct_running_mode=multi_processing, runner=DataflowRunner; "
+                   "KEY alone for a flag [default runner: DirectRunner].")
 @click.pass_context
 def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None, server: str | None,
             model_name: str | None, version: int | None, output: Path, fov_text: str, threshold: str,
             heads: str, tile_size: int | None, tta: str, scale: str | float, overlay: bool, measure: bool,
-            quiet: bool) -> None:
+            quiet: bool, engine: str, beam_options: tuple[str, ...]) -> None:
     """Predict vessels in INPUT images (files, globs or folders of PNG/JPEG/TIFF/GIF/PPM).
 
     A file that cannot be processed is reported on stderr and skipped; the exit
@@ -112,6 +120,11 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
     threshold = threshold_option(threshold)
     fov = _fov_option(fov_text)
     _check_source(ctx, model_path, server, model_name, version, threshold)
+    if engine == "beam" and server is not None:
+        raise click.UsageError("--engine beam runs a local --model on its workers; --server predicts with "
+                               "TF Serving from one process (--engine local)")
+    if engine == "local" and beam_options:
+        raise click.UsageError("--beam-option is only used with --engine beam")
     if model_path is None and server is None:
         from keras_vessel.models.inference import bundled_model_path
 
@@ -121,6 +134,11 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
             raise click.UsageError(str(error)) from None
         click.echo(f"no --model given: using the bundled model {model_path} "
                    "(see saved_models/MODEL_CARD.md)", err=True)
+
+    if engine == "beam":
+        threshold = _stored_threshold(model_path, heads, tta) if threshold == "train" else threshold
+        return _predict_beam(model_path, inputs, output, beam_options, fov=fov, threshold=threshold, heads=heads,
+                             tile_size=tile_size, tta=tta, scale=scale, overlay=overlay, measure=measure)
 
     from keras_vessel.serving.prediction import InputError, expand_inputs, predict_files
 
@@ -160,3 +178,30 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
             f"{len(report.failures)} of {len(paths)} inputs failed: "
             + ", ".join(str(p) for p, _ in report.failures)
         )
+
+
+def _predict_beam(model_path: Path, inputs: tuple[str, ...], output: Path, beam_options: tuple[str, ...],
+                  **options) -> None:
+    """`--engine beam`: the same work as an Apache Beam pipeline; bad options and inputs in one sentence."""
+    try:
+        from keras_vessel.serving.beam_engine import FAILURES_CSV, predict_beam
+    except ImportError as error:
+        raise click.UsageError(f"--engine beam needs Apache Beam ({error}); install it with "
+                               "pip install 'keras-vessel[beam]'") from None
+    from keras_vessel.serving.prediction import InputError, PhotographWork
+
+    with library_errors():
+        work = PhotographWork(**options)
+    try:
+        report = predict_beam(model_path, inputs, output, options=beam_options, work=work)
+    except InputError as error:
+        raise click.BadParameter(str(error), param_hint="INPUT") from None
+    except ValueError as error:
+        if str(error).startswith("--beam-option"):
+            raise click.BadParameter(str(error).split(": ", 1)[1], param_hint="--beam-option") from None
+        raise click.ClickException(str(error)) from None
+    click.echo(f"beam: {report.done} photographs done, {report.skipped} skipped (already done), "
+               f"{report.failed} failed; outputs in {output}")
+    if report.failed:
+        raise click.ClickException(f"{report.failed} photographs failed: see {output}/{FAILURES_CSV} "
+                                   "(each with its reason)")

@@ -34,6 +34,7 @@ __all__ = [
     "DatasetError",
     "clahe",
     "contrast_stretch",
+    "decode_image",
     "derive_fov",
     "green_channel",
     "read_graded_mask",
@@ -59,26 +60,34 @@ def _open_pil(path: str | PathLike) -> Image.Image:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"image file not found: {path}")
+
+    def opener() -> Image.Image:
+        if path.suffix.lower() == ".gz":
+            with gzip.open(path, "rb") as handle:
+                return Image.open(io.BytesIO(handle.read()))
+        return Image.open(path)
+
+    return _decode_pil(opener, path, lambda: _size_of(path))
+
+
+def _decode_pil(opener, name: str | PathLike, size) -> Image.Image:
+    """``opener()``'s image, fully decoded; DatasetError naming ``name`` when it cannot be (``size()``
+    says how large the file is, for a decompression bomb)."""
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", Image.DecompressionBombWarning)
-            if path.suffix.lower() == ".gz":
-                with gzip.open(path, "rb") as handle:
-                    data = handle.read()
-                image = Image.open(io.BytesIO(data))
-            else:
-                image = Image.open(path)
+            image = opener()
             image.load()  # Image.open is lazy: force decoding so truncation shows up here.
     except Image.DecompressionBombError:
-        raise DatasetError(f"image file {path} is too large to decode safely ({_size_of(path)}); "
+        raise DatasetError(f"image file {name} is too large to decode safely ({size()}); "
                            "resize it first") from None
     except UnidentifiedImageError:
-        raise DatasetError(f"cannot decode image file {path}: not a PNG, JPEG, TIFF, GIF or PPM image, or "
+        raise DatasetError(f"cannot decode image file {name}: not a PNG, JPEG, TIFF, GIF or PPM image, or "
                            "damaged; convert or remove it") from None
     except _DECODE_ERRORS as exc:
-        raise DatasetError(f"cannot decode image file {path}: {exc}") from exc
+        raise DatasetError(f"cannot decode image file {name}: {exc}") from exc
     if any(issubclass(warning.category, Image.DecompressionBombWarning) for warning in caught):
-        logger.warning("%s is a very large image (%dx%d, %.0f megapixels); decoding it anyway", path,
+        logger.warning("%s is a very large image (%dx%d, %.0f megapixels); decoding it anyway", name,
                        image.width, image.height, image.width * image.height / 1e6)
     return image
 
@@ -122,7 +131,20 @@ def read_image(path: str | PathLike) -> np.ndarray:
     DatasetError
         If the file is missing or cannot be decoded; the message names it.
     """
-    image = _open_pil(path)
+    return _rgb_image(_open_pil(path))
+
+
+def decode_image(data: bytes, name: str) -> np.ndarray:
+    """`read_image` of a file's bytes (``name`` ending in ``.gz``: gzipped), read elsewhere (Beam's
+    FileSystems: gs://, s3://); the same pixels, and DatasetError naming ``name`` when they do not decode."""
+    def opener() -> Image.Image:
+        payload = gzip.decompress(data) if str(name).lower().endswith(".gz") else data
+        return Image.open(io.BytesIO(payload))
+
+    return _rgb_image(_decode_pil(opener, name, lambda: f"{len(data) / 1e6:.0f} MB"))
+
+
+def _rgb_image(image: Image.Image) -> np.ndarray:
     if image.mode in ("RGB", "L", "P", "RGBA", "LA", "PA", "1", "CMYK", "YCbCr"):
         return _rgb_array(image if image.mode == "RGB" else image.convert("RGB"))
     # Wide integer / float modes ("I;16", "I", "F"): scale to 8 bits ourselves,

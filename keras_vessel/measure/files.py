@@ -35,7 +35,8 @@ from keras_vessel.io import ensure_writable_dir, write_text_atomic
 from keras_vessel.measure.morphology import COLUMNS, measure_vessels
 
 __all__ = ["ID_COLUMNS", "MEASURES_CSV", "FovSource", "MeasureReport", "expand_masks", "fov_circle",
-           "mask_name", "measure_files", "measure_row", "merge_rows", "write_measures"]
+           "mask_name", "measure_files", "measure_row", "measures_text", "merge_rows", "read_rows",
+           "write_measures"]
 
 # What `predict --measure` writes beside its maps, and the columns naming each row's files.
 MEASURES_CSV = "measures.csv"
@@ -219,28 +220,35 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def write_measures(path: str | Path, rows: Sequence[dict]) -> None:
-    """Write rows (`measure_row`) as a CSV with `ID_COLUMNS` + `COLUMNS`, atomically; NaN as an empty cell,
-    floats to 6 significant digits."""
+def measures_text(rows: Sequence[dict]) -> str:
+    """Rows (`measure_row`) as CSV text with `ID_COLUMNS` + `COLUMNS`; NaN as an empty cell, floats to 6
+    significant digits."""
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(ID_COLUMNS + COLUMNS)
     for row in rows:
         writer.writerow([_cell(row[column]) for column in ID_COLUMNS + COLUMNS])
-    write_text_atomic(path, text.getvalue())
+    return text.getvalue()
 
 
-def merge_rows(path: str | Path, rows: Sequence[dict]) -> list[dict]:
-    """The rows of the CSV at `path` (if it has this module's columns), with those of the same ``name`` as
+def write_measures(path: str | Path, rows: Sequence[dict]) -> None:
+    """Write rows as `measures_text`, atomically."""
+    write_text_atomic(path, measures_text(rows))
+
+
+def read_rows(text: str | None) -> list[dict]:
+    """The rows of a measures CSV's text, if it has this module's columns (else none)."""
+    reader = csv.DictReader(io.StringIO(text or ""))
+    return list(reader) if tuple(reader.fieldnames or ()) == ID_COLUMNS + COLUMNS else []
+
+
+def merge_rows(path: str | Path | None, rows: Sequence[dict], *, text: str | None = None) -> list[dict]:
+    """The rows of the CSV at `path` (or of its `text`, read elsewhere), with those of the same ``name`` as
     one of `rows` replaced by it, then the new names: a second batch predicted into a folder keeps the
     first batch's rows."""
-    path = Path(path)
-    old: list[dict] = []
-    if path.is_file():
-        with path.open(newline="") as handle:
-            reader = csv.DictReader(handle)
-            if tuple(reader.fieldnames or ()) == ID_COLUMNS + COLUMNS:
-                old = list(reader)
+    if text is None and path is not None and Path(path).is_file():
+        text = Path(path).read_text()
+    old = read_rows(text)
     new = {row["name"]: row for row in rows}
     merged = [new.pop(row["name"], row) for row in old]
     return merged + list(new.values())

@@ -28,8 +28,9 @@ from keras_vessel.checks import FUSIONS
 from keras_vessel.data.preprocessing import IMAGE_SUFFIXES
 from keras_vessel.io import ensure_writable_dir, removed_if_failed, write_json_atomic, write_png_atomic
 
-__all__ = ["OUTPUT_MARKER", "OUTPUT_SUFFIXES", "OVERLAY_COLOUR", "InputError", "PredictReport", "expand_inputs",
-           "output_stems", "own_outputs", "predict_files", "vessel_overlay"]
+__all__ = ["OUTPUT_MARKER", "OUTPUT_SUFFIXES", "OVERLAY_COLOUR", "InputError", "LocalFiles", "Located", "Maps",
+           "PhotographWork", "PredictReport", "expand_inputs", "failure_reason", "output_stems", "own_outputs",
+           "predict_files", "stops_the_batch", "vessel_overlay"]
 
 # What `predict_files` writes per image, and the file in its output folder that lists them (`own_outputs`).
 OUTPUT_SUFFIXES = ("_prob.png", "_mask.png", "_overlay.png")
@@ -75,58 +76,107 @@ def _is_image(path: Path) -> bool:
     return name.endswith(IMAGE_SUFFIXES)
 
 
-def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
+class LocalFiles:
+    """How `expand_inputs` lists and reads files: the local file system. The Beam engine passes one that
+    goes through Beam's FileSystems (`keras_vessel.serving.beam`), so gs:// and s3:// inputs are expanded
+    by the same rules. Paths are strings."""
+
+    @staticmethod
+    def has_magic(text: str) -> bool:
+        return glob.has_magic(text)
+
+    @staticmethod
+    def glob(pattern: str) -> list[str]:
+        return [str(m) for m in sorted(Path(m) for m in glob.glob(pattern) if Path(m).is_file())]
+
+    @staticmethod
+    def is_dir(text: str) -> bool:
+        return Path(text).is_dir()
+
+    @staticmethod
+    def is_file(text: str) -> bool:
+        return Path(text).is_file()
+
+    @staticmethod
+    def list_dir(text: str) -> list[str]:
+        return [str(p) for p in sorted(Path(text).iterdir()) if p.is_file()]
+
+    @staticmethod
+    def split(text: str) -> tuple[str, str]:
+        return str(Path(text).parent), Path(text).name
+
+    @staticmethod
+    def join(folder: str, name: str) -> str:
+        return str(Path(folder) / name)
+
+    @staticmethod
+    def read_text(text: str) -> str | None:
+        try:
+            return Path(text).read_text()
+        except OSError:
+            return None
+
+
+def expand_inputs(inputs: Iterable[str | Path], *, files=LocalFiles) -> list[Path]:
     """Files as given, globs expanded, folders listed (images only, sorted, not recursive).
 
     Duplicates are dropped, keeping the first occurrence. Files that `predict_files` wrote itself
     (`own_outputs`) are left out of folders and globs, with a warning saying how many, so that
     predicting a folder into itself twice does not predict its maps. Raises `InputError`
     (a ValueError) naming the argument when a glob matches nothing, a folder
-    holds no image or a path does not exist, so typos fail before any work.
+    holds no image or a path does not exist, so typos fail before any work. `files` lists and reads
+    them (`LocalFiles`; with another, the paths are returned as strings: ``gs://`` is no `Path`).
     """
     if isinstance(inputs, (str, Path)):
         raise TypeError(f"`inputs` must be a sequence of paths, not one path; got {inputs!r}.")
-    found: list[Path] = []
+    found: list[str] = []
     for item in inputs:
         text = str(item)
-        path = Path(text)
-        if glob.has_magic(text):
-            matches = sorted(Path(m) for m in glob.glob(text) if Path(m).is_file())
+        if files.has_magic(text):
+            matches = files.glob(text)
             if not matches:
                 raise InputError(f"pattern {text!r} matches no file")
-            found += _without_own_outputs(matches, f"pattern {text!r}")
-        elif path.is_dir():
-            matches = sorted(p for p in path.iterdir() if p.is_file() and _is_image(p))
+            found += _without_own_outputs(matches, f"pattern {text!r}", files)
+        elif files.is_dir(text):
+            matches = [m for m in files.list_dir(text) if _is_image(Path(files.split(m)[1]))]
             if not matches:
-                raise InputError(f"folder {path} holds no image (looked for {', '.join(IMAGE_SUFFIXES)})")
-            found += _without_own_outputs(matches, f"folder {path}")
-        elif path.is_file():
-            found.append(path)
+                raise InputError(f"folder {text} holds no image (looked for {', '.join(IMAGE_SUFFIXES)})")
+            found += _without_own_outputs(matches, f"folder {text}", files)
+        elif files.is_file(text):
+            found.append(text if files is not LocalFiles else str(Path(text)))
         else:
-            raise InputError(f"{path} does not exist")
-    return list(dict.fromkeys(found))
+            raise InputError(f"{text} does not exist")
+    found = list(dict.fromkeys(found))
+    return [Path(p) for p in found] if files is LocalFiles else found
 
 
-def own_outputs(folder: str | Path) -> set[str]:
+def own_outputs(folder: str | Path, *, files=LocalFiles) -> set[str]:
     """Names of the files in `folder` that `predict_files` wrote: those its marker (`OUTPUT_MARKER`) lists,
     and ``NAME_prob.png``, ``NAME_mask.png``, ``NAME_overlay.png`` wherever both of the first two are
     (outputs of a keras-vessel that wrote no marker, or of a run that was stopped)."""
-    folder = Path(folder)
+    folder = str(folder)
+    listed = [files.split(p)[1] for p in files.list_dir(folder)] if files.is_dir(folder) else []
+    return _own_names(files.read_text(files.join(folder, OUTPUT_MARKER)), listed)
+
+
+def _own_names(marker: str | None, names: Iterable[str]) -> set[str]:
     try:
-        names = set(json.loads((folder / OUTPUT_MARKER).read_text())["files"])
-    except (OSError, ValueError, KeyError, TypeError):
-        names = set()
+        own = set(json.loads(marker)["files"]) if marker is not None else set()
+    except (ValueError, KeyError, TypeError):
+        own = set()
+    names = set(names)
     first, second = OUTPUT_SUFFIXES[:2]
-    for prob in folder.glob(f"*{first}"):
-        stem = prob.name[: -len(first)]
-        if (folder / f"{stem}{second}").is_file():
-            names.update(f"{stem}{suffix}" for suffix in OUTPUT_SUFFIXES)
-    return names
+    for name in names:
+        stem = name[: -len(first)]
+        if name.endswith(first) and f"{stem}{second}" in names:
+            own.update(f"{stem}{suffix}" for suffix in OUTPUT_SUFFIXES)
+    return own
 
 
-def _without_own_outputs(paths: list[Path], where: str) -> list[Path]:
-    written = {folder: own_outputs(folder) for folder in {path.parent for path in paths}}
-    kept = [path for path in paths if path.name not in written[path.parent]]
+def _without_own_outputs(paths: list[str], where: str, files) -> list[str]:
+    parents = {path: files.split(path)[0] for path in paths}
+    written = {folder: own_outputs(folder, files=files) for folder in set(parents.values())}
+    kept = [path for path in paths if files.split(path)[1] not in written[parents[path]]]
     kinds = "NAME" + ", NAME".join(OUTPUT_SUFFIXES)
     if not kept:
         raise InputError(f"{where} holds only files that keras-vessel predict wrote ({kinds}); give the folder "
@@ -142,7 +192,7 @@ def _mark(output_dir: Path, written: list[Path]) -> None:
     write_json_atomic(output_dir / OUTPUT_MARKER, {"written_by": "keras-vessel predict", "files": names})
 
 
-def output_stems(paths: Sequence[Path], output_dir: str | Path) -> list[str]:
+def output_stems(paths: Sequence[str | Path], output_dir: str | Path) -> list[str]:
     """The ``NAME`` of each input's ``NAME_prob.png``: its file name without image and ``.gz`` suffixes.
 
     Raises `InputError` naming both inputs when two would write the same files (``a/img.tif`` and
@@ -150,8 +200,8 @@ def output_stems(paths: Sequence[Path], output_dir: str | Path) -> list[str]:
     """
     stems: dict[str, Path] = {}
     for path in paths:
-        name = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
-        stem = Path(name).stem
+        name = str(path).rsplit("/", 1)[-1]  # a Path's name, or a gs:// path's
+        stem = Path(name[:-3] if name.lower().endswith(".gz") else name).stem
         if stem in stems:
             raise InputError(
                 f"inputs {stems[stem]} and {path} would both be written as {stem}_prob.png and {stem}_mask.png "
@@ -248,14 +298,9 @@ def predict_files(
     image without a detectable field of view is predicted whole, at its own
     scale, with a warning naming it.
     """
-    from keras_vessel.evaluation import metrics
-    from keras_vessel.errors import DatasetError
-    from keras_vessel.evaluation import parse_threshold
-    from keras_vessel.models.inference import inference_scale, load_inference_model, predict_probability
-    from keras_vessel.data.preprocessing import read_image, read_mask
+    from keras_vessel.data.preprocessing import read_image
     from keras_vessel.progress import progress as progress_bar
-    from keras_vessel.data.scaling import check_scale, image_fov, image_region
-    from keras_vessel.measure.files import MEASURES_CSV, measure_row, merge_rows, write_measures
+    from keras_vessel.measure.files import MEASURES_CSV, merge_rows, write_measures
 
     if (model_path is None) == (predictor is None):
         raise ValueError(
@@ -270,47 +315,9 @@ def predict_files(
     if not paths:
         raise ValueError("`inputs` is empty; expected at least one image path.")
     stems = output_stems(paths, output_dir)
-    threshold = parse_threshold(threshold)
-    if heads not in FUSIONS:
-        raise ValueError(f"`heads` must be one of {list(FUSIONS)}; got {heads!r}.")
-    check_tile_size(tile_size)
-    check_tta(tta)
-    scale = check_scale(scale)
-    if predictor is not None and (heads != "mean" or tile_size is not None or tta != "none" or scale != "auto"):
-        raise ValueError(
-            f"`heads`, `tile_size`, `tta` and `scale` configure the local model; with `predictor` leave them at "
-            f"their defaults; got heads={heads!r}, tile_size={tile_size!r}, tta={tta!r}, scale={scale!r}."
-        )
-    fov_choice = _check_fov(fov)
-    fixed_fov = read_mask(fov_choice) if isinstance(fov_choice, Path) else None
-    model = load_inference_model(model_path, heads=heads) if predictor is None else None
-
-    def probability(path: Path, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-        """The image's probability (0 outside its region), the region where it is kept, and its FOV
-        (to measure in) with how it was obtained."""
-        geometry = image_fov(image) if fov_choice == "auto" or (model is not None and scale == "auto") else None
-        if geometry is not None and not geometry.found:
-            log.warning("%s: no field of view found (not a fundus photograph with a dark surround?); "
-                        "predicting the whole image at its own scale", path)
-        if fixed_fov is not None:
-            if fixed_fov.shape != image.shape[:2]:
-                raise DatasetError(
-                    f"FOV mask {fov_choice} is {fixed_fov.shape[1]}x{fixed_fov.shape[0]} (WxH) but "
-                    f"image {path} is {image.shape[1]}x{image.shape[0]}"
-                )
-            region, fov_mask, how = fixed_fov, fixed_fov, str(fov_choice)
-        elif fov_choice == "auto":
-            region = image_region(geometry.mask, geometry.found)
-            fov_mask, how = (geometry.mask, f"found in {path}") if geometry.found else (region, "whole image")
-        else:
-            region = fov_mask = np.ones(image.shape[:2], dtype=bool)
-            how = "whole image"
-        run = predictor
-        if model is not None:
-            factor = inference_scale(model, image, scale, fov=geometry).factor
-            run = lambda rgb: predict_probability(model, rgb, tile_size=tile_size, tta=tta, scale=factor)  # noqa: E731
-        prob = _probability(run, image, trusted=model is not None)
-        return np.multiply(prob, region, out=prob), region, fov_mask, how  # 0 outside the region
+    work = PhotographWork(fov=fov, threshold=threshold, heads=heads, tile_size=tile_size, tta=tta, scale=scale,
+                          overlay=overlay, measure=measure, local_model=predictor is None)
+    model = work.load_model(model_path) if predictor is None else None
 
     with removed_if_failed(output_dir):  # stopped before writing anything: no empty folder left
         output_dir = ensure_writable_dir(output_dir, what="the output folder")  # before any image is predicted
@@ -322,24 +329,20 @@ def predict_files(
                                                              enabled=progress)):
                 try:
                     image = read_image(path)
-                    prob, region, fov_mask, how = probability(path, image)
-                    value = metrics.otsu_threshold(prob, region) if threshold == "otsu" else threshold
-                    mask = np.greater_equal(prob, value)
-                    mask &= region
-                    written = _write_outputs(output_dir, stem, prob, mask,
-                                             vessel_overlay(image, mask) if overlay else None)
+                    located = work.locate(path, image)
+                    maps = work.finish(image, work.probability(image, located, model=model, predictor=predictor),
+                                       located)
+                    written = _write_outputs(output_dir, stem, maps)
                     report.written += written
                     if measure:
-                        rows.append(measure_row(stem, written[1], mask, fov_mask, fov_text=how))
+                        rows.append(work.row(stem, written[1], maps, located))
                 except ConnectionError as error:  # the predictor's server is gone: so would every later image be
                     stop = f"stopped at image {done + 1} of {len(paths)}, {path}"
                     raise ConnectionError(f"{error} ({stop})") from error
-                except (ValueError, OSError) as error:  # DatasetError is a ValueError
-                    if getattr(error, "errno", None) in _STOPS_THE_BATCH:  # so would every later image's outputs
-                        raise
-                    report.fail(path, str(error))
                 except Exception as error:  # noqa: BLE001 - one bad file must not stop the batch
-                    report.fail(path, f"unexpected {type(error).__name__}: {error}")
+                    if stops_the_batch(error):
+                        raise
+                    report.fail(path, failure_reason(path, error))
             stopped = False
         finally:
             with contextlib.suppress(*((OSError,) if stopped else ())):  # not instead of why it stopped
@@ -348,6 +351,141 @@ def predict_files(
                 if rows:
                     write_measures(output_dir / MEASURES_CSV, merge_rows(output_dir / MEASURES_CSV, rows))
         return report
+
+
+def stops_the_batch(error: BaseException) -> bool:
+    """Whether `error`, met on one photograph, would stop every later one too (a full disk, a quota, a
+    read-only file system), so that the batch stops rather than failing each photograph."""
+    return isinstance(error, OSError) and getattr(error, "errno", None) in _STOPS_THE_BATCH
+
+
+def failure_reason(path: str | Path, error: BaseException) -> str:
+    """One sentence naming `path` and why it failed: the message of a ValueError (`DatasetError`) or
+    OSError, ``unexpected TYPE: message`` for anything else."""
+    reason = str(error) if isinstance(error, (ValueError, OSError)) else f"unexpected {type(error).__name__}: {error}"
+    return reason if str(path) in reason else f"{path}: {reason}"
+
+
+@dataclass
+class Located:
+    """Where one photograph's vessels are looked for: ``region`` (H, W) bool, where the probability is
+    kept; ``fov`` (H, W) bool, where it is measured, and ``how`` it was obtained (the ``fov`` column of
+    measures.csv); ``geometry``, the photograph's `keras_vessel.data.scaling.FovGeometry` when it was
+    measured (for ``scale="auto"``)."""
+
+    region: np.ndarray
+    fov: np.ndarray
+    how: str
+    geometry: object | None = None
+
+
+@dataclass
+class Maps:
+    """One photograph's outputs: ``prob`` (H, W) float32 (0 outside its region), ``mask`` (H, W) bool and,
+    when asked for, ``overlay`` (H, W, 3) uint8."""
+
+    prob: np.ndarray
+    mask: np.ndarray
+    overlay: np.ndarray | None = None
+
+
+class PhotographWork:
+    """The per-photograph work of `predict_files`, in the steps that both engines run, local and Beam
+    (`keras_vessel.serving.beam`): `locate` (FOV and prediction region), `probability` (the model, at
+    the photograph's scale), `finish` (threshold, mask, overlay), `row` (measurements); `output_pixels`
+    are the files' pixels. Arguments are checked by `predict_files` / the Beam engine before it is made;
+    it holds no model (`load_model` loads one), so it pickles to Beam's workers."""
+
+    def __init__(self, *, fov: str | Path = "auto", threshold: float | str = 0.5, heads: str = "mean",
+                 tile_size: int | None = None, tta: str = "none", scale: str | float = "auto",
+                 overlay: bool = False, measure: bool = False, local_model: bool = True) -> None:
+        from keras_vessel.data.preprocessing import read_mask
+        from keras_vessel.data.scaling import check_scale
+        from keras_vessel.evaluation import parse_threshold
+
+        threshold = parse_threshold(threshold)
+        if heads not in FUSIONS:
+            raise ValueError(f"`heads` must be one of {list(FUSIONS)}; got {heads!r}.")
+        check_tile_size(tile_size)
+        check_tta(tta)
+        scale = check_scale(scale)
+        if not local_model and (heads != "mean" or tile_size is not None or tta != "none" or scale != "auto"):
+            raise ValueError(
+                f"`heads`, `tile_size`, `tta` and `scale` configure the local model; with `predictor` leave them "
+                f"at their defaults; got heads={heads!r}, tile_size={tile_size!r}, tta={tta!r}, scale={scale!r}."
+            )
+        self.fov = _check_fov(fov)
+        self.fixed_fov = read_mask(self.fov) if isinstance(self.fov, Path) else None
+        self.threshold, self.heads, self.tile_size, self.tta = threshold, heads, tile_size, tta
+        self.scale, self.overlay, self.measure, self.local_model = scale, overlay, measure, local_model
+
+    def load_model(self, model_path: str | Path):
+        """The inference model (`keras_vessel.models.inference.load_inference_model`) with these heads."""
+        from keras_vessel.models.inference import load_inference_model
+
+        return load_inference_model(model_path, heads=self.heads)
+
+    def locate(self, path: str | Path, image: np.ndarray) -> Located:
+        """The photograph's region, FOV and geometry (a DatasetError naming it for a FOV file of another size)."""
+        from keras_vessel.data.scaling import image_fov, image_region
+        from keras_vessel.errors import DatasetError
+
+        measured = self.fov == "auto" or (self.local_model and self.scale == "auto")
+        geometry = image_fov(image) if measured else None
+        if geometry is not None and not geometry.found:
+            log.warning("%s: no field of view found (not a fundus photograph with a dark surround?); "
+                        "predicting the whole image at its own scale", path)
+        if self.fixed_fov is not None:
+            if self.fixed_fov.shape != image.shape[:2]:
+                raise DatasetError(
+                    f"FOV mask {self.fov} is {self.fixed_fov.shape[1]}x{self.fixed_fov.shape[0]} (WxH) but "
+                    f"image {path} is {image.shape[1]}x{image.shape[0]}"
+                )
+            return Located(self.fixed_fov, self.fixed_fov, str(self.fov), geometry)
+        if self.fov == "auto":
+            region = image_region(geometry.mask, geometry.found)
+            fov_mask, how = (geometry.mask, f"found in {path}") if geometry.found else (region, "whole image")
+            return Located(region, fov_mask, how, geometry)
+        region = np.ones(image.shape[:2], dtype=bool)
+        return Located(region, region, "whole image", geometry)
+
+    def probability(self, image: np.ndarray, located: Located, *, model=None,
+                    predictor: Predictor | None = None) -> np.ndarray:
+        """The photograph's probability by the local `model` (resampled to its training scale, tiled,
+        test-time augmented as configured) or by `predictor`, checked and clipped to [0, 1]."""
+        from keras_vessel.models.inference import inference_scale, predict_probability
+
+        if model is None:
+            return _probability(predictor, image)
+        factor = inference_scale(model, image, self.scale, fov=located.geometry).factor
+        return _probability(lambda rgb: predict_probability(model, rgb, tile_size=self.tile_size, tta=self.tta,
+                                                            scale=factor), image, trusted=True)
+
+    def finish(self, image: np.ndarray, prob: np.ndarray, located: Located) -> Maps:
+        """Zero the probability outside the region (in place), threshold it inside, paint the overlay."""
+        from keras_vessel.evaluation import metrics
+
+        prob = np.multiply(prob, located.region, out=prob)
+        value = metrics.otsu_threshold(prob, located.region) if self.threshold == "otsu" else self.threshold
+        mask = np.greater_equal(prob, value)
+        mask &= located.region
+        return Maps(prob, mask, vessel_overlay(image, mask) if self.overlay else None)
+
+    def row(self, stem: str, mask_path: str | Path, maps: Maps, located: Located) -> dict:
+        """The photograph's row of measures.csv (`keras_vessel.measure.measure_row`): its mask in its FOV."""
+        from keras_vessel.measure.files import measure_row
+
+        return measure_row(stem, mask_path, maps.mask, located.fov, fov_text=located.how)
+
+    @staticmethod
+    def output_pixels(stem: str, maps: Maps) -> list[tuple[str, np.ndarray]]:
+        """``(file name, pixels)`` of ``STEM_prob.png`` (16-bit), ``STEM_mask.png`` (0/255) and, with an
+        overlay, ``STEM_overlay.png``, in that order."""
+        outputs = [(f"{stem}_prob.png", _as_uint16(maps.prob)),
+                   (f"{stem}_mask.png", np.ascontiguousarray(maps.mask, dtype=bool).view(np.uint8) * np.uint8(255))]
+        if maps.overlay is not None:
+            outputs.append((f"{stem}_overlay.png", maps.overlay))
+        return outputs
 
 
 def vessel_overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -372,19 +510,13 @@ def _as_uint16(prob: np.ndarray) -> np.ndarray:
     return out
 
 
-def _write_outputs(output_dir: Path, stem: str, prob: np.ndarray, mask: np.ndarray,
-                   overlay: np.ndarray | None = None) -> list[Path]:
-    """``STEM_prob.png`` (16-bit), ``STEM_mask.png`` (0/255) and, if given, ``STEM_overlay.png``, each
-    atomically; never some without the others."""
-    outputs = [(output_dir / f"{stem}_prob.png", _as_uint16(prob)),
-               (output_dir / f"{stem}_mask.png", np.ascontiguousarray(mask, dtype=bool).view(np.uint8) * np.uint8(255))]
-    if overlay is not None:
-        outputs.append((output_dir / f"{stem}_overlay.png", overlay))
+def _write_outputs(output_dir: Path, stem: str, maps: Maps) -> list[Path]:
+    """`PhotographWork.output_pixels` as PNGs in `output_dir`, each atomically; never some without the others."""
     written: list[Path] = []
     try:
-        for path, pixels in outputs:
-            write_png_atomic(path, pixels)
-            written.append(path)
+        for name, pixels in PhotographWork.output_pixels(stem, maps):
+            write_png_atomic(output_dir / name, pixels)
+            written.append(output_dir / name)
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)

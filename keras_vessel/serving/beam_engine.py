@@ -1,0 +1,356 @@
+"""`keras-vessel predict --engine beam`: predict's per-photograph work as an Apache Beam pipeline.
+
+The pipeline runs the steps of `keras_vessel.serving.prediction.PhotographWork`, the same calls the
+local engine makes, so the two cannot drift: read the file's bytes through Beam's FileSystems (local,
+``gs://``, ``s3://``), decode them as `read_image` does (`decode_image`), `locate` the FOV, apply the
+model with RunInference (`VesselModelHandler`: the model loaded once per worker; RunInference, not a
+plain DoFn, because its ModelHandler decides how an element is run: one photograph at a time, at its
+own size and scale, whole or tiled, with predict's TTA), `finish` the maps, write them and `row` the
+measurements. Photographs whose files are already in the output folder are skipped (and their row, with
+``measure``), so a stopped run is resumed by running it again; a photograph that fails is written with
+its reason to ``failures.csv`` and the others go on. Counters (`COUNTERS`) say what happened.
+
+`apache_beam` is imported here only: the base install has no Beam (``pip install keras-vessel[beam]``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import difflib
+import io
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import Metrics, MetricsFilter
+from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from keras_vessel.io import ensure_writable_dir, write_bytes_atomic
+from keras_vessel.measure.files import MEASURES_CSV, measures_text, merge_rows, read_rows
+from keras_vessel.serving.prediction import (
+    OUTPUT_MARKER,
+    PhotographWork,
+    expand_inputs,
+    failure_reason,
+    output_stems,
+    stops_the_batch,
+)
+
+__all__ = ["COUNTERS", "FAILURES_CSV", "BeamFiles", "BeamReport", "VesselModelHandler", "pipeline_options",
+           "predict_beam"]
+
+# What the pipeline counts (Beam metrics, namespace "keras_vessel"), and where its failures go.
+NAMESPACE = "keras_vessel"
+COUNTERS = ("done", "skipped", "failed")
+FAILURES_CSV = "failures.csv"
+
+log = logging.getLogger(__name__)
+
+
+class BeamFiles:
+    """`keras_vessel.serving.prediction.expand_inputs`'s view of files through Beam's FileSystems: the same
+    rules for local, ``gs://`` and ``s3://`` paths. Local paths come back as predict writes them
+    (``str(Path(...))``), so both engines name a photograph alike in measures.csv."""
+
+    @staticmethod
+    def _local(text: str) -> bool:
+        return FileSystems.get_scheme(text) in (None, "file")
+
+    @staticmethod
+    def _paths(pattern: str) -> list[str]:
+        try:
+            found = [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list]
+        except Exception:  # noqa: BLE001 - Beam's BeamIOError: nothing matched, or the bucket cannot be read
+            return []
+        return sorted(str(Path(p)) if BeamFiles._local(p) else p for p in found)
+
+    @staticmethod
+    def has_magic(text: str) -> bool:
+        return any(c in text for c in "*?[")
+
+    @staticmethod
+    def glob(pattern: str) -> list[str]:
+        return [p for p in BeamFiles._paths(pattern) if not BeamFiles.is_dir(p)]
+
+    @staticmethod
+    def is_dir(text: str) -> bool:
+        if BeamFiles._local(text):
+            return Path(text).is_dir()
+        return text.endswith("/") or bool(BeamFiles._paths(text.rstrip("/") + "/*"))
+
+    @staticmethod
+    def is_file(text: str) -> bool:
+        return FileSystems.exists(text) and not BeamFiles.is_dir(text)
+
+    @staticmethod
+    def list_dir(text: str) -> list[str]:
+        return BeamFiles.glob(BeamFiles.join(text, "*"))
+
+    @staticmethod
+    def split(text: str) -> tuple[str, str]:
+        return FileSystems.split(text) if not BeamFiles._local(text) else (str(Path(text).parent), Path(text).name)
+
+    @staticmethod
+    def join(folder: str, name: str) -> str:
+        return str(Path(folder) / name) if BeamFiles._local(folder) else FileSystems.join(folder, name)
+
+    @staticmethod
+    def read_text(text: str) -> str | None:
+        try:
+            with FileSystems.open(text) as handle:
+                return handle.read().decode("utf-8")
+        except Exception:  # noqa: BLE001 - Beam's BeamIOError for a missing file
+            return None
+
+
+def _write(path: str, data: bytes) -> None:
+    """Write a file of the output folder: atomically on a local disk, through FileSystems elsewhere."""
+    if BeamFiles._local(path):
+        write_bytes_atomic(path, data)
+        return
+    with FileSystems.create(path) as handle:
+        handle.write(data)
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")  # the bytes write_png_atomic writes
+    return buffer.getvalue()
+
+
+@dataclass
+class BeamReport:
+    """What `predict_beam` did: the counters (`COUNTERS`) and ``failures``, ``(path, reason)`` per photograph
+    that failed (also in ``failures.csv`` in the output folder)."""
+
+    done: int
+    skipped: int
+    failed: int
+    failures: list[tuple[str, str]]
+
+
+def pipeline_options(pairs: Sequence[str]) -> PipelineOptions:
+    """Beam's PipelineOptions from ``KEY=VALUE`` (or ``KEY`` for a flag such as ``save_main_session``),
+    passed through untouched; the DirectRunner unless ``runner`` is given. ValueError, one sentence naming
+    the option, for a KEY Beam does not know (with the nearest name) or a VALUE it refuses."""
+    known = PipelineOptions([]).get_all_options()
+    flags = []
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        key = key.strip().lstrip("-")
+        if key not in known:
+            near = difflib.get_close_matches(key, list(known), n=1)
+            raise ValueError(f"--beam-option {pair!r}: Beam has no pipeline option {key!r}"
+                             + (f" (did you mean {near[0]!r}?)" if near else ""))
+        flags.append(f"--{key}={value}" if "=" in pair else f"--{key}")
+    if not any(pair.partition("=")[0].strip().lstrip("-") == "runner" for pair in pairs):
+        flags.append("--runner=DirectRunner")
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            options = PipelineOptions(flags)
+            options.get_all_options(retain_unknown_options=False)
+    except SystemExit:  # argparse's: it printed the usage and its error
+        said = [line for line in errors.getvalue().splitlines() if "error:" in line]
+        reason = said[-1].split("error:", 1)[1].strip() if said else "refused"
+        raise ValueError(f"--beam-option: {reason}") from None
+    try:
+        beam.Pipeline(options=options)  # resolves the runner
+    except ValueError as error:
+        raise ValueError(f"--beam-option runner: {str(error).split('. ')[0]}") from None
+    return options
+
+
+class VesselModelHandler(ModelHandler):
+    """RunInference's handler of a keras-vessel ``.keras`` model: loaded once per worker (from a local
+    path, or copied from gs:// / s3://), applied to one photograph at a time by
+    `PhotographWork.probability` (its own size and scale, whole or tiled, TTA). An example is
+    ``(image, located)``; its inference the probability map, or a `_Failed` reason."""
+
+    def __init__(self, model_path: str, work: PhotographWork) -> None:
+        super().__init__(max_batch_size=1)  # photographs differ in size: nothing to stack
+        self.model_path, self.work = str(model_path), work
+
+    def load_model(self):
+        if BeamFiles._local(self.model_path):
+            return self.work.load_model(self.model_path)
+        with tempfile.TemporaryDirectory() as folder:
+            local = os.path.join(folder, "model.keras")
+            with FileSystems.open(self.model_path) as source:
+                write_bytes_atomic(local, source.read())
+            return self.work.load_model(local)
+
+    def run_inference(self, batch, model, inference_args=None):
+        for image, located in batch:
+            try:
+                inference = self.work.probability(image, located, model=model)
+            except Exception as error:  # noqa: BLE001 - one photograph's failure, recorded by _Finish
+                inference = _Failed(error)
+            yield PredictionResult((image, located), inference)
+
+    def get_num_bytes(self, batch) -> int:
+        return sum(image.nbytes for image, _ in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return "keras_vessel_inference"
+
+
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class _SkipDone(beam.DoFn):
+    """Drop photographs whose files (and row) the output folder has already; count them."""
+
+    def __init__(self, output: str, names: Sequence[str], rows: set[str] | None) -> None:
+        self.output, self.names, self.rows = output, tuple(names), rows
+        self.skipped = Metrics.counter(NAMESPACE, "skipped")
+
+    def process(self, element):
+        path, stem = element
+        files = [BeamFiles.join(self.output, f"{stem}{suffix}") for suffix in self.names]
+        if all(FileSystems.exists(f) for f in files) and (self.rows is None or stem in self.rows):
+            self.skipped.inc()
+            return
+        yield element
+
+
+class _Locate(beam.DoFn):
+    """Read, decode and locate one photograph: ``(path, (image, located))``, or ``(path, reason)`` to
+    the "failed" output."""
+
+    def __init__(self, work: PhotographWork) -> None:
+        self.work = work
+        self.failed = Metrics.counter(NAMESPACE, "failed")
+
+    def process(self, element):
+        from keras_vessel.data.preprocessing import decode_image
+
+        path, stem = element
+        try:
+            with FileSystems.open(path, compression_type="uncompressed") as handle:
+                data = handle.read()
+            image = decode_image(data, path)
+            yield (path, stem), (image, self.work.locate(path, image))
+        except Exception as error:  # noqa: BLE001 - one bad file must not stop the pipeline
+            if stops_the_batch(error):
+                raise
+            self.failed.inc()
+            yield beam.pvalue.TaggedOutput("failed", (path, failure_reason(path, error)))
+
+
+class _Finish(beam.DoFn):
+    """Threshold, write and measure one predicted photograph: its file names and row, or ``(path, reason)``
+    to the "failed" output."""
+
+    def __init__(self, work: PhotographWork, output: str) -> None:
+        self.work, self.output = work, output
+        self.done = Metrics.counter(NAMESPACE, "done")
+        self.failed = Metrics.counter(NAMESPACE, "failed")
+
+    def process(self, element):
+        (path, stem), result = element
+        image, located = result.example
+        try:
+            if isinstance(result.inference, _Failed):
+                raise result.inference.error
+            maps = self.work.finish(image, result.inference, located)
+            names = []
+            for name, pixels in self.work.output_pixels(stem, maps):
+                _write(BeamFiles.join(self.output, name), _png(pixels))
+                names.append(name)
+            mask_path = BeamFiles.join(self.output, names[1])
+            row = self.work.row(stem, mask_path, maps, located) if self.work.measure else None
+        except Exception as error:  # noqa: BLE001 - one bad photograph must not stop the pipeline
+            if stops_the_batch(error):
+                raise
+            self.failed.inc()
+            yield beam.pvalue.TaggedOutput("failed", (path, failure_reason(path, error)))
+            return
+        self.done.inc()
+        yield names, row
+
+
+def _finalize(_, output: str, results: list, failures: list, measure: bool) -> None:
+    """After every photograph: the marker (`OUTPUT_MARKER`), measures.csv (rows merged, by name) and
+    failures.csv (this run's, header only when none failed)."""
+    written = sorted(name for names, _ in results for name in names)
+    if written:
+        marker = BeamFiles.read_text(BeamFiles.join(output, OUTPUT_MARKER))
+        try:
+            before = set(json.loads(marker)["files"]) if marker else set()
+        except (ValueError, KeyError, TypeError):
+            before = set()
+        payload = {"written_by": "keras-vessel predict", "files": sorted(before | set(written))}
+        _write(BeamFiles.join(output, OUTPUT_MARKER), (json.dumps(payload, indent=2) + "\n").encode())
+    rows = sorted((row for _, row in results if row is not None), key=lambda row: row["name"])
+    if measure and rows:
+        csv_path = BeamFiles.join(output, MEASURES_CSV)
+        merged = merge_rows(None, rows, text=BeamFiles.read_text(csv_path))
+        _write(csv_path, measures_text(merged).encode())
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(("path", "reason"))
+    writer.writerows(sorted(failures))
+    _write(BeamFiles.join(output, FAILURES_CSV), text.getvalue().encode())
+
+
+def _counters(result) -> dict[str, int]:
+    counts = dict.fromkeys(COUNTERS, 0)
+    for counter in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        counts[counter.key.metric.name] += int(value or 0)
+    return counts
+
+
+def predict_beam(model_path: str | Path, inputs: Sequence[str | Path], output: str | Path, *,
+                 options: Sequence[str] = (), work: PhotographWork) -> BeamReport:
+    """Run `work` on every photograph of `inputs` (files, folders, glob patterns; local, gs:// or s3://,
+    as `expand_inputs`) into `output`, as a Beam pipeline with `pipeline_options` (`options`).
+
+    Argument errors (options, inputs, two inputs of one name) raise ValueError before the pipeline runs.
+    Returns a `BeamReport` once it has finished; ``failures.csv`` in `output` lists the failures.
+    """
+    beam_options = pipeline_options(options)
+    paths = expand_inputs(inputs, files=BeamFiles)
+    output = str(Path(output)) if BeamFiles._local(str(output)) else str(output)
+    stems = output_stems(paths, output)
+    if BeamFiles._local(output):
+        ensure_writable_dir(output, what="the output folder")
+    names = ("_prob.png", "_mask.png") + (("_overlay.png",) if work.overlay else ())
+    rows = ({row["name"] for row in read_rows(BeamFiles.read_text(BeamFiles.join(output, MEASURES_CSV)))}
+            if work.measure else None)
+
+    with beam.Pipeline(options=beam_options) as pipeline:
+        located = (pipeline
+                   | "Photographs" >> beam.Create(list(zip(paths, stems)))
+                   | "Skip done" >> beam.ParDo(_SkipDone(output, names, rows))
+                   | "Spread" >> beam.Reshuffle()
+                   | "Read and locate" >> beam.ParDo(_Locate(work)).with_outputs("failed", main="located"))
+        handler = KeyedModelHandler(VesselModelHandler(str(model_path), work))
+        finished = (located.located
+                    | "Model" >> RunInference(handler)
+                    | "Finish and write" >> beam.ParDo(_Finish(work, output)).with_outputs("failed", main="done"))
+        failures = ((located.failed, finished.failed) | "Failures" >> beam.Flatten()
+                    | "All failures" >> beam.combiners.ToList())
+        results = finished.done | "All results" >> beam.combiners.ToList()
+        (pipeline | "Once" >> beam.Create([None])
+         | "Marker, measures and failures" >> beam.Map(
+             _finalize, output, beam.pvalue.AsSingleton(results), beam.pvalue.AsSingleton(failures),
+             work.measure))
+    counts = _counters(pipeline.result) if hasattr(pipeline, "result") else dict.fromkeys(COUNTERS, 0)
+    failed = [(row["path"], row["reason"]) for row in
+              csv.DictReader(io.StringIO(BeamFiles.read_text(BeamFiles.join(output, FAILURES_CSV)) or ""))]
+    return BeamReport(counts["done"], counts["skipped"], counts["failed"], failed)

@@ -1,0 +1,118 @@
+"""`keras-vessel predict --engine beam`: the local engine's outputs from a Beam pipeline on the DirectRunner,
+resumed, past a corrupt file, bad options in one sentence. Skipped without the `beam` extra."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+pytest.importorskip("apache_beam", reason="the beam extra is not installed (pip install 'keras-vessel[beam]')")
+
+from keras_vessel_cli.main import cli  # noqa: E402
+
+NAMES = ("eye_a", "eye_b", "eye_c", "eye_d")
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def show(result) -> str:
+    return f"exit {result.exit_code}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}\n{result.exception!r}"
+
+
+@pytest.fixture(scope="module")
+def photographs(tmp_path_factory) -> Path:
+    """Four small synthetic fundus photographs of two sizes (PNG and JPEG)."""
+    from keras_vessel.data.datasets import open_dataset
+
+    folder = tmp_path_factory.mktemp("photos")
+    specs = open_dataset("synthetic", None, "training", count=4, size=96, seed=3)
+    for index, (name, spec) in enumerate(zip(NAMES, specs)):
+        image = spec.load().image
+        if index % 2:
+            image = np.ascontiguousarray(image[:, 8:])  # another size: no stacking across photographs
+        Image.fromarray(image).save(folder / f"{name}{'.png' if index < 3 else '.jpg'}")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def local_and_beam(photographs, tiny_model_file, tmp_path_factory) -> tuple[Path, Path, Path]:
+    model = tiny_model_file()
+    local, beam = tmp_path_factory.mktemp("local"), tmp_path_factory.mktemp("beam")
+    common = ["--model", model, "--threshold", "otsu", "--measure", "--overlay", "--quiet"]
+    result = run("predict", photographs, "--output", local, *common)
+    assert result.exit_code == 0, show(result)
+    result = run("predict", photographs, "--output", beam, *common, "--engine", "beam",
+                 "--beam-option", "direct_num_workers=2", "--beam-option", "direct_running_mode=multi_threading")
+    assert result.exit_code == 0, show(result)
+    assert "4 photographs done, 0 skipped (already done), 0 failed" in result.stdout, show(result)
+    return local, beam, model
+
+
+def _pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path))
+
+
+def _rows(path: Path) -> list[dict]:
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:  # the mask column names each engine's own folder
+        row["mask"] = Path(row["mask"]).name
+    return sorted(rows, key=lambda row: row["name"])
+
+
+def test_beam_writes_what_the_local_engine_writes(local_and_beam):
+    local, beam, _ = local_and_beam
+    for name in NAMES:
+        prob_local, prob_beam = _pixels(local / f"{name}_prob.png"), _pixels(beam / f"{name}_prob.png")
+        assert prob_local.dtype == prob_beam.dtype == np.uint16
+        assert np.abs(prob_local.astype(np.int64) - prob_beam).max() / 65535 <= 2e-3, name
+        for kind in ("mask", "overlay"):
+            np.testing.assert_array_equal(_pixels(local / f"{name}_{kind}.png"), _pixels(beam / f"{name}_{kind}.png"))
+    assert _rows(local / "measures.csv") == _rows(beam / "measures.csv")
+    assert json.loads((beam / ".keras-vessel-predict").read_text())["files"] == \
+        json.loads((local / ".keras-vessel-predict").read_text())["files"]
+    assert (beam / "failures.csv").read_text() == "path,reason\n"
+
+
+def test_a_rerun_skips_what_is_done_and_a_corrupt_file_is_recorded(local_and_beam, photographs, tmp_path):
+    _, beam, model = local_and_beam
+    inputs = tmp_path / "photos"
+    shutil.copytree(photographs, inputs)
+    (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = tmp_path / "out"
+    shutil.copytree(beam, out)
+    (out / "eye_c_mask.png").unlink()  # eye_c is redone
+    result = run("predict", inputs, "--output", out, "--model", model, "--threshold", "otsu", "--measure",
+                 "--overlay", "--quiet", "--engine", "beam")
+    assert result.exit_code == 1, show(result)
+    assert "1 photographs done, 3 skipped (already done), 1 failed" in result.stdout, show(result)
+    assert f"see {out}/failures.csv" in result.stderr and "Traceback" not in result.stderr, show(result)
+    with (out / "failures.csv").open(newline="") as handle:
+        (failure,) = list(csv.DictReader(handle))
+    assert failure["path"] == str(inputs / "broken.png")
+    assert failure["reason"].startswith(f"cannot decode image file {inputs / 'broken.png'}")
+    np.testing.assert_array_equal(_pixels(out / "eye_c_mask.png"), _pixels(beam / "eye_c_mask.png"))
+    assert [row["name"] for row in _rows(out / "measures.csv")] == sorted(NAMES)
+
+
+@pytest.mark.parametrize("option, message", [
+    ("direct_num_worker=2", "Beam has no pipeline option 'direct_num_worker' (did you mean 'direct_num_workers'?)"),
+    ("direct_num_workers=two", "argument --direct_num_workers: invalid int value: 'two'"),
+    ("runner=NoSuchRunner", "Unexpected pipeline runner: NoSuchRunner"),
+])
+def test_a_bad_beam_option_is_one_sentence(photographs, tiny_model_file, tmp_path, option, message):
+    result = run("predict", photographs, "--output", tmp_path / "out", "--model", tiny_model_file(),
+                 "--threshold", "0.5", "--engine", "beam", "--beam-option", option)
+    assert result.exit_code == 2, show(result)
+    assert message in result.stderr and "Traceback" not in result.stderr, show(result)
+    assert "usage: -" not in result.stderr, show(result)  # not argparse's usage of every Beam option
+    assert not (tmp_path / "out").exists()
