@@ -320,13 +320,16 @@ def predict_beam(model_path: str | Path, inputs: Sequence[str | Path], output: s
     """Run `work` on every photograph of `inputs` (files, folders, glob patterns; local, gs:// or s3://,
     as `expand_inputs`) into `output`, as a Beam pipeline with `pipeline_options` (`options`).
 
-    Argument errors (options, inputs, two inputs of one name) raise ValueError before the pipeline runs.
+    Argument errors (options, inputs, two inputs of one name, a local model that does not load) raise
+    ValueError before the pipeline runs.
     Returns a `BeamReport` once it has finished; ``failures.csv`` in `output` lists the failures.
     """
     beam_options = pipeline_options(options)
     paths = expand_inputs(inputs, files=BeamFiles)
     output = str(Path(output)) if BeamFiles._local(str(output)) else str(output)
     stems = output_stems(paths, output)
+    if BeamFiles._local(str(model_path)):
+        work.load_model(model_path)  # a damaged or foreign model fails here in one sentence, not in each worker
     if BeamFiles._local(output):
         ensure_writable_dir(output, what="the output folder")
     names = ("_prob.png", "_mask.png") + (("_overlay.png",) if work.overlay else ())

@@ -116,3 +116,22 @@ def test_a_bad_beam_option_is_one_sentence(photographs, tiny_model_file, tmp_pat
     assert message in result.stderr and "Traceback" not in result.stderr, show(result)
     assert "usage: -" not in result.stderr, show(result)  # not argparse's usage of every Beam option
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--beam-option", "direct_num_workers=2"], "--beam-option is only used with --engine beam"),
+    (["--engine", "beam", "--server", "http://localhost:8501", "--model-name", "vessel"],
+     "--engine beam runs a local --model on its workers"),
+])
+def test_beam_options_need_the_beam_engine_and_a_local_model(photographs, tmp_path, args, message):
+    result = run("predict", photographs, "--output", tmp_path / "out", "--threshold", "0.5", *args)
+    assert result.exit_code == 2 and message in result.stderr, show(result)
+
+
+def test_a_damaged_model_is_one_sentence_before_the_pipeline(photographs, tmp_path):
+    (tmp_path / "bad.keras").write_text("not a model")
+    result = run("predict", photographs, "--output", tmp_path / "out", "--model", tmp_path / "bad.keras",
+                 "--threshold", "0.5", "--engine", "beam")
+    assert result.exit_code == 1, show(result)
+    assert f"could not load model {tmp_path / 'bad.keras'}" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
