@@ -6,6 +6,8 @@ A thin shell over `keras_vessel.serving.prediction.predict_files`, with a local
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 
 import click
@@ -15,6 +17,7 @@ from keras_vessel_cli.options import (
     SCALE_HELP,
     TTA_CHOICES,
     TTA_HELP,
+    counted,
     scale_option,
     threshold_option,
     training_threshold,
@@ -180,11 +183,27 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
         )
 
 
+@contextlib.contextmanager
+def _without_beam_notices():
+    """Beam logs notices through the root logger ("apitools not found" when imported, "Resource module is
+    not available ..." per worker), which also gives the root logger a stderr handler: while Beam is
+    imported and runs, none of it reaches the terminal (its errors still do)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
 def _predict_beam(model_path: Path, inputs: tuple[str, ...], output: Path, beam_options: tuple[str, ...],
                   **options) -> None:
     """`--engine beam`: the same work as an Apache Beam pipeline; bad options and inputs in one sentence."""
     try:
-        from keras_vessel.serving.beam_engine import FAILURES_CSV, predict_beam
+        with _without_beam_notices():
+            from keras_vessel.serving.beam_engine import FAILURES_CSV, predict_beam
     except ImportError as error:
         raise click.UsageError(f"--engine beam needs Apache Beam ({error}); install it with "
                                "pip install 'keras-vessel[beam]'") from None
@@ -193,15 +212,16 @@ def _predict_beam(model_path: Path, inputs: tuple[str, ...], output: Path, beam_
     with library_errors():
         work = PhotographWork(**options)
     try:
-        report = predict_beam(model_path, inputs, output, options=beam_options, work=work)
+        with _without_beam_notices():
+            report = predict_beam(model_path, inputs, output, options=beam_options, work=work)
     except InputError as error:
         raise click.BadParameter(str(error), param_hint="INPUT") from None
     except ValueError as error:
         if str(error).startswith("--beam-option"):
             raise click.BadParameter(str(error).split(": ", 1)[1], param_hint="--beam-option") from None
         raise click.ClickException(str(error)) from None
-    click.echo(f"beam: {report.done} photographs done, {report.skipped} skipped (already done), "
+    click.echo(f"beam: {counted(report.done, 'photograph')} done, {report.skipped} skipped (already done), "
                f"{report.failed} failed; outputs in {output}")
     if report.failed:
-        raise click.ClickException(f"{report.failed} photographs failed: see {output}/{FAILURES_CSV} "
+        raise click.ClickException(f"{counted(report.failed, 'photograph')} failed: see {output}/{FAILURES_CSV} "
                                    "(each with its reason)")

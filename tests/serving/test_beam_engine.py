@@ -94,7 +94,7 @@ def test_a_rerun_skips_what_is_done_and_a_corrupt_file_is_recorded(local_and_bea
     result = run("predict", inputs, "--output", out, "--model", model, "--threshold", "otsu", "--measure",
                  "--overlay", "--quiet", "--engine", "beam")
     assert result.exit_code == 1, show(result)
-    assert "1 photographs done, 3 skipped (already done), 1 failed" in result.stdout, show(result)
+    assert "1 photograph done, 3 skipped (already done), 1 failed" in result.stdout, show(result)
     assert f"see {out}/failures.csv" in result.stderr and "Traceback" not in result.stderr, show(result)
     with (out / "failures.csv").open(newline="") as handle:
         (failure,) = list(csv.DictReader(handle))
@@ -135,3 +135,16 @@ def test_a_damaged_model_is_one_sentence_before_the_pipeline(photographs, tmp_pa
     assert result.exit_code == 1, show(result)
     assert f"could not load model {tmp_path / 'bad.keras'}" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_terminal_shows_our_lines_not_beams_import_notices(photographs, tiny_model_file, tmp_path):
+    # A fresh process: Beam logs "apitools not found" through the root logger when first imported.
+    import subprocess
+    import sys
+
+    command = [str(Path(sys.executable).with_name("keras-vessel")), "predict", str(photographs / "eye_a.png"),
+               "--output", str(tmp_path / "out"), "--model", str(tiny_model_file()), "--engine", "beam", "--quiet"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "1 photograph done" in result.stdout, result.stdout
+    assert "apitools" not in result.stderr and "WARNING:root" not in result.stderr, result.stderr
