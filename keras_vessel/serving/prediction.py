@@ -228,7 +228,8 @@ def predict_files(
     tile_size : force tiled local prediction with tiles of this size.
     tta : test-time augmentation of the local model (`keras_vessel.models.inference.TTA_MODES`).
     scale : the local model's resampling (`keras_vessel.models.inference.predict_probability`):
-        ``"auto"``, ``"none"`` or a factor. A served model does its own.
+        ``"auto"``, a field-of-view diameter such as ``"1080px"``, ``"none"`` or a factor. A served
+        model does its own.
     progress : draw a progress bar on stderr.
     predictor : instead of `model_path`, a callable taking an ``(H, W, 3)``
         uint8 RGB image and returning its ``(H, W)`` probability in [0, 1].
@@ -254,7 +255,7 @@ def predict_files(
     from keras_vessel.models.inference import inference_scale, load_inference_model, predict_probability
     from keras_vessel.data.preprocessing import read_image, read_mask
     from keras_vessel.progress import progress as progress_bar
-    from keras_vessel.data.scaling import check_scale, image_fov, image_region
+    from keras_vessel.data.scaling import check_scale, image_fov, image_region, resamples_by_fov
     from keras_vessel.measure.files import MEASURES_CSV, measure_row, merge_rows, write_measures
 
     if (model_path is None) == (predictor is None):
@@ -288,7 +289,8 @@ def predict_files(
     def probability(path: Path, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
         """The image's probability (0 outside its region), the region where it is kept, and its FOV
         (to measure in) with how it was obtained."""
-        geometry = image_fov(image) if fov_choice == "auto" or (model is not None and scale == "auto") else None
+        needs_fov = fov_choice == "auto" or (model is not None and resamples_by_fov(scale))
+        geometry = image_fov(image) if needs_fov else None
         if geometry is not None and not geometry.found:
             log.warning("%s: no field of view found (not a fundus photograph with a dark surround?); "
                         "predicting the whole image at its own scale", path)
