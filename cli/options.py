@@ -18,7 +18,8 @@ DATASET_NAMES = ["drive", "chase_db1", "stare", "hrf", "orvs", "les_av", "folder
 HEADS = ["mean", "segment", "pixel"]
 TTA_CHOICES = ["none", "flip", "d4"]
 SCALE_HELP = ("'auto' resamples each image so its field of view is as wide as the model's training images "
-              "(and the probability back); 'none' runs at the image's own size; a number is the factor.")
+              "(and the probability back); '1080px' makes it 1080 px across instead; 'none' runs at the "
+              "image's own size; a number is the factor.")
 TTA_HELP = ("Test-time augmentation: average the predictions of the left-right mirror (flip, 2x the time) "
             "or of all 8 flips and quarter turns (d4, 8x).")
 
@@ -45,18 +46,19 @@ def threshold_option(value: str, *, otsu: bool = True) -> str:
     return text
 
 
-def scale_option(ctx: click.Context, param: click.Parameter, value: str) -> str | float:
-    """--scale: 'auto', 'none' or a resampling factor, checked before TensorFlow is imported."""
-    text = value.strip().lower()
-    if text in ("auto", "none"):
-        return text
+def scale_option(ctx: click.Context, param: click.Parameter, value: str, *, factors: bool = True) -> str | float:
+    """--scale: the library's rule (`keras_vessel.data.scaling.check_scale`), its ValueError as bad usage."""
+    from keras_vessel.data.scaling import check_scale
+
     try:
-        factor = float(text)
-    except ValueError:
-        factor = float("nan")
-    if not 0.05 <= factor <= 8.0:
-        raise click.BadParameter(f"expected 'auto', 'none' or a factor between 0.05 and 8; got {value!r}")
-    return factor
+        return check_scale(value, factors=factors)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def export_scale_option(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """--scale of export: `scale_option` without factors (the exported graph resamples by each image's FOV)."""
+    return scale_option(ctx, param, value, factors=False)
 
 
 def training_threshold(model_path: Path, heads: str, tta: str = "none") -> tuple[float, str]:

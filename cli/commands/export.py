@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from keras_vessel_cli.options import HEADS, threshold_option, training_threshold
+from keras_vessel_cli.options import HEADS, export_scale_option, threshold_option, training_threshold
 from keras_vessel_cli.errors import library_errors, quiet_tensorflow
 
 
@@ -24,9 +24,10 @@ from keras_vessel_cli.errors import library_errors, quiet_tensorflow
 @click.option("--threshold", default="0.5", show_default=True,
               help="Threshold of the predict_image signature's PNG mask: a number in (0, 1) or 'train' "
                    "(threshold.json beside the model).")
-@click.option("--scale", type=click.Choice(["auto", "none"]), default="auto", show_default=True,
+@click.option("--scale", default="auto", show_default=True, callback=export_scale_option,
               help="'auto': the served graph resamples each image so its field of view is as wide as the "
-                   "model's training images; 'none': it runs images at their own size.")
+                   "model's training images; '1080px': 1080 px across instead; 'none': it runs images at "
+                   "their own size. With --format tflite: the fov_diameter recorded in NAME.json.")
 @click.option("--format", "export_format", type=click.Choice(["savedmodel", "tflite"]), default="savedmodel",
               show_default=True, help="savedmodel: TF Serving layout; tflite: OUT/NAME/VERSION/NAME.tflite "
                                       "and NAME.json (phones and edge devices; see keras_vessel.serving.tflite).")
@@ -51,7 +52,7 @@ def export(model_path: Path, name: str, version: int, out: Path, overwrite: bool
     with library_errors(), folder_lock(out / name, what="the model folder"):  # one export at a time into OUT/NAME
         if export_format == "tflite":
             _export_tflite(model_path, out / name / str(version), name, weights, input_size, heads, value,
-                           overwrite)
+                           overwrite, scale)
         else:
             _export_saved_model(model_path, out, name, version, overwrite, heads, value, scale, with_keras)
 
@@ -75,7 +76,7 @@ def _export_saved_model(model_path: Path, out: Path, name: str, version: int, ov
                                       threshold=value, heads=heads, scale=scale)
         except FileExistsError as error:  # created by someone else since the check above
             raise click.ClickException(f"{error}; use --overwrite") from error
-    click.echo(f"exported {model_path} (heads {heads}, mask threshold {value:g}) to {path}")
+    click.echo(f"exported {model_path} (heads {heads}, mask threshold {value:g}, scale {scale}) to {path}")
     if with_keras:
         with library_errors():
             export_keras_model(model_path, keras_path)
@@ -83,7 +84,7 @@ def _export_saved_model(model_path: Path, out: Path, name: str, version: int, ov
 
 
 def _export_tflite(model_path: Path, folder: Path, name: str, weights: str, input_size: int | None, heads: str,
-                   threshold: str, overwrite: bool) -> None:
+                   threshold: str, overwrite: bool, scale: str) -> None:
     target = folder / f"{name}.tflite"
     written = [path for path in (target, target.with_suffix(".json")) if path.exists()]
     if len(written) == 2 and not overwrite:
@@ -96,5 +97,5 @@ def _export_tflite(model_path: Path, folder: Path, name: str, weights: str, inpu
 
     with library_errors():
         path = export_tflite(model_path, folder, name=name, weights=weights, input_size=input_size, heads=heads,
-                             threshold=value)
+                             threshold=value, scale=scale)
     click.echo(f"exported {model_path} ({weights} weights, heads {heads}) to {path} and {path.with_suffix('.json')}")

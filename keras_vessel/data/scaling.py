@@ -4,8 +4,9 @@ Vessel calibres in pixels scale with the camera's resolution: the same vessel
 is 8 px wide in a DRIVE image (FOV about 535 px across) and 50 px wide in a
 3504x2336 HRF photograph. A network trained at one scale misses vessels at
 another, so every place where a model meets an image resamples the image until
-its FOV diameter equals the one the model was trained at, and resamples the
-probability back to the image's own grid.
+its FOV diameter equals the one the model was trained at (or a working diameter
+asked for, ``scale="1080px"``: high-resolution photographs keep more detail above the
+training diameter), and resamples the probability back to the image's own grid.
 
 Everything the exported graph uses here is TensorFlow ops (no `tf.py_function`), so the exported
 SavedModel does exactly what local prediction does, and the training
@@ -25,6 +26,8 @@ pipeline resamples patches inside `tf.data`:
   or frame-filling image has no detectable FOV. When the fixed cut fits no
   circle, a cut referred to the surround's own level (`surround_mask`), then
   Otsu's cut, are tried in turn.
+- `check_scale(scale)`: the one rule for a scale choice ("auto", "none", a factor, or a working
+  FOV diameter "1080px"); `working_diameter` is the diameter it resamples each image to.
 - `scale_factor(model_diameter, image_diameter)`: the resampling factor, 1
   when the FOV is not found or the change is below `SCALE_TOLERANCE`.
 - `resample(image, factor)` / `resize_to(image, size)`: bilinear with
@@ -49,7 +52,9 @@ import tensorflow as tf
 
 __all__ = [
     "FOV_DILATION",
+    "MAX_DIAMETER",
     "MAX_FACTOR",
+    "MIN_DIAMETER",
     "MIN_FACTOR",
     "SCALE_TOLERANCE",
     "FovGeometry",
@@ -66,6 +71,7 @@ __all__ = [
     "otsu_level",
     "prediction_region",
     "resample",
+    "resamples_by_fov",
     "resize_to",
     "scale_factor",
     "scaled_size",
@@ -73,6 +79,7 @@ __all__ = [
     "surround_circle",
     "surround_level",
     "surround_mask",
+    "working_diameter",
 ]
 
 # A relative change of scale below this is not worth a resampling (DRIVE images
@@ -80,6 +87,8 @@ __all__ = [
 SCALE_TOLERANCE = 0.02
 # Factors outside this range mean a failed estimate rather than a real camera.
 MIN_FACTOR, MAX_FACTOR = 0.05, 8.0
+# Working field-of-view diameters (`check_scale`'s "Npx") outside this range, in px, are typos, not cameras.
+MIN_DIAMETER, MAX_DIAMETER = 64.0, 4096.0
 # Pixels by which the estimated FOV is grown before masking a prediction, so the
 # dim rim of the aperture (where vessels still run) is never cut away.
 FOV_DILATION = 3
@@ -87,24 +96,67 @@ _MIN_POINTS = 16
 _LUMA = (0.299, 0.587, 0.114)
 
 
-def check_scale(scale: str | float) -> str | float:
-    """``"auto"``, ``"none"`` or a positive finite factor; else ValueError saying so.
+def check_scale(scale: str | float, *, factors: bool = True) -> str | float:
+    """The one rule for a scale choice: the choice normalised, else a ValueError of one sentence.
 
-    Strings holding a number ("0.5") become floats, so the CLI and Python share one rule.
+    - ``"auto"``: resample each image so that its field of view is as wide as the model's training
+      images (`working_diameter`), run the network there and resample the probability back;
+    - ``"Npx"``, N in [`MIN_DIAMETER`, `MAX_DIAMETER`] px (``"1080px"``, ``" 1080 PX"``): the same with a
+      field of view N px across, normalised to ``"1080px"`` (a string, so it prints, compares and goes
+      into JSON as it was typed);
+    - ``"none"``: the image's own grid;
+    - a factor in [`MIN_FACTOR`, `MAX_FACTOR`] (strings holding a number too), as a float; refused when
+      `factors` is False (an exported graph resamples each image by its own field of view).
+
+    >>> check_scale(" 1080 PX "), check_scale("0.5"), check_scale("Auto")
+    ('1080px', 0.5, 'auto')
     """
+    expected = ("'auto', 'none', a field-of-view diameter such as '1080px' or a positive factor" if factors
+                else "'auto', 'none' or a field-of-view diameter such as '1080px' (not a factor)")
+    given = scale
     if isinstance(scale, str):
         text = scale.strip().lower()
         if text in ("auto", "none"):
             return text
+        if text.endswith("px"):
+            try:
+                diameter = float(text[:-2])
+            except ValueError:
+                raise ValueError(f"`scale` must be {expected}; got {scale!r}.") from None
+            if not (math.isfinite(diameter) and MIN_DIAMETER <= diameter <= MAX_DIAMETER):
+                raise ValueError(f"`scale` must be a field-of-view diameter between {MIN_DIAMETER:g} and "
+                                 f"{MAX_DIAMETER:g} px; got {scale!r}.")
+            return f"{diameter:.10g}px"
         try:
             scale = float(text)
         except ValueError:
-            raise ValueError(f"`scale` must be 'auto', 'none' or a positive number; got {scale!r}.") from None
-    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)):
-        raise ValueError(f"`scale` must be 'auto', 'none' or a positive number; got {scale!r}.")
+            raise ValueError(f"`scale` must be {expected}; got {scale!r}.") from None
+    if not factors or isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)):
+        raise ValueError(f"`scale` must be {expected}; got {given!r}.")
     if not (math.isfinite(float(scale)) and MIN_FACTOR <= float(scale) <= MAX_FACTOR):
         raise ValueError(f"`scale` must be a factor between {MIN_FACTOR} and {MAX_FACTOR}; got {scale!r}.")
     return float(scale)
+
+
+def resamples_by_fov(scale: str | float) -> bool:
+    """Whether a `check_scale` choice measures each image's field of view (``"auto"`` and ``"Npx"``)."""
+    return scale == "auto" or (isinstance(scale, str) and scale.endswith("px"))
+
+
+def working_diameter(scale: str | float, model_diameter: float | None) -> float | None:
+    """The field-of-view diameter in px that a `check_scale` choice resamples each image to.
+
+    `model_diameter` (the model's training diameter, None when it records none) for ``"auto"``, N for
+    ``"Npx"`` (whatever the model records), None for ``"none"`` and for a factor (no FOV is needed).
+
+    >>> working_diameter("auto", 540.0), working_diameter("1080px", 540.0), working_diameter("1080px", None)
+    (540.0, 1080.0, 1080.0)
+    """
+    if scale == "auto":
+        return None if model_diameter is None else float(model_diameter)
+    if resamples_by_fov(scale):
+        return float(scale[:-2])
+    return None
 
 
 def _intensity(image: tf.Tensor) -> tf.Tensor:

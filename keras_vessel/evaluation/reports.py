@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from keras_vessel.evaluation import metrics
+from keras_vessel.data.scaling import check_scale, working_diameter
 from keras_vessel.evaluation.thresholds import Threshold, load_sample
 from keras_vessel.models.inference import inference_scale, predict_probability
 from keras_vessel.io import atomic_path, ensure_writable_dir, write_json_atomic, write_png_atomic, write_text_atomic
@@ -204,6 +205,10 @@ def _scale_rule(scale: str | float) -> str:
                 "(factor per image in per_image.csv), probabilities resampled back to the labels' grid")
     if scale == "none":
         return "each image at its own grid"
+    diameter = working_diameter(scale, None)  # the N of "Npx"
+    if diameter is not None:
+        return (f"each image resampled so its field of view is {diameter:g} px across (factor per image in "
+                "per_image.csv), probabilities resampled back to the labels' grid")
     return f"every image resampled by {float(scale):g}, probabilities resampled back"
 
 
@@ -359,7 +364,7 @@ def evaluate(
         "model": str(model_path) if model_path is not None else "(in memory)",
         "heads": heads,
         "tta": options.get("tta", "none"),
-        "scale": options.get("scale", "auto"),
+        "scale": check_scale(options.get("scale", "auto")),
         "threshold": threshold.value,
         "threshold_rule": threshold.rule,
         "fov_only": True,

@@ -4,8 +4,9 @@ An inference model (`keras_vessel.models.build_inference_model`) takes
 ``(B, H, W, 3)`` float32 RGB on 0-255 with H and W multiples of its stride and
 returns ``(B, H, W, 1)`` probabilities. `predict_probability` hides these
 constraints: by default (``scale="auto"``) it first resamples the image so
-that its field of view is as wide as the model's training images were
-(`keras_vessel.data.scaling`; the probability is resampled back), then it pads the image to the stride with reflection (so the network
+that its field of view is as wide as the model's training images were, or
+as wide as asked (``scale="1080px"``; `keras_vessel.data.scaling`; the
+probability is resampled back), then it pads the image to the stride with reflection (so the network
 sees plausible fundus texture at the border rather than a black frame), and
 when the image is too large to run in one piece (HRF is 3504x2336) it predicts
 overlapping tiles and blends them with a raised-cosine window, so tile seams
@@ -26,7 +27,8 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
-from keras_vessel.data.scaling import FovGeometry, check_scale, enlarge_to, image_fov, scale_factor, shrink_image
+from keras_vessel.data.scaling import (FovGeometry, check_scale, enlarge_to, image_fov, scale_factor, shrink_image,
+                                       working_diameter)
 
 __all__ = [
     "BUNDLED_MODEL",
@@ -258,10 +260,12 @@ def predict_probability(
         ``"d4"`` (mean over the 8 flips and quarter turns, 8 passes).
     scale : ``"auto"`` resamples the image so that its field of view has the
         diameter the model was trained at (`inference_scale`), runs the
-        network there and resamples the probability back; ``"none"`` runs at
-        the image's own grid; a number is the resampling factor itself.
+        network there and resamples the probability back; ``"Npx"`` (e.g.
+        ``"1080px"``, N in 64-4096) does the same with a field of view N px
+        across, whatever the model records; ``"none"`` runs at the image's own
+        grid; a number is the resampling factor itself.
     name : how log messages name the image (e.g. its file), when ``scale="auto"``
-        finds no field of view and falls back to the image's own grid.
+        or ``"Npx"`` finds no field of view and falls back to the image's own grid.
     """
     rgb = rgb_channels(image)  # its own dtype: a uint8 photograph is shrunk before any float32 copy
     h, w = rgb.shape[:2]
@@ -306,7 +310,7 @@ class ScaleChoice(NamedTuple):
     """How `inference_scale` decided: the ``factor`` applied, and what it measured.
 
     ``model_diameter`` is None for models that record no training scale;
-    ``fov`` is the image's `FovGeometry` when it was measured (``scale="auto"``).
+    ``fov`` is the image's `FovGeometry` when it was measured (``scale="auto"`` or ``"Npx"``).
     """
 
     factor: float
@@ -316,11 +320,14 @@ class ScaleChoice(NamedTuple):
 
 def inference_scale(model, image: np.ndarray, scale: str | float = "auto", *,
                     fov: FovGeometry | None = None) -> ScaleChoice:
-    """The resampling factor for `image`: ``model diameter / image FOV diameter`` for ``"auto"``.
+    """The resampling factor for `image`: ``target / image FOV diameter`` (both in px), where the target
+    is the model's training diameter for ``"auto"`` and N for ``"Npx"``
+    (`keras_vessel.data.scaling.working_diameter`); a factor is returned as it is.
 
-    1 for ``"none"``, for a model that records no training scale, for an image
-    whose FOV is not found (check ``choice.fov.found`` to warn about it), and
-    within `keras_vessel.data.scaling.SCALE_TOLERANCE` of 1 (`scale_factor`).
+    1 for ``"none"``, for ``"auto"`` with a model that records no training scale, for an image
+    whose FOV is not found (check ``choice.fov.found`` to warn about it), for a factor
+    within `keras_vessel.data.scaling.SCALE_TOLERANCE` of 1 and for one outside
+    [`MIN_FACTOR`, `MAX_FACTOR`] (0.05-8: an estimate gone wrong; `scale_factor`).
     `fov` is the image's `keras_vessel.data.scaling.image_fov`, if already measured.
     """
     from keras_vessel.models import model_fov_diameter
@@ -329,10 +336,11 @@ def inference_scale(model, image: np.ndarray, scale: str | float = "auto", *,
     if isinstance(scale, float):
         return ScaleChoice(scale, None, None)
     diameter = model_fov_diameter(model) if isinstance(model, keras.Model) else None
-    if scale == "none" or diameter is None:
+    target = working_diameter(scale, diameter)
+    if target is None:
         return ScaleChoice(1.0, diameter, None)
     fov = fov or image_fov(image)
-    return ScaleChoice(float(scale_factor(diameter, fov.diameter, fov.found).numpy()), diameter, fov)
+    return ScaleChoice(float(scale_factor(target, fov.diameter, fov.found).numpy()), diameter, fov)
 
 
 def _predict_views(model, rgb: np.ndarray, *, tile_size, overlap, stride, batch_size, max_whole_pixels,

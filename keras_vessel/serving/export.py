@@ -17,8 +17,9 @@ serves, with two signatures:
 
 Everything the client would otherwise have to know happens inside the graph:
 finding the field of view and resampling the image so that it is as wide as
-the model's training images (``scale="auto"``, `keras_vessel.data.scaling`; the
-probability is resampled back and set to 0 outside the field of view), padding
+the model's training images (``scale="auto"``, `keras_vessel.data.scaling`) or
+as a working diameter fixed at export (``scale="1080px"``; the probability is
+resampled back and set to 0 outside the field of view), padding
 to the network stride (bottom/right, by reflection like
 `keras_vessel.models.inference.predict_probability`, by edge replication when the
 image is smaller than the pad), cropping back, decoding, thresholding and PNG
@@ -43,7 +44,8 @@ from keras_vessel.io import raise_named, remove_stale_staging, staging_dir, umas
 from keras_vessel.locks import folder_lock
 from keras_vessel.models.saving import load_model_file
 from keras_vessel.models import as_inference_model, model_fov_diameter, model_stride
-from keras_vessel.data.scaling import fov_diameter, prediction_region, resample, resize_to, scale_factor
+from keras_vessel.data.scaling import (check_scale, fov_diameter, prediction_region, resample, resize_to,
+                                       scale_factor, working_diameter)
 
 __all__ = ["SIGNATURES", "export_keras_model", "export_saved_model", "version_folder_state"]
 
@@ -65,10 +67,13 @@ def _pad_indices(size: tf.Tensor, pad: tf.Tensor, reflect: tf.Tensor) -> tf.Tens
 
 
 class _VesselServing(tf.Module):
-    """The exported graph: the Keras inference model plus scaling, padding, decoding and encoding."""
+    """The exported graph: the Keras inference model plus scaling, padding, decoding and encoding.
 
-    def __init__(self, model: keras.Model, *, stride: int, threshold: float, fov_diameter: float | None,
-                 scale: str) -> None:
+    `fov_diameter` (px) is what every image's field of view is resampled to (`working_diameter` of the
+    export's scale); None runs images at their own grid.
+    """
+
+    def __init__(self, model: keras.Model, *, stride: int, threshold: float, fov_diameter: float | None) -> None:
         super().__init__(name="keras_vessel_serving")
         # Track the weights, not the Keras model: a tracked model adds its own traced call functions to the
         # SavedModel (three more copies of the network graph), which no signature uses.
@@ -76,7 +81,7 @@ class _VesselServing(tf.Module):
         object.__setattr__(self, "_model", model)
         self._stride = stride
         self._threshold = threshold
-        self._fov_diameter = fov_diameter if scale == "auto" else None
+        self._fov_diameter = fov_diameter
 
     def _probability(self, images: tf.Tensor) -> tf.Tensor:
         # A loaded signature does not check its input shape; EnsureShape fails at run time
@@ -217,9 +222,12 @@ def export_saved_model(
     heads : head fusion for a training model (``"mean"``, ``"segment"``, ``"pixel"``).
     scale : ``"auto"``: every image is resampled in the graph so that its field
         of view is as wide as the model's training images
-        (`keras_vessel.data.scaling`), as local prediction does; ``"none"``: at
-        its own grid. Either way the probability is 0 outside the field of
-        view found in the image (everywhere kept when none is found).
+        (`keras_vessel.data.scaling`), as local prediction does; ``"Npx"``
+        (e.g. ``"1080px"``, N in 64-4096): so that it is N px across, as
+        ``predict --scale Npx`` does; ``"none"``: at its own grid. A factor is
+        refused (`keras_vessel.data.scaling.check_scale`). Either way the
+        probability is 0 outside the field of view found in the image
+        (everywhere kept when none is found).
 
     The version folder is written next to its final place and renamed into
     it, so a server polling ``out_dir/name`` never sees a half-written version.
@@ -239,8 +247,7 @@ def export_saved_model(
         raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
     if not isinstance(heads, str) or heads not in FUSIONS:
         raise ValueError(f"heads must be one of {list(FUSIONS)}, got {heads!r}")
-    if scale not in ("auto", "none"):
-        raise ValueError(f"scale must be 'auto' or 'none', got {scale!r}")
+    scale = check_scale(scale, factors=False)
 
     target = Path(out_dir) / name / str(version)
     with folder_lock(target.parent, what="the model folder"):  # one export at a time; none leaves an empty NAME
@@ -261,8 +268,8 @@ def export_saved_model(
             raise ValueError(f"{str(keras_model_path_or_model)!r}: {error}") from error
         remove_stale_staging(target.parent, str(version))
         stride = model_stride(model)
-        module = _VesselServing(model, stride=stride, threshold=float(threshold),
-                                fov_diameter=model_fov_diameter(model), scale=scale)
+        diameter = working_diameter(scale, model_fov_diameter(model))
+        module = _VesselServing(model, stride=stride, threshold=float(threshold), fov_diameter=diameter)
         signatures = {
             "serving_default": module.serve.get_concrete_function(),
             "predict_image": module.predict_image.get_concrete_function(),
@@ -277,7 +284,8 @@ def export_saved_model(
         except BaseException as error:
             shutil.rmtree(staging, ignore_errors=True)
             raise_named(error, target, temp=staging)  # a full disk names the version, not the staging
-    log.info("exported %s (stride %d, threshold %g) to %s", model.name, stride, threshold, target)
+    log.info("exported %s (stride %d, threshold %g, run at %s) to %s", model.name, stride, threshold,
+             "each image's own grid" if diameter is None else f"a {diameter:g} px field of view", target)
     return target
 
 

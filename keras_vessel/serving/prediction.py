@@ -278,7 +278,8 @@ def predict_files(
     tile_size : force tiled local prediction with tiles of this size.
     tta : test-time augmentation of the local model (`keras_vessel.models.inference.TTA_MODES`).
     scale : the local model's resampling (`keras_vessel.models.inference.predict_probability`):
-        ``"auto"``, ``"none"`` or a factor. A served model does its own.
+        ``"auto"``, a field-of-view diameter such as ``"1080px"``, ``"none"`` or a factor. A served
+        model does its own.
     progress : draw a progress bar on stderr.
     predictor : instead of `model_path`, a callable taking an ``(H, W, 3)``
         uint8 RGB image and returning its ``(H, W)`` probability in [0, 1].
@@ -427,10 +428,10 @@ class PhotographWork:
 
     def locate(self, path: str | Path, image: np.ndarray) -> Located:
         """The photograph's region, FOV and geometry (a DatasetError naming it for a FOV file of another size)."""
-        from keras_vessel.data.scaling import image_fov, image_region
+        from keras_vessel.data.scaling import image_fov, image_region, resamples_by_fov
         from keras_vessel.errors import DatasetError
 
-        measured = self.fov == "auto" or (self.local_model and self.scale == "auto")
+        measured = self.fov == "auto" or (self.local_model and resamples_by_fov(self.scale))
         geometry = image_fov(image) if measured else None
         if geometry is not None and not geometry.found:
             log.warning("%s: no field of view found (not a fundus photograph with a dark surround?); "

@@ -8,7 +8,8 @@ the `.keras` model: input ``images`` float32 ``[1, H, W, 3]`` RGB on 0-255
 output ``probability`` float32 ``[1, H, W]``. What is not inside, because it
 needs data-dependent control flow that LiteRT's built-in operators do not
 have: finding the field of view and resampling the photograph so that it is
-``fov_diameter`` px across (`keras_vessel.data.scaling`), and the threshold;
+``fov_diameter`` px across (`keras_vessel.data.scaling`: the model's training
+diameter, or the working diameter of ``scale="1080px"``), and the threshold;
 ``NAME.json`` gives both numbers so an app can do them.
 
 Weights: ``float32``; ``float16`` (half the size, computed in float32 on
@@ -30,6 +31,7 @@ from keras_vessel.io import atomic_path, write_json_atomic
 from keras_vessel.locks import folder_lock
 from keras_vessel.models import as_inference_model, model_fov_diameter, model_stride
 from keras_vessel.models.saving import load_model_file
+from keras_vessel.data.scaling import check_scale, working_diameter
 
 __all__ = ["WEIGHTS", "export_tflite"]
 
@@ -45,6 +47,7 @@ def export_tflite(
     input_size: int | None = None,
     heads: str = "mean",
     threshold: float | None = None,
+    scale: str = "auto",
 ) -> Path:
     """Write ``out_dir/NAME.tflite`` and ``out_dir/NAME.json``; returns the ``.tflite`` path.
 
@@ -58,7 +61,12 @@ def export_tflite(
     input_size : a fixed square input (a multiple of the stride), or None for a resizable one.
     heads : head fusion of a training model.
     threshold : recorded in the JSON for the app's mask (e.g. the training threshold).
+    scale : what the JSON's ``fov_diameter`` (px) tells the app to resample each photograph's field of view
+        to: the model's training diameter (``"auto"``), N (``"Npx"``, e.g. ``"1080px"``) or none
+        (``"none"``: run photographs at their own size). A factor is refused
+        (`keras_vessel.data.scaling.check_scale`).
     """
+    scale = check_scale(scale, factors=False)
     weights = check_choice("weights", weights, WEIGHTS)
     heads = check_choice("heads", heads, FUSIONS)
     model = as_inference_model(load_model_file(keras_model_path_or_model), heads=heads)
@@ -66,6 +74,10 @@ def export_tflite(
     if input_size is not None and (isinstance(input_size, bool) or not isinstance(input_size, int)
                                    or input_size < stride or input_size % stride):
         raise ValueError(f"input_size must be a positive multiple of the model's stride {stride}, got {input_size!r}")
+    diameter = working_diameter(scale, model_fov_diameter(model))
+    resample = ("before running, pad the photograph to the stride" if diameter is None else
+                "before running, resample the photograph so that its field of view is fov_diameter px "
+                "across (bilinear, antialiased) and pad it to the stride; resample the probability back")
     with folder_lock(out_dir, what="the TFLite output folder") as out_dir:  # one writer; none leaves an empty folder
         side = input_size
         blob = _convert(model, [1, side, side, 3], weights)
@@ -78,9 +90,9 @@ def export_tflite(
                       "layout": "RGB on 0-255; height and width multiples of the stride", "stride": stride},
             "output": {"name": "probability", "dtype": "float32", "shape": [1, side, side],
                        "meaning": "vessel probability in [0, 1]"},
-            "fov_diameter": model_fov_diameter(model),
-            "resample": "before running, resample the photograph so that its field of view is fov_diameter px "
-                        "across (bilinear, antialiased) and pad it to the stride; resample the probability back",
+            "fov_diameter": diameter,
+            "scale": scale,
+            "resample": resample,
             "threshold": threshold,
             "weights": weights,
             "heads": heads,

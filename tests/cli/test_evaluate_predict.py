@@ -239,6 +239,23 @@ def test_predict_bad_inputs(model_path, tmp_path):
     assert result.exit_code == 2 and "holds no image" in result.stderr  # inputs checked first
 
 
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+@pytest.mark.parametrize(
+    "value, message",
+    [("20px", "`scale` must be a field-of-view diameter between 64 and 4096 px; got '20px'."),
+     ("wide", "`scale` must be 'auto', 'none', a field-of-view diameter such as '1080px' or a positive factor; "
+              "got 'wide'.")],
+)
+def test_a_bad_scale_is_bad_usage_with_the_librarys_sentence(model_path, drive_root, tmp_path, command, value,
+                                                            message):
+    image = drive_root / "test" / "images" / "01_test.tif"
+    where = [image] if command == "predict" else ["--dataset", "synthetic"]
+    result = _run([command, "--model", model_path, *where, "--output", tmp_path / "o", "--scale", value])
+    assert result.exit_code == 2, _show(result)
+    assert "--scale" in result.stderr and message in " ".join(result.stderr.split()), _show(result)
+    assert not (tmp_path / "o").exists()
+
+
 def test_predict_train_threshold_missing(model_path, drive_root, tmp_path):
     model_path.with_name("threshold.json").unlink(missing_ok=True)
     image = drive_root / "test" / "images" / "01_test.tif"

@@ -129,6 +129,9 @@ def test_rejects_files_keras_cannot_load(tmp_path):
         (["--heads", "both"], 2, "--heads"),
         (["--name", "a/b"], 1, "name must be a non-empty model name"),
         (["--threshold", "train"], 1, "threshold.json"),
+        (["--scale", "10px"], 2, "`scale` must be a field-of-view diameter between 64 and 4096 px; got '10px'."),
+        (["--scale", "0.5"], 2, "`scale` must be 'auto', 'none' or a field-of-view diameter such as '1080px' "
+                                "(not a factor); got '0.5'."),
     ],
 )
 def test_bad_options(model_path, tmp_path, extra, code, message):
@@ -178,3 +181,19 @@ def test_export_with_keras_writes_the_shippable_file(tmp_path):
     result, shown = _run([*args[:-1], "--version", 2, "--keras"])
     assert result.exit_code == 1 and "model.keras already exists; pass --overwrite" in result.stderr, shown
     assert not (tmp_path / "sm" / "drive" / "2").exists()  # refused before exporting anything
+
+
+def test_export_at_a_working_diameter_says_so(model_path, tmp_path):
+    """--scale 1080px: the SavedModel's graph runs every image at a 1080 px FOV, and the line says the scale;
+    with --format tflite, NAME.json records 1080 as the fov_diameter for the app."""
+    import json
+
+    result, shown = _run(["export", "--model", model_path, "--name", "vessel", "--version", 1, "--out", tmp_path,
+                          "--scale", "1080PX"])  # fmt: skip
+    assert result.exit_code == 0, shown
+    assert "scale 1080px" in result.stdout and (tmp_path / "vessel" / "1" / "saved_model.pb").is_file(), shown
+    result, shown = _run(["export", "--model", model_path, "--name", "lite", "--version", 1, "--out", tmp_path,
+                          "--scale", "1080px", "--format", "tflite"])  # fmt: skip
+    assert result.exit_code == 0, shown
+    contract = json.loads((tmp_path / "lite" / "1" / "lite.json").read_text())
+    assert contract["fov_diameter"] == 1080.0 and contract["scale"] == "1080px"

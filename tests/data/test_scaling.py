@@ -14,7 +14,9 @@ from scipy import ndimage
 
 from keras_vessel.data.scaling import (
     FOV_DILATION,
+    MAX_DIAMETER,
     MAX_FACTOR,
+    MIN_DIAMETER,
     MIN_FACTOR,
     SCALE_TOLERANCE,
     check_scale,
@@ -26,7 +28,9 @@ from keras_vessel.data.scaling import (
     prediction_region,
     resample,
     resize_to,
+    resamples_by_fov,
     scale_factor,
+    working_diameter,
 )
 
 
@@ -353,32 +357,68 @@ def test_resize_to_keeps_constants_and_averages_when_shrinking():
 @pytest.mark.parametrize(
     ("given", "expected"),
     [("auto", "auto"), (" Auto ", "auto"), ("NONE", "none"), ("0.5", 0.5), (2, 2.0), (np.float32(1.5), 1.5),
-     (MIN_FACTOR, MIN_FACTOR), (MAX_FACTOR, MAX_FACTOR), ("8", 8.0)],
+     (MIN_FACTOR, MIN_FACTOR), (MAX_FACTOR, MAX_FACTOR), ("8", 8.0),
+     ("1080px", "1080px"), (" 1080 PX ", "1080px"), ("1080.0px", "1080px"), ("540.5px", "540.5px"),
+     ("64px", "64px"), ("4096px", "4096px"), ("1e3px", "1000px")],
 )
 def test_check_scale_accepts(given, expected):
     got = check_scale(given)
     assert got == pytest.approx(expected) if isinstance(expected, float) else got == expected
     assert type(got) is type(expected)
+    assert check_scale(got) == got  # normalised: checking again changes nothing
+
+
+ANY = r"`scale` must be 'auto', 'none', a field-of-view diameter such as '1080px' or a positive factor; got "
+DIAMETER = r"`scale` must be a field-of-view diameter between 64 and 4096 px; got "
 
 
 @pytest.mark.parametrize(
     ("given", "message"),
     [
-        ("fast", r"`scale` must be 'auto', 'none' or a positive number; got 'fast'\."),
-        ("", r"`scale` must be 'auto', 'none' or a positive number; got ''\."),
-        (True, r"`scale` must be 'auto', 'none' or a positive number; got True\."),
-        (None, r"`scale` must be 'auto', 'none' or a positive number; got None\."),
+        ("fast", ANY + r"'fast'\."),
+        ("", ANY + r"''\."),
+        (True, ANY + r"True\."),
+        (None, ANY + r"None\."),
+        ("px", ANY + r"'px'\."),
+        ("wide px", ANY + r"'wide px'\."),
+        ("1080pxx", ANY + r"'1080pxx'\."),
+        ("1080 mm", ANY + r"'1080 mm'\."),
         (0, r"`scale` must be a factor between 0\.05 and 8\.0; got 0\."),
         (-1.0, r"`scale` must be a factor between 0\.05 and 8\.0; got -1\.0\."),
         (8.5, r"`scale` must be a factor between 0\.05 and 8\.0; got 8\.5\."),
         ("0.01", r"`scale` must be a factor between 0\.05 and 8\.0; got 0\.01\."),
         (float("nan"), r"`scale` must be a factor between 0\.05 and 8\.0; got nan\."),
         ("inf", r"`scale` must be a factor between 0\.05 and 8\.0; got inf\."),
+        ("63px", DIAMETER + r"'63px'\."),
+        ("63.9px", DIAMETER + r"'63\.9px'\."),
+        ("4097px", DIAMETER + r"'4097px'\."),
+        ("-1080px", DIAMETER + r"'-1080px'\."),
+        ("0px", DIAMETER + r"'0px'\."),
+        ("nanpx", DIAMETER + r"'nanpx'\."),
+        ("infpx", DIAMETER + r"'infpx'\."),
     ],
 )
 def test_check_scale_rejects(given, message):
     with pytest.raises(ValueError, match=message):
         check_scale(given)
+
+
+@pytest.mark.parametrize(("given", "shown"), [(0.5, "0.5"), ("0.5", "'0.5'"), ("fast", "'fast'")])
+def test_check_scale_without_factors_refuses_them(given, shown):
+    """What an exported graph accepts: it resamples by each image's own field of view."""
+    with pytest.raises(ValueError, match=r"`scale` must be 'auto', 'none' or a field-of-view diameter such as "
+                                         rf"'1080px' \(not a factor\); got {shown}\."):
+        check_scale(given, factors=False)
+    assert [check_scale(s, factors=False) for s in ("AUTO", "none", "1080 px")] == ["auto", "none", "1080px"]
+
+
+def test_working_diameter_of_each_form():
+    assert (MIN_DIAMETER, MAX_DIAMETER) == (64.0, 4096.0)
+    assert working_diameter("auto", 540.0) == 540.0 and working_diameter("auto", None) is None
+    assert working_diameter("1080px", 540.0) == working_diameter("1080px", None) == 1080.0
+    assert working_diameter("540.5px", 540.0) == 540.5
+    assert working_diameter("none", 540.0) is None and working_diameter(0.5, 540.0) is None
+    assert [resamples_by_fov(s) for s in ("auto", "1080px", "none", 0.5)] == [True, True, False, False]
 
 
 def test_check_scale_accepts_numpy_integers():

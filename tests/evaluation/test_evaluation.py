@@ -154,6 +154,17 @@ def test_evaluate_training_threshold_rule_is_recorded(tmp_path):
     assert "t = 0.37" in (tmp_path / "metrics.md").read_text()
 
 
+def test_evaluate_states_a_working_diameter(tmp_path):
+    """scale="Npx": the protocol records it normalised and metrics.md states the rule."""
+    sample, _ = _sample(0)
+    report = evaluation.evaluate(
+        RedChannelModel(), [sample], output_dir=tmp_path, progress=False, overlays=False,
+        predict_options={**PREDICT, "scale": " 1080 PX"},
+    )  # fmt: skip
+    assert report["protocol"]["scale"] == "1080px"
+    assert "Scale: each image resampled so its field of view is 1080 px across" in (tmp_path / "metrics.md").read_text()
+
+
 def test_evaluate_rejects_bad_arguments(tmp_path):
     sample, _ = _sample(0)
     with pytest.raises(ValueError, match="`samples` is empty"):

@@ -184,3 +184,104 @@ def test_predict_files_keeps_the_discs_rim(predicted, name):
     assert (probability[distance > radius + FOV_DILATION + 2] == 0).all()
     # an eroded mask (the dataset rule for training and metrics) would have cut the rim away
     assert (disc & ~derive_fov(image)).sum() > 2 * np.pi * radius
+
+
+# ----------------------------------------------------------------- a working FOV diameter (scale="Npx")
+
+
+def numpy_factor(target: float, image: np.ndarray) -> float:
+    """The oracle: ``target / the diameter image_fov finds``; 1 within SCALE_TOLERANCE (2%) of 1, and 1 outside
+    [0.05, 8] (an estimate gone wrong, as for auto: 1080 px on the 84 and 126 px FOVs)."""
+    factor = target / image_fov(image).diameter
+    return 1.0 if abs(factor - 1.0) <= 0.02 or not 0.05 <= factor <= 8.0 else factor
+
+
+@pytest.fixture(scope="module")
+def unrecorded(model):
+    """The same network as `model`'s, saved without a training diameter."""
+    training = build_model("unet", base_filters=4, depth=2)
+    training.set_weights(model[0].get_weights())
+    assert model_fov_diameter(training) is None
+    return build_inference_model(training)
+
+
+@pytest.mark.parametrize("name", list(IMAGES))
+@pytest.mark.parametrize("target", [64.0, 85.0, 200.0, 1080.0])
+def test_npx_factor_is_the_target_over_the_fov_image_fov_finds(model, unrecorded, name, target):
+    image = fundus(*IMAGES[name])
+    expected = numpy_factor(target, image)
+    for inference in (model[1], unrecorded):  # the model's own diameter plays no part
+        choice = inference_scale(inference, image, f"{target:g}px")
+        assert choice.factor == pytest.approx(expected, rel=1e-5)
+        assert choice.fov is not None and choice.fov.found
+    assert inference_scale(unrecorded, image, "auto").factor == 1.0  # auto needs a recorded diameter
+
+
+@pytest.mark.parametrize("name", list(IMAGES))
+def test_npx_predicts_what_the_equivalent_factor_predicts(model, name):
+    _, inference, _ = model
+    image = fundus(*IMAGES[name])
+    factor = numpy_factor(200.0, image)
+    assert factor > 1.05  # resampled for all three images
+    np.testing.assert_allclose(predict_probability(inference, image, scale="200px"),
+                               predict_probability(inference, image, scale=factor), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(IMAGES))
+def test_auto_is_npx_at_the_models_diameter(model, name):
+    _, inference, _ = model
+    image = fundus(*IMAGES[name])
+    scale = f"{MODEL_DIAMETER:g}px"
+    assert inference_scale(inference, image, scale).factor == inference_scale(inference, image).factor
+    np.testing.assert_array_equal(predict_probability(inference, image, scale=scale),
+                                  predict_probability(inference, image))
+
+
+def test_npx_without_a_fov_runs_at_the_images_own_size_with_autos_warning(unrecorded, caplog):
+    black = np.zeros((40, 44, 3), np.uint8)
+    choice = inference_scale(unrecorded, black, "200px")
+    assert choice.factor == 1.0 and choice.fov is not None and not choice.fov.found
+    with caplog.at_level(logging.WARNING, logger="keras_vessel.models.inference"):
+        probability = predict_probability(unrecorded, black, scale="200px", name="dark_frame.png")
+    assert probability.shape == (40, 44)
+    messages = [r.getMessage() for r in caplog.records if r.name == "keras_vessel.models.inference"]
+    assert any(m.startswith("dark_frame.png: no field of view found") for m in messages), messages
+
+
+@pytest.fixture(scope="module", params=["64px", "200px"])
+def predicted_at(request, model, predicted, tmp_path_factory):
+    """predict_files and an export at a working diameter: 64 px shrinks all three images (the 189 px one by
+    block means), 200 px enlarges them; the FOV and the shrinking run in strips of 1500 pixels (7-15 rows)."""
+    from keras_vessel.data import scaling
+
+    training, _, path = model
+    root, _ = predicted
+    out = tmp_path_factory.mktemp(f"predict-{request.param}")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(scaling, "STRIP_PIXELS", 1500)
+        report = predict_files(path, [root / f"{name}.png" for name in IMAGES], out, scale=request.param,
+                               progress=False)
+    assert not report.failures
+    exported = export_saved_model(training, out / "serving", name="vessel", version=1, scale=request.param)
+    return request.param, out, tf.saved_model.load(str(exported))
+
+
+@pytest.mark.parametrize("name", list(IMAGES))
+def test_saved_model_at_a_working_diameter_gives_predict_files_probabilities(predicted, predicted_at, name):
+    root, _ = predicted
+    scale, out, loaded = predicted_at
+    image = np.asarray(Image.open(root / f"{name}.png"))
+    served = loaded.signatures["serving_default"](images=tf.constant(image[None], tf.float32))["probability"]
+    served = served.numpy()[0]
+    local = np.asarray(Image.open(out / f"{name}_prob.png")).astype(np.float64) / 65535
+    assert served.shape == local.shape == image.shape[:2]
+    np.testing.assert_allclose(served, local, rtol=0, atol=2e-3)
+    at_auto = np.asarray(Image.open(root / "out" / f"{name}_prob.png")).astype(np.float64) / 65535
+    assert np.abs(local - at_auto).max() > 0.02  # really another working resolution than auto's 126 px
+
+
+def test_export_refuses_a_factor(model, tmp_path):
+    with pytest.raises(ValueError, match=r"`scale` must be 'auto', 'none' or a field-of-view diameter such as "
+                                         r"'1080px' \(not a factor\); got 0\.5\."):
+        export_saved_model(model[0], tmp_path, name="vessel", version=1, scale=0.5)
+    assert not (tmp_path / "vessel").exists()
