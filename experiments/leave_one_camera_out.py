@@ -35,7 +35,7 @@ import json
 import statistics
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,8 +118,13 @@ def planned_runs() -> list[CameraRun]:
 
 
 def score_model(model_path: Path, camera: str, output: Path, *, data: Path = SHARED,
-                variants: Sequence[str] = tuple(VARIANTS), progress: bool = False) -> dict[str, dict[str, Any]]:
+                variants: Sequence[str] = tuple(VARIANTS), progress: bool = False,
+                scored: Mapping[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """Score a model on every image of `camera` in each of `variants`; reports go to ``output/eval_<variant>``.
+
+    A clipped variant whose working FOV comes out equal to a fixed variant's (``fovclip`` on a camera
+    wider than 1080 px is ``fov1080``) copies that variant's scores, from `scored` (already in the
+    results) or from this call, marked ``same_as``.
 
     The stored threshold is the one beside the model (`train` chose it on the model's training images).
     """
@@ -128,6 +133,7 @@ def score_model(model_path: Path, camera: str, output: Path, *, data: Path = SHA
     from keras_vessel.evaluation.thresholds import load_threshold
     from keras_vessel.models.inference import load_inference_model
 
+    scored = dict(scored or {})
     folder, _, test_split = CAMERAS[camera]
     samples = open_dataset(camera, data / folder, test_split)
     model = load_inference_model(model_path)
@@ -135,11 +141,17 @@ def score_model(model_path: Path, camera: str, output: Path, *, data: Path = SHA
     rule = "accuracy-optimal on the model's training images (stored by train)"
     fixed_fov = any(VARIANTS[variant][0] is not None for variant in variants)
     camera_diameter = median_fov_diameter(samples) if fixed_fov else None  # reads every image: once
-    scores = {}
+    scores: dict[str, dict[str, Any]] = {}
     for variant in variants:
         working_fov, mask_rule = VARIANTS[variant]
         if isinstance(working_fov, tuple):
             working_fov = min(max(camera_diameter, working_fov[0]), working_fov[1])
+            # the same working FOV and mask rule as a fixed variant already scored: the same evaluation
+            twin = next((other for other, (fov, rule) in VARIANTS.items() if fov == working_fov
+                         and rule == mask_rule and other in {**scored, **scores}), None)
+            if twin is not None:
+                scores[variant] = {**{**scored, **scores}[twin], "same_as": twin}
+                continue
         scale: str | float = "auto" if working_fov is None else working_fov / camera_diameter
         threshold = "otsu" if mask_rule == "otsu" else stored
         report = evaluate(model, samples, output_dir=output / f"eval_{variant}", threshold=threshold,
@@ -154,7 +166,8 @@ def _score_missing(entry: dict[str, Any], model_path: Path, camera: str, output:
     missing = [variant for variant in VARIANTS if variant not in entry["scores"]]
     if missing:
         print(f"score {what} on {camera} ({', '.join(missing)})", file=sys.stderr, flush=True)
-        entry["scores"].update(score_model(model_path, camera, output, data=data, variants=missing))
+        entry["scores"].update(score_model(model_path, camera, output, data=data, variants=missing,
+                                           scored=entry["scores"]))
         save_results(results_path, results)
 
 

@@ -138,3 +138,23 @@ def test_the_clipped_working_resolution_follows_the_camera_within_limits(monkeyp
         scales[diameter] = loco.score_model(tmp_path / "m.keras", "hrf", tmp_path, variants=("fovclip", "fov810"))
         assert scales[diameter]["fovclip"] == pytest.approx(expected)
         assert scales[diameter]["fov810"] == pytest.approx(810 / diameter)
+
+
+def test_a_clipped_resolution_equal_to_a_fixed_one_reuses_its_scores(monkeypatch, tmp_path):
+    evaluated = []
+    monkeypatch.setattr(loco, "median_fov_diameter", lambda samples: 3300.0)
+    monkeypatch.setattr("keras_vessel.data.datasets.open_dataset", lambda *a, **k: [])
+    monkeypatch.setattr("keras_vessel.evaluation.thresholds.load_threshold", lambda path: {"threshold": 0.5})
+    monkeypatch.setattr("keras_vessel.models.inference.load_inference_model", lambda path: None)
+    monkeypatch.setattr(loco, "summarise", lambda report: {"scale": report})
+
+    def fake_evaluate(model, samples, *, predict_options, **kwargs):
+        evaluated.append(predict_options["scale"])
+        return predict_options["scale"]
+
+    monkeypatch.setattr("keras_vessel.evaluation.evaluate", fake_evaluate)
+    already = {"fov1080": {"scale": 1080 / 3300}}
+    scores = loco.score_model(tmp_path / "m.keras", "hrf", tmp_path, variants=("fovclip",), scored=already)
+    assert scores["fovclip"] == {"scale": 1080 / 3300, "same_as": "fov1080"} and evaluated == []
+    scores = loco.score_model(tmp_path / "m.keras", "hrf", tmp_path, variants=("fov810", "fovclip"))
+    assert evaluated == [pytest.approx(810 / 3300), pytest.approx(1080 / 3300)]  # no fov1080 to copy
