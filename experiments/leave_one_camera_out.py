@@ -154,11 +154,38 @@ def score_model(model_path: Path, camera: str, output: Path, *, data: Path = SHA
                 continue
         scale: str | float = "auto" if working_fov is None else working_fov / camera_diameter
         threshold = "otsu" if mask_rule == "otsu" else stored
-        report = evaluate(model, samples, output_dir=output / f"eval_{variant}", threshold=threshold,
-                          threshold_rule=None if threshold == "otsu" else rule, dataset=camera, split=test_split,
-                          model_path=model_path, overlays=False, progress=progress, predict_options={"scale": scale})
+        report = finished_report(output / f"eval_{variant}", model_path, camera=camera, split=test_split,
+                                 images=len(samples), threshold=threshold, scale=scale)
+        if report is None:
+            report = evaluate(model, samples, output_dir=output / f"eval_{variant}", threshold=threshold,
+                              threshold_rule=None if threshold == "otsu" else rule, dataset=camera, split=test_split,
+                              model_path=model_path, overlays=False, progress=progress,
+                              predict_options={"scale": scale})
         scores[variant] = summarise(report)
     return scores
+
+
+def finished_report(folder: Path, model_path: Path, *, camera: str, split: str, images: int,
+                    threshold: float | str, scale: str | float) -> dict[str, Any] | None:
+    """The evaluation report in `folder` if it scored exactly this: the model file (and was written after
+    it), the camera's split and image count, the threshold and the scale; else None (evaluate again).
+    A scoring stopped half-way, or results lost, resume from the reports already written."""
+    path = folder / "metrics.json"
+    try:
+        report = json.loads(path.read_text())
+        written_after_model = path.stat().st_mtime >= Path(model_path).stat().st_mtime
+    except (OSError, ValueError):
+        return None
+    protocol = report.get("protocol", {})
+    def same_number(a: Any, b: Any) -> bool:
+        if not (isinstance(a, (int, float)) and isinstance(b, (int, float))):
+            return a == b
+        return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(b)))
+
+    same = (written_after_model and protocol.get("model") == str(model_path) and protocol.get("dataset") == camera
+            and protocol.get("split") == split and protocol.get("images") == images
+            and same_number(protocol.get("threshold"), threshold) and same_number(protocol.get("scale"), scale))
+    return report if same else None
 
 
 def _score_missing(entry: dict[str, Any], model_path: Path, camera: str, output: Path, *, data: Path,

@@ -158,3 +158,36 @@ def test_a_clipped_resolution_equal_to_a_fixed_one_reuses_its_scores(monkeypatch
     assert scores["fovclip"] == {"scale": 1080 / 3300, "same_as": "fov1080"} and evaluated == []
     scores = loco.score_model(tmp_path / "m.keras", "hrf", tmp_path, variants=("fov810", "fovclip"))
     assert evaluated == [pytest.approx(810 / 3300), pytest.approx(1080 / 3300)]  # no fov1080 to copy
+
+
+def test_scoring_resumes_from_a_report_of_exactly_this_evaluation(monkeypatch, tmp_path):
+    import json
+    import os
+
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"weights")
+    evaluated = []
+    monkeypatch.setattr("keras_vessel.data.datasets.open_dataset", lambda *a, **k: ["a", "b"])
+    monkeypatch.setattr("keras_vessel.evaluation.thresholds.load_threshold", lambda path: {"threshold": 0.7})
+    monkeypatch.setattr("keras_vessel.models.inference.load_inference_model", lambda path: None)
+    monkeypatch.setattr(loco, "summarise", lambda report: report["protocol"])
+    monkeypatch.setattr("keras_vessel.evaluation.evaluate",
+                        lambda *a, threshold, **k: evaluated.append(threshold) or {"protocol": {"fresh": True}})
+
+    def report(variant, **changes):
+        protocol = {"model": str(model), "dataset": "drive", "split": "all", "images": 2, "scale": "auto",
+                    "threshold": "otsu" if variant == "auto_otsu" else 0.7, **changes}
+        (tmp_path / f"eval_{variant}").mkdir(exist_ok=True)
+        (tmp_path / f"eval_{variant}" / "metrics.json").write_text(json.dumps({"protocol": protocol}))
+
+    report("auto")
+    report("auto_otsu")
+    scores = loco.score_model(model, "drive", tmp_path, variants=("auto", "auto_otsu"))
+    assert evaluated == [] and scores["auto"]["threshold"] == 0.7 and scores["auto_otsu"]["threshold"] == "otsu"
+    for changes in ({"threshold": 0.71}, {"images": 3}, {"model": "other.keras"}, {"scale": 0.5}):
+        report("auto", **changes)
+        assert loco.score_model(model, "drive", tmp_path, variants=("auto",))["auto"] == {"fresh": True}
+    report("auto")
+    os.utime(model, (os.path.getmtime(model) + 60,) * 2)  # the model was written again after the report
+    assert loco.score_model(model, "drive", tmp_path, variants=("auto",))["auto"] == {"fresh": True}
+    assert evaluated == [0.7] * 5
