@@ -191,3 +191,10 @@ def test_scoring_resumes_from_a_report_of_exactly_this_evaluation(monkeypatch, t
     os.utime(model, (os.path.getmtime(model) + 60,) * 2)  # the model was written again after the report
     assert loco.score_model(model, "drive", tmp_path, variants=("auto",))["auto"] == {"fresh": True}
     assert evaluated == [0.7] * 5
+
+
+def test_the_table_shows_every_variant_of_today_and_other_recipes_at_auto():
+    variants = {(recipe, variant): _scores(**BASE) for recipe in loco.RECIPES for variant in loco.VARIANTS}
+    rows = [line.split(" | ")[:2] for line in loco.table(_results(variants)).splitlines() if line.startswith("| ")]
+    assert rows[1:] == [["| today", v] for v in loco.VARIANTS] + [[f"| {r}", "auto"] for r in loco.RECIPES
+                                                                   if r != "today"]
