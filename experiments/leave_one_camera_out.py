@@ -147,10 +147,11 @@ def score_model(model_path: Path, camera: str, output: Path, *, data: Path = SHA
         if isinstance(working_fov, tuple):
             working_fov = min(max(camera_diameter, working_fov[0]), working_fov[1])
             # the same working FOV and mask rule as a fixed variant already scored: the same evaluation
+            known = {**scored, **scores}
             twin = next((other for other, (fov, rule) in VARIANTS.items() if fov == working_fov
-                         and rule == mask_rule and other in {**scored, **scores}), None)
+                         and rule == mask_rule and other in known), None)
             if twin is not None:
-                scores[variant] = {**{**scored, **scores}[twin], "same_as": twin}
+                scores[variant] = {**known[twin], "same_as": twin}
                 continue
         scale: str | float = "auto" if working_fov is None else working_fov / camera_diameter
         threshold = "otsu" if mask_rule == "otsu" else stored
@@ -246,18 +247,24 @@ def pooled(results: dict[str, Any], recipe: str, variant: str) -> dict[str, Any]
     return out
 
 
+def _auc_checks(today: dict[str, Any], candidate: dict[str, Any]) -> dict[str, bool]:
+    """The AUC part of rules h1 and h3: mean pooled AUC at least 0.002 above, no camera more than 0.005 below."""
+    return {
+        "mean_AUC": candidate["AUC_pooled"] >= today["AUC_pooled"] + 0.002,
+        "no_camera_worse": all(candidate["cameras"][c]["AUC_pooled"] >= today["cameras"][c]["AUC_pooled"] - 0.005
+                               for c in CAMERAS),
+    }
+
+
 def screen_verdict(today: dict[str, Any], candidate: dict[str, Any]) -> dict[str, Any]:
     """Entry h's screening rule: a candidate goes on to full-length runs if, over the five left-out cameras,
     its mean AUC is at least 0.002 higher, its mean per-image F1 not lower, and no camera's AUC more than
     0.005 below today's."""
     if not (today["complete"] and candidate["complete"]):
         return {"advance": None, "checks": {}}
-    checks = {
-        "mean_AUC": candidate["AUC_pooled"] >= today["AUC_pooled"] + 0.002,
-        "mean_F1": candidate["F1"] >= today["F1"],
-        "no_camera_worse": all(candidate["cameras"][c]["AUC_pooled"] >= today["cameras"][c]["AUC_pooled"] - 0.005
-                               for c in CAMERAS),
-    }
+    auc = _auc_checks(today, candidate)
+    checks = {"mean_AUC": auc["mean_AUC"], "mean_F1": candidate["F1"] >= today["F1"],
+              "no_camera_worse": auc["no_camera_worse"]}
     return {"advance": all(checks.values()), "checks": checks}
 
 
@@ -276,9 +283,7 @@ def resolution_verdict(auto: dict[str, Any], candidates: dict[str, dict[str, Any
     than 0.005 below; of those passing, the highest mean AUC wins (None: keep the model's own scale)."""
     if not (auto["complete"] and all(c["complete"] for c in candidates.values())):
         return {"choice": None, "passing": None}
-    passing = [name for name, c in candidates.items()
-               if c["AUC_pooled"] >= auto["AUC_pooled"] + 0.002
-               and all(c["cameras"][k]["AUC_pooled"] >= auto["cameras"][k]["AUC_pooled"] - 0.005 for k in CAMERAS)]
+    passing = [name for name, c in candidates.items() if all(_auc_checks(auto, c).values())]
     choice = max(passing, key=lambda name: candidates[name]["AUC_pooled"], default="auto")
     return {"choice": choice, "passing": passing}
 
