@@ -29,7 +29,7 @@ does not read its files as they are (ORVS: lossy JPEG labels cut at 127, one lab
 labels written as the reader reads them (binary PNGs) in that folder instead. Nothing is copied into
 the repository.
 
-    .venv/bin/python -m experiments.finetune_protocol --loco-out runs/leave_one_camera_out --out runs/finetune_protocol [--only CAMERA ...] [--minutes 10] [--reference drive=PATH ...]
+    .venv/bin/python -m experiments.finetune_protocol --loco-out runs/leave_one_camera_out --out runs/finetune_protocol [--only CAMERA ...] [--k 5] [--minutes 10] [--reference drive=PATH ...]
     .venv/bin/python -m experiments.finetune_protocol --summarize
 
 Resumable: a finished fine-tuning or score is not redone (a stopped fine-tuning is resumed by
@@ -261,8 +261,10 @@ def run_camera(camera: str, *, base: Path, out: Path, results: dict[str, Any], r
 
 def run_protocol(cameras: Sequence[str], *, out: Path, results_path: Path, data: Path, loco_out: Path,
                  bases: Mapping[str, Path] | None = None, references: Mapping[str, Path] | None = None,
-                 minutes: float = DEFAULT_MINUTES, seed: int = SEED, train: bool = True) -> dict[str, Any]:
-    """`run_camera` for each of `cameras` whose base model exists (the others are named and skipped)."""
+                 minutes: float = DEFAULT_MINUTES, seed: int = SEED, ks: Sequence[int] = KS,
+                 train: bool = True) -> dict[str, Any]:
+    """`run_camera` for each of `cameras` whose base model exists (the others are named and skipped), fine-tuned
+    on each of `ks` photographs."""
     results = load_results(results_path)
     for camera in cameras:
         base = (bases or {}).get(camera) or loco_out / CameraRun("today", camera).name / "model.keras"
@@ -271,7 +273,7 @@ def run_protocol(cameras: Sequence[str], *, out: Path, results_path: Path, data:
                   f"or give --base {camera}=PATH)", file=sys.stderr, flush=True)
             continue
         run_camera(camera, base=base, out=out, results=results, results_path=results_path, data=data,
-                   minutes=minutes, seed=seed, reference=(references or {}).get(camera), train=train)
+                   minutes=minutes, seed=seed, ks=ks, reference=(references or {}).get(camera), train=train)
     return results
 
 
@@ -375,6 +377,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="Another base model for a camera (a .keras file or a run folder).")
     parser.add_argument("--reference", action="append", metavar="CAMERA=PATH",
                         help="A model trained on that camera alone, scored the same way.")
+    parser.add_argument("--k", type=int, nargs="+", choices=KS, default=list(KS), dest="ks",
+                        help="Numbers of photographs to fine-tune on (the issue's bar is k = 5 alone).")
     args = parser.parse_args(argv)
     if args.summarize:
         print(table(load_results(args.results)))
@@ -388,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     results = run_protocol(cameras, out=args.out, results_path=args.results, data=args.data, loco_out=args.loco_out,
                            bases=_mapping(parser, args.base, "--base"),
                            references=_mapping(parser, args.reference, "--reference"), minutes=args.minutes,
-                           train=not args.no_train)
+                           ks=sorted(set(args.ks)), train=not args.no_train)
     print(table(results))
 
 

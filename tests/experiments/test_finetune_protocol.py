@@ -246,3 +246,30 @@ def test_another_base_model_is_refused_rather_than_mixed(fake_data, tmp_path, mo
         fp.main([*common, "--base", f"hrf={second}"])
     with pytest.raises(SystemExit):
         fp.main([*common, "--base", f"nowhere={second}"])
+
+
+def test_k_picks_which_fine_tunings_run(fake_data, tmp_path, monkeypatch):
+    base = tmp_path / "loco" / "today_wnet_without_drive_s0" / "model.keras"
+    base.parent.mkdir(parents=True)
+    base.write_bytes(b"drive")
+    tuned = []
+
+    def fake_finetune(folders, output, *, base, minutes, seed):
+        tuned.append((output.name, len(list(folders["images"].iterdir()))))
+        output.mkdir(parents=True)
+        (output / "model.keras").write_bytes(output.name.encode())
+        (output / "threshold.json").write_text('{"threshold": 0.5}')
+        (output / "run.json").write_text(json.dumps({"status": "completed", "finetune": {
+            "base_model": {"path": str(base), "sha256": fp._model(base)["sha256"]}}}))
+        return {"status": "completed", "threshold": 0.5, "rule": "r", "wall_seconds": 1.0, "budget": {}}
+
+    monkeypatch.setattr(fp, "finetune_photographs", fake_finetune)
+    monkeypatch.setattr(fp, "score_model", lambda *a, **k: _score(0.95, 0.7))
+    argv = ["--out", str(tmp_path / "runs"), "--results", str(tmp_path / "r.json"), "--data", str(fake_data),
+            "--loco-out", str(tmp_path / "loco"), "--only", "drive"]
+    fp.main([*argv, "--k", "5"])
+    assert tuned == [("drive_k5_10min_s0", 5)]
+    fp.main([*argv, "--k", "1", "5"])  # k = 5 is done: only k = 1 runs
+    assert tuned[1:] == [("drive_k1_10min_s0", 1)]
+    with pytest.raises(SystemExit):
+        fp.main([*argv, "--k", "4"])
