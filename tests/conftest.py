@@ -72,11 +72,16 @@ def synthetic_records(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_model_file(tmp_path_factory):
-    """Save (once per arguments) a small, untrained, seeded joint U-Net as a .keras file."""
-    made: dict[tuple[int, int, int], Path] = {}
+    """Save (once per arguments) a small, untrained, seeded joint U-Net as a .keras file.
 
-    def make(*, base_filters: int = 4, depth: int = 2, seed: int = 0) -> Path:
-        key = (base_filters, depth, seed)
+    ``fov_diameter`` records a training FOV diameter (px), so that ``scale="auto"`` resamples each
+    photograph to it; ``head_gain`` multiplies both heads' kernels, so that the untrained model's
+    probabilities spread further from 0.5 (a threshold then leaves few pixels near it)."""
+    made: dict[tuple, Path] = {}
+
+    def make(*, base_filters: int = 4, depth: int = 2, seed: int = 0, fov_diameter: float | None = None,
+             head_gain: float = 1.0) -> Path:
+        key = (base_filters, depth, seed, fov_diameter, head_gain)
         if key not in made:
             import keras
 
@@ -84,7 +89,11 @@ def tiny_model_file(tmp_path_factory):
 
             keras.utils.set_random_seed(seed)
             path = tmp_path_factory.mktemp("model") / "tiny.keras"
-            build_model("unet", base_filters=base_filters, depth=depth).save(path)
+            model = build_model("unet", base_filters=base_filters, depth=depth, fov_diameter=fov_diameter)
+            for head in model.output_names:
+                kernel, bias = model.get_layer(head).get_weights()
+                model.get_layer(head).set_weights([kernel * head_gain, bias])
+            model.save(path)
             made[key] = path
         return made[key]
 

@@ -4,6 +4,7 @@ Use them from any test (``tests/`` is on ``sys.path`` through conftest.py)::
 
     from helpers import assert_config_roundtrip, assert_layer_roundtrip, assert_loss_roundtrip
     from helpers import assert_model_saves_and_loads
+    from helpers import run_cli, show_result
 
     def test_my_layer_roundtrip(tmp_path):
         assert_layer_roundtrip(MyLayer(k=3), np.ones((2, 16, 16, 3), "float32"), tmp_path)
@@ -32,6 +33,10 @@ What each checks:
 as the layer or model is called. Outputs are compared with ``atol`` (default
 1e-6) after casting to float64. Each helper returns the rebuilt object so a
 test can assert more on it.
+
+For the command line: `run_cli(*args)` runs ``keras-vessel ARGS`` in a click
+``CliRunner`` and `show_result(result)` is what an assertion on it prints
+when it fails (exit status, both streams, the exception).
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ __all__ = [
     "assert_loss_roundtrip",
     "assert_model_saves_and_loads",
     "assert_outputs_close",
+    "run_cli",
+    "show_result",
 ]
 
 
@@ -194,3 +201,18 @@ def fundus_disc(seed: int, shape: tuple[int, int]) -> np.ndarray:
     image = rng.integers(0, 5, size=tuple(shape) + (3,)).astype(np.uint8)
     image[disc] = (np.array([190, 95, 45]) + rng.integers(0, 20, size=(disc.sum(), 3))).astype(np.uint8)
     return image
+
+
+def run_cli(*args: Any) -> Any:
+    """``keras-vessel ARGS`` in a click ``CliRunner`` (each argument as ``str``): its ``Result``, with
+    ``exit_code``, ``stdout``, ``stderr`` and ``exception``."""
+    from click.testing import CliRunner
+
+    from keras_vessel_cli.main import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def show_result(result: Any) -> str:
+    """A `run_cli` result's exit status, stdout, stderr and exception, for an assertion's message."""
+    return f"exit {result.exit_code}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}\n{result.exception!r}"

@@ -7,24 +7,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from click.testing import CliRunner
-
-from keras_vessel_cli.main import cli
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def show(result) -> str:
-    return f"exit {result.exit_code}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}\n{result.exception!r}"
+from helpers import run_cli, show_result
 
 
 @pytest.fixture(scope="module")
 def synthetic_records(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("prepared") / "training"
-    result = run("prepare", "--dataset", "synthetic", "--split", "training", "--out", out)
-    assert result.exit_code == 0, show(result)
+    result = run_cli("prepare", "--dataset", "synthetic", "--split", "training", "--out", out)
+    assert result.exit_code == 0, show_result(result)
     assert "prepared 20 images" in result.stdout
     assert "prepare synthetic/training" in result.stderr  # the progress bar
     return out
@@ -34,31 +24,31 @@ def test_prepare_writes_a_manifest_and_rerun_is_a_no_op(synthetic_records):
     manifest = json.loads((synthetic_records / "manifest.json").read_text())
     assert len(manifest["images"]) == 20 and manifest["id_mask_reference"] == "authors"
     before = {p: p.stat().st_mtime_ns for p in synthetic_records.glob("*.tfrecord.gz")}
-    result = run("prepare", "--dataset", "synthetic", "--split", "training", "--out", synthetic_records, "--quiet")
-    assert result.exit_code == 0, show(result)
+    result = run_cli("prepare", "--dataset", "synthetic", "--split", "training", "--out", synthetic_records, "--quiet")
+    assert result.exit_code == 0, show_result(result)
     assert {p: p.stat().st_mtime_ns for p in synthetic_records.glob("*.tfrecord.gz")} == before
-    result = run("prepare", "--dataset", "synthetic", "--split", "training", "--out", synthetic_records,
+    result = run_cli("prepare", "--dataset", "synthetic", "--split", "training", "--out", synthetic_records,
                  "--reference", "complete", "--quiet")
     assert result.exit_code == 1
     assert "was prepared with reference='authors', not 'complete'" in result.stderr
 
 
 def test_prepare_needs_a_root_for_real_datasets(tmp_path):
-    result = run("prepare", "--dataset", "drive", "--out", tmp_path / "out")
+    result = run_cli("prepare", "--dataset", "drive", "--out", tmp_path / "out")
     assert result.exit_code == 2
     assert "--root is required for --dataset drive" in result.stderr
 
 
 def test_prepare_names_the_expected_layout(tmp_path):
     (tmp_path / "not-drive").mkdir()
-    result = run("prepare", "--dataset", "drive", "--root", tmp_path / "not-drive", "--out", tmp_path / "out")
-    assert result.exit_code == 1, show(result)
+    result = run_cli("prepare", "--dataset", "drive", "--root", tmp_path / "not-drive", "--out", tmp_path / "out")
+    assert result.exit_code == 1, show_result(result)
     assert "Error:" in result.stderr and "expected" in result.stderr and "not-drive" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_prepare_rejects_an_unknown_dataset(tmp_path):
-    result = run("prepare", "--dataset", "messidor", "--out", tmp_path)
+    result = run_cli("prepare", "--dataset", "messidor", "--out", tmp_path)
     assert result.exit_code == 2 and "'messidor' is not one of" in result.stderr
 
 
@@ -76,8 +66,8 @@ def write_config(folder: Path, records: Path, **train) -> Path:
 
 def test_train_runs_and_reports_where_the_model_is(synthetic_records, tmp_path):
     config = write_config(tmp_path, synthetic_records)
-    result = run("train", "--config", config, "--output", tmp_path / "run", "--quiet", "--set", "train.seed=3")
-    assert result.exit_code == 0, show(result)
+    result = run_cli("train", "--config", config, "--output", tmp_path / "run", "--quiet", "--set", "train.seed=3")
+    assert result.exit_code == 0, show_result(result)
     assert "completed after 1 epoch;" in result.stdout and "model.keras" in result.stdout
     assert json.loads((tmp_path / "run" / "run.json").read_text())["seed"] == 3
 
@@ -94,14 +84,14 @@ def test_train_runs_and_reports_where_the_model_is(synthetic_records, tmp_path):
 def test_train_bad_config_is_a_clear_error(synthetic_records, tmp_path, monkeypatch, args, message):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     config = write_config(tmp_path, synthetic_records)
-    result = run("train", "--config", config, "--output", tmp_path / "run", "--quiet", *args)
-    assert result.exit_code == 1, show(result)
+    result = run_cli("train", "--config", config, "--output", tmp_path / "run", "--quiet", *args)
+    assert result.exit_code == 1, show_result(result)
     assert message in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_train_missing_config_file(tmp_path):
-    result = run("train", "--config", tmp_path / "nope.yaml")
+    result = run_cli("train", "--config", tmp_path / "nope.yaml")
     assert result.exit_code == 1 and "nope.yaml does not exist" in result.stderr
 
 

@@ -10,22 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from helpers import run_cli, show_result
 from PIL import Image
 
 pytest.importorskip("apache_beam", reason="the beam extra is not installed (pip install 'keras-vessel[beam]')")
 
-from keras_vessel_cli.main import cli  # noqa: E402
-
 NAMES = ("eye_a", "eye_b", "eye_c", "eye_d")
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def show(result) -> str:
-    return f"exit {result.exit_code}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}\n{result.exception!r}"
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +38,12 @@ def local_and_beam(photographs, tiny_model_file, tmp_path_factory) -> tuple[Path
     model = tiny_model_file()
     local, beam = tmp_path_factory.mktemp("local"), tmp_path_factory.mktemp("beam")
     common = ["--model", model, "--threshold", "otsu", "--measure", "--overlay", "--quiet"]
-    result = run("predict", photographs, "--output", local, *common)
-    assert result.exit_code == 0, show(result)
-    result = run("predict", photographs, "--output", beam, *common, "--engine", "beam",
+    result = run_cli("predict", photographs, "--output", local, *common)
+    assert result.exit_code == 0, show_result(result)
+    result = run_cli("predict", photographs, "--output", beam, *common, "--engine", "beam",
                  "--beam-option", "direct_num_workers=2", "--beam-option", "direct_running_mode=multi_threading")
-    assert result.exit_code == 0, show(result)
-    assert "4 photographs done, 0 skipped (already done), 0 failed" in result.stdout, show(result)
+    assert result.exit_code == 0, show_result(result)
+    assert "4 photographs done, 0 skipped (already done), 0 failed" in result.stdout, show_result(result)
     return local, beam, model
 
 
@@ -91,11 +81,11 @@ def test_a_rerun_skips_what_is_done_and_a_corrupt_file_is_recorded(local_and_bea
     out = tmp_path / "out"
     shutil.copytree(beam, out)
     (out / "eye_c_mask.png").unlink()  # eye_c is redone
-    result = run("predict", inputs, "--output", out, "--model", model, "--threshold", "otsu", "--measure",
+    result = run_cli("predict", inputs, "--output", out, "--model", model, "--threshold", "otsu", "--measure",
                  "--overlay", "--quiet", "--engine", "beam")
-    assert result.exit_code == 1, show(result)
-    assert "1 photograph done, 3 skipped (already done), 1 failed" in result.stdout, show(result)
-    assert f"see {out}/failures.csv" in result.stderr and "Traceback" not in result.stderr, show(result)
+    assert result.exit_code == 1, show_result(result)
+    assert "1 photograph done, 3 skipped (already done), 1 failed" in result.stdout, show_result(result)
+    assert f"see {out}/failures.csv" in result.stderr and "Traceback" not in result.stderr, show_result(result)
     with (out / "failures.csv").open(newline="") as handle:
         (failure,) = list(csv.DictReader(handle))
     assert failure["path"] == str(inputs / "broken.png")
@@ -110,11 +100,11 @@ def test_a_rerun_skips_what_is_done_and_a_corrupt_file_is_recorded(local_and_bea
     ("runner=NoSuchRunner", "Unexpected pipeline runner: NoSuchRunner"),
 ])
 def test_a_bad_beam_option_is_one_sentence(photographs, tiny_model_file, tmp_path, option, message):
-    result = run("predict", photographs, "--output", tmp_path / "out", "--model", tiny_model_file(),
+    result = run_cli("predict", photographs, "--output", tmp_path / "out", "--model", tiny_model_file(),
                  "--threshold", "0.5", "--engine", "beam", "--beam-option", option)
-    assert result.exit_code == 2, show(result)
-    assert message in result.stderr and "Traceback" not in result.stderr, show(result)
-    assert "usage: -" not in result.stderr, show(result)  # not argparse's usage of every Beam option
+    assert result.exit_code == 2, show_result(result)
+    assert message in result.stderr and "Traceback" not in result.stderr, show_result(result)
+    assert "usage: -" not in result.stderr, show_result(result)  # not argparse's usage of every Beam option
     assert not (tmp_path / "out").exists()
 
 
@@ -124,15 +114,15 @@ def test_a_bad_beam_option_is_one_sentence(photographs, tiny_model_file, tmp_pat
      "--engine beam runs a local --model on its workers"),
 ])
 def test_beam_options_need_the_beam_engine_and_a_local_model(photographs, tmp_path, args, message):
-    result = run("predict", photographs, "--output", tmp_path / "out", "--threshold", "0.5", *args)
-    assert result.exit_code == 2 and message in result.stderr, show(result)
+    result = run_cli("predict", photographs, "--output", tmp_path / "out", "--threshold", "0.5", *args)
+    assert result.exit_code == 2 and message in result.stderr, show_result(result)
 
 
 def test_a_damaged_model_is_one_sentence_before_the_pipeline(photographs, tmp_path):
     (tmp_path / "bad.keras").write_text("not a model")
-    result = run("predict", photographs, "--output", tmp_path / "out", "--model", tmp_path / "bad.keras",
+    result = run_cli("predict", photographs, "--output", tmp_path / "out", "--model", tmp_path / "bad.keras",
                  "--threshold", "0.5", "--engine", "beam")
-    assert result.exit_code == 1, show(result)
+    assert result.exit_code == 1, show_result(result)
     assert f"could not load model {tmp_path / 'bad.keras'}" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
 
