@@ -1,4 +1,9 @@
-"""`keras-vessel demo`, the README's main job, end to end on the built-in synthetic set (1 epoch)."""
+"""`keras-vessel demo`, the README's main job, end to end on the built-in synthetic set (1 epoch).
+
+It prepares with `--workers 1`: spawning prepare's worker processes (each imports TensorFlow) costs more
+than the 28 small synthetic images take. tests/cli/test_failures.py checks that a parallel prepare writes
+what a serial one does (test_a_parallel_prepare_shows_no_cuda_probing_and_writes_what_a_serial_one_does).
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ def _run(args: list):
 @pytest.mark.slow
 def test_demo_runs_every_step_and_resumes(tmp_path):
     out = tmp_path / "demo"
-    result, shown = _run(["demo", "--output", out, "--epochs", "1", "--quiet"])
+    result, shown = _run(["demo", "--output", out, "--epochs", "1", "--workers", "1", "--quiet"])
     assert result.exit_code == 0, shown
     # It ends by saying where the report and the exported model are.
     assert f"report:          {out / 'report' / 'metrics.md'}" in result.stdout, shown
@@ -34,7 +39,7 @@ def test_demo_runs_every_step_and_resumes(tmp_path):
     assert len(history) == 2  # header + 1 epoch
 
     # Re-running resumes: nothing is retrained, the same model gives the same report.
-    result, shown = _run(["demo", "--output", out, "--epochs", "1", "--quiet"])
+    result, shown = _run(["demo", "--output", out, "--epochs", "1", "--workers", "1", "--quiet"])
     assert result.exit_code == 0, shown
     assert (out / "run" / "history.csv").read_text().splitlines() == history
     again = json.loads((out / "report" / "metrics.json").read_text())

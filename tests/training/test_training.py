@@ -194,10 +194,6 @@ def write_config(records, folder: Path, **train) -> Path:
     return path
 
 
-def run_cli(*args, env=None, timeout=600):
-    return subprocess.run([CLI, *args], capture_output=True, text=True, env=env, timeout=timeout)
-
-
 # `keras-vessel train` under a MirroredStrategy over two logical CPUs: tests/losses/test_topology_losses.py
 # (test_cli_trains_joint_with_skeleton_recall_under_mirrored_strategy).
 
@@ -246,8 +242,14 @@ def test_a_run_killed_mid_epoch_resumes_from_its_last_epoch(records, tmp_path):
     process.communicate()
     finished = len(read_history(run / "history.csv"))
     assert finished < 3
-    done = run_cli("train", "--config", str(config), "--output", str(run), "--quiet")
-    assert done.returncode == 0, done.stdout + done.stderr
+    # The same command again, in this process (CliRunner): what resumes is on disk, not in the killed process.
+    from click.testing import CliRunner
+
+    from keras_vessel_cli.main import cli
+
+    done = CliRunner().invoke(cli, ["train", "--config", str(config), "--output", str(run), "--quiet"])
+    assert done.exit_code == 0, f"{done.stdout}\n{done.stderr}\n{done.exception!r}"
+    assert f"resuming {run} after epoch {finished} of 3" in done.stderr
     history = read_history(run / "history.csv")
     assert [row["epoch"] for row in history] == ["1", "2", "3"]
     assert json.loads((run / "run.json").read_text())["status"] == "completed"
