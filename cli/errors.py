@@ -9,12 +9,15 @@
   and a terminated one (SIGTERM: docker stop, SLURM preemption, `timeout`) with "terminated"
   and exit status 143, after the same clean-up (`sigterm_as_interrupt`).
 - `quiet_tensorflow()` imports TensorFlow with its start-up logging (CUDA probing on
-  machines without a GPU) sent to /dev/null, so the terminal shows our messages only.
+  machines without a GPU) sent to /dev/null, so the terminal shows our messages only;
+  `quiet_workers()` keeps TensorFlow's and Beam's notices of worker processes (`library_noise`)
+  off it while their errors still reach it.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 from collections.abc import Iterator
@@ -97,3 +100,27 @@ def quiet_tensorflow() -> None:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(null)
+
+
+# What TensorFlow and Beam print that is not an error: C++ (absl/glog) info and warning lines, absl's
+# notice before it is initialised, CUDA's "failed call to cuInit" on a machine without a GPU (an E line),
+# and Python logging's default format below ERROR from any logger but ours.
+_NOISE = re.compile(r"[IW]\d{4} [\d:]+\.\d+ +\d+ |E\d{4} [\d:]+\.\d+ +\d+ cuda\w*\.cc:\d+\] failed call to cuInit"
+                    r"|WARNING: All log messages before absl::InitializeLog|(DEBUG|INFO|WARNING):(?!keras_vessel)[\w.]*:")
+
+
+def library_noise(line: str) -> bool:
+    """Whether a line of stderr is one of TensorFlow's or Beam's notices (`_NOISE`), not an error or ours."""
+    return _NOISE.match(line) is not None
+
+
+@contextmanager
+def quiet_workers() -> Iterator[None]:
+    """Keep `library_noise` of the worker processes started in the block (Beam's DirectRunner in
+    multi_processing mode: each imports Beam and TensorFlow and logs at INFO to its stderr, before any code
+    of ours runs in it) off the terminal; their errors and tracebacks still reach it, as they come."""
+    from keras_vessel.io import stderr_filtered
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # inherited by the workers
+    with stderr_filtered(lambda line: not library_noise(line)):
+        yield

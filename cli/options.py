@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from keras_vessel_cli.errors import library_errors
+from keras_vessel_cli.errors import library_errors, quiet_tensorflow
 
 DATASET_NAMES = ["drive", "chase_db1", "stare", "hrf", "orvs", "les_av", "folder", "synthetic"]
 HEADS = ["mean", "segment", "pixel"]
@@ -47,7 +47,9 @@ def threshold_option(value: str, *, otsu: bool = True) -> str:
 
 
 def scale_option(ctx: click.Context, param: click.Parameter, value: str, *, factors: bool = True) -> str | float:
-    """--scale: the library's rule (`keras_vessel.data.scaling.check_scale`), its ValueError as bad usage."""
+    """--scale: the library's rule (`keras_vessel.data.scaling.check_scale`), its ValueError as bad usage.
+    Click calls it before the command (also for the default), so TensorFlow is imported quietly here."""
+    quiet_tensorflow()
     from keras_vessel.data.scaling import check_scale
 
     try:

@@ -15,9 +15,11 @@ import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
@@ -107,6 +109,43 @@ def stderr_to_devnull() -> Iterator[None]:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(null)
+
+
+@contextmanager
+def stderr_filtered(keep: Callable[[str], bool]) -> Iterator[None]:
+    """Pass what reaches file descriptor 2 for a while through `keep`, line by line, dropping the lines it
+    refuses: this process's, its C++ libraries' and those of the child processes started meanwhile (they
+    inherit the descriptor, and keep writing through the filter until they end).
+
+    A thread copies the kept lines to the real stderr as they come (a line `keep` fails on is kept), so
+    errors still show while a long run goes on.
+    """
+    read_end, write_end = os.pipe()
+    target = os.dup(2)
+
+    def pump() -> None:
+        with os.fdopen(read_end, "rb") as source, os.fdopen(target, "wb", buffering=0) as sink:
+            for line in source:  # until every process holding the pipe closed it
+                try:
+                    kept = keep(line.decode("utf-8", errors="replace"))
+                except Exception:  # noqa: BLE001 - a line the filter cannot judge is shown
+                    kept = True
+                if kept:
+                    sink.write(line)
+
+    thread = threading.Thread(target=pump, name="stderr-filter", daemon=True)
+    thread.start()
+    saved = os.dup(2)
+    sys.stderr.flush()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes this process's end of the pipe
+        os.close(saved)
+        thread.join(timeout=2)  # a child still running keeps its end open: its lines still get through
 
 
 def write_png_atomic(path: str | Path, array: Any) -> None:

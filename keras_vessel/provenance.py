@@ -59,7 +59,8 @@ def machine_info() -> dict[str, Any]:
             "cpu_count": os.cpu_count(), "load_average": load_average()}
 
 
-def _own_version() -> str:
+def own_version() -> str:
+    """The installed keras-vessel version, or "unknown" for a checkout on sys.path."""
     from importlib import metadata
 
     try:
@@ -79,7 +80,7 @@ def package_versions() -> dict[str, str]:
 
     return {
         "python": platform.python_version(),
-        "keras_vessel": _own_version(),
+        "keras_vessel": own_version(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "numpy": np.__version__,

@@ -118,3 +118,25 @@ def test_stale_staging_is_removed_and_live_staging_kept(tmp_path, caplog):
     messages = [record.getMessage() for record in caplog.records]
     assert len(messages) == 2 and f"removed {dead}" in messages[0] and "which is gone" in messages[0]
     assert f"removed {old}" in messages[1] and "an older keras-vessel" in messages[1]
+
+
+def test_worker_notices_are_filtered_from_stderr_but_errors_are_not(capfd):
+    """What a Beam worker process prints to the descriptor it inherits (`quiet_workers`)."""
+    import subprocess
+    import sys
+
+    from keras_vessel_cli.errors import quiet_workers
+
+    lines = ["I0000 00:00:1796602327.207362   28860 cudart_stub.cc:31] Could not find cuda drivers",
+             "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+             "INFO:apache_beam.runners.worker.sdk_worker:Control channel established.",
+             "WARNING:root:Resource module is not available for current platform",
+             "E0000 00:00:1796602542.874434   29681 cuda_platform.cc:52] failed call to cuInit: UNKNOWN ERROR (303)",
+             "WARNING:keras_vessel.serving.prediction:eye.png: no field of view found",
+             "ERROR:apache_beam.runners.worker.sdk_worker:Error processing instruction",
+             "E0000 00:00:1.5   1 allocator.cc:9] out of memory",
+             "Traceback (most recent call last):"]
+    with quiet_workers():
+        subprocess.run([sys.executable, "-c", f"import sys; sys.stderr.write({chr(10).join(lines) + chr(10)!r})"],
+                       check=True)
+    assert capfd.readouterr().err.splitlines() == lines[5:]

@@ -22,7 +22,7 @@ from keras_vessel_cli.options import (
     threshold_option,
     training_threshold,
 )
-from keras_vessel_cli.errors import library_errors, quiet_tensorflow
+from keras_vessel_cli.errors import library_errors, quiet_tensorflow, quiet_workers
 
 
 def _fov_option(value: str) -> str | Path:
@@ -53,6 +53,17 @@ def _check_source(ctx: click.Context, model_path: Path | None, server: str | Non
     if threshold == "train" and ctx.get_parameter_source("threshold") is not click.core.ParameterSource.DEFAULT:
         raise click.UsageError("--threshold train reads threshold.json beside a local --model; with --server "
                                "give the number (e.g. --threshold 0.47)")
+
+
+def _mask_threshold(ctx: click.Context, threshold: str, model_path: Path | None, heads: str, tta: str) -> float | str:
+    """The threshold both engines mask with: a number or 'otsu' as given; 'train' given explicitly, the stored
+    one (a ClickException when the model has none); 'train' by default, the stored one or 0.5 (said on
+    stderr) when the model has none or is served (`model_path` None)."""
+    if threshold != "train":
+        return threshold
+    if ctx.get_parameter_source("threshold") is not click.core.ParameterSource.DEFAULT:
+        return training_threshold(model_path, heads, tta)[0]
+    return _stored_threshold(model_path, heads, tta) if model_path is not None else 0.5
 
 
 def _stored_threshold(model_path: Path, heads: str, tta: str) -> float:
@@ -100,6 +111,9 @@ def _stored_threshold(model_path: Path, heads: str, tta: str) -> float:
 @click.option("--measure", is_flag=True,
               help="Also write measures.csv: one row of vessel measurements per image (keras-vessel measure's "
                    "columns), its mask inside its FOV; rows of other images already there are kept.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the outputs in --output of another model, threshold, scale, ... (a re-run with the "
+                   "same settings needs no flag) [default: refuse them].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--engine", type=click.Choice(["local", "beam"]), default="local", show_default=True,
               help="'local': one process; 'beam': an Apache Beam pipeline (pip install 'keras-vessel[beam]'), "
@@ -113,11 +127,12 @@ def _stored_threshold(model_path: Path, heads: str, tta: str) -> float:
 def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None, server: str | None,
             model_name: str | None, version: int | None, output: Path, fov_text: str, threshold: str,
             heads: str, tile_size: int | None, tta: str, scale: str | float, overlay: bool, measure: bool,
-            quiet: bool, engine: str, beam_options: tuple[str, ...]) -> None:
+            overwrite: bool, quiet: bool, engine: str, beam_options: tuple[str, ...]) -> None:
     """Predict vessels in INPUT images (files, globs or folders of PNG/JPEG/TIFF/GIF/PPM).
 
     A file that cannot be processed is reported on stderr and skipped; the exit
-    status is then 1 after the other files are done.
+    status is then 1 after the other files are done. An --output holding predictions
+    made with other settings is refused (exit 1) unless --overwrite.
     """
     quiet_tensorflow()
     threshold = threshold_option(threshold)
@@ -139,9 +154,9 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
                    "(see saved_models/MODEL_CARD.md)", err=True)
 
     if engine == "beam":
-        threshold = _stored_threshold(model_path, heads, tta) if threshold == "train" else threshold
-        return _predict_beam(model_path, inputs, output, beam_options, fov=fov, threshold=threshold, heads=heads,
-                             tile_size=tile_size, tta=tta, scale=scale, overlay=overlay, measure=measure)
+        threshold = _mask_threshold(ctx, threshold, model_path, heads, tta)
+        return _predict_beam(model_path, inputs, output, beam_options, overwrite, fov=fov, threshold=threshold,
+                             heads=heads, tile_size=tile_size, tta=tta, scale=scale, overlay=overlay, measure=measure)
 
     from keras_vessel.serving.prediction import InputError, expand_inputs, predict_files
 
@@ -149,8 +164,10 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
         paths = expand_inputs(inputs)
     except InputError as error:
         raise click.BadParameter(str(error), param_hint="INPUT") from None
+    threshold = _mask_threshold(ctx, threshold, model_path if server is None else None, heads, tta)  # inputs first
 
-    options = {"fov": fov, "progress": not quiet, "overlay": overlay, "measure": measure}
+    options = {"fov": fov, "progress": not quiet, "overlay": overlay, "measure": measure, "overwrite": overwrite,
+               "threshold": threshold}
     if server is not None:
         from keras_vessel.serving.client import ServingClient
 
@@ -159,16 +176,10 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
         except ValueError as error:
             raise click.BadParameter(str(error), param_hint="--server/--model-name") from None
         source, options["predictor"] = None, client.predict
+        options["predictor_name"] = f"{server} model {model_name} version {version or 'latest'}"
     else:
         source = model_path
         options.update(heads=heads, tile_size=tile_size, tta=tta, scale=scale)
-    if threshold == "train":
-        explicit = ctx.get_parameter_source("threshold") is not click.core.ParameterSource.DEFAULT
-        if explicit:
-            threshold = training_threshold(model_path, heads, tta)[0]
-        else:
-            threshold = _stored_threshold(model_path, heads, tta) if server is None else 0.5
-    options["threshold"] = threshold
 
     with library_errors():
         report = predict_files(source, paths, output, **options)  # logs each failure as it happens, once
@@ -199,7 +210,7 @@ def _without_beam_notices():
 
 
 def _predict_beam(model_path: Path, inputs: tuple[str, ...], output: Path, beam_options: tuple[str, ...],
-                  **options) -> None:
+                  overwrite: bool, **options) -> None:
     """`--engine beam`: the same work as an Apache Beam pipeline; bad options and inputs in one sentence."""
     try:
         with _without_beam_notices():
@@ -212,8 +223,8 @@ def _predict_beam(model_path: Path, inputs: tuple[str, ...], output: Path, beam_
     with library_errors():
         work = PhotographWork(**options)
     try:
-        with _without_beam_notices():
-            report = predict_beam(model_path, inputs, output, options=beam_options, work=work)
+        with _without_beam_notices(), quiet_workers():
+            report = predict_beam(model_path, inputs, output, options=beam_options, work=work, overwrite=overwrite)
     except InputError as error:
         raise click.BadParameter(str(error), param_hint="INPUT") from None
     except ValueError as error:

@@ -7,7 +7,8 @@ model with RunInference (`VesselModelHandler`: the model loaded once per worker;
 plain DoFn, because its ModelHandler decides how an element is run: one photograph at a time, at its
 own size and scale, whole or tiled, with predict's TTA), `finish` the maps, write them and `row` the
 measurements. Photographs whose files are already in the output folder are skipped (and their row, with
-``measure``), so a stopped run is resumed by running it again; a photograph that fails is written with
+``measure``), so a stopped run is resumed by running it again; the folder records the settings that made
+them, and a re-run with others is refused before any work (`claim_output`, as the local engine); a photograph that fails is written with
 its reason to ``failures.csv`` and the others go on. Counters (`COUNTERS`) say what happened.
 
 `apache_beam` is imported here only: the base install has no Beam (``pip install keras-vessel[beam]``).
@@ -18,8 +19,8 @@ from __future__ import annotations
 import contextlib
 import csv
 import difflib
+import hashlib
 import io
-import json
 import logging
 import os
 import tempfile
@@ -39,9 +40,12 @@ from keras_vessel.measure.files import MEASURES_CSV, measures_text, merge_rows, 
 from keras_vessel.serving.prediction import (
     OUTPUT_MARKER,
     PhotographWork,
+    claim_output,
     expand_inputs,
     failure_reason,
+    marker_text,
     output_stems,
+    prediction_settings,
     stops_the_batch,
 )
 
@@ -110,6 +114,23 @@ class BeamFiles:
                 return handle.read().decode("utf-8")
         except Exception:  # noqa: BLE001 - Beam's BeamIOError for a missing file
             return None
+
+    @staticmethod
+    def write_text(text: str, content: str) -> None:
+        _write(text, content.encode("utf-8"))
+
+    @staticmethod
+    def remove(text: str) -> None:
+        if FileSystems.exists(text):
+            FileSystems.delete([text])
+
+    @staticmethod
+    def sha256(text: str) -> str:
+        digest = hashlib.sha256()
+        with FileSystems.open(text, compression_type="uncompressed") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
 
 
 def _write(path: str, data: bytes) -> None:
@@ -288,13 +309,8 @@ def _finalize(_, output: str, results: list, failures: list, measure: bool) -> N
     failures.csv (this run's, header only when none failed)."""
     written = sorted(name for names, _ in results for name in names)
     if written:
-        marker = BeamFiles.read_text(BeamFiles.join(output, OUTPUT_MARKER))
-        try:
-            before = set(json.loads(marker)["files"]) if marker else set()
-        except (ValueError, KeyError, TypeError):
-            before = set()
-        payload = {"written_by": "keras-vessel predict", "files": sorted(before | set(written))}
-        _write(BeamFiles.join(output, OUTPUT_MARKER), (json.dumps(payload, indent=2) + "\n").encode())
+        marker = BeamFiles.join(output, OUTPUT_MARKER)
+        BeamFiles.write_text(marker, marker_text(BeamFiles.read_text(marker), written))
     rows = sorted((row for _, row in results if row is not None), key=lambda row: row["name"])
     if measure and rows:
         csv_path = BeamFiles.join(output, MEASURES_CSV)
@@ -316,12 +332,13 @@ def _counters(result) -> dict[str, int]:
 
 
 def predict_beam(model_path: str | Path, inputs: Sequence[str | Path], output: str | Path, *,
-                 options: Sequence[str] = (), work: PhotographWork) -> BeamReport:
+                 options: Sequence[str] = (), work: PhotographWork, overwrite: bool = False) -> BeamReport:
     """Run `work` on every photograph of `inputs` (files, folders, glob patterns; local, gs:// or s3://,
     as `expand_inputs`) into `output`, as a Beam pipeline with `pipeline_options` (`options`).
 
-    Argument errors (options, inputs, two inputs of one name, a local model that does not load) raise
-    ValueError before the pipeline runs.
+    Argument errors (options, inputs, two inputs of one name, a local model that does not load, an output
+    folder holding predictions of other settings unless `overwrite`: `keras_vessel.serving.prediction.
+    claim_output`, the local engine's rule) raise ValueError before the pipeline runs.
     Returns a `BeamReport` once it has finished; ``failures.csv`` in `output` lists the failures.
     """
     beam_options = pipeline_options(options)
@@ -332,6 +349,7 @@ def predict_beam(model_path: str | Path, inputs: Sequence[str | Path], output: s
         work.load_model(model_path)  # a damaged or foreign model fails here in one sentence, not in each worker
     if BeamFiles._local(output):
         ensure_writable_dir(output, what="the output folder")
+    claim_output(output, prediction_settings(work, model_path, files=BeamFiles), overwrite=overwrite, files=BeamFiles)
     names = ("_prob.png", "_mask.png") + (("_overlay.png",) if work.overlay else ())
     rows = ({row["name"] for row in read_rows(BeamFiles.read_text(BeamFiles.join(output, MEASURES_CSV)))}
             if work.measure else None)

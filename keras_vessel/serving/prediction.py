@@ -26,15 +26,22 @@ import numpy as np
 from keras_vessel.models.inference import check_tile_size, check_tta
 from keras_vessel.checks import FUSIONS
 from keras_vessel.data.preprocessing import IMAGE_SUFFIXES
-from keras_vessel.io import ensure_writable_dir, removed_if_failed, write_json_atomic, write_png_atomic
+from keras_vessel.errors import OutputError
+from keras_vessel.io import ensure_writable_dir, removed_if_failed, write_png_atomic, write_text_atomic
 
-__all__ = ["OUTPUT_MARKER", "OUTPUT_SUFFIXES", "OVERLAY_COLOUR", "InputError", "LocalFiles", "Located", "Maps",
-           "PhotographWork", "PredictReport", "expand_inputs", "failure_reason", "output_stems", "own_outputs",
-           "predict_files", "stops_the_batch", "vessel_overlay"]
+__all__ = ["OUTPUT_MARKER", "OUTPUT_SUFFIXES", "OVERLAY_COLOUR", "SETTINGS", "InputError", "LocalFiles", "Located",
+           "Maps", "PhotographWork", "PredictReport", "claim_output", "expand_inputs", "failure_reason",
+           "marker_text", "output_stems", "own_outputs", "predict_files", "prediction_settings", "stops_the_batch",
+           "vessel_overlay"]
 
-# What `predict_files` writes per image, and the file in its output folder that lists them (`own_outputs`).
+# What `predict_files` writes per image, and the file in its output folder that lists them (`own_outputs`)
+# and records the settings that made them (`claim_output`).
 OUTPUT_SUFFIXES = ("_prob.png", "_mask.png", "_overlay.png")
 OUTPUT_MARKER = ".keras-vessel-predict"
+# The settings that make a photograph's files (`prediction_settings`), and the option that sets each: a
+# re-run into the same output folder must have the same (`claim_output`).
+SETTINGS = {"model": "model", "heads": "--heads", "tile_size": "--tile-size", "tta": "--tta", "scale": "--scale",
+            "fov": "--fov", "threshold": "--threshold"}
 # Errors writing an image's outputs that every later image would meet too: they stop the batch.
 _STOPS_THE_BATCH = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 # What `vessel_overlay` paints vessels with (RGB), and how much of it: cyan shows on the red-orange fundus.
@@ -116,6 +123,20 @@ class LocalFiles:
         except OSError:
             return None
 
+    @staticmethod
+    def write_text(text: str, content: str) -> None:
+        write_text_atomic(text, content)
+
+    @staticmethod
+    def remove(text: str) -> None:
+        Path(text).unlink(missing_ok=True)
+
+    @staticmethod
+    def sha256(text: str) -> str:
+        from keras_vessel.data.tfrecords import file_sha256
+
+        return file_sha256(text)
+
 
 def expand_inputs(inputs: Iterable[str | Path], *, files=LocalFiles) -> list[Path]:
     """Files as given, globs expanded, folders listed (images only, sorted, not recursive).
@@ -159,11 +180,18 @@ def own_outputs(folder: str | Path, *, files=LocalFiles) -> set[str]:
     return _own_names(files.read_text(files.join(folder, OUTPUT_MARKER)), listed)
 
 
-def _own_names(marker: str | None, names: Iterable[str]) -> set[str]:
+def _read_marker(text: str | None) -> dict:
+    """The marker's JSON object, or {} when there is none or it is damaged."""
     try:
-        own = set(json.loads(marker)["files"]) if marker is not None else set()
-    except (ValueError, KeyError, TypeError):
-        own = set()
+        marker = json.loads(text) if text is not None else {}
+    except ValueError:
+        return {}
+    return marker if isinstance(marker, dict) else {}
+
+
+def _own_names(marker: str | None, names: Iterable[str]) -> set[str]:
+    listed = _read_marker(marker).get("files")
+    own = {name for name in listed if isinstance(name, str)} if isinstance(listed, list) else set()
     names = set(names)
     first, second = OUTPUT_SUFFIXES[:2]
     for name in names:
@@ -186,10 +214,97 @@ def _without_own_outputs(paths: list[str], where: str, files) -> list[str]:
     return kept
 
 
+def marker_text(previous: str | None, names: Iterable[str]) -> str:
+    """The text of `OUTPUT_MARKER` listing `names` besides the files the `previous` one lists, its settings
+    (`claim_output`) kept: what both engines write after their photographs."""
+    marker = _read_marker(previous)
+    listed = marker.get("files") if isinstance(marker.get("files"), list) else []
+    files = sorted({name for name in listed if isinstance(name, str)} | set(names))
+    return json.dumps({**marker, "written_by": "keras-vessel predict", "files": files}, indent=2) + "\n"
+
+
 def _mark(output_dir: Path, written: list[Path]) -> None:
     """List `written` in `output_dir`'s marker, beside what earlier runs wrote there."""
-    names = sorted(own_outputs(output_dir) | {path.name for path in written})
-    write_json_atomic(output_dir / OUTPUT_MARKER, {"written_by": "keras-vessel predict", "files": names})
+    marker = output_dir / OUTPUT_MARKER
+    names = own_outputs(output_dir) | {path.name for path in written}
+    write_text_atomic(marker, marker_text(LocalFiles.read_text(str(marker)), names))
+
+
+def prediction_settings(work: PhotographWork, model_path: str | Path | None = None, *,
+                        predictor_name: str | None = None, files=LocalFiles) -> dict:
+    """What makes a photograph's files, as `claim_output` records and compares it (keys: `SETTINGS`).
+
+    The model by its file's SHA-256 (its path is informative: the same file elsewhere is the same model), or
+    the predictor by `predictor_name` (say which server and model; by default the callable's name); the
+    heads, tiling, TTA and scale of a local model; the FOV rule, a FOV file by its SHA-256; the threshold's
+    value (a number, also when read from threshold.json, or ``"otsu"``). Not settings: ``overlay`` and
+    ``measure`` add files without changing the others (a re-run that asks for them writes them for each
+    photograph that lacks them).
+    """
+    if model_path is not None:
+        model = {"path": str(model_path), "sha256": files.sha256(str(model_path))}
+    else:
+        model = {"predictor": predictor_name or "unnamed"}
+    fov = work.fov if isinstance(work.fov, str) else {"path": str(work.fov), "sha256": LocalFiles.sha256(work.fov)}
+    return {"model": model, "heads": work.heads, "tile_size": work.tile_size, "tta": work.tta,
+            "scale": work.scale, "fov": fov, "threshold": work.threshold}
+
+
+def claim_output(output: str | Path, settings: dict, *, overwrite: bool = False, files=LocalFiles) -> None:
+    """Check that `output` holds no predictions of other settings, then record `settings` in it.
+
+    Both engines call it before their first photograph, `settings` from `prediction_settings`. The marker
+    (`OUTPUT_MARKER`, written atomically) keeps them, so that a re-run into the same folder resumes (Beam
+    skips the photographs done) or redoes the same work (local engine) only with the same settings; with
+    another model, threshold, scale, ... it raises `OutputError` (a ValueError) naming the first that
+    differs (`SETTINGS`) and what to do. Outputs of a keras-vessel predict that recorded no settings (before
+    it did so; `own_outputs` finds them) are refused too: what made them cannot be known, and resuming
+    would keep them silently. `overwrite` (``--overwrite``) replaces instead: the files the marker lists and
+    its measures.csv are removed (files it does not list, perhaps the user's, are left; an input of the
+    same name overwrites them) and `settings` recorded.
+    """
+    from keras_vessel.measure.files import MEASURES_CSV
+
+    output = str(output)
+    marker_path = files.join(output, OUTPUT_MARKER)
+    previous = files.read_text(marker_path)
+    recorded = _read_marker(previous).get("settings")
+    again = (f"to keep them, give another --output; to replace them by predictions with these settings, add "
+             "--overwrite")
+    if not overwrite and isinstance(recorded, dict):
+        for key, option in SETTINGS.items():
+            old, new = recorded.get(key), json.loads(json.dumps(settings[key]))
+            if _identity(old) != _identity(new):
+                raise OutputError(f"{output} holds predictions made with another {option} ({_shown(old)}; now "
+                                  f"{_shown(new)}); {again}")
+        return
+    if not overwrite:
+        held = sorted(own_outputs(output, files=files))
+        if held:
+            raise OutputError(f"{output} holds outputs of keras-vessel predict ({', '.join(held[:3])}"
+                              f"{', ...' if len(held) > 3 else ''}) that do not record the settings that made them; "
+                              f"{again}")
+    elif previous is not None:
+        for name in sorted(_own_names(previous, ()) | {MEASURES_CSV}):
+            files.remove(files.join(output, name))
+    from keras_vessel.provenance import own_version
+
+    record = {"written_by": "keras-vessel predict", "keras_vessel": own_version(), "settings": settings,
+              "files": []}
+    files.write_text(marker_path, json.dumps(record, indent=2) + "\n")
+
+
+def _identity(value):
+    """What is compared of a setting: a file by its SHA-256, anything else as it is."""
+    return value.get("sha256", value) if isinstance(value, dict) else value
+
+
+def _shown(value) -> str:
+    if isinstance(value, dict) and "sha256" in value:
+        return f"{value.get('path')}, SHA-256 {str(value['sha256'])[:12]}..."
+    if isinstance(value, dict):
+        return ", ".join(str(v) for v in value.values())
+    return "none" if value is None else str(value)
 
 
 def output_stems(paths: Sequence[str | Path], output_dir: str | Path) -> list[str]:
@@ -259,6 +374,8 @@ def predict_files(
     predictor: Predictor | None = None,
     overlay: bool = False,
     measure: bool = False,
+    overwrite: bool = False,
+    predictor_name: str | None = None,
 ) -> PredictReport:
     """Write ``NAME_prob.png`` and ``NAME_mask.png`` into `output_dir` for every input image.
 
@@ -288,13 +405,17 @@ def predict_files(
     measure : also write one row per image to ``measures.csv`` in `output_dir`: the vessel measurements
         of its mask inside its FOV (`keras_vessel.measure.measure_row`; the FOV found in the image, the
         `fov` file, or the whole image). Rows of other images already in that file are kept.
+    overwrite : replace the outputs of other settings in `output_dir` (`claim_output`) instead of refusing.
+    predictor_name : what `predictor` is (e.g. the server and model), recorded and compared by `claim_output`.
 
     Returns a `PredictReport`. Model and argument errors, and two inputs that would write the same
     files (`output_stems`), raise before any file is written; per-file errors (unreadable image, FOV of
     another size, a failing predictor) are recorded in ``report.failures`` and logged, but a
     predictor raising ConnectionError (its server cannot be reached:
     `keras_vessel.serving.client.ServerUnreachable`) stops the batch with a ConnectionError, and a full
-    disk, quota or read-only file system with its OSError. The files
+    disk, quota or read-only file system with its OSError. An `output_dir` holding outputs of other
+    settings (`prediction_settings`) is refused with OutputError before any image (`claim_output`), unless
+    `overwrite`; with the same, every input is predicted again. The files
     written are listed in `OUTPUT_MARKER` in `output_dir` (`own_outputs`). An
     image without a detectable field of view is predicted whole, at its own
     scale, with a warning naming it.
@@ -319,9 +440,14 @@ def predict_files(
     work = PhotographWork(fov=fov, threshold=threshold, heads=heads, tile_size=tile_size, tta=tta, scale=scale,
                           overlay=overlay, measure=measure, local_model=predictor is None)
     model = work.load_model(model_path) if predictor is None else None
+    if predictor is not None and predictor_name is None:
+        predictor_name = getattr(predictor, "__qualname__", type(predictor).__qualname__)
+    settings = prediction_settings(work, model_path, predictor_name=predictor_name)
 
     with removed_if_failed(output_dir):  # stopped before writing anything: no empty folder left
+        new = not Path(output_dir).exists()
         output_dir = ensure_writable_dir(output_dir, what="the output folder")  # before any image is predicted
+        claim_output(output_dir, settings, overwrite=overwrite)
         report = PredictReport()
         rows: list[dict] = []
         stopped = True
@@ -351,6 +477,8 @@ def predict_files(
                     _mark(output_dir, report.written)
                 if rows:
                     write_measures(output_dir / MEASURES_CSV, merge_rows(output_dir / MEASURES_CSV, rows))
+                if stopped and new and not report.written:  # the marker alone: no folder left (removed_if_failed)
+                    (output_dir / OUTPUT_MARKER).unlink(missing_ok=True)
         return report
 
 

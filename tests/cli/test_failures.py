@@ -650,9 +650,11 @@ def test_predict_into_its_input_folder_skips_its_own_outputs(tmp_path, tiny_mode
         f"{stem}_{kind}.png" for stem in ("eye", "vessel_mask") for kind in ("prob", "mask", "overlay"))
     written = sorted(p.name for p in folder.iterdir() if p.name != ".keras-vessel-predict")
     (folder / ".keras-vessel-predict").unlink()  # as a keras-vessel that wrote no marker left it
+    result = run(*args, "--overlay")  # which settings made them is not known: not predicted into again
+    assert result.exit_code == 1 and "that do not record the settings that made them" in result.stderr, show(result)
     for skipped in (6, 4):  # by name pattern (NAME_prob.png beside NAME_mask.png); then by the marker alone
         with caplog.at_level("WARNING"):
-            result = run(*args, "--overlay")
+            result = run(*args, "--overlay", *(["--overwrite"] if skipped == 6 else []))
         assert result.exit_code == 0, show(result)
         assert "for 2 of 2 images" in result.stdout, show(result)
         assert f"folder {folder}: skipping {skipped} files that keras-vessel predict wrote" in caplog.text

@@ -127,14 +127,47 @@ def test_a_damaged_model_is_one_sentence_before_the_pipeline(photographs, tmp_pa
     assert not (tmp_path / "out").exists()
 
 
-def test_the_terminal_shows_our_lines_not_beams_import_notices(photographs, tiny_model_file, tmp_path):
-    # A fresh process: Beam logs "apitools not found" through the root logger when first imported.
+def test_a_rerun_with_another_threshold_is_refused_before_any_work(local_and_beam, tmp_path):
+    _, beam, model = local_and_beam
+    out = tmp_path / "out"
+    shutil.copytree(beam, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    result = run_cli("predict", out / "eye_a_prob.png", "--output", out, "--model", model, "--threshold", "0.5",
+                     "--measure", "--overlay", "--quiet", "--engine", "beam")  # the input is never read
+    assert result.exit_code == 1, show_result(result)
+    assert (f"{out} holds predictions made with another --threshold (otsu; now 0.5); to keep them, give another "
+            "--output; to replace them by predictions with these settings, add --overwrite") in result.stderr
+    assert "Traceback" not in result.stderr, show_result(result)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+@pytest.mark.parametrize("engine", ["local", "beam"])
+def test_an_explicit_training_threshold_needs_threshold_json_in_both_engines(photographs, tiny_model_file, tmp_path,
+                                                                              engine):
+    model = tiny_model_file()
+    result = run_cli("predict", photographs, "--output", tmp_path / "out", "--model", model,
+                     "--threshold", "train", "--quiet", "--engine", engine)
+    assert result.exit_code == 1, show_result(result)
+    assert f"no training threshold for {model}: expected {model.parent / 'threshold.json'}" in result.stderr, \
+        show_result(result)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_terminal_shows_our_lines_not_beams_or_its_workers_notices(photographs, tiny_model_file, tmp_path):
+    # A fresh process, a worker process (README's multi_processing mode): each imports Beam and TensorFlow
+    # and logs at INFO; a photograph that fails still says so.
     import subprocess
     import sys
 
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     command = [str(Path(sys.executable).with_name("keras-vessel")), "predict", str(photographs / "eye_a.png"),
-               "--output", str(tmp_path / "out"), "--model", str(tiny_model_file()), "--engine", "beam", "--quiet"]
+               str(tmp_path / "broken.png"), "--output", str(tmp_path / "out"), "--model", str(tiny_model_file()),
+               "--threshold", "0.5", "--engine", "beam", "--beam-option", "direct_running_mode=multi_processing",
+               "--beam-option", "direct_num_workers=1"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "1 photograph done" in result.stdout, result.stdout
-    assert "apitools" not in result.stderr and "WARNING:root" not in result.stderr, result.stderr
+    assert result.returncode == 1, result.stderr
+    assert "1 photograph done, 0 skipped (already done), 1 failed" in result.stdout, result.stdout
+    assert f"1 photograph failed: see {tmp_path / 'out'}/failures.csv" in result.stderr, result.stderr
+    for noise in ("cuda", "cpu_feature_guard", "absl", "apache_beam", "apitools", "INFO:", "WARNING:root"):
+        assert noise not in result.stderr, result.stderr
+    assert "broken.png" in (tmp_path / "out" / "failures.csv").read_text()

@@ -20,6 +20,7 @@ from keras_vessel.serving.prediction import (
     OVERLAY_COLOUR,
     InputError,
     PredictReport,
+    claim_output,
     expand_inputs,
     predict_files,
     vessel_overlay,
@@ -106,6 +107,44 @@ def test_writes_16bit_probability_and_mask(tmp_path, images):
         np.testing.assert_array_equal(mask, np.where(image[..., 1] / 255.0 >= 0.4, 255, 0))
     # no temp files; the marker says predict wrote here (`is_own_output`)
     assert sorted(p.name for p in out.iterdir()) == sorted([OUTPUT_MARKER, *(p.name for p in report.written)])
+
+
+def test_an_output_folder_of_other_settings_is_refused_unless_overwritten(tmp_path, images):
+    from keras_vessel.errors import OutputError
+
+    a, b = (_save(tmp_path / "in" / f"{k}.png", v) for k, v in images.items())
+    out = tmp_path / "out"
+    options = {"fov": "none", "predictor": _green, "progress": False, "measure": True}
+    predict_files(None, [a, b], out, threshold=0.4, **options)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    predict_files(None, [a], out, threshold=0.4, **options)  # the same settings: done again, as asked
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    with pytest.raises(OutputError, match=rf"^{out} holds predictions made with another --threshold \(0.4; now 0.5\); "
+                                          r"to keep them, give another --output; .* add --overwrite$"):
+        predict_files(None, [a], out, threshold=0.5, **options)
+    with pytest.raises(OutputError, match=r"another model \(_green; now other\)"):
+        predict_files(None, [a], out, threshold=0.4, predictor_name="other", **{**options, "predictor": _green})
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # refused before any file
+    predict_files(None, [a], out, threshold=0.5, overwrite=True, **options)  # b's maps and row were 0.4's: gone
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "a_mask.png", "a_prob.png", "measures.csv"]
+    assert (out / "measures.csv").read_text().count("\n") == 2
+    np.testing.assert_array_equal(_read(out / "a_mask.png"), np.where(images["a"][..., 1] / 255.0 >= 0.5, 255, 0))
+
+
+def test_outputs_that_record_no_settings_are_not_resumed(tmp_path, images):
+    from keras_vessel.errors import OutputError
+
+    out = tmp_path / "out"
+    for name in ("old_prob.png", "old_mask.png"):  # what a keras-vessel before the record left
+        _save(out / name, images["a"][..., 0])
+    settings = {"model": {"predictor": "p"}, "heads": "mean", "tile_size": None, "tta": "none", "scale": "auto",
+                "fov": "none", "threshold": 0.4}
+    with pytest.raises(OutputError, match=r"holds outputs of keras-vessel predict \(old_mask.png, old_overlay.png, "
+                                          r"old_prob.png\) that do not record the settings that made them"):
+        claim_output(out, settings)
+    claim_output(out, settings, overwrite=True)  # files the marker does not list may be the user's: kept
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "old_mask.png", "old_prob.png"]
+    claim_output(out, settings)
 
 
 def test_overlay_paints_the_mask_on_the_photograph(tmp_path, images):
