@@ -190,8 +190,9 @@ def finished_report(folder: Path, model_path: Path, *, camera: str, split: str, 
 
 
 def _score_missing(entry: dict[str, Any], model_path: Path, camera: str, output: Path, *, data: Path,
-                   results: dict[str, Any], results_path: Path, what: str) -> None:
-    missing = [variant for variant in VARIANTS if variant not in entry["scores"]]
+                   results: dict[str, Any], results_path: Path, what: str,
+                   variants: Sequence[str] = tuple(VARIANTS)) -> None:
+    missing = [variant for variant in variants if variant not in entry["scores"]]
     if missing:
         print(f"score {what} on {camera} ({', '.join(missing)})", file=sys.stderr, flush=True)
         entry["scores"].update(score_model(model_path, camera, output, data=data, variants=missing,
@@ -199,8 +200,9 @@ def _score_missing(entry: dict[str, Any], model_path: Path, camera: str, output:
         save_results(results_path, results)
 
 
-def score_all(runs: Sequence[CameraRun], out: Path, results_path: Path, *, data: Path) -> dict[str, Any]:
-    """Score every finished run on its left-out camera (what is already in the results is kept)."""
+def score_all(runs: Sequence[CameraRun], out: Path, results_path: Path, *, data: Path,
+              variants: Sequence[str] = tuple(VARIANTS)) -> dict[str, Any]:
+    """Score every finished run on its left-out camera in `variants` (what is already in the results is kept)."""
     results = load_results(results_path)
     for run in runs:
         run_dir = out / run.name
@@ -211,7 +213,7 @@ def score_all(runs: Sequence[CameraRun], out: Path, results_path: Path, *, data:
         info = json.loads((run_dir / "run.json").read_text())
         entry["git_revision"], entry["machine"] = info.get("git_revision"), info.get("machine")
         _score_missing(entry, run_dir / "model.keras", run.left_out, run_dir, data=data, results=results,
-                       results_path=results_path, what=run.name)
+                       results_path=results_path, what=run.name, variants=variants)
     return results
 
 
@@ -358,6 +360,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                              data_help="Folder with the five datasets.", results=RESULTS)
     parser.add_argument("--bundled", action="store_true",
                         help=f"Only score the bundled model on {', '.join(BUNDLED_UNSEEN)} (cameras it has not seen).")
+    parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=tuple(VARIANTS),
+                        help="Scoring variants of the runs (default: all).")
     args = parser.parse_args(argv)
     if args.summarize:
         print(table(load_results(args.results)))
@@ -374,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                                 "--split", split, "--out", str(args.records / camera), "--workers", "2", "--quiet"],
                                check=True)
         train_all(runs, args.out, args.records, jobs=args.jobs, keras_vessel=keras_vessel)
-    print(table(score_all(runs, args.out, args.results, data=args.data)))
+    print(table(score_all(runs, args.out, args.results, data=args.data, variants=args.variants)))
 
 
 if __name__ == "__main__":

@@ -198,3 +198,22 @@ def test_the_table_shows_every_variant_of_today_and_other_recipes_at_auto():
     rows = [line.split(" | ")[:2] for line in loco.table(_results(variants)).splitlines() if line.startswith("| ")]
     assert rows[1:] == [["| today", v] for v in loco.VARIANTS] + [[f"| {r}", "auto"] for r in loco.RECIPES
                                                                    if r != "today"]
+
+
+def test_variants_limits_what_is_scored(monkeypatch, tmp_path):
+    import json
+
+    run = CameraRun("wide", "orvs")
+    (tmp_path / "runs" / run.name).mkdir(parents=True)
+    (tmp_path / "runs" / run.name / "run.json").write_text(json.dumps({"git_revision": "x", "machine": {}}))
+    (tmp_path / "runs" / run.name / "threshold.json").write_text('{"threshold": 0.5}')
+    asked = []
+    monkeypatch.setattr(loco, "finished_run", lambda folder: True)
+    monkeypatch.setattr(loco, "score_model", lambda *a, variants, **k: asked.append(list(variants)) or
+                        {v: {"AUC_pooled": 0.9} for v in variants})
+    monkeypatch.setattr(loco, "table", lambda results: "")
+    loco.main(["--out", str(tmp_path / "runs"), "--results", str(tmp_path / "r.json"), "--no-train",
+               "--only", run.name, "--variants", "auto", "auto_otsu"])
+    assert asked == [["auto", "auto_otsu"]]
+    with pytest.raises(SystemExit):
+        loco.main(["--no-train", "--variants", "fov999"])
