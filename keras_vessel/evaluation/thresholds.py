@@ -234,6 +234,9 @@ def choose_training_threshold(
 
     Store it with the model (`save_threshold`) and evaluate the test split with
     it: an honest alternative to tuning the threshold on the test images.
+    Images are predicted one at a time and their pixels pooled in
+    `metrics.ScoreCounts`, whose memory does not grow with the images; the
+    threshold is a `metrics.SCORE_BINS` bin edge (see `ScoreCounts`).
     """
     samples = list(samples)
     if not samples:

@@ -24,6 +24,12 @@ def _random_case(seed: int, shape=(40, 50), levels: int | None = None):
     return prob, label, fov
 
 
+def _binned(prob: np.ndarray) -> np.ndarray:
+    """NumPy oracle of the counted scores: each probability at the lower edge of its bin."""
+    bins = metrics.SCORE_BINS
+    return np.minimum(np.floor(np.asarray(prob, np.float64) * bins), bins - 1) / bins
+
+
 # ---------------------------------------------------------------- confusion metrics
 
 
@@ -92,7 +98,7 @@ def test_confusion_metrics_rejects_bad_input():
 @pytest.mark.parametrize("levels", [None, 10, 3])
 def test_per_image_auc_matches_sklearn_with_and_without_ties(levels):
     prob, label, fov = _random_case(5, levels=levels)
-    expected = roc_auc_score(label[fov], prob[fov])
+    expected = roc_auc_score(label[fov], _binned(prob[fov]))
     assert metrics.roc_auc(prob, label, fov) == pytest.approx(expected, abs=1e-12)
 
 
@@ -101,7 +107,7 @@ def test_pooled_auc_matches_sklearn_on_concatenated_fov_pixels():
     probs, labels, fovs = zip(*cases)
     expected = roc_auc_score(
         np.concatenate([g[f] for g, f in zip(labels, fovs)]),
-        np.concatenate([p[f] for p, f in zip(probs, fovs)]),
+        np.concatenate([_binned(p[f]) for p, f in zip(probs, fovs)]),
     )
     assert metrics.pooled_auc(probs, labels, fovs) == pytest.approx(expected, abs=1e-12)
     # pooled differs from the mean of per-image AUCs in general, but both are valid AUCs
@@ -149,19 +155,21 @@ def test_otsu_threshold_constant_map():
 
 
 def _brute_force_best_accuracy(probs, labels, fovs):
-    p = np.concatenate([x[f] for x, f in zip(probs, fovs)]).astype(np.float64)
+    p = _binned(np.concatenate([x[f] for x, f in zip(probs, fovs)]))
     g = np.concatenate([x[f] for x, f in zip(labels, fovs)])
     candidates = np.concatenate([np.unique(p), [p.max() + 1]])
     return max(np.mean((p >= t) == g) for t in candidates), p, g
 
 
 @pytest.mark.parametrize("levels", [None, 7])
-def test_accuracy_optimal_threshold_is_exact(levels):
+def test_accuracy_optimal_threshold_is_exact_for_the_binned_scores(levels):
     cases = [_random_case(s, shape=(20, 25), levels=levels) for s in range(3)]
     probs, labels, fovs = zip(*cases)
     t = metrics.accuracy_optimal_threshold(probs, labels, fovs)
     best, p, g = _brute_force_best_accuracy(probs, labels, fovs)
     assert np.mean((p >= t) == g) == pytest.approx(best)
+    raw = np.concatenate([x[f] for x, f in zip(probs, fovs)])
+    np.testing.assert_array_equal(raw >= t, p >= t)  # t splits the raw scores as the binned ones
 
 
 def test_accuracy_optimal_threshold_separable_case_lies_between_classes():
@@ -320,9 +328,10 @@ def test_score_counts_accumulator_matches_functions():
 
 
 def test_score_counts_pools_many_images_exactly_whenever_read():
-    # Images of different sizes and shared tied scores, read between adds
-    # (which merges early) and at the end: every reading is the pool of the
-    # pixels added so far, against scikit-learn on the concatenated pixels.
+    # Images of different sizes and shared tied scores, read between adds and
+    # at the end: every reading is the pool of the pixels added so far, against
+    # scikit-learn on the concatenated binned pixels (and within the stated
+    # tolerance of it on the raw ones).
     rng = np.random.default_rng(7)
     acc = metrics.ScoreCounts()
     scores, truths = [], []
@@ -341,7 +350,100 @@ def test_score_counts_pools_many_images_exactly_whenever_read():
             assert np.all(np.diff(values) < 0)
             assert pos.sum() == sum(t.sum() for t in truths)
             assert neg.sum() == sum((~t).sum() for t in truths)
-            assert values.size == np.unique(np.concatenate(scores)).size
-            expected = roc_auc_score(np.concatenate(truths), np.concatenate(scores))
+            binned = _binned(np.concatenate(scores))
+            np.testing.assert_array_equal(values, np.unique(binned)[::-1])
+            expected = roc_auc_score(np.concatenate(truths), binned)
             assert acc.auc() == pytest.approx(expected, abs=1e-12)
+            raw = roc_auc_score(np.concatenate(truths), np.concatenate(scores))
+            assert abs(acc.auc() - raw) <= acc.auc_tolerance() + 1e-12
     assert acc.images == 11
+
+
+def _vessel_like_pool(count: int, shape=(160, 200)):
+    """Probability maps with (nearly) every FOV score distinct, as a network's are."""
+    rng = np.random.default_rng(11)
+    cases = []
+    for _ in range(count):
+        label = rng.random(shape) < 0.12
+        logit = np.where(label, 2.0, -2.5) + rng.normal(0, 1.6, shape)
+        prob = (1 / (1 + np.exp(-logit))).astype(np.float32)
+        yy, xx = np.mgrid[: shape[0], : shape[1]]
+        fov = (yy - shape[0] / 2) ** 2 + (xx - shape[1] / 2) ** 2 < (min(shape) / 2.1) ** 2
+        cases.append((prob, label, fov))
+    return cases
+
+
+def _exact_best_threshold(p: np.ndarray, g: np.ndarray) -> float:
+    """NumPy oracle of the unbinned rule: best distinct score, midway to the next lower one."""
+    values = np.unique(-p.astype(np.float64))  # the distinct scores, negated: increasing
+    order = np.argsort(-p, kind="stable")
+    vessel = np.cumsum(g[order])
+    background = np.cumsum(~g[order])
+    ends = np.searchsorted(-p[order], values, side="right") - 1  # last pixel of each distinct score
+    correct = np.r_[(~g).sum(), vessel[ends] + (~g).sum() - background[ends]]
+    best = int(np.argmax(correct)) - 1
+    distinct = -values
+    return float((distinct[best] + distinct[best + 1]) / 2)
+
+
+def test_score_counts_match_exact_scores_on_maps_with_distinct_scores():
+    cases = _vessel_like_pool(4)
+    acc = metrics.ScoreCounts()
+    for case in cases:
+        acc.add(*case)
+    p = np.concatenate([prob[fov] for prob, _, fov in cases])
+    g = np.concatenate([label[fov] for _, label, fov in cases])
+    assert np.unique(p).size > 0.95 * p.size
+    exact = roc_auc_score(g, p)
+    assert abs(acc.auc() - exact) <= acc.auc_tolerance() <= 1e-6
+    t, t_exact = acc.accuracy_optimal_threshold(), _exact_best_threshold(p, g)
+    assert abs(t - t_exact) <= 1 / metrics.SCORE_BINS
+    assert np.mean((p >= t) == g) == pytest.approx(np.mean((p >= t_exact) == g), abs=1 / p.size)
+
+
+def test_score_counts_do_not_depend_on_the_order_images_are_added_in():
+    cases = _vessel_like_pool(3, shape=(40, 50)) + [_random_case(1, levels=9)]
+    forward, backward = metrics.ScoreCounts(), metrics.ScoreCounts()
+    for case in cases:
+        forward.add(*case)
+    for case in reversed(cases):
+        backward.add(*case)
+    for a, b in zip(forward.counts, backward.counts):
+        np.testing.assert_array_equal(a, b)
+    assert forward.auc() == backward.auc()
+    assert forward.accuracy_optimal_threshold() == backward.accuracy_optimal_threshold()
+
+
+def test_score_counts_memory_does_not_grow_with_the_pixels_added():
+    import tracemalloc
+
+    rng = np.random.default_rng(3)
+    shape = (300, 300)
+    label = rng.random(shape) < 0.1
+    acc = metrics.ScoreCounts()
+    acc.add(rng.random(shape), label)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(8):  # 720,000 distinct scores more: 14 MB for (score, count, count) per score
+            acc.add(rng.random(shape), label)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 100_000
+    assert acc.counts[0].size <= metrics.SCORE_BINS
+
+
+def test_score_counts_edges_and_bad_scores():
+    label = np.array([[True, False, True, False]])
+    acc = metrics.ScoreCounts()
+    acc.add(np.array([[1.0, 0.0, 1.0, 1.0]]), label)
+    edges, vessel, background = acc.counts
+    np.testing.assert_array_equal(edges, [1 - 1 / metrics.SCORE_BINS, 0.0])  # p = 1 counts in the last bin
+    np.testing.assert_array_equal(vessel, [2, 0]), np.testing.assert_array_equal(background, [1, 1])
+    nothing = metrics.ScoreCounts()
+    nothing.add(np.array([[1.0, 0.9]]), np.array([[False, False]]))
+    assert nothing.accuracy_optimal_threshold() > 1.0  # nothing is vessel: above every score, p = 1 included
+    for bad in (1.5, -0.1, np.nan):
+        with pytest.raises(ValueError, match=r"probabilities in \[0, 1\]"):
+            metrics.ScoreCounts().add(np.array([[bad, 0.5]]), label[:, :2])
