@@ -18,8 +18,10 @@ DATASET_NAMES = ["drive", "chase_db1", "stare", "hrf", "orvs", "les_av", "folder
 HEADS = ["mean", "segment", "pixel"]
 TTA_CHOICES = ["none", "flip", "d4"]
 SCALE_HELP = ("'auto' resamples each image so its field of view is as wide as the model's training images "
-              "(and the probability back); '1080px' makes it 1080 px across instead; 'none' runs at the "
-              "image's own size; a number is the factor.")
+              "(and the probability back); '1080px' makes it 1080 px across instead; 'multi' runs it at "
+              "several multiples of the training width (keras_vessel.data.scaling.FUSION_MULTIPLES) and "
+              "averages the probabilities, masked at the threshold chosen at the model's own scale (several "
+              "times the work of 'auto'); 'none' runs at the image's own size; a number is the factor.")
 TTA_HELP = ("Test-time augmentation: average the predictions of the left-right mirror (flip, 2x the time) "
             "or of all 8 flips and quarter turns (d4, 8x).")
 

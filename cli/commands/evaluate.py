@@ -71,7 +71,7 @@ def evaluate(model_path: Path, dataset: str, root: Path | None, split: str, fold
         save_threshold,
         threshold_path,
     )
-    from keras_vessel.models.inference import load_inference_model
+    from keras_vessel.models.inference import load_inference_model, model_working_diameters
 
     options = {"fold": fold} if fold is not None else {}
     predict_options = {"tile_size": tile_size, "tta": tta, "scale": scale}
@@ -80,6 +80,7 @@ def evaluate(model_path: Path, dataset: str, root: Path | None, split: str, fold
         if not specs:
             raise click.ClickException(f"no {split} images found for dataset {dataset} under {root}")
         model = load_inference_model(model_path, heads=heads)
+        model_working_diameters(model, scale, name=str(model_path))  # before a threshold is chosen at it
 
     rule = None
     if threshold == "train":

@@ -26,8 +26,10 @@ from keras_vessel_cli.errors import library_errors, quiet_tensorflow
                    "(threshold.json beside the model).")
 @click.option("--scale", default="auto", show_default=True, callback=export_scale_option,
               help="'auto': the served graph resamples each image so its field of view is as wide as the "
-                   "model's training images; '1080px': 1080 px across instead; 'none': it runs images at "
-                   "their own size. With --format tflite: the fov_diameter recorded in NAME.json.")
+                   "model's training images; '1080px': 1080 px across instead; 'multi': at several multiples "
+                   "of the training width, the probabilities averaged (the mask still at --threshold); "
+                   "'none': it runs images at their own size. With --format tflite: the fov_diameter (for "
+                   "'multi': fov_diameters) recorded in NAME.json.")
 @click.option("--format", "export_format", type=click.Choice(["savedmodel", "tflite"]), default="savedmodel",
               show_default=True, help="savedmodel: TF Serving layout; tflite: OUT/NAME/VERSION/NAME.tflite "
                                       "and NAME.json (phones and edge devices; see keras_vessel.serving.tflite).")

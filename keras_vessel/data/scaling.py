@@ -7,6 +7,9 @@ another, so every place where a model meets an image resamples the image until
 its FOV diameter equals the one the model was trained at (or a working diameter
 asked for, ``scale="1080px"``: high-resolution photographs keep more detail above the
 training diameter), and resamples the probability back to the image's own grid.
+``scale="multi"`` does this at several working diameters, the `FUSION_MULTIPLES` of the
+training diameter, and averages the probabilities on the image's grid (the best working
+resolution differs per camera; the mean keeps most of each one's gain without choosing).
 
 Everything the exported graph uses here is TensorFlow ops (no `tf.py_function`), so the exported
 SavedModel does exactly what local prediction does, and the training
@@ -26,8 +29,9 @@ pipeline resamples patches inside `tf.data`:
   or frame-filling image has no detectable FOV. When the fixed cut fits no
   circle, a cut referred to the surround's own level (`surround_mask`), then
   Otsu's cut, are tried in turn.
-- `check_scale(scale)`: the one rule for a scale choice ("auto", "none", a factor, or a working
-  FOV diameter "1080px"); `working_diameter` is the diameter it resamples each image to.
+- `check_scale(scale)`: the one rule for a scale choice ("auto", "multi", "none", a factor, or a
+  working FOV diameter "1080px"); `working_diameters` are the diameters it resamples each image to
+  (one, or one per `FUSION_MULTIPLES` for "multi"), `scale_record` what reports record of it.
 - `scale_factor(model_diameter, image_diameter)`: the resampling factor, 1
   when the FOV is not found or the change is below `SCALE_TOLERANCE`.
 - `resample(image, factor)` / `resize_to(image, size)`: bilinear with
@@ -52,6 +56,7 @@ import tensorflow as tf
 
 __all__ = [
     "FOV_DILATION",
+    "FUSION_MULTIPLES",
     "MAX_DIAMETER",
     "MAX_FACTOR",
     "MIN_DIAMETER",
@@ -74,12 +79,14 @@ __all__ = [
     "resamples_by_fov",
     "resize_to",
     "scale_factor",
+    "scale_record",
     "scaled_size",
     "shrink_image",
     "surround_circle",
     "surround_level",
     "surround_mask",
     "working_diameter",
+    "working_diameters",
 ]
 
 # A relative change of scale below this is not worth a resampling (DRIVE images
@@ -92,6 +99,9 @@ MIN_DIAMETER, MAX_DIAMETER = 64.0, 4096.0
 # Pixels by which the estimated FOV is grown before masking a prediction, so the
 # dim rim of the aperture (where vessels still run) is never cut away.
 FOV_DILATION = 3
+# ``scale="multi"``: the working field-of-view diameters, as multiples of the model's training diameter,
+# whose probabilities are averaged. The one definition: everything else reads it (values and count).
+FUSION_MULTIPLES: tuple[float, ...] = (1.0, 1.5, 2.0)
 _MIN_POINTS = 16
 _LUMA = (0.299, 0.587, 0.114)
 
@@ -100,7 +110,9 @@ def check_scale(scale: str | float, *, factors: bool = True) -> str | float:
     """The one rule for a scale choice: the choice normalised, else a ValueError of one sentence.
 
     - ``"auto"``: resample each image so that its field of view is as wide as the model's training
-      images (`working_diameter`), run the network there and resample the probability back;
+      images (`working_diameters`), run the network there and resample the probability back;
+    - ``"multi"``: the same at each of the `FUSION_MULTIPLES` of the training diameter (the field of
+      view measured once), the probabilities averaged on the image's grid;
     - ``"Npx"``, N in [`MIN_DIAMETER`, `MAX_DIAMETER`] px (``"1080px"``, ``" 1080 PX"``): the same with a
       field of view N px across, normalised to ``"1080px"`` (a string, so it prints, compares and goes
       into JSON as it was typed);
@@ -108,15 +120,16 @@ def check_scale(scale: str | float, *, factors: bool = True) -> str | float:
     - a factor in [`MIN_FACTOR`, `MAX_FACTOR`] (strings holding a number too), as a float; refused when
       `factors` is False (an exported graph resamples each image by its own field of view).
 
-    >>> check_scale(" 1080 PX "), check_scale("0.5"), check_scale("Auto")
-    ('1080px', 0.5, 'auto')
+    >>> check_scale(" 1080 PX "), check_scale("0.5"), check_scale("Auto"), check_scale(" MULTI ")
+    ('1080px', 0.5, 'auto', 'multi')
     """
-    expected = ("'auto', 'none', a field-of-view diameter such as '1080px' or a positive factor" if factors
-                else "'auto', 'none' or a field-of-view diameter such as '1080px' (not a factor)")
+    expected = ("'auto', 'multi', 'none', a field-of-view diameter such as '1080px' or a positive factor"
+                if factors else
+                "'auto', 'multi', 'none' or a field-of-view diameter such as '1080px' (not a factor)")
     given = scale
     if isinstance(scale, str):
         text = scale.strip().lower()
-        if text in ("auto", "none"):
+        if text in ("auto", "multi", "none"):
             return text
         if text.endswith("px"):
             try:
@@ -139,24 +152,61 @@ def check_scale(scale: str | float, *, factors: bool = True) -> str | float:
 
 
 def resamples_by_fov(scale: str | float) -> bool:
-    """Whether a `check_scale` choice measures each image's field of view (``"auto"`` and ``"Npx"``)."""
-    return scale == "auto" or (isinstance(scale, str) and scale.endswith("px"))
+    """Whether a `check_scale` choice measures each image's field of view (``"auto"``, ``"multi"``, ``"Npx"``)."""
+    return scale in ("auto", "multi") or (isinstance(scale, str) and scale.endswith("px"))
+
+
+def working_diameters(scale: str | float, model_diameter: float | None) -> tuple[float, ...] | None:
+    """The field-of-view diameters in px that a `check_scale` choice resamples each image to.
+
+    ``(model_diameter,)`` for ``"auto"`` (None when the model records no training diameter: each image
+    runs at its own grid), ``m * model_diameter`` for each of `FUSION_MULTIPLES` for ``"multi"`` (a
+    ValueError when the model records none: there is nothing to take multiples of), ``(N,)`` for ``"Npx"``
+    (whatever the model records), None for ``"none"`` and for a factor (no FOV is needed).
+
+    >>> working_diameters("auto", 540.0), working_diameters("1080px", None), working_diameters("none", 540.0)
+    ((540.0,), (1080.0,), None)
+    >>> working_diameters("multi", 540.0) == tuple(m * 540.0 for m in FUSION_MULTIPLES)
+    True
+    """
+    if scale == "multi":
+        if model_diameter is None:
+            raise ValueError("`scale='multi'` needs a model that records its training field-of-view diameter; "
+                             "this one records none")
+        return tuple(float(multiple) * float(model_diameter) for multiple in FUSION_MULTIPLES)
+    if scale == "auto":
+        return None if model_diameter is None else (float(model_diameter),)
+    if resamples_by_fov(scale):
+        return (float(scale[:-2]),)
+    return None
 
 
 def working_diameter(scale: str | float, model_diameter: float | None) -> float | None:
-    """The field-of-view diameter in px that a `check_scale` choice resamples each image to.
+    """The one field-of-view diameter in px that a single-scale `check_scale` choice resamples each image to.
 
-    `model_diameter` (the model's training diameter, None when it records none) for ``"auto"``, N for
-    ``"Npx"`` (whatever the model records), None for ``"none"`` and for a factor (no FOV is needed).
+    `working_diameters`' only diameter, or None (``"none"``, a factor, ``"auto"`` with a model that
+    records no training diameter); a ValueError for ``"multi"``, which has several.
 
     >>> working_diameter("auto", 540.0), working_diameter("1080px", 540.0), working_diameter("1080px", None)
     (540.0, 1080.0, 1080.0)
     """
-    if scale == "auto":
-        return None if model_diameter is None else float(model_diameter)
-    if resamples_by_fov(scale):
-        return float(scale[:-2])
-    return None
+    if scale == "multi":
+        raise ValueError("`scale='multi'` has several working diameters; read them with `working_diameters`")
+    diameters = working_diameters(scale, model_diameter)
+    return None if diameters is None else diameters[0]
+
+
+def scale_record(scale: str | float) -> dict[str, object]:
+    """What a report records of a scale choice: ``{"scale": check_scale(scale)}``, and for ``"multi"`` its
+    ``"multiples"`` of the training diameter (`FUSION_MULTIPLES`), so a record says which were averaged.
+
+    >>> scale_record(" 1080 PX")
+    {'scale': '1080px'}
+    """
+    scale = check_scale(scale)
+    if scale == "multi":
+        return {"scale": scale, "multiples": [float(multiple) for multiple in FUSION_MULTIPLES]}
+    return {"scale": scale}
 
 
 def _intensity(image: tf.Tensor) -> tf.Tensor:
@@ -642,23 +692,36 @@ def _bilinear_taps(source: int, target: int) -> tuple[np.ndarray, np.ndarray, np
     return np.clip(first, 0, source - 1), np.clip(first + 1, 0, source - 1), weight
 
 
-def enlarge_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def enlarge_to(image: np.ndarray, size: tuple[int, int], *, add_to: np.ndarray | None = None) -> np.ndarray:
     """`resize_to` of one ``(h, w)`` float map to ``size`` = ``(H, W)``, float32 (within 1e-5 of it).
 
     Enlarging (H >= h and W >= w), bilinear interpolation is separable and local, so the result is built
     in strips of rows with no full-size temporaries besides the result; otherwise `resize_to` itself.
+    `add_to`, an ``(H, W)`` float32 map, receives the result added into it (strip by strip when enlarging:
+    then no full-size map is made at all) and is returned: how ``scale="multi"`` sums its maps.
     """
     image = np.asarray(image, dtype=np.float32)
     (h, w), (height, width) = image.shape, (int(size[0]), int(size[1]))
+    if add_to is not None and (add_to.shape != (height, width) or add_to.dtype != np.float32):
+        raise ValueError(f"`add_to` must be a float32 map of shape {(height, width)}; got {add_to.dtype} "
+                         f"{add_to.shape}.")
     if height < h or width < w:
-        return resize_to(image[..., None], [height, width]).numpy()[..., 0]
+        resized = resize_to(image[..., None], [height, width]).numpy()[..., 0]
+        if add_to is None:
+            return resized
+        add_to += resized
+        return add_to
     left, right, across = _bilinear_taps(w, width)
     columns = image[:, left] + (image[:, right] - image[:, left]) * across  # (h, W)
     top, bottom, down = _bilinear_taps(h, height)
-    out = np.empty((height, width), dtype=np.float32)
+    out = np.empty((height, width), dtype=np.float32) if add_to is None else add_to
     rows = _strip_rows(width)
     for start in range(0, height, rows):
         span = slice(start, start + rows)
         upper = columns[top[span]]
-        out[span] = upper + (columns[bottom[span]] - upper) * down[span, None]
+        strip = upper + (columns[bottom[span]] - upper) * down[span, None]
+        if add_to is None:
+            out[span] = strip
+        else:
+            out[span] += strip
     return out

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from keras_vessel.evaluation import metrics
-from keras_vessel.data.scaling import check_scale, working_diameter
+from keras_vessel.data.scaling import FUSION_MULTIPLES, check_scale, scale_record, working_diameter
 from keras_vessel.evaluation.thresholds import Threshold, load_sample
-from keras_vessel.models.inference import inference_scale, predict_probability
+from keras_vessel.models.inference import inference_scale, model_working_diameters, predict_probability
 from keras_vessel.io import atomic_path, ensure_writable_dir, write_json_atomic, write_png_atomic, write_text_atomic
 from keras_vessel.progress import progress as progress_bar
 
@@ -200,6 +200,10 @@ def _markdown(report: dict[str, Any]) -> str:
 
 
 def _scale_rule(scale: str | float) -> str:
+    if scale == "multi":
+        widths = ", ".join(f"{multiple:g}x" for multiple in FUSION_MULTIPLES)
+        return (f"each image run at fields of view {widths} as wide as the model's training images (factors per "
+                "image in per_image.csv), the probabilities resampled back to the labels' grid and averaged")
     if scale == "auto":
         return ("each image resampled so its field of view is as wide as the model's training images "
                 "(factor per image in per_image.csv), probabilities resampled back to the labels' grid")
@@ -212,12 +216,17 @@ def _scale_rule(scale: str | float) -> str:
     return f"every image resampled by {float(scale):g}, probabilities resampled back"
 
 
+def _cell(value: Any) -> Any:
+    """A per_image.csv cell: a list (``"multi"``'s factors) as its numbers separated by spaces."""
+    return " ".join(f"{float(v):.6g}" for v in value) if isinstance(value, list) else value
+
+
 def _csv(rows: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=_CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: row.get(k, "") for k in _CSV_COLUMNS})
+        writer.writerow({k: _cell(row.get(k, "")) for k in _CSV_COLUMNS})
     return buffer.getvalue()
 
 
@@ -280,11 +289,12 @@ def score(
         if choice.fov is not None and not choice.fov.found:
             log.warning("%s: no field of view found in the image; scored at its own scale", sample.name)
         prob = predict_probability(inference_model, sample.image, fov=sample.fov, name=sample.name,
-                                   scale=choice.factor, **options)
+                                   scale=choice, **options)
         t = threshold.for_image(prob, sample.fov)
         binary = prob >= t
         thickness = metrics.vessel_thickness(sample.label, sample.fov)
-        row: dict[str, Any] = {"name": sample.name, "threshold": float(t), "scale": choice.factor}
+        scale = choice.factor if len(choice.factors) == 1 else list(choice.factors)  # "multi": each factor
+        row: dict[str, Any] = {"name": sample.name, "threshold": float(t), "scale": scale}
         row.update(_score_binary(binary, sample.label, sample.fov, thickness, thin_max_width))
         row["AUC"] = metrics.roc_auc(prob, sample.label, sample.fov)
         rows.append(row)
@@ -337,7 +347,9 @@ def evaluate(
     dataset, split, model_path, heads : recorded in the protocol.
     thin_max_width : thin/thick limit on the ground-truth segment thickness (px).
     overlays : write ``overlays/<name>.png`` error maps.
-    predict_options : extra keyword arguments of `predict_probability` (tiling, tta, scale).
+    predict_options : extra keyword arguments of `predict_probability` (tiling, tta, scale). With
+        ``scale="multi"`` each row's ``scale`` lists the image's factors and the protocol its ``multiples``;
+        a model that records no training diameter is refused before any image (`model_working_diameters`).
 
     Returns the report also written to ``metrics.json``: ``protocol``,
     ``summary`` (means and stds, ``AUC_pooled``), ``per_image`` rows and
@@ -352,11 +364,13 @@ def evaluate(
     samples = list(samples)
     if not samples:
         raise ValueError("`samples` is empty; nothing to evaluate.")
+    options = dict(predict_options or {})
+    scale = check_scale(options.get("scale", "auto"))
+    model_working_diameters(inference_model, scale, name=None if model_path is None else str(model_path))
     output_dir = ensure_writable_dir(output_dir, what="the report folder")
     scores = score(inference_model, samples, threshold=threshold, thin_max_width=thin_max_width,
                    predict_options=predict_options, overlay_dir=output_dir / "overlays" if overlays else None,
                    progress=progress)
-    options = dict(predict_options or {})
     protocol = {
         "dataset": dataset,
         "split": split,
@@ -364,7 +378,7 @@ def evaluate(
         "model": str(model_path) if model_path is not None else "(in memory)",
         "heads": heads,
         "tta": options.get("tta", "none"),
-        "scale": check_scale(options.get("scale", "auto")),
+        **scale_record(scale),
         "threshold": threshold.value,
         "threshold_rule": threshold.rule,
         "fov_only": True,

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from keras_vessel.data.scaling import scale_record
 from keras_vessel.evaluation import metrics
 from keras_vessel.io import write_json_atomic
 from keras_vessel.models.inference import check_tta, load_inference_model, predict_probability
@@ -139,7 +140,8 @@ def save_threshold(
     """Store a threshold beside the model as `threshold_path`; returns its path.
 
     `scale` records how the images were resampled when it was chosen
-    (`keras_vessel.models.inference.predict_probability`).
+    (`keras_vessel.models.inference.predict_probability`; `keras_vessel.data.scaling.scale_record`:
+    with its ``multiples`` for ``"multi"``).
     """
     threshold = parse_threshold(threshold)
     if not isinstance(threshold, float):
@@ -151,7 +153,7 @@ def save_threshold(
         "model": Path(model_path).name,
         "heads": heads,
         "tta": tta,
-        "scale": scale,
+        **scale_record(scale),
         "dataset": dataset,
         "images": images,
     }

@@ -6,7 +6,8 @@ returns ``(B, H, W, 1)`` probabilities. `predict_probability` hides these
 constraints: by default (``scale="auto"``) it first resamples the image so
 that its field of view is as wide as the model's training images were, or
 as wide as asked (``scale="1080px"``; `keras_vessel.data.scaling`; the
-probability is resampled back), then it pads the image to the stride with reflection (so the network
+probability is resampled back), or does so at several widths and averages the probabilities
+(``scale="multi"``: the `FUSION_MULTIPLES` of the training width), then it pads the image to the stride with reflection (so the network
 sees plausible fundus texture at the border rather than a black frame), and
 when the image is too large to run in one piece (HRF is 3504x2336) it predicts
 overlapping tiles and blends them with a raised-cosine window, so tile seams
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import weakref
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -28,7 +30,7 @@ import keras
 import numpy as np
 
 from keras_vessel.data.scaling import (FovGeometry, check_scale, enlarge_to, image_fov, scale_factor, shrink_image,
-                                       working_diameter)
+                                       working_diameters)
 
 __all__ = [
     "BUNDLED_MODEL",
@@ -40,6 +42,7 @@ __all__ = [
     "check_tta",
     "inference_scale",
     "load_inference_model",
+    "model_working_diameters",
     "predict_probability",
     "rgb_channels",
     "tile_starts",
@@ -237,7 +240,7 @@ def predict_probability(
     stride: int | None = None,
     max_whole_pixels: int = DEFAULT_MAX_WHOLE_PIXELS,
     tta: str = "none",
-    scale: str | float = "auto",
+    scale: str | float | ScaleChoice = "auto",
     name: str | None = None,
 ) -> np.ndarray:
     """Vessel probability of one image, ``(H, W)`` float32 in [0, 1].
@@ -262,10 +265,18 @@ def predict_probability(
         diameter the model was trained at (`inference_scale`), runs the
         network there and resamples the probability back; ``"Npx"`` (e.g.
         ``"1080px"``, N in 64-4096) does the same with a field of view N px
-        across, whatever the model records; ``"none"`` runs at the image's own
-        grid; a number is the resampling factor itself.
-    name : how log messages name the image (e.g. its file), when ``scale="auto"``
-        or ``"Npx"`` finds no field of view and falls back to the image's own grid.
+        across, whatever the model records; ``"multi"`` does it at each of the
+        `keras_vessel.data.scaling.FUSION_MULTIPLES` of the training diameter
+        (the field of view measured once; tiling and `tta` at each) and returns
+        the mean of the probabilities resampled back, summed in place in one
+        full-size float32 map (a ValueError for a model that records no training
+        diameter: `model_working_diameters`); ``"none"`` runs at the image's own
+        grid; a number is the resampling factor itself; a `ScaleChoice` that
+        `inference_scale` made for this image is used as it is (its caller warns
+        about a field of view not found).
+    name : how log messages name the image (e.g. its file), when ``scale="auto"``,
+        ``"multi"`` or ``"Npx"`` finds no field of view and falls back to one run
+        at the image's own grid.
     """
     rgb = rgb_channels(image)  # its own dtype: a uint8 photograph is shrunk before any float32 copy
     h, w = rgb.shape[:2]
@@ -288,17 +299,34 @@ def predict_probability(
             raise ValueError(f"`{arg}` must be an int >= {minimum}; got {value!r}.")
     check_tile_size(tile_size)
     check_tta(tta)
-    choice = inference_scale(model, rgb, scale)
-    if choice.fov is not None and not choice.fov.found:
-        log.warning("%s: no field of view found (not a fundus photograph with a dark surround?); predicting "
-                    "at the image's own scale", name or "image")
-    factor = choice.factor
-    work = rgb.astype(np.float32) if factor == 1.0 else shrink_image(rgb, factor)
-    prob = _predict_views(model, work, tile_size=tile_size, overlap=overlap, stride=stride,
-                          batch_size=batch_size, max_whole_pixels=max_whole_pixels, tta=tta)
-    del work
-    if prob.shape != (h, w):
-        prob = enlarge_to(prob, (h, w))  # in strips of rows when enlarging: no full-size temporaries
+    if isinstance(scale, ScaleChoice):
+        choice = scale
+    else:
+        choice = inference_scale(model, rgb, scale)
+        if choice.fov is not None and not choice.fov.found:
+            log.warning("%s: no field of view found (not a fundus photograph with a dark surround?); predicting "
+                        "at the image's own scale", name or "image")
+
+    def network_at(factor: float) -> np.ndarray:
+        work = rgb.astype(np.float32) if factor == 1.0 else shrink_image(rgb, factor)
+        return _predict_views(model, work, tile_size=tile_size, overlap=overlap, stride=stride,
+                              batch_size=batch_size, max_whole_pixels=max_whole_pixels, tta=tta)
+
+    if len(choice.factors) == 1:
+        prob = network_at(choice.factors[0])
+        if prob.shape != (h, w):
+            prob = enlarge_to(prob, (h, w))  # in strips of rows when enlarging: no full-size temporaries
+    else:
+        prob = np.zeros((h, w), dtype=np.float32)  # the one full-size map: each scale is added into it
+        for factor, repeats in Counter(choice.factors).items():  # a factor met twice (clamped) runs once
+            part = network_at(factor)
+            for _ in range(repeats):
+                if part.shape == (h, w):
+                    np.add(prob, part, out=prob)
+                else:
+                    enlarge_to(part, (h, w), add_to=prob)
+            del part
+        np.multiply(prob, np.float32(1.0 / len(choice.factors)), out=prob)
     prob = np.asarray(prob, dtype=np.float32)
     np.clip(prob, 0.0, 1.0, out=prob)
     if fov is not None:
@@ -307,40 +335,75 @@ def predict_probability(
 
 
 class ScaleChoice(NamedTuple):
-    """How `inference_scale` decided: the ``factor`` applied, and what it measured.
+    """How `inference_scale` decided for one image: the ``factors`` the network runs at, and what it measured.
 
-    ``model_diameter`` is None for models that record no training scale;
-    ``fov`` is the image's `FovGeometry` when it was measured (``scale="auto"`` or ``"Npx"``).
+    ``factors`` holds one factor for a single scale and one per `keras_vessel.data.scaling.FUSION_MULTIPLES`
+    for ``"multi"`` (whose probabilities are averaged; one, 1, when the image's FOV is not found);
+    ``factor`` is the only one. ``model_diameter`` is None for models that record no training scale;
+    ``fov`` is the image's `FovGeometry` when it was measured (``"auto"``, ``"multi"`` or ``"Npx"``).
     """
 
-    factor: float
+    factors: tuple[float, ...]
     model_diameter: float | None
     fov: FovGeometry | None
+
+    @property
+    def factor(self) -> float:
+        """The factor of a single-scale choice; a ValueError for a fused one (read ``factors``)."""
+        if len(self.factors) != 1:
+            raise ValueError(f"this choice runs at {len(self.factors)} factors {self.factors}; read `factors`")
+        return self.factors[0]
+
+
+def model_working_diameters(model, scale: str | float, *, name: str | None = None) -> tuple[float, ...] | None:
+    """The field-of-view diameters in px that `model` runs images at under the `check_scale` choice `scale`
+    (`keras_vessel.data.scaling.working_diameters` of the model's training diameter); None when it needs no
+    field of view (``"none"``, a factor, ``"auto"`` with a model that records no training diameter).
+
+    ``"multi"`` with a model that records no training diameter is a ValueError of one sentence naming the
+    model (`name`, e.g. its file, else its Keras name): "auto" runs such a model at each photograph's own
+    grid, but multiples of an unknown diameter have no meaning. Callers check it before any photograph.
+    """
+    from keras_vessel.models import model_fov_diameter
+
+    scale = check_scale(scale)
+    diameter = model_fov_diameter(model) if isinstance(model, keras.Model) else None
+    if scale == "multi" and diameter is None:
+        shown = name if name is not None else getattr(model, "name", type(model).__name__)
+        raise ValueError(f"model {shown} records no training field-of-view diameter, so `scale='multi'` has no "
+                         "multiples of it to run at; pass a working diameter such as '1080px' (several runs, "
+                         "one each), or 'auto' (which runs such a model at each photograph's own grid)")
+    return None if isinstance(scale, float) else working_diameters(scale, diameter)
 
 
 def inference_scale(model, image: np.ndarray, scale: str | float = "auto", *,
                     fov: FovGeometry | None = None) -> ScaleChoice:
-    """The resampling factor for `image`: ``target / image FOV diameter`` (both in px), where the target
-    is the model's training diameter for ``"auto"`` and N for ``"Npx"``
-    (`keras_vessel.data.scaling.working_diameter`); a factor is returned as it is.
+    """The resampling factors for `image`: ``target / image FOV diameter`` (both in px), where the target
+    is the model's training diameter for ``"auto"``, N for ``"Npx"`` and each multiple of the training
+    diameter for ``"multi"`` (`model_working_diameters`: a ValueError for ``"multi"`` with a model that
+    records none); a factor is returned as it is.
 
-    1 for ``"none"``, for ``"auto"`` with a model that records no training scale, for an image
-    whose FOV is not found (check ``choice.fov.found`` to warn about it), for a factor
-    within `keras_vessel.data.scaling.SCALE_TOLERANCE` of 1 and for one outside
-    [`MIN_FACTOR`, `MAX_FACTOR`] (0.05-8: an estimate gone wrong; `scale_factor`).
-    `fov` is the image's `keras_vessel.data.scaling.image_fov`, if already measured.
+    One factor, 1, for ``"none"``, for ``"auto"`` with a model that records no training scale and for an
+    image whose FOV is not found (with ``"multi"`` too: one run at its own grid; check ``choice.fov.found``
+    to warn about it); a factor is 1 within `keras_vessel.data.scaling.SCALE_TOLERANCE` of 1 and
+    outside [`MIN_FACTOR`, `MAX_FACTOR`] (0.05-8: an estimate gone wrong; `scale_factor`).
+    `fov` is the image's `keras_vessel.data.scaling.image_fov`, if already measured; else it is measured
+    here, once for all the factors.
     """
     from keras_vessel.models import model_fov_diameter
 
     scale = check_scale(scale)
     if isinstance(scale, float):
-        return ScaleChoice(scale, None, None)
+        return ScaleChoice((scale,), None, None)
     diameter = model_fov_diameter(model) if isinstance(model, keras.Model) else None
-    target = working_diameter(scale, diameter)
-    if target is None:
-        return ScaleChoice(1.0, diameter, None)
+    targets = model_working_diameters(model, scale)
+    if targets is None:
+        return ScaleChoice((1.0,), diameter, None)
     fov = fov or image_fov(image)
-    return ScaleChoice(float(scale_factor(target, fov.diameter, fov.found).numpy()), diameter, fov)
+    if not fov.found:
+        return ScaleChoice((1.0,), diameter, fov)
+    return ScaleChoice(tuple(float(scale_factor(target, fov.diameter, fov.found).numpy()) for target in targets),
+                       diameter, fov)
 
 
 def _predict_views(model, rgb: np.ndarray, *, tile_size, overlap, stride, batch_size, max_whole_pixels,

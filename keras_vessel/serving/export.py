@@ -19,7 +19,10 @@ Everything the client would otherwise have to know happens inside the graph:
 finding the field of view and resampling the image so that it is as wide as
 the model's training images (``scale="auto"``, `keras_vessel.data.scaling`) or
 as a working diameter fixed at export (``scale="1080px"``; the probability is
-resampled back and set to 0 outside the field of view), padding
+resampled back and set to 0 outside the field of view), or at each of the
+`FUSION_MULTIPLES` of the training diameter with the probabilities averaged
+(``scale="multi"``: the field of view measured once, one run at the image's own grid
+when none is found), padding
 to the network stride (bottom/right, by reflection like
 `keras_vessel.models.inference.predict_probability`, by edge replication when the
 image is smaller than the pad), cropping back, decoding, thresholding and PNG
@@ -43,9 +46,9 @@ from keras_vessel.checks import FUSIONS
 from keras_vessel.io import raise_named, remove_stale_staging, staging_dir, umask
 from keras_vessel.locks import folder_lock
 from keras_vessel.models.saving import load_model_file
-from keras_vessel.models import as_inference_model, model_fov_diameter, model_stride
-from keras_vessel.data.scaling import (check_scale, fov_diameter, prediction_region, resample, resize_to,
-                                       scale_factor, working_diameter)
+from keras_vessel.models import as_inference_model, model_stride
+from keras_vessel.models.inference import model_working_diameters
+from keras_vessel.data.scaling import check_scale, fov_diameter, prediction_region, resample, resize_to, scale_factor
 
 __all__ = ["SIGNATURES", "export_keras_model", "export_saved_model", "version_folder_state"]
 
@@ -69,11 +72,13 @@ def _pad_indices(size: tf.Tensor, pad: tf.Tensor, reflect: tf.Tensor) -> tf.Tens
 class _VesselServing(tf.Module):
     """The exported graph: the Keras inference model plus scaling, padding, decoding and encoding.
 
-    `fov_diameter` (px) is what every image's field of view is resampled to (`working_diameter` of the
-    export's scale); None runs images at their own grid.
+    `fov_diameters` (px) are what every image's field of view is resampled to (`model_working_diameters` of
+    the export's scale): one, or several whose probabilities are averaged (``"multi"``; one run at the image's
+    own grid when its FOV is not found); None runs images at their own grid.
     """
 
-    def __init__(self, model: keras.Model, *, stride: int, threshold: float, fov_diameter: float | None) -> None:
+    def __init__(self, model: keras.Model, *, stride: int, threshold: float,
+                 fov_diameters: tuple[float, ...] | None) -> None:
         super().__init__(name="keras_vessel_serving")
         # Track the weights, not the Keras model: a tracked model adds its own traced call functions to the
         # SavedModel (three more copies of the network graph), which no signature uses.
@@ -81,7 +86,7 @@ class _VesselServing(tf.Module):
         object.__setattr__(self, "_model", model)
         self._stride = stride
         self._threshold = threshold
-        self._fov_diameter = fov_diameter
+        self._fov_diameters = tuple(fov_diameters or ())
 
     def _probability(self, images: tf.Tensor) -> tf.Tensor:
         # A loaded signature does not check its input shape; EnsureShape fails at run time
@@ -117,15 +122,27 @@ class _VesselServing(tf.Module):
     def _one_image(self, image: tf.Tensor) -> tf.Tensor:
         """What `keras_vessel.serving.prediction.predict_files` does with one image by default, in graph ops."""
         height, width = tf.shape(image)[0], tf.shape(image)[1]
-        mask, diameter, found = fov_diameter(image)
-        factor = scale_factor(self._fov_diameter, diameter, found) if self._fov_diameter else tf.constant(1.0)
-        work = resample(image, factor)
-        probability = self._network(work[None])[0]
-        probability = tf.cond(
-            tf.reduce_all(tf.equal(tf.shape(probability), [height, width])),
-            lambda: probability,
-            lambda: resize_to(probability[..., None], [height, width])[..., 0],
-        )
+        mask, diameter, found = fov_diameter(image)  # once, whatever the number of working diameters
+
+        def at(factor: tf.Tensor) -> tf.Tensor:
+            """The probability of the image resampled by `factor`, resampled back to its grid."""
+            probability = self._network(resample(image, factor)[None])[0]
+            return tf.cond(
+                tf.reduce_all(tf.equal(tf.shape(probability), [height, width])),
+                lambda: probability,
+                lambda: resize_to(probability[..., None], [height, width])[..., 0],
+            )
+
+        def mean_over_diameters() -> tf.Tensor:
+            maps = [at(scale_factor(target, diameter, found)) for target in self._fov_diameters]
+            return maps[0] if len(maps) == 1 else tf.add_n(maps) / float(len(maps))
+
+        if not self._fov_diameters:
+            probability = at(tf.constant(1.0))
+        elif len(self._fov_diameters) == 1:
+            probability = mean_over_diameters()
+        else:  # no FOV found: one run at the image's own grid, as local prediction does
+            probability = tf.cond(found, mean_over_diameters, lambda: at(tf.constant(1.0)))
         probability = tf.clip_by_value(probability, 0.0, 1.0)
         return tf.where(prediction_region(mask, found), probability, 0.0)
 
@@ -268,8 +285,9 @@ def export_saved_model(
             raise ValueError(f"{str(keras_model_path_or_model)!r}: {error}") from error
         remove_stale_staging(target.parent, str(version))
         stride = model_stride(model)
-        diameter = working_diameter(scale, model_fov_diameter(model))
-        module = _VesselServing(model, stride=stride, threshold=float(threshold), fov_diameter=diameter)
+        shown = None if isinstance(keras_model_path_or_model, keras.Model) else str(keras_model_path_or_model)
+        diameters = model_working_diameters(model, scale, name=shown)
+        module = _VesselServing(model, stride=stride, threshold=float(threshold), fov_diameters=diameters)
         signatures = {
             "serving_default": module.serve.get_concrete_function(),
             "predict_image": module.predict_image.get_concrete_function(),
@@ -285,7 +303,8 @@ def export_saved_model(
             shutil.rmtree(staging, ignore_errors=True)
             raise_named(error, target, temp=staging)  # a full disk names the version, not the staging
     log.info("exported %s (stride %d, threshold %g, run at %s) to %s", model.name, stride, threshold,
-             "each image's own grid" if diameter is None else f"a {diameter:g} px field of view", target)
+             "each image's own grid" if diameters is None else
+             "a field of view of " + " / ".join(f"{d:g}" for d in diameters) + " px", target)
     return target
 
 

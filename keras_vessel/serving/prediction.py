@@ -395,8 +395,10 @@ def predict_files(
     tile_size : force tiled local prediction with tiles of this size.
     tta : test-time augmentation of the local model (`keras_vessel.models.inference.TTA_MODES`).
     scale : the local model's resampling (`keras_vessel.models.inference.predict_probability`):
-        ``"auto"``, a field-of-view diameter such as ``"1080px"``, ``"none"`` or a factor. A served
-        model does its own.
+        ``"auto"``, ``"multi"`` (the mean over several working diameters; refused before any image for a
+        model that records no training diameter), a field-of-view diameter such as ``"1080px"``,
+        ``"none"`` or a factor. A served model does its own. The mask is ``probability >= threshold``
+        whatever the scale (the stored training threshold was chosen at the model's own scale).
     progress : draw a progress bar on stderr.
     predictor : instead of `model_path`, a callable taking an ``(H, W, 3)``
         uint8 RGB image and returning its ``(H, W)`` probability in [0, 1].
@@ -500,7 +502,7 @@ class Located:
     """Where one photograph's vessels are looked for: ``region`` (H, W) bool, where the probability is
     kept; ``fov`` (H, W) bool, where it is measured, and ``how`` it was obtained (the ``fov`` column of
     measures.csv); ``geometry``, the photograph's `keras_vessel.data.scaling.FovGeometry` when it was
-    measured (for ``scale="auto"``)."""
+    measured (for ``fov="auto"`` and for the scales that resample by it: "auto", "multi", "Npx")."""
 
     region: np.ndarray
     fov: np.ndarray
@@ -549,10 +551,14 @@ class PhotographWork:
         self.scale, self.overlay, self.measure, self.local_model = scale, overlay, measure, local_model
 
     def load_model(self, model_path: str | Path):
-        """The inference model (`keras_vessel.models.inference.load_inference_model`) with these heads."""
-        from keras_vessel.models.inference import load_inference_model
+        """The inference model (`keras_vessel.models.inference.load_inference_model`) with these heads; a
+        ValueError naming `model_path` when it cannot run at this scale (``"multi"`` with a model that records
+        no training diameter: `keras_vessel.models.inference.model_working_diameters`)."""
+        from keras_vessel.models.inference import load_inference_model, model_working_diameters
 
-        return load_inference_model(model_path, heads=self.heads)
+        model = load_inference_model(model_path, heads=self.heads)
+        model_working_diameters(model, self.scale, name=str(model_path))
+        return model
 
     def locate(self, path: str | Path, image: np.ndarray) -> Located:
         """The photograph's region, FOV and geometry (a DatasetError naming it for a FOV file of another size)."""
@@ -586,9 +592,9 @@ class PhotographWork:
 
         if model is None:
             return _probability(predictor, image)
-        factor = inference_scale(model, image, self.scale, fov=located.geometry).factor
+        choice = inference_scale(model, image, self.scale, fov=located.geometry)  # the FOV `locate` measured
         return _probability(lambda rgb: predict_probability(model, rgb, tile_size=self.tile_size, tta=self.tta,
-                                                            scale=factor), image, trusted=True)
+                                                            scale=choice), image, trusted=True)
 
     def finish(self, image: np.ndarray, prob: np.ndarray, located: Located) -> Maps:
         """Zero the probability outside the region (in place), threshold it inside, paint the overlay."""

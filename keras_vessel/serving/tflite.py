@@ -10,7 +10,10 @@ needs data-dependent control flow that LiteRT's built-in operators do not
 have: finding the field of view and resampling the photograph so that it is
 ``fov_diameter`` px across (`keras_vessel.data.scaling`: the model's training
 diameter, or the working diameter of ``scale="1080px"``), and the threshold;
-``NAME.json`` gives both numbers so an app can do them.
+``NAME.json`` gives both numbers so an app can do them. With ``scale="multi"``
+it gives ``fov_diameters`` instead (and no ``fov_diameter``, so an app that reads
+only that one fails rather than running one scale): the app runs the
+photograph at each and averages the probabilities resampled back.
 
 Weights: ``float32``; ``float16`` (half the size, computed in float32 on
 CPUs, in float16 on GPU delegates); ``int8`` (dynamic-range quantisation:
@@ -29,9 +32,10 @@ import tensorflow as tf
 from keras_vessel.checks import FUSIONS, check_choice
 from keras_vessel.io import atomic_path, write_json_atomic
 from keras_vessel.locks import folder_lock
-from keras_vessel.models import as_inference_model, model_fov_diameter, model_stride
+from keras_vessel.models import as_inference_model, model_stride
+from keras_vessel.models.inference import model_working_diameters
 from keras_vessel.models.saving import load_model_file
-from keras_vessel.data.scaling import check_scale, working_diameter
+from keras_vessel.data.scaling import check_scale, scale_record
 
 __all__ = ["WEIGHTS", "export_tflite"]
 
@@ -63,7 +67,9 @@ def export_tflite(
     threshold : recorded in the JSON for the app's mask (e.g. the training threshold).
     scale : what the JSON's ``fov_diameter`` (px) tells the app to resample each photograph's field of view
         to: the model's training diameter (``"auto"``), N (``"Npx"``, e.g. ``"1080px"``) or none
-        (``"none"``: run photographs at their own size). A factor is refused
+        (``"none"``: run photographs at their own size); for ``"multi"``, ``fov_diameters`` (the
+        `keras_vessel.data.scaling.FUSION_MULTIPLES` of the training diameter; a ValueError for a model
+        that records none) and ``multiples``, whose probabilities the app averages. A factor is refused
         (`keras_vessel.data.scaling.check_scale`).
     """
     scale = check_scale(scale, factors=False)
@@ -74,10 +80,20 @@ def export_tflite(
     if input_size is not None and (isinstance(input_size, bool) or not isinstance(input_size, int)
                                    or input_size < stride or input_size % stride):
         raise ValueError(f"input_size must be a positive multiple of the model's stride {stride}, got {input_size!r}")
-    diameter = working_diameter(scale, model_fov_diameter(model))
-    resample = ("before running, pad the photograph to the stride" if diameter is None else
-                "before running, resample the photograph so that its field of view is fov_diameter px "
-                "across (bilinear, antialiased) and pad it to the stride; resample the probability back")
+    shown = None if isinstance(keras_model_path_or_model, keras.Model) else str(keras_model_path_or_model)
+    diameters = model_working_diameters(model, scale, name=shown)
+    if diameters is None:
+        resample, fov = "before running, pad the photograph to the stride", {"fov_diameter": None}
+    elif scale == "multi":
+        resample = ("for each of fov_diameters: resample the photograph so that its field of view is that many px "
+                    "across (bilinear, antialiased), pad it to the stride, run it and resample the probability "
+                    "back; the probability is the mean of these (one run at the photograph's own size when no "
+                    "field of view is found)")
+        fov = {"fov_diameters": list(diameters)}
+    else:
+        resample = ("before running, resample the photograph so that its field of view is fov_diameter px "
+                    "across (bilinear, antialiased) and pad it to the stride; resample the probability back")
+        fov = {"fov_diameter": diameters[0]}
     with folder_lock(out_dir, what="the TFLite output folder") as out_dir:  # one writer; none leaves an empty folder
         side = input_size
         blob = _convert(model, [1, side, side, 3], weights)
@@ -90,8 +106,8 @@ def export_tflite(
                       "layout": "RGB on 0-255; height and width multiples of the stride", "stride": stride},
             "output": {"name": "probability", "dtype": "float32", "shape": [1, side, side],
                        "meaning": "vessel probability in [0, 1]"},
-            "fov_diameter": diameter,
-            "scale": scale,
+            **fov,
+            **scale_record(scale),
             "resample": resample,
             "threshold": threshold,
             "weights": weights,

@@ -14,12 +14,14 @@ from scipy import ndimage
 
 from keras_vessel.data.scaling import (
     FOV_DILATION,
+    FUSION_MULTIPLES,
     MAX_DIAMETER,
     MAX_FACTOR,
     MIN_DIAMETER,
     MIN_FACTOR,
     SCALE_TOLERANCE,
     check_scale,
+    enlarge_to,
     fit_fov_circle,
     fov_mask,
     image_fov,
@@ -30,7 +32,9 @@ from keras_vessel.data.scaling import (
     resize_to,
     resamples_by_fov,
     scale_factor,
+    scale_record,
     working_diameter,
+    working_diameters,
 )
 
 
@@ -356,7 +360,7 @@ def test_resize_to_keeps_constants_and_averages_when_shrinking():
 
 @pytest.mark.parametrize(
     ("given", "expected"),
-    [("auto", "auto"), (" Auto ", "auto"), ("NONE", "none"), ("0.5", 0.5), (2, 2.0), (np.float32(1.5), 1.5),
+    [("auto", "auto"), (" Auto ", "auto"), ("NONE", "none"), ("multi", "multi"), (" Multi ", "multi"), ("0.5", 0.5), (2, 2.0), (np.float32(1.5), 1.5),
      (MIN_FACTOR, MIN_FACTOR), (MAX_FACTOR, MAX_FACTOR), ("8", 8.0),
      ("1080px", "1080px"), (" 1080 PX ", "1080px"), ("1080.0px", "1080px"), ("540.5px", "540.5px"),
      ("64px", "64px"), ("4096px", "4096px"), ("1e3px", "1000px")],
@@ -368,7 +372,7 @@ def test_check_scale_accepts(given, expected):
     assert check_scale(got) == got  # normalised: checking again changes nothing
 
 
-ANY = r"`scale` must be 'auto', 'none', a field-of-view diameter such as '1080px' or a positive factor; got "
+ANY = r"`scale` must be 'auto', 'multi', 'none', a field-of-view diameter such as '1080px' or a positive factor; got "
 DIAMETER = r"`scale` must be a field-of-view diameter between 64 and 4096 px; got "
 
 
@@ -376,6 +380,8 @@ DIAMETER = r"`scale` must be a field-of-view diameter between 64 and 4096 px; go
     ("given", "message"),
     [
         ("fast", ANY + r"'fast'\."),
+        ("multiple", ANY + r"'multiple'\."),
+        ("multi px", ANY + r"'multi px'\."),
         ("", ANY + r"''\."),
         (True, ANY + r"True\."),
         (None, ANY + r"None\."),
@@ -406,10 +412,11 @@ def test_check_scale_rejects(given, message):
 @pytest.mark.parametrize(("given", "shown"), [(0.5, "0.5"), ("0.5", "'0.5'"), ("fast", "'fast'")])
 def test_check_scale_without_factors_refuses_them(given, shown):
     """What an exported graph accepts: it resamples by each image's own field of view."""
-    with pytest.raises(ValueError, match=r"`scale` must be 'auto', 'none' or a field-of-view diameter such as "
-                                         rf"'1080px' \(not a factor\); got {shown}\."):
+    with pytest.raises(ValueError, match=r"`scale` must be 'auto', 'multi', 'none' or a field-of-view diameter such "
+                                         rf"as '1080px' \(not a factor\); got {shown}\."):
         check_scale(given, factors=False)
-    assert [check_scale(s, factors=False) for s in ("AUTO", "none", "1080 px")] == ["auto", "none", "1080px"]
+    assert [check_scale(s, factors=False) for s in ("AUTO", "none", "1080 px", "MULTI")] == \
+        ["auto", "none", "1080px", "multi"]
 
 
 def test_working_diameter_of_each_form():
@@ -418,7 +425,38 @@ def test_working_diameter_of_each_form():
     assert working_diameter("1080px", 540.0) == working_diameter("1080px", None) == 1080.0
     assert working_diameter("540.5px", 540.0) == 540.5
     assert working_diameter("none", 540.0) is None and working_diameter(0.5, 540.0) is None
-    assert [resamples_by_fov(s) for s in ("auto", "1080px", "none", 0.5)] == [True, True, False, False]
+    assert [resamples_by_fov(s) for s in ("auto", "1080px", "none", 0.5, "multi")] == [True, True, False, False, True]
+
+
+def test_working_diameters_of_multi_are_the_fusion_multiples_of_the_models(monkeypatch):
+    from keras_vessel.data import scaling
+
+    assert working_diameters("multi", 540.0) == tuple(m * 540.0 for m in FUSION_MULTIPLES)
+    assert working_diameters("auto", 540.0) == (540.0,) and working_diameters("1080px", None) == (1080.0,)
+    assert working_diameters("auto", None) is None and working_diameters(0.5, 540.0) is None
+    monkeypatch.setattr(scaling, "FUSION_MULTIPLES", (1.0, 1.5))  # the one definition: read where it is used
+    assert working_diameters("multi", 100.0) == (100.0, 150.0)
+    assert scale_record("Multi") == {"scale": "multi", "multiples": [1.0, 1.5]}
+    assert scale_record(0.5) == {"scale": 0.5} and scale_record("auto") == {"scale": "auto"}
+    with pytest.raises(ValueError, match=r"^`scale='multi'` needs a model that records its training field-of-view "
+                                         r"diameter; this one records none$"):
+        working_diameters("multi", None)
+    with pytest.raises(ValueError, match=r"^`scale='multi'` has several working diameters; read them with "
+                                         r"`working_diameters`$"):
+        working_diameter("multi", 540.0)
+
+
+def test_enlarge_to_adds_into_a_map_in_place():
+    rng = np.random.default_rng(0)
+    total = rng.random((50, 61)).astype(np.float32)
+    start = total.copy()
+    for small in (rng.random((20, 24)).astype(np.float32), rng.random((80, 90)).astype(np.float32)):  # up, down
+        expected = start + enlarge_to(small, (50, 61))
+        assert enlarge_to(small, (50, 61), add_to=total) is total
+        np.testing.assert_allclose(total, expected, rtol=0, atol=1e-6)
+        start = total.copy()
+    with pytest.raises(ValueError, match=r"`add_to` must be a float32 map of shape \(50, 61\); got float64"):
+        enlarge_to(small, (50, 61), add_to=np.zeros((50, 61)))
 
 
 def test_check_scale_accepts_numpy_integers():

@@ -281,7 +281,145 @@ def test_saved_model_at_a_working_diameter_gives_predict_files_probabilities(pre
 
 
 def test_export_refuses_a_factor(model, tmp_path):
-    with pytest.raises(ValueError, match=r"`scale` must be 'auto', 'none' or a field-of-view diameter such as "
-                                         r"'1080px' \(not a factor\); got 0\.5\."):
+    with pytest.raises(ValueError, match=r"`scale` must be 'auto', 'multi', 'none' or a field-of-view diameter such "
+                                         r"as '1080px' \(not a factor\); got 0\.5\."):
         export_saved_model(model[0], tmp_path, name="vessel", version=1, scale=0.5)
     assert not (tmp_path / "vessel").exists()
+
+
+# ----------------------------------------------------------------- several working diameters (scale="multi")
+
+
+def mean_of_single_scales(inference, image, multiples, **options):
+    """The oracle: the NumPy mean of one single-scale prediction per multiple, at ``m x MODEL_DIAMETER`` px each."""
+    maps = [predict_probability(inference, image, scale=f"{m * MODEL_DIAMETER:g}px", **options) for m in multiples]
+    return np.mean(np.stack(maps), axis=0)
+
+
+@pytest.mark.parametrize("name, multiples, options", [
+    ("smaller", None, {}),  # FUSION_MULTIPLES as defined: 84 px runs at 126, 189, 252 px (factors 1.5, 2.25, 3)
+    ("larger", (1.0, 1.5), {"tile_size": 32, "tta": "flip"}),  # another constant; tiled, flipped at each scale
+])
+def test_multi_is_the_mean_of_single_scale_predictions_at_the_multiples(model, monkeypatch, name, multiples,
+                                                                         options):
+    from keras_vessel.data import scaling
+
+    if multiples is not None:  # nothing else holds the multiples or their count
+        monkeypatch.setattr(scaling, "FUSION_MULTIPLES", multiples)
+    multiples = scaling.FUSION_MULTIPLES
+    _, inference, _ = model
+    image = fundus(*IMAGES[name])
+    choice = inference_scale(inference, image, "multi")
+    assert len(choice.factors) == len(set(choice.factors)) == len(multiples)
+    multi = predict_probability(inference, image, scale="multi", **options)
+    assert multi.dtype == np.float32 and multi.shape == image.shape[:2]
+    np.testing.assert_allclose(multi, mean_of_single_scales(inference, image, multiples, **options), rtol=0, atol=1e-5)
+    assert np.abs(multi - predict_probability(inference, image, **options)).max() > 0.01  # not auto's map
+
+
+def test_multi_measures_the_fov_once(model, predicted, monkeypatch, tmp_path):
+    from keras_vessel.data import scaling
+    from keras_vessel.models import inference as inference_module
+
+    measure, calls = scaling.image_fov, []
+
+    def counted(image):
+        calls.append(image.shape)
+        return measure(image)
+
+    monkeypatch.setattr(scaling, "image_fov", counted)
+    monkeypatch.setattr(inference_module, "image_fov", counted)
+    training, inference, path = model
+    predict_probability(inference, fundus(*IMAGES["larger"]), scale="multi")
+    assert len(calls) == 1
+    calls.clear()
+    root, _ = predicted  # predict_files: `locate` measures it, the three scales reuse it
+    report = predict_files(path, [root / "larger.png"], tmp_path / "out", scale="multi", progress=False)
+    assert not report.failures and len(calls) == 1
+
+
+def test_multi_without_a_fov_runs_once_at_the_images_own_grid_with_autos_warning(model, caplog):
+    _, inference, _ = model
+    black = np.zeros((40, 44, 3), np.uint8)
+    choice = inference_scale(inference, black, "multi")
+    assert choice.factors == (1.0,) and choice.fov is not None and not choice.fov.found
+    with caplog.at_level(logging.WARNING, logger="keras_vessel.models.inference"):
+        probability = predict_probability(inference, black, scale="multi", name="dark_frame.png")
+    np.testing.assert_array_equal(probability, predict_probability(inference, black, scale="none"))
+    messages = [r.getMessage() for r in caplog.records if r.name == "keras_vessel.models.inference"]
+    assert len(messages) == 1 and messages[0].startswith("dark_frame.png: no field of view found"), messages
+
+
+def test_multi_refuses_a_model_without_a_training_diameter_in_one_sentence(unrecorded, predicted, tiny_model_file,
+                                                                          tmp_path):
+    sentence = (r"records no training field-of-view diameter, so `scale='multi'` has no multiples of it to run at; "
+                r"pass a working diameter such as '1080px' \(several runs, one each\), or 'auto' \(which runs such a "
+                r"model at each photograph's own grid\)$")
+    with pytest.raises(ValueError, match=rf"^model {unrecorded.name} " + sentence):
+        predict_probability(unrecorded, fundus(*IMAGES["same"]), scale="multi")
+    path = tiny_model_file()  # records no diameter: refused, naming the file, before any output
+    root, _ = predicted
+    with pytest.raises(ValueError, match=rf"^model {path} " + sentence):
+        predict_files(path, [root / "same.png"], tmp_path / "out", scale="multi", progress=False)
+    with pytest.raises(ValueError, match=rf"^model {path} " + sentence):
+        export_saved_model(path, tmp_path, name="vessel", version=1, scale="multi")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "vessel").exists()
+
+
+def test_evaluate_records_multi_its_multiples_and_each_images_factors(model, tmp_path):
+    import json
+
+    from keras_vessel.data.datasets import Sample
+    from keras_vessel.data.scaling import FUSION_MULTIPLES
+    from keras_vessel.evaluation import evaluate
+
+    _, inference, _ = model
+    image = fundus(*IMAGES["smaller"])
+    fov = image_fov(image).mask
+    sample = Sample(name="eye", image=image, label=ndimage.binary_erosion(fov, iterations=30), fov=fov)
+    report = evaluate(inference, [sample], output_dir=tmp_path, progress=False, overlays=False,
+                      predict_options={"scale": "multi"})
+    assert report["protocol"]["scale"] == "multi" and report["protocol"]["multiples"] == list(FUSION_MULTIPLES)
+    factors = inference_scale(inference, image, "multi").factors
+    assert report["per_image"][0]["scale"] == pytest.approx(list(factors))
+    assert json.loads((tmp_path / "metrics.json").read_text())["protocol"]["multiples"] == list(FUSION_MULTIPLES)
+    assert (tmp_path / "per_image.csv").read_text().splitlines()[1].split(",")[2] == " ".join(
+        f"{f:.6g}" for f in factors)
+    assert "Scale: each image run at fields of view 1x, 1.5x, 2x as wide" in (tmp_path / "metrics.md").read_text()
+    probability = predict_probability(inference, image, fov=fov, scale="multi")
+    assert report["per_image"][0]["AUC"] == pytest.approx(evaluation_auc(probability, sample))
+
+
+def evaluation_auc(probability, sample):
+    from sklearn.metrics import roc_auc_score
+
+    return roc_auc_score(sample.label[sample.fov], probability[sample.fov])
+
+
+@pytest.fixture(scope="module")
+def predicted_multi(model, predicted, tmp_path_factory):
+    """predict_files and an export at scale="multi", on the three photographs and a black frame (no FOV)."""
+    training, _, path = model
+    root, _ = predicted
+    Image.fromarray(np.zeros((40, 44, 3), np.uint8)).save(root / "black.png")
+    out = tmp_path_factory.mktemp("predict-multi")
+    report = predict_files(path, [root / f"{name}.png" for name in [*IMAGES, "black"]], out, scale="multi",
+                           progress=False)
+    assert not report.failures
+    exported = export_saved_model(training, out / "serving", name="vessel", version=1, scale="multi")
+    return out, tf.saved_model.load(str(exported))
+
+
+@pytest.mark.parametrize("name", [*IMAGES, "black"])
+def test_saved_model_at_multi_gives_predict_files_probabilities(predicted, predicted_multi, name):
+    root, _ = predicted
+    out, loaded = predicted_multi
+    image = np.asarray(Image.open(root / f"{name}.png"))
+    served = loaded.signatures["serving_default"](images=tf.constant(image[None], tf.float32))["probability"]
+    served = served.numpy()[0]
+    local = np.asarray(Image.open(out / f"{name}_prob.png")).astype(np.float64) / 65535
+    assert served.shape == local.shape == image.shape[:2]
+    np.testing.assert_allclose(served, local, rtol=0, atol=2e-3)
+    if name != "black":
+        at_auto = np.asarray(Image.open(root / "out" / f"{name}_prob.png")).astype(np.float64) / 65535
+        assert np.abs(local - at_auto).max() > 0.01  # really the mean over other working resolutions too
