@@ -266,17 +266,29 @@ def predicted_at(request, model, predicted, tmp_path_factory):
     return request.param, out, tf.saved_model.load(str(exported))
 
 
+def written_probability(path) -> np.ndarray:
+    """A ``NAME_prob.png`` predict_files wrote, as float64 in [0, 1]."""
+    return np.asarray(Image.open(path)).astype(np.float64) / 65535
+
+
+def assert_served_as_written(loaded, image_path, written_path) -> np.ndarray:
+    """The exported graph's probability of the photograph is within 2e-3 of what predict_files wrote for it,
+    which is returned."""
+    image = np.asarray(Image.open(image_path))
+    served = loaded.signatures["serving_default"](images=tf.constant(image[None], tf.float32))["probability"]
+    served = served.numpy()[0]
+    local = written_probability(written_path)
+    assert served.shape == local.shape == image.shape[:2]
+    np.testing.assert_allclose(served, local, rtol=0, atol=2e-3)
+    return local
+
+
 @pytest.mark.parametrize("name", list(IMAGES))
 def test_saved_model_at_a_working_diameter_gives_predict_files_probabilities(predicted, predicted_at, name):
     root, _ = predicted
     scale, out, loaded = predicted_at
-    image = np.asarray(Image.open(root / f"{name}.png"))
-    served = loaded.signatures["serving_default"](images=tf.constant(image[None], tf.float32))["probability"]
-    served = served.numpy()[0]
-    local = np.asarray(Image.open(out / f"{name}_prob.png")).astype(np.float64) / 65535
-    assert served.shape == local.shape == image.shape[:2]
-    np.testing.assert_allclose(served, local, rtol=0, atol=2e-3)
-    at_auto = np.asarray(Image.open(root / "out" / f"{name}_prob.png")).astype(np.float64) / 65535
+    local = assert_served_as_written(loaded, root / f"{name}.png", out / f"{name}_prob.png")
+    at_auto = written_probability(root / "out" / f"{name}_prob.png")
     assert np.abs(local - at_auto).max() > 0.02  # really another working resolution than auto's 126 px
 
 
@@ -297,8 +309,8 @@ def mean_of_single_scales(inference, image, multiples, **options):
 
 
 @pytest.mark.parametrize("name, multiples, options", [
-    ("smaller", None, {}),  # FUSION_MULTIPLES as defined: 84 px runs at 126, 189, 252 px (factors 1.5, 2.25, 3)
-    ("larger", (1.0, 1.5), {"tile_size": 32, "tta": "flip"}),  # another constant; tiled, flipped at each scale
+    ("smaller", None, {}),  # FUSION_MULTIPLES as defined (1, 1.5, 2: the 84 px FOV runs at 126, 189, 252 px)
+    ("larger", (1.0, 1.5), {"tile_size": 64, "overlap": 16, "tta": "flip"}),  # another constant; tiled, flipped
 ])
 def test_multi_is_the_mean_of_single_scale_predictions_at_the_multiples(model, monkeypatch, name, multiples,
                                                                          options):
@@ -353,8 +365,8 @@ def test_multi_without_a_fov_runs_once_at_the_images_own_grid_with_autos_warning
 def test_multi_refuses_a_model_without_a_training_diameter_in_one_sentence(unrecorded, predicted, tiny_model_file,
                                                                           tmp_path):
     sentence = (r"records no training field-of-view diameter, so `scale='multi'` has no multiples of it to run at; "
-                r"pass a working diameter such as '1080px' \(several runs, one each\), or 'auto' \(which runs such a "
-                r"model at each photograph's own grid\)$")
+                r"pass a working diameter such as '1080px' instead, or 'auto' \(which runs such a model at each "
+                r"photograph's own grid\)$")
     with pytest.raises(ValueError, match=rf"^model {unrecorded.name} " + sentence):
         predict_probability(unrecorded, fundus(*IMAGES["same"]), scale="multi")
     path = tiny_model_file()  # records no diameter: refused, naming the file, before any output
@@ -385,7 +397,8 @@ def test_evaluate_records_multi_its_multiples_and_each_images_factors(model, tmp
     assert json.loads((tmp_path / "metrics.json").read_text())["protocol"]["multiples"] == list(FUSION_MULTIPLES)
     assert (tmp_path / "per_image.csv").read_text().splitlines()[1].split(",")[2] == " ".join(
         f"{f:.6g}" for f in factors)
-    assert "Scale: each image run at fields of view 1x, 1.5x, 2x as wide" in (tmp_path / "metrics.md").read_text()
+    widths = ", ".join(f"{m:g}x" for m in FUSION_MULTIPLES)
+    assert f"Scale: each image run at fields of view {widths} as wide" in (tmp_path / "metrics.md").read_text()
     probability = predict_probability(inference, image, fov=fov, scale="multi")
     assert report["per_image"][0]["AUC"] == pytest.approx(evaluation_auc(probability, sample))
 
@@ -414,12 +427,7 @@ def predicted_multi(model, predicted, tmp_path_factory):
 def test_saved_model_at_multi_gives_predict_files_probabilities(predicted, predicted_multi, name):
     root, _ = predicted
     out, loaded = predicted_multi
-    image = np.asarray(Image.open(root / f"{name}.png"))
-    served = loaded.signatures["serving_default"](images=tf.constant(image[None], tf.float32))["probability"]
-    served = served.numpy()[0]
-    local = np.asarray(Image.open(out / f"{name}_prob.png")).astype(np.float64) / 65535
-    assert served.shape == local.shape == image.shape[:2]
-    np.testing.assert_allclose(served, local, rtol=0, atol=2e-3)
+    local = assert_served_as_written(loaded, root / f"{name}.png", out / f"{name}_prob.png")
     if name != "black":
-        at_auto = np.asarray(Image.open(root / "out" / f"{name}_prob.png")).astype(np.float64) / 65535
+        at_auto = written_probability(root / "out" / f"{name}_prob.png")
         assert np.abs(local - at_auto).max() > 0.01  # really the mean over other working resolutions too
