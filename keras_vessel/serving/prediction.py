@@ -236,7 +236,8 @@ def prediction_settings(work: PhotographWork, model_path: str | Path | None = No
 
     The model by its file's SHA-256 (its path is informative: the same file elsewhere is the same model), or
     the predictor by `predictor_name` (say which server and model; by default the callable's name); the
-    heads, tiling, TTA and scale of a local model; the FOV rule, a FOV file by its SHA-256; the threshold's
+    heads, tiling, TTA and scale of a local model (``"multi"`` as `keras_vessel.data.scaling.scale_record`,
+    with its multiples: other multiples are another scale); the FOV rule, a FOV file by its SHA-256; the threshold's
     value (a number, also when read from threshold.json, or ``"otsu"``). Not settings: ``overlay`` and
     ``measure`` add files without changing the others (a re-run that asks for them writes them for each
     photograph that lacks them).
@@ -245,9 +246,12 @@ def prediction_settings(work: PhotographWork, model_path: str | Path | None = No
         model = {"path": str(model_path), "sha256": files.sha256(str(model_path))}
     else:
         model = {"predictor": predictor_name or "unnamed"}
+    from keras_vessel.data.scaling import scale_record
+
     fov = work.fov if isinstance(work.fov, str) else {"path": str(work.fov), "sha256": LocalFiles.sha256(work.fov)}
+    scale = scale_record(work.scale) if work.scale == "multi" else work.scale  # single scales as recorded before
     return {"model": model, "heads": work.heads, "tile_size": work.tile_size, "tta": work.tta,
-            "scale": work.scale, "fov": fov, "threshold": work.threshold}
+            "scale": scale, "fov": fov, "threshold": work.threshold}
 
 
 def claim_output(output: str | Path, settings: dict, *, overwrite: bool = False, files=LocalFiles) -> None:

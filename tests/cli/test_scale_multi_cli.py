@@ -39,10 +39,13 @@ def _probability(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path), dtype=np.float64) / 65535
 
 
-def test_predict_at_multi_writes_the_librarys_mean_with_both_engines(model_path, photographs, tmp_path):
+def test_predict_at_multi_writes_the_librarys_mean_with_both_engines(model_path, photographs, tmp_path,
+                                                                      monkeypatch):
     pytest.importorskip("apache_beam", reason="the beam extra is not installed (pip install 'keras-vessel[beam]')")
+    from keras_vessel.data import scaling
     from keras_vessel.data.preprocessing import read_image
     from keras_vessel.models.inference import load_inference_model, predict_probability
+    from keras_vessel.serving.prediction import OUTPUT_MARKER
 
     common = ["--model", model_path, "--scale", " Multi", "--fov", "none", "--threshold", "0.5", "--quiet"]
     result = run_cli("predict", photographs, "--output", tmp_path / "local", *common)
@@ -56,6 +59,15 @@ def test_predict_at_multi_writes_the_librarys_mean_with_both_engines(model_path,
         assert np.abs(expected - predict_probability(model, read_image(photographs / f"{name}.png"))).max() > 1e-3
         for engine in ("local", "beam"):
             np.testing.assert_allclose(_probability(tmp_path / engine / f"{name}_prob.png"), expected, atol=2e-5)
+    for engine in ("local", "beam"):  # the folders record the scale with its multiples ...
+        settings = json.loads((tmp_path / engine / OUTPUT_MARKER).read_text())["settings"]
+        assert settings["scale"] == {"scale": "multi", "multiples": list(scaling.FUSION_MULTIPLES)}
+    before, after = list(scaling.FUSION_MULTIPLES), list(scaling.FUSION_MULTIPLES[:-1])
+    monkeypatch.setattr(scaling, "FUSION_MULTIPLES", tuple(after))  # ... so other multiples are another scale
+    result = run_cli("predict", photographs, "--output", tmp_path / "local", *common)
+    assert result.exit_code == 1, show_result(result)
+    assert f"holds predictions made with another --scale (multi, {before}; now multi, {after})" in \
+        " ".join(result.stderr.split()), show_result(result)
 
 
 def test_evaluate_at_multi_records_the_multiples(model_path, tmp_path):
@@ -69,9 +81,10 @@ def test_evaluate_at_multi_records_the_multiples(model_path, tmp_path):
     assert all(len(row["scale"]) == len(FUSION_MULTIPLES) for row in report["per_image"])
 
 
-def test_export_at_multi_says_so_and_tflite_lists_the_diameters(model_path, tmp_path):
+def test_export_at_multi_says_so_and_tflite_lists_the_diameters(tiny_model_file, tmp_path):
     from keras_vessel.data.scaling import FUSION_MULTIPLES
 
+    model_path = tiny_model_file(base_filters=2, depth=1, fov_diameter=DIAMETER)  # the smallest graph to save
     common = ["export", "--model", model_path, "--version", 1, "--out", tmp_path, "--scale", "multi"]
     result = run_cli(*common, "--name", "vessel")
     assert result.exit_code == 0, show_result(result)
