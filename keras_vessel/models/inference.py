@@ -6,9 +6,10 @@ returns ``(B, H, W, 1)`` probabilities. `predict_probability` hides these
 constraints: by default (``scale="auto"``) it first resamples the image so
 that its field of view is as wide as the model's training images were, or
 as wide as asked (``scale="1080px"``; `keras_vessel.data.scaling`; the
-probability is resampled back), or does so at several widths and averages the
-probabilities (``scale="multi"``: the `FUSION_MULTIPLES` of the training width), then
-it pads the image to the stride with reflection (so the network sees plausible fundus texture at the border rather than a black frame), and
+probability is resampled back), or does so at several widths and averages
+the probabilities (``scale="multi"``: the `FUSION_MULTIPLES` of the training
+width), then it pads the image to the stride with reflection (so the network
+sees plausible fundus texture at the border rather than a black frame), and
 when the image is too large to run in one piece (HRF is 3504x2336) it predicts
 overlapping tiles and blends them with a raised-cosine window, so tile seams
 do not show and peak memory stays bounded by the tile size. Optionally it

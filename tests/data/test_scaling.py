@@ -360,7 +360,8 @@ def test_resize_to_keeps_constants_and_averages_when_shrinking():
 
 @pytest.mark.parametrize(
     ("given", "expected"),
-    [("auto", "auto"), (" Auto ", "auto"), ("NONE", "none"), ("multi", "multi"), (" Multi ", "multi"), ("0.5", 0.5), (2, 2.0), (np.float32(1.5), 1.5),
+    [("auto", "auto"), (" Auto ", "auto"), ("NONE", "none"), ("multi", "multi"), (" Multi ", "multi"),
+     ("0.5", 0.5), (2, 2.0), (np.float32(1.5), 1.5),
      (MIN_FACTOR, MIN_FACTOR), (MAX_FACTOR, MAX_FACTOR), ("8", 8.0),
      ("1080px", "1080px"), (" 1080 PX ", "1080px"), ("1080.0px", "1080px"), ("540.5px", "540.5px"),
      ("64px", "64px"), ("4096px", "4096px"), ("1e3px", "1000px")],
