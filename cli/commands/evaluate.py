@@ -87,11 +87,14 @@ def evaluate(model_path: Path, dataset: str, root: Path | None, split: str, fold
         if not threshold_path(model_path, tta).is_file() and training_root is not None:
             with library_errors():
                 training = open_dataset(dataset, training_root, "training", **options)
+                # The stored threshold is the model's own: chosen at its own scale whatever --scale this
+                # evaluation runs at (predict --threshold train reads it at any scale).
                 value = choose_training_threshold(model, training, progress=not quiet,
-                                                  predict_options=predict_options)
+                                                  predict_options={**predict_options, "scale": "auto"})
                 saved = save_threshold(model_path, value, heads=heads, dataset=dataset, images=len(training),
-                                       tta=tta, scale=scale)
-            click.echo(f"training threshold {value:.4f} saved to {saved}", err=True)
+                                       tta=tta, scale="auto")
+            click.echo(f"training threshold {value:.4f} (chosen at the model's own scale) saved to {saved}",
+                       err=True)
         elif training_root is not None:
             click.echo(f"using the existing {threshold_path(model_path, tta)}; delete it to recompute", err=True)
         value, rule = training_threshold(model_path, heads, tta)

@@ -97,6 +97,26 @@ def test_evaluate_train_threshold_missing_then_computed(model_path, small_drive,
     threshold_file.unlink()
 
 
+def test_a_threshold_stored_by_evaluate_at_another_scale_is_chosen_at_the_models_own(model_path, small_drive,
+                                                                                    tmp_path):
+    from keras_vessel.data.datasets import open_dataset
+    from keras_vessel.evaluation import choose_training_threshold
+    from keras_vessel.models.inference import load_inference_model
+
+    threshold_file = model_path.with_name("threshold.json")
+    threshold_file.unlink(missing_ok=True)
+    result = _run(["evaluate", "--model", model_path, "--dataset", "drive", "--root", small_drive,
+                   "--output", tmp_path / "eval", "--threshold", "train", "--training-root", small_drive,
+                   "--scale", "1080px", "--no-overlays", "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, _show(result)
+    stored = json.loads(threshold_file.read_text())
+    threshold_file.unlink()
+    own = choose_training_threshold(load_inference_model(model_path), open_dataset("drive", small_drive, "training"),
+                                    progress=False, predict_options={"scale": "auto"})
+    assert stored["threshold"] == pytest.approx(own) and stored["scale"] == "auto"
+    assert "model's own scale" in result.stderr
+
+
 def test_evaluate_and_predict_with_tta(model_path, small_drive, tmp_path):
     out = tmp_path / "eval"
     result = _run(["evaluate", "--model", model_path, "--dataset", "drive", "--root", small_drive,
