@@ -16,7 +16,6 @@ Resumable: each camera's scores are written to ``--results`` as soon as they are
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -25,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from experiments.cross_dataset import SHARED
 from experiments.leave_one_camera_out import CAMERAS
+from experiments.per_photograph_resolution import screen_parser
 
 WORKING = ("540px", "810px", "1080px")
 RESOLUTION_RULES = ("540px", "810px", "1080px", "fuse2", "fuse3", "confident")
@@ -125,9 +124,7 @@ def table(results: dict[str, Any]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=Path, required=True, help="The leave-one-camera-out runs folder.")
-    parser.add_argument("--data", type=Path, default=SHARED, help="Folder with the five datasets.")
+    parser = screen_parser(__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, required=True, help="Results JSON (resumable).")
     parser.add_argument("--only", nargs="*", default=list(CAMERAS), help="Cameras to score.")
     arguments = parser.parse_args()

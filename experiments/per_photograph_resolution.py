@@ -131,10 +131,16 @@ def screen(rows: list[dict[str, str]], runs: Path) -> list[str]:
     return lines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def screen_parser(description: str) -> argparse.ArgumentParser:
+    """The options the resolution screens share: the leave-one-camera-out runs and the datasets."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--runs", type=Path, required=True, help="The leave-one-camera-out runs folder.")
     parser.add_argument("--data", type=Path, default=SHARED, help="Folder with the five datasets.")
+    return parser
+
+
+def main() -> None:
+    parser = screen_parser(__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="CSV of every photograph's sharpness (cache).")
     arguments = parser.parse_args()
     rows = measure_all(arguments.data, arguments.out)

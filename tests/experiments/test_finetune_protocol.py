@@ -160,6 +160,16 @@ def test_the_table_has_a_dash_for_every_missing_cell():
 # --------------------------------------------------------------------------- the command
 
 
+def _finished_finetune(output, base, *, wall_seconds):
+    """What a finished `finetune` leaves in `output` (model, threshold, run.json naming the base), and returns."""
+    output.mkdir(parents=True)
+    (output / "model.keras").write_bytes(output.name.encode())
+    (output / "threshold.json").write_text('{"threshold": 0.5}')
+    (output / "run.json").write_text(json.dumps({"status": "completed", "finetune": {
+        "base_model": {"path": str(base), "sha256": fp._model(base)["sha256"]}}}))
+    return {"status": "completed", "threshold": 0.5, "rule": "r", "wall_seconds": wall_seconds, "budget": {}}
+
+
 def test_the_command_fine_tunes_scores_and_resumes_without_redoing(fake_data, tmp_path, monkeypatch, capsys):
     loco, out, results_path = tmp_path / "loco", tmp_path / "runs", tmp_path / "finetune_protocol.json"
     for camera in ("drive", "orvs"):  # les_av has no base model
@@ -176,12 +186,7 @@ def test_the_command_fine_tunes_scores_and_resumes_without_redoing(fake_data, tm
         tuned.append((output.name, listing, all(links), base, minutes))
         if output.name in stopped:
             raise KeyboardInterrupt  # stopped during a fine-tuning: nothing of it in the results
-        output.mkdir(parents=True)
-        (output / "model.keras").write_bytes(output.name.encode())
-        (output / "threshold.json").write_text('{"threshold": 0.5}')
-        (output / "run.json").write_text(json.dumps({"status": "completed", "finetune": {
-            "base_model": {"path": str(base), "sha256": fp._model(base)["sha256"]}}}))
-        return {"status": "completed", "threshold": 0.5, "rule": "r", "wall_seconds": 300.0, "budget": {}}
+        return _finished_finetune(output, base, wall_seconds=300.0)
 
     def fake_score(model_path, samples, output, *, camera, split, progress=False):
         scored.append((model_path, camera, [s.name for s in samples]))
@@ -256,12 +261,7 @@ def test_k_picks_which_fine_tunings_run(fake_data, tmp_path, monkeypatch):
 
     def fake_finetune(folders, output, *, base, minutes, seed):
         tuned.append((output.name, len(list(folders["images"].iterdir()))))
-        output.mkdir(parents=True)
-        (output / "model.keras").write_bytes(output.name.encode())
-        (output / "threshold.json").write_text('{"threshold": 0.5}')
-        (output / "run.json").write_text(json.dumps({"status": "completed", "finetune": {
-            "base_model": {"path": str(base), "sha256": fp._model(base)["sha256"]}}}))
-        return {"status": "completed", "threshold": 0.5, "rule": "r", "wall_seconds": 1.0, "budget": {}}
+        return _finished_finetune(output, base, wall_seconds=1.0)
 
     monkeypatch.setattr(fp, "finetune_photographs", fake_finetune)
     monkeypatch.setattr(fp, "score_model", lambda *a, **k: _score(0.95, 0.7))
