@@ -22,9 +22,9 @@ demo: $(STAMP)
 	$(VENV)/bin/keras-vessel demo --output $(DEMO_DIR) $(if $(ROOT),--root $(ROOT))
 
 ## The whole test suite, slow tests included (what CI runs; with the beam extra, so --engine beam is tested), in two worker processes
-## (pytest-xdist; one module per worker at a time, so module fixtures are built once).
+## (pytest-xdist; one module per worker at a time, so module fixtures are built once; modules with slow tests first, see tests/conftest.py).
 test: $(STAMP)
-	$(PY) -m pytest -q -ra --durations=25 -n 2 --dist loadscope
+	$(PY) -m pytest -q -ra --durations=25 -n 2 --dist loadscope --no-loadscope-reorder
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -ra -m "not slow"

@@ -1,5 +1,6 @@
 """Shared fixtures: where the real datasets live, and a quiet TensorFlow."""
 
+import collections
 import os
 from pathlib import Path
 
@@ -98,3 +99,14 @@ def tiny_model_file(tmp_path_factory):
         return made[key]
 
     return make
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules in decreasing number of slow tests (collection order otherwise kept).
+
+    CI hands whole modules to two workers in this order (`make test`: ``--dist loadscope
+    --no-loadscope-reorder``): a long module dispatched last would leave the other worker idle for its
+    whole length, so the long ones go first and the many short ones fill the end.
+    """
+    slow_tests = collections.Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow_tests[item.path])  # a stable sort

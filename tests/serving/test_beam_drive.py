@@ -24,7 +24,7 @@ from PIL import Image
 
 pytest.importorskip("apache_beam", reason="the beam extra is not installed (pip install 'keras-vessel[beam]')")
 
-pytestmark = pytest.mark.data
+pytestmark = [pytest.mark.data, pytest.mark.slow]
 
 FOV_DIAMETER = 270.0  # px: about half DRIVE's, so the resampling is not the identity
 HEAD_GAIN = 40.0  # the heads' kernels x 40: probabilities from 0.49 to about 0.9 instead of 0.498-0.526

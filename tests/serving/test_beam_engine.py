@@ -153,6 +153,7 @@ def test_an_explicit_training_threshold_needs_threshold_json_in_both_engines(pho
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_the_terminal_shows_our_lines_not_beams_or_its_workers_notices(photographs, tiny_model_file, tmp_path):
     # A fresh process, a worker process (README's multi_processing mode): each imports Beam and TensorFlow
     # and logs at INFO; a photograph that fails still says so.
