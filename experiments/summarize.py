@@ -252,14 +252,16 @@ def finetune_protocol_table() -> str:
 
 
 def robustness_table() -> str:
-    """Camera shifts made on the test images (issue 21): `experiments.robustness.table`, the bundled models'
+    """Camera shifts made on the test images (issue 21): `experiments.robustness.table`, the shipped model's
     columns only (`python -m experiments.robustness --summarize` prints every model's)."""
     from experiments.robustness import RESULTS as SHIFTED, table as shift_table
+    from keras_vessel.models.inference import BUNDLED_MODEL
 
     if not SHIFTED.is_file():
         return "(not run yet)"
     results = json.loads(SHIFTED.read_text())
-    return shift_table(results, labels=[label for label in results if label.startswith("bundled")])
+    shipped = f"bundled {BUNDLED_MODEL.parent.name}"
+    return shift_table(results, labels=[label for label in results if label.startswith(shipped)])
 
 
 def networks_table() -> str:
