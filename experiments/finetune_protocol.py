@@ -328,7 +328,9 @@ def verdict_line(verdict: dict[str, Any], minutes: float) -> str:
                for camera, check in verdict["checks"].items()}
     failing = {camera: names for camera, names in failing.items() if names}
     listed = "; ".join(f"{camera} {', '.join(names)}" for camera, names in failing.items())
-    return what + f"met = {verdict['done']}" + (f" (failing: {listed})" if failing else "")
+    unjudged = [camera for camera, check in verdict["checks"].items() if check["F1_near_reference"] is None]
+    return (what + f"met = {verdict['done']}" + (f" (failing: {listed})" if failing else "")
+            + (f"; no reference for {', '.join(unjudged)}: F1 near the reference not judged" if unjudged else ""))
 
 
 def table(results: dict[str, Any]) -> str:

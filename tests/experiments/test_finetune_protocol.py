@@ -115,6 +115,8 @@ def test_done_when_k5_beats_the_base_everywhere_and_no_reference_is_far():
     assert all(check["F1_near_reference"] is None for check in verdict["checks"].values())
     near = fp.done_verdict(_results(reference={"drive": (0.97, 0.77)}))  # k = 5's F1 0.75: 0.02 below
     assert near["done"] is True and near["checks"]["drive"]["F1_near_reference"] is True
+    line = fp.verdict_line(near, fp.DEFAULT_MINUTES)  # the cameras without a reference are named
+    assert line.startswith("Done when") and "met = True; no reference for chase_db1, hrf, orvs, les_av" in line
 
 
 @pytest.mark.parametrize("k5, reference, failing", [
