@@ -347,10 +347,15 @@ def _verify_readable(path: Path, count: int, *, shown: Path) -> None:
 
 def file_sha256(path: str | Path) -> str:
     """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
     with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+        return stream_sha256(handle)
+
+
+def stream_sha256(handle) -> str:
+    """Hex SHA-256 of what a binary file object holds from its position on, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    for block in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(block)
     return digest.hexdigest()
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import difflib
-import hashlib
 import io
 import logging
 import os
@@ -126,11 +125,10 @@ class BeamFiles:
 
     @staticmethod
     def sha256(text: str) -> str:
-        digest = hashlib.sha256()
+        from keras_vessel.data.tfrecords import stream_sha256
+
         with FileSystems.open(text, compression_type="uncompressed") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
+            return stream_sha256(handle)
 
 
 def _write(path: str, data: bytes) -> None:
