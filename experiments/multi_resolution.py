@@ -37,11 +37,12 @@ def decidedness(prob: np.ndarray, fov: np.ndarray) -> float:
     return float(np.abs(2.0 * prob[fov] - 1.0).mean())
 
 
-def combine(maps: dict[str, np.ndarray], fov: np.ndarray) -> dict[str, np.ndarray]:
-    """Every resolution rule's probability map from the three working resolutions' maps."""
+def combine(maps: dict[str, np.ndarray], fov: np.ndarray) -> tuple[dict[str, np.ndarray], str]:
+    """Every resolution rule's probability map from the three working resolutions' maps, and the working
+    resolution ``confident`` chose."""
     chosen = max(WORKING, key=lambda working: decidedness(maps[working], fov))
     return {**maps, "fuse2": (maps["540px"] + maps["810px"]) / 2.0,
-            "fuse3": (maps["540px"] + maps["810px"] + maps["1080px"]) / 3.0, "confident": maps[chosen]}
+            "fuse3": (maps["540px"] + maps["810px"] + maps["1080px"]) / 3.0, "confident": maps[chosen]}, chosen
 
 
 def fraction_threshold(prob: np.ndarray, fov: np.ndarray, fraction: float) -> float:
@@ -84,14 +85,15 @@ def score_camera(camera: str, runs: Path, data: Path) -> dict[str, Any]:
             start = time.perf_counter()
             maps[working] = predict_probability(model, sample.image, fov=sample.fov, scale=working)
             seconds[working] += time.perf_counter() - start
-        for rule, prob in combine(maps, sample.fov).items():
+        combined, chosen = combine(maps, sample.fov)
+        for rule, prob in combined.items():
             counts[rule].add(prob, sample.label, sample.fov)
             row = {"name": sample.name, "AUC": metrics.roc_auc(prob, sample.label, sample.fov)}
             for mask_rule in MASK_RULES:
                 threshold = stored if mask_rule == "stored" else fraction_threshold(prob, sample.fov, fraction)
                 row[f"F1_{mask_rule}"] = metrics.confusion_metrics(prob >= threshold, sample.label, sample.fov)["F1"]
             if rule == "confident":
-                row["chosen"] = max(WORKING, key=lambda working: decidedness(maps[working], sample.fov))
+                row["chosen"] = chosen
             per_image[rule].append(row)
         print(camera, sample.name, {rule: round(rows[-1]["AUC"], 4) for rule, rows in per_image.items()},
               flush=True)

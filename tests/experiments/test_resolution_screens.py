@@ -21,8 +21,8 @@ def test_confident_takes_the_most_decided_map_and_fusions_are_means():
     fov = np.ones((4, 4), bool)
     maps = {"540px": np.full((4, 4), 0.6, np.float32), "810px": np.full((4, 4), 0.95, np.float32),
             "1080px": np.full((4, 4), 0.3, np.float32)}
-    combined = mr.combine(maps, fov)
-    assert np.array_equal(combined["confident"], maps["810px"])  # |2p-1|: 0.2, 0.9, 0.4
+    combined, chosen = mr.combine(maps, fov)
+    assert np.array_equal(combined["confident"], maps["810px"]) and chosen == "810px"  # |2p-1|: 0.2, 0.9, 0.4
     np.testing.assert_allclose(combined["fuse2"], 0.775)
     np.testing.assert_allclose(combined["fuse3"], (0.6 + 0.95 + 0.3) / 3)
 
