@@ -9,7 +9,10 @@ test photographs, which no fine-tuning has seen, at the labels' native resolutio
 run at the model's FOV diameter, scale auto, the probability resampled back) with the model's own
 stored threshold: pooled AUC, mean per-image F1, the worst image (AUC and F1), and the fine-tuning's
 wall time. The base model is scored the same way on the same photographs, and so is a model trained
-on X alone where one is given (``--reference X=PATH``).
+on X alone: given (``--reference X=PATH``), or trained here (``--train-references``, `ReferenceRun`: the
+base models' recipe and budget from scratch on X's whole pool, rule j3 of notebook entry m; the published
+pools from the leave-one-camera-out records ``--loco-records``, the 5-photograph pools prepared into
+``<out>/records/pool_X``).
 
 Photographs (`SPLITS`, `camera_photographs`, `choose`). DRIVE, CHASE_DB1 and ORVS: the fine-tuning
 pool is the published training split (DRIVE 21-40, CHASE_DB1 01L-10R, ORVS ``Train/``), the test
@@ -30,6 +33,7 @@ labels written as the reader reads them (binary PNGs) in that folder instead. No
 the repository.
 
     .venv/bin/python -m experiments.finetune_protocol --loco-out runs/leave_one_camera_out --out runs/finetune_protocol [--only CAMERA ...] [--k 5] [--minutes 10] [--reference drive=PATH ...]
+    .venv/bin/python -m experiments.finetune_protocol ... --train-references --loco-records data/cameras
     .venv/bin/python -m experiments.finetune_protocol --summarize
 
 Resumable: a finished fine-tuning or score is not redone (a stopped fine-tuning is resumed by
@@ -46,11 +50,20 @@ import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.cross_dataset import REPOSITORY, finished_run, load_results, protocol_parser, save_results, summarise
-from experiments.leave_one_camera_out import CAMERAS, CameraRun
+from experiments.cross_dataset import (
+    REPOSITORY,
+    finished_run,
+    load_results,
+    protocol_parser,
+    save_results,
+    summarise,
+    train_all,
+)
+from experiments.leave_one_camera_out import CAMERAS, CameraRun, screen_train_command
 
 RESULTS = REPOSITORY / "experiments" / "results" / "finetune_protocol.json"
 KS = (1, 3, 5)  # photographs fine-tuned on
@@ -142,6 +155,63 @@ def link_photographs(specs: Sequence, folder: Path) -> dict[str, Path | None]:
         if with_masks:
             (folders["masks"] / (spec.name + split_stem(found["mask"])[1])).symlink_to(found["mask"].resolve())
     return folders
+
+
+# --------------------------------------------------------------------------- the references (rule j3)
+
+
+@dataclass(frozen=True)
+class ReferenceRun:
+    """A model trained on camera X alone (rule j3, notebook entry m): the base models' recipe, budget and seed
+    (`CameraRun`'s *today* run) from scratch on the prepared records of X's whole fine-tuning pool, every
+    photograph trained on (``data.validation_images=0``, as `finetune` trains)."""
+
+    camera: str
+    records: Path  # the pool's prepared records (`pool_records`)
+    seed: int = SEED
+
+    @property
+    def name(self) -> str:
+        return f"reference_wnet_{self.camera}_s{self.seed}"
+
+    def train_command(self, keras_vessel: str, records: Path | None, out: Path) -> list[str]:
+        """`train_all`'s call; `records` is unused (the pool's folder is `self.records`)."""
+        base = CameraRun("today", self.camera, seed=self.seed)
+        return screen_train_command(keras_vessel, [self.records], out / self.name, recipe=base.recipe,
+                                    seed=self.seed, epochs=base.epochs, sets=("data.validation_images=0",))
+
+
+def pool_records(camera: str, *, loco_records: Path, out: Path, data: Path) -> Path:
+    """The prepared records of `camera`'s fine-tuning pool: the leave-one-camera-out records of its published
+    training split (the same split), or its fixed pool prepared into ``<out>/records/pool_<camera>`` (resumable).
+    SystemExit when the records there do not hold exactly the pool's photographs."""
+    from keras_vessel.data.tfrecords import read_manifest, write_dataset
+
+    pool, _, _ = camera_photographs(camera, data)
+    if SPLITS[camera][1] is not None:
+        assert CAMERAS[camera][1] == SPLITS[camera][0], f"{camera}: the protocol's records are of another split"
+        folder = loco_records / camera
+        if not (folder / "manifest.json").is_file():
+            raise SystemExit(f"no records of {camera}'s training split in {folder}: prepare them with "
+                             "experiments.leave_one_camera_out or give --loco-records")
+    else:
+        folder = out / "records" / f"pool_{camera}"
+        write_dataset(pool, folder, dataset=camera, split="pool", show_progress=False)
+    held = sorted(image["name"] for image in read_manifest(folder)["images"])
+    if held != sorted(spec.name for spec in pool):
+        raise SystemExit(f"{folder} holds {', '.join(held)}, not {camera}'s fine-tuning pool "
+                         f"({', '.join(sorted(spec.name for spec in pool))}); give another --loco-records or --out")
+    return folder
+
+
+def train_reference(camera: str, *, out: Path, data: Path, loco_records: Path) -> Path:
+    """Train `camera`'s `ReferenceRun` into ``<out>/<its name>`` unless finished; returns its model file."""
+    run = ReferenceRun(camera, pool_records(camera, loco_records=loco_records, out=out, data=data))
+    keras_vessel = str(Path(sys.executable).with_name("keras-vessel"))
+    train_all([run], out, None, jobs=1, keras_vessel=keras_vessel)
+    if not finished_run(out / run.name):
+        raise SystemExit(f"the reference {run.name} did not finish; see {out / (run.name + '.log')}")
+    return out / run.name / "model.keras"
 
 
 # --------------------------------------------------------------------------- fine-tuning and scoring
@@ -262,9 +332,10 @@ def run_camera(camera: str, *, base: Path, out: Path, results: dict[str, Any], r
 def run_protocol(cameras: Sequence[str], *, out: Path, results_path: Path, data: Path, loco_out: Path,
                  bases: Mapping[str, Path] | None = None, references: Mapping[str, Path] | None = None,
                  minutes: float = DEFAULT_MINUTES, seed: int = SEED, ks: Sequence[int] = KS,
-                 train: bool = True) -> dict[str, Any]:
+                 train: bool = True, loco_records: Path | None = None) -> dict[str, Any]:
     """`run_camera` for each of `cameras` whose base model exists (the others are named and skipped), fine-tuned
-    on each of `ks` photographs."""
+    on each of `ks` photographs; with `loco_records`, a camera without a reference in `references` gets one
+    trained (`train_reference`)."""
     results = load_results(results_path)
     for camera in cameras:
         base = (bases or {}).get(camera) or loco_out / CameraRun("today", camera).name / "model.keras"
@@ -272,8 +343,11 @@ def run_protocol(cameras: Sequence[str], *, out: Path, results_path: Path, data:
             print(f"skip {camera}: no base model {base} (train it with experiments.leave_one_camera_out, "
                   f"or give --base {camera}=PATH)", file=sys.stderr, flush=True)
             continue
+        reference = (references or {}).get(camera)
+        if reference is None and loco_records is not None:
+            reference = train_reference(camera, out=out, data=data, loco_records=loco_records)
         run_camera(camera, base=base, out=out, results=results, results_path=results_path, data=data,
-                   minutes=minutes, seed=seed, ks=ks, reference=(references or {}).get(camera), train=train)
+                   minutes=minutes, seed=seed, ks=ks, reference=reference, train=train)
     return results
 
 
@@ -379,6 +453,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="Another base model for a camera (a .keras file or a run folder).")
     parser.add_argument("--reference", action="append", metavar="CAMERA=PATH",
                         help="A model trained on that camera alone, scored the same way.")
+    parser.add_argument("--train-references", action="store_true",
+                        help="Train the reference of each camera without --reference (rule j3, `ReferenceRun`).")
+    parser.add_argument("--loco-records", type=Path, default=Path("data/cameras"),
+                        help="The leave-one-camera-out records (the published pools of --train-references).")
     parser.add_argument("--k", type=int, nargs="+", choices=KS, default=list(KS), dest="ks",
                         help="Numbers of photographs to fine-tune on (the issue's bar is k = 5 alone).")
     args = parser.parse_args(argv)
@@ -394,7 +472,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     results = run_protocol(cameras, out=args.out, results_path=args.results, data=args.data, loco_out=args.loco_out,
                            bases=_mapping(parser, args.base, "--base"),
                            references=_mapping(parser, args.reference, "--reference"), minutes=args.minutes,
-                           ks=sorted(set(args.ks)), train=not args.no_train)
+                           ks=sorted(set(args.ks)), train=not args.no_train,
+                           loco_records=args.loco_records if args.train_references else None)
     print(table(results))
 
 

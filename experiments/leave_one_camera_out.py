@@ -104,12 +104,20 @@ class CameraRun:
         return tuple(camera for camera in CAMERAS if camera != self.left_out)
 
     def train_command(self, keras_vessel: str, records: Path, out: Path) -> list[str]:
-        folders = ", ".join(str(records / camera) for camera in self.sources)
-        sets = [f"data.train_records=[{folders}]", f"train.epochs={self.epochs}", "train.steps_per_epoch=100",
-                "train.early_stopping_patience=0", f"train.seed={self.seed}", *RECIPES[self.recipe], *WNET_SETS]
-        configs = [REPOSITORY / "configs" / "compact.yaml", REPOSITORY / "configs" / "transfer.yaml"]
-        return [keras_vessel, "train", *(p for c in configs for p in ("--config", str(c))),
-                *(p for s in sets for p in ("--set", s)), "--output", str(out / self.name), "--quiet"]
+        return screen_train_command(keras_vessel, [records / camera for camera in self.sources], out / self.name,
+                                    recipe=self.recipe, seed=self.seed, epochs=self.epochs)
+
+
+def screen_train_command(keras_vessel: str, folders: Sequence[Path], output: Path, *, recipe: str, seed: int,
+                         epochs: int = SCREEN_EPOCHS, sets: Sequence[str] = ()) -> list[str]:
+    """The `keras-vessel train` command of a screening run: `recipe` on the screening W-Net, trained on the
+    records `folders` for `epochs` of 100 steps (early stopping off), with further ``--set`` `sets`."""
+    listed = ", ".join(str(folder) for folder in folders)
+    sets = [f"data.train_records=[{listed}]", f"train.epochs={epochs}", "train.steps_per_epoch=100",
+            "train.early_stopping_patience=0", f"train.seed={seed}", *RECIPES[recipe], *WNET_SETS, *sets]
+    configs = [REPOSITORY / "configs" / "compact.yaml", REPOSITORY / "configs" / "transfer.yaml"]
+    return [keras_vessel, "train", *(p for c in configs for p in ("--config", str(c))),
+            *(p for s in sets for p in ("--set", s)), "--output", str(output), "--quiet"]
 
 
 def planned_runs() -> list[CameraRun]:

@@ -275,3 +275,88 @@ def test_k_picks_which_fine_tunings_run(fake_data, tmp_path, monkeypatch):
     assert tuned[1:] == [("drive_k1_10min_s0", 1)]
     with pytest.raises(SystemExit):
         fp.main([*argv, "--k", "4"])
+
+
+# --------------------------------------------------------------------------- the references (rule j3)
+
+
+def _sets(command: list[str]) -> dict[str, str]:
+    return dict(command[i + 1].split("=", 1) for i, part in enumerate(command) if part == "--set")
+
+
+def test_the_reference_is_the_base_recipe_on_the_pool_alone_with_every_photograph():
+    from experiments.leave_one_camera_out import CameraRun
+
+    reference = fp.ReferenceRun("hrf", Path("/records/pool_hrf")).train_command("kv", None, Path("/out"))
+    base = CameraRun("today", "hrf").train_command("kv", Path("/records"), Path("/out"))
+    ours, theirs = _sets(reference), _sets(base)
+    assert ours.pop("data.train_records") == "[/records/pool_hrf]" and ours.pop("data.validation_images") == "0"
+    theirs.pop("data.train_records")
+    assert ours == theirs  # recipe, budget, seed, network: the base models'
+    assert reference[reference.index("--output") + 1] == "/out/reference_wnet_hrf_s0"
+
+
+@pytest.fixture
+def fake_records(monkeypatch):
+    """`write_dataset` writes a manifest naming the specs; `read_manifest` reads it back unchecked."""
+    import keras_vessel.data.tfrecords as tfrecords
+
+    prepared = []
+
+    def write_dataset(specs, folder, *, dataset, split, show_progress=True):
+        prepared.append((folder.name, dataset, split))
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "manifest.json").write_text(json.dumps({"images": [{"name": s.name} for s in specs]}))
+
+    monkeypatch.setattr(tfrecords, "write_dataset", write_dataset)
+    monkeypatch.setattr(tfrecords, "read_manifest", lambda folder: json.loads((Path(folder) / "manifest.json").read_text()))
+    return prepared
+
+
+def test_references_are_trained_on_the_pool_once_and_scored(fake_data, fake_records, tmp_path, monkeypatch):
+    loco, loco_records, out = tmp_path / "loco", tmp_path / "records", tmp_path / "runs"
+    for camera in ("drive", "les_av"):
+        base = loco / f"today_wnet_without_{camera}_s0" / "model.keras"
+        base.parent.mkdir(parents=True)
+        base.write_bytes(camera.encode())
+    (loco_records / "drive").mkdir(parents=True)  # the protocol's records of DRIVE's training split
+    (loco_records / "drive" / "manifest.json").write_text(json.dumps({"images": [{"name": f"tr{i:02d}"}
+                                                                                 for i in range(6)]}))
+    trained, scored = [], []
+
+    def fake_train_all(runs, out_dir, records, *, jobs, keras_vessel):
+        for run in runs:
+            trained.append((run.name, run.records))
+            folder = out_dir / run.name
+            folder.mkdir(parents=True)
+            (folder / "model.keras").write_bytes(run.name.encode())
+            (folder / "run.json").write_text(json.dumps({"status": "completed"}))
+
+    def fake_score(model_path, samples, output, *, camera, split, progress=False):
+        scored.append(model_path.parent.name)
+        return _score(0.95, 0.7)
+
+    monkeypatch.setattr(fp, "train_all", lambda runs, *a, **k: fake_train_all(
+        [r for r in runs if not (a[0] / r.name / "run.json").is_file()], *a, **k))
+    monkeypatch.setattr(fp, "score_model", fake_score)
+    monkeypatch.setattr(fp, "finetune_photographs", lambda *a, **k: pytest.fail("no fine-tuning expected"))
+    argv = ["--out", str(out), "--results", str(tmp_path / "r.json"), "--data", str(fake_data), "--loco-out",
+            str(loco), "--only", "drive", "les_av", "--no-train", "--train-references", "--loco-records",
+            str(loco_records)]
+    fp.main(argv)
+    assert trained == [("reference_wnet_drive_s0", loco_records / "drive"),
+                       ("reference_wnet_les_av_s0", out / "records" / "pool_les_av")]
+    assert fake_records == [("pool_les_av", "les_av", "pool")]  # published pools are not prepared again
+    pool = json.loads((out / "records" / "pool_les_av" / "manifest.json").read_text())["images"]
+    assert [image["name"] for image in pool] == [f"al{i:02d}" for i in range(fp.FIXED_POOL)]
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert set(results["reference"]) == {"drive", "les_av"}
+    assert "reference_wnet_drive_s0" in scored and "reference_wnet_les_av_s0" in scored
+
+    trained.clear(), scored.clear()
+    fp.main(argv)  # done: neither trained nor scored again
+    assert trained == [] and scored == []
+
+    (loco_records / "drive" / "manifest.json").write_text(json.dumps({"images": [{"name": "tr00"}]}))
+    with pytest.raises(SystemExit, match="not drive's fine-tuning pool"):
+        fp.main(argv)  # records of other photographs are refused, not trained on
