@@ -112,13 +112,12 @@ def _stored_threshold(model_path: Path, heads: str, tta: str) -> float:
               help="Also write measures.csv: one row of vessel measurements per image (keras-vessel measure's "
                    "columns), its mask inside its FOV; rows of other images already there are kept.")
 @click.option("--overwrite", is_flag=True,
-              help="Replace the outputs in --output of another model, threshold, scale, ... (a re-run with the "
-                   "same settings needs no flag) [default: refuse them].")
+              help="Replace the outputs in --output of another model, threshold, scale, ... and predict every "
+                   "INPUT again [default: refuse other settings; with the same, skip the images already done].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--engine", type=click.Choice(["local", "beam"]), default="local", show_default=True,
               help="'local': one process; 'beam': an Apache Beam pipeline (pip install 'keras-vessel[beam]'), "
-                   "INPUTs and --output may be gs:// or s3:// paths, photographs already done are skipped, "
-                   "failures go to OUTPUT/failures.csv.")
+                   "INPUTs and --output may be gs:// or s3:// paths, failures go to OUTPUT/failures.csv.")
 @click.option("--beam-option", "beam_options", multiple=True, metavar="KEY=VALUE",
               help="With --engine beam: a Beam pipeline option, passed through (repeatable), e.g. "
                    "direct_num_workers=2, direct_running_mode=multi_processing, runner=DataflowRunner; "
@@ -132,7 +131,9 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
 
     A file that cannot be processed is reported on stderr and skipped; the exit
     status is then 1 after the other files are done. An --output holding predictions
-    made with other settings is refused (exit 1) unless --overwrite.
+    made with other settings is refused (exit 1) unless --overwrite; with the same
+    settings, the images it holds done already are skipped, so a stopped run is
+    finished by running it again.
     """
     quiet_tensorflow()
     threshold = threshold_option(threshold)
@@ -183,10 +184,11 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
 
     with library_errors():
         report = predict_files(source, paths, output, **options)  # logs each failure as it happens, once
-    done = len(paths) - len(report.failures)
+    done = len(paths) - len(report.failures) - len(report.skipped)
     kinds = "probability maps, masks and overlays" if overlay else "probability maps and masks"
     click.echo(f"wrote {kinds} for {done} of {len(paths)} images to {output}"
-               + (f" and their measurements to {output / 'measures.csv'}" if measure and done else ""))
+               + (f" and their measurements to {output / 'measures.csv'}" if measure and done else "")
+               + (f"; {len(report.skipped)} of {len(paths)} already done, skipped" if report.skipped else ""))
     if report.failures:
         raise click.ClickException(
             f"{len(report.failures)} of {len(paths)} inputs failed: "

@@ -6,8 +6,8 @@ local engine makes, so the two cannot drift: read the file's bytes through Beam'
 model with RunInference (`VesselModelHandler`: the model loaded once per worker; RunInference, not a
 plain DoFn, because its ModelHandler decides how an element is run: one photograph at a time, at its
 own size and scale, whole or tiled, with predict's TTA), `finish` the maps, write them and `row` the
-measurements. Photographs whose files are already in the output folder are skipped (and their row, with
-``measure``), so a stopped run is resumed by running it again; the folder records the settings that made
+measurements. Photographs the output folder holds done already are skipped (`DoneCheck`, the local
+engine's rule), so a stopped run is resumed by running it again; the folder records the settings that made
 them, and a re-run with others is refused before any work (`claim_output`, as the local engine); a photograph that fails is written with
 its reason to ``failures.csv`` and the others go on. Counters (`COUNTERS`) say what happened.
 
@@ -35,9 +35,10 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, Predi
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from keras_vessel.io import ensure_writable_dir, write_bytes_atomic
-from keras_vessel.measure.files import MEASURES_CSV, measures_text, merge_rows, read_rows
+from keras_vessel.measure.files import MEASURES_CSV, measures_text, merge_rows
 from keras_vessel.serving.prediction import (
     OUTPUT_MARKER,
+    DoneCheck,
     PhotographWork,
     claim_output,
     expand_inputs,
@@ -93,6 +94,10 @@ class BeamFiles:
     @staticmethod
     def is_file(text: str) -> bool:
         return FileSystems.exists(text) and not BeamFiles.is_dir(text)
+
+    @staticmethod
+    def exists(text: str) -> bool:
+        return FileSystems.exists(text)
 
     @staticmethod
     def list_dir(text: str) -> list[str]:
@@ -231,16 +236,16 @@ class _Failed:
 
 
 class _SkipDone(beam.DoFn):
-    """Drop photographs whose files (and row) the output folder has already; count them."""
+    """Drop the photographs the output folder holds done already (`DoneCheck`, the local engine's rule);
+    count them."""
 
-    def __init__(self, output: str, names: Sequence[str], rows: set[str] | None) -> None:
-        self.output, self.names, self.rows = output, tuple(names), rows
+    def __init__(self, done: DoneCheck) -> None:
+        self.done = done
         self.skipped = Metrics.counter(NAMESPACE, "skipped")
 
     def process(self, element):
-        path, stem = element
-        files = [BeamFiles.join(self.output, f"{stem}{suffix}") for suffix in self.names]
-        if all(FileSystems.exists(f) for f in files) and (self.rows is None or stem in self.rows):
+        _, stem = element
+        if self.done(stem):
             self.skipped.inc()
             return
         yield element
@@ -336,8 +341,10 @@ def predict_beam(model_path: str | Path, inputs: Sequence[str | Path], output: s
 
     Argument errors (options, inputs, two inputs of one name, a local model that does not load, an output
     folder holding predictions of other settings unless `overwrite`: `keras_vessel.serving.prediction.
-    claim_output`, the local engine's rule) raise ValueError before the pipeline runs.
-    Returns a `BeamReport` once it has finished; ``failures.csv`` in `output` lists the failures.
+    claim_output`, the local engine's rule) raise ValueError before the pipeline runs. The photographs
+    `output` holds done already are skipped (`keras_vessel.serving.prediction.DoneCheck`, the local
+    engine's rule; none with `overwrite`). Returns a `BeamReport` once it has finished; ``failures.csv`` in
+    `output` lists the failures.
     """
     beam_options = pipeline_options(options)
     paths = expand_inputs(inputs, files=BeamFiles)
@@ -348,14 +355,12 @@ def predict_beam(model_path: str | Path, inputs: Sequence[str | Path], output: s
     if BeamFiles._local(output):
         ensure_writable_dir(output, what="the output folder")
     claim_output(output, prediction_settings(work, model_path, files=BeamFiles), overwrite=overwrite, files=BeamFiles)
-    names = ("_prob.png", "_mask.png") + (("_overlay.png",) if work.overlay else ())
-    rows = ({row["name"] for row in read_rows(BeamFiles.read_text(BeamFiles.join(output, MEASURES_CSV)))}
-            if work.measure else None)
+    done = DoneCheck.of(output, work, overwrite=overwrite, files=BeamFiles)
 
     with beam.Pipeline(options=beam_options) as pipeline:
         located = (pipeline
                    | "Photographs" >> beam.Create(list(zip(paths, stems)))
-                   | "Skip done" >> beam.ParDo(_SkipDone(output, names, rows))
+                   | "Skip done" >> beam.ParDo(_SkipDone(done))
                    | "Spread" >> beam.Reshuffle()
                    | "Read and locate" >> beam.ParDo(_Locate(work)).with_outputs("failed", main="located"))
         handler = KeyedModelHandler(VesselModelHandler(str(model_path), work))
