@@ -200,15 +200,18 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
 def _without_beam_notices():
     """Beam logs notices through the root logger ("apitools not found" when imported, "Resource module is
     not available ..." per worker), which also gives the root logger a stderr handler: while Beam is
-    imported and runs, none of it reaches the terminal (its errors still do)."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
+    imported and runs, none of it reaches the terminal, nor its error records (a traceback each): what
+    stops the pipeline is reported in one sentence (`keras_vessel.errors.PipelineError`)."""
+    root, beam = logging.getLogger(), logging.getLogger("apache_beam")
+    handlers, level, beam_level = list(root.handlers), root.level, beam.level
     root.setLevel(logging.ERROR)
+    beam.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+        beam.setLevel(beam_level)
 
 
 def _predict_beam(model_path: Path, inputs: tuple[str, ...], output: Path, beam_options: tuple[str, ...],
@@ -222,17 +225,18 @@ def _predict_beam(model_path: Path, inputs: tuple[str, ...], output: Path, beam_
                                "pip install 'keras-vessel[beam]'") from None
     from keras_vessel.serving.prediction import InputError, PhotographWork
 
-    with library_errors():
+    with library_errors():  # other errors, the pipeline's (PipelineError) included, in one sentence (exit 1)
         work = PhotographWork(**options)
-    try:
-        with _without_beam_notices(), quiet_workers():
-            report = predict_beam(model_path, inputs, output, options=beam_options, work=work, overwrite=overwrite)
-    except InputError as error:
-        raise click.BadParameter(str(error), param_hint="INPUT") from None
-    except ValueError as error:
-        if str(error).startswith("--beam-option"):
-            raise click.BadParameter(str(error).split(": ", 1)[1], param_hint="--beam-option") from None
-        raise click.ClickException(str(error)) from None
+        try:
+            with _without_beam_notices(), quiet_workers():
+                report = predict_beam(model_path, inputs, output, options=beam_options, work=work,
+                                      overwrite=overwrite)
+        except InputError as error:
+            raise click.BadParameter(str(error), param_hint="INPUT") from None
+        except ValueError as error:
+            if str(error).startswith("--beam-option"):
+                raise click.BadParameter(str(error).split(": ", 1)[1], param_hint="--beam-option") from None
+            raise
     click.echo(f"beam: {counted(report.done, 'photograph')} done, {report.skipped} skipped (already done), "
                f"{report.failed} failed; outputs in {output}")
     if report.failed:
