@@ -19,3 +19,8 @@ class OutputError(ValueError):
 
 class TrainingError(RuntimeError):
     """Training could not start or had to stop (e.g. the loss became NaN); the message says what to do."""
+
+
+class PipelineError(RuntimeError):
+    """A pipeline (`predict --engine beam`) stopped as a whole, not at one photograph of it; the message
+    says in which step and what failed (a file by its path), and what to do."""

@@ -112,13 +112,12 @@ def _stored_threshold(model_path: Path, heads: str, tta: str) -> float:
               help="Also write measures.csv: one row of vessel measurements per image (keras-vessel measure's "
                    "columns), its mask inside its FOV; rows of other images already there are kept.")
 @click.option("--overwrite", is_flag=True,
-              help="Replace the outputs in --output of another model, threshold, scale, ... (a re-run with the "
-                   "same settings needs no flag) [default: refuse them].")
+              help="Replace the outputs in --output of another model, threshold, scale, ... and predict every "
+                   "INPUT again [default: refuse other settings; with the same, skip the images already done].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--engine", type=click.Choice(["local", "beam"]), default="local", show_default=True,
               help="'local': one process; 'beam': an Apache Beam pipeline (pip install 'keras-vessel[beam]'), "
-                   "INPUTs and --output may be gs:// or s3:// paths, photographs already done are skipped, "
-                   "failures go to OUTPUT/failures.csv.")
+                   "INPUTs and --output may be gs:// or s3:// paths, failures go to OUTPUT/failures.csv.")
 @click.option("--beam-option", "beam_options", multiple=True, metavar="KEY=VALUE",
               help="With --engine beam: a Beam pipeline option, passed through (repeatable), e.g. "
                    "direct_num_workers=2, direct_running_mode=multi_processing, runner=DataflowRunner; "
@@ -132,7 +131,9 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
 
     A file that cannot be processed is reported on stderr and skipped; the exit
     status is then 1 after the other files are done. An --output holding predictions
-    made with other settings is refused (exit 1) unless --overwrite.
+    made with other settings is refused (exit 1) unless --overwrite; with the same
+    settings, the images it holds done already are skipped, so a stopped run is
+    finished by running it again.
     """
     quiet_tensorflow()
     threshold = threshold_option(threshold)
@@ -183,10 +184,11 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
 
     with library_errors():
         report = predict_files(source, paths, output, **options)  # logs each failure as it happens, once
-    done = len(paths) - len(report.failures)
+    done = len(paths) - len(report.failures) - len(report.skipped)
     kinds = "probability maps, masks and overlays" if overlay else "probability maps and masks"
     click.echo(f"wrote {kinds} for {done} of {len(paths)} images to {output}"
-               + (f" and their measurements to {output / 'measures.csv'}" if measure and done else ""))
+               + (f" and their measurements to {output / 'measures.csv'}" if measure and done else "")
+               + (f"; {len(report.skipped)} of {len(paths)} already done, skipped" if report.skipped else ""))
     if report.failures:
         raise click.ClickException(
             f"{len(report.failures)} of {len(paths)} inputs failed: "
@@ -198,15 +200,18 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
 def _without_beam_notices():
     """Beam logs notices through the root logger ("apitools not found" when imported, "Resource module is
     not available ..." per worker), which also gives the root logger a stderr handler: while Beam is
-    imported and runs, none of it reaches the terminal (its errors still do)."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
+    imported and runs, none of it reaches the terminal, nor its error records (a traceback each): what
+    stops the pipeline is reported in one sentence (`keras_vessel.errors.PipelineError`)."""
+    root, beam = logging.getLogger(), logging.getLogger("apache_beam")
+    handlers, level, beam_level = list(root.handlers), root.level, beam.level
     root.setLevel(logging.ERROR)
+    beam.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+        beam.setLevel(beam_level)
 
 
 def _predict_beam(model_path: Path, inputs: tuple[str, ...], output: Path, beam_options: tuple[str, ...],
@@ -220,17 +225,18 @@ def _predict_beam(model_path: Path, inputs: tuple[str, ...], output: Path, beam_
                                "pip install 'keras-vessel[beam]'") from None
     from keras_vessel.serving.prediction import InputError, PhotographWork
 
-    with library_errors():
+    with library_errors():  # other errors, the pipeline's (PipelineError) included, in one sentence (exit 1)
         work = PhotographWork(**options)
-    try:
-        with _without_beam_notices(), quiet_workers():
-            report = predict_beam(model_path, inputs, output, options=beam_options, work=work, overwrite=overwrite)
-    except InputError as error:
-        raise click.BadParameter(str(error), param_hint="INPUT") from None
-    except ValueError as error:
-        if str(error).startswith("--beam-option"):
-            raise click.BadParameter(str(error).split(": ", 1)[1], param_hint="--beam-option") from None
-        raise click.ClickException(str(error)) from None
+        try:
+            with _without_beam_notices(), quiet_workers():
+                report = predict_beam(model_path, inputs, output, options=beam_options, work=work,
+                                      overwrite=overwrite)
+        except InputError as error:
+            raise click.BadParameter(str(error), param_hint="INPUT") from None
+        except ValueError as error:
+            if str(error).startswith("--beam-option"):
+                raise click.BadParameter(str(error).split(": ", 1)[1], param_hint="--beam-option") from None
+            raise
     click.echo(f"beam: {counted(report.done, 'photograph')} done, {report.skipped} skipped (already done), "
                f"{report.failed} failed; outputs in {output}")
     if report.failed:

@@ -6,10 +6,11 @@ local engine makes, so the two cannot drift: read the file's bytes through Beam'
 model with RunInference (`VesselModelHandler`: the model loaded once per worker; RunInference, not a
 plain DoFn, because its ModelHandler decides how an element is run: one photograph at a time, at its
 own size and scale, whole or tiled, with predict's TTA), `finish` the maps, write them and `row` the
-measurements. Photographs whose files are already in the output folder are skipped (and their row, with
-``measure``), so a stopped run is resumed by running it again; the folder records the settings that made
+measurements. Photographs the output folder holds done already are skipped (`DoneCheck`, the local
+engine's rule), so a stopped run is resumed by running it again; the folder records the settings that made
 them, and a re-run with others is refused before any work (`claim_output`, as the local engine); a photograph that fails is written with
-its reason to ``failures.csv`` and the others go on. Counters (`COUNTERS`) say what happened.
+its reason to ``failures.csv`` and the others go on; an error that stops the whole pipeline is one sentence
+(`PipelineError`). Counters (`COUNTERS`) say what happened.
 
 `apache_beam` is imported here only: the base install has no Beam (``pip install keras-vessel[beam]``).
 """
@@ -22,6 +23,7 @@ import difflib
 import io
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,10 +36,12 @@ from apache_beam.metrics.metric import Metrics, MetricsFilter
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from keras_vessel.io import ensure_writable_dir, write_bytes_atomic
-from keras_vessel.measure.files import MEASURES_CSV, measures_text, merge_rows, read_rows
+from keras_vessel.errors import PipelineError
+from keras_vessel.io import describe_os_error, ensure_writable_dir, write_bytes_atomic
+from keras_vessel.measure.files import MEASURES_CSV, measures_text, merge_rows
 from keras_vessel.serving.prediction import (
     OUTPUT_MARKER,
+    DoneCheck,
     PhotographWork,
     claim_output,
     expand_inputs,
@@ -48,13 +52,18 @@ from keras_vessel.serving.prediction import (
     stops_the_batch,
 )
 
-__all__ = ["COUNTERS", "FAILURES_CSV", "BeamFiles", "BeamReport", "VesselModelHandler", "pipeline_options",
-           "predict_beam"]
+__all__ = ["COUNTERS", "FAILURES_CSV", "BeamFiles", "BeamReport", "VesselModelHandler", "pipeline_failure",
+           "pipeline_options", "predict_beam"]
 
 # What the pipeline counts (Beam metrics, namespace "keras_vessel"), and where its failures go.
 NAMESPACE = "keras_vessel"
 COUNTERS = ("done", "skipped", "failed")
 FAILURES_CSV = "failures.csv"
+# How Beam reports an error raised in a step: ``TYPE: MESSAGE [while running 'STEP']``, wrapped in a RuntimeError
+# (its text, with the worker's traceback before it, when it comes from another process), and an OSError's text.
+_STEP = re.compile(r"\s*\[while running '(?P<step>.*)'\]\s*$")
+_WRAPPER = re.compile(r"^RuntimeError: (?=(?:\w+\.)*\w+: )")
+_OS_ERROR = re.compile(r"\[Errno (?P<errno>\d+)\] (?P<strerror>[^:]+)(?:: '(?P<filename>[^']*)')?")
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +102,10 @@ class BeamFiles:
     @staticmethod
     def is_file(text: str) -> bool:
         return FileSystems.exists(text) and not BeamFiles.is_dir(text)
+
+    @staticmethod
+    def exists(text: str) -> bool:
+        return FileSystems.exists(text)
 
     @staticmethod
     def list_dir(text: str) -> list[str]:
@@ -231,16 +244,16 @@ class _Failed:
 
 
 class _SkipDone(beam.DoFn):
-    """Drop photographs whose files (and row) the output folder has already; count them."""
+    """Drop the photographs the output folder holds done already (`DoneCheck`, the local engine's rule);
+    count them."""
 
-    def __init__(self, output: str, names: Sequence[str], rows: set[str] | None) -> None:
-        self.output, self.names, self.rows = output, tuple(names), rows
+    def __init__(self, done: DoneCheck) -> None:
+        self.done = done
         self.skipped = Metrics.counter(NAMESPACE, "skipped")
 
     def process(self, element):
-        path, stem = element
-        files = [BeamFiles.join(self.output, f"{stem}{suffix}") for suffix in self.names]
-        if all(FileSystems.exists(f) for f in files) and (self.rows is None or stem in self.rows):
+        _, stem = element
+        if self.done(stem):
             self.skipped.inc()
             return
         yield element
@@ -329,6 +342,58 @@ def _counters(result) -> dict[str, int]:
     return counts
 
 
+def _steps(pipeline, photographs: list[tuple[str, str]], model_path: str, work: PhotographWork, output: str,
+           done: DoneCheck) -> None:
+    """Add predict's steps to `pipeline` for `photographs`, ``(path, stem)`` each."""
+    located = (pipeline
+               | "Photographs" >> beam.Create(photographs)
+               | "Skip done" >> beam.ParDo(_SkipDone(done))
+               | "Spread" >> beam.Reshuffle()
+               | "Read and locate" >> beam.ParDo(_Locate(work)).with_outputs("failed", main="located"))
+    handler = KeyedModelHandler(VesselModelHandler(model_path, work))
+    finished = (located.located
+                | "Model" >> RunInference(handler)
+                | "Finish and write" >> beam.ParDo(_Finish(work, output)).with_outputs("failed", main="done"))
+    failures = ((located.failed, finished.failed) | "Failures" >> beam.Flatten()
+                | "All failures" >> beam.combiners.ToList())
+    results = finished.done | "All results" >> beam.combiners.ToList()
+    (pipeline | "Once" >> beam.Create([None])
+     | "Marker, measures and failures" >> beam.Map(
+         _finalize, output, beam.pvalue.AsSingleton(results), beam.pvalue.AsSingleton(failures), work.measure))
+
+
+def pipeline_failure(error: BaseException, output: str) -> PipelineError:
+    """The `PipelineError` to raise for `error`, which stopped the pipeline writing into `output`: one sentence
+    saying in which step (Beam's ``[while running 'STEP']``), what failed and what to do (fix it and run the
+    command again, which skips the photographs done).
+
+    What failed is the error's own message without the traceback and Beam's wrapping: the last line of the
+    text a worker process sent back, or the message of the error raised here; a file-system error names its
+    file as `keras_vessel.io.describe_os_error` does (also when only its text came back from a worker).
+    """
+    cause = next((e for e in _chain(error) if isinstance(e, OSError)), None)
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = (lines[-1] if "Traceback (most recent call last):" in str(error) else " ".join(lines)) if lines else ""
+    step = _STEP.search(text)
+    text = _WRAPPER.sub("", _STEP.sub("", text)) or type(error).__name__
+    if cause is None and (found := _OS_ERROR.search(text)):
+        cause = OSError(int(found["errno"]), found["strerror"], found["filename"])
+    described = describe_os_error(cause) if cause is not None else None
+    todo = "" if described and "; " in described else "; fix that and run the command again"  # it says what to do
+    where = f" in step '{step['step']}'" if step else ""
+    return PipelineError(f"the Beam pipeline stopped{where}: {described or text.rstrip('.')}{todo} (it skips the "
+                         f"photographs already done in {output})")
+
+
+def _chain(error: BaseException | None):
+    """`error` and the errors it was raised from or while handling, once each."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
 def predict_beam(model_path: str | Path, inputs: Sequence[str | Path], output: str | Path, *,
                  options: Sequence[str] = (), work: PhotographWork, overwrite: bool = False) -> BeamReport:
     """Run `work` on every photograph of `inputs` (files, folders, glob patterns; local, gs:// or s3://,
@@ -336,8 +401,12 @@ def predict_beam(model_path: str | Path, inputs: Sequence[str | Path], output: s
 
     Argument errors (options, inputs, two inputs of one name, a local model that does not load, an output
     folder holding predictions of other settings unless `overwrite`: `keras_vessel.serving.prediction.
-    claim_output`, the local engine's rule) raise ValueError before the pipeline runs.
-    Returns a `BeamReport` once it has finished; ``failures.csv`` in `output` lists the failures.
+    claim_output`, the local engine's rule) raise ValueError before the pipeline runs. The photographs
+    `output` holds done already are skipped (`keras_vessel.serving.prediction.DoneCheck`, the local
+    engine's rule; none with `overwrite`). A photograph that fails is listed in ``failures.csv`` in
+    `output` and the others go on; an error that stops the pipeline itself (a runner that cannot run, a
+    file of the output folder that cannot be written, a full disk) raises `PipelineError`, one sentence
+    (`pipeline_failure`; the traceback is logged at DEBUG level). Returns a `BeamReport` once it has finished.
     """
     beam_options = pipeline_options(options)
     paths = expand_inputs(inputs, files=BeamFiles)
@@ -348,27 +417,14 @@ def predict_beam(model_path: str | Path, inputs: Sequence[str | Path], output: s
     if BeamFiles._local(output):
         ensure_writable_dir(output, what="the output folder")
     claim_output(output, prediction_settings(work, model_path, files=BeamFiles), overwrite=overwrite, files=BeamFiles)
-    names = ("_prob.png", "_mask.png") + (("_overlay.png",) if work.overlay else ())
-    rows = ({row["name"] for row in read_rows(BeamFiles.read_text(BeamFiles.join(output, MEASURES_CSV)))}
-            if work.measure else None)
+    done = DoneCheck.of(output, work, overwrite=overwrite, files=BeamFiles)
 
-    with beam.Pipeline(options=beam_options) as pipeline:
-        located = (pipeline
-                   | "Photographs" >> beam.Create(list(zip(paths, stems)))
-                   | "Skip done" >> beam.ParDo(_SkipDone(output, names, rows))
-                   | "Spread" >> beam.Reshuffle()
-                   | "Read and locate" >> beam.ParDo(_Locate(work)).with_outputs("failed", main="located"))
-        handler = KeyedModelHandler(VesselModelHandler(str(model_path), work))
-        finished = (located.located
-                    | "Model" >> RunInference(handler)
-                    | "Finish and write" >> beam.ParDo(_Finish(work, output)).with_outputs("failed", main="done"))
-        failures = ((located.failed, finished.failed) | "Failures" >> beam.Flatten()
-                    | "All failures" >> beam.combiners.ToList())
-        results = finished.done | "All results" >> beam.combiners.ToList()
-        (pipeline | "Once" >> beam.Create([None])
-         | "Marker, measures and failures" >> beam.Map(
-             _finalize, output, beam.pvalue.AsSingleton(results), beam.pvalue.AsSingleton(failures),
-             work.measure))
+    try:
+        with beam.Pipeline(options=beam_options) as pipeline:
+            _steps(pipeline, list(zip(paths, stems)), str(model_path), work, output, done)
+    except Exception as error:  # noqa: BLE001 - whatever stopped it, the runner's or ours: one sentence
+        log.debug("the Beam pipeline stopped", exc_info=True)
+        raise pipeline_failure(error, output) from error
     counts = _counters(pipeline.result) if hasattr(pipeline, "result") else dict.fromkeys(COUNTERS, 0)
     failed = [(row["path"], row["reason"]) for row in
               csv.DictReader(io.StringIO(BeamFiles.read_text(BeamFiles.join(output, FAILURES_CSV)) or ""))]

@@ -29,8 +29,8 @@ from keras_vessel.data.preprocessing import IMAGE_SUFFIXES
 from keras_vessel.errors import OutputError
 from keras_vessel.io import ensure_writable_dir, removed_if_failed, write_png_atomic, write_text_atomic
 
-__all__ = ["OUTPUT_MARKER", "OUTPUT_SUFFIXES", "OVERLAY_COLOUR", "SETTINGS", "InputError", "LocalFiles", "Located",
-           "Maps", "PhotographWork", "PredictReport", "claim_output", "expand_inputs", "failure_reason",
+__all__ = ["OUTPUT_MARKER", "OUTPUT_SUFFIXES", "OVERLAY_COLOUR", "SETTINGS", "DoneCheck", "InputError", "LocalFiles",
+           "Located", "Maps", "PhotographWork", "PredictReport", "claim_output", "expand_inputs", "failure_reason",
            "marker_text", "output_stems", "own_outputs", "predict_files", "prediction_settings", "stops_the_batch",
            "vessel_overlay"]
 
@@ -65,10 +65,13 @@ class PredictReport:
     written : output files, in input order (``NAME_prob.png``, ``NAME_mask.png`` per image).
     failures : ``(input path, reason)`` for every input that produced no output; the reason is one
         sentence that names the file.
+    skipped : inputs not predicted because the output folder holds them done already (`DoneCheck`), in
+        input order.
     """
 
     written: list[Path] = field(default_factory=list)
     failures: list[tuple[Path, str]] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
 
     def fail(self, path: Path, reason: str) -> None:
         """Record (and log, once) that `path` failed: `reason`, prefixed with `path` unless it names it."""
@@ -103,6 +106,10 @@ class LocalFiles:
     @staticmethod
     def is_file(text: str) -> bool:
         return Path(text).is_file()
+
+    @staticmethod
+    def exists(text: str) -> bool:
+        return Path(text).exists()
 
     @staticmethod
     def list_dir(text: str) -> list[str]:
@@ -258,8 +265,8 @@ def claim_output(output: str | Path, settings: dict, *, overwrite: bool = False,
     """Check that `output` holds no predictions of other settings, then record `settings` in it.
 
     Both engines call it before their first photograph, `settings` from `prediction_settings`. The marker
-    (`OUTPUT_MARKER`, written atomically) keeps them, so that a re-run into the same folder resumes (Beam
-    skips the photographs done) or redoes the same work (local engine) only with the same settings; with
+    (`OUTPUT_MARKER`, written atomically) keeps them, so that a re-run into the same folder resumes (both
+    engines skip the photographs done: `DoneCheck`) only with the same settings; with
     another model, threshold, scale, ... it raises `OutputError` (a ValueError) naming the first that
     differs (`SETTINGS`) and what to do. Outputs of a keras-vessel predict that recorded no settings (before
     it did so; `own_outputs` finds them) are refused too: what made them cannot be known, and resuming
@@ -309,6 +316,43 @@ def _shown(value) -> str:
     if isinstance(value, dict):
         return ", ".join(str(v) for v in value.values())
     return "none" if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class DoneCheck:
+    """Whether a photograph is done in an output folder: the one rule by which both engines skip the
+    photographs of a run into a folder that holds them already (with the same settings: `claim_output`).
+
+    A photograph ``STEM`` is done when each file `PhotographWork` writes of it (``STEM_prob.png``,
+    ``STEM_mask.png``, and ``STEM_overlay.png`` with ``overlay``: `PhotographWork.output_suffixes`) is in
+    `output` (both engines write each atomically, so a file there is complete) and, with ``measure``, when
+    ``measures.csv`` has a row named ``STEM`` (both engines write it after their photographs: those of a run
+    stopped before that are done again, so that no row is missing). With ``overwrite`` none is done. Made by
+    `DoneCheck.of`; calling it with a ``STEM`` looks at the folder through `files`; it pickles, so that
+    the Beam engine checks on its workers.
+    """
+
+    output: str
+    suffixes: tuple[str, ...]
+    measured: frozenset[str] | None  # the names of measures.csv's rows; None: not measured
+    files: type = LocalFiles
+    overwrite: bool = False
+
+    @classmethod
+    def of(cls, output: str | Path, work: PhotographWork, *, overwrite: bool = False, files=LocalFiles) -> DoneCheck:
+        """The check of `work`'s photographs in `output`, after `claim_output` (measures.csv is read now)."""
+        from keras_vessel.measure.files import MEASURES_CSV, read_rows
+
+        output = str(output)
+        measured = None
+        if work.measure:
+            measured = frozenset(row["name"] for row in read_rows(files.read_text(files.join(output, MEASURES_CSV))))
+        return cls(output, work.output_suffixes, measured, files, overwrite)
+
+    def __call__(self, stem: str) -> bool:
+        if self.overwrite or (self.measured is not None and stem not in self.measured):
+            return False
+        return all(self.files.exists(self.files.join(self.output, f"{stem}{suffix}")) for suffix in self.suffixes)
 
 
 def output_stems(paths: Sequence[str | Path], output_dir: str | Path) -> list[str]:
@@ -411,7 +455,8 @@ def predict_files(
     measure : also write one row per image to ``measures.csv`` in `output_dir`: the vessel measurements
         of its mask inside its FOV (`keras_vessel.measure.measure_row`; the FOV found in the image, the
         `fov` file, or the whole image). Rows of other images already in that file are kept.
-    overwrite : replace the outputs of other settings in `output_dir` (`claim_output`) instead of refusing.
+    overwrite : replace the outputs of other settings in `output_dir` (`claim_output`) instead of refusing,
+        and predict every input again (else those done already are skipped: `DoneCheck`).
     predictor_name : what `predictor` is (e.g. the server and model), recorded and compared by `claim_output`.
 
     Returns a `PredictReport`. Model and argument errors, and two inputs that would write the same
@@ -421,7 +466,9 @@ def predict_files(
     `keras_vessel.serving.client.ServerUnreachable`) stops the batch with a ConnectionError, and a full
     disk, quota or read-only file system with its OSError. An `output_dir` holding outputs of other
     settings (`prediction_settings`) is refused with OutputError before any image (`claim_output`), unless
-    `overwrite`; with the same, every input is predicted again. The files
+    `overwrite`; with the same, the inputs it holds done already (`DoneCheck`, the Beam engine's rule) are
+    skipped (``report.skipped``; their files and rows are left as they are), so that a run stopped half-way
+    is finished by running it again. The files
     written are listed in `OUTPUT_MARKER` in `output_dir` (`own_outputs`). An
     image without a detectable field of view is predicted whole, at its own
     scale, with a warning naming it.
@@ -454,12 +501,16 @@ def predict_files(
         new = not Path(output_dir).exists()
         output_dir = ensure_writable_dir(output_dir, what="the output folder")  # before any image is predicted
         claim_output(output_dir, settings, overwrite=overwrite)
+        done = DoneCheck.of(output_dir, work, overwrite=overwrite)
         report = PredictReport()
         rows: list[dict] = []
         stopped = True
         try:
-            for done, (path, stem) in enumerate(progress_bar(list(zip(paths, stems)), label="predict",
-                                                             enabled=progress)):
+            for index, (path, stem) in enumerate(progress_bar(list(zip(paths, stems)), label="predict",
+                                                              enabled=progress)):
+                if done(stem):
+                    report.skipped.append(path)
+                    continue
                 try:
                     image = read_image(path)
                     located = work.locate(path, image)
@@ -470,7 +521,7 @@ def predict_files(
                     if measure:
                         rows.append(work.row(stem, written[1], maps, located))
                 except ConnectionError as error:  # the predictor's server is gone: so would every later image be
-                    stop = f"stopped at image {done + 1} of {len(paths)}, {path}"
+                    stop = f"stopped at image {index + 1} of {len(paths)}, {path}"
                     raise ConnectionError(f"{error} ({stop})") from error
                 except Exception as error:  # noqa: BLE001 - one bad file must not stop the batch
                     if stops_the_batch(error):
@@ -615,6 +666,12 @@ class PhotographWork:
         from keras_vessel.measure.files import measure_row
 
         return measure_row(stem, mask_path, maps.mask, located.fov, fov_text=located.how)
+
+    @property
+    def output_suffixes(self) -> tuple[str, ...]:
+        """How the names of the files `output_pixels` makes of each photograph end: `OUTPUT_SUFFIXES`, without
+        ``_overlay.png`` unless `overlay`."""
+        return OUTPUT_SUFFIXES if self.overlay else OUTPUT_SUFFIXES[:2]
 
     @staticmethod
     def output_pixels(stem: str, maps: Maps) -> list[tuple[str, np.ndarray]]:

@@ -213,6 +213,29 @@ def test_predict_folder_continues_past_bad_file(model_path, input_folder, tmp_pa
     assert prob[0, 0] == 0 and prob[292, 282] > 0
 
 
+def test_predict_again_skips_the_images_done_and_says_so(model_path, tmp_path):
+    from keras_vessel.data.datasets import open_dataset
+
+    photos, out = tmp_path / "photos", tmp_path / "pred"
+    photos.mkdir()
+    for spec in open_dataset("synthetic", None, "training", count=3, size=96, seed=3):
+        Image.fromarray(spec.load().image).save(photos / f"{spec.name}.png")
+    command = ["predict", "--model", model_path, photos, "--output", out, "--threshold", "0.5", "--measure", "--quiet"]
+    result = _run(command)
+    assert result.exit_code == 0, _show(result)
+    fresh = {path.name: path.read_bytes() for path in out.iterdir()}
+    sorted(out.glob("*_mask.png"))[1].unlink()  # a run stopped before it
+
+    result = _run(command)
+    assert result.exit_code == 0, _show(result)
+    assert (f"wrote probability maps and masks for 1 of 3 images to {out} and their measurements to "
+            f"{out / 'measures.csv'}; 2 of 3 already done, skipped") in result.stdout, _show(result)
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == fresh
+    result = _run([*command, "--overwrite"])
+    assert result.exit_code == 0 and "for 3 of 3 images" in result.stdout and "skipped" not in result.stdout, \
+        _show(result)
+
+
 def test_predict_with_fov_file_and_threshold(model_path, drive_root, tmp_path):
     image = drive_root / "test" / "images" / "01_test.tif"
     fov_file = drive_root / "test" / "mask" / "01_test_mask.gif"

@@ -108,6 +108,70 @@ def test_a_bad_beam_option_is_one_sentence(photographs, tiny_model_file, tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+def test_a_pipeline_that_stops_is_one_sentence_and_a_rerun_does_the_rest(photographs, tiny_model_file, tmp_path):
+    out = tmp_path / "out"
+    (out / "failures.csv").mkdir(parents=True)  # the pipeline's last step cannot write its failures there
+    command = ["predict", photographs / "eye_a.png", photographs / "eye_b.png", "--output", out,
+               "--model", tiny_model_file(), "--threshold", "0.5", "--quiet", "--engine", "beam"]
+    result = run_cli(*command)
+    assert result.exit_code == 1, show_result(result)
+    assert result.stderr == (f"Error: the Beam pipeline stopped in step 'Marker, measures and failures': "
+                             f"{out}/failures.csv: Is a directory; fix that and run the command again (it skips "
+                             f"the photographs already done in {out})\n"), show_result(result)
+    (out / "failures.csv").rmdir()
+    result = run_cli(*command)
+    assert result.exit_code == 0, show_result(result)
+    assert "0 photographs done, 2 skipped (already done), 0 failed" in result.stdout, show_result(result)
+
+
+def test_a_runner_that_cannot_run_is_one_sentence(photographs, tiny_model_file, tmp_path):
+    result = run_cli("predict", photographs / "eye_a.png", "--output", tmp_path / "out", "--model", tiny_model_file(),
+                     "--threshold", "0.5", "--quiet", "--engine", "beam", "--beam-option", "runner=PortableRunner")
+    assert result.exit_code == 1, show_result(result)
+    assert result.stderr.startswith("Error: the Beam pipeline stopped: You must specify a --job_endpoint when using "
+                                    "--runner=PortableRunner.") and len(result.stderr.splitlines()) == 1, \
+        show_result(result)
+
+
+WORKER_TEXT = """Traceback (most recent call last):
+  File "/k/keras_vessel/io.py", line 49, in atomic_path
+    os.replace(temp, path)
+IsADirectoryError: [Errno 21] Is a directory: '/o/.failures.csv.x.tmp' -> 'o/failures.csv'
+
+During handling of the above exception, another exception occurred:
+
+Traceback (most recent call last):
+  File "apache_beam/runners/common.py", line 1512, in apache_beam.runners.common.DoFnRunner.process
+RuntimeError: IsADirectoryError: [Errno 21] Is a directory: 'o/failures.csv' [while running 'Marker, measures and failures']
+"""
+
+
+def _raised_from(error: BaseException, cause: BaseException) -> BaseException:
+    error.__cause__ = cause
+    return error
+
+
+@pytest.mark.parametrize("error, sentence", [
+    (RuntimeError(WORKER_TEXT),  # from a worker process (multi_processing): its traceback's text
+     " in step 'Marker, measures and failures': o/failures.csv: Is a directory; fix that and run the command again"),
+    (_raised_from(RuntimeError("OSError: [Errno 28] No space left on device [while running 'Finish and write']"),
+                  OSError(28, "No space left on device", "o/eye_prob.png")),  # in-process: Beam's wrapper of ours
+     " in step 'Finish and write': o/eye_prob.png: No space left on device; free some space on that disk or write "
+     "somewhere else, then run the command again"),
+    (RuntimeError("KeyError: 'x' [while running 'Read and locate']"), " in step 'Read and locate': KeyError: 'x'; fix"),
+    (NotImplementedError("You must specify a --job_endpoint.\nAlternatively, a runner."),
+     ": You must specify a --job_endpoint. Alternatively, a runner; fix that"),
+])
+def test_a_pipeline_failure_is_one_sentence_of_what_failed(error, sentence):
+    from keras_vessel.errors import PipelineError
+    from keras_vessel.serving.beam_engine import pipeline_failure
+
+    failure = pipeline_failure(error, "o")
+    assert isinstance(failure, PipelineError) and "\n" not in str(failure)
+    assert str(failure).startswith(f"the Beam pipeline stopped{sentence}"), str(failure)
+    assert str(failure).endswith(" (it skips the photographs already done in o)")
+
+
 @pytest.mark.parametrize("args, message", [
     (["--beam-option", "direct_num_workers=2"], "--beam-option is only used with --engine beam"),
     (["--engine", "beam", "--server", "http://localhost:8501", "--model-name", "vessel"],

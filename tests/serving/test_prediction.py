@@ -8,6 +8,8 @@ through the `model_path` route and compares with `predict_probability`.
 from __future__ import annotations
 
 import gzip
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,9 @@ from skimage.filters import threshold_otsu
 from keras_vessel.serving.prediction import (
     OUTPUT_MARKER,
     OVERLAY_COLOUR,
+    DoneCheck,
     InputError,
+    PhotographWork,
     PredictReport,
     claim_output,
     expand_inputs,
@@ -117,7 +121,7 @@ def test_an_output_folder_of_other_settings_is_refused_unless_overwritten(tmp_pa
     options = {"fov": "none", "predictor": _green, "progress": False, "measure": True}
     predict_files(None, [a, b], out, threshold=0.4, **options)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    predict_files(None, [a], out, threshold=0.4, **options)  # the same settings: done again, as asked
+    assert predict_files(None, [a], out, threshold=0.4, **options).skipped == [a]  # the same settings: done
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     with pytest.raises(OutputError, match=rf"^{out} holds predictions made with another --threshold \(0.4; now 0.5\); "
                                           r"to keep them, give another --output; .* add --overwrite$"):
@@ -129,6 +133,96 @@ def test_an_output_folder_of_other_settings_is_refused_unless_overwritten(tmp_pa
     assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "a_mask.png", "a_prob.png", "measures.csv"]
     assert (out / "measures.csv").read_text().count("\n") == 2
     np.testing.assert_array_equal(_read(out / "a_mask.png"), np.where(images["a"][..., 1] / 255.0 >= 0.5, 255, 0))
+
+
+UNTOUCHED_NS = 1_000_000_000 * 10**9  # an mtime no run writes: a file that still has it was not rewritten
+
+
+def _tree(folder: Path) -> dict[str, tuple[int, bytes]]:
+    """Each file of `folder` by name: its mtime (ns) and bytes."""
+    return {path.name: (path.stat().st_mtime_ns, path.read_bytes()) for path in sorted(folder.iterdir())}
+
+
+def _counting(calls: list, stop_at: int | None = None):
+    """`_green`, counting its calls in `calls`; Ctrl-C at call `stop_at`. One name whatever the arguments, so
+    that runs with it record the same predictor (`claim_output`)."""
+
+    def green(image):
+        calls.append(image.shape)
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt
+        return _green(image)
+
+    return green
+
+
+@pytest.fixture()
+def four(tmp_path) -> list[Path]:
+    """Four small photographs of three sizes, a.png to d.png."""
+    rng = np.random.default_rng(4)
+    shapes = [(20, 24), (13, 9), (20, 24), (16, 18)]
+    return [_save(tmp_path / "in" / f"{name}.png", rng.integers(0, 256, (*shape, 3), dtype=np.uint8))
+            for name, shape in zip("abcd", shapes)]
+
+
+RESUMED = {"fov": "none", "threshold": 0.4, "progress": False, "measure": True, "overlay": True}
+
+
+def test_done_means_every_file_of_the_photograph_and_its_row(tmp_path, four):
+    import pickle
+
+    out = tmp_path / "out"
+    predict_files(None, four[:2], out, predictor=_green, **RESUMED)
+
+    def check(*, overwrite=False, **options):
+        return DoneCheck.of(out, PhotographWork(fov="none", local_model=False, **options), overwrite=overwrite)
+
+    assert [check(overlay=True, measure=True)(stem) for stem in "abc"] == [True, True, False]
+    (out / "b_overlay.png").unlink()
+    assert not check(overlay=True)("b") and check()("b")  # the overlay is one of its files only with --overlay
+    rows = (out / "measures.csv").read_text().splitlines(keepends=True)
+    (out / "measures.csv").write_text("".join(row for row in rows if not row.startswith("a,")))
+    assert not check(measure=True)("a") and check()("a")  # its row is part of it only with --measure
+    assert not check(overwrite=True)("b")  # --overwrite: nothing is done
+    assert pickle.loads(pickle.dumps(check()))("a")  # the Beam engine's workers call it
+
+
+def test_a_rerun_skips_the_photographs_done_and_rewrites_nothing(tmp_path, four):
+    out, calls = tmp_path / "out", []
+    predict_files(None, four, out, predictor=_counting(calls), **RESUMED)
+    for path in out.iterdir():
+        os.utime(path, ns=(UNTOUCHED_NS, UNTOUCHED_NS))
+    before, calls[:] = _tree(out), []
+
+    report = predict_files(None, four, out, predictor=_counting(calls), **RESUMED)
+    assert (report.skipped, report.written, report.failures, calls) == (four, [], [], [])
+    assert _tree(out) == before  # no file rewritten, added or removed: marker and measures.csv included
+    report = predict_files(None, four, out, predictor=_counting(calls), overwrite=True, **RESUMED)
+    assert report.skipped == [] and len(report.written) == 12 and len(calls) == 4  # --overwrite redoes all
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c at the third", "outputs deleted"])
+def test_a_stopped_run_run_again_does_the_rest_only_and_ends_as_a_fresh_run(tmp_path, four, stop):
+    out, calls = tmp_path / "out", []
+    predict_files(None, four, out, predictor=_counting(calls), **RESUMED)
+    fresh = {path.name: path.read_bytes() for path in out.iterdir()}
+    if stop == "outputs deleted":  # b and d lack a file each; their rows stay
+        (out / "b_mask.png").unlink()
+        (out / "d_overlay.png").unlink()
+        redone = ["b", "d"]
+    else:
+        shutil.rmtree(out)
+        with pytest.raises(KeyboardInterrupt):
+            predict_files(None, four, out, predictor=_counting([], stop_at=3), **RESUMED)
+        assert sorted(p.name for p in out.glob("*.png")) == sorted(f"{s}_{k}.png" for s in "ab"
+                                                                  for k in ("prob", "mask", "overlay"))
+        redone = ["c", "d"]
+
+    calls[:] = []
+    report = predict_files(None, four, out, predictor=_counting(calls), **RESUMED)
+    assert [path.stem for path in report.skipped] == sorted(set("abcd") - set(redone))
+    assert sorted({path.name.split("_")[0] for path in report.written}) == redone and len(calls) == 2
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == fresh  # measures.csv and marker too
 
 
 def test_outputs_that_record_no_settings_are_not_resumed(tmp_path, images):
