@@ -20,8 +20,8 @@ TTA_CHOICES = ["none", "flip", "d4"]
 SCALE_HELP = ("'auto' resamples each image so its field of view is as wide as the model's training images "
               "(and the probability back); '1080px' makes it 1080 px across instead; 'multi' runs it at "
               "several multiples of the training width (keras_vessel.data.scaling.FUSION_MULTIPLES) and "
-              "averages the probabilities, masked at the threshold chosen at the model's own scale (several "
-              "times the work of 'auto'); 'none' runs at the image's own size; a number is the factor.")
+              "averages the probabilities, masked at the threshold chosen on fused maps (threshold_multi.json; "
+              "several times the work of 'auto'); 'none' runs at the image's own size; a number is the factor.")
 TTA_HELP = ("Test-time augmentation: average the predictions of the left-right mirror (flip, 2x the time) "
             "or of all 8 flips and quarter turns (d4, 8x).")
 
@@ -65,10 +65,11 @@ def export_scale_option(ctx: click.Context, param: click.Parameter, value: str) 
     return scale_option(ctx, param, value, factors=False)
 
 
-def training_threshold(model_path: Path, heads: str, tta: str = "none") -> tuple[float, str]:
-    """The threshold stored beside the model, as (value, rule); a ClickException if absent."""
+def training_threshold(model_path: Path, heads: str, tta: str = "none", scale: str | float = "auto"
+                       ) -> tuple[float, str]:
+    """The threshold stored beside the model for `tta` and `scale`, as (value, rule); a ClickException if absent."""
     from keras_vessel.evaluation.thresholds import load_threshold
 
     with library_errors():
-        stored = load_threshold(model_path, heads=heads, tta=tta)
+        stored = load_threshold(model_path, heads=heads, tta=tta, scale=scale)
     return stored["threshold"], stored["rule"]

@@ -12,6 +12,11 @@ decimals: the same maps.
         --reference-results multi_resolution.json
 
 Resumable: each camera's threshold and scores are written to ``--results`` as soon as they are computed.
+
+``--store MODEL --records FOLDER ...`` gives a model trained before `train` chose both thresholds (the bundled
+``general_unet``) its ``threshold_multi.json``: chosen on the prepared records of its training images, after
+checking that the threshold chosen on them at the model's own scale is its stored ``threshold.json`` (the same
+images), within the width of a score bin.
 """
 
 from __future__ import annotations
@@ -40,6 +45,28 @@ def fused_training_threshold(run: Path) -> dict[str, Any]:
     model = load_inference_model(run / "model.keras", heads=config.train.heads)
     value = choose_training_threshold(model, samples, predict_options={"scale": SCALE})
     return {"threshold": value, "images": len(samples)}
+
+
+def store_fused_threshold(model_path: Path, records: list[Path]) -> dict[str, Any]:
+    """Choose `model_path`'s threshold at ``multi`` on `records` and store it beside the model, once the threshold
+    chosen on them at its own scale has been found equal to its stored one (SystemExit otherwise)."""
+    from keras_vessel.data.tfrecords import combined_manifest, read_samples
+    from keras_vessel.evaluation import metrics
+    from keras_vessel.evaluation.thresholds import choose_training_threshold, load_threshold, save_threshold
+    from keras_vessel.models.inference import load_inference_model
+
+    stored = load_threshold(model_path)
+    samples = read_samples(records)
+    model = load_inference_model(model_path, heads=stored.get("heads") or "mean")
+    own = choose_training_threshold(model, samples, predict_options={"scale": "auto"})
+    if abs(own - stored["threshold"]) > 1.0 / metrics.SCORE_BINS or len(samples) != stored.get("images", len(samples)):
+        raise SystemExit(f"{len(samples)} images of {', '.join(map(str, records))} give {own:.6f} at the model's own "
+                         f"scale, not its stored {stored['threshold']:.6f} ({stored.get('images')} images): not its "
+                         "training images")
+    fused = choose_training_threshold(model, samples, predict_options={"scale": SCALE})
+    path = save_threshold(model_path, fused, heads=stored.get("heads"), dataset=combined_manifest(records)["dataset"],
+                          images=len(samples), scale=SCALE)
+    return {"own_scale": own, "stored": stored["threshold"], "fused": fused, "images": len(samples), "path": str(path)}
 
 
 def score_camera(camera: str, run: Path, data: Path, thresholds: dict[str, float]) -> dict[str, Any]:
@@ -93,11 +120,20 @@ def main() -> None:
     from keras_vessel.evaluation.thresholds import load_threshold
 
     parser = screen_parser(__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, required=True, help="Results JSON (resumable).")
-    parser.add_argument("--reference-results", type=Path, required=True,
+    parser.add_argument("--results", type=Path, help="Results JSON (resumable).")
+    parser.add_argument("--reference-results", type=Path,
                         help="The multi_resolution screen's results (entry k), whose fuse3 AUC must be matched.")
     parser.add_argument("--only", nargs="*", default=list(CAMERAS), help="Cameras to score.")
+    parser.add_argument("--store", type=Path, metavar="MODEL", help="Store MODEL's threshold_multi.json instead.")
+    parser.add_argument("--records", type=Path, nargs="+", help="With --store: its training images' records.")
     arguments = parser.parse_args()
+    if arguments.store is not None:
+        if not arguments.records:
+            parser.error("--store needs --records")
+        print(json.dumps(store_fused_threshold(arguments.store, arguments.records), indent=1))
+        return
+    if arguments.results is None or arguments.reference_results is None:
+        parser.error("--results and --reference-results are required (or --store)")
     results = json.loads(arguments.results.read_text()) if arguments.results.exists() else {}
     reference = json.loads(arguments.reference_results.read_text())
     for camera in arguments.only:

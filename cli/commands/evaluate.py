@@ -70,6 +70,7 @@ def evaluate(model_path: Path, dataset: str, root: Path | None, split: str, fold
         evaluate as run_evaluation,
         save_threshold,
         threshold_path,
+        threshold_scale,
     )
     from keras_vessel.models.inference import load_inference_model, model_working_diameters
 
@@ -84,20 +85,22 @@ def evaluate(model_path: Path, dataset: str, root: Path | None, split: str, fold
 
     rule = None
     if threshold == "train":
-        if not threshold_path(model_path, tta).is_file() and training_root is not None:
+        # The stored thresholds are the model's: each chosen at its `threshold_scale` ("multi" for --scale multi,
+        # the model's own scale for every other --scale), which predict --threshold train reads at that scale.
+        chosen_at = threshold_scale(scale)
+        stored = threshold_path(model_path, tta, scale)
+        if not stored.is_file() and training_root is not None:
             with library_errors():
                 training = open_dataset(dataset, training_root, "training", **options)
-                # The stored threshold is the model's own: chosen at its own scale whatever --scale this
-                # evaluation runs at (predict --threshold train reads it at any scale).
                 value = choose_training_threshold(model, training, progress=not quiet,
-                                                  predict_options={**predict_options, "scale": "auto"})
+                                                  predict_options={**predict_options, "scale": chosen_at})
                 saved = save_threshold(model_path, value, heads=heads, dataset=dataset, images=len(training),
-                                       tta=tta, scale="auto")
-            click.echo(f"training threshold {value:.4f} (chosen at the model's own scale) saved to {saved}",
-                       err=True)
+                                       tta=tta, scale=chosen_at)
+            where = "the model's own scale" if chosen_at == "auto" else f"--scale {chosen_at}"
+            click.echo(f"training threshold {value:.4f} (chosen at {where}) saved to {saved}", err=True)
         elif training_root is not None:
-            click.echo(f"using the existing {threshold_path(model_path, tta)}; delete it to recompute", err=True)
-        value, rule = training_threshold(model_path, heads, tta)
+            click.echo(f"using the existing {stored}; delete it to recompute", err=True)
+        value, rule = training_threshold(model_path, heads, tta, scale)
     else:
         value = threshold
 

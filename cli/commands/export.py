@@ -23,11 +23,11 @@ from keras_vessel_cli.errors import library_errors, quiet_tensorflow
               help="Fuse both heads' probabilities (mean) or export one head.")
 @click.option("--threshold", default="0.5", show_default=True,
               help="Threshold of the predict_image signature's PNG mask: a number in (0, 1) or 'train' "
-                   "(threshold.json beside the model).")
+                   "(threshold.json beside the model; threshold_multi.json with --scale multi).")
 @click.option("--scale", default="auto", show_default=True, callback=export_scale_option,
               help="'auto': the served graph resamples each image so its field of view is as wide as the "
                    "model's training images; '1080px': 1080 px across instead; 'multi': at several multiples "
-                   "of the training width, the probabilities averaged (the mask still at --threshold); "
+                   "of the training width, the probabilities averaged; "
                    "'none': it runs images at their own size. With --format tflite: the fov_diameter (for "
                    "'multi': fov_diameters) recorded in NAME.json.")
 @click.option("--format", "export_format", type=click.Choice(["savedmodel", "tflite"]), default="savedmodel",
@@ -40,7 +40,7 @@ from keras_vessel_cli.errors import library_errors, quiet_tensorflow
                    "[default: resizable].")
 @click.option("--keras", "with_keras", is_flag=True,
               help="Also write OUT/NAME/model.keras without optimizer state (a third of the size) and its "
-                   "threshold.json: the file to ship for Keras reuse and `keras-vessel predict`.")
+                   "threshold files: what to ship for Keras reuse and `keras-vessel predict`.")
 def export(model_path: Path, name: str, version: int, out: Path, overwrite: bool, heads: str,
            threshold: str, scale: str, export_format: str, weights: str, input_size: int | None,
            with_keras: bool) -> None:
@@ -70,7 +70,7 @@ def _export_saved_model(model_path: Path, out: Path, name: str, version: int, ov
     keras_path = out / name / "model.keras"
     if with_keras and keras_path.exists() and not overwrite:
         raise click.ClickException(f"{keras_path} already exists; pass --overwrite to replace it")
-    value = training_threshold(model_path, heads)[0] if threshold == "train" else float(threshold)
+    value = training_threshold(model_path, heads, scale=scale)[0] if threshold == "train" else float(threshold)
 
     with library_errors():
         try:
@@ -94,7 +94,7 @@ def _export_tflite(model_path: Path, folder: Path, name: str, weights: str, inpu
                                    "--version")
     if len(written) == 1:
         click.echo(f"{written[0]} is left from an export that stopped; exporting again", err=True)
-    value = training_threshold(model_path, heads)[0] if threshold == "train" else float(threshold)
+    value = training_threshold(model_path, heads, scale=scale)[0] if threshold == "train" else float(threshold)
     from keras_vessel.serving.tflite import export_tflite
 
     with library_errors():

@@ -55,28 +55,39 @@ def _check_source(ctx: click.Context, model_path: Path | None, server: str | Non
                                "give the number (e.g. --threshold 0.47)")
 
 
-def _mask_threshold(ctx: click.Context, threshold: str, model_path: Path | None, heads: str, tta: str) -> float | str:
+def _mask_threshold(ctx: click.Context, threshold: str, model_path: Path | None, heads: str, tta: str,
+                    scale: str | float) -> float | str:
     """The threshold both engines mask with: a number or 'otsu' as given; 'train' given explicitly, the stored
-    one (a ClickException when the model has none); 'train' by default, the stored one or 0.5 (said on
-    stderr) when the model has none or is served (`model_path` None)."""
+    one for `tta` and `scale` (a ClickException when the model has none); 'train' by default, the stored one,
+    else (said on stderr) the one chosen at the model's own scale for --scale multi, else 0.5; 0.5 for a served
+    model (`model_path` None)."""
     if threshold != "train":
         return threshold
     if ctx.get_parameter_source("threshold") is not click.core.ParameterSource.DEFAULT:
-        return training_threshold(model_path, heads, tta)[0]
-    return _stored_threshold(model_path, heads, tta) if model_path is not None else 0.5
+        return training_threshold(model_path, heads, tta, scale)[0]
+    return _stored_threshold(model_path, heads, tta, scale) if model_path is not None else 0.5
 
 
-def _stored_threshold(model_path: Path, heads: str, tta: str) -> float:
-    """The threshold chosen on the model's training images, or 0.5 (said on stderr) when it has none; a
-    ClickException when the model's training run stopped before choosing it (re-running it chooses it)."""
-    from keras_vessel.evaluation import threshold_path, unfinished_run
+def _stored_threshold(model_path: Path, heads: str, tta: str, scale: str | float) -> float:
+    """The threshold chosen on the model's training images for `tta` and `scale`; for --scale multi without
+    one, the model's own-scale threshold (said on stderr: it marks fewer vessels on fused maps); 0.5 (said
+    on stderr) when it has none; a ClickException when the model's training run stopped before choosing it
+    (re-running it chooses it)."""
+    from keras_vessel.evaluation import threshold_path, threshold_scale, unfinished_run
 
-    if not threshold_path(model_path, tta).is_file() and not (tta == "none" and unfinished_run(model_path)):
-        click.echo(f"no {threshold_path(model_path, tta).name} beside {model_path}: masks at threshold 0.5 "
-                   "(choose one on training images with `keras-vessel evaluate --threshold train "
-                   "--training-root ...`)", err=True)
+    how = "`keras-vessel evaluate --threshold train --training-root ..."
+    wanted = threshold_path(model_path, tta, scale)
+    if not wanted.is_file() and threshold_scale(scale) != "auto" and threshold_path(model_path, tta).is_file():
+        value = training_threshold(model_path, heads, tta)[0]
+        click.echo(f"no {wanted.name} beside {model_path}: masks at its threshold for the model's own scale "
+                   f"({value:.3g}), which marks fewer vessels on fused maps (choose one at --scale multi with "
+                   f"{how} --scale multi`)", err=True)
+        return value
+    if not wanted.is_file() and not (tta == "none" and unfinished_run(model_path)):
+        click.echo(f"no {wanted.name} beside {model_path}: masks at threshold 0.5 (choose one on training images "
+                   f"with {how}`)", err=True)
         return 0.5
-    return training_threshold(model_path, heads, tta)[0]
+    return training_threshold(model_path, heads, tta, scale)[0]
 
 
 @click.command()
@@ -155,7 +166,7 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
                    "(see saved_models/MODEL_CARD.md)", err=True)
 
     if engine == "beam":
-        threshold = _mask_threshold(ctx, threshold, model_path, heads, tta)
+        threshold = _mask_threshold(ctx, threshold, model_path, heads, tta, scale)
         return _predict_beam(model_path, inputs, output, beam_options, overwrite, fov=fov, threshold=threshold,
                              heads=heads, tile_size=tile_size, tta=tta, scale=scale, overlay=overlay, measure=measure)
 
@@ -165,7 +176,8 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
         paths = expand_inputs(inputs)
     except InputError as error:
         raise click.BadParameter(str(error), param_hint="INPUT") from None
-    threshold = _mask_threshold(ctx, threshold, model_path if server is None else None, heads, tta)  # inputs first
+    threshold = _mask_threshold(ctx, threshold, model_path if server is None else None, heads, tta,
+                                scale)  # inputs first
 
     options = {"fov": fov, "progress": not quiet, "overlay": overlay, "measure": measure, "overwrite": overwrite,
                "threshold": threshold}

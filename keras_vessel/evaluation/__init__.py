@@ -23,6 +23,8 @@ from keras_vessel.evaluation.thresholds import (
     parse_threshold,
     save_threshold,
     threshold_path,
+    threshold_paths,
+    threshold_scale,
     unfinished_run,
 )
 
@@ -47,6 +49,8 @@ __all__ = [
     "save_threshold",
     "score",
     "threshold_path",
+    "threshold_paths",
+    "threshold_scale",
     "unfinished_run",
     "write_reports",
 ]

@@ -4,9 +4,11 @@ A threshold is a number in (0, 1) or "otsu" (per image, inside the FOV)
 (`parse_threshold`). The honest number is the accuracy-optimal threshold on
 the TRAINING images (`choose_training_threshold`; METHOD.md section 5), stored
 beside the model as ``threshold.json`` (``threshold_tta_<mode>.json`` for
-test-time augmentation) by `save_threshold` and read by `load_threshold`.
+test-time augmentation, ``threshold_multi.json`` for fused resolutions,
+`threshold_path`) by `save_threshold` and read by `load_threshold`.
 `choose_run_threshold` does this for a finished training run (what
-`keras-vessel train` runs after training). `Threshold` carries a value with
+`keras-vessel train` runs after training), at the model's own scale and, for
+a model that records its training scale, at ``--scale multi``. `Threshold` carries a value with
 the rule that produced it, so reports never show a number out of context.
 """
 
@@ -20,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_vessel.data.scaling import scale_record
+from keras_vessel.data.scaling import check_scale, scale_record
 from keras_vessel.evaluation import metrics
 from keras_vessel.io import write_json_atomic
 from keras_vessel.models.inference import check_tta, load_inference_model, predict_probability
@@ -42,6 +44,8 @@ __all__ = [
     "parse_threshold",
     "save_threshold",
     "threshold_path",
+    "threshold_paths",
+    "threshold_scale",
     "unfinished_run",
 ]
 
@@ -71,9 +75,10 @@ class Threshold:
         return cls(value, f"fixed threshold t = {value:g}")
 
     @classmethod
-    def stored(cls, model_path: str | Path, *, heads: str | None = None, tta: str = "none") -> "Threshold":
-        """The training threshold stored beside a model (`load_threshold`)."""
-        payload = load_threshold(model_path, heads=heads, tta=tta)
+    def stored(cls, model_path: str | Path, *, heads: str | None = None, tta: str = "none",
+               scale: str | float = "auto") -> "Threshold":
+        """The training threshold stored beside a model for `tta` and `scale` (`load_threshold`)."""
+        payload = load_threshold(model_path, heads=heads, tta=tta, scale=scale)
         return cls(payload["threshold"], f"{payload['rule']} (t = {payload['threshold']:.6g})")
 
     def for_image(self, prob: np.ndarray, fov: np.ndarray) -> float:
@@ -115,15 +120,39 @@ def parse_threshold(value: str | float) -> float | str:
     return float(value)
 
 
-def threshold_path(model_path: str | Path, tta: str = "none") -> Path:
-    """Where the training threshold of a `.keras` model is stored: beside it.
+def threshold_scale(scale: str | float) -> str:
+    """The scale a stored threshold is chosen at for predictions at `scale` (a `check_scale` choice):
+    ``"multi"`` for fused resolutions, whose averaged probabilities are softer than one resolution's and need
+    their own threshold (notebook entry m, rule h7), else ``"auto"``: every other scale (``"auto"``,
+    ``"1080px"``, a factor, ``"none"``) uses the threshold chosen at the model's own scale.
 
-    Test-time augmentation changes the probabilities, hence the best threshold,
-    so each `tta` mode has its own file (``threshold_tta_d4.json``).
+    >>> threshold_scale("multi"), threshold_scale("1080 px")
+    ('multi', 'auto')
+    """
+    return "multi" if check_scale(scale) == "multi" else "auto"
+
+
+def threshold_path(model_path: str | Path, tta: str = "none", scale: str | float = "auto") -> Path:
+    """Where the training threshold of a `.keras` model for `tta` and `scale` is stored: beside it.
+
+    Test-time augmentation and fused resolutions change the probabilities, hence the best threshold, so each
+    `tta` mode and each `threshold_scale` has its own file: ``threshold.json``, ``threshold_tta_d4.json``,
+    ``threshold_multi.json``, ``threshold_tta_d4_multi.json``.
     """
     check_tta(tta)
-    name = THRESHOLD_FILENAME if tta == "none" else f"threshold_tta_{tta}.json"
-    return Path(model_path).with_name(name)
+    parts = [THRESHOLD_FILENAME.removesuffix(".json")]
+    if tta != "none":
+        parts.append(f"tta_{tta}")
+    if threshold_scale(scale) != "auto":
+        parts.append(threshold_scale(scale))
+    return Path(model_path).with_name("_".join(parts) + ".json")
+
+
+def threshold_paths(model_path: str | Path) -> list[Path]:
+    """Every file `threshold_path` may name beside `model_path` (each TTA mode at each threshold scale)."""
+    from keras_vessel.models.inference import TTA_MODES
+
+    return [threshold_path(model_path, tta, scale) for tta in TTA_MODES for scale in ("auto", "multi")]
 
 
 def save_threshold(
@@ -137,16 +166,16 @@ def save_threshold(
     tta: str = "none",
     scale: str | float = "auto",
 ) -> Path:
-    """Store a threshold beside the model as `threshold_path`; returns its path.
+    """Store a threshold beside the model as `threshold_path` (of `tta` and `scale`); returns its path.
 
     `scale` records how the images were resampled when it was chosen
     (`keras_vessel.models.inference.predict_probability`; `keras_vessel.data.scaling.scale_record`:
-    with its ``multiples`` for ``"multi"``).
+    with its ``multiples`` for ``"multi"``), and decides the file: ``"multi"`` has its own.
     """
     threshold = parse_threshold(threshold)
     if not isinstance(threshold, float):
         raise ValueError(f"`threshold` must be a number to store; got {threshold!r}.")
-    path = threshold_path(model_path, tta)
+    path = threshold_path(model_path, tta, scale)
     payload = {
         "threshold": threshold,
         "rule": rule,
@@ -161,22 +190,25 @@ def save_threshold(
     return path
 
 
-def load_threshold(model_path: str | Path, *, heads: str | None = None, tta: str = "none") -> dict[str, Any]:
-    """Read `threshold_path` beside the model: ``{"threshold": t, "rule": ..., ...}``.
+def load_threshold(model_path: str | Path, *, heads: str | None = None, tta: str = "none",
+                   scale: str | float = "auto") -> dict[str, Any]:
+    """Read `threshold_path` (of `tta` and `scale`) beside the model: ``{"threshold": t, "rule": ..., ...}``.
 
-    Raises FileNotFoundError saying how to create it, ValueError when malformed
-    or, if `heads` is given, when the file was computed for other heads (the
-    fused probability, hence the best threshold, depends on them).
+    Raises FileNotFoundError saying how to create it, ValueError when malformed,
+    when the file records that it was chosen at another `threshold_scale`, or,
+    if `heads` is given, when it was computed for other heads (the fused
+    probability, hence the best threshold, depends on them).
     """
-    path = threshold_path(model_path, tta)
-    tta_flag = "" if tta == "none" else f" --tta {tta}"
+    path = threshold_path(model_path, tta, scale)
+    mode = threshold_scale(scale)
+    flags = ("" if tta == "none" else f" --tta {tta}") + ("" if mode == "auto" else f" --scale {mode}")
     if not path.is_file():
         unfinished = unfinished_run(model_path) if tta == "none" else None
         if unfinished:
             raise FileNotFoundError(f"no training threshold for {model_path}: {unfinished}")
         raise FileNotFoundError(
-            f"no training threshold for {model_path}: expected {path}. Create it with "
-            f"`keras-vessel evaluate --threshold train --training-root ROOT{tta_flag} ...` (computes the "
+            f"no training threshold for {model_path}{flags}: expected {path}. Create it with "
+            f"`keras-vessel evaluate --threshold train --training-root ROOT{flags} ...` (computes the "
             f"accuracy-optimal threshold on the training split and saves it there), or in Python "
             f"with keras_vessel.evaluation.choose_training_threshold + save_threshold."
         )
@@ -192,14 +224,28 @@ def load_threshold(model_path: str | Path, *, heads: str | None = None, tta: str
         ) from None
     payload["threshold"] = threshold
     payload.setdefault("rule", TRAINING_RULE)
+    chosen_at = payload.get("scale")
+    if chosen_at is not None and _chosen_at(chosen_at) != mode:
+        raise ValueError(
+            f"{path} records a threshold chosen at --scale {chosen_at}, not for --scale {mode}; delete it and "
+            f"run `keras-vessel evaluate --threshold train --training-root ROOT{flags} ...` to choose it again."
+        )
     stored = payload.get("heads")
     if heads is not None and stored is not None and stored != heads:
         raise ValueError(
             f"{path} holds the threshold for heads={stored!r}, not heads={heads!r}; use "
             f"--heads {stored} or recompute it for these heads (delete the file and run "
-            f"`keras-vessel evaluate --threshold train --training-root ROOT --heads {heads}{tta_flag} ...`)."
+            f"`keras-vessel evaluate --threshold train --training-root ROOT --heads {heads}{flags} ...`)."
         )
     return payload
+
+
+def _chosen_at(recorded: Any) -> str | None:
+    """`threshold_scale` of a threshold file's recorded scale; None when it is not a valid scale."""
+    try:
+        return threshold_scale(recorded)
+    except (ValueError, TypeError):
+        return None
 
 
 def unfinished_run(model_path: str | Path) -> str | None:
@@ -244,7 +290,10 @@ def choose_training_threshold(
     if not samples:
         raise ValueError("`samples` is empty; need at least one training image.")
     counts = metrics.ScoreCounts()
-    for item in progress_bar(samples, label="threshold", enabled=progress):
+    scale = dict(predict_options or {}).get("scale", "auto")
+    fused = isinstance(scale, str) and threshold_scale(scale) == "multi"
+    label = "threshold at --scale multi" if fused else "threshold"
+    for item in progress_bar(samples, label=label, enabled=progress):
         sample = load_sample(item)
         prob = predict_probability(inference_model, sample.image, fov=sample.fov, name=sample.name,
                                    **dict(predict_options or {}))
@@ -307,10 +356,13 @@ def choose_run_threshold(run_dir: str | Path, *, progress: bool = True) -> float
     the accuracy-optimal threshold over its prepared training images (for a
     cross-validation fold, without the held-out group, which stands in for
     test images) is saved as ``threshold.json`` beside ``model.keras`` and
-    recorded in run.json.
+    recorded in run.json; for a model that records its training scale, the
+    same at ``--scale multi`` as ``threshold_multi.json`` (run.json's
+    ``threshold_multi``). Returns the threshold at the model's own scale.
     """
     from keras_vessel.config import load_config, records_folders
     from keras_vessel.data.tfrecords import combined_manifest, read_samples
+    from keras_vessel.models import model_fov_diameter
     from keras_vessel.training import RunFolder
 
     run = RunFolder(run_dir)
@@ -320,8 +372,12 @@ def choose_run_threshold(run_dir: str | Path, *, progress: bool = True) -> float
     folders = records_folders(config.data)
     samples = read_samples(folders, names=names)
     model = load_inference_model(run.model_path, heads=config.train.heads)
-    value = choose_training_threshold(model, samples, progress=progress)
-    save_threshold(run.model_path, value, heads=config.train.heads, dataset=combined_manifest(folders)["dataset"],
-                   images=len(samples))
-    run.update(threshold=value)
-    return value
+    dataset = combined_manifest(folders)["dataset"]
+    chosen = {}
+    for scale in ("auto", "multi") if model_fov_diameter(model) is not None else ("auto",):
+        value = choose_training_threshold(model, samples, progress=progress, predict_options={"scale": scale})
+        save_threshold(run.model_path, value, heads=config.train.heads, dataset=dataset, images=len(samples),
+                       scale=scale)
+        chosen["threshold" if scale == "auto" else f"threshold_{scale}"] = value
+    run.update(**chosen)
+    return chosen["threshold"]

@@ -330,11 +330,11 @@ def export_keras_model(keras_model_path: str | os.PathLike, path: str | os.PathL
     only the architecture, the weights and the compiled losses (a fresh,
     unbuilt optimizer of the same configuration is compiled in, so plain
     ``model.fit`` still works). The training thresholds beside the source
-    (``threshold.json``, and ``threshold_tta_*.json`` for test-time
-    augmentation) are copied beside the result.
+    (`keras_vessel.evaluation.threshold_paths`: ``threshold.json``, and for
+    test-time augmentation and ``--scale multi`` their own files) are copied
+    beside the result.
     """
-    from keras_vessel.evaluation import threshold_path
-    from keras_vessel.models.inference import TTA_MODES
+    from keras_vessel.evaluation import threshold_paths
 
     source, path = Path(keras_model_path), Path(path)
     if path.suffix != ".keras":
@@ -350,8 +350,7 @@ def export_keras_model(keras_model_path: str | os.PathLike, path: str | os.PathL
     staging = staging_dir(path.parent, path.name)
     try:
         model.save(staging / path.name)
-        thresholds = [threshold_path(source, tta) for tta in TTA_MODES]
-        thresholds = [threshold for threshold in thresholds if threshold.is_file()]
+        thresholds = [threshold for threshold in threshold_paths(source) if threshold.is_file()]
         for threshold in thresholds:
             shutil.copyfile(threshold, staging / threshold.name)
         os.replace(staging / path.name, path)

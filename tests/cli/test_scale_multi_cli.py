@@ -118,9 +118,61 @@ def test_multi_with_a_model_that_records_no_diameter_is_one_sentence(tiny_model_
 
 
 def test_scale_help_names_multi_and_its_threshold():
-    for command, threshold in (("predict", "threshold chosen at the model's own scale"),
-                               ("evaluate", "threshold chosen at the model's own scale"),
-                               ("export", "the mask still at --threshold")):
+    for command, threshold in (("predict", "threshold chosen on fused maps (threshold_multi.json"),
+                               ("evaluate", "threshold chosen on fused maps (threshold_multi.json"),
+                               ("export", "threshold_multi.json with --scale multi")):
         result = run_cli(command, "--help")
         said = " ".join(result.stdout.split())
         assert result.exit_code == 0 and "'multi'" in said and threshold in said, show_result(result)
+
+
+def test_evaluate_chooses_the_fused_threshold_and_predict_at_multi_masks_with_it(tiny_model_file, photographs,
+                                                                                 tmp_path):
+    import shutil
+
+    from keras_vessel.data.datasets import open_dataset
+    from keras_vessel.data.preprocessing import read_image
+    from keras_vessel.evaluation import choose_training_threshold
+    from keras_vessel.models.inference import load_inference_model, predict_probability
+
+    model_path = tmp_path / "model" / "tiny.keras"  # its own folder: the thresholds are written beside it
+    model_path.parent.mkdir()
+    shutil.copyfile(tiny_model_file(fov_diameter=DIAMETER, head_gain=3.0), model_path)
+    result = run_cli("evaluate", "--model", model_path, "--dataset", "synthetic", "--output", tmp_path / "eval",
+                     "--scale", "multi", "--threshold", "train", "--training-root", tmp_path, "--no-overlays",
+                     "--quiet")
+    assert result.exit_code == 0 and "chosen at --scale multi" in result.stderr, show_result(result)
+    model = load_inference_model(model_path)
+    expected = choose_training_threshold(model, open_dataset("synthetic", None, "training"), progress=False,
+                                         predict_options={"scale": "multi"})
+    stored = json.loads(model_path.with_name("threshold_multi.json").read_text())
+    assert stored["threshold"] == pytest.approx(expected) and stored["scale"] == "multi"
+    assert not model_path.with_name("threshold.json").exists()  # the model's own scale's is another file
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert report["per_image"][0]["threshold"] == pytest.approx(expected)
+
+    result = run_cli("predict", photographs, "--model", model_path, "--output", tmp_path / "fused", "--scale",
+                     "multi", "--fov", "none", "--quiet")
+    assert result.exit_code == 0 and "no threshold" not in result.stderr, show_result(result)
+    image = read_image(photographs / f"{NAMES[0]}.png")
+    probability = predict_probability(model, image, scale="multi")
+    mask = np.asarray(Image.open(tmp_path / "fused" / f"{NAMES[0]}_mask.png")) > 0
+    np.testing.assert_array_equal(mask, probability >= stored["threshold"])
+
+
+def test_predict_at_multi_without_a_fused_threshold_says_which_it_uses(tiny_model_file, photographs, tmp_path):
+    import shutil
+
+    from keras_vessel.evaluation import save_threshold
+
+    model_path = tmp_path / "model" / "tiny.keras"
+    model_path.parent.mkdir()
+    shutil.copyfile(tiny_model_file(fov_diameter=DIAMETER, head_gain=3.0), model_path)
+    save_threshold(model_path, 0.61, heads="mean")  # chosen at the model's own scale only
+    common = ["--model", model_path, "--scale", "multi", "--fov", "none", "--quiet"]
+    result = run_cli("predict", photographs, "--output", tmp_path / "o", *common)
+    said = " ".join(result.stderr.split())
+    assert result.exit_code == 0, show_result(result)
+    assert "no threshold_multi.json beside" in said and "own scale (0.61)" in said and "--scale multi" in said
+    result = run_cli("predict", photographs, "--output", tmp_path / "explicit", *common, "--threshold", "train")
+    assert result.exit_code == 1 and "threshold_multi.json" in result.stderr, show_result(result)

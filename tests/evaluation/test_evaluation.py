@@ -226,6 +226,32 @@ def test_each_tta_mode_has_its_own_threshold_file(tmp_path):
         evaluation.threshold_path(model_path, "d8")
 
 
+def test_fused_resolutions_have_their_own_threshold_file(tmp_path):
+    model_path = tmp_path / "model.keras"
+    evaluation.save_threshold(model_path, 0.4, heads="mean")
+    with pytest.raises(FileNotFoundError, match=r"threshold_multi\.json.*--scale multi"):
+        evaluation.load_threshold(model_path, scale="multi")  # never the single-resolution threshold
+    path = evaluation.save_threshold(model_path, 0.3, heads="mean", scale="multi")
+    assert path == tmp_path / "threshold_multi.json"
+    assert evaluation.load_threshold(model_path, scale=" MULTI")["threshold"] == 0.3
+    for scale in ("auto", "1080px", 0.5, "none"):  # every other scale: the model's own scale's threshold
+        assert evaluation.load_threshold(model_path, scale=scale)["threshold"] == 0.4
+    assert evaluation.threshold_path(model_path, "d4", "multi") == tmp_path / "threshold_tta_d4_multi.json"
+    assert set(evaluation.threshold_paths(model_path)) >= {path, tmp_path / "threshold.json",
+                                                          tmp_path / "threshold_tta_d4_multi.json"}
+
+
+def test_a_threshold_file_recording_another_scale_is_refused(tmp_path):
+    model_path = tmp_path / "model.keras"
+    evaluation.save_threshold(model_path, 0.3, heads="mean", scale="multi")
+    evaluation.threshold_path(model_path, scale="multi").replace(tmp_path / "threshold.json")  # misplaced
+    with pytest.raises(ValueError, match=r"threshold\.json records a threshold chosen at --scale multi, not for "
+                                         r"--scale auto; delete it"):
+        evaluation.load_threshold(model_path)
+    evaluation.save_threshold(model_path, 0.4, heads="mean", scale="1080px")  # chosen at a single resolution
+    assert evaluation.load_threshold(model_path)["threshold"] == 0.4
+
+
 def test_load_threshold_checks_heads(tmp_path):
     model_path = tmp_path / "model.keras"
     evaluation.save_threshold(model_path, 0.4, heads="mean")

@@ -78,6 +78,19 @@ def test_run_folder_holds_everything_needed_to_repeat_and_reuse_the_run(records,
     threshold = json.loads((tmp_path / "threshold.json").read_text())
     assert threshold["threshold"] == value and 0 < value < 1 and threshold["images"] == 4
     assert json.loads((tmp_path / "run.json").read_text())["threshold"] == value
+    # every trained model records its training scale (data.fov_diameter or the images' median), so --scale multi
+    # has its own threshold, chosen on the same images' fused maps
+    from keras_vessel.config import records_folders
+    from keras_vessel.data.tfrecords import read_samples
+    from keras_vessel.evaluation import choose_training_threshold, load_threshold
+    from keras_vessel.models.inference import load_inference_model
+
+    samples = read_samples(records_folders(small_config(records).data))
+    fused = choose_training_threshold(load_inference_model(tmp_path / "model.keras"), samples, progress=False,
+                                      predict_options={"scale": "multi"})
+    stored = load_threshold(tmp_path / "model.keras", scale="multi")
+    assert stored["threshold"] == fused and stored["scale"] == "multi" and stored["images"] == 4
+    assert json.loads((tmp_path / "run.json").read_text())["threshold_multi"] == fused
 
     import keras_vessel.losses  # noqa: F401  registers the custom objects
     model = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
