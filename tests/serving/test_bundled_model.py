@@ -28,6 +28,8 @@ def test_the_bundled_model_records_its_scale_and_threshold_and_has_a_served_vers
     assert 400 <= model_fov_diameter(model) <= 1000
     stored = load_threshold(bundled_model_path(), heads="mean")
     assert 0 < stored["threshold"] < 1 and stored.get("scale") == "auto"
+    fused = load_threshold(bundled_model_path(), heads="mean", scale="multi")  # chosen on the same 40 images
+    assert 0 < fused["threshold"] < 1 and fused["scale"] == "multi" and fused["images"] == stored["images"]
     assert (latest_version() / "saved_model.pb").is_file()
     card = (SAVED.parent / "MODEL_CARD.md").read_text()
     assert SAVED.name in card and f"{model_fov_diameter(model):.0f}" in card
