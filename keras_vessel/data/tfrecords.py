@@ -18,7 +18,9 @@ Per image, one `tf.train.Example` with:
 Shards are written under a temporary name, read back once, and renamed when
 complete; each shard's sidecar records the fingerprints of its images' input
 files and options (`SampleSpec.fingerprint`) and the shard's SHA-256, which the
-manifest lists too. Re-running `prepare` keeps a shard only when it holds
+manifest lists too. The same images prepared with the same options give
+the same bytes (`serialize`), in any process and with any number of workers,
+so the same checksums. Re-running `prepare` keeps a shard only when it holds
 exactly the requested images, unchanged, intact; anything else is prepared
 again, with a warning saying why. `verify_shards` checks the checksums
 before training.
@@ -145,7 +147,13 @@ def _png(array: np.ndarray) -> bytes:
 
 
 def serialize(prepared: PreparedImage) -> bytes:
-    """One image as a serialised `tf.train.Example` (see the module docstring)."""
+    """One image as a serialised `tf.train.Example` (see the module docstring).
+
+    The bytes depend on the arrays only, not on the process writing them: the
+    features are written in the order of their keys (a protobuf map's own order
+    differs between processes), so a shard's SHA-256 is the same whenever the
+    same images are prepared with the same options.
+    """
     import tensorflow as tf
 
     def bytes_feature(value: bytes) -> tf.train.Feature:
@@ -167,7 +175,7 @@ def serialize(prepared: PreparedImage) -> bytes:
         "tube": bytes_feature(_png(prepared.tube)),
         "id_mask": bytes_feature(prepared.id_mask.astype("<i4").tobytes()),
     }
-    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(deterministic=True)
 
 
 def parse_example(serialized: Any) -> dict[str, Any]:
