@@ -23,17 +23,17 @@ the same bytes (`serialize`), in any process and with any number of workers,
 so the same checksums. Re-running `prepare` keeps a shard only when it holds
 exactly the requested images, unchanged, intact; anything else is prepared
 again, with a warning saying why. `verify_shards` checks the checksums
-before training.
+before training. With `workers > 1` the images are prepared in processes
+that import neither Keras nor TensorFlow (`keras_vessel.workers`).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
-import multiprocessing
 import platform
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,9 +43,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from keras_vessel.io import atomic_path, ensure_writable_dir, removed_if_failed, stderr_to_devnull, write_json_atomic
+from keras_vessel.io import atomic_path, ensure_writable_dir, removed_if_failed, write_json_atomic
 from keras_vessel.locks import folder_lock
 from keras_vessel.progress import progress
+from keras_vessel.workers import numpy_map
 
 SCHEMA_VERSION = 2  # 2: fov_diameter per image
 MANIFEST = "manifest.json"
@@ -393,21 +394,11 @@ def _map_prepare(todo: list[tuple[int, Any]], workers: int, reference: str):
         for index, spec in todo:
             yield index, spec, _prepare_or_explain(spec, reference)
         return
-    # spawn, not fork: the parent may already hold TensorFlow's threads
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        with stderr_to_devnull():  # the workers (started here) would print TensorFlow's start-up lines
-            futures = {pool.submit(_prepare_or_explain, spec, reference): (index, spec) for index, spec in todo}
-        try:
-            for future in concurrent.futures.as_completed(futures):
-                index, spec = futures[future]
-                yield index, spec, future.result()
-        except BaseException:  # SIGTERM, Ctrl-C, a failed image: stop the workers instead of waiting for them
-            running = list((getattr(pool, "_processes", None) or {}).values())  # no public API before Python 3.14
-            pool.shutdown(wait=False, cancel_futures=True)
-            for process in running:
-                process.terminate()
-            raise
+    specs = [spec for _, spec in todo]
+    prepare = functools.partial(_prepare_or_explain, reference=reference)
+    for position, prepared in numpy_map(prepare, specs, workers=min(workers, len(todo))):
+        index, spec = todo[position]
+        yield index, spec, prepared
 
 
 def _prepare_or_explain(spec: Any, reference: str) -> PreparedImage:
