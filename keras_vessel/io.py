@@ -97,9 +97,9 @@ def ensure_writable_dir(path: str | Path, *, what: str = "the output folder") ->
 def stderr_to_devnull() -> Iterator[None]:
     """Point file descriptor 2 at /dev/null for a while (C++ logging and child processes included).
 
-    Used around starting worker processes, which inherit the descriptor:
-    each imports TensorFlow, whose start-up lines would otherwise reach the
-    user's terminal. Python exceptions still propagate.
+    Used around starting worker processes, which inherit the descriptor: one
+    that imports TensorFlow would print its start-up lines on the user's
+    terminal. Python exceptions still propagate.
     """
     saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     try:

@@ -14,7 +14,8 @@ PACKAGE = REPO / "keras_vessel"
 # Lowest first. A module may import its own layer and the layers before it, never a later one.
 LAYERS = [
     ("core", ("keras_vessel.checks", "keras_vessel.config", "keras_vessel.errors", "keras_vessel.interrupts",
-              "keras_vessel.io", "keras_vessel.locks", "keras_vessel.progress", "keras_vessel.provenance")),
+              "keras_vessel.io", "keras_vessel.locks", "keras_vessel.progress", "keras_vessel.provenance",
+              "keras_vessel.workers")),
     ("data", ("keras_vessel.data",)),
     ("losses", ("keras_vessel.losses",)),
     ("models", ("keras_vessel.models",)),

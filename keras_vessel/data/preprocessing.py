@@ -24,7 +24,6 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
-from keras_vessel.data.scaling import image_fov, otsu_level
 from keras_vessel.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -288,6 +287,10 @@ def derive_fov(
     intensity = np.maximum(rgb[:, :, 0], luminance)
     foreground = None
     if threshold is None:
+        # TF ops, imported here so that prepare's workers (keras_vessel.workers) import TensorFlow only
+        # for the images whose FOV they derive
+        from keras_vessel.data.scaling import image_fov, otsu_level
+
         threshold = max(15.0, 0.06 * float(np.percentile(intensity, 99)))
         geometry = image_fov(image)
         if geometry.rule == "surround":

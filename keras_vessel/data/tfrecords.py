@@ -18,20 +18,22 @@ Per image, one `tf.train.Example` with:
 Shards are written under a temporary name, read back once, and renamed when
 complete; each shard's sidecar records the fingerprints of its images' input
 files and options (`SampleSpec.fingerprint`) and the shard's SHA-256, which the
-manifest lists too. Re-running `prepare` keeps a shard only when it holds
+manifest lists too. The same images prepared with the same options give
+the same bytes (`serialize`), in any process and with any number of workers,
+so the same checksums. Re-running `prepare` keeps a shard only when it holds
 exactly the requested images, unchanged, intact; anything else is prepared
 again, with a warning saying why. `verify_shards` checks the checksums
-before training.
+before training. With `workers > 1` the images are prepared in processes
+that import neither Keras nor TensorFlow (`keras_vessel.workers`).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
-import multiprocessing
 import platform
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,9 +43,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from keras_vessel.io import atomic_path, ensure_writable_dir, removed_if_failed, stderr_to_devnull, write_json_atomic
+from keras_vessel.io import atomic_path, ensure_writable_dir, removed_if_failed, write_json_atomic
 from keras_vessel.locks import folder_lock
 from keras_vessel.progress import progress
+from keras_vessel.workers import numpy_map
 
 SCHEMA_VERSION = 2  # 2: fov_diameter per image
 MANIFEST = "manifest.json"
@@ -145,7 +148,13 @@ def _png(array: np.ndarray) -> bytes:
 
 
 def serialize(prepared: PreparedImage) -> bytes:
-    """One image as a serialised `tf.train.Example` (see the module docstring)."""
+    """One image as a serialised `tf.train.Example` (see the module docstring).
+
+    The bytes depend on the arrays only, not on the process writing them: the
+    features are written in the order of their keys (a protobuf map's own order
+    differs between processes), so a shard's SHA-256 is the same whenever the
+    same images are prepared with the same options.
+    """
     import tensorflow as tf
 
     def bytes_feature(value: bytes) -> tf.train.Feature:
@@ -167,7 +176,7 @@ def serialize(prepared: PreparedImage) -> bytes:
         "tube": bytes_feature(_png(prepared.tube)),
         "id_mask": bytes_feature(prepared.id_mask.astype("<i4").tobytes()),
     }
-    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(deterministic=True)
 
 
 def parse_example(serialized: Any) -> dict[str, Any]:
@@ -385,21 +394,11 @@ def _map_prepare(todo: list[tuple[int, Any]], workers: int, reference: str):
         for index, spec in todo:
             yield index, spec, _prepare_or_explain(spec, reference)
         return
-    # spawn, not fork: the parent may already hold TensorFlow's threads
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        with stderr_to_devnull():  # the workers (started here) would print TensorFlow's start-up lines
-            futures = {pool.submit(_prepare_or_explain, spec, reference): (index, spec) for index, spec in todo}
-        try:
-            for future in concurrent.futures.as_completed(futures):
-                index, spec = futures[future]
-                yield index, spec, future.result()
-        except BaseException:  # SIGTERM, Ctrl-C, a failed image: stop the workers instead of waiting for them
-            running = list((getattr(pool, "_processes", None) or {}).values())  # no public API before Python 3.14
-            pool.shutdown(wait=False, cancel_futures=True)
-            for process in running:
-                process.terminate()
-            raise
+    specs = [spec for _, spec in todo]
+    prepare = functools.partial(_prepare_or_explain, reference=reference)
+    for position, prepared in numpy_map(prepare, specs, workers=min(workers, len(todo))):
+        index, spec = todo[position]
+        yield index, spec, prepared
 
 
 def _prepare_or_explain(spec: Any, reference: str) -> PreparedImage:

@@ -1,8 +1,8 @@
 """`keras-vessel demo`, the README's main job, end to end on the built-in synthetic set (1 epoch).
 
-It prepares with `--workers 1`: spawning prepare's worker processes (each imports TensorFlow) costs more
-than the 28 small synthetic images take. tests/cli/test_failures.py checks that a parallel prepare writes
-what a serial one does (test_a_parallel_prepare_shows_no_cuda_probing_and_writes_what_a_serial_one_does).
+It prepares with `--workers 1`: the 28 small synthetic images take about as long as starting prepare's
+worker processes. tests/cli/test_failures.py checks that a parallel prepare writes what a serial one does
+(test_a_parallel_prepare_shows_no_cuda_probing_and_writes_what_a_serial_one_does).
 """
 
 from __future__ import annotations

@@ -205,8 +205,7 @@ def test_a_huge_image_is_one_logged_sentence(tmp_path, monkeypatch, caplog):
 def test_a_parallel_prepare_shows_no_cuda_probing_and_writes_what_a_serial_one_does(tmp_path):
     """`keras-vessel prepare --dataset synthetic ...` on a machine without a GPU printed
     `Could not find cuda drivers` and `failed call to cuInit` from TensorFlow and from each worker.
-    Its two workers' records are also the only check that a parallel prepare writes the same shards and
-    manifest as a serial one (the demo test prepares with --workers 1)."""
+    Its two workers must also write the same files as one (the same manifest, so the same shard checksums)."""
     environment = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
     done = subprocess.run([*KERAS_VESSEL, "prepare", "--dataset", "synthetic", "--split", "test", "--out",
                            str(tmp_path / "out"), "--workers", "2"],
@@ -218,20 +217,8 @@ def test_a_parallel_prepare_shows_no_cuda_probing_and_writes_what_a_serial_one_d
     result = run("prepare", "--dataset", "synthetic", "--split", "test", "--out", tmp_path / "serial", "--quiet",
                  "--workers", "1")
     assert result.exit_code == 0, show(result)
-    parallel, serial = (_manifest_and_examples(tmp_path / folder) for folder in ("out", "serial"))
-    assert len(parallel[1]) == 8 and parallel == serial
-
-
-def _manifest_and_examples(out: Path) -> tuple[dict, list]:
-    """A prepared folder's manifest without the shards' checksums, and every record as a tf.train.Example
-    (the same examples can be written as other bytes: a protobuf map's order differs between processes)."""
-    import tensorflow as tf
-
-    manifest = json.loads((out / "manifest.json").read_text())
-    del manifest["shard_sha256"]
-    examples = [tf.train.Example.FromString(record.numpy()) for shard in sorted(out.glob("*.tfrecord.gz"))
-                for record in tf.data.TFRecordDataset(str(shard), compression_type="GZIP")]
-    return manifest, examples
+    parallel, serial = (json.loads((tmp_path / folder / "manifest.json").read_text()) for folder in ("out", "serial"))
+    assert len(parallel["images"]) == 8 and parallel == serial
 
 
 def _looks_finished_and_is_whole(out: Path) -> None:

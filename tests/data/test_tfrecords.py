@@ -1,18 +1,32 @@
-"""Prepared records: round trip, resumable shards, manifest, bad input."""
+"""Prepared records: round trip, the same bytes in any process, resumable shards, manifest, bad input."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from keras_vessel.data.datasets import open_dataset
 from keras_vessel.data.segments import build_id_mask, skeleton_tube
-from keras_vessel.data.tfrecords import PrepareError, read_manifest, read_records, write_dataset
+from keras_vessel.data.tfrecords import PrepareError, file_sha256, read_manifest, read_records, write_dataset
+
+SYNTHETIC = {"count": 3, "size": 96, "seed": 5}
+# `prepared` again, in another process: python -c PREPARE OUT WORKERS
+PREPARE = f"""
+import sys
+from keras_vessel.data.datasets import open_dataset
+from keras_vessel.data.tfrecords import write_dataset
+specs = open_dataset("synthetic", None, "training", **{SYNTHETIC!r})
+write_dataset(specs, sys.argv[1], dataset="synthetic", split="training", images_per_shard=2,
+              workers=int(sys.argv[2]), show_progress=False)
+"""
 
 
 @pytest.fixture(scope="module")
 def specs():
-    return open_dataset("synthetic", None, "training", count=3, size=96, seed=5)
+    return open_dataset("synthetic", None, "training", **SYNTHETIC)
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +50,30 @@ def test_round_trip_equals_the_sources(specs, prepared):
         np.testing.assert_array_equal(record["tube"].numpy() > 0, skeleton_tube(sample.label & sample.fov))
         assert record["clahe"].numpy().shape == sample.image.shape
         assert record["id_mask"].dtype.name == "int32"
+
+
+@pytest.mark.slow
+def test_the_same_images_are_the_same_bytes_in_any_process_with_any_workers(prepared, tmp_path):
+    """Preparing the same input in two processes gave shards of different SHA-256s: protobuf wrote the features
+    (a map) in an order that differs between processes (whatever PYTHONHASHSEED). Here the fixture's folder
+    (this process, one worker) and the same images prepared in two other processes with other hash seeds, one
+    with 1 worker, one with 2, must hold the same files, byte for byte."""
+    folders = {workers: tmp_path / f"workers-{workers}" for workers in (1, 2)}
+    processes = [subprocess.Popen([sys.executable, "-c", PREPARE, str(folder), str(workers)], text=True,
+                                  env=dict(os.environ, PYTHONHASHSEED=str(10 + workers)), stderr=subprocess.PIPE)
+                 for workers, folder in folders.items()]
+    for process in processes:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr
+    out, _ = prepared
+    expected = _checksums(out)
+    assert len(expected) == 5  # 2 shards, their sidecars, the manifest
+    for workers, folder in folders.items():
+        assert _checksums(folder) == expected, f"prepared with {workers} worker(s)"
+
+
+def _checksums(folder) -> dict[str, str]:
+    return {path.name: file_sha256(path) for path in sorted(folder.glob("*")) if path.suffix in (".gz", ".json")}
 
 
 def test_manifest_describes_the_images(specs, prepared):

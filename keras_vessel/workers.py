@@ -1,0 +1,78 @@
+"""Worker processes for NumPy work (prepare's ID masks): fresh interpreters without Keras and TensorFlow.
+
+`numpy_map(function, items, workers=N)` runs `function` on every item in N
+spawned processes (the caller may hold TensorFlow's threads, which a fork
+would copy half-way) and yields the results as they finish. A spawned process
+imports the modules its work names, so `keras_vessel/__init__` runs there; it
+registers the custom Keras objects except where `in_numpy_worker()`, because
+that imports Keras and TensorFlow: about 7 s of CPU per process, more than
+preparing DRIVE's 20 images takes. `numpy_map` starts its processes with
+`NUMPY_WORKER` in their environment, so the work sent to them must not need
+the custom Keras objects; a function that uses TensorFlow imports it itself
+(`keras_vessel.data.preprocessing.derive_fov` does).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TypeVar
+
+from keras_vessel.io import stderr_to_devnull
+
+NUMPY_WORKER = "KERAS_VESSEL_NUMPY_WORKER"
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def in_numpy_worker() -> bool:
+    """Whether this process is one `numpy_map` started (its environment sets `NUMPY_WORKER` to "1")."""
+    return os.environ.get(NUMPY_WORKER) == "1"
+
+
+def numpy_map(function: Callable[[T], R], items: Sequence[T], *, workers: int) -> Iterator[tuple[int, R]]:
+    """Yield `(i, function(items[i]))` for every item, in the order they finish, computed in `workers` processes.
+
+    `function` and the items must be picklable, and `function` must not need
+    the custom Keras objects (see the module docstring). The processes' stderr
+    is /dev/null: what a library prints while starting there (TensorFlow's
+    CUDA probing) stays off the terminal; exceptions come back here. The first
+    exception `function` raises is raised here. Then, and when the caller
+    stops early (an exception, Ctrl-C, SIGTERM, closing the generator), the
+    processes are terminated at once and the items not started are dropped,
+    rather than waited for.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an int >= 1, got {workers!r} (type {type(workers).__name__})")
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        # a spawning pool starts its processes in `submit`: they inherit this environment and stderr
+        with stderr_to_devnull(), _environment(NUMPY_WORKER, "1"):
+            futures = {pool.submit(function, item): position for position, item in enumerate(items)}
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                yield futures[future], future.result()
+        except BaseException:  # stop the workers instead of waiting for them
+            running = list((getattr(pool, "_processes", None) or {}).values())  # no public API before Python 3.14
+            pool.shutdown(wait=False, cancel_futures=True)
+            for process in running:
+                process.terminate()
+            raise
+
+
+@contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """Set the environment variable `name` to `value` for the block, then restore what it was."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous

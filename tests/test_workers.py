@@ -1,0 +1,64 @@
+"""Worker processes for NumPy work: results, failures, and no Keras or TensorFlow in them.
+
+This module is imported by the workers it starts (they run `prepare_and_list_imports`), so it imports
+neither Keras nor TensorFlow itself.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from keras_vessel.workers import NUMPY_WORKER, in_numpy_worker, numpy_map
+
+HEAVY = ("tensorflow", "keras")
+
+
+def prepare_and_list_imports(spec) -> tuple[str, bool, list[str]]:
+    """What prepare's workers do with one sample, then which heavy modules that imported."""
+    from keras_vessel.data.tfrecords import prepare_sample
+
+    prepared = prepare_sample(spec)
+    return prepared.name, in_numpy_worker(), [name for name in HEAVY if name in sys.modules]
+
+
+def test_prepare_workers_import_neither_keras_nor_tensorflow():
+    """`keras-vessel prepare --workers 2` was slower than --workers 1: each worker imported TensorFlow (7 s of CPU)
+    through `keras_vessel/__init__` and `preprocessing`, though it computes NumPy arrays only."""
+    from keras_vessel.data.datasets import open_dataset
+
+    specs = open_dataset("synthetic", None, "training", count=2, size=64)
+    results = dict(numpy_map(prepare_and_list_imports, specs, workers=2))
+    assert sorted(results) == [0, 1]
+    assert [results[i] for i in (0, 1)] == [(spec.name, True, []) for spec in specs]
+    assert NUMPY_WORKER not in os.environ and not in_numpy_worker()
+
+
+def test_the_modules_a_worker_imports_do_not_load_tensorflow():
+    """What unpickling prepare's work imports (the worker's module, the dataset readers, the ID masks) in a fresh
+    interpreter with the workers' environment: neither TensorFlow nor Keras."""
+    modules = ["keras_vessel.data.tfrecords", "keras_vessel.data.datasets", "keras_vessel.data.segments",
+               "keras_vessel.data.preprocessing"]
+    code = f"import sys\nimport {', '.join(modules)}\nprint([name for name in {HEAVY!r} if name in sys.modules])"
+    done = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, **{NUMPY_WORKER: "1"}),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_numpy_map_yields_each_result_with_its_position():
+    assert sorted(numpy_map(int, ["3", "1", "2"], workers=2)) == [(0, 3), (1, 1), (2, 2)]
+
+
+def test_numpy_map_raises_the_failure_of_a_worker():
+    with pytest.raises(ValueError, match="invalid literal for int.*'x'"):
+        list(numpy_map(int, ["1", "x", "2"], workers=2))
+
+
+@pytest.mark.parametrize("workers", [0, 1.5, True])
+def test_numpy_map_rejects_a_bad_number_of_workers(workers):
+    with pytest.raises(ValueError, match=f"workers must be an int >= 1, got {workers!r}"):
+        list(numpy_map(int, ["1"], workers=workers))
