@@ -126,8 +126,23 @@ def test_scale_help_names_multi_and_its_threshold():
         assert result.exit_code == 0 and "'multi'" in said and threshold in said, show_result(result)
 
 
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory) -> Path:
+    """A `folder` dataset: training/ and test/, two small synthetic photographs each, with their labels."""
+    from keras_vessel.data.datasets import open_dataset
+
+    root = tmp_path_factory.mktemp("labelled")
+    specs = open_dataset("synthetic", None, "training", count=4, size=96, seed=5)
+    for index, spec in enumerate(specs):
+        sample, split = spec.load(), ("training", "test")[index % 2]
+        for folder, array in (("images", sample.image), ("labels", sample.label.astype(np.uint8) * 255)):
+            (root / split / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.ascontiguousarray(array)).save(root / split / folder / f"{sample.name}.png")
+    return root
+
+
 def test_evaluate_chooses_the_fused_threshold_and_predict_at_multi_masks_with_it(tiny_model_file, photographs,
-                                                                                 tmp_path):
+                                                                                 labelled, tmp_path):
     import shutil
 
     from keras_vessel.data.datasets import open_dataset
@@ -138,12 +153,12 @@ def test_evaluate_chooses_the_fused_threshold_and_predict_at_multi_masks_with_it
     model_path = tmp_path / "model" / "tiny.keras"  # its own folder: the thresholds are written beside it
     model_path.parent.mkdir()
     shutil.copyfile(tiny_model_file(fov_diameter=DIAMETER, head_gain=3.0), model_path)
-    result = run_cli("evaluate", "--model", model_path, "--dataset", "synthetic", "--output", tmp_path / "eval",
-                     "--scale", "multi", "--threshold", "train", "--training-root", tmp_path, "--no-overlays",
-                     "--quiet")
+    result = run_cli("evaluate", "--model", model_path, "--dataset", "folder", "--root", labelled, "--split", "test",
+                     "--output", tmp_path / "eval", "--scale", "multi", "--threshold", "train", "--training-root",
+                     labelled, "--no-overlays", "--quiet")
     assert result.exit_code == 0 and "chosen at --scale multi" in result.stderr, show_result(result)
     model = load_inference_model(model_path)
-    expected = choose_training_threshold(model, open_dataset("synthetic", None, "training"), progress=False,
+    expected = choose_training_threshold(model, open_dataset("folder", labelled, "training"), progress=False,
                                          predict_options={"scale": "multi"})
     stored = json.loads(model_path.with_name("threshold_multi.json").read_text())
     assert stored["threshold"] == pytest.approx(expected) and stored["scale"] == "multi"
