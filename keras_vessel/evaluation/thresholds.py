@@ -7,9 +7,9 @@ beside the model as ``threshold.json`` (``threshold_tta_<mode>.json`` for
 test-time augmentation, ``threshold_multi.json`` for fused resolutions,
 `threshold_path`) by `save_threshold` and read by `load_threshold`.
 `choose_run_threshold` does this for a finished training run (what
-`keras-vessel train` runs after training), at the model's own scale and, for
-a model that records its training scale, at ``--scale multi``. `Threshold` carries a value with
-the rule that produced it, so reports never show a number out of context.
+`keras-vessel train` runs after training), at each of `THRESHOLD_SCALES` the
+model can run at. `Threshold` carries a value with the rule that produced it,
+so reports never show a number out of context.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ __all__ = [
     "OWN_IMAGES_RULE",
     "ImagesThreshold",
     "THRESHOLD_FILENAME",
+    "THRESHOLD_SCALES",
     "TRAINING_RULE",
     "Threshold",
     "choose_run_threshold",
@@ -50,6 +51,8 @@ __all__ = [
 ]
 
 THRESHOLD_FILENAME = "threshold.json"
+# The scales a threshold is chosen at (`threshold_scale`): the model's own, and fused resolutions.
+THRESHOLD_SCALES = ("auto", "multi")
 TRAINING_RULE = "accuracy-optimal threshold chosen on the training images (pooled FOV accuracy)"
 # The threshold of a model fine-tuned on a few photographs (`leave_one_image_out_threshold`).
 LEAVE_ONE_OUT_MIN_IMAGES = 3
@@ -152,7 +155,7 @@ def threshold_paths(model_path: str | Path) -> list[Path]:
     """Every file `threshold_path` may name beside `model_path` (each TTA mode at each threshold scale)."""
     from keras_vessel.models.inference import TTA_MODES
 
-    return [threshold_path(model_path, tta, scale) for tta in TTA_MODES for scale in ("auto", "multi")]
+    return [threshold_path(model_path, tta, scale) for tta in TTA_MODES for scale in THRESHOLD_SCALES]
 
 
 def save_threshold(
@@ -374,7 +377,7 @@ def choose_run_threshold(run_dir: str | Path, *, progress: bool = True) -> float
     model = load_inference_model(run.model_path, heads=config.train.heads)
     dataset = combined_manifest(folders)["dataset"]
     chosen = {}
-    for scale in ("auto", "multi") if model_fov_diameter(model) is not None else ("auto",):
+    for scale in THRESHOLD_SCALES if model_fov_diameter(model) is not None else THRESHOLD_SCALES[:1]:
         value = choose_training_threshold(model, samples, progress=progress, predict_options={"scale": scale})
         save_threshold(run.model_path, value, heads=config.train.heads, dataset=dataset, images=len(samples),
                        scale=scale)
