@@ -47,3 +47,28 @@ def test_sharpness_falls_when_a_photograph_is_enlarged_past_its_detail():
     at_own_size = ppr.sharpness(image, fov, 380.0, 380.0)
     enlarged = ppr.sharpness(image, fov, 380.0, 760.0)
     assert enlarged < 0.8 * at_own_size
+
+
+def test_h7_store_gives_a_model_its_fused_threshold_only_from_its_own_training_images(tiny_model_file,
+                                                                                      synthetic_records, tmp_path):
+    import shutil
+
+    from experiments import fused_threshold as ft
+    from keras_vessel.data.tfrecords import read_samples
+    from keras_vessel.evaluation import choose_training_threshold, load_threshold, save_threshold
+    from keras_vessel.models.inference import load_inference_model
+
+    model_path = tmp_path / "model.keras"
+    shutil.copyfile(tiny_model_file(fov_diameter=80.0, head_gain=3.0), model_path)
+    records = synthetic_records(count=4, size=96, seed=2)
+    model, samples = load_inference_model(model_path), read_samples([records])
+    own = choose_training_threshold(model, samples, progress=False, predict_options={"scale": "auto"})
+    save_threshold(model_path, own + 0.01, heads="mean", images=len(samples))  # not chosen on these images
+    with pytest.raises(SystemExit, match="not its training images"):
+        ft.store_fused_threshold(model_path, [records])
+    assert not (tmp_path / "threshold_multi.json").exists()
+    save_threshold(model_path, own, heads="mean", images=len(samples))
+    stored = ft.store_fused_threshold(model_path, [records])
+    fused = choose_training_threshold(model, samples, progress=False, predict_options={"scale": "multi"})
+    assert stored["fused"] == fused == load_threshold(model_path, scale="multi")["threshold"]
+    assert load_threshold(model_path)["threshold"] == own  # the own-scale threshold is left as it was
