@@ -13,7 +13,7 @@ decimals: the same maps.
 
 Resumable: each camera's threshold and scores are written to ``--results`` as soon as they are computed.
 
-``--store MODEL --records FOLDER ...`` gives a model trained before `train` chose both thresholds (the bundled
+``--store MODEL --records FOLDER ...`` (no ``--runs``) gives a model trained before `train` chose both thresholds (the bundled
 ``general_unet``) its ``threshold_multi.json``: chosen on the prepared records of its training images, after
 checking that the threshold chosen on them at the model's own scale is its stored ``threshold.json`` (the same
 images), within `SAME_THRESHOLD`.
@@ -122,7 +122,7 @@ def save(path: Path, results: dict[str, Any]) -> None:
 def main() -> None:
     from keras_vessel.evaluation.thresholds import load_threshold
 
-    parser = screen_parser(__doc__.splitlines()[0])
+    parser = screen_parser(__doc__.splitlines()[0], runs_required=False)
     parser.add_argument("--results", type=Path, help="Results JSON (resumable).")
     parser.add_argument("--reference-results", type=Path,
                         help="The multi_resolution screen's results (entry k), whose fuse3 AUC must be matched.")
@@ -135,8 +135,8 @@ def main() -> None:
             parser.error("--store needs --records")
         print(json.dumps(store_fused_threshold(arguments.store, arguments.records), indent=1))
         return
-    if arguments.results is None or arguments.reference_results is None:
-        parser.error("--results and --reference-results are required (or --store)")
+    if arguments.runs is None or arguments.results is None or arguments.reference_results is None:
+        parser.error("--runs, --results and --reference-results are required (or --store)")
     results = json.loads(arguments.results.read_text()) if arguments.results.exists() else {}
     reference = json.loads(arguments.reference_results.read_text())
     for camera in arguments.only:

@@ -131,10 +131,10 @@ def screen(rows: list[dict[str, str]], runs: Path) -> list[str]:
     return lines
 
 
-def screen_parser(description: str) -> argparse.ArgumentParser:
+def screen_parser(description: str, *, runs_required: bool = True) -> argparse.ArgumentParser:
     """The options the resolution screens share: the leave-one-camera-out runs and the datasets."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--runs", type=Path, required=True, help="The leave-one-camera-out runs folder.")
+    parser.add_argument("--runs", type=Path, required=runs_required, help="The leave-one-camera-out runs folder.")
     parser.add_argument("--data", type=Path, default=SHARED, help="Folder with the five datasets.")
     return parser
 
