@@ -72,6 +72,29 @@ def test_the_same_images_are_the_same_bytes_in_any_process_with_any_workers(prep
         assert _checksums(folder) == expected, f"prepared with {workers} worker(s)"
 
 
+def test_a_derived_fov_is_prepared_the_same_by_workers_and_in_this_process(tmp_path):
+    """The folder reader without masks derives each FOV (as CHASE_DB1's, STARE's, ORVS's readers): its TensorFlow
+    step is measured in this process and the rest done in the workers, with the same bytes as one worker."""
+    from PIL import Image
+
+    from keras_vessel.data.preprocessing import derive_fov
+
+    photos = tmp_path / "photos"
+    for spec in open_dataset("synthetic", None, "training", **SYNTHETIC):
+        sample = spec.load()
+        for folder, pixels in (("images", sample.image), ("labels", sample.label.astype(np.uint8) * 255)):
+            (photos / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(photos / folder / f"{spec.name}.png")
+    specs = open_dataset("folder", photos)
+    for workers in (1, 2):
+        write_dataset(specs, tmp_path / f"workers-{workers}", dataset="folder", split="all", images_per_shard=2,
+                      workers=workers, show_progress=False)
+    assert _checksums(tmp_path / "workers-2") == _checksums(tmp_path / "workers-1")
+    for record in read_records(tmp_path / "workers-2"):
+        image = record["image"].numpy()
+        np.testing.assert_array_equal(record["fov"].numpy() > 0, derive_fov(image))
+
+
 def _checksums(folder) -> dict[str, str]:
     return {path.name: file_sha256(path) for path in sorted(folder.glob("*")) if path.suffix in (".gz", ".json")}
 
