@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import logging
 import platform
@@ -45,7 +44,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from keras_vessel.io import atomic_path, ensure_writable_dir, removed_if_failed, write_json_atomic
+from keras_vessel.io import atomic_path, ensure_writable_dir, file_sha256, removed_if_failed, write_json_atomic
 from keras_vessel.locks import folder_lock
 from keras_vessel.progress import progress
 from keras_vessel.workers import numpy_map
@@ -356,20 +355,6 @@ def _verify_readable(path: Path, count: int, *, shown: Path) -> None:
                            "check the disk and run prepare again") from None
     if parsed != count:
         raise PrepareError(f"{shown} holds {parsed} records after writing, expected {count}; run prepare again")
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    with Path(path).open("rb") as handle:
-        return stream_sha256(handle)
-
-
-def stream_sha256(handle) -> str:
-    """Hex SHA-256 of what a binary file object holds from its position on, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    for block in iter(lambda: handle.read(1 << 20), b""):
-        digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_shards(records_dir: str | Path) -> None:

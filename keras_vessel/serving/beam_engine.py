@@ -38,7 +38,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, Predi
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from keras_vessel.errors import PipelineError
-from keras_vessel.io import describe_os_error, ensure_writable_dir, write_bytes_atomic
+from keras_vessel.io import describe_os_error, ensure_writable_dir, stream_sha256, write_bytes_atomic
 from keras_vessel.serving.prediction import (
     FAILURES_CSV,
     OUTPUT_MARKER,
@@ -139,8 +139,6 @@ class BeamFiles:
 
     @staticmethod
     def sha256(text: str) -> str:
-        from keras_vessel.data.tfrecords import stream_sha256
-
         with FileSystems.open(text, compression_type="uncompressed") as handle:
             return stream_sha256(handle)
 

@@ -29,7 +29,7 @@ from keras_vessel.models.inference import check_tile_size, check_tta
 from keras_vessel.checks import FUSIONS
 from keras_vessel.data.preprocessing import IMAGE_SUFFIXES
 from keras_vessel.errors import OutputError
-from keras_vessel.io import ensure_writable_dir, removed_if_failed, write_png_atomic, write_text_atomic
+from keras_vessel.io import ensure_writable_dir, file_sha256, removed_if_failed, write_png_atomic, write_text_atomic
 
 __all__ = ["FAILURES_CSV", "FAILURE_COLUMNS", "OUTPUT_MARKER", "OUTPUT_SUFFIXES", "OVERLAY_COLOUR", "SETTINGS",
            "DoneCheck", "InputError", "LocalFiles", "Located", "Maps", "PhotographWork", "PredictReport",
@@ -146,8 +146,6 @@ class LocalFiles:
 
     @staticmethod
     def sha256(text: str) -> str:
-        from keras_vessel.data.tfrecords import file_sha256
-
         return file_sha256(text)
 
 

@@ -220,6 +220,24 @@ def test_what_loading_needs_of_tensorflow_is_measured_apart(tmp_path):
             assert not here.fov.all() and here.fov.any(), reader
 
 
+def test_a_fingerprint_is_of_the_name_the_files_whole_and_the_options(tmp_path):
+    """What prepared records keep of a sample's inputs (`SampleSpec.fingerprint`), read in blocks
+    (`keras_vessel.io.update_digest`): a file of several blocks counts whole, as read at once here."""
+    import hashlib
+
+    from keras_vessel.data.datasets.base import file_spec
+
+    image, label = tmp_path / "big.png", tmp_path / "big_label.png"  # never decoded: only read
+    image.write_bytes(np.random.default_rng(0).bytes(2 * (1 << 20) + 12345))
+    label.write_bytes(b"label")
+    spec = file_spec("big", image, label, None, None, fov_threshold=20)
+    expected = hashlib.sha256(b"big")
+    for part in (b"'big'", b"big.png", image.read_bytes(), b"big_label.png", b"label", b"None", b"None",
+                 b"('fov_threshold', 20)"):
+        expected.update(part)
+    assert spec.fingerprint() == expected.hexdigest()
+
+
 def test_drive_wrong_layout_says_what_was_expected(tmp_path):
     (tmp_path / "flat").mkdir()
     with pytest.raises(DatasetError, match=re.escape("expected <root>/training/images/*_training.tif")):

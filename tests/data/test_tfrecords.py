@@ -10,7 +10,8 @@ import pytest
 
 from keras_vessel.data.datasets import open_dataset
 from keras_vessel.data.segments import build_id_mask, skeleton_tube
-from keras_vessel.data.tfrecords import PrepareError, file_sha256, read_manifest, read_records, write_dataset
+from keras_vessel.data.tfrecords import PrepareError, read_manifest, read_records, write_dataset
+from keras_vessel.io import file_sha256
 
 SYNTHETIC = {"count": 3, "size": 96, "seed": 5}
 # `prepared` again, in another process: python -c PREPARE OUT WORKERS

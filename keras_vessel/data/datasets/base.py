@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from keras_vessel.errors import DatasetError
+from keras_vessel.io import update_digest
 from keras_vessel.data.preprocessing import derive_fov, fov_cut, read_image, read_mask
 
 SPLITS = ("training", "test", "all")
@@ -62,8 +63,7 @@ class SampleSpec:
             if isinstance(argument, Path):
                 digest.update(argument.name.encode())
                 with argument.open("rb") as handle:
-                    for block in iter(lambda: handle.read(1 << 20), b""):
-                        digest.update(block)
+                    update_digest(digest, handle)
             else:
                 digest.update(repr(argument).encode())
         return digest.hexdigest()
