@@ -44,18 +44,13 @@ def test_prepare_workers_derive_a_fov_without_tensorflow(tmp_path):
     """Where the FOV is derived from the photograph (CHASE_DB1, STARE, ORVS, the folder reader without masks) the
     workers imported TensorFlow for `derive_fov`'s scale rule (CHASE_DB1: --workers 2 twice as slow as 1); its
     TensorFlow step is now measured here, and the workers derive the same FOV from it."""
-    from PIL import Image
+    from helpers import folder_of_photographs  # here: the workers import this module, and helpers imports Keras
 
     from keras_vessel.data.datasets import open_dataset
     from keras_vessel.data.preprocessing import derive_fov
     from keras_vessel.data.tfrecords import measure_sample
 
-    for spec in open_dataset("synthetic", None, "training", count=2, size=80, seed=4):
-        sample = spec.load()
-        for folder, pixels in (("images", sample.image), ("labels", sample.label.astype(np.uint8) * 255)):
-            (tmp_path / folder).mkdir(exist_ok=True)
-            Image.fromarray(pixels).save(tmp_path / folder / f"{spec.name}.png")
-    specs = open_dataset("folder", tmp_path)  # no masks/: derived
+    specs = open_dataset("folder", folder_of_photographs(tmp_path, count=2, size=80, seed=4))  # FOVs derived
     assert all(spec.measure is not None for spec in specs)
     results = dict(numpy_map(prepare_and_list_imports, ((spec, measure_sample(spec)) for spec in specs), workers=2))
     for position, spec in enumerate(specs):

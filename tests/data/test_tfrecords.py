@@ -76,17 +76,11 @@ def test_the_same_images_are_the_same_bytes_in_any_process_with_any_workers(prep
 def test_a_derived_fov_is_prepared_the_same_by_workers_and_in_this_process(tmp_path):
     """The folder reader without masks derives each FOV (as CHASE_DB1's, STARE's, ORVS's readers): its TensorFlow
     step is measured in this process and the rest done in the workers, with the same bytes as one worker."""
-    from PIL import Image
+    from helpers import folder_of_photographs
 
     from keras_vessel.data.preprocessing import derive_fov
 
-    photos = tmp_path / "photos"
-    for spec in open_dataset("synthetic", None, "training", **SYNTHETIC):
-        sample = spec.load()
-        for folder, pixels in (("images", sample.image), ("labels", sample.label.astype(np.uint8) * 255)):
-            (photos / folder).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels).save(photos / folder / f"{spec.name}.png")
-    specs = open_dataset("folder", photos)
+    specs = open_dataset("folder", folder_of_photographs(tmp_path / "photos", **SYNTHETIC))
     for workers in (1, 2):
         write_dataset(specs, tmp_path / f"workers-{workers}", dataset="folder", split="all", images_per_shard=2,
                       workers=workers, show_progress=False)
