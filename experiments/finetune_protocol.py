@@ -251,7 +251,7 @@ def score_model(model_path: Path, samples: Sequence, output: Path, *, camera: st
 
 
 def _model(path: Path) -> dict[str, str]:
-    from keras_vessel.data.tfrecords import file_sha256
+    from keras_vessel.io import file_sha256
 
     return {"path": str(path), "sha256": file_sha256(path)}
 

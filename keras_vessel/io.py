@@ -3,12 +3,14 @@
 A write that fails for want of space, quota or permission raises an OSError naming the file it was
 writing (`as_os_error`), also when the writer was TensorFlow, whose file errors carry only the text;
 `describe_os_error` makes it one sentence saying what to do. Folders written under a temporary name
-(`staging_dir`) say which process owns them, so those of a killed process can be removed.
+(`staging_dir`) say which process owns them, so those of a killed process can be removed. Files' SHA-256
+(`file_sha256`, `stream_sha256`, `update_digest`) are read here too, in blocks.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -57,6 +59,25 @@ def umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def update_digest(digest: Any, handle) -> Any:
+    """Feed `digest` (a `hashlib` object) what the binary file object `handle` holds from its position on,
+    read in 1 MiB blocks (a large photograph or shard is never read whole); returns `digest`."""
+    for block in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(block)
+    return digest
+
+
+def stream_sha256(handle) -> str:
+    """Hex SHA-256 of what a binary file object holds from its position on (`update_digest`)."""
+    return update_digest(hashlib.sha256(), handle).hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    with Path(path).open("rb") as handle:
+        return stream_sha256(handle)
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:

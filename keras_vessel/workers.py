@@ -8,16 +8,20 @@ registers the custom Keras objects except where `in_numpy_worker()`, because
 that imports Keras and TensorFlow: about 7 s of CPU per process, more than
 preparing DRIVE's 20 images takes. `numpy_map` starts its processes with
 `NUMPY_WORKER` in their environment, so the work sent to them must not need
-the custom Keras objects; a function that uses TensorFlow imports it itself
-(`keras_vessel.data.preprocessing.derive_fov` does).
+the custom Keras objects, nor TensorFlow: what needs it is computed by the
+caller and sent with the work (prepare measures each derived field of view,
+`keras_vessel.data.datasets.SampleSpec.measure`, and its workers derive it with
+`keras_vessel.data.preprocessing.derive_fov(..., cut=...)`). A function that
+imports TensorFlow anyway still works, at that price in every process.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import multiprocessing
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -34,32 +38,47 @@ def in_numpy_worker() -> bool:
     return os.environ.get(NUMPY_WORKER) == "1"
 
 
-def numpy_map(function: Callable[[T], R], items: Sequence[T], *, workers: int) -> Iterator[tuple[int, R]]:
-    """Yield `(i, function(items[i]))` for every item, in the order they finish, computed in `workers` processes.
+def numpy_map(function: Callable[[T], R], items: Iterable[T], *, workers: int) -> Iterator[tuple[int, R]]:
+    """Yield `(i, function(item i))` for every item, in the order they finish, computed in `workers` processes.
 
     `function` and the items must be picklable, and `function` must not need
-    the custom Keras objects (see the module docstring). The processes' stderr
-    is /dev/null: what a library prints while starting there (TensorFlow's
-    CUDA probing) stays off the terminal; exceptions come back here. The first
-    exception `function` raises is raised here. Then, and when the caller
-    stops early (an exception, Ctrl-C, SIGTERM, closing the generator), the
-    processes are terminated at once and the items not started are dropped,
-    rather than waited for.
+    the custom Keras objects (see the module docstring). Items are taken from
+    `items` as the workers need them, at most `2 * workers` ahead of the
+    results yielded, so that a generator making them in this process (prepare
+    measuring each photograph's field of view) runs beside the workers and
+    holds few at once. The processes' stderr is /dev/null: what a library
+    prints while starting there (TensorFlow's CUDA probing) stays off the
+    terminal; exceptions come back here. The first exception `function` (or
+    `items`) raises is raised here. Then, and when the caller stops early (an
+    exception, Ctrl-C, SIGTERM, closing the generator), the processes are
+    terminated at once and the items not started are dropped, rather than
+    waited for.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r} (type {type(workers).__name__})")
     context = multiprocessing.get_context("spawn")
+    source = enumerate(items)
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        # a spawning pool starts its processes in `submit`: they inherit this environment and stderr
-        with stderr_to_devnull(), _environment(NUMPY_WORKER, "1"):
-            futures = {pool.submit(function, item): position for position, item in enumerate(items)}
+        running: dict[concurrent.futures.Future, int] = {}
+
+        def submit(count: int) -> None:
+            for position, item in itertools.islice(source, count):
+                # a spawning pool starts its processes in `submit`: they inherit this environment and stderr
+                with stderr_to_devnull(), _environment(NUMPY_WORKER, "1"):
+                    running[pool.submit(function, item)] = position
+
         try:
-            for future in concurrent.futures.as_completed(futures):
-                yield futures[future], future.result()
+            submit(2 * workers)
+            while running:
+                finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in finished:
+                    position, result = running.pop(future), future.result()
+                    submit(1)  # before the caller takes its time with the result: the workers stay busy
+                    yield position, result
         except BaseException:  # stop the workers instead of waiting for them
-            running = list((getattr(pool, "_processes", None) or {}).values())  # no public API before Python 3.14
+            processes = list((getattr(pool, "_processes", None) or {}).values())  # no public API before 3.14
             pool.shutdown(wait=False, cancel_futures=True)
-            for process in running:
+            for process in processes:
                 process.terminate()
             raise
 

@@ -203,6 +203,22 @@ def fundus_disc(seed: int, shape: tuple[int, int]) -> np.ndarray:
     return image
 
 
+def folder_of_photographs(folder: Path, **synthetic: Any) -> Path:
+    """`folder` holding ``images/NAME.png`` and ``labels/NAME.png`` of the synthetic generator's training samples
+    (``synthetic``: `open_dataset`'s options, e.g. ``count=2, size=80, seed=4``): a ``--dataset folder`` layout
+    without masks/, whose FOVs are derived from the photographs as CHASE_DB1's are."""
+    from PIL import Image
+
+    from keras_vessel.data.datasets import open_dataset
+
+    for spec in open_dataset("synthetic", None, "training", **synthetic):
+        sample = spec.load()
+        for kind, pixels in (("images", sample.image), ("labels", sample.label.astype(np.uint8) * 255)):
+            (folder / kind).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(folder / kind / f"{spec.name}.png")
+    return folder
+
+
 def run_cli(*args: Any) -> Any:
     """``keras-vessel ARGS`` in a click ``CliRunner`` (each argument as ``str``): its ``Result``, with
     ``exit_code``, ``stdout``, ``stderr`` and ``exception``."""

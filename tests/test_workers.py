@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from keras_vessel.workers import NUMPY_WORKER, in_numpy_worker, numpy_map
@@ -17,12 +18,14 @@ from keras_vessel.workers import NUMPY_WORKER, in_numpy_worker, numpy_map
 HEAVY = ("tensorflow", "keras")
 
 
-def prepare_and_list_imports(spec) -> tuple[str, bool, list[str]]:
-    """What prepare's workers do with one sample, then which heavy modules that imported."""
+def prepare_and_list_imports(item) -> tuple[str, bool, list[str], object]:
+    """What prepare's workers do with one sample (and what was measured of it, `measure_sample`), then which
+    heavy modules that imported; and the sample's FOV."""
     from keras_vessel.data.tfrecords import prepare_sample
 
-    prepared = prepare_sample(spec)
-    return prepared.name, in_numpy_worker(), [name for name in HEAVY if name in sys.modules]
+    spec, measured = item
+    prepared = prepare_sample(spec, measured=measured)
+    return prepared.name, in_numpy_worker(), [name for name in HEAVY if name in sys.modules], prepared.fov
 
 
 def test_prepare_workers_import_neither_keras_nor_tensorflow():
@@ -31,10 +34,29 @@ def test_prepare_workers_import_neither_keras_nor_tensorflow():
     from keras_vessel.data.datasets import open_dataset
 
     specs = open_dataset("synthetic", None, "training", count=2, size=64)
-    results = dict(numpy_map(prepare_and_list_imports, specs, workers=2))
+    results = dict(numpy_map(prepare_and_list_imports, [(spec, None) for spec in specs], workers=2))
     assert sorted(results) == [0, 1]
-    assert [results[i] for i in (0, 1)] == [(spec.name, True, []) for spec in specs]
+    assert [results[i][:3] for i in (0, 1)] == [(spec.name, True, []) for spec in specs]
     assert NUMPY_WORKER not in os.environ and not in_numpy_worker()
+
+
+def test_prepare_workers_derive_a_fov_without_tensorflow(tmp_path):
+    """Where the FOV is derived from the photograph (CHASE_DB1, STARE, ORVS, the folder reader without masks) the
+    workers imported TensorFlow for `derive_fov`'s scale rule (CHASE_DB1: --workers 2 twice as slow as 1); its
+    TensorFlow step is now measured here, and the workers derive the same FOV from it."""
+    from helpers import folder_of_photographs  # here: the workers import this module, and helpers imports Keras
+
+    from keras_vessel.data.datasets import open_dataset
+    from keras_vessel.data.preprocessing import derive_fov
+    from keras_vessel.data.tfrecords import measure_sample
+
+    specs = open_dataset("folder", folder_of_photographs(tmp_path, count=2, size=80, seed=4))  # FOVs derived
+    assert all(spec.measure is not None for spec in specs)
+    results = dict(numpy_map(prepare_and_list_imports, ((spec, measure_sample(spec)) for spec in specs), workers=2))
+    for position, spec in enumerate(specs):
+        name, in_worker, heavy, fov = results[position]
+        assert (name, in_worker, heavy) == (spec.name, True, [])
+        np.testing.assert_array_equal(fov, derive_fov(spec.load().image))
 
 
 def test_the_modules_a_worker_imports_do_not_load_tensorflow():
@@ -51,6 +73,30 @@ def test_the_modules_a_worker_imports_do_not_load_tensorflow():
 
 def test_numpy_map_yields_each_result_with_its_position():
     assert sorted(numpy_map(int, ["3", "1", "2"], workers=2)) == [(0, 3), (1, 1), (2, 2)]
+
+
+def test_numpy_map_takes_its_items_as_the_workers_need_them():
+    """So that prepare measures each photograph (in this process) beside the workers, holding few at once."""
+    taken = []
+
+    def items():
+        for value in range(20):
+            taken.append(value)
+            yield str(value)
+
+    results = numpy_map(int, items(), workers=2)
+    first = next(results)
+    assert len(taken) <= 2 * 2 + 1  # the first four, and one more for the worker that finished
+    assert sorted([first, *results]) == [(value, value) for value in range(20)]
+
+
+def test_numpy_map_raises_a_failure_of_its_items():
+    def items():
+        yield "1"
+        raise OSError("cannot read the next photograph")
+
+    with pytest.raises(OSError, match="cannot read the next photograph"):
+        list(numpy_map(int, items(), workers=2))
 
 
 def test_numpy_map_raises_the_failure_of_a_worker():

@@ -121,14 +121,14 @@ def _stored_threshold(model_path: Path, heads: str, tta: str, scale: str | float
 @click.option("--overlay", is_flag=True, help="Also write NAME_overlay.png: the photograph with its vessels painted cyan.")
 @click.option("--measure", is_flag=True,
               help="Also write measures.csv: one row of vessel measurements per image (keras-vessel measure's "
-                   "columns), its mask inside its FOV; rows of other images already there are kept.")
+                   "columns), its mask inside its FOV, sorted by name; rows of other images already there are kept.")
 @click.option("--overwrite", is_flag=True,
               help="Replace the outputs in --output of another model, threshold, scale, ... and predict every "
                    "INPUT again [default: refuse other settings; with the same, skip the images already done].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--engine", type=click.Choice(["local", "beam"]), default="local", show_default=True,
               help="'local': one process; 'beam': an Apache Beam pipeline (pip install 'keras-vessel[beam]'), "
-                   "INPUTs and --output may be gs:// or s3:// paths, failures go to OUTPUT/failures.csv.")
+                   "INPUTs and --output may be gs:// or s3:// paths. Both write the same files.")
 @click.option("--beam-option", "beam_options", multiple=True, metavar="KEY=VALUE",
               help="With --engine beam: a Beam pipeline option, passed through (repeatable), e.g. "
                    "direct_num_workers=2, direct_running_mode=multi_processing, runner=DataflowRunner; "
@@ -140,8 +140,9 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
             overwrite: bool, quiet: bool, engine: str, beam_options: tuple[str, ...]) -> None:
     """Predict vessels in INPUT images (files, globs or folders of PNG/JPEG/TIFF/GIF/PPM).
 
-    A file that cannot be processed is reported on stderr and skipped; the exit
-    status is then 1 after the other files are done. An --output holding predictions
+    A file that cannot be processed is reported on stderr, listed with its reason
+    in OUTPUT/failures.csv and skipped; the exit status is then 1 after the other
+    files are done. An --output holding predictions
     made with other settings is refused (exit 1) unless --overwrite; with the same
     settings, the images it holds done already are skipped, so a stopped run is
     finished by running it again.
@@ -170,7 +171,7 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
         return _predict_beam(model_path, inputs, output, beam_options, overwrite, fov=fov, threshold=threshold,
                              heads=heads, tile_size=tile_size, tta=tta, scale=scale, overlay=overlay, measure=measure)
 
-    from keras_vessel.serving.prediction import InputError, expand_inputs, predict_files
+    from keras_vessel.serving.prediction import FAILURES_CSV, InputError, expand_inputs, predict_files
 
     try:
         paths = expand_inputs(inputs)
@@ -204,7 +205,7 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
     if report.failures:
         raise click.ClickException(
             f"{len(report.failures)} of {len(paths)} inputs failed: "
-            + ", ".join(str(p) for p, _ in report.failures)
+            + ", ".join(str(p) for p, _ in report.failures) + f" (each with its reason in {output / FAILURES_CSV})"
         )
 
 
@@ -231,11 +232,11 @@ def _predict_beam(model_path: Path, inputs: tuple[str, ...], output: Path, beam_
     """`--engine beam`: the same work as an Apache Beam pipeline; bad options and inputs in one sentence."""
     try:
         with _without_beam_notices():
-            from keras_vessel.serving.beam_engine import FAILURES_CSV, predict_beam
+            from keras_vessel.serving.beam_engine import predict_beam
     except ImportError as error:
         raise click.UsageError(f"--engine beam needs Apache Beam ({error}); install it with "
                                "pip install 'keras-vessel[beam]'") from None
-    from keras_vessel.serving.prediction import InputError, PhotographWork
+    from keras_vessel.serving.prediction import FAILURES_CSV, InputError, PhotographWork
 
     with library_errors():  # other errors, the pipeline's (PipelineError) included, in one sentence (exit 1)
         work = PhotographWork(**options)

@@ -16,6 +16,7 @@ import io
 import logging
 import warnings
 import zlib
+from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
@@ -31,10 +32,12 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "IMAGE_SUFFIXES",
     "DatasetError",
+    "FovCut",
     "clahe",
     "contrast_stretch",
     "decode_image",
     "derive_fov",
+    "fov_cut",
     "green_channel",
     "read_graded_mask",
     "read_image",
@@ -234,11 +237,57 @@ def green_channel(image: np.ndarray) -> np.ndarray:
     return _check_rgb(image)[:, :, 1].copy()
 
 
+@dataclass(frozen=True)
+class FovCut:
+    """What `derive_fov`'s own rule (``threshold=None``) takes from TensorFlow for one image, made by `fov_cut`.
+
+    ``threshold``: the intensity cut above which a pixel is foreground; ``foreground``: the foreground
+    itself, ``(H, W)`` bool, when the image's scale was measured by the surround rule (its fitted disc;
+    then the cut is not used), else None. NumPy only, so that it is made where TensorFlow is (prepare's
+    main process) and used where it is not (prepare's workers, `keras_vessel.workers`).
+    """
+
+    threshold: float
+    foreground: np.ndarray | None = None
+
+
+def fov_cut(image: np.ndarray) -> FovCut:
+    """Step 2 of `derive_fov`'s rule with ``threshold=None``, the one that runs TensorFlow
+    (`keras_vessel.data.scaling.image_fov`, `keras_vessel.data.scaling.otsu_level`): which pixels of
+    ``image``, ``(H, W, 3)`` uint8 RGB, are foreground. ``derive_fov(image, cut=fov_cut(image))`` is
+    ``derive_fov(image)``, wherever each half runs."""
+    image = _check_rgb(image)
+    return _fov_cut(image, _fov_intensity(image))
+
+
+def _fov_intensity(image: np.ndarray) -> np.ndarray:
+    """``max(red, luminance)`` of an ``(H, W, 3)`` uint8 image, float32 (step 1 of `derive_fov`)."""
+    rgb = image.astype(np.float32)
+    luminance = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.maximum(rgb[:, :, 0], luminance)
+
+
+def _fov_cut(image: np.ndarray, intensity: np.ndarray) -> FovCut:
+    # TF ops, imported here: prepare's workers (keras_vessel.workers) get the cut from their parent
+    from keras_vessel.data.scaling import image_fov, otsu_level
+
+    threshold = max(15.0, 0.06 * float(np.percentile(intensity, 99)))
+    geometry = image_fov(image)
+    if geometry.rule == "surround":
+        return FovCut(threshold, geometry.mask)
+    if geometry.rule == "otsu" or (not geometry.found and all(corner > threshold
+                                                              for corner in _corner_means(intensity))):
+        # levels <= Otsu's level are surround, as in the scale estimate's last rule
+        threshold = max(threshold, float(otsu_level(intensity)) + 0.5)
+    return FovCut(threshold)
+
+
 def derive_fov(
     image: np.ndarray,
     *,
     threshold: float | None = None,
     erosion: int = 3,
+    cut: FovCut | None = None,
 ) -> np.ndarray:
     """Derive a field-of-view mask for datasets that ship none (CHASE_DB1, STARE).
 
@@ -260,6 +309,7 @@ def derive_fov(
        Otsu's threshold of the intensity. If no rule finds a circle and all
        four corners of the image are above the fixed cut (a surround brighter
        than the cut), the cut is still raised to Otsu's threshold.
+       This step runs TensorFlow (`fov_cut`), unless its result is given as ``cut``.
     3. Keep the largest 8-connected component (drops text, stray JPEG noise).
     4. Fill holes (dark lesions, the fovea or vessels inside the disc).
     5. Erode by ``erosion`` pixels with a disc, so that the blurred, dim rim
@@ -270,6 +320,8 @@ def derive_fov(
     image : (H, W, 3) uint8 RGB.
     threshold : intensity cut on 0-255; ``None`` for the rule above.
     erosion : radius in pixels of the final erosion; 0 disables it.
+    cut : with ``threshold=None``, `fov_cut` of this image, computed elsewhere (prepare computes it in its
+        main process, so that its workers import no TensorFlow); None computes it here.
 
     Returns
     -------
@@ -282,26 +334,16 @@ def derive_fov(
         raise ValueError(f"`threshold` must be a number in [0, 255) or None, got {threshold!r}")
     if isinstance(erosion, bool) or not isinstance(erosion, (int, np.integer)) or erosion < 0:
         raise ValueError(f"`erosion` must be a non-negative int, got {erosion!r}")
-    rgb = image.astype(np.float32)
-    luminance = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    intensity = np.maximum(rgb[:, :, 0], luminance)
-    foreground = None
+    if cut is not None and (threshold is not None or not isinstance(cut, FovCut)):
+        raise ValueError(f"`cut` must be a FovCut (`fov_cut`) and is given only with threshold=None; got "
+                         f"cut={cut!r} with threshold={threshold!r}")
+    if cut is not None and cut.foreground is not None and cut.foreground.shape != image.shape[:2]:
+        raise ValueError(f"`cut` is of an image of shape {cut.foreground.shape}, not {image.shape[:2]}")
+    intensity = _fov_intensity(image)
     if threshold is None:
-        # TF ops, imported here so that prepare's workers (keras_vessel.workers) import TensorFlow only
-        # for the images whose FOV they derive
-        from keras_vessel.data.scaling import image_fov, otsu_level
-
-        threshold = max(15.0, 0.06 * float(np.percentile(intensity, 99)))
-        geometry = image_fov(image)
-        if geometry.rule == "surround":
-            foreground = geometry.mask
-        elif geometry.rule == "otsu" or (
-            not geometry.found and all(corner > threshold for corner in _corner_means(intensity))
-        ):
-            # levels <= Otsu's level are surround, as in the scale estimate's last rule
-            threshold = max(threshold, float(otsu_level(intensity)) + 0.5)
-    if foreground is None:
-        foreground = intensity > threshold
+        cut = _fov_cut(image, intensity) if cut is None else cut
+        threshold = cut.threshold
+    foreground = cut.foreground if cut is not None and cut.foreground is not None else intensity > threshold
     components, count = ndimage.label(foreground, structure=np.ones((3, 3), bool))
     if count == 0:
         return np.zeros(image.shape[:2], dtype=bool)

@@ -24,14 +24,15 @@ so the same checksums. Re-running `prepare` keeps a shard only when it holds
 exactly the requested images, unchanged, intact; anything else is prepared
 again, with a warning saying why. `verify_shards` checks the checksums
 before training. With `workers > 1` the images are prepared in processes
-that import neither Keras nor TensorFlow (`keras_vessel.workers`).
+that import neither Keras nor TensorFlow (`keras_vessel.workers`): what
+loading a sample needs of TensorFlow (a FOV derived from the photograph,
+`SampleSpec.measure`) is measured in this process and handed to them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import logging
 import platform
@@ -43,7 +44,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from keras_vessel.io import atomic_path, ensure_writable_dir, removed_if_failed, write_json_atomic
+from keras_vessel.io import atomic_path, ensure_writable_dir, file_sha256, removed_if_failed, write_json_atomic
 from keras_vessel.locks import folder_lock
 from keras_vessel.progress import progress
 from keras_vessel.workers import numpy_map
@@ -94,16 +95,18 @@ class PreparedImage:
         }
 
 
-def prepare_sample(spec: Any, *, reference: str = "authors") -> PreparedImage:
+def prepare_sample(spec: Any, *, reference: str = "authors", measured: object | None = None) -> PreparedImage:
     """Load one `SampleSpec` and compute everything training needs from it.
 
     `reference` is passed to `build_id_mask`: "authors" reproduces the authors'
     overwritten reference skeletons, "complete" keeps every segment's whole skeleton.
+    `measured` is the spec's ``measure()`` computed elsewhere (`measure_sample`), given to its ``load``
+    (which then imports no TensorFlow); None loads with ``load()``.
     """
     from keras_vessel.data.preprocessing import clahe
     from keras_vessel.data.segments import build_id_mask, skeleton_tube
 
-    sample = spec.load()
+    sample = spec.load() if measured is None else spec.load(measured=measured)
     label = np.asarray(sample.label, dtype=bool) & np.asarray(sample.fov, dtype=bool)
     fov = np.asarray(sample.fov, dtype=bool)
     return PreparedImage(
@@ -354,20 +357,6 @@ def _verify_readable(path: Path, count: int, *, shown: Path) -> None:
         raise PrepareError(f"{shown} holds {parsed} records after writing, expected {count}; run prepare again")
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    with Path(path).open("rb") as handle:
-        return stream_sha256(handle)
-
-
-def stream_sha256(handle) -> str:
-    """Hex SHA-256 of what a binary file object holds from its position on, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    for block in iter(lambda: handle.read(1 << 20), b""):
-        digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_shards(records_dir: str | Path) -> None:
     """Check every shard of a prepared folder against the checksum in its manifest.
 
@@ -388,22 +377,40 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
+def measure_sample(spec: Any) -> object | None:
+    """What loading `spec` needs of TensorFlow, computed here: its ``measure()`` (`SampleSpec.measure`),
+    or None when it has none. A failure is a PrepareError naming the image, as in `prepare_sample`."""
+    measure = getattr(spec, "measure", None)  # benchmarks pass objects with `name` and `load` only
+    return None if measure is None else _explained(spec, measure)
+
+
 def _map_prepare(todo: list[tuple[int, Any]], workers: int, reference: str):
-    """Yield (shard index, spec, PreparedImage), in parallel processes when workers > 1."""
+    """Yield (shard index, spec, PreparedImage), in parallel processes when workers > 1.
+
+    Each spec is measured here (`measure_sample`: the TensorFlow part of loading it), just before it is
+    prepared, so that the workers import no TensorFlow and measuring overlaps with their work.
+    """
+    measured = ((spec, measure_sample(spec)) for _, spec in todo)
     if workers == 1 or len(todo) <= 1:
-        for index, spec in todo:
-            yield index, spec, _prepare_or_explain(spec, reference)
+        for (index, spec), item in zip(todo, measured):
+            yield index, spec, _prepare_or_explain(item, reference)
         return
-    specs = [spec for _, spec in todo]
     prepare = functools.partial(_prepare_or_explain, reference=reference)
-    for position, prepared in numpy_map(prepare, specs, workers=min(workers, len(todo))):
+    for position, prepared in numpy_map(prepare, measured, workers=min(workers, len(todo))):
         index, spec = todo[position]
         yield index, spec, prepared
 
 
-def _prepare_or_explain(spec: Any, reference: str) -> PreparedImage:
+def _prepare_or_explain(item: tuple[Any, object | None], reference: str) -> PreparedImage:
+    spec, measured = item
+    return _explained(spec, functools.partial(prepare_sample, spec, reference=reference, measured=measured))
+
+
+def _explained(spec: Any, call):
+    """``call()``, a failure other than a ValueError (which names its file) turned into a PrepareError that
+    names the image."""
     try:
-        return prepare_sample(spec, reference=reference)
+        return call()
     except ValueError:
         raise
     except Exception as error:  # turn a deep failure into one that names the image

@@ -243,15 +243,15 @@ def read_rows(text: str | None) -> list[dict]:
 
 
 def merge_rows(path: str | Path | None, rows: Sequence[dict], *, text: str | None = None) -> list[dict]:
-    """The rows of the CSV at `path` (or of its `text`, read elsewhere), with those of the same ``name`` as
-    one of `rows` replaced by it, then the new names: a second batch predicted into a folder keeps the
-    first batch's rows."""
+    """The rows of the CSV at `path` (or of its `text`, read elsewhere) and `rows`, one per ``name`` (a row
+    of `rows` replaces the old row of its name), sorted by ``name``: a second batch predicted into a folder
+    keeps the first batch's rows, and the file does not depend on the order in which photographs were
+    predicted or on how many runs it took (the order of `predict`'s measures.csv in both engines)."""
     if text is None and path is not None and Path(path).is_file():
         text = Path(path).read_text()
-    old = read_rows(text)
-    new = {row["name"]: row for row in rows}
-    merged = [new.pop(row["name"], row) for row in old]
-    return merged + list(new.values())
+    merged = {row["name"]: row for row in read_rows(text)}
+    merged.update((row["name"], row) for row in rows)
+    return [merged[name] for name in sorted(merged)]
 
 
 def measure_files(inputs: Sequence[str | Path], output: str | Path, *, fov: str | Path = "auto",

@@ -8,9 +8,10 @@ plain DoFn, because its ModelHandler decides how an element is run: one photogra
 own size and scale, whole or tiled, with predict's TTA), `finish` the maps, write them and `row` the
 measurements. Photographs the output folder holds done already are skipped (`DoneCheck`, the local
 engine's rule), so a stopped run is resumed by running it again; the folder records the settings that made
-them, and a re-run with others is refused before any work (`claim_output`, as the local engine); a photograph that fails is written with
-its reason to ``failures.csv`` and the others go on; an error that stops the whole pipeline is one sentence
-(`PipelineError`). Counters (`COUNTERS`) say what happened.
+them, and a re-run with others is refused before any work (`claim_output`, as the local engine); a
+photograph that fails is written with its reason to ``failures.csv`` and the others go on (that file and
+measures.csv written by the local engine's rule: `record_results`); an error that stops the whole pipeline
+is one sentence (`PipelineError`). Counters (`COUNTERS`) say what happened.
 
 `apache_beam` is imported here only: the base install has no Beam (``pip install keras-vessel[beam]``).
 """
@@ -37,9 +38,9 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, Predi
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from keras_vessel.errors import PipelineError
-from keras_vessel.io import describe_os_error, ensure_writable_dir, write_bytes_atomic
-from keras_vessel.measure.files import MEASURES_CSV, measures_text, merge_rows
+from keras_vessel.io import describe_os_error, ensure_writable_dir, stream_sha256, write_bytes_atomic
 from keras_vessel.serving.prediction import (
+    FAILURES_CSV,
     OUTPUT_MARKER,
     DoneCheck,
     PhotographWork,
@@ -49,16 +50,16 @@ from keras_vessel.serving.prediction import (
     marker_text,
     output_stems,
     prediction_settings,
+    record_results,
     stops_the_batch,
 )
 
-__all__ = ["COUNTERS", "FAILURES_CSV", "BeamFiles", "BeamReport", "VesselModelHandler", "pipeline_failure",
+__all__ = ["COUNTERS", "BeamFiles", "BeamReport", "VesselModelHandler", "pipeline_failure",
            "pipeline_options", "predict_beam"]
 
-# What the pipeline counts (Beam metrics, namespace "keras_vessel"), and where its failures go.
+# What the pipeline counts (Beam metrics, namespace "keras_vessel").
 NAMESPACE = "keras_vessel"
 COUNTERS = ("done", "skipped", "failed")
-FAILURES_CSV = "failures.csv"
 # How Beam reports an error raised in a step: ``TYPE: MESSAGE [while running 'STEP']``, wrapped in a RuntimeError
 # (its text, with the worker's traceback before it, when it comes from another process), and an OSError's text.
 _STEP = re.compile(r"\s*\[while running '(?P<step>.*)'\]\s*$")
@@ -138,8 +139,6 @@ class BeamFiles:
 
     @staticmethod
     def sha256(text: str) -> str:
-        from keras_vessel.data.tfrecords import stream_sha256
-
         with FileSystems.open(text, compression_type="uncompressed") as handle:
             return stream_sha256(handle)
 
@@ -164,7 +163,7 @@ def _png(pixels: np.ndarray) -> bytes:
 @dataclass
 class BeamReport:
     """What `predict_beam` did: the counters (`COUNTERS`) and ``failures``, ``(path, reason)`` per photograph
-    that failed (also in ``failures.csv`` in the output folder)."""
+    of the run that failed (read back from ``failures.csv`` in the output folder), sorted by name."""
 
     done: int
     skipped: int
@@ -315,23 +314,15 @@ class _Finish(beam.DoFn):
         yield names, row
 
 
-def _finalize(_, output: str, results: list, failures: list, measure: bool) -> None:
-    """After every photograph: the marker (`OUTPUT_MARKER`), measures.csv (rows merged, by name) and
-    failures.csv (this run's, header only when none failed)."""
+def _finalize(_, output: str, results: list, failures: list, stems: list[str]) -> None:
+    """After every photograph (each of `stems` done, skipped or failed): the marker (`OUTPUT_MARKER`), then
+    measures.csv and failures.csv by the local engine's rule (`record_results`)."""
     written = sorted(name for names, _ in results for name in names)
     if written:
         marker = BeamFiles.join(output, OUTPUT_MARKER)
         BeamFiles.write_text(marker, marker_text(BeamFiles.read_text(marker), written))
-    rows = sorted((row for _, row in results if row is not None), key=lambda row: row["name"])
-    if measure and rows:
-        csv_path = BeamFiles.join(output, MEASURES_CSV)
-        merged = merge_rows(None, rows, text=BeamFiles.read_text(csv_path))
-        _write(csv_path, measures_text(merged).encode())
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(("path", "reason"))
-    writer.writerows(sorted(failures))
-    _write(BeamFiles.join(output, FAILURES_CSV), text.getvalue().encode())
+    rows = [row for _, row in results if row is not None]
+    record_results(output, rows=rows, failures=failures, handled=stems, files=BeamFiles)
 
 
 def _counters(result) -> dict[str, int]:
@@ -359,7 +350,8 @@ def _steps(pipeline, photographs: list[tuple[str, str]], model_path: str, work: 
     results = finished.done | "All results" >> beam.combiners.ToList()
     (pipeline | "Once" >> beam.Create([None])
      | "Marker, measures and failures" >> beam.Map(
-         _finalize, output, beam.pvalue.AsSingleton(results), beam.pvalue.AsSingleton(failures), work.measure))
+         _finalize, output, beam.pvalue.AsSingleton(results), beam.pvalue.AsSingleton(failures),
+         [stem for _, stem in photographs]))
 
 
 def pipeline_failure(error: BaseException, output: str) -> PipelineError:
@@ -404,9 +396,11 @@ def predict_beam(model_path: str | Path, inputs: Sequence[str | Path], output: s
     claim_output`, the local engine's rule) raise ValueError before the pipeline runs. The photographs
     `output` holds done already are skipped (`keras_vessel.serving.prediction.DoneCheck`, the local
     engine's rule; none with `overwrite`). A photograph that fails is listed in ``failures.csv`` in
-    `output` and the others go on; an error that stops the pipeline itself (a runner that cannot run, a
-    file of the output folder that cannot be written, a full disk) raises `PipelineError`, one sentence
-    (`pipeline_failure`; the traceback is logged at DEBUG level). Returns a `BeamReport` once it has finished.
+    `output` and the others go on (that file and measures.csv as the local engine writes them:
+    `keras_vessel.serving.prediction.record_results`); an error that stops the pipeline itself (a runner
+    that cannot run, a file of the output folder that cannot be written, a full disk) raises `PipelineError`,
+    one sentence (`pipeline_failure`; the traceback is logged at DEBUG level). Returns a `BeamReport` once it
+    has finished.
     """
     beam_options = pipeline_options(options)
     paths = expand_inputs(inputs, files=BeamFiles)
@@ -426,6 +420,8 @@ def predict_beam(model_path: str | Path, inputs: Sequence[str | Path], output: s
         log.debug("the Beam pipeline stopped", exc_info=True)
         raise pipeline_failure(error, output) from error
     counts = _counters(pipeline.result) if hasattr(pipeline, "result") else dict.fromkeys(COUNTERS, 0)
+    ours = set(stems)  # failures.csv also keeps the failures of other runs' photographs
     failed = [(row["path"], row["reason"]) for row in
-              csv.DictReader(io.StringIO(BeamFiles.read_text(BeamFiles.join(output, FAILURES_CSV)) or ""))]
+              csv.DictReader(io.StringIO(BeamFiles.read_text(BeamFiles.join(output, FAILURES_CSV)) or ""))
+              if row.get("name") in ours]
     return BeamReport(counts["done"], counts["skipped"], counts["failed"], failed)

@@ -3,9 +3,9 @@
 `predict_files` is what `keras-vessel predict` and the demo run: for each input
 it writes ``NAME_prob.png`` (16-bit grey, probability x 65535) and
 ``NAME_mask.png`` (0/255) atomically, and carries on past files it cannot
-read, so one corrupt image does not cost the rest of a large batch. The
-network is either a local `.keras` model or any callable mapping an RGB image
-to its ``(H, W)`` probability (``predictor=``), e.g.
+read, so one corrupt image does not cost the rest of a large batch (it is listed
+with its reason in ``failures.csv``). The network is either a local `.keras`
+model or any callable mapping an RGB image to its ``(H, W)`` probability (``predictor=``), e.g.
 `keras_vessel.serving.client.ServingClient.predict`, so a TF Serving server
 produces the same files as local prediction.
 """
@@ -13,8 +13,10 @@ produces the same files as local prediction.
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import glob
+import io
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -27,17 +29,21 @@ from keras_vessel.models.inference import check_tile_size, check_tta
 from keras_vessel.checks import FUSIONS
 from keras_vessel.data.preprocessing import IMAGE_SUFFIXES
 from keras_vessel.errors import OutputError
-from keras_vessel.io import ensure_writable_dir, removed_if_failed, write_png_atomic, write_text_atomic
+from keras_vessel.io import ensure_writable_dir, file_sha256, removed_if_failed, write_png_atomic, write_text_atomic
 
-__all__ = ["OUTPUT_MARKER", "OUTPUT_SUFFIXES", "OVERLAY_COLOUR", "SETTINGS", "DoneCheck", "InputError", "LocalFiles",
-           "Located", "Maps", "PhotographWork", "PredictReport", "claim_output", "expand_inputs", "failure_reason",
-           "marker_text", "output_stems", "own_outputs", "predict_files", "prediction_settings", "stops_the_batch",
-           "vessel_overlay"]
+__all__ = ["FAILURES_CSV", "FAILURE_COLUMNS", "OUTPUT_MARKER", "OUTPUT_SUFFIXES", "OVERLAY_COLOUR", "SETTINGS",
+           "DoneCheck", "InputError", "LocalFiles", "Located", "Maps", "PhotographWork", "PredictReport",
+           "claim_output", "expand_inputs", "failure_reason", "failures_text", "marker_text", "output_stems",
+           "own_outputs", "photograph_name", "predict_files", "prediction_settings", "record_results",
+           "stops_the_batch", "vessel_overlay"]
 
 # What `predict_files` writes per image, and the file in its output folder that lists them (`own_outputs`)
 # and records the settings that made them (`claim_output`).
 OUTPUT_SUFFIXES = ("_prob.png", "_mask.png", "_overlay.png")
 OUTPUT_MARKER = ".keras-vessel-predict"
+# The photographs of an output folder that failed, each with its reason (`failures_text`), as both engines write it.
+FAILURES_CSV = "failures.csv"
+FAILURE_COLUMNS = ("name", "path", "reason")
 # The settings that make a photograph's files (`prediction_settings`), and the option that sets each: a
 # re-run into the same output folder must have the same (`claim_output`).
 SETTINGS = {"model": "model", "heads": "--heads", "tile_size": "--tile-size", "tta": "--tta", "scale": "--scale",
@@ -140,8 +146,6 @@ class LocalFiles:
 
     @staticmethod
     def sha256(text: str) -> str:
-        from keras_vessel.data.tfrecords import file_sha256
-
         return file_sha256(text)
 
 
@@ -237,6 +241,65 @@ def _mark(output_dir: Path, written: list[Path]) -> None:
     write_text_atomic(marker, marker_text(LocalFiles.read_text(str(marker)), names))
 
 
+def failures_text(previous: str | None, failures: Iterable[tuple[str | Path, str]],
+                  handled: Iterable[str]) -> str | None:
+    """The text of `FAILURES_CSV` after a run: one row per photograph whose last attempt failed.
+
+    `previous` is the file's text before the run (None: there was none); `failures` are the run's
+    ``(path, reason)`` pairs (`failure_reason`); `handled` are the names (`photograph_name`) of the
+    photographs the run predicted, skipped as done or failed. The rows of `previous` whose photograph the run
+    did not handle are kept (a run on other photographs into the folder leaves their failures); the run's
+    failures replace the rows of their names, and a photograph handled without failing loses its row. Columns
+    `FAILURE_COLUMNS`, rows sorted by name, so that a fresh run and a resumed one give the same text; None
+    when no row is left (no file: none of the folder's photographs failed).
+    """
+    handled = set(handled)
+    reader = csv.DictReader(io.StringIO(previous or ""))
+    old = list(reader) if tuple(reader.fieldnames or ()) == FAILURE_COLUMNS else []
+    rows = {row["name"]: row for row in old if row["name"] not in handled}
+    for path, reason in failures:
+        rows[photograph_name(path)] = {"name": photograph_name(path), "path": str(path), "reason": reason}
+    if not rows:
+        return None
+    text = io.StringIO()
+    writer = csv.DictWriter(text, FAILURE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows[name] for name in sorted(rows))
+    return text.getvalue()
+
+
+def record_results(output: str | Path, *, rows: Sequence[dict], failures: Iterable[tuple[str | Path, str]],
+                   handled: Iterable[str], files=LocalFiles) -> None:
+    """Write what both engines write in `output` after their photographs, by one rule.
+
+    ``measures.csv``: the `rows` (`PhotographWork.row`) merged into the rows it holds
+    (`keras_vessel.measure.files.merge_rows`: one per photograph, sorted by name), written when there
+    are any. `FAILURES_CSV`: `failures_text` of the run's `failures` and the photographs it `handled`,
+    removed when no row is left. Each file is written (atomically on a local disk, through `files`) only
+    when its text changes, so that a re-run with nothing to do rewrites nothing.
+    """
+    from keras_vessel.measure.files import MEASURES_CSV, measures_text, merge_rows
+
+    output = str(output)
+    if rows:
+        path = files.join(output, MEASURES_CSV)
+        previous = files.read_text(path)
+        _update(files, path, previous, measures_text(merge_rows(None, rows, text=previous)))
+    path = files.join(output, FAILURES_CSV)
+    previous = files.read_text(path)
+    _update(files, path, previous, failures_text(previous, failures, handled))
+
+
+def _update(files, path: str, previous: str | None, text: str | None) -> None:
+    """Make the file at `path` (now `previous`; None: absent) hold `text`; None removes it."""
+    if text == previous:
+        return
+    if text is None:
+        files.remove(path)
+    else:
+        files.write_text(path, text)
+
+
 def prediction_settings(work: PhotographWork, model_path: str | Path | None = None, *,
                         predictor_name: str | None = None, files=LocalFiles) -> dict:
     """What makes a photograph's files, as `claim_output` records and compares it (keys: `SETTINGS`).
@@ -270,9 +333,9 @@ def claim_output(output: str | Path, settings: dict, *, overwrite: bool = False,
     another model, threshold, scale, ... it raises `OutputError` (a ValueError) naming the first that
     differs (`SETTINGS`) and what to do. Outputs of a keras-vessel predict that recorded no settings (before
     it did so; `own_outputs` finds them) are refused too: what made them cannot be known, and resuming
-    would keep them silently. `overwrite` (``--overwrite``) replaces instead: the files the marker lists and
-    its measures.csv are removed (files it does not list, perhaps the user's, are left; an input of the
-    same name overwrites them) and `settings` recorded.
+    would keep them silently. `overwrite` (``--overwrite``) replaces instead: the files the marker lists,
+    its measures.csv and `FAILURES_CSV` are removed (files it does not list, perhaps the user's, are left;
+    an input of the same name overwrites them) and `settings` recorded.
     """
     from keras_vessel.measure.files import MEASURES_CSV
 
@@ -296,7 +359,7 @@ def claim_output(output: str | Path, settings: dict, *, overwrite: bool = False,
                               f"{', ...' if len(held) > 3 else ''}) that do not record the settings that made them; "
                               f"{again}")
     elif previous is not None:
-        for name in sorted(_own_names(previous, ()) | {MEASURES_CSV}):
+        for name in sorted(_own_names(previous, ()) | {MEASURES_CSV, FAILURES_CSV}):
             files.remove(files.join(output, name))
     from keras_vessel.provenance import own_version
 
@@ -363,14 +426,20 @@ def output_stems(paths: Sequence[str | Path], output_dir: str | Path) -> list[st
     """
     stems: dict[str, Path] = {}
     for path in paths:
-        name = str(path).rsplit("/", 1)[-1]  # a Path's name, or a gs:// path's
-        stem = Path(name[:-3] if name.lower().endswith(".gz") else name).stem
+        stem = photograph_name(path)
         if stem in stems:
             raise InputError(
                 f"inputs {stems[stem]} and {path} would both be written as {stem}_prob.png and {stem}_mask.png "
                 f"in {output_dir}; rename one of them, or predict them into separate output folders")
         stems[stem] = path
     return list(stems)
+
+
+def photograph_name(path: str | Path) -> str:
+    """The ``NAME`` of a photograph's outputs (``NAME_prob.png``, its row of measures.csv and of `FAILURES_CSV`):
+    its file name without image and ``.gz`` suffixes (``a/im0001.ppm.gz`` -> ``im0001``; gs:// paths too)."""
+    name = str(path).rsplit("/", 1)[-1]  # a Path's name, or a gs:// path's
+    return Path(name[:-3] if name.lower().endswith(".gz") else name).stem
 
 
 def _check_fov(fov: str | Path) -> str | Path:
@@ -454,14 +523,16 @@ def predict_files(
         (`vessel_overlay`), to check the maps by eye.
     measure : also write one row per image to ``measures.csv`` in `output_dir`: the vessel measurements
         of its mask inside its FOV (`keras_vessel.measure.measure_row`; the FOV found in the image, the
-        `fov` file, or the whole image). Rows of other images already in that file are kept.
+        `fov` file, or the whole image). Rows of other images already in that file are kept; rows are
+        sorted by name (`record_results`, as the Beam engine writes it).
     overwrite : replace the outputs of other settings in `output_dir` (`claim_output`) instead of refusing,
         and predict every input again (else those done already are skipped: `DoneCheck`).
     predictor_name : what `predictor` is (e.g. the server and model), recorded and compared by `claim_output`.
 
     Returns a `PredictReport`. Model and argument errors, and two inputs that would write the same
     files (`output_stems`), raise before any file is written; per-file errors (unreadable image, FOV of
-    another size, a failing predictor) are recorded in ``report.failures`` and logged, but a
+    another size, a failing predictor) are recorded in ``report.failures``, logged and written with
+    their reasons to `FAILURES_CSV` in `output_dir` (`record_results`, as the Beam engine does), but a
     predictor raising ConnectionError (its server cannot be reached:
     `keras_vessel.serving.client.ServerUnreachable`) stops the batch with a ConnectionError, and a full
     disk, quota or read-only file system with its OSError. An `output_dir` holding outputs of other
@@ -475,7 +546,6 @@ def predict_files(
     """
     from keras_vessel.data.preprocessing import read_image
     from keras_vessel.progress import progress as progress_bar
-    from keras_vessel.measure.files import MEASURES_CSV, merge_rows, write_measures
 
     if (model_path is None) == (predictor is None):
         raise ValueError(
@@ -504,12 +574,14 @@ def predict_files(
         done = DoneCheck.of(output_dir, work, overwrite=overwrite)
         report = PredictReport()
         rows: list[dict] = []
+        handled: list[str] = []  # the photographs done, skipped or failed (`record_results`)
         stopped = True
         try:
             for index, (path, stem) in enumerate(progress_bar(list(zip(paths, stems)), label="predict",
                                                               enabled=progress)):
                 if done(stem):
                     report.skipped.append(path)
+                    handled.append(stem)
                     continue
                 try:
                     image = read_image(path)
@@ -527,15 +599,16 @@ def predict_files(
                     if stops_the_batch(error):
                         raise
                     report.fail(path, failure_reason(path, error))
+                handled.append(stem)
             stopped = False
         finally:
             with contextlib.suppress(*((OSError,) if stopped else ())):  # not instead of why it stopped
-                if report.written:  # so that predicting this folder later skips them
-                    _mark(output_dir, report.written)
-                if rows:
-                    write_measures(output_dir / MEASURES_CSV, merge_rows(output_dir / MEASURES_CSV, rows))
                 if stopped and new and not report.written:  # the marker alone: no folder left (removed_if_failed)
                     (output_dir / OUTPUT_MARKER).unlink(missing_ok=True)
+                else:
+                    if report.written:  # so that predicting this folder later skips them
+                        _mark(output_dir, report.written)
+                    record_results(output_dir, rows=rows, failures=report.failures, handled=handled)
         return report
 
 

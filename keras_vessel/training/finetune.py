@@ -29,8 +29,9 @@ from typing import Any
 
 from keras_vessel.config import ConfigError, DataConfig, LossConfig, ModelConfig, RunConfig, TrainConfig, load_config
 from keras_vessel.data.datasets import Sample, SampleSpec
-from keras_vessel.data.tfrecords import file_sha256, write_dataset
+from keras_vessel.data.tfrecords import write_dataset
 from keras_vessel.errors import DatasetError, OutputError
+from keras_vessel.io import file_sha256
 from keras_vessel.training.loop import StepTiming
 from keras_vessel.training.run_folder import RunFolder
 

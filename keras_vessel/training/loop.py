@@ -28,10 +28,10 @@ import tensorflow as tf
 
 from keras_vessel.config import RunConfig, records_folders
 from keras_vessel.data.pipeline import get_dataset, split_names
-from keras_vessel.data.tfrecords import MANIFEST, file_sha256, verify_shards
+from keras_vessel.data.tfrecords import MANIFEST, verify_shards
 from keras_vessel.errors import OutputError, TrainingError
 from keras_vessel.interrupts import deferred_signals
-from keras_vessel.io import ensure_writable_dir
+from keras_vessel.io import ensure_writable_dir, file_sha256
 from keras_vessel.locks import folder_lock
 from keras_vessel.provenance import git_revision, machine_info, package_versions
 from keras_vessel.training.components import (

@@ -200,6 +200,8 @@ def test_predict_folder_continues_past_bad_file(model_path, input_folder, tmp_pa
     result = _run(["predict", "--model", model_path, input_folder, "--output", out, "--overlay"])
     assert result.exit_code == 1, _show(result)
     assert "broken.jpg" in result.stderr and "1 of 4 inputs failed" in result.stderr
+    assert f"(each with its reason in {out / 'failures.csv'})" in result.stderr, _show(result)
+    assert (out / "failures.csv").read_text().startswith(f"name,path,reason\nbroken,{input_folder / 'broken.jpg'},")
     assert np.asarray(Image.open(out / "grey_overlay.png")).shape == (128, 160, 3)  # RGB, of a grey input too
     assert "wrote probability maps, masks and overlays for 3 of 4 images" in result.stdout
     for stem, shape in (("01_test", (584, 565)), ("grey", (128, 160)), ("rgba", (128, 160))):

@@ -223,7 +223,8 @@ def test_a_parallel_prepare_shows_no_cuda_probing_and_writes_what_a_serial_one_d
 
 def _looks_finished_and_is_whole(out: Path) -> None:
     """Every file with a final name is complete: shards parse and match their sidecars and the manifest."""
-    from keras_vessel.data.tfrecords import file_sha256, read_manifest, verify_shards
+    from keras_vessel.data.tfrecords import read_manifest, verify_shards
+    from keras_vessel.io import file_sha256
 
     for shard in out.glob("*.tfrecord.gz"):
         sidecar = shard.with_name(shard.name + ".json")

@@ -51,6 +51,17 @@ def _make_orvs(root: Path, *, short_label: tuple[int, int] = (0, 0)) -> Path:
     return root
 
 
+def test_orvs_fov_is_measured_apart_from_loading(tmp_path):
+    """Its derived FOV's TensorFlow step is the spec's `measure` (prepare's main process runs it, so that its
+    workers import no TensorFlow): the same sample either way; none with a fixed threshold."""
+    root = _make_orvs(tmp_path / "ORVS")
+    spec = open_dataset("orvs", root, "test")[0]
+    apart, here = spec.load(measured=spec.measure()), spec.load()
+    np.testing.assert_array_equal(apart.fov, here.fov)
+    assert here.fov.any() and not here.fov.all()
+    assert open_dataset("orvs", root, "test", fov_threshold=20)[0].measure is None
+
+
 def test_orvs_splits_follow_its_folders(tmp_path):
     root = _make_orvs(tmp_path / "ORVS")
     assert [s.name for s in open_dataset("orvs", root, "training")] == ["2012", "2063"]

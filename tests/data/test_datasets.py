@@ -189,6 +189,55 @@ def test_specs_are_picklable(tmp_path):
     np.testing.assert_array_equal(clone.load().label, spec.load().label)
 
 
+def _specs_of_each_fov_rule(root: Path) -> dict[str, list[SampleSpec]]:
+    from keras_vessel.data.datasets import open_labelled
+
+    folder = _make_folder(root / "folder", masks=False)
+    return {
+        "chase_db1": open_dataset("chase_db1", _make_chase(root / "chase", subjects=(1,))),
+        "stare": open_dataset("stare", _make_stare(root / "stare", stems=("im0001",), gz=(True,))),
+        "folder": open_dataset("folder", folder),
+        "labelled": open_labelled(folder / "images", folder / "labels"),  # the region predict keeps
+        "chase_db1 with a threshold": open_dataset("chase_db1", root / "chase", fov_threshold=20),
+        "folder with masks": open_dataset("folder", _make_folder(root / "masked")),
+        "drive": open_dataset("drive", _make_drive(root / "drive", numbers=(("training", (21,)),)), "training"),
+    }
+
+
+def test_what_loading_needs_of_tensorflow_is_measured_apart(tmp_path):
+    """`SampleSpec.measure`: what a derived FOV needs of TensorFlow, so that prepare computes it in its main
+    process and its workers load without TensorFlow; the same sample either way, and a measure that pickles."""
+    for reader, specs in _specs_of_each_fov_rule(tmp_path).items():
+        needs_tensorflow = reader in ("chase_db1", "stare", "folder", "labelled")
+        for spec in specs:
+            assert (spec.measure is not None) == needs_tensorflow, reader
+            if spec.measure is None:
+                continue
+            measured = pickle.loads(pickle.dumps(spec.measure()))
+            apart, here = spec.load(measured=measured), spec.load()
+            for field in ("image", "label", "fov"):
+                np.testing.assert_array_equal(getattr(apart, field), getattr(here, field), err_msg=reader)
+            assert not here.fov.all() and here.fov.any(), reader
+
+
+def test_a_fingerprint_is_of_the_name_the_files_whole_and_the_options(tmp_path):
+    """What prepared records keep of a sample's inputs (`SampleSpec.fingerprint`), read in blocks
+    (`keras_vessel.io.update_digest`): a file of several blocks counts whole, as read at once here."""
+    import hashlib
+
+    from keras_vessel.data.datasets.base import file_spec
+
+    image, label = tmp_path / "big.png", tmp_path / "big_label.png"  # never decoded: only read
+    image.write_bytes(np.random.default_rng(0).bytes(2 * (1 << 20) + 12345))
+    label.write_bytes(b"label")
+    spec = file_spec("big", image, label, None, None, fov_threshold=20)
+    expected = hashlib.sha256(b"big")
+    for part in (b"'big'", b"big.png", image.read_bytes(), b"big_label.png", b"label", b"None", b"None",
+                 b"('fov_threshold', 20)"):
+        expected.update(part)
+    assert spec.fingerprint() == expected.hexdigest()
+
+
 def test_drive_wrong_layout_says_what_was_expected(tmp_path):
     (tmp_path / "flat").mkdir()
     with pytest.raises(DatasetError, match=re.escape("expected <root>/training/images/*_training.tif")):

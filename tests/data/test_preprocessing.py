@@ -1,18 +1,22 @@
 """Tests for keras_vessel.data.preprocessing: decoding, masks, derived FOV, contrast operations."""
 
 import gzip
+import hashlib
 
 import numpy as np
 import pytest
 from PIL import Image
 from scipy import ndimage
 from skimage import exposure
+from troubled import STARE_LIKE, TROUBLES, troubled_photograph
 
 from keras_vessel.errors import DatasetError
 from keras_vessel.data.preprocessing import (
+    FovCut,
     clahe,
     contrast_stretch,
     derive_fov,
+    fov_cut,
     green_channel,
     read_image,
     read_mask,
@@ -275,6 +279,9 @@ def test_derive_fov_does_not_modify_its_input():
         ({"threshold": "auto"}, r"`threshold`.*'auto'"),
         ({"erosion": -2}, r"`erosion` must be a non-negative int, got -2"),
         ({"erosion": 1.5}, r"`erosion`.*1\.5"),
+        ({"cut": 20.0}, r"`cut` must be a FovCut \(`fov_cut`\) and is given only with threshold=None; got cut=20\.0"),
+        ({"cut": FovCut(20.0), "threshold": 20}, r"`cut` must be a FovCut .* with threshold=20"),
+        ({"cut": FovCut(15.0, np.ones((3, 3), bool))}, r"`cut` is of an image of shape \(3, 3\), not \(80, 96\)"),
     ],
 )
 def test_derive_fov_rejects_bad_options(kwargs, match):
@@ -285,6 +292,76 @@ def test_derive_fov_rejects_bad_options(kwargs, match):
 def test_derive_fov_rejects_non_rgb():
     with pytest.raises(ValueError, match=r"`image` must have shape \(H, W, 3\), got \(80, 96\)"):
         derive_fov(_fundus()[..., 0])
+
+
+# derive_fov's masks before its TensorFlow step (`fov_cut`) could be computed apart, by the code of main at
+# 4ccffdd: per photograph, a digest (`_digest`) of the mask of the default rule and of threshold=30, erosion=2.
+# The comments say which rule measured the photograph (`image_fov`): every branch of step 2 is here. A digest
+# of a synthetic photograph that changes means derive_fov's mask changed, or the photograph did (the drawing
+# in `troubled`, OpenCV's); CHASE_DB1's photographs are files.
+BEFORE = {
+    "clipped_top_bottom": ("068e76c8d3e15bdd", "535e2739ac68f5f7"),  # fixed
+    "clipped_left_right": ("b32fe73c393ec3e6", "ce208556360efcdf"),  # fixed
+    "notch": ("0af5d483b1d205ff", "7da9748cc3ad8b25"),  # fixed
+    "green_surround": ("63cba8a77ebaa1c9", "35cbcb000c9834b1"),  # fixed
+    "grey_surround": ("c0f182a0341597fd", "c5abb4dc88483c4b"),  # surround
+    "bright_surround": ("dc10cb463d3e925f", "c5abb4dc88483c4b"),  # surround
+    "exudates": ("51a7e789dea34cf8", "9c9098feea378e12"),  # fixed
+    "date_text": ("9b10c5bcbbb5cc24", "c5e3becc67de707c"),  # fixed
+    "rim_lesion": ("aaf0b60bf1e57faa", "bf7d2749f44dc00d"),  # fixed
+    "soft_rim": ("0f75c7d4cea53dc7", "c31a3d57f7239def"),  # fixed
+    "grainy": ("48c0eac942a97123", "19f09d991df4b325"),  # surround
+    "stare_like_0": ("9c00cee437f7fad8", "1ae9e65bc827c385"),  # surround
+    "stare_like_1": ("36237e624b3274dc", "857e3269f252382e"),  # surround
+    "stare_like_2": ("9ff0c689624e3278", "09f02374f6f7eb40"),  # fixed
+    "bright+grainy+date": ("ed120f636de93e6a", "c5abb4dc88483c4b"),  # surround
+    "gradient": ("96aaaaa5873e9618", "b9268612d329a3a2"),  # otsu
+    "dark": ("fcf72a9a75898e1c", "fcf72a9a75898e1c"),  # none found
+    "grey": ("fcf72a9a75898e1c", "a76f49b5683082e7"),  # none found, bright corners: Otsu's cut
+    "synthetic_0000": ("5323a6cdcfd856be", "1f384bf60283c788"),  # fixed
+    "synthetic_0001": ("26bab2ec4be86d47", "147076f886fd094d"),  # fixed
+    "Image_01L": ("22bf7cf8c1359540", "09de9077bdad8ccf"),  # fixed (CHASE_DB1)
+    "Image_05R": ("c02df945be7065f6", "0fc8f35d66df5787"),  # fixed
+    "Image_11L": ("5862371e28084a57", "60e22c3762e09d6f"),  # fixed
+    "Image_14R": ("3c94ef177fec1dc0", "2ed8136236547f88"),  # fixed
+}
+
+
+def _digest(mask: np.ndarray) -> str:
+    return hashlib.sha256(np.packbits(mask).tobytes() + str(mask.shape).encode()).hexdigest()[:16]
+
+
+def _photograph(name: str, request) -> np.ndarray:
+    """The photograph `BEFORE` names (CHASE_DB1's from its folder: skipped when absent)."""
+    if name.startswith("Image_"):
+        return read_image(request.getfixturevalue("chase_root") / f"{name}.jpg")
+    if name.startswith("synthetic_"):
+        from keras_vessel.data.datasets import open_dataset
+
+        specs = open_dataset("synthetic", None, "training", count=2, size=96, seed=3)
+        return specs[int(name[-1])].load().image
+    if name in TROUBLES:
+        return troubled_photograph(name, seed=0).image
+    if name.startswith("stare_like_"):
+        return troubled_photograph(*STARE_LIKE, seed=int(name[-1])).image
+    if name == "bright+grainy+date":
+        return troubled_photograph("bright_surround", "grainy", "date_text", seed=1).image
+    if name == "gradient":  # a surround brightening from left to right: the surround rule fails, Otsu's fits
+        rows, cols = np.mgrid[:300, :360]
+        image = np.repeat((cols / 359 * 120).astype(np.uint8)[..., None], 3, axis=2)
+        image[(rows - 150) ** 2 + (cols - 180) ** 2 < 120**2] = (230, 120, 60)
+        return image
+    return np.full((40, 50, 3), {"dark": 0, "grey": 128}[name], np.uint8)
+
+
+@pytest.mark.parametrize("name", list(BEFORE))
+def test_derive_fov_gives_the_masks_it_gave_before_its_cut_could_be_measured_apart(name, request):
+    image = _photograph(name, request)
+    default, fixed = BEFORE[name]
+    assert _digest(derive_fov(image)) == default
+    cut = fov_cut(image)  # as prepare's main process measures it for its workers
+    assert _digest(derive_fov(image, cut=cut)) == default
+    assert _digest(derive_fov(image, threshold=30, erosion=2)) == fixed
 
 
 @pytest.mark.data

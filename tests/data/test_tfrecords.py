@@ -10,7 +10,8 @@ import pytest
 
 from keras_vessel.data.datasets import open_dataset
 from keras_vessel.data.segments import build_id_mask, skeleton_tube
-from keras_vessel.data.tfrecords import PrepareError, file_sha256, read_manifest, read_records, write_dataset
+from keras_vessel.data.tfrecords import PrepareError, read_manifest, read_records, write_dataset
+from keras_vessel.io import file_sha256
 
 SYNTHETIC = {"count": 3, "size": 96, "seed": 5}
 # `prepared` again, in another process: python -c PREPARE OUT WORKERS
@@ -70,6 +71,23 @@ def test_the_same_images_are_the_same_bytes_in_any_process_with_any_workers(prep
     assert len(expected) == 5  # 2 shards, their sidecars, the manifest
     for workers, folder in folders.items():
         assert _checksums(folder) == expected, f"prepared with {workers} worker(s)"
+
+
+def test_a_derived_fov_is_prepared_the_same_by_workers_and_in_this_process(tmp_path):
+    """The folder reader without masks derives each FOV (as CHASE_DB1's, STARE's, ORVS's readers): its TensorFlow
+    step is measured in this process and the rest done in the workers, with the same bytes as one worker."""
+    from helpers import folder_of_photographs
+
+    from keras_vessel.data.preprocessing import derive_fov
+
+    specs = open_dataset("folder", folder_of_photographs(tmp_path / "photos", **SYNTHETIC))
+    for workers in (1, 2):
+        write_dataset(specs, tmp_path / f"workers-{workers}", dataset="folder", split="all", images_per_shard=2,
+                      workers=workers, show_progress=False)
+    assert _checksums(tmp_path / "workers-2") == _checksums(tmp_path / "workers-1")
+    for record in read_records(tmp_path / "workers-2"):
+        image = record["image"].numpy()
+        np.testing.assert_array_equal(record["fov"].numpy() > 0, derive_fov(image))
 
 
 def _checksums(folder) -> dict[str, str]:

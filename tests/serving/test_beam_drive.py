@@ -1,6 +1,7 @@
 """`keras-vessel predict --engine beam` on DRIVE's 20 test photographs (issue 32's "done when"): on the
-DirectRunner with two workers it writes what the local engine writes from the same inputs, lists a corrupt
-file among them in its failures.csv, and run again on its output skips all 20 and writes nothing new.
+DirectRunner with two workers it writes what the local engine writes from the same inputs (measures.csv and
+failures.csv byte for byte), lists a corrupt file among them in its failures.csv, and run again on its output
+skips all 20 and writes nothing new.
 
 The local engine is the reference. The model is a tiny untrained, seeded U-Net (fast enough for CI) that
 records a training FOV diameter of `FOV_DIAMETER` px, so every photograph (FOV about 540 px across) is
@@ -143,11 +144,17 @@ def test_beam_lists_the_corrupt_file_and_only_it_as_failed(engines):
     assert str(engines.corrupt) in failures[0]["reason"] and "cannot decode" in failures[0]["reason"], failures
 
 
+def test_both_engines_write_the_same_csv_files(engines):
+    for name in ("measures.csv", FAILURES_CSV):  # the mask column names each engine's own folder
+        local = (engines.local / name).read_text().replace(str(engines.local), "OUT")
+        assert (engines.beam / name).read_text().replace(str(engines.beam), "OUT") == local, name
+
+
 def test_a_rerun_on_the_same_output_skips_all_twenty_and_writes_nothing_new(engines):
     rerun, before, after = engines.rerun, engines.before_rerun, engines.after_rerun
     assert rerun.exit_code == 1, show_result(rerun)  # the corrupt file fails again
     assert "beam: 0 photographs done, 20 skipped (already done), 1 failed" in rerun.stdout, show_result(rerun)
     assert sorted(after) == sorted(before)  # no new file
     rewritten = {name for name, (mtime, _) in after.items() if mtime != UNTOUCHED_NS}
-    assert rewritten <= {FAILURES_CSV}, rewritten  # failures.csv holds the run's failures: written every run
+    assert not rewritten, rewritten  # failures.csv too: the same failure again is the same file
     assert {name: data for name, (_, data) in after.items()} == {name: data for name, (_, data) in before.items()}

@@ -1,5 +1,6 @@
-"""`keras-vessel predict --engine beam`: the local engine's outputs from a Beam pipeline on the DirectRunner,
-resumed, past a corrupt file, bad options in one sentence. Skipped without the `beam` extra."""
+"""`keras-vessel predict --engine beam`: the local engine's outputs from a Beam pipeline on the DirectRunner
+(measures.csv and failures.csv included), resumed, past a corrupt file, bad options in one sentence. Skipped
+without the `beam` extra."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from PIL import Image
 pytest.importorskip("apache_beam", reason="the beam extra is not installed (pip install 'keras-vessel[beam]')")
 
 NAMES = ("eye_a", "eye_b", "eye_c", "eye_d")
+CORRUPT = b"\x89PNG\r\n\x1a\n not really"
 
 
 @pytest.fixture(scope="module")
@@ -34,21 +36,41 @@ def photographs(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def local_and_beam(photographs, tiny_model_file, tmp_path_factory) -> tuple[Path, Path, Path]:
+def with_corrupt(photographs, tmp_path_factory) -> Path:
+    """The four photographs and ``broken.png``, which does not decode."""
+    folder = tmp_path_factory.mktemp("inputs") / "photos"
+    shutil.copytree(photographs, folder)
+    (folder / "broken.png").write_bytes(CORRUPT)
+    return folder
+
+
+COMMON = ("--threshold", "otsu", "--measure", "--overlay", "--quiet")
+
+
+@pytest.fixture(scope="module")
+def local_and_beam(with_corrupt, tiny_model_file, tmp_path_factory) -> tuple[Path, Path, Path]:
+    """Fresh runs of both engines on `with_corrupt`: folders ``local`` and ``beam``, and the model."""
     model = tiny_model_file()
     local, beam = tmp_path_factory.mktemp("local"), tmp_path_factory.mktemp("beam")
-    common = ["--model", model, "--threshold", "otsu", "--measure", "--overlay", "--quiet"]
-    result = run_cli("predict", photographs, "--output", local, *common)
-    assert result.exit_code == 0, show_result(result)
-    result = run_cli("predict", photographs, "--output", beam, *common, "--engine", "beam",
+    result = run_cli("predict", with_corrupt, "--output", local, "--model", model, *COMMON)
+    assert result.exit_code == 1 and "1 of 5 inputs failed" in result.stderr, show_result(result)
+    assert f"(each with its reason in {local / 'failures.csv'})" in result.stderr, show_result(result)
+    result = run_cli("predict", with_corrupt, "--output", beam, "--model", model, *COMMON, "--engine", "beam",
                  "--beam-option", "direct_num_workers=2", "--beam-option", "direct_running_mode=multi_threading")
-    assert result.exit_code == 0, show_result(result)
-    assert "4 photographs done, 0 skipped (already done), 0 failed" in result.stdout, show_result(result)
+    assert result.exit_code == 1, show_result(result)
+    assert "4 photographs done, 0 skipped (already done), 1 failed" in result.stdout, show_result(result)
     return local, beam, model
 
 
 def _pixels(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path))
+
+
+def _text(folder: Path, name: str, *, copied_from: Path | None = None) -> str:
+    """A CSV of `folder` with the folder's path, or that of the folder it was `copied_from`, as ``OUT``
+    (measures.csv names each mask by its path)."""
+    text = (folder / name).read_text().replace(str(folder), "OUT")
+    return text.replace(str(copied_from), "OUT") if copied_from else text
 
 
 def _rows(path: Path) -> list[dict]:
@@ -67,31 +89,59 @@ def test_beam_writes_what_the_local_engine_writes(local_and_beam):
         assert np.abs(prob_local.astype(np.int64) - prob_beam).max() / 65535 <= 2e-3, name
         for kind in ("mask", "overlay"):
             np.testing.assert_array_equal(_pixels(local / f"{name}_{kind}.png"), _pixels(beam / f"{name}_{kind}.png"))
-    assert _rows(local / "measures.csv") == _rows(beam / "measures.csv")
     assert json.loads((beam / ".keras-vessel-predict").read_text())["files"] == \
         json.loads((local / ".keras-vessel-predict").read_text())["files"]
-    assert (beam / "failures.csv").read_text() == "path,reason\n"
 
 
-def test_a_rerun_skips_what_is_done_and_a_corrupt_file_is_recorded(local_and_beam, photographs, tmp_path):
-    _, beam, model = local_and_beam
-    inputs = tmp_path / "photos"
-    shutil.copytree(photographs, inputs)
-    (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    out = tmp_path / "out"
-    shutil.copytree(beam, out)
-    (out / "eye_c_mask.png").unlink()  # eye_c is redone
-    result = run_cli("predict", inputs, "--output", out, "--model", model, "--threshold", "otsu", "--measure",
-                 "--overlay", "--quiet", "--engine", "beam")
-    assert result.exit_code == 1, show_result(result)
-    assert "1 photograph done, 3 skipped (already done), 1 failed" in result.stdout, show_result(result)
-    assert f"see {out}/failures.csv" in result.stderr and "Traceback" not in result.stderr, show_result(result)
-    with (out / "failures.csv").open(newline="") as handle:
+def test_both_engines_write_the_same_measures_and_failures(local_and_beam, with_corrupt):
+    local, beam, _ = local_and_beam
+    for name in ("measures.csv", "failures.csv"):
+        assert _text(local, name) == _text(beam, name), name  # byte for byte, rows in one order
+    assert [row["name"] for row in _rows(beam / "measures.csv")] == sorted(NAMES)
+    with (beam / "failures.csv").open(newline="") as handle:
         (failure,) = list(csv.DictReader(handle))
-    assert failure["path"] == str(inputs / "broken.png")
-    assert failure["reason"].startswith(f"cannot decode image file {inputs / 'broken.png'}")
-    np.testing.assert_array_equal(_pixels(out / "eye_c_mask.png"), _pixels(beam / "eye_c_mask.png"))
-    assert [row["name"] for row in _rows(out / "measures.csv")] == sorted(NAMES)
+    broken = with_corrupt / "broken.png"
+    assert (failure["name"], failure["path"]) == ("broken", str(broken))
+    assert failure["reason"].startswith(f"cannot decode image file {broken}"), failure
+
+
+@pytest.mark.parametrize("engine", ["local", "beam"])
+def test_a_resumed_run_writes_what_a_fresh_run_writes(local_and_beam, with_corrupt, tmp_path, engine):
+    local, beam, model = local_and_beam
+    fresh = {"local": local, "beam": beam}[engine]
+    out = tmp_path / "out"
+    shutil.copytree(fresh, out)
+    (out / "eye_c_mask.png").unlink()  # eye_c is redone
+    (out / "measures.csv").write_text("".join(line for line in (out / "measures.csv").read_text().splitlines(True)
+                                              if not line.startswith("eye_a,")))  # so is eye_a, for its row
+    (out / "failures.csv").unlink()  # broken.png fails again
+    result = run_cli("predict", with_corrupt, "--output", out, "--model", model, *COMMON, "--engine", engine)
+    assert result.exit_code == 1, show_result(result)
+    if engine == "beam":
+        assert "2 photographs done, 2 skipped (already done), 1 failed" in result.stdout, show_result(result)
+        assert f"see {out}/failures.csv" in result.stderr and "Traceback" not in result.stderr, show_result(result)
+    else:
+        assert "for 2 of 5 images" in result.stdout and "2 of 5 already done" in result.stdout, show_result(result)
+    np.testing.assert_array_equal(_pixels(out / "eye_c_mask.png"), _pixels(fresh / "eye_c_mask.png"))
+    for name in ("measures.csv", "failures.csv"):
+        assert _text(out, name, copied_from=fresh) == _text(fresh, name), name
+
+
+@pytest.mark.parametrize("engine", ["local", "beam"])
+def test_a_failure_fixed_leaves_failures_csv(local_and_beam, with_corrupt, photographs, tmp_path, engine):
+    local, beam, model = local_and_beam
+    inputs, out = tmp_path / "photos", tmp_path / "out"
+    shutil.copytree(with_corrupt, inputs)
+    shutil.copytree({"local": local, "beam": beam}[engine], out)
+    shutil.copyfile(photographs / "eye_a.png", inputs / "broken.png")  # fixed: a photograph now
+    result = run_cli("predict", inputs, "--output", out, "--model", model, *COMMON, "--engine", engine)
+    assert result.exit_code == 0, show_result(result)
+    assert not (out / "failures.csv").exists()
+    rows = {row["name"]: row for row in _rows(out / "measures.csv")}
+    assert list(rows) == sorted([*NAMES, "broken"])
+    assert rows["broken"]["fov"] == f"found in {inputs / 'broken.png'}"
+    same = {"name": "eye_a", "mask": "eye_a_mask.png", "fov": rows["eye_a"]["fov"]}  # the rest as eye_a's
+    assert {**rows["broken"], **same} == rows["eye_a"]
 
 
 @pytest.mark.parametrize("option, message", [
@@ -108,11 +158,11 @@ def test_a_bad_beam_option_is_one_sentence(photographs, tiny_model_file, tmp_pat
     assert not (tmp_path / "out").exists()
 
 
-def test_a_pipeline_that_stops_is_one_sentence_and_a_rerun_does_the_rest(photographs, tiny_model_file, tmp_path):
+def test_a_pipeline_that_stops_is_one_sentence_and_a_rerun_does_the_rest(with_corrupt, tiny_model_file, tmp_path):
     out = tmp_path / "out"
-    (out / "failures.csv").mkdir(parents=True)  # the pipeline's last step cannot write its failures there
-    command = ["predict", photographs / "eye_a.png", photographs / "eye_b.png", "--output", out,
-               "--model", tiny_model_file(), "--threshold", "0.5", "--quiet", "--engine", "beam"]
+    (out / "failures.csv").mkdir(parents=True)  # the pipeline's last step cannot write broken.png's failure there
+    command = ["predict", with_corrupt / "eye_a.png", with_corrupt / "eye_b.png", with_corrupt / "broken.png",
+               "--output", out, "--model", tiny_model_file(), "--threshold", "0.5", "--quiet", "--engine", "beam"]
     result = run_cli(*command)
     assert result.exit_code == 1, show_result(result)
     assert result.stderr == (f"Error: the Beam pipeline stopped in step 'Marker, measures and failures': "
@@ -120,8 +170,8 @@ def test_a_pipeline_that_stops_is_one_sentence_and_a_rerun_does_the_rest(photogr
                              f"the photographs already done in {out})\n"), show_result(result)
     (out / "failures.csv").rmdir()
     result = run_cli(*command)
-    assert result.exit_code == 0, show_result(result)
-    assert "0 photographs done, 2 skipped (already done), 0 failed" in result.stdout, show_result(result)
+    assert result.exit_code == 1, show_result(result)
+    assert "0 photographs done, 2 skipped (already done), 1 failed" in result.stdout, show_result(result)
 
 
 def test_a_runner_that_cannot_run_is_one_sentence(photographs, tiny_model_file, tmp_path):
@@ -196,6 +246,7 @@ def test_a_rerun_with_another_threshold_is_refused_before_any_work(local_and_bea
     out = tmp_path / "out"
     shutil.copytree(beam, out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert "failures.csv" in before
     result = run_cli("predict", out / "eye_a_prob.png", "--output", out, "--model", model, "--threshold", "0.5",
                      "--measure", "--overlay", "--quiet", "--engine", "beam")  # the input is never read
     assert result.exit_code == 1, show_result(result)
@@ -224,7 +275,7 @@ def test_the_terminal_shows_our_lines_not_beams_or_its_workers_notices(photograp
     import subprocess
     import sys
 
-    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (tmp_path / "broken.png").write_bytes(CORRUPT)
     command = [str(Path(sys.executable).with_name("keras-vessel")), "predict", str(photographs / "eye_a.png"),
                str(tmp_path / "broken.png"), "--output", str(tmp_path / "out"), "--model", str(tiny_model_file()),
                "--threshold", "0.5", "--engine", "beam", "--beam-option", "direct_running_mode=multi_processing",

@@ -18,6 +18,7 @@ from PIL import Image
 from skimage.filters import threshold_otsu
 
 from keras_vessel.serving.prediction import (
+    FAILURES_CSV,
     OUTPUT_MARKER,
     OVERLAY_COLOUR,
     DoneCheck,
@@ -26,6 +27,7 @@ from keras_vessel.serving.prediction import (
     PredictReport,
     claim_output,
     expand_inputs,
+    failures_text,
     predict_files,
     vessel_overlay,
 )
@@ -223,6 +225,48 @@ def test_a_stopped_run_run_again_does_the_rest_only_and_ends_as_a_fresh_run(tmp_
     assert [path.stem for path in report.skipped] == sorted(set("abcd") - set(redone))
     assert sorted({path.name.split("_")[0] for path in report.written}) == redone and len(calls) == 2
     assert {path.name: path.read_bytes() for path in out.iterdir()} == fresh  # measures.csv and marker too
+
+
+def _csvs(folder: Path) -> dict[str, str]:
+    """measures.csv and failures.csv of `folder` (None when absent), the folder's path as ``OUT``."""
+    return {name: (folder / name).read_text().replace(str(folder), "OUT") if (folder / name).exists() else None
+            for name in ("measures.csv", FAILURES_CSV)}
+
+
+def test_failures_csv_lists_each_failed_photograph_until_it_succeeds(tmp_path, four):
+    broken = tmp_path / "in" / "broken.png"
+    broken.write_bytes(b"not a png")
+    a, b, c, d = four
+    fresh, out = tmp_path / "fresh", tmp_path / "out"
+    predict_files(None, [*four, broken], fresh, predictor=_green, **RESUMED)
+    assert _csvs(fresh)[FAILURES_CSV] == (f"name,path,reason\nbroken,{broken},\"cannot decode image file {broken}: "
+                                          "not a PNG, JPEG, TIFF, GIF or PPM image, or damaged; convert or remove "
+                                          "it\"\n")
+
+    predict_files(None, [d, broken, a], out, predictor=_green, **RESUMED)  # input order is not the files' order
+    report = predict_files(None, [c, b], out, predictor=_green, **RESUMED)  # broken.png's row stays
+    assert report.failures == [] and _csvs(out) == _csvs(fresh)  # the files of one run of them all
+    rows = (out / "measures.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows] == ["name", "a", "b", "c", "d"]
+
+    shutil.copyfile(a, broken)  # fixed
+    report = predict_files(None, [*four, broken], out, predictor=_green, **RESUMED)
+    assert [p.stem for p in report.skipped] == list("abcd") and report.failures == []
+    assert not (out / FAILURES_CSV).exists()  # none of the folder's photographs failed
+    assert [row.split(",")[0] for row in (out / "measures.csv").read_text().splitlines()][1:] == [
+        "a", "b", "broken", "c", "d"]
+    predict_files(None, [a], out, predictor=_green, overwrite=True, **RESUMED)
+    assert not (out / FAILURES_CSV).exists()
+
+
+def test_failures_text_keeps_the_rows_of_photographs_not_handled():
+    previous = failures_text(None, [("in/x.png", "x: bad"), ("gs://b/y.ppm.gz", "y: bad")], ["x", "y"])
+    assert previous == "name,path,reason\nx,in/x.png,x: bad\ny,gs://b/y.ppm.gz,y: bad\n"
+    assert failures_text(previous, [("z.jpg", "z: bad")], ["z"]) == previous + "z,z.jpg,z: bad\n"
+    assert failures_text(previous, [("other/x.png", "x: worse")], ["x", "y"]) == \
+        "name,path,reason\nx,other/x.png,x: worse\n"  # y succeeded
+    assert failures_text(previous, [], ["x", "y"]) is None
+    assert failures_text("path,reason\na.png,bad\n", [], []) is None  # not our columns: nothing kept
 
 
 def test_outputs_that_record_no_settings_are_not_resumed(tmp_path, images):

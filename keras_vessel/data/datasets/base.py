@@ -3,7 +3,10 @@
 A reader turns a folder in a published layout into a list of `SampleSpec`s.
 Specs are cheap (paths only) and picklable: ``load`` is a `functools.partial`
 of the module-level `load_files`, so a `multiprocessing` pool can load
-samples in workers.
+samples in workers. What loading needs of TensorFlow (a field of view derived
+from the photograph) is its ``measure``, run by the caller where TensorFlow is
+(`keras_vessel.data.tfrecords`: prepare's main process), so that the workers
+import none (`keras_vessel.workers`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from keras_vessel.errors import DatasetError
-from keras_vessel.data.preprocessing import derive_fov, read_image, read_mask
+from keras_vessel.io import update_digest
+from keras_vessel.data.preprocessing import derive_fov, fov_cut, read_image, read_mask
 
 SPLITS = ("training", "test", "all")
 
@@ -36,10 +40,16 @@ class Sample:
 
 @dataclass(frozen=True)
 class SampleSpec:
-    """A sample not yet read: its ``name`` and a picklable ``load() -> Sample``."""
+    """A sample not yet read: its ``name`` and a picklable ``load() -> Sample``.
+
+    ``measure``, when not None, is a picklable call computing what ``load`` needs of TensorFlow (a field
+    of view derived from the photograph: `measure_fov`): ``load(measured=measure())`` returns what
+    ``load()`` returns, and imports no TensorFlow when given it.
+    """
 
     name: str
-    load: Callable[[], Sample]
+    load: Callable[..., Sample]
+    measure: Callable[[], object] | None = None
 
     def fingerprint(self) -> str:
         """A hex digest of what `load` would read: its files' names, sizes and contents, and its options.
@@ -53,8 +63,7 @@ class SampleSpec:
             if isinstance(argument, Path):
                 digest.update(argument.name.encode())
                 with argument.open("rb") as handle:
-                    for block in iter(lambda: handle.read(1 << 20), b""):
-                        digest.update(block)
+                    update_digest(digest, handle)
             else:
                 digest.update(repr(argument).encode())
         return digest.hexdigest()
@@ -134,13 +143,16 @@ def load_files(
     fov_threshold: float | None = None,
     fov_erosion: int = 3,
     fov_rule: str = "derive",
+    measured: object | None = None,
 ) -> Sample:
     """Read one sample from its files; derive the FOV when ``fov_path`` is None.
 
     ``fov_rule="derive"`` derives it with `derive_fov` (the published datasets' readers);
     ``"predict"`` uses the region `keras-vessel predict` keeps (`image_fov` grown by
     `keras_vessel.data.scaling.FOV_DILATION` px, the whole image when no FOV is found), so a
-    threshold chosen on the sample counts the pixels prediction keeps.
+    threshold chosen on the sample counts the pixels prediction keeps. ``measured`` is
+    ``measure_fov(image_path, fov_rule=fov_rule)`` computed elsewhere (then no TensorFlow is
+    imported here), or None to compute it here when needed.
     Module-level (not a closure) so that ``functools.partial(load_files, ...)``
     pickles.
     """
@@ -148,12 +160,9 @@ def load_files(
     label = read_mask(label_path)
     _check_same_size(image_path, image, label_path, label)
     if fov_path is None and fov_rule == "predict":
-        from keras_vessel.data.scaling import image_fov, prediction_region
-
-        geometry = image_fov(image)
-        fov = prediction_region(geometry.mask, geometry.found).numpy()
+        fov = _predict_region(image) if measured is None else measured
     elif fov_path is None:
-        fov = derive_fov(image, threshold=fov_threshold, erosion=fov_erosion)
+        fov = derive_fov(image, threshold=fov_threshold, erosion=fov_erosion, cut=measured)
     else:
         fov = read_mask(fov_path)
         _check_same_size(image_path, image, fov_path, fov)
@@ -164,6 +173,32 @@ def load_files(
     return Sample(name=name, image=image, label=label, fov=fov, second_label=second)
 
 
+def _predict_region(image: np.ndarray) -> np.ndarray:
+    """The region `keras-vessel predict` keeps of ``image`` (TensorFlow ops): ``load_files``'s "predict" FOV."""
+    from keras_vessel.data.scaling import image_fov, prediction_region
+
+    geometry = image_fov(image)
+    return prediction_region(geometry.mask, geometry.found).numpy()
+
+
+def measure_fov(image_path: Path, *, fov_rule: str = "derive") -> object:
+    """What deriving the FOV of the photograph at ``image_path`` by ``fov_rule`` needs of TensorFlow, to give
+    a loader as ``measured`` (`SampleSpec.measure`): `fov_cut` for "derive" (the default `derive_fov`
+    rule), the FOV itself for "predict" (`load_files`)."""
+    image = read_image(image_path)
+    return _predict_region(image) if fov_rule == "predict" else fov_cut(image)
+
+
+def fov_measure(image_path: Path, fov_path: Path | None = None, *, fov_threshold: float | None = None,
+                fov_rule: str = "derive") -> Callable[[], object] | None:
+    """``SampleSpec.measure`` of a sample whose FOV is ``fov_path``, or derived from ``image_path`` by
+    ``fov_rule`` (with ``fov_threshold``: `derive_fov`'s options) when None: None when no TensorFlow is
+    needed (a FOV file, or a fixed threshold), else `measure_fov` of the photograph."""
+    if fov_path is not None or (fov_rule == "derive" and fov_threshold is not None):
+        return None
+    return functools.partial(measure_fov, image_path, fov_rule=fov_rule)
+
+
 def file_spec(
     name: str,
     image_path: Path,
@@ -172,12 +207,16 @@ def file_spec(
     second_label_path: Path | None = None,
     **fov_options: object,
 ) -> SampleSpec:
-    """A SampleSpec whose ``load`` reads the given files with `load_files`."""
+    """A SampleSpec whose ``load`` reads the given files with `load_files` (and whose ``measure`` is
+    `fov_measure`'s)."""
+    measure = fov_measure(image_path, fov_path, fov_threshold=fov_options.get("fov_threshold"),
+                          fov_rule=fov_options.get("fov_rule", "derive"))
     return SampleSpec(
         name=name,
         load=functools.partial(
             load_files, name, image_path, label_path, fov_path, second_label_path, **fov_options
         ),
+        measure=measure,
     )
 
 

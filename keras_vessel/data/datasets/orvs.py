@@ -34,10 +34,11 @@ from keras_vessel.data.datasets.base import (
     check_fov_options,
     check_split,
     find_images,
+    fov_measure,
     require_dir,
     require_file,
 )
-from keras_vessel.data.preprocessing import derive_fov, read_graded_mask, read_image
+from keras_vessel.data.preprocessing import FovCut, derive_fov, read_graded_mask, read_image
 from keras_vessel.errors import DatasetError
 
 LABEL_CUT = 127
@@ -59,12 +60,13 @@ def pad_to(label: np.ndarray, shape: tuple[int, int], *, label_path: Path, image
 
 
 def load_orvs(name: str, image_path: Path, label_path: Path, *, fov_threshold: float | None = None,
-              fov_erosion: int = 3) -> Sample:
-    """Read one ORVS sample by the rules of this module (module-level, so its partial pickles)."""
+              fov_erosion: int = 3, measured: FovCut | None = None) -> Sample:
+    """Read one ORVS sample by the rules of this module (module-level, so its partial pickles); ``measured``:
+    `keras_vessel.data.datasets.base.measure_fov` of the image, computed elsewhere (no TensorFlow here)."""
     image = read_image(image_path)
     label = read_graded_mask(label_path, cut=LABEL_CUT)
     label = pad_to(label, image.shape[:2], label_path=label_path, image_path=image_path)
-    fov = derive_fov(image, threshold=fov_threshold, erosion=fov_erosion)
+    fov = derive_fov(image, threshold=fov_threshold, erosion=fov_erosion, cut=measured)
     return Sample(name=name, image=image, label=label, fov=fov)
 
 
@@ -87,5 +89,6 @@ def open_orvs(
         for image_path, match in found:
             stem = match.group(1)
             label = require_file(folder / "Labels" / image_path.name, "ORVS label")
-            specs.append(SampleSpec(stem, functools.partial(load_orvs, stem, image_path, label, **fov_options)))
+            specs.append(SampleSpec(stem, functools.partial(load_orvs, stem, image_path, label, **fov_options),
+                                    fov_measure(image_path, fov_threshold=fov_threshold)))
     return specs
