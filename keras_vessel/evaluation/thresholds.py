@@ -8,7 +8,7 @@ test-time augmentation, ``threshold_multi.json`` for fused resolutions,
 `threshold_path`) by `save_threshold` and read by `load_threshold`.
 `choose_run_threshold` does this for a finished training run (what
 `keras-vessel train` runs after training), at each of `THRESHOLD_SCALES` the
-model can run at. `Threshold` carries a value with the rule that produced it,
+run was trained for. `Threshold` carries a value with the rule that produced it,
 so reports never show a number out of context.
 """
 
@@ -359,13 +359,16 @@ def choose_run_threshold(run_dir: str | Path, *, progress: bool = True) -> float
     the accuracy-optimal threshold over its prepared training images (for a
     cross-validation fold, without the held-out group, which stands in for
     test images) is saved as ``threshold.json`` beside ``model.keras`` and
-    recorded in run.json; for a model that records its training scale, the
-    same at ``--scale multi`` as ``threshold_multi.json`` (run.json's
-    ``threshold_multi``). Returns the threshold at the model's own scale.
+    recorded in run.json; for a run trained at a fixed field-of-view diameter
+    (``data.fov_diameter``, the multiples ``--scale multi`` runs at), the same
+    at ``--scale multi`` as ``threshold_multi.json`` (run.json's
+    ``threshold_multi``). A run trained at each image's own scale records
+    only its images' median diameter, has no working resolution to take
+    multiples of, and gets none (`predict --scale multi` then says so).
+    Returns the threshold at the model's own scale.
     """
     from keras_vessel.config import load_config, records_folders
     from keras_vessel.data.tfrecords import combined_manifest, read_samples
-    from keras_vessel.models import model_fov_diameter
     from keras_vessel.training import RunFolder
 
     run = RunFolder(run_dir)
@@ -377,7 +380,7 @@ def choose_run_threshold(run_dir: str | Path, *, progress: bool = True) -> float
     model = load_inference_model(run.model_path, heads=config.train.heads)
     dataset = combined_manifest(folders)["dataset"]
     chosen = {}
-    for scale in THRESHOLD_SCALES if model_fov_diameter(model) is not None else THRESHOLD_SCALES[:1]:
+    for scale in THRESHOLD_SCALES if config.data.fov_diameter else THRESHOLD_SCALES[:1]:
         value = choose_training_threshold(model, samples, progress=progress, predict_options={"scale": scale})
         save_threshold(run.model_path, value, heads=config.train.heads, dataset=dataset, images=len(samples),
                        scale=scale)

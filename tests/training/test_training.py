@@ -78,24 +78,32 @@ def test_run_folder_holds_everything_needed_to_repeat_and_reuse_the_run(records,
     threshold = json.loads((tmp_path / "threshold.json").read_text())
     assert threshold["threshold"] == value and 0 < value < 1 and threshold["images"] == 4
     assert json.loads((tmp_path / "run.json").read_text())["threshold"] == value
-    # every trained model records its training scale (data.fov_diameter or the images' median), so --scale multi
-    # has its own threshold, chosen on the same images' fused maps
-    from keras_vessel.config import records_folders
-    from keras_vessel.data.tfrecords import read_samples
-    from keras_vessel.evaluation import choose_training_threshold, load_threshold
-    from keras_vessel.models.inference import load_inference_model
-
-    samples = read_samples(records_folders(small_config(records).data))
-    fused = choose_training_threshold(load_inference_model(tmp_path / "model.keras"), samples, progress=False,
-                                      predict_options={"scale": "multi"})
-    stored = load_threshold(tmp_path / "model.keras", scale="multi")
-    assert stored["threshold"] == fused and stored["scale"] == "multi" and stored["images"] == 4
-    assert json.loads((tmp_path / "run.json").read_text())["threshold_multi"] == fused
+    assert not (tmp_path / "threshold_multi.json").exists()  # trained at each image's own scale: no multiples
 
     import keras_vessel.losses  # noqa: F401  registers the custom objects
     model = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
     assert set(model.output_names) == {"segment", "pixel"}
     assert {type(loss).__name__ for loss in model.loss.values()} == {"SegmentLevelLoss", "PixelWiseLoss"}
+
+
+def test_a_run_trained_at_a_fixed_fov_gets_a_threshold_chosen_on_fused_maps_too(records, tmp_path):
+    from keras_vessel.config import records_folders
+    from keras_vessel.data.scaling import FUSION_MULTIPLES
+    from keras_vessel.data.tfrecords import read_samples
+    from keras_vessel.evaluation import choose_run_threshold, choose_training_threshold, load_threshold
+    from keras_vessel.models.inference import load_inference_model
+
+    config = small_config(records, epochs=1, steps_per_epoch=2)
+    config = replace(config, data=replace(config.data, fov_diameter=80.0))
+    train(config, tmp_path, verbose=0)
+    value = choose_run_threshold(tmp_path, progress=False)
+    samples = read_samples(records_folders(config.data))
+    fused = choose_training_threshold(load_inference_model(tmp_path / "model.keras"), samples, progress=False,
+                                      predict_options={"scale": "multi"})
+    assert value == load_threshold(tmp_path / "model.keras")["threshold"]  # the model's own scale's
+    stored = load_threshold(tmp_path / "model.keras", scale="multi")  # chosen on the same images' fused maps
+    assert stored["threshold"] == fused and stored["images"] == 4 and stored["multiples"] == list(FUSION_MULTIPLES)
+    assert json.loads((tmp_path / "run.json").read_text())["threshold_multi"] == fused
 
 
 def test_rerun_resumes_after_the_last_finished_epoch(records, tmp_path):
