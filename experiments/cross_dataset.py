@@ -35,6 +35,8 @@ from typing import Any
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("KERAS_VESSEL_DATA", REPOSITORY.parent / "shared" / "data"))
+# The command the drivers train with: this interpreter's keras-vessel.
+KERAS_VESSEL = str(Path(sys.executable).with_name("keras-vessel"))
 ROOTS = {"drive": "DRIVE", "chase_db1": "CHASE_DB1"}
 DATASETS = tuple(ROOTS)
 RESULTS = REPOSITORY / "experiments" / "results" / "cross_dataset.json"
@@ -414,15 +416,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(table(load_results(args.results)))
         return
     runs = [run for run in planned_runs() if args.only is None or run.name in args.only]
-    keras_vessel = str(Path(sys.executable).with_name("keras-vessel"))
     if not args.no_train:  # scoring reads the datasets themselves, not the records
         for source in DATASETS:
             folder = args.records / source / "training"
             if not (folder / "manifest.json").is_file():
-                subprocess.run([keras_vessel, "prepare", "--dataset", source, "--root",
+                subprocess.run([KERAS_VESSEL, "prepare", "--dataset", source, "--root",
                                 str(args.data / ROOTS[source]), "--split", "training", "--out", str(folder),
                                 "--workers", "2", "--quiet"], check=True)
-        train_all(runs, args.out, args.records, jobs=args.jobs, keras_vessel=keras_vessel)
+        train_all(runs, args.out, args.records, jobs=args.jobs, keras_vessel=KERAS_VESSEL)
     results = score_all(runs, args.out, args.results, data=args.data)
     print(table(results))
 

@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.cross_dataset import (
+    KERAS_VESSEL,
     REPOSITORY,
     finished_run,
     load_results,
@@ -207,8 +208,7 @@ def pool_records(camera: str, *, loco_records: Path, out: Path, data: Path) -> P
 def train_reference(camera: str, *, out: Path, data: Path, loco_records: Path) -> Path:
     """Train `camera`'s `ReferenceRun` into ``<out>/<its name>`` unless finished; returns its model file."""
     run = ReferenceRun(camera, pool_records(camera, loco_records=loco_records, out=out, data=data))
-    keras_vessel = str(Path(sys.executable).with_name("keras-vessel"))
-    train_all([run], out, None, jobs=1, keras_vessel=keras_vessel)
+    train_all([run], out, None, jobs=1, keras_vessel=KERAS_VESSEL)
     if not finished_run(out / run.name):
         raise SystemExit(f"the reference {run.name} did not finish; see {out / (run.name + '.log')}")
     return out / run.name / "model.keras"

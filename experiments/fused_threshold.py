@@ -38,15 +38,17 @@ THRESHOLDS = ("stored", "fused")
 
 
 def fused_training_threshold(run: Path) -> dict[str, Any]:
-    """The accuracy-optimal threshold of run folder `run` on its training images predicted at ``multi``."""
-    from keras_vessel.config import load_config, records_folders
-    from keras_vessel.data.tfrecords import read_samples
-    from keras_vessel.evaluation.thresholds import choose_training_threshold
+    """The accuracy-optimal threshold of run folder `run` on its training images (those `train` chose its
+    threshold on: `run_training_samples`) predicted at ``multi``."""
+    from keras_vessel.config import load_config
+    from keras_vessel.evaluation.thresholds import choose_training_threshold, run_training_samples
     from keras_vessel.models.inference import load_inference_model
+    from keras_vessel.training import RunFolder
 
-    config = load_config(run / "config.yaml")
-    samples = read_samples(records_folders(config.data))
-    model = load_inference_model(run / "model.keras", heads=config.train.heads)
+    folder = RunFolder(run)
+    config = load_config(folder.config_path)
+    samples = run_training_samples(folder, config)
+    model = load_inference_model(folder.model_path, heads=config.train.heads)
     value = choose_training_threshold(model, samples, predict_options={"scale": SCALE})
     return {"threshold": value, "images": len(samples)}
 

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.cross_dataset import (
+    KERAS_VESSEL,
     REPOSITORY,
     SHARED,
     WNET_SETS,
@@ -378,14 +379,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(table(score_bundled(args.out, args.results, data=args.data)))
         return
     runs = [run for run in planned_runs() if args.only is None or run.name in args.only]
-    keras_vessel = str(Path(sys.executable).with_name("keras-vessel"))
     if not args.no_train:
         for camera, (folder, split, _) in CAMERAS.items():
             if not (args.records / camera / "manifest.json").is_file():
-                subprocess.run([keras_vessel, "prepare", "--dataset", camera, "--root", str(args.data / folder),
+                subprocess.run([KERAS_VESSEL, "prepare", "--dataset", camera, "--root", str(args.data / folder),
                                 "--split", split, "--out", str(args.records / camera), "--workers", "2", "--quiet"],
                                check=True)
-        train_all(runs, args.out, args.records, jobs=args.jobs, keras_vessel=keras_vessel)
+        train_all(runs, args.out, args.records, jobs=args.jobs, keras_vessel=KERAS_VESSEL)
     print(table(score_all(runs, args.out, args.results, data=args.data, variants=args.variants)))
 
 

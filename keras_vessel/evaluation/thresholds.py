@@ -43,6 +43,7 @@ __all__ = [
     "load_sample",
     "load_threshold",
     "parse_threshold",
+    "run_training_samples",
     "save_threshold",
     "threshold_path",
     "threshold_paths",
@@ -352,6 +353,17 @@ def leave_one_image_out_threshold(probs, labels, fovs) -> ImagesThreshold:
     return ImagesThreshold(float(np.median(left_out)), IMAGES_LEFT_OUT_RULE.format(n=count), left_out)
 
 
+def run_training_samples(run, config) -> list:
+    """The samples a training run's thresholds are chosen on: the prepared training images of `config`
+    (the run's resolved `keras_vessel.config.RunConfig`), without the held-out group for a cross-validation
+    fold (its names from `run`'s run.json; `run` a `keras_vessel.training.RunFolder`)."""
+    from keras_vessel.config import records_folders
+    from keras_vessel.data.tfrecords import read_samples
+
+    names = run.read_info().get("training_images") if config.data.folds else None
+    return read_samples(records_folders(config.data), names=names)
+
+
 def choose_run_threshold(run_dir: str | Path, *, progress: bool = True) -> float:
     """Choose and store the threshold of a finished training run on its training images.
 
@@ -368,17 +380,14 @@ def choose_run_threshold(run_dir: str | Path, *, progress: bool = True) -> float
     Returns the threshold at the model's own scale.
     """
     from keras_vessel.config import load_config, records_folders
-    from keras_vessel.data.tfrecords import combined_manifest, read_samples
+    from keras_vessel.data.tfrecords import combined_manifest
     from keras_vessel.training import RunFolder
 
     run = RunFolder(run_dir)
     config = load_config(run.config_path)
-    info = run.read_info()
-    names = info.get("training_images") if config.data.folds else None
-    folders = records_folders(config.data)
-    samples = read_samples(folders, names=names)
+    samples = run_training_samples(run, config)
     model = load_inference_model(run.model_path, heads=config.train.heads)
-    dataset = combined_manifest(folders)["dataset"]
+    dataset = combined_manifest(records_folders(config.data))["dataset"]
     chosen = {}
     for scale in THRESHOLD_SCALES if config.data.fov_diameter else THRESHOLD_SCALES[:1]:
         value = choose_training_threshold(model, samples, progress=progress, predict_options={"scale": scale})
