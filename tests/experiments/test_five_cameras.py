@@ -1,0 +1,81 @@
+"""The five-camera driver's rules n1 and n2, table and command (notebook entry n); no training, no scoring."""
+
+import statistics
+
+import pytest
+
+from experiments import five_cameras as fc
+from experiments.leave_one_camera_out import CAMERAS
+
+BUNDLED_AUC = {"drive": 0.9785, "chase_db1": 0.9844, "hrf": 0.955, "orvs": 0.978, "les_av": 0.984}
+
+
+def _scores(auc: dict[str, float], f1: float, worst: float = 0.95) -> dict:
+    return {camera: {"model": {"sha256": "x"}, "scores": {"AUC_pooled": value, "F1": f1, "worst_AUC": worst}}
+            for camera, value in auc.items()}
+
+
+def _results(fast_auc: dict[str, float], *, fast_f1: float = 0.80, speed: tuple[float, float] | None = (1.0, 0.3)):
+    results = {"scores": {fc.BUNDLED: _scores(BUNDLED_AUC, 0.78, worst=0.93), fc.FAST: _scores(fast_auc, fast_f1)}}
+    if speed is not None:
+        results["speed"] = {"seconds": {fc.BUNDLED: speed[0], fc.FAST: speed[1]}}
+    return results
+
+
+def _passing() -> dict[str, float]:
+    return {"drive": 0.9736, "chase_db1": 0.9795, "hrf": 0.960, "orvs": 0.979, "les_av": 0.985}
+
+
+def test_n1_ships_only_when_every_condition_holds():
+    verdict = fc.fast_verdict(_results(_passing()))
+    assert verdict["ship"] and all(verdict["checks"].values())
+
+
+@pytest.mark.parametrize("camera, value", [("drive", 0.9734), ("chase_db1", 0.9793), ("hrf", 0.954), ("les_av", 0.983)])
+def test_n1_fails_on_one_camera(camera, value):
+    auc = dict(_passing(), **{camera: value})
+    verdict = fc.fast_verdict(_results(auc))
+    assert not verdict["ship"]
+    assert [key for key, ok in verdict["checks"].items() if not ok] == [
+        f"{camera}_AUC_within" if camera in fc.BENCHMARK_CAMERAS else f"{camera}_not_below"]
+
+
+def test_n1_needs_the_mean_f1_too_and_the_time():
+    assert not fc.fast_verdict(_results(_passing(), fast_f1=0.77))["ship"]  # below the bundled 0.78 everywhere
+    assert not fc.fast_verdict(_results(_passing(), speed=(1.0, 0.34)))["ship"]  # more than a third
+    unmeasured = fc.fast_verdict(_results(_passing(), speed=None))
+    assert unmeasured["checks"]["time_ratio"] is None and not unmeasured["ship"]
+
+
+def test_n2_compares_with_the_two_camera_wnet():
+    assert fc.budget_verdict(_results({**_passing(), "drive": 0.9715, "chase_db1": 0.9788}))["v2_at_v1_budget"]
+    verdict = fc.budget_verdict(_results({**_passing(), "drive": 0.9714}))
+    assert verdict["checks"] == {"drive": False, "chase_db1": True} and not verdict["v2_at_v1_budget"]
+
+
+def test_the_table_has_a_row_per_model_with_its_means():
+    results = _results(_passing())
+    lines = fc.table(results).splitlines()
+    header = lines[0].split(" | ")
+    assert len(header) == 1 + len(CAMERAS) + 3
+    row = next(line for line in lines if line.startswith(f"| {fc.FAST} |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[-3] == f"{statistics.mean(_passing().values()):.4f}"
+    assert cells[-2] == "0.800" and cells[-1] == "0.950"
+    assert any(line.startswith("Rule n1 (fast model): ship = True") for line in lines)
+    incomplete = {"scores": {fc.FAST: _scores({"drive": 0.97}, 0.8)}}
+    assert fc.table(incomplete).count("\n") == 1  # header only: a model without every camera gets no row
+
+
+def test_the_train_command_names_every_folder_and_trains_on_every_photograph(tmp_path):
+    folders = [tmp_path / camera for camera in CAMERAS]
+    argv = fc.train_command(tmp_path / "run", folders, keras_vessel="kv")
+    assert argv[:4] == ["kv", "train", "--config", str(fc.CONFIG)]
+    assert f"data.train_records=[{', '.join(map(str, folders))}]" in argv
+    assert "data.validation_images=0" in argv and argv[-2:] == ["--output", str(tmp_path / "run")]
+
+
+def test_model_options_need_a_name_and_a_path():
+    assert fc.parse_models(["a=x/m.keras"]) == {"a": fc.Path("x/m.keras")}
+    with pytest.raises(SystemExit, match="NAME=PATH"):
+        fc.parse_models(["x/m.keras"])
