@@ -8,6 +8,7 @@ the library's (`keras_vessel.data.datasets.DATASETS`, `keras_vessel.checks.FUSIO
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import click
@@ -29,6 +30,24 @@ TTA_HELP = ("Test-time augmentation: average the predictions of the left-right m
 def counted(count: int, noun: str) -> str:
     """``"1 epoch"``, ``"2 epochs"``: a count with its noun, plural unless it is one."""
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def thresholds_said(thresholds: Mapping[str, float], how: str) -> str:
+    """How a command's last line gives the thresholds it stored, and `how` they were chosen.
+
+    `thresholds` maps threshold scales to values, the model's own scale (``"auto"``) first, as
+    `keras_vessel.evaluation.choose_run_threshold` returns them:
+
+    >>> thresholds_said({"auto": 0.59041}, "on its training images")
+    'threshold 0.5904 on its training images'
+    >>> thresholds_said({"auto": 0.718, "multi": 0.564}, "on its training images")
+    'thresholds 0.7180 at its own scale, 0.5640 at --scale multi, on its training images'
+    """
+    if list(thresholds) == ["auto"]:
+        return f"threshold {thresholds['auto']:.4f} {how}"
+    at = ", ".join(f"{value:.4f} at {'its own scale' if scale == 'auto' else f'--scale {scale}'}"
+                   for scale, value in thresholds.items())
+    return f"thresholds {at}, {how}"
 
 
 def threshold_option(value: str, *, otsu: bool = True) -> str:

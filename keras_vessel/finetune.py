@@ -3,9 +3,11 @@
 `finetune` matches the photographs to their labels (`keras_vessel.data.datasets.open_labelled`), checks
 them, prepares them into the run folder, sizes the recipe to the time budget and trains it with the
 training loop of `keras-vessel train` (`keras_vessel.training.finetune`), then chooses the threshold on
-the photographs (`keras_vessel.evaluation.leave_one_image_out_threshold`) and writes the report
-(`keras_vessel.evaluation.finetune`). The output is a normal run folder: config.yaml, run.json (with the
-base model's SHA-256 and the photographs used), model.keras, threshold.json, report.md and report.json.
+the photographs (`keras_vessel.evaluation.leave_one_image_out_threshold`) at the model's own scale and,
+when the base model records a fixed FOV diameter (the bundled one does), on maps predicted at
+``--scale multi`` too, and writes the report (`keras_vessel.evaluation.finetune`). The output is a normal
+run folder: config.yaml, run.json (with the base model's SHA-256 and the photographs used), model.keras,
+threshold.json (and threshold_multi.json), report.md and report.json.
 """
 
 from __future__ import annotations
@@ -23,13 +25,20 @@ __all__ = ["FinetuneResult", "finetune"]
 
 @dataclass(frozen=True)
 class FinetuneResult:
-    """What `finetune` did: the run folder and model, the threshold and its rule, the report (report.json)."""
+    """What `finetune` did: the run folder and model, the threshold and its rule, the report (report.json).
+
+    threshold, rule : the threshold at the model's own scale (threshold.json) and how it was chosen.
+    thresholds : every stored threshold by threshold scale (`keras_vessel.evaluation.run_threshold_scales`):
+        ``{"auto": threshold}``, with ``"multi"`` (threshold_multi.json) when the base model records a
+        fixed FOV diameter.
+    """
 
     run_dir: Path
     model_path: Path
     status: str
     threshold: float
     rule: str
+    thresholds: dict[str, float]
     report: dict[str, Any]
 
 
@@ -57,6 +66,7 @@ def finetune(images: str | Path, labels: str | Path, output: str | Path, *, mask
     """
     from keras_vessel.data.datasets import open_labelled
     from keras_vessel.data.tfrecords import read_manifest
+    from keras_vessel.evaluation import run_threshold_scales
     from keras_vessel.locks import folder_lock
     from keras_vessel.models.inference import load_inference_model
     from keras_vessel.training import RunFolder, time_steps, train
@@ -66,6 +76,7 @@ def finetune(images: str | Path, labels: str | Path, output: str | Path, *, mask
         check_photographs,
         finetune_config,
         plan_finetune,
+        prediction_work,
         removed_unless_started,
         steps_for_budget,
     )
@@ -88,49 +99,67 @@ def finetune(images: str | Path, labels: str | Path, output: str | Path, *, mask
         config, budget = plan.config, run.read_info().get("finetune", {}).get("budget")
         if config is None:  # a new run: size the recipe to what is left of the budget
             manifest = read_manifest(plan.records)
-            timing = time_steps(finetune_config(base, plan.records, manifest, steps=MIN_STEPS, seed=seed))
+            timed = finetune_config(base, plan.records, manifest, steps=MIN_STEPS, seed=seed)
+            timing = time_steps(timed)
             left = minutes * 60 - (time.monotonic() - started)
-            steps = steps_for_budget(left, timing, reserve_seconds=1.5 * predict_seconds)
+            after = predict_seconds * prediction_work(run_threshold_scales(timed))  # the thresholds' predictions
+            steps = steps_for_budget(left, timing, reserve_seconds=1.5 * after)
             config = finetune_config(base, plan.records, manifest, steps=steps, seed=seed)
             budget = {"minutes": float(minutes), "steps": config.train.epochs * config.train.steps_per_epoch,
                       "seconds_per_step": timing.seconds_per_step, "first_step_seconds": timing.first_seconds,
                       "seconds_before_training": time.monotonic() - started}
-        chosen: list[Any] = []
+        finished: list[Any] = []
 
         def finish(path: Path) -> None:
-            chosen.append(_choose_and_report(run, config, samples, base, base_probs, budget))
+            finished.append(_choose_and_report(run, config, samples, base, base_probs, budget))
 
         result = train(config, run.path, verbose=int(progress), finish=finish,
                        info={"finetune": {**plan.info, "budget": budget}})
-    threshold, report = chosen[0]
-    return FinetuneResult(run.path, result.model_path, result.status, threshold.value, threshold.rule, report)
+    thresholds, report = finished[0]
+    threshold = thresholds["auto"]
+    return FinetuneResult(run.path, result.model_path, result.status, threshold.value, threshold.rule,
+                          {scale: chosen.value for scale, chosen in thresholds.items()}, report)
 
 
-def _probabilities(model, samples: Sequence[Any]) -> list[np.ndarray]:
-    """Each sample's probability at the model's scale (``scale="auto"``), 0 outside its FOV."""
+def _probabilities(model, samples: Sequence[Any], scale: str = "auto") -> list[np.ndarray]:
+    """Each sample's probability at `scale` (the model's own by default), 0 outside its FOV."""
     from keras_vessel.models.inference import predict_probability
 
-    return [predict_probability(model, s.image, fov=s.fov, name=s.name) for s in samples]
+    return [predict_probability(model, s.image, fov=s.fov, name=s.name, scale=scale) for s in samples]
 
 
 def _choose_and_report(run, config, samples, base: Path, base_probs, budget):
-    """The threshold (saved beside the model, recorded in run.json) and the report (report.md, report.json)."""
-    from keras_vessel.evaluation import leave_one_image_out_threshold, load_threshold, save_threshold, threshold_path
+    """The thresholds and the report: ``({threshold scale: ImagesThreshold}, report.json's content)``.
+
+    At each of `keras_vessel.evaluation.run_threshold_scales` (the model's own scale; ``"multi"`` too when
+    the base model records a fixed FOV diameter, which the run's config carries), the fine-tuned model
+    predicts the photographs and `leave_one_image_out_threshold` chooses on those maps. Once all are chosen
+    they are stored beside the model and in run.json (`store_run_thresholds`), then the report is written
+    (report.md, report.json; scored at the model's own scale). Each file is written atomically, and run.json
+    says "completed" only after this returns (`keras_vessel.training.train`'s ``finish``).
+    """
+    from keras_vessel.evaluation import (
+        leave_one_image_out_threshold,
+        load_threshold,
+        run_threshold_scales,
+        store_run_thresholds,
+        threshold_path,
+    )
     from keras_vessel.evaluation.finetune import finetune_report, write_finetune_report
     from keras_vessel.models.inference import load_inference_model
     from keras_vessel.training.finetune import RECORDS
 
     heads = config.train.heads
-    tuned = _probabilities(load_inference_model(run.model_path, heads=heads), samples)
+    model = load_inference_model(run.model_path, heads=heads)
     labels, fovs = [s.label for s in samples], [s.fov for s in samples]
-    threshold = leave_one_image_out_threshold(tuned, labels, fovs)
-    save_threshold(run.model_path, threshold.value, rule=threshold.rule, heads=heads, dataset=RECORDS.strip("."),
-                   images=len(samples))
+    probs = {scale: _probabilities(model, samples, scale) for scale in run_threshold_scales(config)}
+    chosen = {scale: leave_one_image_out_threshold(maps, labels, fovs) for scale, maps in probs.items()}
+    store_run_thresholds(run, chosen, heads=heads, dataset=RECORDS.strip("."), images=len(samples))
     base_threshold = load_threshold(base)["threshold"] if threshold_path(base).is_file() else 0.5
     info = run.read_info()
-    report = finetune_report([s.name for s in samples], base_probs, tuned, labels, fovs, base_threshold=base_threshold,
-                             threshold=threshold, about={"base_model": info["finetune"]["base_model"],
-                                                         "budget": budget})
+    report = finetune_report([s.name for s in samples], base_probs, probs["auto"], labels, fovs,
+                             base_threshold=base_threshold, threshold=chosen["auto"],
+                             fused=chosen.get("multi"),
+                             about={"base_model": info["finetune"]["base_model"], "budget": budget})
     write_finetune_report(report, run.path)
-    run.update(threshold=threshold.value)
-    return threshold, report
+    return chosen, report

@@ -6,7 +6,8 @@ import importlib
 import pytest
 
 MODULES = ["keras_vessel.checks", "keras_vessel.config", "keras_vessel.data.scaling",
-           "keras_vessel.evaluation.thresholds", "keras_vessel.measure.morphology"]
+           "keras_vessel.evaluation.thresholds", "keras_vessel.measure.morphology", "keras_vessel.training.finetune",
+           "keras_vessel_cli.options"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from keras_vessel_cli.errors import library_errors, quiet_tensorflow
-from keras_vessel_cli.options import counted
+from keras_vessel_cli.options import counted, thresholds_said
 
 FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
 
@@ -20,7 +20,8 @@ FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
 @click.option("--masks", type=FOLDER, default=None,
               help="Folder of FOV masks matched the same way [default: the field of view predict finds].")
 @click.option("--output", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Run folder to write (model.keras, threshold.json, report.md); re-running resumes it.")
+              help="Run folder to write (model.keras, threshold.json, threshold_multi.json when the model "
+                   "records a fixed FOV diameter, report.md); re-running resumes it.")
 @click.option("--model", "model_path", type=click.Path(exists=True, path_type=Path), default=None,
               help="Model to start from: a .keras file or a run folder [default: the bundled model].")
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
@@ -34,7 +35,8 @@ def finetune(images: Path, labels: Path, masks: Path | None, output: Path, model
 
     Writes a run folder that predict --model RUN/model.keras, evaluate --threshold train and export
     --threshold train take; its threshold is chosen on the photographs (leave-one-image-out from three
-    on), and report.md compares the base and the fine-tuned model on them.
+    on), also on maps at --scale multi when the model records a fixed FOV diameter (the bundled one
+    does), and report.md compares the base and the fine-tuned model on them.
     """
     quiet_tensorflow()
     from keras_vessel.finetune import finetune as run_finetune
@@ -49,10 +51,11 @@ def finetune(images: Path, labels: Path, masks: Path | None, output: Path, model
     from keras_vessel.evaluation import LEAVE_ONE_OUT_MIN_IMAGES
 
     mean, budget, count = result.report["mean"], result.report.get("budget") or {}, len(result.report["per_image"])
-    how = "leave-one-image-out" if count >= LEAVE_ONE_OUT_MIN_IMAGES else "chosen on the photographs themselves"
+    how = ("chosen leave-one-image-out on the photographs" if count >= LEAVE_ONE_OUT_MIN_IMAGES
+           else "chosen on the photographs themselves")
     steps = counted(budget.get("steps", 0), "step")
     click.echo(f"{result.status}: fine-tuned on {counted(count, 'photograph')} ({steps}); "
-               f"model: {result.model_path} (threshold {result.threshold:.4f}, {how})")
+               f"model: {result.model_path} ({thresholds_said(result.thresholds, how)})")
     click.echo(f"on these photographs, base -> fine-tuned: AUC {mean['base_AUC']:.4f} -> {mean['AUC']:.4f}, "
                f"mean F1 {mean['base_F1']:.4f} -> {mean['F1']:.4f} (trained on: judge on others); "
                f"report: {result.run_dir / 'report.md'}")

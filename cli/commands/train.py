@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from keras_vessel_cli.errors import library_errors, quiet_tensorflow
-from keras_vessel_cli.options import counted
+from keras_vessel_cli.options import counted, thresholds_said
 
 
 @click.command()
@@ -20,7 +20,8 @@ from keras_vessel_cli.options import counted
               help="Run folder [default: runs/<config name>]. An existing run folder is resumed.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train(config_paths: tuple[Path, ...], overrides: tuple[str, ...], output: Path | None, quiet: bool) -> None:
-    """Train a model, then choose its threshold on the training images (threshold.json beside it).
+    """Train a model, then choose its threshold on the training images (threshold.json beside it; for a run
+    at a fixed data.fov_diameter, threshold_multi.json for --scale multi too).
 
     Re-running on the same --output resumes after the last finished epoch (or, when training had
     finished, only chooses the threshold). One process at a time writes a run folder.
@@ -40,6 +41,6 @@ def train(config_paths: tuple[Path, ...], overrides: tuple[str, ...], output: Pa
             click.echo(f"{result.status} after {counted(result.epochs_completed, 'epoch')} "
                        "(worker; the chief saves the model)")
             return
-        [threshold] = thresholds
+        [chosen] = thresholds
     click.echo(f"{result.status} after {counted(result.epochs_completed, 'epoch')}; model: {result.model_path} "
-               f"(threshold {threshold:.4f} on its training images)")
+               f"({thresholds_said(chosen, 'on its training images')})")

@@ -5,6 +5,8 @@ threshold (the base model's stored one; for the fine-tuned model each photograph
 `keras_vessel.evaluation.thresholds.leave_one_image_out_threshold`, or the chosen one with fewer than
 three photographs). The fine-tuned model has trained on these pixels, so its numbers flatter it: the
 report says so, and a fair comparison needs other photographs of the camera (`keras-vessel evaluate`).
+The threshold chosen on maps predicted at ``--scale multi`` (when the base model records a fixed FOV
+diameter) is recorded beside, not scored: the report's rows are at the model's own scale.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from keras_vessel.evaluation import metrics
-from keras_vessel.evaluation.thresholds import ImagesThreshold
+from keras_vessel.evaluation.thresholds import ImagesThreshold, threshold_key
 from keras_vessel.io import write_json_atomic, write_text_atomic
 
 __all__ = ["REPORT_NOTE", "finetune_report", "write_finetune_report"]
@@ -27,12 +29,15 @@ REPORT_NOTE = ("Scored on the fine-tuning photographs themselves, which the fine
 
 def finetune_report(names: Sequence[str], base_probs: Sequence[np.ndarray], tuned_probs: Sequence[np.ndarray],
                     labels: Sequence[np.ndarray], fovs: Sequence[np.ndarray], *, base_threshold: float,
-                    threshold: ImagesThreshold, about: dict[str, Any] | None = None) -> dict[str, Any]:
+                    threshold: ImagesThreshold, fused: ImagesThreshold | None = None,
+                    about: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per-photograph and mean scores of the base and the fine-tuned model (see the module docstring).
 
-    ``about`` (base model, budget, ...) is copied into the report. Returns a JSON-ready dict with
-    ``per_image`` rows (``base_AUC``, ``base_F1``, ``base_Acc``, ``AUC``, ``F1``, ``Acc``, ``threshold``)
-    and their ``mean``.
+    ``threshold`` is the fine-tuned model's threshold at its own scale (``threshold``, ``threshold_rule``);
+    ``fused``, when given, the one chosen on maps predicted at ``--scale multi``, recorded as
+    ``threshold_multi`` and ``threshold_multi_rule``. ``about`` (base model, budget, ...) is copied into
+    the report. Returns a JSON-ready dict with ``per_image`` rows (``base_AUC``, ``base_F1``,
+    ``base_Acc``, ``AUC``, ``F1``, ``Acc``, ``threshold``) and their ``mean``.
     """
     thresholds = threshold.left_out or [threshold.value] * len(names)
     rows = []
@@ -47,6 +52,7 @@ def finetune_report(names: Sequence[str], base_probs: Sequence[np.ndarray], tune
         **(about or {}),
         "threshold": threshold.value,
         "threshold_rule": threshold.rule,
+        **({threshold_key("multi"): fused.value, f"{threshold_key('multi')}_rule": fused.rule} if fused else {}),
         "base_threshold": float(base_threshold),
         "note": REPORT_NOTE,
         "per_image": rows,
@@ -58,11 +64,13 @@ def write_finetune_report(report: dict[str, Any], folder: str | Path) -> Path:
     """Write ``report.json`` and ``report.md`` into `folder`; returns the path of report.md."""
     folder = Path(folder)
     write_json_atomic(folder / "report.json", report)
-    mean = report["mean"]
+    mean, fused = report["mean"], threshold_key("multi")
     lines = [
         "# Fine-tuning report", "",
         f"Base model: `{report.get('base_model', {}).get('path', '?')}`. "
-        f"Threshold {report['threshold']:.4f}: {report['threshold_rule']}.", "",
+        f"Threshold {report['threshold']:.4f}: {report['threshold_rule']}."
+        + (f" Threshold at --scale multi {report[fused]:.4f} (threshold_multi.json): the same rule on maps "
+           "predicted at --scale multi." if fused in report else ""), "",
         f"{report['note']}", "",
         "| photograph | base AUC | AUC | base F1 | F1 | base Acc | Acc | threshold |",
         "|---|---|---|---|---|---|---|---|",

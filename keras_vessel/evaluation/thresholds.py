@@ -8,8 +8,10 @@ test-time augmentation, ``threshold_multi.json`` for fused resolutions,
 `threshold_path`) by `save_threshold` and read by `load_threshold`.
 `choose_run_threshold` does this for a finished training run (what
 `keras-vessel train` runs after training), at each of `THRESHOLD_SCALES` the
-run was trained for. `Threshold` carries a value with the rule that produced it,
-so reports never show a number out of context.
+run was trained for (`run_threshold_scales`), and stores them with
+`store_run_thresholds` (as `keras-vessel finetune` stores its own). `Threshold`
+carries a value with the rule that produced it, so reports never show a number
+out of context.
 """
 
 from __future__ import annotations
@@ -43,8 +45,11 @@ __all__ = [
     "load_sample",
     "load_threshold",
     "parse_threshold",
+    "run_threshold_scales",
     "run_training_samples",
     "save_threshold",
+    "store_run_thresholds",
+    "threshold_key",
     "threshold_path",
     "threshold_paths",
     "threshold_scale",
@@ -353,6 +358,45 @@ def leave_one_image_out_threshold(probs, labels, fovs) -> ImagesThreshold:
     return ImagesThreshold(float(np.median(left_out)), IMAGES_LEFT_OUT_RULE.format(n=count), left_out)
 
 
+def run_threshold_scales(config) -> tuple[str, ...]:
+    """The `THRESHOLD_SCALES` a run's thresholds are chosen at, from its `keras_vessel.config.RunConfig`.
+
+    All of them for a run trained at a fixed field-of-view diameter (``data.fov_diameter``: the diameter
+    ``--scale multi`` takes multiples of); only the model's own (``"auto"``) for a run trained at each
+    image's own scale, which records only its images' median diameter and has no working resolution to
+    take multiples of (`predict --scale multi` then says so).
+    """
+    return THRESHOLD_SCALES if config.data.fov_diameter else THRESHOLD_SCALES[:1]
+
+
+def threshold_key(scale: str | float) -> str:
+    """The key of the threshold chosen at `threshold_scale(scale)` in run.json and in reports.
+
+    >>> threshold_key("auto"), threshold_key("multi")
+    ('threshold', 'threshold_multi')
+    """
+    mode = threshold_scale(scale)
+    return "threshold" if mode == "auto" else f"threshold_{mode}"
+
+
+def store_run_thresholds(run, chosen: Mapping[str, Any], *, heads: str | None, dataset: str | None,
+                         images: int) -> dict[str, float]:
+    """Store a run's chosen thresholds beside its model and record them in its run.json; returns their values.
+
+    `run` is a `keras_vessel.training.RunFolder`; `chosen` maps each threshold scale (a
+    `run_threshold_scales` entry) to what was chosen there, anything with ``value`` and ``rule``
+    (`Threshold`, `ImagesThreshold`). Call it once all are chosen: each is saved as its `threshold_path`
+    (`save_threshold`, atomically), then run.json records every value under its `threshold_key`.
+    Returns ``{threshold scale: value}`` in the order of `chosen`.
+    """
+    for scale, threshold in chosen.items():
+        save_threshold(run.model_path, threshold.value, rule=threshold.rule, heads=heads, dataset=dataset,
+                       images=images, scale=scale)
+    values = {scale: float(threshold.value) for scale, threshold in chosen.items()}
+    run.update(**{threshold_key(scale): value for scale, value in values.items()})
+    return values
+
+
 def run_training_samples(run, config) -> list:
     """The samples a training run's thresholds are chosen on: the prepared training images of `config`
     (the run's resolved `keras_vessel.config.RunConfig`), without the held-out group for a cross-validation
@@ -364,20 +408,20 @@ def run_training_samples(run, config) -> list:
     return read_samples(records_folders(config.data), names=names)
 
 
-def choose_run_threshold(run_dir: str | Path, *, progress: bool = True) -> float:
-    """Choose and store the threshold of a finished training run on its training images.
+def choose_run_threshold(run_dir: str | Path, *, progress: bool = True) -> dict[str, float]:
+    """Choose and store the thresholds of a finished training run on its training images.
 
     Reads the run's config.yaml and run.json (`keras_vessel.training.RunFolder`):
     the accuracy-optimal threshold over its prepared training images (for a
     cross-validation fold, without the held-out group, which stands in for
-    test images) is saved as ``threshold.json`` beside ``model.keras`` and
-    recorded in run.json; for a run trained at a fixed field-of-view diameter
-    (``data.fov_diameter``, the multiples ``--scale multi`` runs at), the same
-    at ``--scale multi`` as ``threshold_multi.json`` (run.json's
-    ``threshold_multi``). A run trained at each image's own scale records
-    only its images' median diameter, has no working resolution to take
-    multiples of, and gets none (`predict --scale multi` then says so).
-    Returns the threshold at the model's own scale.
+    test images: `run_training_samples`) at each of `run_threshold_scales`:
+    the model's own scale, saved as ``threshold.json`` beside ``model.keras``
+    (run.json's ``threshold``), and, for a run trained at a fixed field-of-view
+    diameter (``data.fov_diameter``, the multiples ``--scale multi`` runs at),
+    the same at ``--scale multi`` as ``threshold_multi.json`` (run.json's
+    ``threshold_multi``); nothing is stored before all are chosen
+    (`store_run_thresholds`). Returns ``{threshold scale: value}``:
+    ``{"auto": t}`` or ``{"auto": t, "multi": t_multi}``.
     """
     from keras_vessel.config import load_config, records_folders
     from keras_vessel.data.tfrecords import combined_manifest
@@ -387,12 +431,8 @@ def choose_run_threshold(run_dir: str | Path, *, progress: bool = True) -> float
     config = load_config(run.config_path)
     samples = run_training_samples(run, config)
     model = load_inference_model(run.model_path, heads=config.train.heads)
+    chosen = {scale: Threshold(choose_training_threshold(model, samples, progress=progress,
+                                                         predict_options={"scale": scale}), TRAINING_RULE)
+              for scale in run_threshold_scales(config)}
     dataset = combined_manifest(records_folders(config.data))["dataset"]
-    chosen = {}
-    for scale in THRESHOLD_SCALES if config.data.fov_diameter else THRESHOLD_SCALES[:1]:
-        value = choose_training_threshold(model, samples, progress=progress, predict_options={"scale": scale})
-        save_threshold(run.model_path, value, heads=config.train.heads, dataset=dataset, images=len(samples),
-                       scale=scale)
-        chosen["threshold" if scale == "auto" else f"threshold_{scale}"] = value
-    run.update(**chosen)
-    return chosen["threshold"]
+    return store_run_thresholds(run, chosen, heads=config.train.heads, dataset=dataset, images=len(samples))

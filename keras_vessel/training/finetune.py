@@ -10,9 +10,10 @@ folder as `keras-vessel train` (`keras_vessel.training.train`); what differs is 
 - the base recipe's patch size (smaller when the photographs are), batch, augmentation and scale jitter,
   its loss settings (the loss kind is the one its heads were trained with), no validation images;
 - as many steps as fit the time budget (`steps_for_budget`), measured on this machine (`time_steps`),
-  cut into at most `MAX_EPOCHS` epochs so that a stopped run resumes after the last one.
+  less the predictions the thresholds need afterwards (`prediction_work`), cut into at most
+  `MAX_EPOCHS` epochs so that a stopped run resumes after the last one.
 
-`keras_vessel.finetune.finetune` runs it all and chooses the threshold and writes the report afterwards.
+`keras_vessel.finetune.finetune` runs it all and chooses the thresholds and writes the report afterwards.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 
 from keras_vessel.config import ConfigError, DataConfig, LossConfig, ModelConfig, RunConfig, TrainConfig, load_config
 from keras_vessel.data.datasets import Sample, SampleSpec
+from keras_vessel.data.scaling import FUSION_MULTIPLES, check_scale
 from keras_vessel.data.tfrecords import write_dataset
 from keras_vessel.errors import DatasetError, OutputError
 from keras_vessel.io import file_sha256
@@ -48,6 +50,7 @@ __all__ = [
     "check_photographs",
     "finetune_config",
     "plan_finetune",
+    "prediction_work",
     "removed_unless_started",
     "schedule",
     "steps_for_budget",
@@ -127,6 +130,21 @@ def steps_for_budget(seconds: float, timing: StepTiming, *, reserve_seconds: flo
         raise ValueError(f"`timing.seconds_per_step` must be positive; got {timing.seconds_per_step!r}")
     spare = seconds - timing.first_seconds - reserve_seconds
     return max(MIN_STEPS, math.floor(BUDGET_SHARE * spare / timing.seconds_per_step))
+
+
+def prediction_work(scales: Sequence[str | float]) -> float:
+    """The network work of predicting a photograph at each of `scales`, in predictions at the model's own scale.
+
+    ``"multi"`` runs at each of `FUSION_MULTIPLES` of the training diameter and costs the sum of their
+    squares (7.25 with 1x, 1.5x, 2x); every other scale counts one. With the threshold scales of a run
+    (`keras_vessel.evaluation.run_threshold_scales`) it is what choosing the fine-tuned model's
+    thresholds costs, in units of the base model's prediction time at its own scale.
+
+    >>> prediction_work(["auto"]), prediction_work(["auto", "multi"])
+    (1.0, 8.25)
+    """
+    return float(sum(sum(m * m for m in FUSION_MULTIPLES) if check_scale(scale) == "multi" else 1.0
+                     for scale in scales))
 
 
 def schedule(steps: int) -> tuple[int, int]:

@@ -9,7 +9,7 @@
 | `logs/` | TensorBoard scalars |
 | `model.keras` | the best model on validation (the last one without validation); the weight average with EMA |
 | `model_raw.keras` | with EMA and validation only: the best raw weights, what the run would ship without EMA |
-| `threshold.json` | written by `keras_vessel.evaluation.thresholds.choose_run_threshold`, not by training (with `threshold_multi.json` for `--scale multi` when it was trained at a fixed `data.fov_diameter`) |
+| `threshold.json` | written by `keras_vessel.evaluation.thresholds.choose_run_threshold` (a fine-tuning's by `keras_vessel.finetune`), not by training (with `threshold_multi.json` for `--scale multi` when it was trained at a fixed `data.fov_diameter`) |
 
 ``run.json``'s ``status`` is ``running`` while a process trains or finishes
 the run (`keras-vessel train` chooses the threshold after training), then

@@ -19,6 +19,7 @@ from PIL import Image
 from keras_vessel_cli.main import cli
 
 FAST_TIMING = (0.0, 1.0)  # first step, then seconds per step: any budget of --minutes 0.01 gives MIN_STEPS
+FOV_DIAMETER = 64.0  # of `fov_model`: the 96 px photographs' FOV is resampled to it (and to 1.5x, 2x for multi)
 
 
 def run(*args):
@@ -55,19 +56,37 @@ def pixel_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def finetuned(tmp_path_factory, pixel_model):
-    """One fine-tuning of 3 photographs: (photographs root, run folder, the command's result)."""
+def fov_model(tmp_path_factory) -> Path:
+    """`pixel_model` recording a training FOV diameter, as the bundled model does: `--scale multi` runs it."""
+    import keras
+
+    from keras_vessel.models import build_model
+
+    keras.utils.set_random_seed(0)
+    path = tmp_path_factory.mktemp("base") / "tiny_fov.keras"
+    build_model("unet", base_filters=4, depth=2, heads=("pixel",), fov_diameter=FOV_DIAMETER).save(path)
+    return path
+
+
+def fine_tune(root: Path, output: Path, model: Path):
+    """`keras-vessel finetune` of root's photographs from `model` into `output`, with `FAST_TIMING`."""
     import keras_vessel.training
     from keras_vessel.training import StepTiming
 
-    root = write_photographs(tmp_path_factory.mktemp("camera"), 3)
-    output = tmp_path_factory.mktemp("runs") / "mine"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(keras_vessel.training, "time_steps", lambda config: StepTiming(*FAST_TIMING))
         result = run("finetune", root / "images", "--labels", root / "labels", "--output", output,
-                     "--model", pixel_model, "--minutes", "0.01", "--quiet")
+                     "--model", model, "--minutes", "0.01", "--quiet")
     assert result.exit_code == 0, show(result)
-    return root, output, result
+    return result
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory, pixel_model):
+    """One fine-tuning of 3 photographs: (photographs root, run folder, the command's result)."""
+    root = write_photographs(tmp_path_factory.mktemp("camera"), 3)
+    output = tmp_path_factory.mktemp("runs") / "mine"
+    return root, output, fine_tune(root, output, pixel_model)
 
 
 def test_finetune_writes_a_complete_run_folder(finetuned, pixel_model):
@@ -90,8 +109,12 @@ def test_finetune_writes_a_complete_run_folder(finetuned, pixel_model):
     # --minutes became steps: the recorded budget is what the config trains
     assert info["finetune"]["budget"]["steps"] == config.train.epochs * config.train.steps_per_epoch == MIN_STEPS
     assert "completed: fine-tuned on 3 photographs (4 steps)" in result.stdout
-    assert "threshold" in result.stdout and "leave-one-image-out" in result.stdout
+    assert (f"{output / 'model.keras'} (threshold {info['threshold']:.4f} chosen leave-one-image-out on the "
+            "photographs)") in result.stdout
     assert "AUC" in (output / "report.md").read_text()
+    # the base records no FOV diameter: nothing to take multiples of, so no threshold for --scale multi
+    assert not (output / "threshold_multi.json").exists() and "threshold_multi" not in info
+    assert "threshold_multi" not in json.loads((output / "report.json").read_text())
 
 
 def test_the_threshold_follows_the_stated_rule(finetuned):
@@ -113,6 +136,45 @@ def test_the_threshold_follows_the_stated_rule(finetuned):
         best = max(np.mean((p >= t) == y) for t in np.append(np.unique(p), np.inf))
         assert np.mean((p >= row["threshold"]) == y) == pytest.approx(best)
     assert stored["threshold"] == pytest.approx(np.median([row["threshold"] for row in left_out]))
+
+
+def test_a_base_with_a_fixed_fov_gets_a_threshold_for_scale_multi_chosen_the_same_way(fov_model, tmp_path):
+    """A fine-tuning of the bundled model (which records its FOV diameter) wrote no threshold_multi.json:
+    `predict --scale multi --model RUN/model.keras` fell back to the own-scale threshold with a warning."""
+    from keras_vessel.data.datasets import open_labelled
+    from keras_vessel.data.scaling import FUSION_MULTIPLES
+    from keras_vessel.evaluation import leave_one_image_out_threshold, load_threshold
+    from keras_vessel.models.inference import load_inference_model, predict_probability
+    from keras_vessel.training.finetune import check_photographs
+
+    root, output = write_photographs(tmp_path / "camera", 3), tmp_path / "run"
+    result = fine_tune(root, output, fov_model)
+    model_path = output / "model.keras"
+    stored = json.loads((output / "threshold_multi.json").read_text())
+    assert stored["scale"] == "multi" and stored["multiples"] == list(FUSION_MULTIPLES) and stored["images"] == 3
+    fused = load_threshold(model_path, scale="multi")
+    assert fused["threshold"] == stored["threshold"] and "leave-one-image-out" in fused["rule"]
+    own = load_threshold(model_path)
+    assert own["scale"] == "auto"
+    # the same rule as threshold.json's, on the fine-tuned model's maps at --scale multi
+    model = load_inference_model(model_path)
+    samples = check_photographs(open_labelled(root / "images", root / "labels"))
+    maps = [predict_probability(model, s.image, fov=s.fov, name=s.name, scale="multi") for s in samples]
+    expected = leave_one_image_out_threshold(maps, [s.label for s in samples], [s.fov for s in samples])
+    assert fused["threshold"] == pytest.approx(expected.value) and fused["rule"] == expected.rule
+    info, report = (json.loads((output / name).read_text()) for name in ("run.json", "report.json"))
+    assert info["status"] == "completed"
+    assert info["threshold"] == report["threshold"] == own["threshold"]
+    assert info["threshold_multi"] == report["threshold_multi"] == fused["threshold"]
+    assert report["threshold_multi_rule"] == fused["rule"]
+    assert f"Threshold at --scale multi {fused['threshold']:.4f} (threshold_multi.json)" in \
+        (output / "report.md").read_text()
+    assert (f"{model_path} (thresholds {own['threshold']:.4f} at its own scale, {fused['threshold']:.4f} at "
+            "--scale multi, chosen leave-one-image-out on the photographs)") in result.stdout
+    result = run("predict", "--model", model_path, root / "images", "--scale", "multi", "--output",
+                 tmp_path / "maps", "--quiet")
+    assert result.exit_code == 0, show(result)
+    assert "threshold_multi.json" not in result.stderr and len(list((tmp_path / "maps").glob("*_mask.png"))) == 3
 
 
 def test_predict_and_evaluate_take_the_run(finetuned, tmp_path):

@@ -64,12 +64,26 @@ def write_config(folder: Path, records: Path, **train) -> Path:
     return path
 
 
-def test_train_runs_and_reports_where_the_model_is(synthetic_records, tmp_path):
+@pytest.mark.parametrize("fov_diameter", [None, 96], ids=["own-scale", "fixed-fov"])
+def test_train_runs_and_reports_where_the_model_is_and_its_thresholds(synthetic_records, tmp_path, fov_diameter):
+    """The last line gives every threshold train stored: at a fixed data.fov_diameter, the one chosen on fused maps
+    (threshold_multi.json, for --scale multi) too; it used to give the own-scale one only."""
     config = write_config(tmp_path, synthetic_records)
-    result = run_cli("train", "--config", config, "--output", tmp_path / "run", "--quiet", "--set", "train.seed=3")
+    fov = ["--set", f"data.fov_diameter={fov_diameter}"] if fov_diameter else []
+    result = run_cli("train", "--config", config, "--output", tmp_path / "run", "--quiet", "--set", "train.seed=3",
+                     *fov)
     assert result.exit_code == 0, show_result(result)
-    assert "completed after 1 epoch;" in result.stdout and "model.keras" in result.stdout
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["seed"] == 3
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["seed"] == 3
+    line = f"completed after 1 epoch; model: {tmp_path / 'run' / 'model.keras'} "
+    if fov_diameter:
+        assert result.stdout.strip().endswith(f"{line}(thresholds {info['threshold']:.4f} at its own scale, "
+                                              f"{info['threshold_multi']:.4f} at --scale multi, on its training "
+                                              "images)"), show_result(result)
+    else:
+        assert "threshold_multi" not in info
+        assert result.stdout.strip().endswith(f"{line}(threshold {info['threshold']:.4f} on its training images)"), \
+            show_result(result)
 
 
 @pytest.mark.parametrize(

@@ -74,10 +74,13 @@ def test_run_folder_holds_everything_needed_to_repeat_and_reuse_the_run(records,
     assert not (tmp_path / "threshold.json").exists()  # choosing it is the next step, not training's
     from keras_vessel.evaluation import choose_run_threshold
 
-    value = choose_run_threshold(tmp_path, progress=False)
+    chosen = choose_run_threshold(tmp_path, progress=False)
+    assert list(chosen) == ["auto"]  # trained at each image's own scale: no threshold at --scale multi
+    value = chosen["auto"]
     threshold = json.loads((tmp_path / "threshold.json").read_text())
     assert threshold["threshold"] == value and 0 < value < 1 and threshold["images"] == 4
-    assert json.loads((tmp_path / "run.json").read_text())["threshold"] == value
+    info = json.loads((tmp_path / "run.json").read_text())
+    assert info["threshold"] == value and "threshold_multi" not in info
     assert not (tmp_path / "threshold_multi.json").exists()  # trained at each image's own scale: no multiples
 
     import keras_vessel.losses  # noqa: F401  registers the custom objects
@@ -96,14 +99,16 @@ def test_a_run_trained_at_a_fixed_fov_gets_a_threshold_chosen_on_fused_maps_too(
     config = small_config(records, epochs=1, steps_per_epoch=2)
     config = replace(config, data=replace(config.data, fov_diameter=80.0))
     train(config, tmp_path, verbose=0)
-    value = choose_run_threshold(tmp_path, progress=False)
+    chosen = choose_run_threshold(tmp_path, progress=False)
     samples = read_samples(records_folders(config.data))
     fused = choose_training_threshold(load_inference_model(tmp_path / "model.keras"), samples, progress=False,
                                       predict_options={"scale": "multi"})
-    assert value == load_threshold(tmp_path / "model.keras")["threshold"]  # the model's own scale's
+    assert list(chosen) == ["auto", "multi"] and chosen["multi"] == fused
+    assert chosen["auto"] == load_threshold(tmp_path / "model.keras")["threshold"]  # the model's own scale's
     stored = load_threshold(tmp_path / "model.keras", scale="multi")  # chosen on the same images' fused maps
     assert stored["threshold"] == fused and stored["images"] == 4 and stored["multiples"] == list(FUSION_MULTIPLES)
-    assert json.loads((tmp_path / "run.json").read_text())["threshold_multi"] == fused
+    info = json.loads((tmp_path / "run.json").read_text())
+    assert info["threshold"] == chosen["auto"] and info["threshold_multi"] == fused
 
 
 def test_rerun_resumes_after_the_last_finished_epoch(records, tmp_path):
