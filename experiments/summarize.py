@@ -237,18 +237,28 @@ def cross_dataset_table() -> str:
     return cross_table(json.loads(CROSS.read_text())) if CROSS.is_file() else "(not run yet)"
 
 
-def leave_one_camera_out_table() -> str:
-    """The leave-one-camera-out protocol (issue 30): `experiments.leave_one_camera_out.table`."""
-    from experiments.leave_one_camera_out import RESULTS as LOCO, table as loco_table
+def driver_table(module: str) -> str:
+    """The table of the experiment driver `module` (``experiments.<module>``) from its `RESULTS` file, by its
+    own `table` function; "(not run yet)" without one."""
+    import importlib
 
-    return loco_table(json.loads(LOCO.read_text())) if LOCO.is_file() else "(not run yet)"
+    driver = importlib.import_module(f"experiments.{module}")
+    return driver.table(json.loads(driver.RESULTS.read_text())) if driver.RESULTS.is_file() else "(not run yet)"
+
+
+def leave_one_camera_out_table() -> str:
+    """The leave-one-camera-out protocol (issue 30)."""
+    return driver_table("leave_one_camera_out")
 
 
 def finetune_protocol_table() -> str:
-    """The fine-tuning protocol (issue 31): `experiments.finetune_protocol.table`."""
-    from experiments.finetune_protocol import RESULTS as TUNED, table as tuned_table
+    """The fine-tuning protocol (issue 31)."""
+    return driver_table("finetune_protocol")
 
-    return tuned_table(json.loads(TUNED.read_text())) if TUNED.is_file() else "(not run yet)"
+
+def five_cameras_table() -> str:
+    """The five-camera W-Net beside the bundled model (issues 30, 32)."""
+    return driver_table("five_cameras")
 
 
 def robustness_table() -> str:
@@ -324,6 +334,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "cross_dataset": cross_dataset_table,
     "leave_one_camera_out": leave_one_camera_out_table,
     "finetune_protocol": finetune_protocol_table,
+    "five_cameras": five_cameras_table,
     "robustness": robustness_table,
     "networks": networks_table,
     "measure_agreement": measure_agreement_table,
