@@ -123,8 +123,10 @@ def _stored_threshold(model_path: Path, heads: str, tta: str, scale: str | float
               help="Also write measures.csv: one row of vessel measurements per image (keras-vessel measure's "
                    "columns), its mask inside its FOV, sorted by name; rows of other images already there are kept.")
 @click.option("--overwrite", is_flag=True,
-              help="Replace the outputs in --output of another model, threshold, scale, ... and predict every "
-                   "INPUT again [default: refuse other settings; with the same, skip the images already done].")
+              help="Replace the predictions in --output, whatever model, threshold, scale, ... made them, and "
+                   "predict every INPUT again: the outputs it records and every NAME_prob/_mask/_overlay.png of "
+                   "the INPUTs are removed first, other files never [default: refuse other settings; with the "
+                   "same, skip the images already done].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--engine", type=click.Choice(["local", "beam"]), default="local", show_default=True,
               help="'local': one process; 'beam': an Apache Beam pipeline (pip install 'keras-vessel[beam]'), "

@@ -5,10 +5,12 @@ local engine makes, so the two cannot drift: read the file's bytes through Beam'
 ``gs://``, ``s3://``), decode them as `read_image` does (`decode_image`), `locate` the FOV, apply the
 model with RunInference (`VesselModelHandler`: the model loaded once per worker; RunInference, not a
 plain DoFn, because its ModelHandler decides how an element is run: one photograph at a time, at its
-own size and scale, whole or tiled, with predict's TTA), `finish` the maps, write them and `row` the
-measurements. Photographs the output folder holds done already are skipped (`DoneCheck`, the local
-engine's rule), so a stopped run is resumed by running it again; the folder records the settings that made
-them, and a re-run with others is refused before any work (`claim_output`, as the local engine); a
+own size and scale, whole or tiled, with predict's TTA), `finish` the maps, write them and the
+photograph's marker (`write_photograph`, as the local engine writes them) and `row` the measurements.
+Photographs the output folder holds done already are skipped (`DoneCheck`, the local engine's rule), so a
+stopped or killed run is resumed by running it again, by either engine; the folder records the settings
+that made them, and a re-run with others is refused before any work (`claim_output`, as the local
+engine, which also says what ``--overwrite`` removes); a
 photograph that fails is written with its reason to ``failures.csv`` and the others go on (that file and
 measures.csv written by the local engine's rule: `record_results`); an error that stops the whole pipeline
 is one sentence (`PipelineError`). Counters (`COUNTERS`) say what happened.
@@ -41,17 +43,16 @@ from keras_vessel.errors import PipelineError
 from keras_vessel.io import describe_os_error, ensure_writable_dir, stream_sha256, write_bytes_atomic
 from keras_vessel.serving.prediction import (
     FAILURES_CSV,
-    OUTPUT_MARKER,
     DoneCheck,
     PhotographWork,
     claim_output,
     expand_inputs,
     failure_reason,
-    marker_text,
     output_stems,
     prediction_settings,
     record_results,
     stops_the_batch,
+    write_photograph,
 )
 
 __all__ = ["COUNTERS", "BeamFiles", "BeamReport", "VesselModelHandler", "pipeline_failure",
@@ -70,9 +71,10 @@ log = logging.getLogger(__name__)
 
 
 class BeamFiles:
-    """`keras_vessel.serving.prediction.expand_inputs`'s view of files through Beam's FileSystems: the same
-    rules for local, ``gs://`` and ``s3://`` paths. Local paths come back as predict writes them
-    (``str(Path(...))``), so both engines name a photograph alike in measures.csv."""
+    """`keras_vessel.serving.prediction.LocalFiles` through Beam's FileSystems: the same rules for local,
+    ``gs://`` and ``s3://`` paths (inputs listed and read, the output folder's files read, written and
+    removed). Local paths come back as predict writes them (``str(Path(...))``), so both engines name a
+    photograph alike in measures.csv."""
 
     @staticmethod
     def _local(text: str) -> bool:
@@ -131,6 +133,10 @@ class BeamFiles:
     @staticmethod
     def write_text(text: str, content: str) -> None:
         _write(text, content.encode("utf-8"))
+
+    @staticmethod
+    def write_png(text: str, pixels: np.ndarray) -> None:
+        _write(text, _png(pixels))
 
     @staticmethod
     def remove(text: str) -> None:
@@ -283,8 +289,8 @@ class _Locate(beam.DoFn):
 
 
 class _Finish(beam.DoFn):
-    """Threshold, write and measure one predicted photograph: its file names and row, or ``(path, reason)``
-    to the "failed" output."""
+    """Threshold, write (`write_photograph`: its files, then its marker) and measure one predicted photograph:
+    its row (None without ``measure``), or ``(path, reason)`` to the "failed" output."""
 
     def __init__(self, work: PhotographWork, output: str) -> None:
         self.work, self.output = work, output
@@ -298,12 +304,8 @@ class _Finish(beam.DoFn):
             if isinstance(result.inference, _Failed):
                 raise result.inference.error
             maps = self.work.finish(image, result.inference, located)
-            names = []
-            for name, pixels in self.work.output_pixels(stem, maps):
-                _write(BeamFiles.join(self.output, name), _png(pixels))
-                names.append(name)
-            mask_path = BeamFiles.join(self.output, names[1])
-            row = self.work.row(stem, mask_path, maps, located) if self.work.measure else None
+            written = write_photograph(self.output, stem, maps, files=BeamFiles)
+            row = self.work.row(stem, written[1], maps, located) if self.work.measure else None
         except Exception as error:  # noqa: BLE001 - one bad photograph must not stop the pipeline
             if stops_the_batch(error):
                 raise
@@ -311,18 +313,14 @@ class _Finish(beam.DoFn):
             yield beam.pvalue.TaggedOutput("failed", (path, failure_reason(path, error)))
             return
         self.done.inc()
-        yield names, row
+        yield row
 
 
-def _finalize(_, output: str, results: list, failures: list, stems: list[str]) -> None:
-    """After every photograph (each of `stems` done, skipped or failed): the marker (`OUTPUT_MARKER`), then
-    measures.csv and failures.csv by the local engine's rule (`record_results`)."""
-    written = sorted(name for names, _ in results for name in names)
-    if written:
-        marker = BeamFiles.join(output, OUTPUT_MARKER)
-        BeamFiles.write_text(marker, marker_text(BeamFiles.read_text(marker), written))
-    rows = [row for _, row in results if row is not None]
-    record_results(output, rows=rows, failures=failures, handled=stems, files=BeamFiles)
+def _finalize(_, output: str, rows: list, failures: list, stems: list[str]) -> None:
+    """After every photograph (each of `stems` done, skipped or failed): measures.csv and failures.csv by
+    the local engine's rule (`record_results`)."""
+    record_results(output, rows=[row for row in rows if row is not None], failures=failures, handled=stems,
+                   files=BeamFiles)
 
 
 def _counters(result) -> dict[str, int]:
@@ -347,10 +345,10 @@ def _steps(pipeline, photographs: list[tuple[str, str]], model_path: str, work: 
                 | "Finish and write" >> beam.ParDo(_Finish(work, output)).with_outputs("failed", main="done"))
     failures = ((located.failed, finished.failed) | "Failures" >> beam.Flatten()
                 | "All failures" >> beam.combiners.ToList())
-    results = finished.done | "All results" >> beam.combiners.ToList()
+    rows = finished.done | "All rows" >> beam.combiners.ToList()
     (pipeline | "Once" >> beam.Create([None])
-     | "Marker, measures and failures" >> beam.Map(
-         _finalize, output, beam.pvalue.AsSingleton(results), beam.pvalue.AsSingleton(failures),
+     | "Measures and failures" >> beam.Map(
+         _finalize, output, beam.pvalue.AsSingleton(rows), beam.pvalue.AsSingleton(failures),
          [stem for _, stem in photographs]))
 
 
@@ -393,9 +391,11 @@ def predict_beam(model_path: str | Path, inputs: Sequence[str | Path], output: s
 
     Argument errors (options, inputs, two inputs of one name, a local model that does not load, an output
     folder holding predictions of other settings unless `overwrite`: `keras_vessel.serving.prediction.
-    claim_output`, the local engine's rule) raise ValueError before the pipeline runs. The photographs
-    `output` holds done already are skipped (`keras_vessel.serving.prediction.DoneCheck`, the local
-    engine's rule; none with `overwrite`). A photograph that fails is listed in ``failures.csv`` in
+    claim_output`, the local engine's rule, which also says what `overwrite` removes) raise ValueError
+    before the pipeline runs. The photographs `output` holds done already are skipped
+    (`keras_vessel.serving.prediction.DoneCheck`, the local engine's rule; none with `overwrite`); each
+    other is written as the local engine writes it, its files then its marker
+    (`keras_vessel.serving.prediction.write_photograph`). A photograph that fails is listed in ``failures.csv`` in
     `output` and the others go on (that file and measures.csv as the local engine writes them:
     `keras_vessel.serving.prediction.record_results`); an error that stops the pipeline itself (a runner
     that cannot run, a file of the output folder that cannot be written, a full disk) raises `PipelineError`,
@@ -410,7 +410,8 @@ def predict_beam(model_path: str | Path, inputs: Sequence[str | Path], output: s
         work.load_model(model_path)  # a damaged or foreign model fails here in one sentence, not in each worker
     if BeamFiles._local(output):
         ensure_writable_dir(output, what="the output folder")
-    claim_output(output, prediction_settings(work, model_path, files=BeamFiles), overwrite=overwrite, files=BeamFiles)
+    claim_output(output, prediction_settings(work, model_path, files=BeamFiles), overwrite=overwrite, stems=stems,
+                 files=BeamFiles)
     done = DoneCheck.of(output, work, overwrite=overwrite, files=BeamFiles)
 
     try:

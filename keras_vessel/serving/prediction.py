@@ -2,9 +2,9 @@
 
 `predict_files` is what `keras-vessel predict` and the demo run: for each input
 it writes ``NAME_prob.png`` (16-bit grey, probability x 65535) and
-``NAME_mask.png`` (0/255) atomically, and carries on past files it cannot
-read, so one corrupt image does not cost the rest of a large batch (it is listed
-with its reason in ``failures.csv``). The network is either a local `.keras`
+``NAME_mask.png`` (0/255) atomically, then the photograph's marker (`write_photograph`, which the Beam
+engine calls too), and carries on past files it cannot read, so one corrupt image does not cost the rest
+of a large batch (it is listed with its reason in ``failures.csv``). The network is either a local `.keras`
 model or any callable mapping an RGB image to its ``(H, W)`` probability (``predictor=``), e.g.
 `keras_vessel.serving.client.ServingClient.predict`, so a TF Serving server
 produces the same files as local prediction.
@@ -19,6 +19,7 @@ import glob
 import io
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,14 +34,16 @@ from keras_vessel.io import ensure_writable_dir, file_sha256, removed_if_failed,
 
 __all__ = ["FAILURES_CSV", "FAILURE_COLUMNS", "OUTPUT_MARKER", "OUTPUT_SUFFIXES", "OVERLAY_COLOUR", "SETTINGS",
            "DoneCheck", "InputError", "LocalFiles", "Located", "Maps", "PhotographWork", "PredictReport",
-           "claim_output", "expand_inputs", "failure_reason", "failures_text", "marker_text", "output_stems",
-           "own_outputs", "photograph_name", "predict_files", "prediction_settings", "record_results",
-           "stops_the_batch", "vessel_overlay"]
+           "claim_output", "expand_inputs", "failure_reason", "failures_text", "output_stems", "own_outputs",
+           "photograph_marker", "photograph_name", "predict_files", "prediction_settings", "record_results",
+           "stops_the_batch", "vessel_overlay", "write_photograph"]
 
-# What `predict_files` writes per image, and the file in its output folder that lists them (`own_outputs`)
-# and records the settings that made them (`claim_output`).
+# What `predict_files` writes per image; the file in its output folder that records the settings that made
+# them (`claim_output`); and, per photograph, the marker written after its files that records it done
+# (`photograph_marker`: ``.keras-vessel-predict-NAME``, listing them; `write_photograph`, `DoneCheck`).
 OUTPUT_SUFFIXES = ("_prob.png", "_mask.png", "_overlay.png")
 OUTPUT_MARKER = ".keras-vessel-predict"
+_PHOTOGRAPH_MARKER = OUTPUT_MARKER + "-"  # + NAME; the atomic writers' temporary files start with "..", never this
 # The photographs of an output folder that failed, each with its reason (`failures_text`), as both engines write it.
 FAILURES_CSV = "failures.csv"
 FAILURE_COLUMNS = ("name", "path", "reason")
@@ -93,9 +96,10 @@ def _is_image(path: Path) -> bool:
 
 
 class LocalFiles:
-    """How `expand_inputs` lists and reads files: the local file system. The Beam engine passes one that
-    goes through Beam's FileSystems (`keras_vessel.serving.beam`), so gs:// and s3:// inputs are expanded
-    by the same rules. Paths are strings."""
+    """How `expand_inputs` lists and reads files, and the output folder's files are read, written (each
+    atomically: `write_text`, `write_png`) and removed (a missing file is no error): the local file system.
+    The Beam engine passes one that goes through Beam's FileSystems (`keras_vessel.serving.beam_engine.
+    BeamFiles`), so gs:// and s3:// paths follow the same rules. Paths are strings."""
 
     @staticmethod
     def has_magic(text: str) -> bool:
@@ -141,6 +145,10 @@ class LocalFiles:
         write_text_atomic(text, content)
 
     @staticmethod
+    def write_png(text: str, pixels: np.ndarray) -> None:
+        write_png_atomic(text, pixels)
+
+    @staticmethod
     def remove(text: str) -> None:
         Path(text).unlink(missing_ok=True)
 
@@ -183,12 +191,46 @@ def expand_inputs(inputs: Iterable[str | Path], *, files=LocalFiles) -> list[Pat
 
 
 def own_outputs(folder: str | Path, *, files=LocalFiles) -> set[str]:
-    """Names of the files in `folder` that `predict_files` wrote: those its marker (`OUTPUT_MARKER`) lists,
-    and ``NAME_prob.png``, ``NAME_mask.png``, ``NAME_overlay.png`` wherever both of the first two are
-    (outputs of a keras-vessel that wrote no marker, or of a run that was stopped)."""
+    """Names of the outputs in `folder` that keras-vessel predict wrote (markers not included): those the
+    folder records (`_recorded_outputs`), and ``NAME_prob.png``, ``NAME_mask.png``, ``NAME_overlay.png``
+    wherever both of the first two are (outputs of a keras-vessel that wrote no marker, or of a photograph
+    whose run was killed before its marker)."""
+    names = _listed(folder, files)
+    own = _recorded_outputs(files.read_text(files.join(str(folder), OUTPUT_MARKER)), names)
+    first, second = OUTPUT_SUFFIXES[:2]
+    for name in names:
+        stem = name[: -len(first)]
+        if name.endswith(first) and f"{stem}{second}" in names:
+            own.update(f"{stem}{suffix}" for suffix in OUTPUT_SUFFIXES)
+    return own
+
+
+def _listed(folder: str | Path, files) -> set[str]:
+    """The names of the files in `folder` (none when it is no folder)."""
     folder = str(folder)
-    listed = [files.split(p)[1] for p in files.list_dir(folder)] if files.is_dir(folder) else []
-    return _own_names(files.read_text(files.join(folder, OUTPUT_MARKER)), listed)
+    return {files.split(p)[1] for p in files.list_dir(folder)} if files.is_dir(folder) else set()
+
+
+def _recorded_outputs(marker: str | None, names: Iterable[str]) -> set[str]:
+    """The outputs a folder records as keras-vessel predict's: of each photograph with a marker among `names`
+    (the folder's file names; `photograph_marker`), every file of predict's naming (`OUTPUT_SUFFIXES`),
+    and the files the folder's `OUTPUT_MARKER` (text `marker`) lists, which a keras-vessel before the
+    photographs' markers wrote."""
+    own = _listed_files(marker)
+    own.update(f"{stem}{suffix}" for stem in _marked_stems(names) for suffix in OUTPUT_SUFFIXES)
+    return own
+
+
+def photograph_marker(stem: str) -> str:
+    """The name of the marker that records photograph ``NAME`` (`stem`) done in an output folder
+    (``.keras-vessel-predict-NAME``): written by `write_photograph` after its files, read by `DoneCheck`."""
+    return f"{_PHOTOGRAPH_MARKER}{stem}"
+
+
+def _marked_stems(names: Iterable[str]) -> set[str]:
+    """The photographs whose marker (`photograph_marker`) is among `names`."""
+    return {name[len(_PHOTOGRAPH_MARKER):] for name in names
+            if name.startswith(_PHOTOGRAPH_MARKER) and len(name) > len(_PHOTOGRAPH_MARKER)}
 
 
 def _read_marker(text: str | None) -> dict:
@@ -198,18 +240,6 @@ def _read_marker(text: str | None) -> dict:
     except ValueError:
         return {}
     return marker if isinstance(marker, dict) else {}
-
-
-def _own_names(marker: str | None, names: Iterable[str]) -> set[str]:
-    listed = _read_marker(marker).get("files")
-    own = {name for name in listed if isinstance(name, str)} if isinstance(listed, list) else set()
-    names = set(names)
-    first, second = OUTPUT_SUFFIXES[:2]
-    for name in names:
-        stem = name[: -len(first)]
-        if name.endswith(first) and f"{stem}{second}" in names:
-            own.update(f"{stem}{suffix}" for suffix in OUTPUT_SUFFIXES)
-    return own
 
 
 def _without_own_outputs(paths: list[str], where: str, files) -> list[str]:
@@ -225,20 +255,46 @@ def _without_own_outputs(paths: list[str], where: str, files) -> list[str]:
     return kept
 
 
-def marker_text(previous: str | None, names: Iterable[str]) -> str:
-    """The text of `OUTPUT_MARKER` listing `names` besides the files the `previous` one lists, its settings
-    (`claim_output`) kept: what both engines write after their photographs."""
-    marker = _read_marker(previous)
-    listed = marker.get("files") if isinstance(marker.get("files"), list) else []
-    files = sorted({name for name in listed if isinstance(name, str)} | set(names))
-    return json.dumps({**marker, "written_by": "keras-vessel predict", "files": files}, indent=2) + "\n"
+def write_photograph(output: str | Path, stem: str, maps: Maps, *, files=LocalFiles) -> list[str]:
+    """Write photograph `stem`'s files into `output` and record it done: the one way both engines write one.
+
+    In this order, so that a run killed at any point leaves the photograph either done with its files or
+    not done (`DoneCheck`), and either engine redoes it alike: its marker (`photograph_marker`) is removed;
+    its files of predict's naming that this run does not write (``NAME_overlay.png`` without an overlay:
+    `OUTPUT_SUFFIXES`) are removed, so that its files are all of one run; its files
+    (`PhotographWork.output_pixels`) are written, each atomically on a local disk (`files`); last, its
+    marker, listing them. A failure while writing removes the files written (never some without the
+    others) and is raised. Returns the paths written (``NAME_prob.png``, ``NAME_mask.png``, then
+    ``NAME_overlay.png`` with one), as `files` joins them.
+    """
+    output = str(output)
+    marker = files.join(output, photograph_marker(stem))
+    files.remove(marker)
+    outputs = PhotographWork.output_pixels(stem, maps)
+    names = [name for name, _ in outputs]
+    for stale in (f"{stem}{suffix}" for suffix in OUTPUT_SUFFIXES):
+        if stale not in names:
+            files.remove(files.join(output, stale))
+    written: list[str] = []
+    try:
+        for name, pixels in outputs:
+            path = files.join(output, name)
+            files.write_png(path, pixels)
+            written.append(path)
+    except BaseException:
+        for path in written:
+            with contextlib.suppress(Exception):  # not instead of the error that stopped it
+                files.remove(path)
+        raise
+    files.write_text(marker, json.dumps({"photograph": stem, "files": names}, indent=2) + "\n")
+    return written
 
 
-def _mark(output_dir: Path, written: list[Path]) -> None:
-    """List `written` in `output_dir`'s marker, beside what earlier runs wrote there."""
-    marker = output_dir / OUTPUT_MARKER
-    names = own_outputs(output_dir) | {path.name for path in written}
-    write_text_atomic(marker, marker_text(LocalFiles.read_text(str(marker)), names))
+def _listed_files(text: str | None) -> set[str]:
+    """The files a marker (its `text`; None: there is none) lists: a photograph's (`photograph_marker`), or
+    the folder's of a keras-vessel before those; none when it is damaged."""
+    listed = _read_marker(text).get("files")
+    return {name for name in listed if isinstance(name, str)} if isinstance(listed, list) else set()
 
 
 def failures_text(previous: str | None, failures: Iterable[tuple[str | Path, str]],
@@ -324,18 +380,29 @@ def prediction_settings(work: PhotographWork, model_path: str | Path | None = No
             "scale": scale, "fov": fov, "threshold": work.threshold}
 
 
-def claim_output(output: str | Path, settings: dict, *, overwrite: bool = False, files=LocalFiles) -> None:
+def claim_output(output: str | Path, settings: dict, *, overwrite: bool = False, stems: Iterable[str] = (),
+                 files=LocalFiles) -> None:
     """Check that `output` holds no predictions of other settings, then record `settings` in it.
 
-    Both engines call it before their first photograph, `settings` from `prediction_settings`. The marker
-    (`OUTPUT_MARKER`, written atomically) keeps them, so that a re-run into the same folder resumes (both
-    engines skip the photographs done: `DoneCheck`) only with the same settings; with
-    another model, threshold, scale, ... it raises `OutputError` (a ValueError) naming the first that
-    differs (`SETTINGS`) and what to do. Outputs of a keras-vessel predict that recorded no settings (before
-    it did so; `own_outputs` finds them) are refused too: what made them cannot be known, and resuming
-    would keep them silently. `overwrite` (``--overwrite``) replaces instead: the files the marker lists,
-    its measures.csv and `FAILURES_CSV` are removed (files it does not list, perhaps the user's, are left;
-    an input of the same name overwrites them) and `settings` recorded.
+    Both engines call it before their first photograph, `settings` from `prediction_settings`, `stems` the
+    names of the photographs asked (`output_stems`). The folder's marker (`OUTPUT_MARKER`, written
+    atomically) keeps them, so that a re-run into the same folder resumes (both engines skip the
+    photographs done: `DoneCheck`) only with the same settings; with another model, threshold, scale, ...
+    it raises `OutputError` (a ValueError) naming the first that differs (`SETTINGS`) and what to do.
+    Outputs of a keras-vessel predict that recorded no settings (before it did so; `own_outputs` finds them)
+    are refused too: what made them cannot be known, and resuming would keep them silently.
+
+    `overwrite` (``--overwrite``) replaces the folder's predictions instead, whatever their settings: removed
+    are every output the folder records as predict's (each photograph with a marker, `photograph_marker`,
+    and its files of predict's naming; the files an older keras-vessel's `OUTPUT_MARKER` lists), the
+    markers, measures.csv and `FAILURES_CSV`, and every file of predict's naming of the photographs asked
+    (``NAME_prob.png``, ``NAME_mask.png``, ``NAME_overlay.png``: also those of a run killed before their
+    marker, or of outputs the run does not ask for), so that none of them is left beside the new ones,
+    even for a photograph that fails now; then `settings` are recorded, last (a run stopped on the way
+    still holds the old ones). Other files are never removed, the user's among them; outputs of photographs
+    not asked that nothing records (of a photograph whose run was killed before its marker) are left as
+    well, and are never taken as done (`DoneCheck` asks for the marker): predicting them replaces them
+    (`write_photograph`).
     """
     from keras_vessel.measure.files import MEASURES_CSV
 
@@ -358,13 +425,16 @@ def claim_output(output: str | Path, settings: dict, *, overwrite: bool = False,
             raise OutputError(f"{output} holds outputs of keras-vessel predict ({', '.join(held[:3])}"
                               f"{', ...' if len(held) > 3 else ''}) that do not record the settings that made them; "
                               f"{again}")
-    elif previous is not None:
-        for name in sorted(_own_names(previous, ()) | {MEASURES_CSV, FAILURES_CSV}):
+    else:
+        names = _listed(output, files)
+        asked = {f"{stem}{suffix}" for stem in stems for suffix in OUTPUT_SUFFIXES}
+        markers = {photograph_marker(stem) for stem in _marked_stems(names)}
+        stale = ((_recorded_outputs(previous, names) | asked | markers) & names) | {MEASURES_CSV, FAILURES_CSV}
+        for name in sorted(stale):
             files.remove(files.join(output, name))
     from keras_vessel.provenance import own_version
 
-    record = {"written_by": "keras-vessel predict", "keras_vessel": own_version(), "settings": settings,
-              "files": []}
+    record = {"written_by": "keras-vessel predict", "keras_vessel": own_version(), "settings": settings}
     files.write_text(marker_path, json.dumps(record, indent=2) + "\n")
 
 
@@ -386,13 +456,15 @@ class DoneCheck:
     """Whether a photograph is done in an output folder: the one rule by which both engines skip the
     photographs of a run into a folder that holds them already (with the same settings: `claim_output`).
 
-    A photograph ``STEM`` is done when each file `PhotographWork` writes of it (``STEM_prob.png``,
-    ``STEM_mask.png``, and ``STEM_overlay.png`` with ``overlay``: `PhotographWork.output_suffixes`) is in
-    `output` (both engines write each atomically, so a file there is complete) and, with ``measure``, when
-    ``measures.csv`` has a row named ``STEM`` (both engines write it after their photographs: those of a run
-    stopped before that are done again, so that no row is missing). With ``overwrite`` none is done. Made by
-    `DoneCheck.of`; calling it with a ``STEM`` looks at the folder through `files`; it pickles, so that
-    the Beam engine checks on its workers.
+    A photograph ``STEM`` is done when its marker (`photograph_marker`, which `write_photograph` writes
+    after its files) lists each file `PhotographWork` writes of it (``STEM_prob.png``, ``STEM_mask.png``,
+    and ``STEM_overlay.png`` with ``overlay``: `PhotographWork.output_suffixes`) and each is in `output`
+    (written atomically, so a file there is complete) and, with ``measure``, when ``measures.csv`` has a
+    row named ``STEM`` (both engines write it after their photographs: those of a run stopped before that
+    are done again, so that no row is missing). Files without a marker (a run killed before it, or a
+    keras-vessel before the photographs' markers) are not done, nor is a marker without its files. With
+    ``overwrite`` none is done. Made by `DoneCheck.of`; calling it with a ``STEM`` looks at the folder
+    through `files`; it pickles, so that the Beam engine checks on its workers.
     """
 
     output: str
@@ -415,14 +487,19 @@ class DoneCheck:
     def __call__(self, stem: str) -> bool:
         if self.overwrite or (self.measured is not None and stem not in self.measured):
             return False
-        return all(self.files.exists(self.files.join(self.output, f"{stem}{suffix}")) for suffix in self.suffixes)
+        listed = _listed_files(self.files.read_text(self.files.join(self.output, photograph_marker(stem))))
+        names = [f"{stem}{suffix}" for suffix in self.suffixes]
+        return all(name in listed for name in names) and all(
+            self.files.exists(self.files.join(self.output, name)) for name in names)
 
 
 def output_stems(paths: Sequence[str | Path], output_dir: str | Path) -> list[str]:
     """The ``NAME`` of each input's ``NAME_prob.png``: its file name without image and ``.gz`` suffixes.
 
     Raises `InputError` naming both inputs when two would write the same files (``a/img.tif`` and
-    ``b/img.tif``, or ``a.png`` and ``a.jpg``): renaming one silently would lose which is which.
+    ``b/img.tif``, or ``a.png`` and ``a.jpg``): renaming one silently would lose which is which; and
+    when an input is in `output_dir` under the name of another's output (``eye_overlay.png`` beside
+    ``eye.png``), which predicting that one would replace or remove (`write_photograph`, `claim_output`).
     """
     stems: dict[str, Path] = {}
     for path in paths:
@@ -432,7 +509,30 @@ def output_stems(paths: Sequence[str | Path], output_dir: str | Path) -> list[st
                 f"inputs {stems[stem]} and {path} would both be written as {stem}_prob.png and {stem}_mask.png "
                 f"in {output_dir}; rename one of them, or predict them into separate output folders")
         stems[stem] = path
+    outputs = {f"{stem}{suffix}": (stem, kind) for stem in stems for suffix, kind in zip(OUTPUT_SUFFIXES, _KINDS)}
+    folder = _resolved(str(output_dir))
+    for path in paths:
+        where, name = _split(path)
+        if name in outputs and _resolved(where) == folder:
+            stem, kind = outputs[name]
+            raise InputError(
+                f"input {path} has the name of the {kind} of input {stems[stem]} in the output folder {output_dir}, "
+                "which predicting it would replace or remove; move or rename it, or give another output folder")
     return list(stems)
+
+
+_KINDS = ("probability map", "mask", "overlay")  # what each of `OUTPUT_SUFFIXES` names
+
+
+def _split(path: str | Path) -> tuple[str, str]:
+    """A path's folder and name (a local path's, or a gs:// or s3:// path's)."""
+    text = str(path)
+    return tuple(text.rsplit("/", 1)) if "://" in text else os.path.split(text)
+
+
+def _resolved(folder: str) -> str:
+    """A folder as compared: resolved on a local disk, as given (without a trailing ``/``) for gs:// and s3://."""
+    return folder.rstrip("/") if "://" in folder else os.path.realpath(folder or ".")
 
 
 def photograph_name(path: str | Path) -> str:
@@ -500,7 +600,8 @@ def predict_files(
     ----------
     model_path : a keras-vessel ``.keras`` training model, or None when `predictor` is given.
     inputs : image files (see `expand_inputs` for globs and folders).
-    output_dir : created if missing; existing files of the same name are replaced.
+    output_dir : created if missing; existing files of the same name are replaced, and a photograph's files
+        of predict's naming that the run does not write are removed (`write_photograph`).
     fov : ``"auto"`` finds the field of view in each image
         (`keras_vessel.data.scaling.image_fov`, grown by a few pixels so the rim
         keeps its vessels; the whole image when none is found), ``"none"``
@@ -525,8 +626,9 @@ def predict_files(
         of its mask inside its FOV (`keras_vessel.measure.measure_row`; the FOV found in the image, the
         `fov` file, or the whole image). Rows of other images already in that file are kept; rows are
         sorted by name (`record_results`, as the Beam engine writes it).
-    overwrite : replace the outputs of other settings in `output_dir` (`claim_output`) instead of refusing,
-        and predict every input again (else those done already are skipped: `DoneCheck`).
+    overwrite : replace the predictions in `output_dir`, of whatever settings, instead of refusing other
+        settings (`claim_output`: what it removes, what it never does), and predict every input again (else
+        those done already are skipped: `DoneCheck`).
     predictor_name : what `predictor` is (e.g. the server and model), recorded and compared by `claim_output`.
 
     Returns a `PredictReport`. Model and argument errors, and two inputs that would write the same
@@ -539,8 +641,9 @@ def predict_files(
     settings (`prediction_settings`) is refused with OutputError before any image (`claim_output`), unless
     `overwrite`; with the same, the inputs it holds done already (`DoneCheck`, the Beam engine's rule) are
     skipped (``report.skipped``; their files and rows are left as they are), so that a run stopped half-way
-    is finished by running it again. The files
-    written are listed in `OUTPUT_MARKER` in `output_dir` (`own_outputs`). An
+    is finished by running it again. Each photograph's files are written, then its marker
+    (`write_photograph`, as the Beam engine writes them), so that a run killed at any point is finished
+    alike by either engine. An
     image without a detectable field of view is predicted whole, at its own
     scale, with a warning naming it.
     """
@@ -570,7 +673,7 @@ def predict_files(
     with removed_if_failed(output_dir):  # stopped before writing anything: no empty folder left
         new = not Path(output_dir).exists()
         output_dir = ensure_writable_dir(output_dir, what="the output folder")  # before any image is predicted
-        claim_output(output_dir, settings, overwrite=overwrite)
+        claim_output(output_dir, settings, overwrite=overwrite, stems=stems)
         done = DoneCheck.of(output_dir, work, overwrite=overwrite)
         report = PredictReport()
         rows: list[dict] = []
@@ -588,7 +691,7 @@ def predict_files(
                     located = work.locate(path, image)
                     maps = work.finish(image, work.probability(image, located, model=model, predictor=predictor),
                                        located)
-                    written = _write_outputs(output_dir, stem, maps)
+                    written = [Path(p) for p in write_photograph(output_dir, stem, maps)]
                     report.written += written
                     if measure:
                         rows.append(work.row(stem, written[1], maps, located))
@@ -606,8 +709,6 @@ def predict_files(
                 if stopped and new and not report.written:  # the marker alone: no folder left (removed_if_failed)
                     (output_dir / OUTPUT_MARKER).unlink(missing_ok=True)
                 else:
-                    if report.written:  # so that predicting this folder later skips them
-                        _mark(output_dir, report.written)
                     record_results(output_dir, rows=rows, failures=report.failures, handled=handled)
         return report
 
@@ -777,17 +878,3 @@ def _as_uint16(prob: np.ndarray) -> np.ndarray:
     for start in range(0, prob.shape[0], rows):
         out[start : start + rows] = np.rint(prob[start : start + rows] * np.float32(65535))
     return out
-
-
-def _write_outputs(output_dir: Path, stem: str, maps: Maps) -> list[Path]:
-    """`PhotographWork.output_pixels` as PNGs in `output_dir`, each atomically; never some without the others."""
-    written: list[Path] = []
-    try:
-        for name, pixels in PhotographWork.output_pixels(stem, maps):
-            write_png_atomic(output_dir / name, pixels)
-            written.append(output_dir / name)
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
-    return written

@@ -634,10 +634,12 @@ def test_predict_into_its_input_folder_skips_its_own_outputs(tmp_path, tiny_mode
     result = run(*args, "--overlay")
     assert result.exit_code == 0, show(result)
     assert "for 2 of 2 images" in result.stdout
-    assert json.loads((folder / ".keras-vessel-predict").read_text())["files"] == sorted(
-        f"{stem}_{kind}.png" for stem in ("eye", "vessel_mask") for kind in ("prob", "mask", "overlay"))
-    written = sorted(p.name for p in folder.iterdir() if p.name != ".keras-vessel-predict")
-    (folder / ".keras-vessel-predict").unlink()  # as a keras-vessel that wrote no marker left it
+    for stem in ("eye", "vessel_mask"):  # each photograph's marker lists its files
+        assert json.loads((folder / f".keras-vessel-predict-{stem}").read_text())["files"] == [
+            f"{stem}_{kind}.png" for kind in ("prob", "mask", "overlay")]
+    written = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".keras-vessel-predict"))
+    for marker in folder.glob(".keras-vessel-predict*"):  # as a keras-vessel that wrote no marker left it
+        marker.unlink()
     result = run(*args, "--overlay")  # which settings made them is not known: not predicted into again
     assert result.exit_code == 1 and "that do not record the settings that made them" in result.stderr, show(result)
     for skipped in (6, 4):  # by name pattern (NAME_prob.png beside NAME_mask.png); then by the marker alone
@@ -650,9 +652,9 @@ def test_predict_into_its_input_folder_skips_its_own_outputs(tmp_path, tiny_mode
             assert "for 1 of 2 images" in result.stdout and "1 of 2 already done, skipped" in result.stdout, \
                 show(result)
         assert f"folder {folder}: skipping {skipped} files that keras-vessel predict wrote" in caplog.text
-        assert sorted(p.name for p in folder.iterdir() if p.name != ".keras-vessel-predict") == written
+        assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".keras-vessel-predict")) == written
         caplog.clear()
-        (folder / "eye_mask.png").unlink()  # eye_prob.png is now known by the marker only
+        (folder / "eye_mask.png").unlink()  # eye_prob.png is now known by eye's marker only
         (folder / "eye_overlay.png").unlink()
     result = run("predict", folder / "*_prob.png", *args[2:])  # a usage error, as for any INPUT naming no image
     assert result.exit_code == 2 and "Traceback" not in result.stderr, show(result)
@@ -691,6 +693,21 @@ def test_predict_refuses_two_inputs_of_one_name(tmp_path, tiny_model_file):
     _assert_one_sentence(result, f"inputs {left} and {right} would both be written as img_prob.png and "
                                  f"img_mask.png in {out}; rename one of them")
     assert not out.exists()
+
+
+def test_predict_refuses_an_input_named_as_another_inputs_output(tmp_path, tiny_model_file):
+    """`keras-vessel predict photos --output photos --overlay`, photos holding eye.png and the user's own
+    eye_overlay.png: predicting eye.png replaced it (without --overlay, --overwrite removed it)."""
+    photos = tmp_path / "photos"
+    eye, overlay = _photo(photos / "eye.png"), _photo(photos / "eye_overlay.png")
+    before = overlay.read_bytes()
+    for extra in (["--overlay"], ["--overwrite"]):
+        result = run("predict", photos, "--model", tiny_model_file(), "--output", photos, "--threshold", "0.5",
+                     "--quiet", *extra)
+        _assert_one_sentence(result, f"input {overlay} has the name of the overlay of input {eye} in the output "
+                                     f"folder {photos}, which predicting it would replace or remove")
+    assert sorted(p.name for p in photos.iterdir()) == ["eye.png", "eye_overlay.png"]
+    assert overlay.read_bytes() == before
 
 
 def test_a_patch_larger_than_every_training_image_is_refused(tmp_path, records):

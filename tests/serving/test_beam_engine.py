@@ -89,8 +89,12 @@ def test_beam_writes_what_the_local_engine_writes(local_and_beam):
         assert np.abs(prob_local.astype(np.int64) - prob_beam).max() / 65535 <= 2e-3, name
         for kind in ("mask", "overlay"):
             np.testing.assert_array_equal(_pixels(local / f"{name}_{kind}.png"), _pixels(beam / f"{name}_{kind}.png"))
-    assert json.loads((beam / ".keras-vessel-predict").read_text())["files"] == \
-        json.loads((local / ".keras-vessel-predict").read_text())["files"]
+    for name in NAMES:  # each photograph's marker, written after its files
+        marker = f".keras-vessel-predict-{name}"
+        assert (beam / marker).read_bytes() == (local / marker).read_bytes(), name
+        assert json.loads((beam / marker).read_text())["files"] == [f"{name}_{kind}.png"
+                                                                   for kind in ("prob", "mask", "overlay")]
+    assert (beam / ".keras-vessel-predict").read_bytes() == (local / ".keras-vessel-predict").read_bytes()
 
 
 def test_both_engines_write_the_same_measures_and_failures(local_and_beam, with_corrupt):
@@ -144,6 +148,104 @@ def test_a_failure_fixed_leaves_failures_csv(local_and_beam, with_corrupt, photo
     assert {**rows["broken"], **same} == rows["eye_a"]
 
 
+def _folder(folder: Path) -> dict[str, bytes]:
+    """Every file of `folder` by name, hidden ones included (the folder's path as ``OUT``), but a probability
+    map as its file name only: the engines' maps agree within a tolerance (`test_beam_writes_what_the_local_
+    engine_writes`), not byte for byte."""
+    return {path.name: path.name.encode() if path.name.endswith("_prob.png")
+            else path.read_bytes().replace(str(folder).encode(), b"OUT") for path in sorted(folder.iterdir())}
+
+
+def test_overwrite_rewrites_the_photographs_asked_alike_by_either_engine(local_and_beam, with_corrupt, tmp_path):
+    """`predict DIR --output OUT --threshold 0.5`, then (as a run with --overlay killed before its marker
+    leaves it) an eye_b_overlay.png that no marker lists, then `predict eye_a.png eye_b.png --output OUT
+    --overwrite --threshold otsu --measure`: the overlay used to survive beside the new maps."""
+    local, _, model = local_and_beam
+    base = tmp_path / "base"
+    result = run_cli("predict", with_corrupt, "--output", base, "--model", model, "--threshold", "0.5", "--quiet")
+    assert result.exit_code == 1, show_result(result)
+    shutil.copyfile(local / "eye_b_overlay.png", base / "eye_b_overlay.png")
+    (base / "notes.txt").write_text("not predict's")
+    folders = {}
+    for engine in ("local", "beam"):
+        out = folders[engine] = tmp_path / engine
+        shutil.copytree(base, out)
+        result = run_cli("predict", with_corrupt / "eye_a.png", with_corrupt / "eye_b.png", "--output", out,
+                         "--model", model, "--threshold", "otsu", "--measure", "--overwrite", "--quiet",
+                         "--engine", engine)
+        assert result.exit_code == 0, show_result(result)
+        assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+            "eye_a_mask.png", "eye_a_prob.png", "eye_b_mask.png", "eye_b_prob.png", "measures.csv", "notes.txt"]
+        for name in ("eye_a_mask.png", "eye_b_mask.png"):  # otsu's, as in the fresh run of the fixture
+            assert (out / name).read_bytes() == (local / name).read_bytes(), name
+    assert _folder(folders["local"]) == _folder(folders["beam"])
+
+
+def test_an_input_named_as_another_inputs_output_is_one_sentence_before_any_work(photographs, tiny_model_file,
+                                                                                 tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    eye, overlay = folder / "eye.png", folder / "eye_overlay.png"
+    shutil.copyfile(photographs / "eye_a.png", eye)
+    shutil.copyfile(photographs / "eye_b.png", overlay)
+    result = run_cli("predict", folder, "--output", folder, "--model", tiny_model_file(), "--threshold", "0.5",
+                     "--overwrite", "--quiet", "--engine", "beam")
+    assert result.exit_code != 0 and "Traceback" not in result.stderr, show_result(result)
+    assert (f"input {overlay} has the name of the overlay of input {eye} in the output folder {folder}, which "
+            "predicting it would replace or remove") in " ".join(result.stderr.split()), show_result(result)
+    assert sorted(p.name for p in folder.iterdir()) == ["eye.png", "eye_overlay.png"]
+
+
+KILL_AFTER = """
+import contextlib, os, keras_vessel.io as io
+written = io.atomic_path
+@contextlib.contextmanager
+def atomic_path(path, **options):  # what both engines write their files with, on a local disk
+    with written(path, **options) as temp:
+        yield temp
+    if os.path.basename(str(path)) == os.environ["KILL_AFTER"]:
+        os._exit(9)  # as kill -9 just after that file: no clean-up, no finally
+io.atomic_path = atomic_path
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine, kill_after", [("local", "eye_c_mask.png"), ("local", "eye_b_prob.png"),
+                                                ("beam", "eye_c_mask.png")])
+def test_a_killed_run_resumes_to_the_same_folder_by_either_engine(with_corrupt, tiny_model_file, tmp_path, engine,
+                                                                  kill_after):
+    """kill -9 `keras-vessel predict` just after it wrote `kill_after`; remove a file of a photograph done (a
+    marker without its outputs); run it again with each engine: both folders are alike, and as a fresh run's."""
+    import os
+    import subprocess
+    import sys
+
+    model, killed, fresh = tiny_model_file(), tmp_path / "killed", tmp_path / "fresh"
+    options = ["--model", str(model), "--threshold", "otsu", "--overlay", "--quiet"]
+    code = KILL_AFTER + "\nimport sys; from keras_vessel_cli.main import cli; sys.exit(cli())"
+    process = subprocess.run([sys.executable, "-c", code, "predict", str(with_corrupt), "--output", str(killed),
+                              *options, "--engine", engine], capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "KILL_AFTER": kill_after, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                             cwd=Path(__file__).resolve().parents[2])
+    assert process.returncode == 9, process.stderr
+    assert (killed / kill_after).exists()
+    if (killed / "eye_a_overlay.png").exists():
+        (killed / "eye_a_overlay.png").unlink()
+    folders = {}
+    for resumer in ("local", "beam"):
+        out = folders[resumer] = tmp_path / resumer
+        shutil.copytree(killed, out)
+        result = run_cli("predict", with_corrupt, "--output", out, *options, "--engine", resumer)
+        assert result.exit_code == 1 and "Traceback" not in result.stderr, show_result(result)  # broken.png
+    result = run_cli("predict", with_corrupt, "--output", fresh, *options)
+    assert result.exit_code == 1, show_result(result)
+    assert _folder(folders["local"]) == _folder(folders["beam"]) == _folder(fresh)
+    for name in NAMES:
+        for resumer in ("local", "beam"):
+            prob = _pixels(folders[resumer] / f"{name}_prob.png").astype(np.int64)
+            assert np.abs(prob - _pixels(fresh / f"{name}_prob.png")).max() / 65535 <= 2e-3, (resumer, name)
+
+
 @pytest.mark.parametrize("option, message", [
     ("direct_num_worker=2", "Beam has no pipeline option 'direct_num_worker' (did you mean 'direct_num_workers'?)"),
     ("direct_num_workers=two", "argument --direct_num_workers: invalid int value: 'two'"),
@@ -165,7 +267,7 @@ def test_a_pipeline_that_stops_is_one_sentence_and_a_rerun_does_the_rest(with_co
                "--output", out, "--model", tiny_model_file(), "--threshold", "0.5", "--quiet", "--engine", "beam"]
     result = run_cli(*command)
     assert result.exit_code == 1, show_result(result)
-    assert result.stderr == (f"Error: the Beam pipeline stopped in step 'Marker, measures and failures': "
+    assert result.stderr == (f"Error: the Beam pipeline stopped in step 'Measures and failures': "
                              f"{out}/failures.csv: Is a directory; fix that and run the command again (it skips "
                              f"the photographs already done in {out})\n"), show_result(result)
     (out / "failures.csv").rmdir()
@@ -192,7 +294,7 @@ During handling of the above exception, another exception occurred:
 
 Traceback (most recent call last):
   File "apache_beam/runners/common.py", line 1512, in apache_beam.runners.common.DoFnRunner.process
-RuntimeError: IsADirectoryError: [Errno 21] Is a directory: 'o/failures.csv' [while running 'Marker, measures and failures']
+RuntimeError: IsADirectoryError: [Errno 21] Is a directory: 'o/failures.csv' [while running 'Measures and failures']
 """
 
 
@@ -203,7 +305,7 @@ def _raised_from(error: BaseException, cause: BaseException) -> BaseException:
 
 @pytest.mark.parametrize("error, sentence", [
     (RuntimeError(WORKER_TEXT),  # from a worker process (multi_processing): its traceback's text
-     " in step 'Marker, measures and failures': o/failures.csv: Is a directory; fix that and run the command again"),
+     " in step 'Measures and failures': o/failures.csv: Is a directory; fix that and run the command again"),
     (_raised_from(RuntimeError("OSError: [Errno 28] No space left on device [while running 'Finish and write']"),
                   OSError(28, "No space left on device", "o/eye_prob.png")),  # in-process: Beam's wrapper of ours
      " in step 'Finish and write': o/eye_prob.png: No space left on device; free some space on that disk or write "

@@ -8,6 +8,7 @@ through the `model_path` route and compares with `predict_probability`.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 from pathlib import Path
@@ -23,13 +24,17 @@ from keras_vessel.serving.prediction import (
     OVERLAY_COLOUR,
     DoneCheck,
     InputError,
+    LocalFiles,
+    Located,
     PhotographWork,
     PredictReport,
     claim_output,
     expand_inputs,
     failures_text,
+    photograph_marker,
     predict_files,
     vessel_overlay,
+    write_photograph,
 )
 
 
@@ -111,8 +116,9 @@ def test_writes_16bit_probability_and_mask(tmp_path, images):
         np.testing.assert_array_equal(np.asarray(prob_image), image[..., 1].astype(np.int64) * 257)
         mask = _read(out / f"{key}_mask.png")
         np.testing.assert_array_equal(mask, np.where(image[..., 1] / 255.0 >= 0.4, 255, 0))
-    # no temp files; the marker says predict wrote here (`is_own_output`)
-    assert sorted(p.name for p in out.iterdir()) == sorted([OUTPUT_MARKER, *(p.name for p in report.written)])
+    # no temp files; the folder's marker (its settings), and each photograph's, written after its files
+    assert sorted(p.name for p in out.iterdir()) == sorted([OUTPUT_MARKER, photograph_marker("a"),
+                                                           photograph_marker("b"), *(p.name for p in report.written)])
 
 
 def test_an_output_folder_of_other_settings_is_refused_unless_overwritten(tmp_path, images):
@@ -132,7 +138,8 @@ def test_an_output_folder_of_other_settings_is_refused_unless_overwritten(tmp_pa
         predict_files(None, [a], out, threshold=0.4, predictor_name="other", **{**options, "predictor": _green})
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # refused before any file
     predict_files(None, [a], out, threshold=0.5, overwrite=True, **options)  # b's maps and row were 0.4's: gone
-    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "a_mask.png", "a_prob.png", "measures.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, photograph_marker("a"), "a_mask.png",
+                                                     "a_prob.png", "measures.csv"]
     assert (out / "measures.csv").read_text().count("\n") == 2
     np.testing.assert_array_equal(_read(out / "a_mask.png"), np.where(images["a"][..., 1] / 255.0 >= 0.5, 255, 0))
 
@@ -257,6 +264,107 @@ def test_failures_csv_lists_each_failed_photograph_until_it_succeeds(tmp_path, f
         "a", "b", "broken", "c", "d"]
     predict_files(None, [a], out, predictor=_green, overwrite=True, **RESUMED)
     assert not (out / FAILURES_CSV).exists()
+
+
+def _files(folder: Path, *, leaving=()) -> dict[str, bytes]:
+    """Every file of `folder` by name (hidden ones included), but those named in `leaving`; the folder's path
+    as ``OUT`` (measures.csv names each mask by its path)."""
+    return {path.name: path.read_bytes().replace(str(folder).encode(), b"OUT") for path in sorted(folder.iterdir())
+            if path.name not in leaving}
+
+
+def test_overwrite_rewrites_every_output_of_the_photographs_asked_and_keeps_files_not_predicts(tmp_path, four):
+    """An earlier run with --overlay killed after writing b_overlay.png but before recording it, then
+    `predict a.png b.png broken.png --output out --overwrite` with another threshold: b_overlay.png used to
+    survive beside the new maps; broken.png's stale maps too (it fails now). Files that are not predict's
+    outputs (notes.txt; e_prob.png and e_mask.png, which no run recorded and no input names) are kept."""
+    a, b, c, d = four
+    broken = tmp_path / "in" / "broken.png"
+    shutil.copyfile(c, broken)
+    out, scratch, fresh = tmp_path / "out", tmp_path / "scratch", tmp_path / "fresh"
+    options = {"fov": "none", "predictor": _green, "progress": False}
+    predict_files(None, four, out, threshold=0.4, **options)
+    predict_files(None, [b, broken], scratch, threshold=0.4, overlay=True, **options)
+    for name in ("b_overlay.png", "broken_prob.png", "broken_mask.png"):  # written, never recorded
+        shutil.copyfile(scratch / name, out / name)
+    (out / "notes.txt").write_text("mine")
+    for name in ("e_prob.png", "e_mask.png"):
+        shutil.copyfile(scratch / "b_mask.png", out / name)
+    broken.write_bytes(b"not a png")
+
+    report = predict_files(None, [a, b, broken], out, threshold=0.6, overwrite=True, measure=True, **options)
+    assert [path for path, _ in report.failures] == [broken]
+    predict_files(None, [a, b, broken], fresh, threshold=0.6, measure=True, **options)
+    assert _files(out, leaving=("notes.txt", "e_prob.png", "e_mask.png")) == _files(fresh)
+    assert (out / "notes.txt").read_text() == "mine" and (out / "e_prob.png").exists() and (out / "e_mask.png").exists()
+
+
+class _Logged:
+    """`LocalFiles`, logging what `write_photograph` does to the output folder (``(action, name)``), and
+    failing the write of the file named `fail_on` with a full disk."""
+
+    def __init__(self, fail_on: str | None = None) -> None:
+        self.log, self.fail_on = [], fail_on
+
+    def __getattr__(self, name):
+        return getattr(LocalFiles, name)
+
+    def remove(self, path):
+        self.log.append(("remove", Path(path).name))
+        LocalFiles.remove(path)
+
+    def write_png(self, path, pixels):
+        if Path(path).name == self.fail_on:
+            raise OSError(28, "No space left on device", path)
+        self.log.append(("write", Path(path).name))
+        LocalFiles.write_png(path, pixels)
+
+    def write_text(self, path, text):
+        self.log.append(("write", Path(path).name))
+        LocalFiles.write_text(path, text)
+
+
+def test_a_photograph_is_written_then_marked_and_done_only_by_its_marker_and_files(tmp_path, images):
+    """`write_photograph`, which both engines call: the marker goes first and comes back last, so that a run
+    killed at any point leaves no photograph marked without its files; `DoneCheck` needs both."""
+    out = tmp_path / "out"
+    out.mkdir()
+    work = PhotographWork(fov="none", local_model=False)
+    image = images["a"]
+    region = np.ones(image.shape[:2], dtype=bool)
+    maps = work.finish(image, _green(image), Located(region, region, "whole image"))
+    (out / "a_overlay.png").write_bytes(b"an overlay of an earlier run")
+    files = _Logged()
+    written = write_photograph(out, "a", maps, files=files)
+    assert written == [str(out / "a_prob.png"), str(out / "a_mask.png")]
+    marker = photograph_marker("a")
+    assert files.log == [("remove", marker), ("remove", "a_overlay.png"), ("write", "a_prob.png"),
+                         ("write", "a_mask.png"), ("write", marker)]
+    assert json.loads((out / marker).read_text())["files"] == ["a_prob.png", "a_mask.png"]
+    done = DoneCheck.of(out, work)
+    assert done("a") and not done("b")
+    (out / "a_mask.png").unlink()  # a marker without its files
+    assert not done("a")
+    write_photograph(out, "a", maps)
+    (out / marker).unlink()  # files without their marker: a run killed before it
+    assert not done("a")
+
+    full = tmp_path / "full"
+    full.mkdir()
+    with pytest.raises(OSError, match="No space left"):
+        write_photograph(full, "a", maps, files=_Logged(fail_on="a_mask.png"))
+    assert list(full.iterdir()) == []  # never some files without the others, nor a marker
+
+
+def test_an_input_with_the_name_of_another_inputs_output_is_refused(tmp_path, images):
+    """`predict photos --output photos --overlay` where photos holds eye.png and the user's eye_overlay.png:
+    predicting eye.png would replace eye_overlay.png (or, without --overlay, remove it as stale)."""
+    eye, overlay = (_save(tmp_path / "photos" / name, images["a"]) for name in ("eye.png", "eye_overlay.png"))
+    with pytest.raises(InputError, match=rf"^input {overlay} has the name of the overlay of input {eye} in the "
+                                         rf"output folder {tmp_path / 'photos'}/, which predicting it would"):
+        predict_files(None, [eye, overlay], f"{tmp_path / 'photos'}/", predictor=_green, progress=False)
+    assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == ["eye.png", "eye_overlay.png"]
+    predict_files(None, [eye, overlay], tmp_path / "out", predictor=_green, progress=False)  # elsewhere: fine
 
 
 def test_failures_text_keeps_the_rows_of_photographs_not_handled():
