@@ -1,8 +1,8 @@
 """Time `keras_vessel.data.tfrecords.prepare_sample` per DRIVE training image and per HRF-sized image.
 
 The full per-image cost of `prepare`: load (image, label, FOV from disk),
-CLAHE, ID mask and skeleton tube; `serialize` (PNG encoding into the record)
-is timed separately. Each image is prepared on one core (threaded BLAS/OpenMP
+CLAHE, ID mask and skeleton tube; `encode` and `serialize` (PNG encoding,
+statistics, the record) are timed separately. Each image is prepared on one core (threaded BLAS/OpenMP
 and OpenCV pinned to one thread), since `prepare --workers N` parallelises
 over images. A breakdown of the stages is timed on every image too.
 The HRF-sized sample (3504x2336) is two DRIVE training samples upscaled x4
@@ -36,7 +36,7 @@ from benchmarks.common import add_output_argument, begin, finish, hrf_sized_samp
 from keras_vessel.data.datasets import Sample, open_dataset  # noqa: E402
 from keras_vessel.data.preprocessing import clahe  # noqa: E402
 from keras_vessel.data.segments import build_id_mask, skeleton_tube  # noqa: E402
-from keras_vessel.data.tfrecords import prepare_sample, serialize  # noqa: E402
+from keras_vessel.data.tfrecords import encode, prepare_sample, serialize  # noqa: E402
 
 TARGET_ID_MASK_DRIVE_S = 1.0  # from bench_id_mask: the dominant stage
 TARGET_ID_MASK_HRF_S = 30.0
@@ -62,7 +62,7 @@ def timed(function: Callable[[], Any]) -> tuple[Any, float, float]:
 
 def measure(spec: Any) -> dict[str, Any]:
     prepared, seconds, cpu = timed(lambda: prepare_sample(spec))
-    record, serialize_s, _ = timed(lambda: serialize(prepared))
+    record, serialize_s, _ = timed(lambda: serialize(encode(prepared)))
     # the same stages one by one, for the breakdown
     sample, load_s, _ = timed(spec.load)
     label, fov = sample.label & sample.fov, sample.fov
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     record = begin("tfrecords.prepare_sample", args, extra_versions=("scipy", "scikit-image", "opencv-python-headless"))
     record["opencv_threads"] = cv2.getNumThreads()
     specs = open_dataset("drive", root, "training")[: args.images]
-    serialize(prepare_sample(specs[0]))  # warm-up: imports (TensorFlow in serialize), caches
+    serialize(encode(prepare_sample(specs[0])))  # warm-up: imports (TensorFlow in serialize), caches
     per_image = {}
     for spec in specs:
         per_image[spec.name] = measure(spec)

@@ -1,4 +1,4 @@
-"""Worker processes for NumPy work (prepare's ID masks): fresh interpreters without Keras and TensorFlow.
+"""Worker processes for NumPy work (prepare's ID masks and PNGs): fresh interpreters without Keras and TensorFlow.
 
 `numpy_map(function, items, workers=N)` runs `function` on every item in N
 spawned processes (the caller may hold TensorFlow's threads, which a fork

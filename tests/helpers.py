@@ -192,12 +192,14 @@ def run_config(run: Any, records: Path = Path("records"), out: Path = Path("runs
     return load_config(configs, sets)
 
 
-def fundus_disc(seed: int, shape: tuple[int, int]) -> np.ndarray:
-    """A tiny ``(H, W, 3)`` uint8 "fundus photograph" for the dataset readers' tests: an orange disc
-    (radius 0.45 of the shorter side) with a little noise on a near-black surround, seeded."""
+def fundus_disc(seed: int, shape: tuple[int, int], *, radius: float | None = None) -> np.ndarray:
+    """A tiny ``(H, W, 3)`` uint8 "fundus photograph": an orange disc centred at ``(H / 2, W / 2)`` (its pixels
+    within ``radius``, by default 0.45 of the shorter side) with a little noise on a near-black surround.
+    Seeded by ``seed`` alone: the same arguments give the same pixels on every call, in any test order."""
     rng = np.random.default_rng(seed)
     rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
-    disc = np.hypot(rows - shape[0] / 2, cols - shape[1] / 2) <= min(shape) * 0.45
+    radius = min(shape) * 0.45 if radius is None else radius
+    disc = np.hypot(rows - shape[0] / 2, cols - shape[1] / 2) <= radius
     image = rng.integers(0, 5, size=tuple(shape) + (3,)).astype(np.uint8)
     image[disc] = (np.array([190, 95, 45]) + rng.integers(0, 20, size=(disc.sum(), 3))).astype(np.uint8)
     return image

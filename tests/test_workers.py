@@ -19,13 +19,13 @@ HEAVY = ("tensorflow", "keras")
 
 
 def prepare_and_list_imports(item) -> tuple[str, bool, list[str], object]:
-    """What prepare's workers do with one sample (and what was measured of it, `measure_sample`), then which
-    heavy modules that imported; and the sample's FOV."""
-    from keras_vessel.data.tfrecords import prepare_sample
+    """What prepare's workers do with one sample (and what was measured of it, `measure_sample`): its arrays and
+    their encoding (PNGs, statistics); then which heavy modules that imported; and the sample's FOV."""
+    from keras_vessel.data.tfrecords import prepare_encoded
 
     spec, measured = item
-    prepared = prepare_sample(spec, measured=measured)
-    return prepared.name, in_numpy_worker(), [name for name in HEAVY if name in sys.modules], prepared.fov
+    encoded = prepare_encoded(spec, measured=measured)
+    return encoded.name, in_numpy_worker(), [name for name in HEAVY if name in sys.modules], encoded.fov
 
 
 def test_prepare_workers_import_neither_keras_nor_tensorflow():

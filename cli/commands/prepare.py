@@ -26,7 +26,7 @@ from keras_vessel_cli.errors import library_errors, quiet_tensorflow
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output folder for the shards and manifest.json.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Processes computing ID masks in parallel.")
+              help="Processes preparing images in parallel (ID masks, PNG encoding).")
 @click.option("--reference", type=click.Choice(["authors", "complete"]), default="authors", show_default=True,
               help="Reference skeletons of the ID mask: the authors' (later search regions overwrite "
                    "earlier skeletons) or complete ones (see docs/METHOD_NOTES.md).")

@@ -24,9 +24,12 @@ so the same checksums. Re-running `prepare` keeps a shard only when it holds
 exactly the requested images, unchanged, intact; anything else is prepared
 again, with a warning saying why. `verify_shards` checks the checksums
 before training. With `workers > 1` the images are prepared in processes
-that import neither Keras nor TensorFlow (`keras_vessel.workers`): what
-loading a sample needs of TensorFlow (a FOV derived from the photograph,
-`SampleSpec.measure`) is measured in this process and handed to them.
+that import neither Keras nor TensorFlow (`keras_vessel.workers`): they load
+each image, compute its arrays (`prepare_sample`) and encode them, PNGs and
+sidecar statistics included (`encode`), so this process measures what needs
+TensorFlow and writes the records. What loading a sample needs of TensorFlow
+(a FOV derived from the photograph, `SampleSpec.measure`) is measured here
+before and handed to them, the FOV diameter (`with_fov_diameter`) after.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ class PrepareError(ValueError):
 
 @dataclass(frozen=True)
 class PreparedImage:
-    """One image's arrays, ready to serialise (built in a worker process)."""
+    """One image's arrays, ready to encode (built in a worker process)."""
 
     name: str
     image: np.ndarray
@@ -73,9 +76,9 @@ class PreparedImage:
     fov: np.ndarray
     id_mask: np.ndarray
     tube: np.ndarray
-    fov_diameter: float = 0.0  # set by `with_fov_diameter` in the writing process (TF ops)
 
-    def summary(self) -> dict[str, Any]:
+    def statistics(self) -> dict[str, Any]:
+        """What a shard's sidecar records of this image but its FOV diameter (`EncodedImage.summary`)."""
         rgb = self.image[self.fov].astype(np.float64)  # (FOV pixels, 3)
         grey = cv2.cvtColor(self.image, cv2.COLOR_RGB2GRAY)[self.fov].astype(np.float64)
         return {
@@ -85,7 +88,6 @@ class PreparedImage:
             "segments": int(np.abs(self.id_mask).max(initial=0)),
             "vessel_fraction": float(self.label[self.fov].mean()) if self.fov.any() else 0.0,
             "fov_fraction": float(self.fov.mean()),
-            "fov_diameter": float(self.fov_diameter),
             # sums, so the dataset statistics can be pooled exactly over images
             "fov_pixels": int(self.fov.sum()),
             "rgb_sum": rgb.sum(axis=0).tolist(),
@@ -93,6 +95,28 @@ class PreparedImage:
             "grey_sum": float(grey.sum()),
             "grey_sq_sum": float(np.square(grey).sum()),
         }
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """One image as a worker process hands it to the writing one (`encode`): its record's features encoded,
+    its sidecar statistics, and the arrays its FOV diameter is measured on there (`with_fov_diameter`)."""
+
+    name: str
+    features: dict[str, bytes]  # "image", "clahe", "label", "fov", "tube": PNG; "id_mask": raw <i4 bytes
+    statistics: dict[str, Any]  # `PreparedImage.statistics`
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    fov: np.ndarray  # (H, W) bool
+    fov_diameter: float = 0.0  # set by `with_fov_diameter` in the writing process (TF ops)
+
+    def summary(self) -> dict[str, Any]:
+        """This image's entry in its shard's sidecar: `statistics` with `fov_diameter` after `fov_fraction`."""
+        entry: dict[str, Any] = {}
+        for key, value in self.statistics.items():
+            entry[key] = value
+            if key == "fov_fraction":
+                entry["fov_diameter"] = float(self.fov_diameter)
+        return entry
 
 
 def prepare_sample(spec: Any, *, reference: str = "authors", measured: object | None = None) -> PreparedImage:
@@ -120,8 +144,35 @@ def prepare_sample(spec: Any, *, reference: str = "authors", measured: object | 
     )
 
 
-def with_fov_diameter(prepared: PreparedImage) -> PreparedImage:
-    """`prepared` with its FOV diameter: from the image, as inference measures it, else from its FOV mask.
+def encode(prepared: PreparedImage) -> EncodedImage:
+    """`prepared`'s record features and statistics (see the module docstring), with NumPy and OpenCV only.
+
+    Worker processes run it (`keras_vessel.workers`): it imports no TensorFlow. The PNGs are OpenCV's,
+    the same bytes in any process.
+    """
+    return EncodedImage(
+        name=prepared.name,
+        features={
+            "image": _png(prepared.image),
+            "clahe": _png(prepared.clahe),
+            "label": _png(prepared.label),
+            "fov": _png(prepared.fov),
+            "tube": _png(prepared.tube),
+            "id_mask": prepared.id_mask.astype("<i4").tobytes(),
+        },
+        statistics=prepared.statistics(),
+        image=prepared.image,
+        fov=prepared.fov,
+    )
+
+
+def prepare_encoded(spec: Any, *, reference: str = "authors", measured: object | None = None) -> EncodedImage:
+    """What prepare's workers compute of one `SampleSpec`: `encode` of `prepare_sample` (same arguments)."""
+    return encode(prepare_sample(spec, reference=reference, measured=measured))
+
+
+def with_fov_diameter(encoded: EncodedImage) -> EncodedImage:
+    """`encoded` with its FOV diameter: from the image, as inference measures it, else from its FOV mask.
 
     Training and inference must measure an image's scale the same way, so the
     image rule (`keras_vessel.data.scaling.image_fov`) comes first; the dataset's
@@ -129,14 +180,14 @@ def with_fov_diameter(prepared: PreparedImage) -> PreparedImage:
     """
     from keras_vessel.data.scaling import image_fov, mask_diameter
 
-    geometry = image_fov(prepared.image)
-    diameter = geometry.diameter if geometry.found else mask_diameter(prepared.fov)
+    geometry = image_fov(encoded.image)
+    diameter = geometry.diameter if geometry.found else mask_diameter(encoded.fov)
     if diameter is None:
         raise PrepareError(
-            f"image {prepared.name!r}: no circular field of view found in the image or its FOV mask, so its "
+            f"image {encoded.name!r}: no circular field of view found in the image or its FOV mask, so its "
             "scale is unknown; give the dataset a FOV mask (e.g. --dataset folder with masks/)"
         )
-    return dataclasses.replace(prepared, fov_diameter=float(diameter))
+    return dataclasses.replace(encoded, fov_diameter=float(diameter))
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -150,8 +201,9 @@ def _png(array: np.ndarray) -> bytes:
     return encoded.tobytes()
 
 
-def serialize(prepared: PreparedImage) -> bytes:
-    """One image as a serialised `tf.train.Example` (see the module docstring).
+def serialize(encoded: EncodedImage) -> bytes:
+    """One encoded image (`encode`) and its FOV diameter as a serialised `tf.train.Example` (see the module
+    docstring).
 
     The bytes depend on the arrays only, not on the process writing them: the
     features are written in the order of their keys (a protobuf map's own order
@@ -166,18 +218,13 @@ def serialize(prepared: PreparedImage) -> bytes:
     def int_feature(value: int) -> tf.train.Feature:
         return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
 
-    height, width = prepared.label.shape
+    height, width = encoded.fov.shape
     features = {
-        "name": bytes_feature(prepared.name.encode("utf-8")),
+        "name": bytes_feature(encoded.name.encode("utf-8")),
         "height": int_feature(height),
         "width": int_feature(width),
-        "fov_diameter": tf.train.Feature(float_list=tf.train.FloatList(value=[prepared.fov_diameter])),
-        "image": bytes_feature(_png(prepared.image)),
-        "clahe": bytes_feature(_png(prepared.clahe)),
-        "label": bytes_feature(_png(prepared.label)),
-        "fov": bytes_feature(_png(prepared.fov)),
-        "tube": bytes_feature(_png(prepared.tube)),
-        "id_mask": bytes_feature(prepared.id_mask.astype("<i4").tobytes()),
+        "fov_diameter": tf.train.Feature(float_list=tf.train.FloatList(value=[encoded.fov_diameter])),
+        **{key: bytes_feature(value) for key, value in encoded.features.items()},
     }
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(deterministic=True)
 
@@ -288,10 +335,10 @@ def _write_dataset(specs: Sequence[Any], out_dir: Path, *, dataset: str, split: 
     if sidecars:
         logger.info("%d of %d shards already complete in %s", len(sidecars), len(paths), out_dir)
 
-    pending: dict[int, dict[str, PreparedImage]] = {}
+    pending: dict[int, dict[str, EncodedImage]] = {}
 
-    def finish(index: int, spec_name: str, prepared: PreparedImage) -> None:
-        pending.setdefault(index, {})[spec_name] = with_fov_diameter(prepared)
+    def finish(index: int, spec_name: str, encoded: EncodedImage) -> None:
+        pending.setdefault(index, {})[spec_name] = with_fov_diameter(encoded)
         group = groups[index]
         if len(pending[index]) == len(group):
             done = pending.pop(index)
@@ -307,11 +354,11 @@ def _write_dataset(specs: Sequence[Any], out_dir: Path, *, dataset: str, split: 
             }
             write_json_atomic(_sidecar(paths[index]), sidecars[index])
 
-    for index, spec, prepared in progress(
+    for index, spec, encoded in progress(
         _map_prepare(todo, workers, reference), total=len(todo), label=f"prepare {dataset}/{split}",
         enabled=show_progress,
     ):
-        finish(index, spec.name, prepared)
+        finish(index, spec.name, encoded)
 
     images = [image for index in range(len(groups)) for image in sidecars[index]["images"]]
     manifest = _manifest(images, dataset=dataset, split=split, shards=paths)
@@ -385,7 +432,7 @@ def measure_sample(spec: Any) -> object | None:
 
 
 def _map_prepare(todo: list[tuple[int, Any]], workers: int, reference: str):
-    """Yield (shard index, spec, PreparedImage), in parallel processes when workers > 1.
+    """Yield (shard index, spec, EncodedImage: `prepare_encoded`), in parallel processes when workers > 1.
 
     Each spec is measured here (`measure_sample`: the TensorFlow part of loading it), just before it is
     prepared, so that the workers import no TensorFlow and measuring overlaps with their work.
@@ -401,9 +448,9 @@ def _map_prepare(todo: list[tuple[int, Any]], workers: int, reference: str):
         yield index, spec, prepared
 
 
-def _prepare_or_explain(item: tuple[Any, object | None], reference: str) -> PreparedImage:
+def _prepare_or_explain(item: tuple[Any, object | None], reference: str) -> EncodedImage:
     spec, measured = item
-    return _explained(spec, functools.partial(prepare_sample, spec, reference=reference, measured=measured))
+    return _explained(spec, functools.partial(prepare_encoded, spec, reference=reference, measured=measured))
 
 
 def _explained(spec: Any, call):

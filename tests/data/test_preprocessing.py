@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 from skimage import exposure
+from helpers import fundus_disc
 from troubled import STARE_LIKE, TROUBLES, troubled_photograph
 
 from keras_vessel.errors import DatasetError
@@ -22,8 +23,7 @@ from keras_vessel.data.preprocessing import (
     read_mask,
 )
 
-RNG = np.random.default_rng(1234)
-RGB = RNG.integers(0, 256, size=(40, 48, 3), dtype=np.uint8)
+RGB = np.random.default_rng(1234).integers(0, 256, size=(40, 48, 3), dtype=np.uint8)
 
 
 def _disc(shape=(80, 96), centre=(40, 48), radius=30.0) -> np.ndarray:
@@ -31,14 +31,10 @@ def _disc(shape=(80, 96), centre=(40, 48), radius=30.0) -> np.ndarray:
     return np.hypot(rows - centre[0], cols - centre[1]) <= radius
 
 
-def _fundus(shape=(80, 96), radius=30.0) -> np.ndarray:
-    """A dark surround and an orange disc with some texture, like a fundus photograph."""
-    disc = _disc(shape, radius=radius)
-    image = np.zeros(shape + (3,), dtype=np.uint8)
-    image[..., :] = RNG.integers(0, 6, size=shape + (3,), dtype=np.uint8)
-    inside = np.array([180, 90, 40], dtype=np.uint8) + RNG.integers(0, 20, size=shape + (3,), dtype=np.uint8)
-    image[disc] = inside[disc]
-    return image
+def _fundus(radius=30.0) -> np.ndarray:
+    """A dark surround and an orange disc with some texture, like a fundus photograph: 80x96, the disc
+    ``_disc(radius=radius)``; a new array on every call, the same pixels for the same radius (`fundus_disc`)."""
+    return fundus_disc(0, (80, 96), radius=radius)
 
 
 # --- read_image ---------------------------------------------------------------------------
@@ -131,7 +127,7 @@ def test_read_image_undecodable_file_names_it(tmp_path, name, payload):
 
 def test_read_image_truncated_png_is_an_error(tmp_path):
     path = tmp_path / "whole.png"
-    Image.fromarray(RNG.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)).save(path)
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, size=(64, 64, 3), dtype=np.uint8)).save(path)
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(DatasetError, match=r"cannot decode image file .*truncated\.png"):
@@ -158,7 +154,7 @@ def test_read_mask_palette_indices_0_1_like_drive_2nd_manual(tmp_path):
 def test_read_mask_palette_uses_colours_not_indices(tmp_path):
     # Pillow writes a 0/255 grey GIF as a palette image whose index 0 may be white,
     # and a palette may put white first: the colour decides, not the index.
-    truth = RNG.random((40, 48)) < 0.3
+    truth = np.random.default_rng(0).random((40, 48)) < 0.3
     Image.fromarray(truth.astype(np.uint8) * 255).save(tmp_path / "grey.gif")
     np.testing.assert_array_equal(read_mask(tmp_path / "grey.gif"), truth)
     inverted = Image.fromarray((~truth).astype(np.uint8), mode="P")
@@ -169,13 +165,13 @@ def test_read_mask_palette_uses_colours_not_indices(tmp_path):
 
 @pytest.mark.parametrize("high", [1, 255])
 def test_read_mask_grayscale_thresholds_above_zero(tmp_path, high):
-    truth = RNG.random((40, 48)) < 0.3
+    truth = np.random.default_rng(0).random((40, 48)) < 0.3
     Image.fromarray((truth * high).astype(np.uint8)).save(tmp_path / "mask.png")
     np.testing.assert_array_equal(read_mask(tmp_path / "mask.png"), truth)
 
 
 def test_read_mask_one_bit_png(tmp_path):
-    truth = RNG.random((40, 48)) < 0.3
+    truth = np.random.default_rng(0).random((40, 48)) < 0.3
     Image.fromarray(truth).save(tmp_path / "label.png")  # mode "1", like CHASE_DB1's labels
     np.testing.assert_array_equal(read_mask(tmp_path / "label.png"), truth)
 
@@ -242,7 +238,8 @@ def test_derive_fov_finds_the_disc_in_a_surround_brighter_than_the_fixed_cut(sur
     takes over, and the mask is its fitted disc (the drawn one but for rim pixels)."""
     image = _fundus()
     outside = ~_disc()
-    image[outside] = surround + RNG.integers(0, 6, size=(int(outside.sum()), 3), dtype=np.uint8)
+    noise = np.random.default_rng(surround).integers(0, 6, size=(int(outside.sum()), 3), dtype=np.uint8)
+    image[outside] = surround + noise
     assert (derive_fov(image, threshold=15).mean()) == 1.0  # what the fixed cut alone gives
     derived = derive_fov(image, erosion=0)
     rows, cols = np.mgrid[0:80, 0:96]

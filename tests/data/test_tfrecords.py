@@ -90,6 +90,22 @@ def test_a_derived_fov_is_prepared_the_same_by_workers_and_in_this_process(tmp_p
         np.testing.assert_array_equal(record["fov"].numpy() > 0, derive_fov(image))
 
 
+def test_with_workers_this_process_encodes_no_png_and_writes_the_same_bytes(specs, prepared, tmp_path, monkeypatch):
+    """`prepare --workers 2` was barely faster than 1: this process PNG-encoded every image the workers had
+    prepared. The workers encode them now (`encode`); this process only measures each FOV diameter and writes
+    the records, byte for byte those of one worker in this process (the `prepared` fixture)."""
+    import cv2
+
+    def no_encoding_here(*args, **kwargs):
+        raise AssertionError("the writing process PNG-encoded an image")
+
+    monkeypatch.setattr(cv2, "imencode", no_encoding_here)  # here only: the spawned workers import their own cv2
+    write_dataset(specs, tmp_path, dataset="synthetic", split="training", images_per_shard=2, workers=2,
+                  show_progress=False)
+    out, _ = prepared
+    assert _checksums(tmp_path) == _checksums(out)
+
+
 def _checksums(folder) -> dict[str, str]:
     return {path.name: file_sha256(path) for path in sorted(folder.glob("*")) if path.suffix in (".gz", ".json")}
 
