@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.train:
             run_model = train(args.out, loco_records=args.loco_records, data=args.data)
         models = {BUNDLED: bundled_model_path(), **parse_models(args.model)}
-        if run_model.is_file():
+        if finished_run(args.out / RUN):  # its thresholds are chosen once training has ended
             models[FAST] = run_model
         score(models, out=args.out, data=args.data, results=results, results_path=args.results)
         if args.speed and FAST in models:
