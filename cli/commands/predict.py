@@ -238,7 +238,7 @@ def _predict_beam(model_path: Path, inputs: tuple[str, ...], output: Path, beam_
     except ImportError as error:
         raise click.UsageError(f"--engine beam needs Apache Beam ({error}); install it with "
                                "pip install 'keras-vessel[beam]'") from None
-    from keras_vessel.serving.prediction import FAILURES_CSV, InputError, PhotographWork
+    from keras_vessel.serving.prediction import FAILURES_CSV, InputError, OutputClashError, PhotographWork
 
     with library_errors():  # other errors, the pipeline's (PipelineError) included, in one sentence (exit 1)
         work = PhotographWork(**options)
@@ -246,6 +246,8 @@ def _predict_beam(model_path: Path, inputs: tuple[str, ...], output: Path, beam_
             with _without_beam_notices(), quiet_workers():
                 report = predict_beam(model_path, inputs, output, options=beam_options, work=work,
                                       overwrite=overwrite)
+        except OutputClashError:
+            raise  # inputs that exist but clash in the output folder: exit 1, as with the local engine
         except InputError as error:
             raise click.BadParameter(str(error), param_hint="INPUT") from None
         except ValueError as error:

@@ -67,6 +67,11 @@ class InputError(ValueError):
     """An input argument (file, glob or folder) names no usable image; the message says which."""
 
 
+class OutputClashError(InputError):
+    """Inputs that exist but cannot be predicted together into one output folder (`output_stems`): a
+    problem of the run as asked, not of one argument; the message names both files."""
+
+
 @dataclass
 class PredictReport:
     """What `predict_files` did.
@@ -496,7 +501,7 @@ class DoneCheck:
 def output_stems(paths: Sequence[str | Path], output_dir: str | Path) -> list[str]:
     """The ``NAME`` of each input's ``NAME_prob.png``: its file name without image and ``.gz`` suffixes.
 
-    Raises `InputError` naming both inputs when two would write the same files (``a/img.tif`` and
+    Raises `OutputClashError` naming both inputs when two would write the same files (``a/img.tif`` and
     ``b/img.tif``, or ``a.png`` and ``a.jpg``): renaming one silently would lose which is which; and
     when an input is in `output_dir` under the name of another's output (``eye_overlay.png`` beside
     ``eye.png``), which predicting that one would replace or remove (`write_photograph`, `claim_output`).
@@ -505,7 +510,7 @@ def output_stems(paths: Sequence[str | Path], output_dir: str | Path) -> list[st
     for path in paths:
         stem = photograph_name(path)
         if stem in stems:
-            raise InputError(
+            raise OutputClashError(
                 f"inputs {stems[stem]} and {path} would both be written as {stem}_prob.png and {stem}_mask.png "
                 f"in {output_dir}; rename one of them, or predict them into separate output folders")
         stems[stem] = path
@@ -515,7 +520,7 @@ def output_stems(paths: Sequence[str | Path], output_dir: str | Path) -> list[st
         where, name = _split(path)
         if name in outputs and _resolved(where) == folder:
             stem, kind = outputs[name]
-            raise InputError(
+            raise OutputClashError(
                 f"input {path} has the name of the {kind} of input {stems[stem]} in the output folder {output_dir}, "
                 "which predicting it would replace or remove; move or rename it, or give another output folder")
     return list(stems)

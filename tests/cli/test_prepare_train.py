@@ -33,6 +33,20 @@ def test_prepare_writes_a_manifest_and_rerun_is_a_no_op(synthetic_records):
     assert "was prepared with reference='authors', not 'complete'" in result.stderr
 
 
+def test_prepare_only_named_photographs_in_the_split_order(tmp_path):
+    out = tmp_path / "two"
+    result = run_cli("prepare", "--dataset", "synthetic", "--split", "training", "--out", out, "--quiet",
+                     "--only", "synthetic_0003", "--only", "synthetic_0001")
+    assert result.exit_code == 0, show_result(result)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [image["name"] for image in manifest["images"]] == ["synthetic_0001", "synthetic_0003"]
+    result = run_cli("prepare", "--dataset", "synthetic", "--split", "training", "--out", tmp_path / "none",
+                     "--only", "synthetic_0001", "--only", "photo_7")
+    assert result.exit_code == 1, show_result(result)
+    assert "has no photograph named photo_7; its photographs are synthetic_0000, synthetic_0001" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "none").exists()
+
+
 def test_prepare_needs_a_root_for_real_datasets(tmp_path):
     result = run_cli("prepare", "--dataset", "drive", "--out", tmp_path / "out")
     assert result.exit_code == 2

@@ -32,6 +32,7 @@ __all__ = [
     "generate_sample",
     "open_dataset",
     "open_labelled",
+    "select_images",
 ]
 
 DATASETS: dict[str, Callable[..., list[SampleSpec]]] = {
@@ -80,3 +81,20 @@ def open_dataset(
     if root is None and name != "synthetic":
         raise DatasetError(f"dataset {name!r} needs a root folder, got root=None")
     return opener(root, split, **options)
+
+
+def select_images(specs: list[SampleSpec], names: list[str] | tuple[str, ...], *, where: str) -> list[SampleSpec]:
+    """The samples of `specs` named in `names`, in the order of `specs` (a name given twice counts once).
+
+    ``where`` names the set for the error (e.g. "dataset 'hrf', split 'all'"). A name that is not
+    there raises `DatasetError` listing the names that are; no names raise one too.
+    """
+    wanted = set(names)
+    if not wanted:
+        raise DatasetError(f"no photograph names given to select from {where}")
+    held = [spec.name for spec in specs]
+    missing = sorted(wanted - set(held))
+    if missing:
+        raise DatasetError(f"{where} has no photograph named {', '.join(missing)}; its photographs are "
+                           f"{', '.join(held)}")
+    return [spec for spec in specs if spec.name in wanted]
