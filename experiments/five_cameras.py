@@ -205,4 +205,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from keras_vessel_cli.errors import quiet_tensorflow
+
+    quiet_tensorflow()  # our progress lines, not TensorFlow's CUDA probing
     main()

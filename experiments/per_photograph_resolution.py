@@ -151,4 +151,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from keras_vessel_cli.errors import quiet_tensorflow
+
+    quiet_tensorflow()  # our progress lines, not TensorFlow's CUDA probing
     main()

@@ -79,3 +79,20 @@ def test_model_options_need_a_name_and_a_path():
     assert fc.parse_models(["a=x/m.keras"]) == {"a": fc.Path("x/m.keras")}
     with pytest.raises(SystemExit, match="NAME=PATH"):
         fc.parse_models(["x/m.keras"])
+
+
+def test_every_experiment_driver_quiets_tensorflow_before_it_runs():
+    """A driver run as ``python -m experiments.NAME`` prints our lines, not TensorFlow's CUDA probing."""
+    import ast
+
+    from experiments.cross_dataset import REPOSITORY
+
+    loud = []
+    for path in sorted((REPOSITORY / "experiments").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test):
+                calls = [ast.unparse(statement) for statement in node.body if isinstance(statement, ast.Expr)]
+                if not calls or calls[0] != "quiet_tensorflow()":
+                    loud.append(path.name)
+    assert loud == []
