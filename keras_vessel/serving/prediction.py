@@ -30,7 +30,8 @@ from keras_vessel.models.inference import check_tile_size, check_tta
 from keras_vessel.checks import FUSIONS
 from keras_vessel.data.preprocessing import IMAGE_SUFFIXES
 from keras_vessel.errors import OutputError
-from keras_vessel.io import ensure_writable_dir, file_sha256, removed_if_failed, write_png_atomic, write_text_atomic
+from keras_vessel.io import file_sha256, removed_if_failed, write_png_atomic, write_text_atomic
+from keras_vessel.locks import folder_lock
 
 __all__ = ["FAILURES_CSV", "FAILURE_COLUMNS", "OUTPUT_MARKER", "OUTPUT_SUFFIXES", "OVERLAY_COLOUR", "SETTINGS",
            "DoneCheck", "InputError", "LocalFiles", "Located", "Maps", "PhotographWork", "PredictReport",
@@ -636,8 +637,10 @@ def predict_files(
         those done already are skipped: `DoneCheck`).
     predictor_name : what `predictor` is (e.g. the server and model), recorded and compared by `claim_output`.
 
-    Returns a `PredictReport`. Model and argument errors, and two inputs that would write the same
-    files (`output_stems`), raise before any file is written; per-file errors (unreadable image, FOV of
+    Returns a `PredictReport`. Model and argument errors, two inputs that would write the same
+    files (`output_stems`), and an `output_dir` another process is writing (`keras_vessel.locks.folder_lock`:
+    FolderLockedError naming it; `measures.csv` and `FAILURES_CSV` have one writer) raise before any file is
+    written; per-file errors (unreadable image, FOV of
     another size, a failing predictor) are recorded in ``report.failures``, logged and written with
     their reasons to `FAILURES_CSV` in `output_dir` (`record_results`, as the Beam engine does), but a
     predictor raising ConnectionError (its server cannot be reached:
@@ -675,9 +678,9 @@ def predict_files(
         predictor_name = getattr(predictor, "__qualname__", type(predictor).__qualname__)
     settings = prediction_settings(work, model_path, predictor_name=predictor_name)
 
-    with removed_if_failed(output_dir):  # stopped before writing anything: no empty folder left
-        new = not Path(output_dir).exists()
-        output_dir = ensure_writable_dir(output_dir, what="the output folder")  # before any image is predicted
+    new = not Path(output_dir).exists()
+    # stopped before writing anything: no empty folder left; one process writes it (its rows and markers)
+    with removed_if_failed(output_dir), folder_lock(output_dir, what="the output folder") as output_dir:
         claim_output(output_dir, settings, overwrite=overwrite, stems=stems)
         done = DoneCheck.of(output_dir, work, overwrite=overwrite)
         report = PredictReport()
