@@ -40,7 +40,8 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, Predi
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from keras_vessel.errors import PipelineError
-from keras_vessel.io import describe_os_error, ensure_writable_dir, stream_sha256, write_bytes_atomic
+from keras_vessel.io import describe_os_error, stream_sha256, write_bytes_atomic
+from keras_vessel.locks import folder_lock
 from keras_vessel.serving.prediction import (
     FAILURES_CSV,
     DoneCheck,
@@ -391,7 +392,8 @@ def predict_beam(model_path: str | Path, inputs: Sequence[str | Path], output: s
 
     Argument errors (options, inputs, two inputs of one name, a local model that does not load, an output
     folder holding predictions of other settings unless `overwrite`: `keras_vessel.serving.prediction.
-    claim_output`, the local engine's rule, which also says what `overwrite` removes) raise ValueError
+    claim_output`, the local engine's rule, which also says what `overwrite` removes; a local `output` another
+    process is writing: `keras_vessel.locks.folder_lock`, held while the pipeline runs) raise ValueError
     before the pipeline runs. The photographs `output` holds done already are skipped
     (`keras_vessel.serving.prediction.DoneCheck`, the local engine's rule; none with `overwrite`); each
     other is written as the local engine writes it, its files then its marker
@@ -408,21 +410,20 @@ def predict_beam(model_path: str | Path, inputs: Sequence[str | Path], output: s
     stems = output_stems(paths, output)
     if BeamFiles._local(str(model_path)):
         work.load_model(model_path)  # a damaged or foreign model fails here in one sentence, not in each worker
-    if BeamFiles._local(output):
-        ensure_writable_dir(output, what="the output folder")
-    claim_output(output, prediction_settings(work, model_path, files=BeamFiles), overwrite=overwrite, stems=stems,
-                 files=BeamFiles)
-    done = DoneCheck.of(output, work, overwrite=overwrite, files=BeamFiles)
-
-    try:
-        with beam.Pipeline(options=beam_options) as pipeline:
-            _steps(pipeline, list(zip(paths, stems)), str(model_path), work, output, done)
-    except Exception as error:  # noqa: BLE001 - whatever stopped it, the runner's or ours: one sentence
-        log.debug("the Beam pipeline stopped", exc_info=True)
-        raise pipeline_failure(error, output) from error
-    counts = _counters(pipeline.result) if hasattr(pipeline, "result") else dict.fromkeys(COUNTERS, 0)
-    ours = set(stems)  # failures.csv also keeps the failures of other runs' photographs
-    failed = [(row["path"], row["reason"]) for row in
-              csv.DictReader(io.StringIO(BeamFiles.read_text(BeamFiles.join(output, FAILURES_CSV)) or ""))
-              if row.get("name") in ours]
+    # a local folder has one writing run at a time, as with the local engine (its workers write under this lock)
+    with folder_lock(output, what="the output folder") if BeamFiles._local(output) else contextlib.nullcontext():
+        claim_output(output, prediction_settings(work, model_path, files=BeamFiles), overwrite=overwrite,
+                     stems=stems, files=BeamFiles)
+        done = DoneCheck.of(output, work, overwrite=overwrite, files=BeamFiles)
+        try:
+            with beam.Pipeline(options=beam_options) as pipeline:
+                _steps(pipeline, list(zip(paths, stems)), str(model_path), work, output, done)
+        except Exception as error:  # noqa: BLE001 - whatever stopped it, the runner's or ours: one sentence
+            log.debug("the Beam pipeline stopped", exc_info=True)
+            raise pipeline_failure(error, output) from error
+        counts = _counters(pipeline.result) if hasattr(pipeline, "result") else dict.fromkeys(COUNTERS, 0)
+        ours = set(stems)  # failures.csv also keeps the failures of other runs' photographs
+        failed = [(row["path"], row["reason"]) for row in
+                  csv.DictReader(io.StringIO(BeamFiles.read_text(BeamFiles.join(output, FAILURES_CSV)) or ""))
+                  if row.get("name") in ours]
     return BeamReport(counts["done"], counts["skipped"], counts["failed"], failed)
