@@ -473,23 +473,27 @@ def test_prepare_and_export_refuse_a_folder_another_process_writes(tmp_path, tin
     assert (models / "m" / "1" / "saved_model.pb").exists()
 
 
-def test_predict_refuses_an_output_folder_another_predict_writes(tmp_path, tiny_model_file):
+@pytest.mark.parametrize("engine", ["local", "beam"])
+def test_predict_refuses_an_output_folder_another_predict_writes(tmp_path, tiny_model_file, engine):
     """Two `keras-vessel predict ... --output out --measure` at once, on halves of a folder: each rewrote
     measures.csv from what it had read, so the rows of one were lost."""
+    if engine == "beam":
+        pytest.importorskip("apache_beam")
     photo, out = _photo(tmp_path / "photos" / "eye.png"), tmp_path / "out"
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], cwd=REPO, text=True,
                               stdout=subprocess.PIPE)
     try:
         assert holder.stdout.readline().strip() == "held"
         result = run("predict", photo, "--model", tiny_model_file(), "--output", out, "--threshold", "0.5",
-                     "--measure", "--quiet")
+                     "--measure", "--quiet", "--engine", engine)
         _assert_one_sentence(result, f"the output folder {out} is in use by PID {holder.pid} on host "
                                      f"{socket.gethostname()}")
         assert sorted(p.name for p in out.iterdir()) == [".keras-vessel.lock"]  # the holder's, nothing of ours
     finally:
         holder.kill()
         holder.wait()
-    result = run("predict", photo, "--model", tiny_model_file(), "--output", out, "--threshold", "0.5", "--quiet")
+    result = run("predict", photo, "--model", tiny_model_file(), "--output", out, "--threshold", "0.5", "--quiet",
+                 "--engine", engine)
     assert result.exit_code == 0, show(result)
     assert (out / "eye_mask.png").is_file() and not (out / ".keras-vessel.lock").exists()
 
