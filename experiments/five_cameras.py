@@ -43,7 +43,7 @@ RESULTS = REPOSITORY / "experiments" / "results" / "five_cameras.json"
 CONFIG = REPOSITORY / "configs" / "general_wnet.yaml"
 RUN = "five_wnet_s0"
 SEED = 0
-BUNDLED = "general_unet"
+BUNDLED = "general_unet_v1"  # the bundled model rule n1 compares with (DRIVE + CHASE_DB1)
 FAST = "five_wnet"
 BENCHMARK_CAMERAS = ("drive", "chase_db1")  # where the fast model must stay close to the bundled one
 NEW_CAMERAS = ("hrf", "orvs", "les_av")  # where it must be at or above it
@@ -161,6 +161,12 @@ def table(results: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def bundled_name(model: Path) -> str:
+    """The results' name of the bundled model `model`: ``general_unet_vN``, N its highest served version."""
+    versions = [int(folder.name) for folder in model.parent.iterdir() if folder.name.isdigit()]
+    return f"{model.parent.name}_v{max(versions)}"
+
+
 def parse_models(values: Sequence[str]) -> dict[str, Path]:
     """``NAME=PATH`` options as a mapping; SystemExit naming the value without ``=``."""
     models = {}
@@ -191,12 +197,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         run_model = args.out / RUN / "model.keras"
         if args.train:
             run_model = train(args.out, loco_records=args.loco_records, data=args.data)
-        models = {BUNDLED: bundled_model_path(), **parse_models(args.model)}
+        bundled = bundled_model_path()
+        models = {bundled_name(bundled): bundled, **parse_models(args.model)}
         if finished_run(args.out / RUN):  # its thresholds are chosen once training has ended
             models[FAST] = run_model
         score(models, out=args.out, data=args.data, results=results, results_path=args.results)
         if args.speed and FAST in models:
-            pair = {BUNDLED: models[BUNDLED], FAST: models[FAST]}
+            pair = {BUNDLED: bundled, FAST: models[FAST]}  # v1 and v2 are the same network: the same time
             for key, camera in (("speed", "hrf"), ("speed_drive", "drive")):  # the rule's 8 MP; DRIVE's size
                 _, test, _ = camera_photographs(camera, args.data)
                 results[key] = time_networks(pair, test[:3])

@@ -96,3 +96,11 @@ def test_every_experiment_driver_quiets_tensorflow_before_it_runs():
                 if not calls or calls[0] != "quiet_tensorflow()":
                     loud.append(path.name)
     assert loud == []
+
+
+def test_the_bundled_model_is_named_by_its_highest_served_version(tmp_path):
+    folder = tmp_path / "general_unet"
+    for version in ("1", "2", "10"):
+        (folder / version).mkdir(parents=True)
+    (folder / "notes").mkdir()
+    assert fc.bundled_name(folder / "model.keras") == "general_unet_v10"
