@@ -52,6 +52,9 @@ FAST_TIME_RATIO = 1 / 3  # issue 32 item 3: at a third of its time or less
 # Rule n2: notebook g's two-camera general W-Net (configs/general_wnet.yaml on DRIVE + CHASE_DB1, same budget)
 TWO_CAMERA_WNET = {"drive": 0.9745, "chase_db1": 0.9818}
 BUDGET_AUC_MARGIN = 0.003
+# Rule o1 (docs/notebook/2026-12-07-o-bundled-v2.md): the bundled model v2, configs/general.yaml on the five pools
+V2 = "general_unet_v2"
+V2_AUC_BARS = {"drive": 0.978, "chase_db1": 0.983}  # issue 30's bars for the bundled model
 
 
 def train_command(run_dir: Path, records: Sequence[Path], *, keras_vessel: str = KERAS_VESSEL) -> list[str]:
@@ -133,6 +136,17 @@ def budget_verdict(results: Mapping[str, Any]) -> dict[str, Any]:
     return {"checks": checks, "v2_at_v1_budget": all(checks.values())}
 
 
+def v2_verdict(results: Mapping[str, Any]) -> dict[str, Any]:
+    """Rule o1: v2 ships when it meets issue 30's AUC bars and is not below v1 in pooled AUC or mean F1 on
+    any of the three cameras v1 had not seen."""
+    v1, v2 = results["scores"][BUNDLED], results["scores"][V2]
+    checks = {f"{camera}_AUC_bar": v2[camera]["scores"]["AUC_pooled"] >= bar for camera, bar in V2_AUC_BARS.items()}
+    for camera in NEW_CAMERAS:
+        checks[f"{camera}_not_below_v1"] = all(v2[camera]["scores"][key] >= v1[camera]["scores"][key]
+                                               for key in ("AUC_pooled", "F1"))
+    return {"checks": checks, "ship": all(checks.values())}
+
+
 def table(results: Mapping[str, Any]) -> str:
     """The RESULTS table: each model's pooled AUC / mean F1 per camera, their means and the worst image's AUC."""
     cameras = list(CAMERAS)
@@ -146,6 +160,10 @@ def table(results: Mapping[str, Any]) -> str:
         lines.append("| " + " | ".join([name, *cells, f"{statistics.mean(s['AUC_pooled'] for s in scores):.4f}",
                                         f"{statistics.mean(s['F1'] for s in scores):.3f}",
                                         f"{min(s['worst_AUC'] for s in scores):.3f}"]) + " |")
+    if all(name in results["scores"] for name in (BUNDLED, V2)):
+        verdict = v2_verdict(results)
+        lines.append("")
+        lines.append(f"Rule o1 (bundled v2): ship = {verdict['ship']} ({verdict['checks']})")
     if BUNDLED in results["scores"] and FAST in results["scores"]:
         for key, what in (("speed", "8 MP photograph"), ("speed_drive", "DRIVE image")):
             if key in results:

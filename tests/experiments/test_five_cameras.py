@@ -104,3 +104,23 @@ def test_the_bundled_model_is_named_by_its_highest_served_version(tmp_path):
         (folder / version).mkdir(parents=True)
     (folder / "notes").mkdir()
     assert fc.bundled_name(folder / "model.keras") == "general_unet_v10"
+
+
+@pytest.mark.parametrize("change, failing", [
+    ({}, []),
+    ({"drive": (0.9779, 0.80)}, ["drive_AUC_bar"]),
+    ({"chase_db1": (0.9829, 0.80)}, ["chase_db1_AUC_bar"]),
+    ({"hrf": (0.97, 0.779)}, ["hrf_not_below_v1"]),  # v1's F1 is 0.78
+    ({"orvs": (0.9779, 0.80)}, ["orvs_not_below_v1"]),  # v1's AUC is 0.978
+])
+def test_o1_ships_v2_only_at_the_bars_and_not_below_v1_on_the_new_cameras(change, failing):
+    v2 = {"drive": (0.9780, 0.70), "chase_db1": (0.9830, 0.70), "hrf": (0.955, 0.78), "orvs": (0.978, 0.78),
+          "les_av": (0.984, 0.78)}
+    v2.update(change)
+    results = {"scores": {fc.BUNDLED: _scores(BUNDLED_AUC, 0.78),
+                          fc.V2: {camera: {"scores": {"AUC_pooled": auc, "F1": f1, "worst_AUC": 0.95}}
+                                  for camera, (auc, f1) in v2.items()}}}
+    verdict = fc.v2_verdict(results)
+    assert [key for key, ok in verdict["checks"].items() if not ok] == failing
+    assert verdict["ship"] == (not failing)
+    assert f"Rule o1 (bundled v2): ship = {not failing}" in fc.table(results)
