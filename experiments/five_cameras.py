@@ -163,20 +163,28 @@ def table(results: Mapping[str, Any]) -> str:
     if all(name in results["scores"] for name in (BUNDLED, V2)):
         verdict = v2_verdict(results)
         lines.append("")
-        lines.append(f"Rule o1 (bundled v2): ship = {verdict['ship']} ({verdict['checks']})")
+        lines.append(f"Rule o1 (bundled v2): ship = {verdict['ship']} ({_said(verdict['checks'])})")
     if BUNDLED in results["scores"] and FAST in results["scores"]:
-        for key, what in (("speed", "8 MP photograph"), ("speed_drive", "DRIVE image")):
-            if key in results:
-                seconds = results[key]["seconds"]
-                lines.append("")
-                lines.append(f"Seconds per {what} at auto (FOV, resampling, network; side by side): "
-                             + ", ".join(f"{name} {value:.2f}" for name, value in seconds.items())
-                             + f" (ratio {seconds[FAST] / seconds[BUNDLED]:.2f})")
+        timed = [f"per {what}: " + ", ".join(f"{name} {value:.2f}" for name, value in seconds.items())
+                 + f" (ratio {seconds[FAST] / seconds[BUNDLED]:.2f})"
+                 for key, what in (("speed", "8 MP photograph"), ("speed_drive", "DRIVE image")) if key in results
+                 for seconds in [results[key]["seconds"]]]
+        if timed:
+            lines.append("")
+            lines.append("Seconds at auto (FOV, resampling, network; side by side) " + "; ".join(timed))
+        fast, budget = fast_verdict(results), budget_verdict(results)
         lines.append("")
-        lines.append(f"Rule n1 (fast model): ship = {fast_verdict(results)['ship']} ({fast_verdict(results)['checks']})")
-        lines.append(f"Rule n2 (v2 at v1's budget) = {budget_verdict(results)['v2_at_v1_budget']} "
-                     f"({budget_verdict(results)['checks']})")
+        lines.append(f"Rule n1 (fast model): ship = {fast['ship']} ({_said(fast['checks'])})")
+        lines.append(f"Rule n2 (v2 at v1's budget) = {budget['v2_at_v1_budget']} ({_said(budget['checks'])})")
     return "\n".join(lines)
+
+
+def _said(checks: Mapping[str, bool | None]) -> str:
+    """A rule's checks in a few words: the ones it misses and those not measured, or that all hold."""
+    said = [f"{what}: {', '.join(key for key, value in checks.items() if value is state)}"
+            for what, state in (("misses", False), ("not measured", None))
+            if any(value is state for value in checks.values())]
+    return "; ".join(said) or "every check holds"
 
 
 def bundled_name(model: Path) -> str:

@@ -62,7 +62,10 @@ def test_the_table_has_a_row_per_model_with_its_means():
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[-3] == f"{statistics.mean(_passing().values()):.4f}"
     assert cells[-2] == "0.800" and cells[-1] == "0.950"
-    assert any(line.startswith("Rule n1 (fast model): ship = True") for line in lines)
+    assert "Rule n1 (fast model): ship = True (every check holds)" in lines
+    assert "per 8 MP photograph: general_unet_v1 1.00, five_wnet 0.30 (ratio 0.30)" in fc.table(results)
+    del results["speed"]
+    assert "Rule n1 (fast model): ship = False (not measured: time_ratio)" in fc.table(results)
     incomplete = {"scores": {fc.FAST: _scores({"drive": 0.97}, 0.8)}}
     assert fc.table(incomplete).count("\n") == 1  # header only: a model without every camera gets no row
 
@@ -123,4 +126,5 @@ def test_o1_ships_v2_only_at_the_bars_and_not_below_v1_on_the_new_cameras(change
     verdict = fc.v2_verdict(results)
     assert [key for key, ok in verdict["checks"].items() if not ok] == failing
     assert verdict["ship"] == (not failing)
-    assert f"Rule o1 (bundled v2): ship = {not failing}" in fc.table(results)
+    said = f"misses: {', '.join(failing)}" if failing else "every check holds"
+    assert f"Rule o1 (bundled v2): ship = {not failing} ({said})" in fc.table(results)
