@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
+from keras_vessel.data.intensity import fov_intensity
 from keras_vessel.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -257,14 +258,7 @@ def fov_cut(image: np.ndarray) -> FovCut:
     ``image``, ``(H, W, 3)`` uint8 RGB, are foreground. ``derive_fov(image, cut=fov_cut(image))`` is
     ``derive_fov(image)``, wherever each half runs."""
     image = _check_rgb(image)
-    return _fov_cut(image, _fov_intensity(image))
-
-
-def _fov_intensity(image: np.ndarray) -> np.ndarray:
-    """``max(red, luminance)`` of an ``(H, W, 3)`` uint8 image, float32 (step 1 of `derive_fov`)."""
-    rgb = image.astype(np.float32)
-    luminance = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    return np.maximum(rgb[:, :, 0], luminance)
+    return _fov_cut(image, fov_intensity(image))
 
 
 def _fov_cut(image: np.ndarray, intensity: np.ndarray) -> FovCut:
@@ -339,7 +333,7 @@ def derive_fov(
                          f"cut={cut!r} with threshold={threshold!r}")
     if cut is not None and cut.foreground is not None and cut.foreground.shape != image.shape[:2]:
         raise ValueError(f"`cut` is of an image of shape {cut.foreground.shape}, not {image.shape[:2]}")
-    intensity = _fov_intensity(image)
+    intensity = fov_intensity(image)
     if threshold is None:
         cut = _fov_cut(image, intensity) if cut is None else cut
         threshold = cut.threshold

@@ -54,6 +54,8 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
+from keras_vessel.data.intensity import LUMA_PER_MILLE
+
 __all__ = [
     "FOV_DILATION",
     "FUSION_MULTIPLES",
@@ -103,7 +105,6 @@ FOV_DILATION = 3
 # whose probabilities are averaged. The one definition: everything else reads it (values and count).
 FUSION_MULTIPLES: tuple[float, ...] = (1.0, 1.5, 2.0)
 _MIN_POINTS = 16
-_LUMA = (0.299, 0.587, 0.114)
 
 
 def check_scale(scale: str | float, *, factors: bool = True) -> str | float:
@@ -210,9 +211,11 @@ def scale_record(scale: str | float) -> dict[str, object]:
 
 
 def _intensity(image: tf.Tensor) -> tf.Tensor:
-    rgb = tf.cast(image, tf.float32)
-    luminance = tf.tensordot(rgb, tf.constant(_LUMA, tf.float32), axes=[[2], [0]])
-    return tf.maximum(rgb[..., 0], luminance)
+    """`keras_vessel.data.intensity.fov_intensity` in TensorFlow (integer sums: the same on every CPU)."""
+    rgb = tf.cast(image, tf.int32)
+    weighted = tf.reduce_sum(rgb * tf.constant(LUMA_PER_MILLE, tf.int32), axis=-1)
+    luminance = tf.cast(tf.cast(weighted, tf.float64) / 1000.0, tf.float32)
+    return tf.maximum(tf.cast(rgb[..., 0], tf.float32), luminance)
 
 
 def _histogram(intensity: tf.Tensor) -> tf.Tensor:
