@@ -34,10 +34,10 @@ from keras_vessel.io import file_sha256, removed_if_failed, write_png_atomic, wr
 from keras_vessel.locks import folder_lock
 
 __all__ = ["FAILURES_CSV", "FAILURE_COLUMNS", "OUTPUT_MARKER", "OUTPUT_SUFFIXES", "OVERLAY_COLOUR", "SETTINGS",
-           "DoneCheck", "InputError", "LocalFiles", "Located", "Maps", "PhotographWork", "PredictReport",
-           "claim_output", "expand_inputs", "failure_reason", "failures_text", "output_stems", "own_outputs",
-           "photograph_marker", "photograph_name", "predict_files", "prediction_settings", "record_results",
-           "stops_the_batch", "vessel_overlay", "write_photograph"]
+           "DoneCheck", "InputError", "LocalFiles", "Located", "Maps", "OutputClashError", "PhotographWork",
+           "PredictReport", "claim_output", "expand_inputs", "failure_reason", "failures_text", "output_stems",
+           "own_outputs", "photograph_marker", "photograph_name", "predict_files", "prediction_settings",
+           "record_results", "stops_the_batch", "vessel_overlay", "write_photograph"]
 
 # What `predict_files` writes per image; the file in its output folder that records the settings that made
 # them (`claim_output`); and, per photograph, the marker written after its files that records it done
