@@ -211,11 +211,11 @@ def scale_record(scale: str | float) -> dict[str, object]:
 
 
 def _intensity(image: tf.Tensor) -> tf.Tensor:
-    """`keras_vessel.data.intensity.fov_intensity` in TensorFlow (integer sums: the same on every CPU)."""
-    rgb = tf.cast(image, tf.int32)
-    weighted = tf.reduce_sum(rgb * tf.constant(LUMA_PER_MILLE, tf.int32), axis=-1)
-    luminance = tf.cast(tf.cast(weighted, tf.float64) / 1000.0, tf.float32)
-    return tf.maximum(tf.cast(rgb[..., 0], tf.float32), luminance)
+    """`keras_vessel.data.intensity.fov_intensity` in TensorFlow (exact sums of integer pixel values in
+    float64: the same on every CPU; a float image keeps its fractions)."""
+    rgb = tf.cast(image, tf.float64)
+    luminance = tf.reduce_sum(rgb * tf.constant(LUMA_PER_MILLE, tf.float64), axis=-1) / 1000.0
+    return tf.cast(tf.maximum(rgb[..., 0], luminance), tf.float32)
 
 
 def _histogram(intensity: tf.Tensor) -> tf.Tensor:

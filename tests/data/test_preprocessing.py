@@ -482,3 +482,7 @@ def test_the_fov_intensity_is_exact_and_the_same_in_numpy_and_tensorflow():
     assert mine.dtype == np.float32 and np.abs(mine - reference).max() < 1e-4
     assert np.array_equal(mine[:8], image[:8, :, 0].astype(np.float32))  # grey: exactly its value
     assert np.array_equal(scaling._intensity(tf.constant(image)).numpy(), mine)
+    fractional = image.astype(np.float32) + np.float32(0.4)  # a float image keeps its fractions
+    reference = np.maximum(fractional[..., 0], fractional.astype(np.float64) @ [0.299, 0.587, 0.114])
+    for intensity in (fov_intensity(fractional), scaling._intensity(tf.constant(fractional)).numpy()):
+        assert np.abs(intensity - reference).max() < 1e-4
