@@ -30,7 +30,7 @@ from keras_vessel.models.inference import check_tile_size, check_tta
 from keras_vessel.checks import FUSIONS
 from keras_vessel.data.preprocessing import IMAGE_SUFFIXES
 from keras_vessel.errors import OutputError
-from keras_vessel.io import file_sha256, removed_if_failed, write_png_atomic, write_text_atomic
+from keras_vessel.io import file_sha256, write_png_atomic, write_text_atomic
 from keras_vessel.locks import folder_lock
 
 __all__ = ["FAILURES_CSV", "FAILURE_COLUMNS", "OUTPUT_MARKER", "OUTPUT_SUFFIXES", "OVERLAY_COLOUR", "SETTINGS",
@@ -679,8 +679,9 @@ def predict_files(
     settings = prediction_settings(work, model_path, predictor_name=predictor_name)
 
     new = not Path(output_dir).exists()
-    # stopped before writing anything: no empty folder left; one process writes it (its rows and markers)
-    with removed_if_failed(output_dir), folder_lock(output_dir, what="the output folder") as output_dir:
+    # one process writes it (its rows and markers); the lock removes the folders it created if left empty,
+    # so a run stopped before writing anything leaves no empty folder
+    with folder_lock(output_dir, what="the output folder") as output_dir:
         claim_output(output_dir, settings, overwrite=overwrite, stems=stems)
         done = DoneCheck.of(output_dir, work, overwrite=overwrite)
         report = PredictReport()
@@ -714,7 +715,7 @@ def predict_files(
             stopped = False
         finally:
             with contextlib.suppress(*((OSError,) if stopped else ())):  # not instead of why it stopped
-                if stopped and new and not report.written:  # the marker alone: no folder left (removed_if_failed)
+                if stopped and new and not report.written:  # the marker alone: no folder left (folder_lock)
                     (output_dir / OUTPUT_MARKER).unlink(missing_ok=True)
                 else:
                     record_results(output_dir, rows=rows, failures=report.failures, handled=handled)
