@@ -256,15 +256,18 @@ def _model(path: Path) -> dict[str, str]:
     return {"path": str(path), "sha256": file_sha256(path)}
 
 
-def _scored(slot: dict[str, Any], key: str, path: Path, samples: Sequence, output: Path, *, camera: str, split: str,
-            results: dict[str, Any], results_path: Path, what: str) -> None:
-    """Score `path` into ``slot[key]`` unless the same file (by SHA-256) is scored there already."""
+def score_once(slot: dict[str, Any], key: str, path: Path, samples: Sequence, output: Path, *, camera: str,
+               split: str, results: dict[str, Any], results_path: Path, what: str,
+               record: Mapping[str, Any] | None = None) -> None:
+    """Score `path` (`score_model`) into ``slot[key]`` unless the same file (by SHA-256) is scored there already,
+    then save `results` to `results_path`; ``record`` (e.g. how the photographs were split) goes beside."""
     model = _model(path)
     entry = slot.get(key)
     if entry and entry["model"]["sha256"] == model["sha256"] and "scores" in entry:
         return
     print(f"score {what} on {len(samples)} {camera} test photographs", file=sys.stderr, flush=True)
-    slot[key] = {"model": model, "scores": score_model(path, samples, output, camera=camera, split=split)}
+    slot[key] = {"model": model, **(record or {}),
+                 "scores": score_model(path, samples, output, camera=camera, split=split)}
     save_results(results_path, results)
 
 
@@ -293,8 +296,8 @@ def run_camera(camera: str, *, base: Path, out: Path, results: dict[str, Any], r
         raise SystemExit(f"{results_path} holds {camera}'s protocol from another base model "
                          f"({recorded['model']['path']}, SHA-256 {recorded['model']['sha256'][:12]}...), not {base}; "
                          "give other --results and --out")
-    _scored(results["base"], camera, base, test, out / f"base_{camera}", camera=camera, split=split, results=results,
-            results_path=results_path, what=f"the base model {base}")
+    score_once(results["base"], camera, base, test, out / f"base_{camera}", camera=camera, split=split,
+               results=results, results_path=results_path, what=f"the base model {base}")
     by_name = {s.name: s for s in pool}
     for k in ks:
         name, chosen = run_name(camera, k, minutes, seed), choose([s.name for s in pool], camera, k)
@@ -324,9 +327,9 @@ def run_camera(camera: str, *, base: Path, out: Path, results: dict[str, Any], r
                                           split=split)
             save_results(results_path, results)
     if reference is not None:
-        _scored(results.setdefault("reference", {}), camera, reference, test, out / f"reference_{camera}",
-                camera=camera, split=split, results=results, results_path=results_path,
-                what=f"the reference {reference}")
+        score_once(results.setdefault("reference", {}), camera, reference, test, out / f"reference_{camera}",
+                   camera=camera, split=split, results=results, results_path=results_path,
+                   what=f"the reference {reference}")
 
 
 def run_protocol(cameras: Sequence[str], *, out: Path, results_path: Path, data: Path, loco_out: Path,

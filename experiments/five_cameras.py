@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.cross_dataset import KERAS_VESSEL, REPOSITORY, SHARED, finished_run, load_results, save_results
-from experiments.finetune_protocol import camera_photographs, pool_records, score_model
+from experiments.finetune_protocol import camera_photographs, pool_records, score_once
 from experiments.leave_one_camera_out import CAMERAS
 
 RESULTS = REPOSITORY / "experiments" / "results" / "five_cameras.json"
@@ -76,20 +76,14 @@ def train(out: Path, *, loco_records: Path, data: Path) -> Path:
 
 
 def score(models: Mapping[str, Path], *, out: Path, data: Path, results: dict[str, Any], results_path: Path) -> None:
-    """Score each model on each camera's test photographs into ``results["scores"][name][camera]``."""
-    from keras_vessel.io import file_sha256
-
+    """Score each model on each camera's test photographs into ``results["scores"][name][camera]``
+    (`experiments.finetune_protocol.score_once`: not again for the same file)."""
     for name, path in models.items():
-        model = {"path": str(path), "sha256": file_sha256(path)}
+        slot = results.setdefault("scores", {}).setdefault(name, {})
         for camera in CAMERAS:
-            slot = results.setdefault("scores", {}).setdefault(name, {})
-            if slot.get(camera, {}).get("model", {}).get("sha256") == model["sha256"]:
-                continue
             _, test, rule = camera_photographs(camera, data)
-            print(f"score {name} on {len(test)} {camera} test photographs", file=sys.stderr, flush=True)
-            scores = score_model(path, test, out / "scores" / name / camera, camera=camera, split="test")
-            slot[camera] = {"model": model, "split": rule, "scores": scores}
-            save_results(results_path, results)
+            score_once(slot, camera, path, test, out / "scores" / name / camera, camera=camera, split="test",
+                       results=results, results_path=results_path, what=name, record={"split": rule})
 
 
 def time_networks(models: Mapping[str, Path], photographs: Sequence, *, rounds: int = 3) -> dict[str, Any]:

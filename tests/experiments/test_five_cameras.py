@@ -128,3 +128,21 @@ def test_o1_ships_v2_only_at_the_bars_and_not_below_v1_on_the_new_cameras(change
     assert verdict["ship"] == (not failing)
     said = f"misses: {', '.join(failing)}" if failing else "every check holds"
     assert f"Rule o1 (bundled v2): ship = {not failing} ({said})" in fc.table(results)
+
+
+def test_each_model_is_scored_once_per_camera_and_file(tmp_path, monkeypatch):
+    from experiments import finetune_protocol as fp
+
+    calls = []
+    monkeypatch.setattr(fp, "score_model", lambda path, samples, output, camera, split: calls.append(camera)
+                        or {"AUC_pooled": 0.9})
+    monkeypatch.setattr(fc, "camera_photographs", lambda camera, data: ([], ["a", "b"], f"split of {camera}"))
+    model, results, path = tmp_path / "m.keras", {}, tmp_path / "results.json"
+    model.write_bytes(b"one")
+    for _ in range(2):
+        fc.score({"m": model}, out=tmp_path, data=tmp_path, results=results, results_path=path)
+    assert calls == list(CAMERAS)
+    assert results["scores"]["m"]["hrf"]["split"] == "split of hrf"
+    model.write_bytes(b"another")  # another file under the same name is scored again
+    fc.score({"m": model}, out=tmp_path, data=tmp_path, results=results, results_path=path)
+    assert calls == list(CAMERAS) * 2
