@@ -159,10 +159,12 @@ def table(results: Mapping[str, Any]) -> str:
         lines.append("")
         lines.append(f"Rule o1 (bundled v2): ship = {verdict['ship']} ({_said(verdict['checks'])})")
     if BUNDLED in results["scores"] and FAST in results["scores"]:
-        timed = [f"per {what}: " + ", ".join(f"{name} {value:.2f}" for name, value in seconds.items())
-                 + f" (ratio {seconds[FAST] / seconds[BUNDLED]:.2f})"
-                 for key, what in (("speed", "8 MP photograph"), ("speed_drive", "DRIVE image")) if key in results
-                 for seconds in [results[key]["seconds"]]]
+        timed = []
+        for key, what in (("speed", "8 MP photograph"), ("speed_drive", "DRIVE image")):
+            if key in results:
+                seconds = results[key]["seconds"]
+                timed.append(f"per {what}: " + ", ".join(f"{name} {value:.2f}" for name, value in seconds.items())
+                             + f" (ratio {seconds[FAST] / seconds[BUNDLED]:.2f})")
         if timed:
             lines.append("")
             lines.append("Seconds at auto (FOV, resampling, network; side by side) " + "; ".join(timed))
