@@ -407,7 +407,7 @@ def predict_beam(model_path: str | Path, inputs: Sequence[str | Path], output: s
     beam_options = pipeline_options(options)
     paths = expand_inputs(inputs, files=BeamFiles)
     output = str(Path(output)) if BeamFiles._local(str(output)) else str(output)
-    stems = output_stems(paths, output)
+    stems = output_stems(paths, output, files=BeamFiles)
     if BeamFiles._local(str(model_path)):
         work.load_model(model_path)  # a damaged or foreign model fails here in one sentence, not in each worker
     # a local folder has one writing run at a time, as with the local engine (its workers write under this lock)

@@ -499,13 +499,14 @@ class DoneCheck:
             self.files.exists(self.files.join(self.output, name)) for name in names)
 
 
-def output_stems(paths: Sequence[str | Path], output_dir: str | Path) -> list[str]:
+def output_stems(paths: Sequence[str | Path], output_dir: str | Path, *, files=LocalFiles) -> list[str]:
     """The ``NAME`` of each input's ``NAME_prob.png``: its file name without image and ``.gz`` suffixes.
 
     Raises `OutputClashError` naming both inputs when two would write the same files (``a/img.tif`` and
     ``b/img.tif``, or ``a.png`` and ``a.jpg``): renaming one silently would lose which is which; and
     when an input is in `output_dir` under the name of another's output (``eye_overlay.png`` beside
     ``eye.png``), which predicting that one would replace or remove (`write_photograph`, `claim_output`).
+    `files` splits the paths into folder and name (`LocalFiles`; the Beam engine's for gs:// and s3://).
     """
     stems: dict[str, Path] = {}
     for path in paths:
@@ -518,7 +519,7 @@ def output_stems(paths: Sequence[str | Path], output_dir: str | Path) -> list[st
     outputs = {f"{stem}{suffix}": (stem, kind) for stem in stems for suffix, kind in zip(OUTPUT_SUFFIXES, _KINDS)}
     folder = _resolved(str(output_dir))
     for path in paths:
-        where, name = _split(path)
+        where, name = files.split(str(path))
         if name in outputs and _resolved(where) == folder:
             stem, kind = outputs[name]
             raise OutputClashError(
@@ -528,12 +529,6 @@ def output_stems(paths: Sequence[str | Path], output_dir: str | Path) -> list[st
 
 
 _KINDS = ("probability map", "mask", "overlay")  # what each of `OUTPUT_SUFFIXES` names
-
-
-def _split(path: str | Path) -> tuple[str, str]:
-    """A path's folder and name (a local path's, or a gs:// or s3:// path's)."""
-    text = str(path)
-    return tuple(text.rsplit("/", 1)) if "://" in text else os.path.split(text)
 
 
 def _resolved(folder: str) -> str:
