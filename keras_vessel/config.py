@@ -123,7 +123,8 @@ class TrainConfig:
     strategy: Literal["auto", "one_device", "mirrored", "multi_worker"] = "auto"
     cpu_devices: int = 0  # >1 splits the CPU into logical devices (try mirrored without GPUs)
     # false: float32; "float16": mixed_float16 with dynamic loss scaling (GPUs such as T4, V100, consumer
-    # cards); "bfloat16" (or true): mixed_bfloat16 (TPUs, recent GPUs, CPUs with AVX-512-BF16 or AMX)
+    # cards); "bfloat16" (or true): mixed_bfloat16 (TPUs, recent GPUs, CPUs with AVX-512-BF16 or AMX).
+    # Training only: model.keras is saved in float32 either way (models.saving.float32_model)
     mixed_precision: Literal[False, True, "float16", "bfloat16"] = False
     heads: Literal["mean", "segment", "pixel"] = "mean"  # head fusion at inference
 

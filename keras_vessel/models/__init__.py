@@ -24,6 +24,7 @@ from keras_vessel.models.layers import (
     MeanProbability,
     Standardize,
     StrideCheck,
+    nested_layers,
 )
 from keras_vessel.models.unet import build_unet
 from keras_vessel.models.wnet import build_wnet
@@ -77,20 +78,13 @@ def build_model(name: str, **options: Any) -> keras.Model:
     return builder(**options)
 
 
-def _layers_recursive(model: keras.Model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _layers_recursive(layer)
-
-
 def model_stride(model: keras.Model) -> int:
     """The number image height and width must be multiples of (``2**poolings``).
 
     Read from the model's `StrideCheck` layer (nested models included), so it
     survives save/load.
     """
-    strides = [layer.stride for layer in _layers_recursive(model) if isinstance(layer, StrideCheck)]
+    strides = [layer.stride for layer in nested_layers(model) if isinstance(layer, StrideCheck)]
     if not strides:
         raise ValueError(
             f"model {model.name!r} has no StrideCheck layer; build it with "
@@ -105,7 +99,7 @@ def model_fov_diameter(model: keras.Model) -> float | None:
     Models trained before keras-vessel recorded their scale have none: they
     are run at each image's own scale.
     """
-    diameters = [layer.diameter for layer in _layers_recursive(model) if isinstance(layer, FovDiameter)]
+    diameters = [layer.diameter for layer in nested_layers(model) if isinstance(layer, FovDiameter)]
     return diameters[0] if diameters else None
 
 

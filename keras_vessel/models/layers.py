@@ -440,3 +440,13 @@ class MeanProbability(keras.layers.Layer):
         config = super().get_config()
         config.update({"epsilon": self.epsilon})
         return config
+
+
+def nested_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The layers of `model` and of the models nested in it, depth first (a nested model before its layers)."""
+    layers = []
+    for layer in model.layers:
+        layers.append(layer)
+        if isinstance(layer, keras.Model):
+            layers.extend(nested_layers(layer))
+    return layers

@@ -3,7 +3,8 @@
 `load_model_file` checks what can be checked before Keras opens the archive
 (suffix, existence, a whole zip file), loads in safe mode with the custom
 objects of keras-vessel registered, and turns every failure into one
-sentence naming the file.
+sentence naming the file. `save_model_atomic` writes float32 layers whatever
+policy a model was trained under (`float32_model`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from pathlib import Path
 import keras
 
 from keras_vessel.io import atomic_path
+from keras_vessel.models.layers import nested_layers
 
-__all__ = ["load_model_file", "save_model_atomic"]
+__all__ = ["float32_model", "load_model_file", "save_model_atomic"]
 
 
 def load_model_file(model_or_path: keras.Model | str | os.PathLike, *, compile: bool = False) -> keras.Model:
@@ -63,6 +65,29 @@ def _whole_zip(path: Path) -> bool:
 
 
 def save_model_atomic(model: keras.Model, path: str | os.PathLike) -> None:
-    """`model.save` to a temporary `.keras` file beside `path`, then rename it into place."""
+    """`model.save` of `float32_model(model)` to a temporary `.keras` file beside `path`, then rename it
+    into place."""
     with atomic_path(path, suffix=".keras") as temp:
-        model.save(temp)
+        float32_model(model).save(temp)
+
+
+def float32_model(model: keras.Model) -> keras.Model:
+    """`model` itself when every layer computes in float32, else a float32 copy with the same weights.
+
+    A layer built under a mixed policy (``mixed_bfloat16``, ``mixed_float16``; ``train.mixed_precision``)
+    keeps that policy in its config, so a `.keras` file saved from it would compute in bfloat16 or
+    float16 wherever it is loaded: about 20x slower on CPUs without bfloat16 kernels, and with coarser
+    probabilities. The copy (`keras.models.clone_model`, each layer rebuilt from its config with
+    ``dtype="float32"``) holds the same variables' values: mixed policies keep variables in float32,
+    so nothing is rounded.
+    """
+    if all(layer.dtype_policy.name == "float32" for layer in nested_layers(model)):
+        return model
+
+    def in_float32(layer: keras.layers.Layer) -> keras.layers.Layer:
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    copy = keras.models.clone_model(model, clone_function=in_float32, recursive=True)
+    copy.set_weights(model.get_weights())
+    return copy
+

@@ -93,3 +93,30 @@ def test_the_loss_scale_is_kept_in_checkpoints(policy, tmp_path):
     fresh_model, fresh, _, _ = one_step("float16")
     tf.train.Checkpoint(model=fresh_model, optimizer=fresh).restore(tf.train.latest_checkpoint(tmp_path))
     assert float(fresh.dynamic_scale) == 1024.0
+
+
+@pytest.mark.parametrize("name", ["unet", "wnet"])
+def test_a_model_trained_under_a_mixed_policy_is_saved_in_float32(policy, tmp_path, name):
+    """model.keras must not carry bfloat16 into inference (20x slower on AVX2 CPUs, coarser maps)."""
+    from keras_vessel.models.layers import nested_layers
+    from keras_vessel.models.saving import float32_model, load_model_file, save_model_atomic
+
+    options = {"base_filters": 4, "depth": 1} if name == "unet" else {}
+    policy("mixed_bfloat16")
+    keras.utils.set_random_seed(5)
+    mixed = build_model(name, **options)
+    assert "mixed_bfloat16" in {layer.dtype_policy.name for layer in nested_layers(mixed)}
+    save_model_atomic(mixed, tmp_path / "model.keras")
+    policy("float32")
+    saved = load_model_file(tmp_path / "model.keras")
+    assert {layer.dtype_policy.name for layer in nested_layers(saved)} == {"float32"}
+    assert float32_model(saved) is saved  # a float32 model is saved as it is
+    for got, want in zip(saved.get_weights(), mixed.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)  # mixed policies keep float32 variables: nothing rounded
+    reference = build_model(name, **options)  # the same network built in float32, the same weights
+    reference.set_weights(mixed.get_weights())
+    images = np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
+    got, want = saved.predict(images, verbose=0), reference.predict(images, verbose=0)
+    assert sorted(got) == sorted(want)
+    for head in want:
+        np.testing.assert_allclose(got[head], want[head], rtol=0, atol=1e-6)
