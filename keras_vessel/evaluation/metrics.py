@@ -35,6 +35,7 @@ __all__ = [
     "betti_numbers",
     "binarize",
     "cal_score",
+    "camera_balanced_threshold",
     "cldice_score",
     "confusion_metrics",
     "otsu_threshold",
@@ -241,6 +242,13 @@ class ScoreCounts:
         self._background += everything - vessel
         self.images += 1
 
+    def merge(self, other: "ScoreCounts") -> "ScoreCounts":
+        """Add the counts of `other` (images counted elsewhere, e.g. another camera's) to these; returns self."""
+        self._vessel += other._vessel
+        self._background += other._background
+        self.images += other.images
+        return self
+
     @property
     def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(lower edges of the occupied bins in decreasing order, #vessel, #background) in each."""
@@ -406,12 +414,45 @@ def accuracy_optimal_threshold(
     return _best_accuracy_threshold(*_pooled_counts(probs, labels, fovs))
 
 
+def camera_balanced_threshold(groups: Sequence[ScoreCounts]) -> float:
+    """The threshold maximising the mean of the groups' FOV accuracies: each group weighs the same.
+
+    `groups` are the `ScoreCounts` of, e.g., each training camera's images. The pooled
+    `accuracy_optimal_threshold` weighs every pixel the same, so the camera with the most pixels sets it;
+    here a camera of 20 small photographs counts as much as one of 40 large ones. The candidates and the
+    margin are those of `accuracy_optimal_threshold` (edges of the bins occupied in any group); one group
+    gives its accuracy-optimal threshold.
+    """
+    groups = list(groups)
+    if not groups:
+        raise ValueError("`groups` is empty; need the counts of at least one group of images.")
+    for i, group in enumerate(groups):
+        if group.images == 0:
+            raise ValueError(f"`groups[{i}]` has no image; add its images first.")
+    vessel = np.stack([group._vessel for group in groups])
+    background = np.stack([group._background for group in groups])
+    occupied = np.flatnonzero((vessel + background).sum(axis=0))[::-1]
+    if occupied.size == 0:
+        raise ValueError("the groups have no pixel inside their FOVs.")
+    return _best_accuracy_threshold(occupied / SCORE_BINS, vessel[:, occupied], background[:, occupied])
+
+
 def _best_accuracy_threshold(edges: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> float:
-    """The threshold of `accuracy_optimal_threshold` from `ScoreCounts.counts`."""
-    n_neg = int(neg.sum())
+    """The threshold of `accuracy_optimal_threshold` from `ScoreCounts.counts`.
+
+    With 2-D `pos` and `neg` (a row of counts per group, columns at `edges`), the threshold maximising the
+    mean of the groups' accuracies (`camera_balanced_threshold`).
+    """
+    pos, neg = np.atleast_2d(pos), np.atleast_2d(neg)
+    n_neg = neg.sum(axis=1, keepdims=True)
     # Candidate k: vessel where p >= edges[k]; candidate -1 (above every bin): nothing is vessel.
-    correct = np.concatenate([[n_neg], np.cumsum(pos) + (n_neg - np.cumsum(neg))])
-    best = int(np.argmax(correct)) - 1
+    correct = np.concatenate([n_neg, np.cumsum(pos, axis=1) + (n_neg - np.cumsum(neg, axis=1))], axis=1)
+    totals = n_neg + pos.sum(axis=1, keepdims=True)
+    if len(correct) == 1:
+        score = correct[0]  # integers: exact, as before
+    else:
+        score = (correct / np.maximum(totals, 1)).mean(axis=0)
+    best = int(np.argmax(score)) - 1
     width = 1.0 / SCORE_BINS
     if best < 0:
         above = edges[0] + width

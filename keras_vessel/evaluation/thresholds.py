@@ -40,6 +40,7 @@ __all__ = [
     "TRAINING_RULE",
     "Threshold",
     "choose_run_threshold",
+    "camera_thresholds",
     "choose_training_threshold",
     "leave_one_image_out_threshold",
     "load_sample",
@@ -53,6 +54,7 @@ __all__ = [
     "threshold_path",
     "threshold_paths",
     "threshold_scale",
+    "training_score_counts",
     "unfinished_run",
 ]
 
@@ -74,6 +76,8 @@ class Threshold:
 
     value: float | str
     rule: str
+    # a training threshold of several cameras: what each would choose alone (`camera_thresholds`)
+    cameras: Mapping[str, Any] | None = None
 
     @classmethod
     def given(cls, value: str | float) -> "Threshold":
@@ -174,8 +178,12 @@ def save_threshold(
     images: int | None = None,
     tta: str = "none",
     scale: str | float = "auto",
+    cameras: Mapping[str, Any] | None = None,
 ) -> Path:
     """Store a threshold beside the model as `threshold_path` (of `tta` and `scale`); returns its path.
+
+    `cameras` (`camera_thresholds`), when given, is recorded beside it for a model trained on several
+    prepared folders: what each folder's images alone and each camera weighing the same would choose.
 
     `scale` records how the images were resampled when it was chosen
     (`keras_vessel.models.inference.predict_probability`; `keras_vessel.data.scaling.scale_record`:
@@ -194,6 +202,7 @@ def save_threshold(
         **scale_record(scale),
         "dataset": dataset,
         "images": images,
+        **({"cameras": dict(cameras)} if cameras else {}),
     }
     write_json_atomic(path, payload)
     return path
@@ -295,6 +304,22 @@ def choose_training_threshold(
     `metrics.ScoreCounts`, whose memory does not grow with the images; the
     threshold is a `metrics.SCORE_BINS` bin edge (see `ScoreCounts`).
     """
+    counts = training_score_counts(inference_model, samples, progress=progress, predict_options=predict_options)
+    return counts.accuracy_optimal_threshold()
+
+
+def training_score_counts(
+    inference_model,
+    samples: Iterable,
+    *,
+    progress: bool = True,
+    predict_options: Mapping[str, Any] | None = None,
+) -> metrics.ScoreCounts:
+    """The `metrics.ScoreCounts` of `inference_model`'s probabilities on `samples` (prepared images,
+    `load_sample` items), predicted one at a time with `predict_options` (`predict_probability`'s).
+
+    Raises ValueError for no samples.
+    """
     samples = list(samples)
     if not samples:
         raise ValueError("`samples` is empty; need at least one training image.")
@@ -307,7 +332,7 @@ def choose_training_threshold(
         prob = predict_probability(inference_model, sample.image, fov=sample.fov, name=sample.name,
                                    **dict(predict_options or {}))
         counts.add(prob, sample.label, sample.fov)
-    return counts.accuracy_optimal_threshold()
+    return counts
 
 
 @dataclass(frozen=True)
@@ -391,21 +416,28 @@ def store_run_thresholds(run, chosen: Mapping[str, Any], *, heads: str | None, d
     """
     for scale, threshold in chosen.items():
         save_threshold(run.model_path, threshold.value, rule=threshold.rule, heads=heads, dataset=dataset,
-                       images=images, scale=scale)
+                       images=images, scale=scale, cameras=getattr(threshold, "cameras", None))
     values = {scale: float(threshold.value) for scale, threshold in chosen.items()}
     run.update(**{threshold_key(scale): value for scale, value in values.items()})
     return values
 
 
-def run_training_samples(run, config) -> list:
+def run_training_samples(run, config, *, by_folder: bool = False) -> list | dict[str, list]:
     """The samples a training run's thresholds are chosen on: the prepared training images of `config`
     (the run's resolved `keras_vessel.config.RunConfig`), without the held-out group for a cross-validation
-    fold (its names from `run`'s run.json; `run` a `keras_vessel.training.RunFolder`)."""
+    fold (its names from `run`'s run.json; `run` a `keras_vessel.training.RunFolder`).
+
+    A list, or with `by_folder` ``{records folder: its samples}`` in the config's order (a folder left
+    without samples maps to an empty list).
+    """
     from keras_vessel.config import records_folders
     from keras_vessel.data.tfrecords import read_samples
 
     names = run.read_info().get("training_images") if config.data.folds else None
-    return read_samples(records_folders(config.data), names=names)
+    folders = records_folders(config.data)
+    if by_folder:
+        return {str(folder): read_samples([folder], names=names) for folder in folders}
+    return read_samples(folders, names=names)
 
 
 def choose_run_threshold(run_dir: str | Path, *, progress: bool = True) -> dict[str, float]:
@@ -420,8 +452,11 @@ def choose_run_threshold(run_dir: str | Path, *, progress: bool = True) -> dict[
     diameter (``data.fov_diameter``, the multiples ``--scale multi`` runs at),
     the same at ``--scale multi`` as ``threshold_multi.json`` (run.json's
     ``threshold_multi``); nothing is stored before all are chosen
-    (`store_run_thresholds`). Returns ``{threshold scale: value}``:
-    ``{"auto": t}`` or ``{"auto": t, "multi": t_multi}``.
+    (`store_run_thresholds`). A run of several prepared folders also records,
+    in each file, what each folder alone and each folder weighing the same
+    would choose (`camera_thresholds`); the stored threshold stays the pooled
+    one. Returns ``{threshold scale: value}``: ``{"auto": t}`` or
+    ``{"auto": t, "multi": t_multi}``.
     """
     from keras_vessel.config import load_config, records_folders
     from keras_vessel.data.tfrecords import combined_manifest
@@ -429,10 +464,36 @@ def choose_run_threshold(run_dir: str | Path, *, progress: bool = True) -> dict[
 
     run = RunFolder(run_dir)
     config = load_config(run.config_path)
-    samples = run_training_samples(run, config)
+    folders = records_folders(config.data)
+    by_folder = run_training_samples(run, config, by_folder=True)
     model = load_inference_model(run.model_path, heads=config.train.heads)
-    chosen = {scale: Threshold(choose_training_threshold(model, samples, progress=progress,
-                                                         predict_options={"scale": scale}), TRAINING_RULE)
-              for scale in run_threshold_scales(config)}
-    dataset = combined_manifest(records_folders(config.data))["dataset"]
-    return store_run_thresholds(run, chosen, heads=config.train.heads, dataset=dataset, images=len(samples))
+    chosen = {}
+    for scale in run_threshold_scales(config):
+        counts = {folder: training_score_counts(model, samples, progress=progress, predict_options={"scale": scale})
+                  for folder, samples in by_folder.items() if samples}
+        pooled = metrics.ScoreCounts()
+        for group in counts.values():
+            pooled.merge(group)
+        cameras = camera_thresholds(counts) if len(counts) > 1 else None
+        chosen[scale] = Threshold(pooled.accuracy_optimal_threshold(), TRAINING_RULE, cameras)
+    dataset = combined_manifest(folders)["dataset"]
+    images = sum(len(samples) for samples in by_folder.values())
+    return store_run_thresholds(run, chosen, heads=config.train.heads, dataset=dataset, images=images)
+
+
+def camera_thresholds(counts: Mapping[str, metrics.ScoreCounts]) -> dict[str, Any]:
+    """What a model's training images of several cameras would choose, camera by camera.
+
+    `counts` maps each camera (a prepared folder) to the `metrics.ScoreCounts` of its training images.
+    Returns ``{"per_camera": {camera: its own accuracy-optimal threshold}, "mean_of_cameras": their mean,
+    "camera_balanced": metrics.camera_balanced_threshold (the mean of the cameras' accuracies maximised),
+    "images": {camera: images}}``: the candidates of a threshold in which each camera weighs the same
+    (the pooled threshold weighs each pixel the same; docs/METHOD_NOTES.md).
+    """
+    own = {camera: group.accuracy_optimal_threshold() for camera, group in counts.items()}
+    return {
+        "per_camera": own,
+        "mean_of_cameras": float(np.mean(list(own.values()))),
+        "camera_balanced": metrics.camera_balanced_threshold(list(counts.values())),
+        "images": {camera: group.images for camera, group in counts.items()},
+    }

@@ -447,3 +447,56 @@ def test_score_counts_edges_and_bad_scores():
     for bad in (1.5, -0.1, np.nan):
         with pytest.raises(ValueError, match=r"probabilities in \[0, 1\]"):
             metrics.ScoreCounts().add(np.array([[bad, 0.5]]), label[:, :2])
+
+
+def _camera(seed: int, images: int, shift: float, shape=(40, 50)):
+    """A camera's images: scores of vessel and background pixels around a camera-specific level."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for _ in range(images):
+        label = rng.random(shape) < 0.15
+        logit = np.where(label, 1.5, -1.5) + shift + rng.normal(0, 1.2, shape)
+        cases.append(((np.round(1 / (1 + np.exp(-logit)), 3)).astype(np.float32), label, None))
+    return cases
+
+
+def _mean_accuracy_oracle(cameras, threshold: float) -> float:
+    """NumPy oracle: each camera's pooled accuracy of ``p >= t`` on its binned scores, averaged."""
+    accuracies = []
+    for cases in cameras:
+        p = np.concatenate([_binned(prob).ravel() for prob, _, _ in cases])
+        g = np.concatenate([label.ravel() for _, label, _ in cases])
+        accuracies.append(np.mean((p >= threshold) == g))
+    return float(np.mean(accuracies))
+
+
+def test_the_camera_balanced_threshold_maximises_the_mean_of_the_cameras_accuracies():
+    # a camera of many images scoring high, two of few images scoring low: pooled pixels follow the first
+    cameras = [_camera(1, 12, shift=1.5), _camera(2, 2, shift=-1.0), _camera(3, 3, shift=-0.5)]
+    groups = []
+    for cases in cameras:
+        counts = metrics.ScoreCounts()
+        for case in cases:
+            counts.add(*case)
+        groups.append(counts)
+    balanced = metrics.camera_balanced_threshold(groups)
+    candidates = np.unique(np.concatenate([_binned(prob).ravel() for cases in cameras for prob, _, _ in cases]))
+    best = max(_mean_accuracy_oracle(cameras, t) for t in candidates)
+    assert _mean_accuracy_oracle(cameras, balanced) == pytest.approx(best, abs=1e-12)
+    pooled = metrics.ScoreCounts()
+    for group in groups:
+        pooled.merge(group)
+    every_case = [case for cases in cameras for case in cases]
+    assert pooled.accuracy_optimal_threshold() == metrics.accuracy_optimal_threshold(
+        [c[0] for c in every_case], [c[1] for c in every_case])  # merge = adding the images one by one
+    assert pooled.images == 17
+    assert _mean_accuracy_oracle(cameras, pooled.accuracy_optimal_threshold()) < best - 0.005  # it matters here
+    # one camera: its own accuracy-optimal threshold
+    assert metrics.camera_balanced_threshold(groups[:1]) == groups[0].accuracy_optimal_threshold()
+
+
+def test_the_camera_balanced_threshold_needs_images_in_every_camera():
+    with pytest.raises(ValueError, match="empty"):
+        metrics.camera_balanced_threshold([])
+    with pytest.raises(ValueError, match=r"groups\[0\]"):
+        metrics.camera_balanced_threshold([metrics.ScoreCounts()])

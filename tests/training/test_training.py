@@ -438,3 +438,46 @@ def test_a_run_with_weight_averaging_validates_and_saves_the_average(records, tm
     raw = keras.saving.load_model(tmp_path / "model_raw.keras")
     _, eval_step = build_steps(raw, None, build_run_losses(config), tf.distribute.get_strategy())
     assert validate(eval_step, validation)["val_loss"] == pytest.approx(float(best_raw["raw_val_loss"]), rel=1e-4)
+
+
+def _renamed_synthetic_records(out: Path, **options) -> Path:
+    """Synthetic training images prepared under other names (``other_0000``, ...): a second camera."""
+    import functools
+
+    from keras_vessel.data.datasets import SampleSpec, open_dataset
+    from keras_vessel.data.tfrecords import write_dataset
+
+    specs = [SampleSpec(spec.name.replace("synthetic", "other"), functools.partial(_renamed, spec))
+             for spec in open_dataset("synthetic", None, "training", **options)]
+    write_dataset(specs, out, dataset="synthetic", split="training", show_progress=False)
+    return out
+
+
+def _renamed(spec, **kwargs):
+    return replace(spec.load(**kwargs), name=spec.name.replace("synthetic", "other"))
+
+
+def test_a_run_of_several_folders_records_what_each_camera_would_choose(records, tmp_path):
+    from keras_vessel.evaluation import choose_run_threshold, choose_training_threshold, load_threshold
+    from keras_vessel.data.tfrecords import read_samples
+    from keras_vessel.evaluation.metrics import ScoreCounts, camera_balanced_threshold
+    from keras_vessel.evaluation.thresholds import training_score_counts
+    from keras_vessel.models.inference import load_inference_model
+
+    other = _renamed_synthetic_records(tmp_path / "other", count=2, size=128, seed=5)
+    config = small_config(records, epochs=1, steps_per_epoch=2)
+    config = replace(config, data=replace(config.data, train_records=[str(records), str(other)]))
+    train(config, tmp_path, verbose=0)
+    chosen = choose_run_threshold(tmp_path, progress=False)
+    model = load_inference_model(tmp_path / "model.keras")
+    first, second = read_samples([records]), read_samples([other])
+    stored = load_threshold(tmp_path / "model.keras")
+    assert chosen["auto"] == stored["threshold"] == choose_training_threshold(model, first + second, progress=False)
+    cameras = stored["cameras"]
+    assert cameras["per_camera"] == {str(records): choose_training_threshold(model, first, progress=False),
+                                     str(other): choose_training_threshold(model, second, progress=False)}
+    assert cameras["images"] == {str(records): 4, str(other): 2}
+    assert cameras["mean_of_cameras"] == pytest.approx(np.mean(list(cameras["per_camera"].values())))
+    counts = [training_score_counts(model, samples, progress=False) for samples in (first, second)]
+    assert cameras["camera_balanced"] == camera_balanced_threshold(counts)
+    assert isinstance(counts[0], ScoreCounts) and stored["images"] == 6
