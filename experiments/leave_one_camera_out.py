@@ -16,7 +16,9 @@ FOV: the mask rule of item 5), ``fov810`` and ``fov1080`` (each photograph
 run at an 810 or 1080 px field of view, 1.5x or 2x the 540 px training
 scale: the camera's median FOV diameter gives one factor for the whole
 camera; the stored threshold), ``fovclip`` (each camera run at its own
-median FOV diameter clipped to 540-1080 px: native size within limits). ``--bundled`` scores the bundled model
+median FOV diameter clipped to 540-1080 px: native size within limits), ``auto_mean`` and
+``auto_balanced`` (at auto, the thresholds of rule p1 in which each training camera weighs the same: the
+mean of the four cameras' own thresholds, and the threshold maximising the mean of their accuracies). ``--bundled`` scores the bundled model
 (DRIVE + CHASE_DB1) the same way on the three cameras it has never seen.
 
     .venv/bin/python -m experiments.leave_one_camera_out --records data/cameras --out runs/leave_one_camera_out [--only NAME ...]
@@ -80,7 +82,12 @@ VARIANTS: dict[str, tuple[float | tuple[float, float] | None, str]] = {
     "fov810": (810.0, "stored"),
     "fov1080": (1080.0, "stored"),
     "fovclip": ((540.0, 1080.0), "stored"),
+    "auto_mean": (None, "mean_of_cameras"),
+    "auto_balanced": (None, "camera_balanced"),
 }
+# Rule p1's candidates (notebook entry p): thresholds in which each training camera weighs the same, read from
+# the `cameras` record of the run's threshold.json (`keras_vessel.evaluation.camera_thresholds`).
+THRESHOLD_CANDIDATES = ("auto_mean", "auto_balanced")
 # Rule h3's candidates (notebook entry i): working resolutions at inference for today's model.
 RESOLUTION_CANDIDATES = ("fov810", "fov1080", "fovclip")
 # The cameras the bundled model (DRIVE + CHASE_DB1) has never seen: scored like a left-out camera.
@@ -146,8 +153,11 @@ def score_model(model_path: Path, camera: str, output: Path, *, data: Path = SHA
     folder, _, test_split = CAMERAS[camera]
     samples = open_dataset(camera, data / folder, test_split)
     model = load_inference_model(model_path)
-    stored = load_threshold(model_path)["threshold"]
-    rule = "accuracy-optimal on the model's training images (stored by train)"
+    stored_file = load_threshold(model_path)
+    stored = stored_file["threshold"]
+    rules = {"stored": "accuracy-optimal on the model's training images (stored by train)",
+             "mean_of_cameras": "mean of the training cameras' own accuracy-optimal thresholds",
+             "camera_balanced": "maximises the mean of the training cameras' accuracies"}
     fixed_fov = any(VARIANTS[variant][0] is not None for variant in variants)
     camera_diameter = median_fov_diameter(samples) if fixed_fov else None  # reads every image: once
     scores: dict[str, dict[str, Any]] = {}
@@ -163,16 +173,28 @@ def score_model(model_path: Path, camera: str, output: Path, *, data: Path = SHA
                 scores[variant] = {**known[twin], "same_as": twin}
                 continue
         scale: str | float = "auto" if working_fov is None else working_fov / camera_diameter
-        threshold = "otsu" if mask_rule == "otsu" else stored
+        threshold = ("otsu" if mask_rule == "otsu" else stored if mask_rule == "stored"
+                     else camera_threshold(stored_file, mask_rule, model_path))
         report = finished_report(output / f"eval_{variant}", model_path, camera=camera, split=test_split,
                                  images=len(samples), threshold=threshold, scale=scale)
         if report is None:
             report = evaluate(model, samples, output_dir=output / f"eval_{variant}", threshold=threshold,
-                              threshold_rule=None if threshold == "otsu" else rule, dataset=camera, split=test_split,
+                              threshold_rule=rules.get(mask_rule), dataset=camera, split=test_split,
                               model_path=model_path, overlays=False, progress=progress,
                               predict_options={"scale": scale})
         scores[variant] = summarise(report)
     return scores
+
+
+def camera_threshold(stored: dict[str, Any], rule: str, model_path: Path) -> float:
+    """The threshold `rule` (``mean_of_cameras`` or ``camera_balanced``) of a threshold file's ``cameras``
+    record; a run whose threshold was chosen before train recorded it is an error saying what to do."""
+    cameras = stored.get("cameras")
+    if not cameras or rule not in cameras:
+        raise SystemExit(f"{model_path}'s threshold.json has no per-camera thresholds (chosen before 950bf90); "
+                         f"delete it and run `python -c 'from keras_vessel.evaluation import choose_run_threshold; "
+                         f"choose_run_threshold(\"{model_path.parent}\")'` to choose them")
+    return float(cameras[rule])
 
 
 def finished_report(folder: Path, model_path: Path, *, camera: str, split: str, images: int,
@@ -288,6 +310,20 @@ def mask_rule_verdict(stored: dict[str, Any], otsu: dict[str, Any]) -> dict[str,
     return {"otsu": otsu["F1"] > stored["F1"] and higher >= 4, "higher": higher}
 
 
+def threshold_rule_verdict(pooled_scores: dict[str, Any], candidates: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Entry p's rule p1: a threshold in which each camera weighs the same replaces the pooled one if its mean
+    per-image F1 over the five left-out cameras is at least 0.01 above the pooled threshold's and no camera's
+    F1 is more than 0.02 below; of those passing, the higher mean F1 wins (ties to ``auto_balanced``).
+    ``choice`` is None without all five cameras, ``"auto"`` (pooled) when none passes."""
+    if not (pooled_scores["complete"] and all(c["complete"] for c in candidates.values())):
+        return {"choice": None, "passing": None}
+    passing = [name for name, c in candidates.items()
+               if c["F1"] >= pooled_scores["F1"] + 0.01
+               and all(c["cameras"][k]["F1"] >= pooled_scores["cameras"][k]["F1"] - 0.02 for k in CAMERAS)]
+    choice = max(passing, key=lambda name: (candidates[name]["F1"], name == "auto_balanced"), default="auto")
+    return {"choice": choice, "passing": passing}
+
+
 def resolution_verdict(auto: dict[str, Any], candidates: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Entry i's rule h3: the working resolution at inference for today's model. A candidate passes if, over the
     five left-out cameras, its mean pooled AUC is at least 0.002 above `auto`'s and no camera's AUC is more
@@ -360,6 +396,11 @@ def table(results: dict[str, Any]) -> str:
     lines.append("Mask rule (today's runs): per-image Otsu replaces the stored threshold = "
                  + ("no verdict" if verdict["otsu"] is None else f"{verdict['otsu']} (higher on {verdict['higher']} "
                     "of 5 cameras)"))
+    verdict = threshold_rule_verdict(summaries[("today", "auto")],
+                                     {name: summaries[("today", name)] for name in THRESHOLD_CANDIDATES})
+    lines.append("Threshold of several cameras (today's runs, rule p1): "
+                 + ("no verdict" if verdict["choice"] is None else
+                    f"{verdict['choice']} (passing: {', '.join(verdict['passing']) or 'none'})"))
     return "\n".join(lines)
 
 

@@ -217,3 +217,39 @@ def test_variants_limits_what_is_scored(monkeypatch, tmp_path):
     assert asked == [["auto", "auto_otsu"]]
     with pytest.raises(SystemExit):
         loco.main(["--no-train", "--variants", "fov999"])
+
+
+@pytest.mark.parametrize("candidates, choice", [
+    ({"auto_mean": _shifted(0, 0.012), "auto_balanced": _shifted(0, 0.015)}, "auto_balanced"),
+    ({"auto_mean": _shifted(0, 0.015), "auto_balanced": _shifted(0, 0.015)}, "auto_balanced"),  # a tie
+    ({"auto_mean": _shifted(0, 0.02), "auto_balanced": _shifted(0, 0.03, drive=(0.97, 0.755))}, "auto_mean"),
+    ({"auto_mean": _shifted(0, 0.009), "auto_balanced": _shifted(0, 0.03, hrf=(0.95, 0.67))}, "auto"),
+])
+def test_the_threshold_rule_as_written(candidates, choice):
+    """Rule p1: +0.01 mean F1 over the pooled threshold, no camera more than 0.02 below, then the higher mean."""
+    results = _results({("today", "auto"): _scores(**BASE),
+                        **{("today", name): _scores(**by_camera) for name, by_camera in candidates.items()}})
+    verdict = loco.threshold_rule_verdict(pooled(results, "today", "auto"),
+                                          {name: pooled(results, "today", name) for name in loco.THRESHOLD_CANDIDATES})
+    assert verdict["choice"] == choice
+    assert f"rule p1): {choice}" in loco.table(results)
+
+
+def test_the_threshold_candidates_are_read_from_the_runs_threshold_file(monkeypatch, tmp_path):
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"weights")
+    evaluated = []
+    cameras = {"mean_of_cameras": 0.61, "camera_balanced": 0.64}
+    stored = {"threshold": 0.74, "cameras": cameras}
+    monkeypatch.setattr("keras_vessel.data.datasets.open_dataset", lambda *a, **k: ["a"])
+    monkeypatch.setattr("keras_vessel.evaluation.thresholds.load_threshold", lambda path: stored)
+    monkeypatch.setattr("keras_vessel.models.inference.load_inference_model", lambda path: None)
+    monkeypatch.setattr(loco, "summarise", lambda report: report)
+    monkeypatch.setattr("keras_vessel.evaluation.evaluate",
+                        lambda *a, threshold, threshold_rule, **k: evaluated.append((threshold, threshold_rule)) or {})
+    loco.score_model(model, "drive", tmp_path, variants=("auto", "auto_mean", "auto_balanced"))
+    assert [t for t, _ in evaluated] == [0.74, 0.61, 0.64]
+    assert "mean of the training cameras" in evaluated[1][1]
+    del stored["cameras"]
+    with pytest.raises(SystemExit, match="no per-camera thresholds"):
+        loco.score_model(model, "drive", tmp_path, variants=("auto_balanced",))
