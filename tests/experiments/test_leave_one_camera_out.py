@@ -114,12 +114,17 @@ def test_the_mask_rule_needs_the_mean_and_four_of_five_cameras():
     ({"fov810": _shifted(0.0019, 0), "fov1080": _shifted(-0.01, 0), "fovclip": _shifted(0.001, 0)}, "auto"),
 ])
 def test_the_resolution_rule_as_written(candidates, choice):
+    verdict, table = _judged(candidates, loco.resolution_verdict, loco.RESOLUTION_CANDIDATES)
+    assert verdict["choice"] == choice
+    assert f"rule h3): {choice}" in table
+
+
+def _judged(candidates, rule, names):
+    """`rule`'s verdict on today's runs scored BASE at auto and `candidates` in the variants `names`, and the table."""
     results = _results({("today", "auto"): _scores(**BASE),
                         **{("today", name): _scores(**by_camera) for name, by_camera in candidates.items()}})
-    verdict = loco.resolution_verdict(pooled(results, "today", "auto"),
-                                      {name: pooled(results, "today", name) for name in loco.RESOLUTION_CANDIDATES})
-    assert verdict["choice"] == choice
-    assert f"rule h3): {choice}" in loco.table(results)
+    return rule(pooled(results, "today", "auto"), {name: pooled(results, "today", name) for name in names}), \
+        loco.table(results)
 
 
 def test_the_clipped_working_resolution_follows_the_camera_within_limits(monkeypatch, tmp_path):
@@ -227,12 +232,9 @@ def test_variants_limits_what_is_scored(monkeypatch, tmp_path):
 ])
 def test_the_threshold_rule_as_written(candidates, choice):
     """Rule p1: +0.01 mean F1 over the pooled threshold, no camera more than 0.02 below, then the higher mean."""
-    results = _results({("today", "auto"): _scores(**BASE),
-                        **{("today", name): _scores(**by_camera) for name, by_camera in candidates.items()}})
-    verdict = loco.threshold_rule_verdict(pooled(results, "today", "auto"),
-                                          {name: pooled(results, "today", name) for name in loco.THRESHOLD_CANDIDATES})
+    verdict, table = _judged(candidates, loco.threshold_rule_verdict, loco.THRESHOLD_CANDIDATES)
     assert verdict["choice"] == choice
-    assert f"rule p1): {choice}" in loco.table(results)
+    assert f"rule p1): {choice}" in table
 
 
 def test_the_threshold_candidates_are_read_from_the_runs_threshold_file(monkeypatch, tmp_path):
