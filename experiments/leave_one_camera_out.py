@@ -155,7 +155,7 @@ def score_model(model_path: Path, camera: str, output: Path, *, data: Path = SHA
     model = load_inference_model(model_path)
     stored_file = load_threshold(model_path)
     stored = stored_file["threshold"]
-    rules = {"stored": "accuracy-optimal on the model's training images (stored by train)",
+    rules = {"stored": f"{stored_file.get('rule', 'the training threshold')} (stored by train)",
              "mean_of_cameras": "mean of the training cameras' own accuracy-optimal thresholds",
              "camera_balanced": "maximises the mean of the training cameras' accuracies"}
     fixed_fov = any(VARIANTS[variant][0] is not None for variant in variants)
@@ -398,9 +398,10 @@ def table(results: dict[str, Any]) -> str:
                     "of 5 cameras)"))
     verdict = threshold_rule_verdict(summaries[("today", "auto")],
                                      {name: summaries[("today", name)] for name in THRESHOLD_CANDIDATES})
-    lines.append("Threshold of several cameras (today's runs, rule p1): "
-                 + ("no verdict" if verdict["choice"] is None else
-                    f"{verdict['choice']} (passing: {', '.join(verdict['passing']) or 'none'})"))
+    if any(summaries[("today", name)]["cameras"] for name in THRESHOLD_CANDIDATES):  # runs from entry p on
+        lines.append("Threshold of several cameras (today's runs, rule p1): "
+                     + ("no verdict" if verdict["choice"] is None else
+                        f"{verdict['choice']} (passing: {', '.join(verdict['passing']) or 'none'})"))
     return "\n".join(lines)
 
 

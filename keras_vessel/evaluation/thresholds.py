@@ -38,6 +38,7 @@ __all__ = [
     "THRESHOLD_FILENAME",
     "THRESHOLD_SCALES",
     "TRAINING_RULE",
+    "CAMERAS_RULE",
     "Threshold",
     "choose_run_threshold",
     "camera_thresholds",
@@ -62,6 +63,10 @@ THRESHOLD_FILENAME = "threshold.json"
 # The scales a threshold is chosen at (`threshold_scale`): the model's own, and fused resolutions.
 THRESHOLD_SCALES = ("auto", "multi")
 TRAINING_RULE = "accuracy-optimal threshold chosen on the training images (pooled FOV accuracy)"
+# The threshold of a run of several prepared folders (cameras): rule p1 (docs/notebook, entry p) chose the mean of
+# the cameras' own thresholds over the pooled one on the leave-one-camera-out protocol.
+CAMERAS_RULE = ("mean of the training cameras' own accuracy-optimal thresholds (each prepared folder one camera, "
+                "each weighing the same)")
 # The threshold of a model fine-tuned on a few photographs (`leave_one_image_out_threshold`).
 LEAVE_ONE_OUT_MIN_IMAGES = 3
 IMAGES_LEFT_OUT_RULE = ("median over the {n} photographs of the accuracy-optimal threshold on the other photographs' "
@@ -452,10 +457,11 @@ def choose_run_threshold(run_dir: str | Path, *, progress: bool = True) -> dict[
     diameter (``data.fov_diameter``, the multiples ``--scale multi`` runs at),
     the same at ``--scale multi`` as ``threshold_multi.json`` (run.json's
     ``threshold_multi``); nothing is stored before all are chosen
-    (`store_run_thresholds`). A run of several prepared folders also records,
-    in each file, what each folder alone and each folder weighing the same
-    would choose (`camera_thresholds`); the stored threshold stays the pooled
-    one. Returns ``{threshold scale: value}``: ``{"auto": t}`` or
+    (`store_run_thresholds`). A run of several prepared folders (cameras)
+    stores the mean of each folder's own accuracy-optimal threshold instead
+    (`CAMERAS_RULE`): the pooled one is set by the camera with the most pixels;
+    each file records every candidate (`camera_thresholds`, the pooled one
+    included). Returns ``{threshold scale: value}``: ``{"auto": t}`` or
     ``{"auto": t, "multi": t_multi}``.
     """
     from keras_vessel.config import load_config, records_folders
@@ -474,8 +480,11 @@ def choose_run_threshold(run_dir: str | Path, *, progress: bool = True) -> dict[
         pooled = metrics.ScoreCounts()
         for group in counts.values():
             pooled.merge(group)
-        cameras = camera_thresholds(counts) if len(counts) > 1 else None
-        chosen[scale] = Threshold(pooled.accuracy_optimal_threshold(), TRAINING_RULE, cameras)
+        if len(counts) > 1:
+            cameras = {"pooled": pooled.accuracy_optimal_threshold(), **camera_thresholds(counts)}
+            chosen[scale] = Threshold(cameras["mean_of_cameras"], CAMERAS_RULE, cameras)
+        else:
+            chosen[scale] = Threshold(pooled.accuracy_optimal_threshold(), TRAINING_RULE)
     dataset = combined_manifest(folders)["dataset"]
     images = sum(len(samples) for samples in by_folder.values())
     return store_run_thresholds(run, chosen, heads=config.train.heads, dataset=dataset, images=images)

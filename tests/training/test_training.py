@@ -458,8 +458,8 @@ def _renamed(spec, **kwargs):
 
 
 def test_a_run_of_several_folders_records_what_each_camera_would_choose(records, tmp_path):
-    from keras_vessel.evaluation import choose_run_threshold, choose_training_threshold, load_threshold
     from keras_vessel.data.tfrecords import read_samples
+    from keras_vessel.evaluation import CAMERAS_RULE, choose_run_threshold, choose_training_threshold, load_threshold
     from keras_vessel.evaluation.metrics import ScoreCounts, camera_balanced_threshold
     from keras_vessel.evaluation.thresholds import training_score_counts
     from keras_vessel.models.inference import load_inference_model
@@ -472,8 +472,10 @@ def test_a_run_of_several_folders_records_what_each_camera_would_choose(records,
     model = load_inference_model(tmp_path / "model.keras")
     first, second = read_samples([records]), read_samples([other])
     stored = load_threshold(tmp_path / "model.keras")
-    assert chosen["auto"] == stored["threshold"] == choose_training_threshold(model, first + second, progress=False)
     cameras = stored["cameras"]
+    assert cameras["pooled"] == choose_training_threshold(model, first + second, progress=False)
+    # rule p1: each camera weighs the same, the mean of their own thresholds is stored
+    assert chosen["auto"] == stored["threshold"] == cameras["mean_of_cameras"] and stored["rule"] == CAMERAS_RULE
     assert cameras["per_camera"] == {str(records): choose_training_threshold(model, first, progress=False),
                                      str(other): choose_training_threshold(model, second, progress=False)}
     assert cameras["images"] == {str(records): 4, str(other): 2}
