@@ -54,6 +54,8 @@ TWO_CAMERA_WNET = {"drive": 0.9745, "chase_db1": 0.9818}
 BUDGET_AUC_MARGIN = 0.003
 # Rule o1 (docs/notebook/2026-12-07-o-bundled-v2.md): the bundled model v2, configs/general.yaml on the five pools
 V2 = "general_unet_v2"
+# Rule p2 (docs/notebook/2026-12-07-p-camera-balanced-threshold.md): the same at 45,000 steps, judged as o1
+V2_LONGER = "general_unet_v2_45k"
 V2_AUC_BARS = {"drive": 0.978, "chase_db1": 0.983}  # issue 30's bars for the bundled model
 
 
@@ -130,10 +132,10 @@ def budget_verdict(results: Mapping[str, Any]) -> dict[str, Any]:
     return {"checks": checks, "v2_at_v1_budget": all(checks.values())}
 
 
-def v2_verdict(results: Mapping[str, Any]) -> dict[str, Any]:
-    """Rule o1: v2 ships when it meets issue 30's AUC bars and is not below v1 in pooled AUC or mean F1 on
-    any of the three cameras v1 had not seen."""
-    v1, v2 = results["scores"][BUNDLED], results["scores"][V2]
+def v2_verdict(results: Mapping[str, Any], name: str = V2) -> dict[str, Any]:
+    """Rule o1 (and p2 for `V2_LONGER`): the candidate `name` ships as v2 when it meets issue 30's AUC bars and
+    is not below v1 in pooled AUC or mean F1 on any of the three cameras v1 had not seen."""
+    v1, v2 = results["scores"][BUNDLED], results["scores"][name]
     checks = {f"{camera}_AUC_bar": v2[camera]["scores"]["AUC_pooled"] >= bar for camera, bar in V2_AUC_BARS.items()}
     for camera in NEW_CAMERAS:
         checks[f"{camera}_not_below_v1"] = all(v2[camera]["scores"][key] >= v1[camera]["scores"][key]
@@ -154,10 +156,11 @@ def table(results: Mapping[str, Any]) -> str:
         lines.append("| " + " | ".join([name, *cells, f"{statistics.mean(s['AUC_pooled'] for s in scores):.4f}",
                                         f"{statistics.mean(s['F1'] for s in scores):.3f}",
                                         f"{min(s['worst_AUC'] for s in scores):.3f}"]) + " |")
-    if all(name in results["scores"] for name in (BUNDLED, V2)):
-        verdict = v2_verdict(results)
-        lines.append("")
-        lines.append(f"Rule o1 (bundled v2): ship = {verdict['ship']} ({_said(verdict['checks'])})")
+    for candidate, rule in ((V2, "Rule o1 (bundled v2)"), (V2_LONGER, "Rule p2 (v2, 45,000 steps)")):
+        if all(name in results["scores"] for name in (BUNDLED, candidate)):
+            verdict = v2_verdict(results, candidate)
+            lines.append("")
+            lines.append(f"{rule}: ship = {verdict['ship']} ({_said(verdict['checks'])})")
     if BUNDLED in results["scores"] and FAST in results["scores"]:
         timed = []
         for key, what in (("speed", "8 MP photograph"), ("speed_drive", "DRIVE image")):

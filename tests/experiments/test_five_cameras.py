@@ -116,18 +116,20 @@ def test_the_bundled_model_is_named_by_its_highest_served_version(tmp_path):
     ({"hrf": (0.97, 0.779)}, ["hrf_not_below_v1"]),  # v1's F1 is 0.78
     ({"orvs": (0.9779, 0.80)}, ["orvs_not_below_v1"]),  # v1's AUC is 0.978
 ])
-def test_o1_ships_v2_only_at_the_bars_and_not_below_v1_on_the_new_cameras(change, failing):
+@pytest.mark.parametrize("candidate, rule", [(fc.V2, "Rule o1 (bundled v2)"),
+                                             (fc.V2_LONGER, "Rule p2 (v2, 45,000 steps)")])
+def test_o1_ships_v2_only_at_the_bars_and_not_below_v1_on_the_new_cameras(change, failing, candidate, rule):
     v2 = {"drive": (0.9780, 0.70), "chase_db1": (0.9830, 0.70), "hrf": (0.955, 0.78), "orvs": (0.978, 0.78),
           "les_av": (0.984, 0.78)}
     v2.update(change)
     results = {"scores": {fc.BUNDLED: _scores(BUNDLED_AUC, 0.78),
-                          fc.V2: {camera: {"scores": {"AUC_pooled": auc, "F1": f1, "worst_AUC": 0.95}}
-                                  for camera, (auc, f1) in v2.items()}}}
-    verdict = fc.v2_verdict(results)
+                          candidate: {camera: {"scores": {"AUC_pooled": auc, "F1": f1, "worst_AUC": 0.95}}
+                                      for camera, (auc, f1) in v2.items()}}}
+    verdict = fc.v2_verdict(results, candidate)
     assert [key for key, ok in verdict["checks"].items() if not ok] == failing
     assert verdict["ship"] == (not failing)
     said = f"misses: {', '.join(failing)}" if failing else "every check holds"
-    assert f"Rule o1 (bundled v2): ship = {not failing} ({said})" in fc.table(results)
+    assert f"{rule}: ship = {not failing} ({said})" in fc.table(results)
 
 
 def test_each_model_is_scored_once_per_camera_and_file(tmp_path, monkeypatch):
