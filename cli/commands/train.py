@@ -21,13 +21,14 @@ from keras_vessel_cli.options import counted, thresholds_said
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train(config_paths: tuple[Path, ...], overrides: tuple[str, ...], output: Path | None, quiet: bool) -> None:
     """Train a model, then choose its threshold on the training images (threshold.json beside it; for a run
-    at a fixed data.fov_diameter, threshold_multi.json for --scale multi too).
+    at a fixed data.fov_diameter, threshold_multi.json for --scale multi too). With several prepared
+    folders (cameras), it is the mean of each folder's own, so that every camera weighs the same.
 
     Re-running on the same --output resumes after the last finished epoch (or, when training had
     finished, only chooses the threshold). One process at a time writes a run folder.
     """
     quiet_tensorflow()
-    from keras_vessel.config import load_config
+    from keras_vessel.config import load_config, records_folders
     from keras_vessel.evaluation.thresholds import choose_run_threshold
     from keras_vessel.training import train as run_training
 
@@ -42,5 +43,7 @@ def train(config_paths: tuple[Path, ...], overrides: tuple[str, ...], output: Pa
                        "(worker; the chief saves the model)")
             return
         [chosen] = thresholds
+        folders = len(records_folders(config.data))
+    how = "on its training images" + (f", the mean of its {folders} folders' own" if folders > 1 else "")
     click.echo(f"{result.status} after {counted(result.epochs_completed, 'epoch')}; model: {result.model_path} "
-               f"({thresholds_said(chosen, 'on its training images')})")
+               f"({thresholds_said(chosen, how)})")
