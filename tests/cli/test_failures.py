@@ -277,7 +277,7 @@ import keras_vessel.evaluation.thresholds as thresholds
 def in_the_threshold_step(*args, **kwargs):
     pathlib.Path(os.environ["THRESHOLD_STEP_MARK"]).touch()
     time.sleep(300)
-thresholds.choose_training_threshold = in_the_threshold_step
+thresholds.training_score_counts = in_the_threshold_step
 """
 
 HOLD_LOCK = """
