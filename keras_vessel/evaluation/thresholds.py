@@ -410,20 +410,22 @@ def threshold_key(scale: str | float) -> str:
 
 
 def store_run_thresholds(run, chosen: Mapping[str, Any], *, heads: str | None, dataset: str | None,
-                         images: int) -> dict[str, float]:
+                         images: int, tta: str = "none") -> dict[str, float]:
     """Store a run's chosen thresholds beside its model and record them in its run.json; returns their values.
 
     `run` is a `keras_vessel.training.RunFolder`; `chosen` maps each threshold scale (a
     `run_threshold_scales` entry) to what was chosen there, anything with ``value`` and ``rule``
     (`Threshold`, `ImagesThreshold`). Call it once all are chosen: each is saved as its `threshold_path`
-    (`save_threshold`, atomically), then run.json records every value under its `threshold_key`.
+    (`save_threshold`, atomically), then run.json records every value under its `threshold_key`
+    (followed by ``_tta_<mode>`` for thresholds of test-time augmentation `tta`).
     Returns ``{threshold scale: value}`` in the order of `chosen`.
     """
     for scale, threshold in chosen.items():
         save_threshold(run.model_path, threshold.value, rule=threshold.rule, heads=heads, dataset=dataset,
-                       images=images, scale=scale, cameras=getattr(threshold, "cameras", None))
+                       images=images, scale=scale, tta=tta, cameras=getattr(threshold, "cameras", None))
     values = {scale: float(threshold.value) for scale, threshold in chosen.items()}
-    run.update(**{threshold_key(scale): value for scale, value in values.items()})
+    suffix = "" if tta == "none" else f"_tta_{tta}"
+    run.update(**{threshold_key(scale) + suffix: value for scale, value in values.items()})
     return values
 
 
@@ -445,7 +447,7 @@ def run_training_samples(run, config, *, by_folder: bool = False) -> list | dict
     return read_samples(folders, names=names)
 
 
-def choose_run_threshold(run_dir: str | Path, *, progress: bool = True) -> dict[str, float]:
+def choose_run_threshold(run_dir: str | Path, *, progress: bool = True, tta: str = "none") -> dict[str, float]:
     """Choose and store the thresholds of a finished training run on its training images.
 
     Reads the run's config.yaml and run.json (`keras_vessel.training.RunFolder`):
@@ -461,13 +463,17 @@ def choose_run_threshold(run_dir: str | Path, *, progress: bool = True) -> dict[
     stores the mean of each folder's own accuracy-optimal threshold instead
     (`CAMERAS_RULE`): the pooled one is set by the camera with the most pixels;
     each file records every candidate (`camera_thresholds`, the pooled one
-    included). Returns ``{threshold scale: value}``: ``{"auto": t}`` or
-    ``{"auto": t, "multi": t_multi}``.
+    included). With `tta` (``"flip"``, ``"d4"``), the same on the maps of that
+    test-time augmentation, saved as its `threshold_path` (``threshold_tta_d4.json``,
+    ...; run.json's ``threshold_tta_d4``, ...), as `predict --tta` reads them; `train`
+    chooses only the default, ``"none"``. Returns ``{threshold scale: value}``:
+    ``{"auto": t}`` or ``{"auto": t, "multi": t_multi}``.
     """
     from keras_vessel.config import load_config, records_folders
     from keras_vessel.data.tfrecords import combined_manifest
     from keras_vessel.training import RunFolder
 
+    check_tta(tta)
     run = RunFolder(run_dir)
     config = load_config(run.config_path)
     folders = records_folders(config.data)
@@ -475,7 +481,8 @@ def choose_run_threshold(run_dir: str | Path, *, progress: bool = True) -> dict[
     model = load_inference_model(run.model_path, heads=config.train.heads)
     chosen = {}
     for scale in run_threshold_scales(config):
-        counts = {folder: training_score_counts(model, samples, progress=progress, predict_options={"scale": scale})
+        options = {"scale": scale, "tta": tta}
+        counts = {folder: training_score_counts(model, samples, progress=progress, predict_options=options)
                   for folder, samples in by_folder.items() if samples}
         pooled = metrics.ScoreCounts()
         for group in counts.values():
@@ -487,7 +494,7 @@ def choose_run_threshold(run_dir: str | Path, *, progress: bool = True) -> dict[
             chosen[scale] = Threshold(pooled.accuracy_optimal_threshold(), TRAINING_RULE)
     dataset = combined_manifest(folders)["dataset"]
     images = sum(len(samples) for samples in by_folder.values())
-    return store_run_thresholds(run, chosen, heads=config.train.heads, dataset=dataset, images=images)
+    return store_run_thresholds(run, chosen, heads=config.train.heads, dataset=dataset, images=images, tta=tta)
 
 
 def camera_thresholds(counts: Mapping[str, metrics.ScoreCounts]) -> dict[str, Any]:

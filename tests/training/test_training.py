@@ -483,3 +483,11 @@ def test_a_run_of_several_folders_records_what_each_camera_would_choose(records,
     counts = [training_score_counts(model, samples, progress=False) for samples in (first, second)]
     assert cameras["camera_balanced"] == camera_balanced_threshold(counts)
     assert isinstance(counts[0], ScoreCounts) and stored["images"] == 6
+    # the same rule for the thresholds of test-time augmentation (`predict --tta d4` reads threshold_tta_d4.json)
+    flips = choose_run_threshold(tmp_path, progress=False, tta="flip")["auto"]
+    own = [choose_training_threshold(model, samples, progress=False, predict_options={"tta": "flip"})
+           for samples in (first, second)]
+    assert flips == pytest.approx(np.mean(own)) == load_threshold(tmp_path / "model.keras", tta="flip")["threshold"]
+    assert load_threshold(tmp_path / "model.keras")["threshold"] == chosen["auto"]  # the default one is kept
+    info = json.loads((tmp_path / "run.json").read_text())
+    assert info["threshold_tta_flip"] == flips and info["threshold"] == chosen["auto"]
