@@ -217,18 +217,21 @@ def train_reference(camera: str, *, out: Path, data: Path, loco_records: Path) -
 # --------------------------------------------------------------------------- fine-tuning and scoring
 
 
-def run_name(camera: str, k: int, minutes: float = DEFAULT_MINUTES, seed: int = SEED) -> str:
-    return f"{camera}_k{k}_{minutes:g}min_s{seed}"
+def run_name(camera: str, k: int, minutes: float = DEFAULT_MINUTES, seed: int = SEED,
+             learning_rate_factor: float | None = None) -> str:
+    """The run folder's name; a learning-rate factor other than the recipe's (None) is part of it."""
+    factor = "" if learning_rate_factor is None else f"_lr{learning_rate_factor:g}"
+    return f"{camera}_k{k}_{minutes:g}min_s{seed}{factor}"
 
 
 def finetune_photographs(folders: Mapping[str, Path | None], output: Path, *, base: Path, minutes: float,
-                         seed: int) -> dict[str, Any]:
+                         seed: int, learning_rate_factor: float | None = None) -> dict[str, Any]:
     """Run `keras_vessel.finetune.finetune` on the linked photographs; what it did and its wall time."""
     from keras_vessel.finetune import finetune
 
     started = time.monotonic()
     result = finetune(folders["images"], folders["labels"], output, masks=folders["masks"], model=base,
-                      minutes=minutes, seed=seed, progress=False)
+                      minutes=minutes, seed=seed, learning_rate_factor=learning_rate_factor, progress=False)
     return {"status": result.status, "threshold": result.threshold, "rule": result.rule,
             "wall_seconds": time.monotonic() - started, "budget": result.report.get("budget")}
 
@@ -281,9 +284,10 @@ def _check_base(run_dir: Path, base: dict[str, str]) -> None:
 
 def run_camera(camera: str, *, base: Path, out: Path, results: dict[str, Any], results_path: Path, data: Path,
                minutes: float = DEFAULT_MINUTES, seed: int = SEED, ks: Sequence[int] = KS,
-               reference: Path | None = None, train: bool = True) -> None:
+               reference: Path | None = None, train: bool = True, learning_rate_factor: float | None = None) -> None:
     """The base model, the k-photograph fine-tunings and the reference of one camera, each scored; what is done
-    (a finished fine-tuning, a score of the same file) is not redone."""
+    (a finished fine-tuning, a score of the same file) is not redone. `learning_rate_factor` (None: the
+    recipe's) names its own runs."""
     pool, test, rule = camera_photographs(camera, data)
     order = choose([s.name for s in pool], camera, len(pool))
     test_names = [s.name for s in test]
@@ -300,14 +304,16 @@ def run_camera(camera: str, *, base: Path, out: Path, results: dict[str, Any], r
                results=results, results_path=results_path, what=f"the base model {base}")
     by_name = {s.name: s for s in pool}
     for k in ks:
-        name, chosen = run_name(camera, k, minutes, seed), choose([s.name for s in pool], camera, k)
+        name = run_name(camera, k, minutes, seed, learning_rate_factor)
+        chosen = choose([s.name for s in pool], camera, k)
+        facts = {"camera": camera, "k": k, "minutes": minutes, "seed": seed, "base": base_model,
+                 **({} if learning_rate_factor is None else {"learning_rate_factor": learning_rate_factor})}
         run_dir = out / name
         entry = results["runs"].get(name)
         if finished_run(run_dir) and (run_dir / "threshold.json").is_file():
             _check_base(run_dir, base_model)
             if entry is None:  # finished, but not in these results (another results file): its time is unknown
-                entry = results["runs"][name] = {"camera": camera, "k": k, "minutes": minutes, "seed": seed,
-                                                 "base": base_model, "photographs": [{"name": n} for n in chosen],
+                entry = results["runs"][name] = {**facts, "photographs": [{"name": n} for n in chosen],
                                                  "finetune": {"wall_seconds": None}}
         elif not train:
             continue
@@ -315,11 +321,10 @@ def run_camera(camera: str, *, base: Path, out: Path, results: dict[str, Any], r
             print(f"fine-tune {name} on {', '.join(chosen)} ({minutes:g} min)", file=sys.stderr, flush=True)
             specs = [by_name[n] for n in chosen]
             folders = link_photographs(specs, out / "photographs" / name)
-            done = finetune_photographs(folders, run_dir, base=base, minutes=minutes, seed=seed)
+            done = finetune_photographs(folders, run_dir, base=base, minutes=minutes, seed=seed,
+                                        learning_rate_factor=learning_rate_factor)
             shutil.rmtree(out / "photographs" / name, ignore_errors=True)
-            entry = results["runs"][name] = {"camera": camera, "k": k, "minutes": minutes, "seed": seed,
-                                             "base": base_model, "photographs": [_record(s) for s in specs],
-                                             "finetune": done}
+            entry = results["runs"][name] = {**facts, "photographs": [_record(s) for s in specs], "finetune": done}
             save_results(results_path, results)
         if "scores" not in entry:
             print(f"score {name} on {len(test)} {camera} test photographs", file=sys.stderr, flush=True)
@@ -335,7 +340,8 @@ def run_camera(camera: str, *, base: Path, out: Path, results: dict[str, Any], r
 def run_protocol(cameras: Sequence[str], *, out: Path, results_path: Path, data: Path, loco_out: Path,
                  bases: Mapping[str, Path] | None = None, references: Mapping[str, Path] | None = None,
                  minutes: float = DEFAULT_MINUTES, seed: int = SEED, ks: Sequence[int] = KS,
-                 train: bool = True, loco_records: Path | None = None) -> dict[str, Any]:
+                 train: bool = True, loco_records: Path | None = None,
+                 learning_rate_factor: float | None = None) -> dict[str, Any]:
     """`run_camera` for each of `cameras` whose base model exists (the others are named and skipped), fine-tuned
     on each of `ks` photographs; with `loco_records`, a camera without a reference in `references` gets one
     trained (`train_reference`)."""
@@ -350,26 +356,30 @@ def run_protocol(cameras: Sequence[str], *, out: Path, results_path: Path, data:
         if reference is None and loco_records is not None:
             reference = train_reference(camera, out=out, data=data, loco_records=loco_records)
         run_camera(camera, base=base, out=out, results=results, results_path=results_path, data=data,
-                   minutes=minutes, seed=seed, ks=ks, reference=reference, train=train)
+                   minutes=minutes, seed=seed, ks=ks, reference=reference, train=train,
+                   learning_rate_factor=learning_rate_factor)
     return results
 
 
 # --------------------------------------------------------------------------- the table and the rule
 
 
-def _runs_at(results: dict[str, Any], minutes: float, seed: int = SEED) -> dict[tuple[str, int], dict[str, Any]]:
+def _runs_at(results: dict[str, Any], minutes: float, seed: int = SEED,
+            learning_rate_factor: float | None = None) -> dict[tuple[str, int], dict[str, Any]]:
     return {(r["camera"], r["k"]): r for r in results.get("runs", {}).values()
-            if r["minutes"] == minutes and r["seed"] == seed and "scores" in r}
+            if r["minutes"] == minutes and r["seed"] == seed and "scores" in r
+            and r.get("learning_rate_factor") == learning_rate_factor}
 
 
-def done_verdict(results: dict[str, Any], *, minutes: float = DEFAULT_MINUTES) -> dict[str, Any]:
+def done_verdict(results: dict[str, Any], *, minutes: float = DEFAULT_MINUTES,
+                 learning_rate_factor: float | None = None) -> dict[str, Any]:
     """Issue 31's "done when": on every camera, k = 5 at `minutes` has a higher pooled AUC and mean F1 than the base
     model, and its mean F1 is at most 0.02 below the reference's where a reference is scored.
 
     ``done`` is None (no verdict) while a camera lacks its base or k = 5 scores (``missing``); ``checks`` holds
     each scored camera's conditions (``F1_near_reference`` None without a reference).
     """
-    runs = _runs_at(results, minutes)
+    runs = _runs_at(results, minutes, learning_rate_factor=learning_rate_factor)
     checks, missing = {}, []
     for camera in CAMERAS:
         base = results.get("base", {}).get(camera, {}).get("scores")
@@ -397,8 +407,9 @@ def _minutes(run: dict[str, Any] | None) -> str:
     return "-" if seconds is None else f"{seconds / 60:.1f}"
 
 
-def verdict_line(verdict: dict[str, Any], minutes: float) -> str:
-    what = f"Done when (k = {DONE_K}, {minutes:g} min, every camera): "
+def verdict_line(verdict: dict[str, Any], minutes: float, learning_rate_factor: float | None = None) -> str:
+    factor = "" if learning_rate_factor is None else f", learning-rate factor {learning_rate_factor:g}"
+    what = f"Done when (k = {DONE_K}, {minutes:g} min{factor}, every camera): "
     if verdict["done"] is None:
         return what + f"no verdict (not scored: {', '.join(verdict['missing'])})"
     failing = {camera: [name for name, value in check.items() if value is False]
@@ -412,13 +423,15 @@ def verdict_line(verdict: dict[str, Any], minutes: float) -> str:
 
 def table(results: dict[str, Any]) -> str:
     """The markdown table of docs/RESULTS.md (one per fine-tuning budget) and the verdict of the "done when"."""
-    budgets = sorted({DEFAULT_MINUTES, *(r["minutes"] for r in results.get("runs", {}).values())})
+    recipes = {(DEFAULT_MINUTES, None), *((r["minutes"], r.get("learning_rate_factor"))
+                                          for r in results.get("runs", {}).values())}
     lines = []
-    for minutes in budgets:
-        runs = _runs_at(results, minutes)
+    for minutes, factor in sorted(recipes, key=lambda recipe: (recipe[0], recipe[1] is not None, recipe[1] or 0)):
+        runs = _runs_at(results, minutes, learning_rate_factor=factor)
         header = ("| camera (test photographs) | base model | " + " | ".join(f"k = {k}" for k in KS)
                   + " | trained on it alone | fine-tuning min (k = " + " / ".join(map(str, KS)) + ") |")
-        lines += [f"Fine-tuned for {minutes:g} min; each cell pooled AUC / mean F1 / worst image F1, at each "
+        recipe = "" if factor is None else f" at {factor:g}x the base learning rate"
+        lines += [f"Fine-tuned for {minutes:g} min{recipe}; each cell pooled AUC / mean F1 / worst image F1, at each "
                   "model's stored threshold.", "", header, "|" + "---|" * (header.count("|") - 1)]
         for camera in CAMERAS:
             base = results.get("base", {}).get(camera)
@@ -427,7 +440,8 @@ def table(results: dict[str, Any]) -> str:
             cells = [_cell((base or {}).get("scores")), *(_cell(runs.get((camera, k), {}).get("scores")) for k in KS),
                      _cell((reference or {}).get("scores")), " / ".join(_minutes(runs.get((camera, k))) for k in KS)]
             lines.append(f"| {camera} ({'-' if count is None else count}) | " + " | ".join(cells) + " |")
-        lines += ["", verdict_line(done_verdict(results, minutes=minutes), minutes), ""]
+        verdict = done_verdict(results, minutes=minutes, learning_rate_factor=factor)
+        lines += ["", verdict_line(verdict, minutes, factor), ""]
     return "\n".join(lines).rstrip("\n")
 
 
@@ -462,12 +476,17 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="The leave-one-camera-out records (the published pools of --train-references).")
     parser.add_argument("--k", type=int, nargs="+", choices=KS, default=list(KS), dest="ks",
                         help="Numbers of photographs to fine-tune on (the issue's bar is k = 5 alone).")
+    parser.add_argument("--learning-rate-factor", type=float, default=None,
+                        help="Fine-tune at this fraction of the base learning rate (default: the recipe's); "
+                             "its runs are named and tabled apart.")
     args = parser.parse_args(argv)
     if args.summarize:
         print(table(load_results(args.results)))
         return
     if not args.minutes > 0:
         parser.error(f"--minutes must be positive; got {args.minutes}")
+    if args.learning_rate_factor is not None and not args.learning_rate_factor > 0:
+        parser.error(f"--learning-rate-factor must be positive; got {args.learning_rate_factor}")
     unknown = sorted(set(args.only or ()) - set(CAMERAS))
     if unknown:
         parser.error(f"--only takes cameras ({', '.join(CAMERAS)}); got {', '.join(unknown)}")
@@ -476,7 +495,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                            bases=_mapping(parser, args.base, "--base"),
                            references=_mapping(parser, args.reference, "--reference"), minutes=args.minutes,
                            ks=sorted(set(args.ks)), train=not args.no_train,
-                           loco_records=args.loco_records if args.train_references else None)
+                           loco_records=args.loco_records if args.train_references else None,
+                           learning_rate_factor=args.learning_rate_factor)
     print(table(results))
 
 

@@ -44,7 +44,7 @@ class FinetuneResult:
 
 def finetune(images: str | Path, labels: str | Path, output: str | Path, *, masks: str | Path | None = None,
              model: str | Path | None = None, minutes: float = 10.0, seed: int = 0,
-             progress: bool = True) -> FinetuneResult:
+             learning_rate_factor: float | None = None, progress: bool = True) -> FinetuneResult:
     """Fine-tune `model` (the bundled model when None; a `.keras` file or a run folder) on labelled photographs.
 
     Parameters
@@ -56,6 +56,8 @@ def finetune(images: str | Path, labels: str | Path, output: str | Path, *, mask
     minutes : the wall-clock budget of the whole call, turned into training steps by timing the first
         steps on this machine (`keras_vessel.training.finetune.steps_for_budget`).
     seed : the run's seed (patches, augmentation).
+    learning_rate_factor : the fine-tuning's learning rate over the base recipe's (None: the default,
+        `keras_vessel.training.finetune.LEARNING_RATE_FACTOR`).
     progress : progress bars on stderr.
 
     Raises DatasetError (a ValueError) naming the files for photographs without a label (all listed),
@@ -71,6 +73,7 @@ def finetune(images: str | Path, labels: str | Path, output: str | Path, *, mask
     from keras_vessel.models.inference import load_inference_model
     from keras_vessel.training import RunFolder, time_steps, train
     from keras_vessel.training.finetune import (
+        LEARNING_RATE_FACTOR,
         MIN_STEPS,
         base_model_path,
         check_photographs,
@@ -86,25 +89,31 @@ def finetune(images: str | Path, labels: str | Path, output: str | Path, *, mask
         raise ValueError(f"`minutes` must be a positive number; got {minutes!r}.")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"`seed` must be a non-negative int; got {seed!r}.")
+    factor = LEARNING_RATE_FACTOR if learning_rate_factor is None else learning_rate_factor
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
+        raise ValueError(f"`learning_rate_factor` must be a positive number; got {learning_rate_factor!r}.")
     specs = open_labelled(images, labels, masks)
     base = base_model_path(model)
     samples = check_photographs(specs)  # every file read and checked before anything is written
     base_model = load_inference_model(base)
     run = RunFolder(output)
     with folder_lock(run.path, what="the run folder"), removed_unless_started(run):
-        plan = plan_finetune(specs, run.path, base=base, minutes=minutes, seed=seed, progress=progress)
+        plan = plan_finetune(specs, run.path, base=base, minutes=minutes, seed=seed, learning_rate_factor=factor,
+                             progress=progress)
         predicting = time.monotonic()
         base_probs = _probabilities(base_model, samples)
         predict_seconds = time.monotonic() - predicting
         config, budget = plan.config, run.read_info().get("finetune", {}).get("budget")
         if config is None:  # a new run: size the recipe to what is left of the budget
             manifest = read_manifest(plan.records)
-            timed = finetune_config(base, plan.records, manifest, steps=MIN_STEPS, seed=seed)
+            timed = finetune_config(base, plan.records, manifest, steps=MIN_STEPS, seed=seed,
+                                    learning_rate_factor=factor)
             timing = time_steps(timed)
             left = minutes * 60 - (time.monotonic() - started)
             after = predict_seconds * prediction_work(run_threshold_scales(timed))  # the thresholds' predictions
             steps = steps_for_budget(left, timing, reserve_seconds=1.5 * after)
-            config = finetune_config(base, plan.records, manifest, steps=steps, seed=seed)
+            config = finetune_config(base, plan.records, manifest, steps=steps, seed=seed,
+                                     learning_rate_factor=factor)
             budget = {"minutes": float(minutes), "steps": config.train.epochs * config.train.steps_per_epoch,
                       "seconds_per_step": timing.seconds_per_step, "first_step_seconds": timing.first_seconds,
                       "seconds_before_training": time.monotonic() - started}

@@ -28,9 +28,11 @@ FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
               help="Wall-clock budget of the whole command; the training steps are sized to it on this machine.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of patches and augmentation.")
+@click.option("--learning-rate-factor", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Learning rate as a fraction of the base model's recipe's [default: the fine-tuning recipe's].")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def finetune(images: Path, labels: Path, masks: Path | None, output: Path, model_path: Path | None, minutes: float,
-             seed: int, quiet: bool) -> None:
+             seed: int, learning_rate_factor: float | None, quiet: bool) -> None:
     """Fine-tune the bundled model (or --model) on labelled photographs in IMAGES, in about --minutes.
 
     Writes a run folder that predict --model RUN/model.keras, evaluate --threshold train and export
@@ -47,7 +49,7 @@ def finetune(images: Path, labels: Path, masks: Path | None, output: Path, model
 
             click.echo(f"starting from the bundled model {bundled_model_path()}", err=True)
         result = run_finetune(images, labels, output, masks=masks, model=model_path, minutes=minutes, seed=seed,
-                              progress=not quiet)
+                              learning_rate_factor=learning_rate_factor, progress=not quiet)
     from keras_vessel.evaluation import LEAVE_ONE_OUT_MIN_IMAGES
 
     mean, budget, count = result.report["mean"], result.report.get("budget") or {}, len(result.report["per_image"])

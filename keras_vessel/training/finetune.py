@@ -160,13 +160,14 @@ def schedule(steps: int) -> tuple[int, int]:
 
 
 def finetune_config(base: str | Path, records: str | Path, manifest: dict[str, Any], *, steps: int,
-                    seed: int = 0) -> RunConfig:
+                    seed: int = 0, learning_rate_factor: float = LEARNING_RATE_FACTOR) -> RunConfig:
     """The fine-tuning recipe for `base` (a `.keras` training model) on the photographs prepared in `records`.
 
     Read from the base model and its training config (`base_training_config`; the defaults of
     `keras_vessel.config` when it has none): see the module docstring. The patch size is the base
     recipe's, or the largest multiple of the network's stride that fits the smallest photograph
-    at the base model's FOV diameter. `manifest` is the prepared folder's.
+    at the base model's FOV diameter. `manifest` is the prepared folder's. The learning rate is
+    `learning_rate_factor` times the base recipe's.
     """
     from keras_vessel.models import head_names, model_fov_diameter, model_stride
     from keras_vessel.models.saving import load_model_file
@@ -192,7 +193,7 @@ def finetune_config(base: str | Path, records: str | Path, manifest: dict[str, A
         model=ModelConfig(name=recipe.model.name, options=dict(recipe.model.options), start_from=str(base)),
         loss=dataclasses.replace(recipe.loss, kind="joint" if len(heads) == 2 else "pixel"),
         train=TrainConfig(epochs=epochs, steps_per_epoch=steps_per_epoch, optimizer=recipe.train.optimizer,
-                          learning_rate=LEARNING_RATE_FACTOR * recipe.train.learning_rate,
+                          learning_rate=learning_rate_factor * recipe.train.learning_rate,
                           momentum=recipe.train.momentum, seed=seed, heads=recipe.train.heads),
     )
 
@@ -215,12 +216,13 @@ class FinetunePlan:
 
 
 def plan_finetune(specs: Sequence[SampleSpec], output: str | Path, *, base: str | Path, minutes: float,
-                  seed: int = 0, progress: bool = True) -> FinetunePlan:
+                  seed: int = 0, learning_rate_factor: float = LEARNING_RATE_FACTOR,
+                  progress: bool = True) -> FinetunePlan:
     """Check that `output` is new or a fine-tuning of the same photographs, then prepare them into it.
 
     Call it holding `output`'s lock (`keras_vessel.locks.folder_lock`). A folder holding another run, or
-    a fine-tuning of other photographs, another base model (by SHA-256), other minutes or another seed,
-    is refused with ConfigError naming what differs; a folder holding other files with OutputError.
+    a fine-tuning of other photographs, another base model (by SHA-256), other minutes, another seed or
+    another learning-rate factor, is refused with ConfigError naming what differs; a folder holding other files with OutputError.
     """
     run = RunFolder(output)
     base = Path(base)
@@ -229,6 +231,7 @@ def plan_finetune(specs: Sequence[SampleSpec], output: str | Path, *, base: str 
         "photographs": [_photograph(spec) for spec in specs],
         "minutes": float(minutes),
         "seed": int(seed),
+        "learning_rate_factor": float(learning_rate_factor),
     }
     config = _resumable(run, info)
     records = run.path / RECORDS
@@ -264,7 +267,8 @@ def _resumable(run: RunFolder, info: dict[str, Any]) -> RunConfig | None:
     if changes:
         raise ConfigError(f"{run.path} holds a fine-tuning on other photographs ({'; '.join(changes)}); to fine-tune "
                           f"on these, {fresh}")
-    for key, what in (("base_model", "base model"), ("minutes", "--minutes"), ("seed", "--seed")):
+    for key, what in (("base_model", "base model"), ("minutes", "--minutes"), ("seed", "--seed"),
+                      ("learning_rate_factor", "--learning-rate-factor")):
         if stored.get(key) is not None and _comparable(stored[key]) != _comparable(info[key]):
             raise ConfigError(f"{run.path} holds a fine-tuning with another {what} ({_shown(stored[key])} -> "
                               f"{_shown(info[key])}); to resume it, give the same; to start afresh, {fresh}")

@@ -106,6 +106,7 @@ def test_finetune_writes_a_complete_run_folder(finetuned, pixel_model):
     config = load_config(output / "config.yaml")
     assert config.model.start_from == str(pixel_model) and config.loss.kind == "pixel"
     assert config.train.learning_rate == pytest.approx(1e-4)  # a tenth of the base recipe's default
+    assert info["finetune"]["learning_rate_factor"] == 0.1
     # --minutes became steps: the recorded budget is what the config trains
     assert info["finetune"]["budget"]["steps"] == config.train.epochs * config.train.steps_per_epoch == MIN_STEPS
     assert "completed: fine-tuned on 3 photographs (4 steps)" in result.stdout
@@ -202,6 +203,25 @@ def test_resuming_with_other_photographs_is_refused(finetuned, pixel_model, tmp_
     assert result.exit_code == 1, show(result)
     assert f"{output} holds a fine-tuning on other photographs (left out: synthetic_0002)" in result.stderr
     assert "Traceback" not in result.stderr and (output / "run.json").read_bytes() == before
+    result = run("finetune", root / "images", "--labels", root / "labels", "--output", output,
+                 "--model", pixel_model, "--minutes", "0.01", "--learning-rate-factor", "0.3", "--quiet")
+    assert result.exit_code == 1, show(result)
+    assert f"{output} holds a fine-tuning with another --learning-rate-factor (0.1 -> 0.3)" in result.stderr
+    assert (output / "run.json").read_bytes() == before
+
+
+def test_the_learning_rate_factor_scales_the_base_recipes_rate(camera, pixel_model, tmp_path):
+    import keras_vessel.training
+    from keras_vessel.config import load_config
+    from keras_vessel.training import StepTiming
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(keras_vessel.training, "time_steps", lambda config: StepTiming(*FAST_TIMING))
+        result = run("finetune", camera / "images", "--labels", camera / "labels", "--output", tmp_path / "run",
+                     "--model", pixel_model, "--minutes", "0.01", "--learning-rate-factor", "0.5", "--quiet")
+    assert result.exit_code == 0, show(result)
+    assert load_config(tmp_path / "run" / "config.yaml").train.learning_rate == pytest.approx(5e-4)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["finetune"]["learning_rate_factor"] == 0.5
 
 
 @pytest.fixture
@@ -250,6 +270,7 @@ def test_a_failure_before_training_leaves_nothing(camera, pixel_model, tmp_path,
 @pytest.mark.parametrize("args, message", [
     (["--minutes", "0"], "Invalid value for '--minutes'"),
     (["--seed", "-1"], "Invalid value for '--seed'"),
+    (["--learning-rate-factor", "0"], "Invalid value for '--learning-rate-factor'"),
 ])
 def test_bad_options_are_usage_errors(camera, tmp_path, args, message):
     result = run("finetune", camera / "images", "--labels", camera / "labels", "--output", tmp_path / "run", *args)

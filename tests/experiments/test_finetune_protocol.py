@@ -182,7 +182,7 @@ def test_the_command_fine_tunes_scores_and_resumes_without_redoing(fake_data, tm
     reference.write_bytes(b"reference")
     tuned, scored, stopped = [], [], {"orvs_k3_10min_s0"}
 
-    def fake_finetune(folders, output, *, base, minutes, seed):
+    def fake_finetune(folders, output, *, base, minutes, seed, learning_rate_factor=None):
         listing = {key: sorted(p.name for p in folder.iterdir()) if folder else None for key, folder in folders.items()}
         links = [p.is_symlink() for p in folders["images"].iterdir()]
         tuned.append((output.name, listing, all(links), base, minutes))
@@ -261,10 +261,12 @@ def test_k_picks_which_fine_tunings_run(fake_data, tmp_path, monkeypatch):
     base.write_bytes(b"drive")
     tuned = []
 
-    def fake_finetune(folders, output, *, base, minutes, seed):
+    def fake_finetune(folders, output, *, base, minutes, seed, learning_rate_factor=None):
         tuned.append((output.name, len(list(folders["images"].iterdir()))))
+        factors.append(learning_rate_factor)
         return _finished_finetune(output, base, wall_seconds=1.0)
 
+    factors = []
     monkeypatch.setattr(fp, "finetune_photographs", fake_finetune)
     monkeypatch.setattr(fp, "score_model", lambda *a, **k: _score(0.95, 0.7))
     argv = ["--out", str(tmp_path / "runs"), "--results", str(tmp_path / "r.json"), "--data", str(fake_data),
@@ -275,6 +277,17 @@ def test_k_picks_which_fine_tunings_run(fake_data, tmp_path, monkeypatch):
     assert tuned[1:] == [("drive_k1_10min_s0", 1)]
     with pytest.raises(SystemExit):
         fp.main([*argv, "--k", "4"])
+    # another learning-rate factor (rule j4): runs of its own, tabled apart, the recipe's verdict unchanged
+    fp.main([*argv, "--k", "5", "--learning-rate-factor", "0.3"])
+    assert tuned[2:] == [("drive_k5_10min_s0_lr0.3", 5)] and factors == [None, None, 0.3]
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert results["runs"]["drive_k5_10min_s0_lr0.3"]["learning_rate_factor"] == 0.3
+    assert "learning_rate_factor" not in results["runs"]["drive_k5_10min_s0"]
+    table = fp.table(results)
+    assert "Fine-tuned for 10 min;" in table and "Fine-tuned for 10 min at 0.3x the base learning rate;" in table
+    assert "(k = 5, 10 min, learning-rate factor 0.3, every camera)" in table
+    with pytest.raises(SystemExit):
+        fp.main([*argv, "--learning-rate-factor", "0"])
 
 
 # --------------------------------------------------------------------------- the references (rule j3)
