@@ -35,7 +35,8 @@ from keras_vessel_cli.options import (
                    "beside the model, chosen on training images).")
 @click.option("--training-root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="With --threshold train and no threshold.json yet: compute the accuracy-optimal "
-                   "threshold on this root's training split and save it beside the model.")
+                   "threshold on this root's training split and save it beside the model [default: for "
+                   "the model of a finished train run, on the run's own training images, by train's rule].")
 @click.option("--heads", type=click.Choice(HEADS), default="mean", show_default=True,
               help="Fuse both heads' probabilities (mean) or use one head.")
 @click.option("--tile-size", type=click.IntRange(min=16), default=None,
@@ -66,7 +67,9 @@ def evaluate(model_path: Path, dataset: str, root: Path | None, split: str, fold
 
     from keras_vessel.data.datasets import open_dataset
     from keras_vessel.evaluation import (
+        choose_run_threshold,
         choose_training_threshold,
+        finished_run_folder,
         evaluate as run_evaluation,
         save_threshold,
         threshold_path,
@@ -98,6 +101,14 @@ def evaluate(model_path: Path, dataset: str, root: Path | None, split: str, fold
                                        tta=tta, scale=chosen_at)
             where = "the model's own scale" if chosen_at == "auto" else f"--scale {chosen_at}"
             click.echo(f"training threshold {value:.4f} (chosen at {where}) saved to {saved}", err=True)
+        elif not stored.is_file() and (run_dir := finished_run_folder(model_path)) is not None:
+            # e.g. --tta d4 on a run's model: chosen as train chose its own threshold (several folders: the
+            # mean of each folder's own), on the run's training images, and saved beside the model
+            with library_errors():
+                chosen = choose_run_threshold(run_dir, progress=not quiet, tta=tta)
+            if chosen_at in chosen:  # else training_threshold below says that none is stored at this scale
+                click.echo(f"training threshold {chosen[chosen_at]:.4f} chosen on the training images of {run_dir} "
+                           f"saved to {stored}", err=True)
         elif training_root is not None:
             click.echo(f"using the existing {stored}; delete it to recompute", err=True)
         value, rule = training_threshold(model_path, heads, tta, scale)

@@ -43,6 +43,7 @@ __all__ = [
     "camera_thresholds",
     "choose_run_threshold",
     "choose_training_threshold",
+    "finished_run_folder",
     "leave_one_image_out_threshold",
     "load_sample",
     "load_threshold",
@@ -269,6 +270,22 @@ def _chosen_at(recorded: Any) -> str | None:
         return threshold_scale(recorded)
     except (ValueError, TypeError):
         return None
+
+
+def finished_run_folder(model_path: str | Path) -> Path | None:
+    """The run folder whose training `model_path` is (its ``model.keras``, run.json saying the run finished:
+    ``completed`` or ``early_stopped``), or None (a model outside a run folder, or a run not finished).
+    `choose_run_threshold` can choose such a model's thresholds on its own training images."""
+    from keras_vessel.training import RunFolder
+
+    run = RunFolder(Path(model_path).parent)
+    if run.model_path.name != Path(model_path).name or not run.config_path.is_file():
+        return None
+    try:
+        status = run.read_info().get("status")
+    except (OSError, ValueError):
+        return None
+    return run.path if status in ("completed", "early_stopped") else None
 
 
 def unfinished_run(model_path: str | Path) -> str | None:

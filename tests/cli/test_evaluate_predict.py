@@ -363,6 +363,31 @@ def test_evaluate_and_predict_with_a_model_trained_in_the_test(trained_model, sm
     assert accuracy > 0.9
 
 
+def test_a_runs_tta_threshold_is_chosen_on_its_own_training_images(trained_model, small_drive, tmp_path):
+    """`evaluate --tta flip --threshold train` on a run's model without threshold_tta_flip.json: chosen as
+    train chose threshold.json (choose_run_threshold), no --training-root needed."""
+    from keras_vessel.config import load_config, records_folders
+    from keras_vessel.data.tfrecords import read_samples
+    from keras_vessel.evaluation import choose_training_threshold
+    from keras_vessel.models.inference import load_inference_model
+
+    run = trained_model.parent
+    own = trained_model.with_name("threshold.json").read_bytes()
+    result = _run(["evaluate", "--model", trained_model, "--dataset", "drive", "--root", small_drive,
+                   "--output", tmp_path / "eval", "--threshold", "train", "--tta", "flip", "--no-overlays",
+                   "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, _show(result)
+    stored = json.loads(trained_model.with_name("threshold_tta_flip.json").read_text())
+    samples = read_samples(records_folders(load_config(run / "config.yaml").data))
+    expected = choose_training_threshold(load_inference_model(trained_model), samples, progress=False,
+                                         predict_options={"tta": "flip"})
+    assert stored["threshold"] == expected and stored["tta"] == "flip" and stored["images"] == len(samples)
+    assert f"chosen on the training images of {run}" in result.stderr
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["protocol"]["threshold"] == expected
+    assert trained_model.with_name("threshold.json").read_bytes() == own  # the run's own threshold untouched
+    assert json.loads((run / "run.json").read_text())["threshold_tta_flip"] == expected
+
+
 # ------------------------------------------------------------ the bundled model
 
 
