@@ -314,7 +314,9 @@ def threshold_rule_verdict(pooled_scores: dict[str, Any], candidates: dict[str, 
     """Entry p's rule p1: a threshold in which each camera weighs the same replaces the pooled one if its mean
     per-image F1 over the five left-out cameras is at least 0.01 above the pooled threshold's and no camera's
     F1 is more than 0.02 below; of those passing, the higher mean F1 wins (ties to ``auto_balanced``).
-    ``choice`` is None without all five cameras, ``"auto"`` (pooled) when none passes."""
+    ``choice`` is None without all five cameras, ``"auto"`` (pooled) when none passes. It reads runs whose
+    stored threshold (``auto``) is the pooled one, as train stored it before the rule was adopted (the
+    results of entry p); a run trained since stores the mean, so its ``auto`` is ``auto_mean``."""
     if not (pooled_scores["complete"] and all(c["complete"] for c in candidates.values())):
         return {"choice": None, "passing": None}
     passing = [name for name, c in candidates.items()
