@@ -286,8 +286,10 @@ def save_results(path: Path, results: dict[str, Any]) -> None:
 
 
 def finished_run(run_dir: Path) -> bool:
+    from keras_vessel.training.run_folder import FINISHED_STATUSES
+
     info = run_dir / "run.json"
-    return info.is_file() and json.loads(info.read_text()).get("status") in ("completed", "early_stopped")
+    return info.is_file() and json.loads(info.read_text()).get("status") in FINISHED_STATUSES
 
 
 def train_all(runs: Sequence[Run], out: Path, records: Path, *, jobs: int, keras_vessel: str) -> None:

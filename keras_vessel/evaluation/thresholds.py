@@ -276,16 +276,25 @@ def finished_run_folder(model_path: str | Path) -> Path | None:
     """The run folder whose training `model_path` is (its ``model.keras``, run.json saying the run finished:
     ``completed`` or ``early_stopped``), or None (a model outside a run folder, or a run not finished).
     `choose_run_threshold` can choose such a model's thresholds on its own training images."""
+    from keras_vessel.training import FINISHED_STATUSES
+
+    run, info = _model_run(model_path)
+    finished = run is not None and run.config_path.is_file() and info.get("status") in FINISHED_STATUSES
+    return run.path if finished else None
+
+
+def _model_run(model_path: str | Path) -> tuple[Any, dict[str, Any]]:
+    """``(the RunFolder whose model.keras `model_path` is, its run.json)``; ``(None, {})`` for a model outside
+    a run folder or a run.json that cannot be read."""
     from keras_vessel.training import RunFolder
 
     run = RunFolder(Path(model_path).parent)
-    if run.model_path.name != Path(model_path).name or not run.config_path.is_file():
-        return None
+    if run.model_path.name != Path(model_path).name:
+        return None, {}
     try:
-        status = run.read_info().get("status")
+        return run, run.read_info()
     except (OSError, ValueError):
-        return None
-    return run.path if status in ("completed", "early_stopped") else None
+        return None, {}
 
 
 def unfinished_run(model_path: str | Path) -> str | None:
@@ -296,15 +305,11 @@ def unfinished_run(model_path: str | Path) -> str | None:
     ``failed``, ``nan``; it stopped before or while choosing its threshold); None for a finished run, for a
     model outside a run folder, or when run.json cannot be read.
     """
-    from keras_vessel.training import RunFolder
+    from keras_vessel.training import FINISHED_STATUSES
 
-    run = RunFolder(Path(model_path).parent)
-    try:
-        info = run.read_info() if run.model_path.name == Path(model_path).name else {}
-    except (OSError, ValueError):
-        return None
+    run, info = _model_run(model_path)
     status = info.get("status")
-    if not status or status in ("completed", "early_stopped"):
+    if run is None or not status or status in FINISHED_STATUSES:
         return None
     return (f"its training run {run.path} did not finish (run.json says {status!r}); run its command again to "
             f"finish it (`{info.get('command') or 'keras-vessel train ... --output ' + str(run.path)}`): once "

@@ -90,4 +90,3 @@ def float32_model(model: keras.Model) -> keras.Model:
     copy = keras.models.clone_model(model, clone_function=in_float32, recursive=True)
     copy.set_weights(model.get_weights())
     return copy
-

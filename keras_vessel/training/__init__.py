@@ -10,11 +10,12 @@
 from keras_vessel.errors import TrainingError
 from keras_vessel.training.components import build_training_model, output_names, training_fov_diameter
 from keras_vessel.training.loop import StepTiming, TrainResult, time_steps, train
-from keras_vessel.training.run_folder import RunFolder
+from keras_vessel.training.run_folder import FINISHED_STATUSES, RunFolder
 from keras_vessel.training.step import averaged_weights, build_steps, should_stop_early, validate
 from keras_vessel.training.strategy import make_strategy, split_cpu
 
 __all__ = [
+    "FINISHED_STATUSES",
     "RunFolder",
     "StepTiming",
     "TrainResult",

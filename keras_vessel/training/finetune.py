@@ -222,7 +222,8 @@ def plan_finetune(specs: Sequence[SampleSpec], output: str | Path, *, base: str 
 
     Call it holding `output`'s lock (`keras_vessel.locks.folder_lock`). A folder holding another run, or
     a fine-tuning of other photographs, another base model (by SHA-256), other minutes, another seed or
-    another learning-rate factor, is refused with ConfigError naming what differs; a folder holding other files with OutputError.
+    another learning-rate factor, is refused with ConfigError naming what differs; a folder holding other
+    files with OutputError.
     """
     run = RunFolder(output)
     base = Path(base)

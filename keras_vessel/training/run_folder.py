@@ -36,7 +36,10 @@ from keras_vessel.config import ConfigError, RunConfig, config_to_dict, save_con
 from keras_vessel.io import write_json_atomic, write_text_atomic
 from keras_vessel.models.saving import save_model_atomic
 
-__all__ = ["RunFolder"]
+__all__ = ["FINISHED_STATUSES", "RunFolder"]
+
+# run.json's status of a run whose training ended and whose threshold is chosen (`keras_vessel.training.train`)
+FINISHED_STATUSES = ("completed", "early_stopped")
 
 
 def _now() -> str:
