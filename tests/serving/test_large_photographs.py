@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_strip_faces_equal_the_graph_ops_on_a_photograph_cut_into_many_strips(monkeypatch):
-    """`image_fov`, `image_region`, `shrink_image`: identical to the graph ops; `enlarge_to` within 1e-4."""
+    """`image_fov`, `image_region`, `shrink_image` of a float image: identical to the graph ops; `shrink_image`
+    of a uint8 photograph and `enlarge_to` within 1e-4."""
     import tensorflow as tf
 
     monkeypatch.setattr(scaling, "STRIP_PIXELS", 7 * 1024)  # 11-row strips of a 641 px wide image
@@ -41,9 +42,13 @@ def test_the_strip_faces_equal_the_graph_ops_on_a_photograph_cut_into_many_strip
     np.testing.assert_array_equal(scaling.image_region(geometry.mask, True),
                                   scaling.prediction_region(mask, found).numpy())
     assert scaling.image_region(geometry.mask, False).all()
+    assert image.dtype == np.uint8
     for factor in (0.09, 0.3, 0.7, 1.4):  # block means of 11, 3 px; a plain resize; an enlargement
-        np.testing.assert_array_equal(scaling.shrink_image(image, factor),
-                                      scaling.resample(tf.constant(image, tf.float32), factor).numpy())
+        resampled = scaling.resample(tf.constant(image, tf.float32), factor).numpy()
+        np.testing.assert_array_equal(scaling.shrink_image(image.astype(np.float32), factor), resampled)
+        shrunk = scaling.shrink_image(image, factor)  # uint8: the pooling op, to float32 rounding
+        assert shrunk.dtype == np.float32 and shrunk.shape == resampled.shape
+        np.testing.assert_allclose(shrunk, resampled, rtol=0, atol=1e-4)
     small = np.random.default_rng(1).random((37, 59), dtype=np.float32)
     for size in ((403, 641), (37, 200), (30, 80)):  # enlarged both ways, one way, shrunk one way
         np.testing.assert_allclose(scaling.enlarge_to(small, size),
