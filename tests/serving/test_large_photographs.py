@@ -107,13 +107,14 @@ def test_a_6_mp_photograph_gives_the_exported_graphs_probability(tmp_path):
 
 
 @pytest.mark.slow
-def test_predicting_a_24_mp_photograph_needs_at_most_8_times_its_decoded_size(tmp_path):
+def test_predicting_a_24_mp_photograph_needs_at_most_6_times_its_decoded_size(tmp_path):
     """Peak RSS growth of `predict_files` (decode, FOV, shrink, network, resample back, PNGs), defaults,
     measured by the benchmark's subprocess (`benchmarks.bench_inference --child photo_mp`).
 
     What must be held at full size: the uint8 image (3 B/px), FOV mask and region (2), probability (4),
     its 16-bit and the mask's 8-bit PNG pixels (3): 12 B/px, 4x the image. Before the strips it was
-    15x (float32 copies of the photograph, of its intensity and of the probability).
+    15x (float32 copies of the photograph, of its intensity and of the probability); with TensorFlow's
+    float64 intensity in each strip and NumPy's enlargement 7.5-8x; since 4.6x.
     """
     if not Path("/proc/self/clear_refs").exists():
         pytest.skip("needs Linux's /proc/self/clear_refs to reset the peak")
@@ -125,4 +126,4 @@ def test_predicting_a_24_mp_photograph_needs_at_most_8_times_its_decoded_size(tm
     assert done.returncode == 0, done.stderr[-3000:]
     row = json.loads(done.stdout.strip().splitlines()[-1])
     assert row["image_shape"] == [4000, 6000] and row["growth_gb"] is not None
-    assert row["growth_gb"] <= 8 * row["decoded_gb"], row["growth_gb"] / row["decoded_gb"]
+    assert row["growth_gb"] <= 6 * row["decoded_gb"], row["growth_gb"] / row["decoded_gb"]
