@@ -155,21 +155,23 @@ def test_image_fov_measures_the_disc_of_a_fundus_like_image():
 
 
 def test_the_strips_read_every_uint8_colour_as_the_graph_and_numpy_do():
-    """`image_fov` reads a uint8 photograph's intensity by a faster route (an integer weighted sum, one
-    float32 division): for all 2**24 colours it equals the graph's float64 `_intensity` and NumPy's
-    `fov_intensity`, bit for bit."""
+    """`image_fov` reads a uint8 photograph's intensity with OpenCV's weighted sum, the graph with
+    TensorFlow's float32 ops (eager and traced, as in an exported graph): for all 2**24 colours both equal
+    NumPy's float64 `fov_intensity`, bit for bit."""
     from keras_vessel.data import scaling
     from keras_vessel.data.intensity import fov_intensity
 
     colours = np.arange(1 << 24, dtype=np.uint32)
     every = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], axis=-1).astype(np.uint8)
     every = every.reshape(4096, 4096, 3)
+    traced = tf.function(scaling._intensity)
     for rows in np.array_split(np.arange(4096), 4):
         chunk = every[rows[0] : rows[-1] + 1]
         fast = scaling._uint8_intensity(chunk)
         assert fast.dtype == np.float32 and fast.shape == chunk.shape[:2]
-        np.testing.assert_array_equal(fast, scaling._intensity(tf.constant(chunk)).numpy())
         np.testing.assert_array_equal(fast, fov_intensity(chunk))
+        np.testing.assert_array_equal(scaling._intensity(tf.constant(chunk)).numpy(), fast)
+        np.testing.assert_array_equal(traced(tf.constant(chunk, tf.float32)).numpy(), fast)
 
 
 @pytest.mark.parametrize("case", ["fixed", "surround", "otsu"])
