@@ -5,9 +5,11 @@ from __future__ import annotations
 import stat
 
 import keras
+import numpy as np
 import pytest
+from PIL import Image
 
-from keras_vessel.io import atomic_path, umask, write_text_atomic
+from keras_vessel.io import PNG_COMPRESSION, atomic_path, png_bytes, umask, write_png_atomic, write_text_atomic
 
 
 def _mode(path) -> int:
@@ -33,6 +35,21 @@ def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
         raise RuntimeError("interrupted")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["report.txt"]
+
+
+@pytest.mark.parametrize("dtype, channels", [(np.uint8, None), (np.uint16, None), (np.uint8, 3)])
+def test_png_files_and_png_bytes_are_the_same_lossless_png(tmp_path, dtype, channels):
+    """The local engine's files and the Beam engine's bytes: one encoding, read back exactly (Pillow), its
+    compressed stream made at `PNG_COMPRESSION` (the level's class is in the zlib header)."""
+    shape = (37, 53) if channels is None else (37, 53, channels)
+    array = np.random.default_rng(0).integers(0, np.iinfo(dtype).max, shape, endpoint=True).astype(dtype)
+    write_png_atomic(tmp_path / "a.png", array)
+    data = (tmp_path / "a.png").read_bytes()
+    assert data == png_bytes(array)
+    with Image.open(tmp_path / "a.png") as image:
+        np.testing.assert_array_equal(np.array(image), array)
+    stream = data[data.index(b"IDAT") + 4 :]  # the zlib stream; its header's FLEVEL: 1 for levels 2-5, 2 for 6
+    assert stream[1] >> 6 == {1: 0, 2: 1, 3: 1, 4: 1, 5: 1, 6: 2}[PNG_COMPRESSION]
 
 
 def test_save_model_atomic_writes_a_loadable_model_others_can_read(tmp_path):

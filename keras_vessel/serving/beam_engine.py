@@ -40,7 +40,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, Predi
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from keras_vessel.errors import PipelineError
-from keras_vessel.io import describe_os_error, stream_sha256, write_bytes_atomic
+from keras_vessel.io import describe_os_error, png_bytes, stream_sha256, write_bytes_atomic
 from keras_vessel.locks import folder_lock
 from keras_vessel.serving.prediction import (
     FAILURES_CSV,
@@ -137,7 +137,7 @@ class BeamFiles:
 
     @staticmethod
     def write_png(text: str, pixels: np.ndarray) -> None:
-        _write(text, _png(pixels))
+        _write(text, png_bytes(pixels))
 
     @staticmethod
     def remove(text: str) -> None:
@@ -157,14 +157,6 @@ def _write(path: str, data: bytes) -> None:
         return
     with FileSystems.create(path) as handle:
         handle.write(data)
-
-
-def _png(pixels: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")  # the bytes write_png_atomic writes
-    return buffer.getvalue()
 
 
 @dataclass
