@@ -140,12 +140,13 @@ def score_model(model_path: Path, camera: str, output: Path, *, data: Path = SHA
 
     A clipped variant whose working FOV comes out equal to a fixed variant's (``fovclip`` on a camera
     wider than 1080 px is ``fov1080``) copies that variant's scores, from `scored` (already in the
-    results) or from this call, marked ``same_as``.
+    results) or from this call, marked ``same_as``. Variants at one working scale (``auto`` and its
+    other mask rules) are scored from one prediction of each image (`evaluate_thresholds`).
 
     The stored threshold is the one beside the model (`train` chose it on the model's training images).
     """
     from keras_vessel.data.datasets import open_dataset
-    from keras_vessel.evaluation import evaluate
+    from keras_vessel.evaluation import Threshold, evaluate_thresholds
     from keras_vessel.evaluation.thresholds import load_threshold
     from keras_vessel.models.inference import load_inference_model
 
@@ -161,6 +162,8 @@ def score_model(model_path: Path, camera: str, output: Path, *, data: Path = SHA
     fixed_fov = any(VARIANTS[variant][0] is not None for variant in variants)
     camera_diameter = median_fov_diameter(samples) if fixed_fov else None  # reads every image: once
     scores: dict[str, dict[str, Any]] = {}
+    # scale -> {variant: (report folder, threshold)}: what is left to evaluate, grouped by working scale
+    to_evaluate: dict[str | float, dict[str, tuple[Path, Threshold]]] = {}
     for variant in variants:
         working_fov, mask_rule = VARIANTS[variant]
         if isinstance(working_fov, tuple):
@@ -177,13 +180,19 @@ def score_model(model_path: Path, camera: str, output: Path, *, data: Path = SHA
                      else camera_threshold(stored_file, mask_rule, model_path))
         report = finished_report(output / f"eval_{variant}", model_path, camera=camera, split=test_split,
                                  images=len(samples), threshold=threshold, scale=scale)
-        if report is None:
-            report = evaluate(model, samples, output_dir=output / f"eval_{variant}", threshold=threshold,
-                              threshold_rule=rules.get(mask_rule), dataset=camera, split=test_split,
-                              model_path=model_path, overlays=False, progress=progress,
-                              predict_options={"scale": scale})
-        scores[variant] = summarise(report)
-    return scores
+        if report is not None:
+            scores[variant] = summarise(report)
+            continue
+        chosen = Threshold.given(threshold)
+        if mask_rule != "otsu":
+            chosen = Threshold(threshold, f"{rules[mask_rule]} (t = {threshold:.6g})")
+        to_evaluate.setdefault(scale, {})[variant] = (output / f"eval_{variant}", chosen)
+    for scale, group in to_evaluate.items():
+        reports = evaluate_thresholds(model, samples, outputs=dict(group.values()), dataset=camera,
+                                      split=test_split, model_path=model_path, overlays=False, progress=progress,
+                                      predict_options={"scale": scale})
+        scores.update({variant: summarise(report) for variant, report in zip(group, reports)})
+    return {variant: scores[variant] for variant in variants}
 
 
 def camera_threshold(stored: dict[str, Any], rule: str, model_path: Path) -> float:

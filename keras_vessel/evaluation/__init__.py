@@ -3,11 +3,21 @@
 - `keras_vessel.evaluation.metrics`: FOV-restricted confusion metrics, AUC, thin/thick
   sensitivity, topology scores (NumPy, each with an oracle in the tests)
 - `keras_vessel.evaluation.thresholds`: `Threshold`, parsing, the training threshold beside a model
-- `keras_vessel.evaluation.reports`: `evaluate` = `score` + `write_reports`
+- `keras_vessel.evaluation.reports`: `evaluate` = `score` + `write_reports`; `evaluate_thresholds` the same
+  at several thresholds from one prediction of each image (`score_thresholds`)
 """
 
 from keras_vessel.evaluation import metrics
-from keras_vessel.evaluation.reports import OVERLAY_COLOURS, Scores, evaluate, overlay_image, score, write_reports
+from keras_vessel.evaluation.reports import (
+    OVERLAY_COLOURS,
+    Scores,
+    evaluate,
+    evaluate_thresholds,
+    overlay_image,
+    score,
+    score_thresholds,
+    write_reports,
+)
 from keras_vessel.evaluation.thresholds import (
     IMAGES_LEFT_OUT_RULE,
     LEAVE_ONE_OUT_MIN_IMAGES,
@@ -50,6 +60,7 @@ __all__ = [
     "choose_training_threshold",
     "finished_run_folder",
     "evaluate",
+    "evaluate_thresholds",
     "leave_one_image_out_threshold",
     "load_threshold",
     "metrics",
@@ -58,6 +69,7 @@ __all__ = [
     "run_threshold_scales",
     "save_threshold",
     "score",
+    "score_thresholds",
     "store_run_thresholds",
     "threshold_key",
     "threshold_path",

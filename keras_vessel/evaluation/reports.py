@@ -18,7 +18,7 @@ import csv
 import io
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -278,8 +278,32 @@ def score(
 
     `overlay_dir`: write ``<name>.png`` error maps there as images are scored.
     """
+    return score_thresholds(inference_model, samples, thresholds=[threshold], thin_max_width=thin_max_width,
+                            predict_options=predict_options, overlay_dirs=[overlay_dir], progress=progress)[0]
+
+
+def score_thresholds(
+    inference_model,
+    samples: Iterable,
+    *,
+    thresholds: Sequence[Threshold],
+    thin_max_width: float = 2.0,
+    predict_options: Mapping[str, Any] | None = None,
+    overlay_dirs: Sequence[Path | None] | None = None,
+    progress: bool = True,
+) -> list[Scores]:
+    """`score` at each of `thresholds`, each sample predicted once: one `Scores` per threshold, in order.
+
+    What does not depend on the threshold (AUC, the pooled counts, the second observer's rows) is computed
+    once and shared. `overlay_dirs`: one folder (or None) per threshold for its error maps.
+    """
+    thresholds = list(thresholds)
+    overlay_dirs = list(overlay_dirs) if overlay_dirs is not None else [None] * len(thresholds)
+    if not thresholds or len(overlay_dirs) != len(thresholds):
+        raise ValueError(f"give one or more thresholds and as many overlay folders (or None); got "
+                         f"{len(thresholds)} thresholds and {len(overlay_dirs)} folders.")
     counts = metrics.ScoreCounts()
-    rows: list[dict[str, Any]] = []
+    rows: list[list[dict[str, Any]]] = [[] for _ in thresholds]
     second_rows: list[dict[str, Any]] = []
     all_second = True
     for item in progress_bar(samples, label="evaluate", enabled=progress):
@@ -290,14 +314,21 @@ def score(
             log.warning("%s: no field of view found in the image; scored at its own scale", sample.name)
         prob = predict_probability(inference_model, sample.image, fov=sample.fov, name=sample.name,
                                    scale=choice, **options)
-        t = threshold.for_image(prob, sample.fov)
-        binary = prob >= t
         thickness = metrics.vessel_thickness(sample.label, sample.fov)
         scale = choice.factor if len(choice.factors) == 1 else list(choice.factors)  # "multi": each factor
-        row: dict[str, Any] = {"name": sample.name, "threshold": float(t), "scale": scale}
-        row.update(_score_binary(binary, sample.label, sample.fov, thickness, thin_max_width))
-        row["AUC"] = metrics.roc_auc(prob, sample.label, sample.fov)
-        rows.append(row)
+        auc = metrics.roc_auc(prob, sample.label, sample.fov)
+        for threshold, threshold_rows, overlay_dir in zip(thresholds, rows, overlay_dirs):
+            t = threshold.for_image(prob, sample.fov)
+            binary = prob >= t
+            row: dict[str, Any] = {"name": sample.name, "threshold": float(t), "scale": scale}
+            row.update(_score_binary(binary, sample.label, sample.fov, thickness, thin_max_width))
+            row["AUC"] = auc
+            threshold_rows.append(row)
+            if overlay_dir is not None:
+                write_png_atomic(
+                    overlay_dir / f"{sample.name}.png",
+                    overlay_image(binary, sample.label, sample.fov, thickness, thin_max_width=thin_max_width),
+                )
         counts.add(prob, sample.label, sample.fov)
         if sample.second_label is None:
             all_second = False
@@ -307,13 +338,10 @@ def score(
                 _score_binary(sample.second_label, sample.label, sample.fov, thickness, thin_max_width)
             )
             second_rows.append(second_row)
-        if overlay_dir is not None:
-            write_png_atomic(
-                overlay_dir / f"{sample.name}.png",
-                overlay_image(binary, sample.label, sample.fov, thickness, thin_max_width=thin_max_width),
-            )
-        log.info("%s: Se %.4f Sp %.4f AUC %.4f", sample.name, row["Se"], row["Sp"], row["AUC"])
-    return Scores(rows, second_rows if all_second and second_rows else None, counts)
+        first = rows[0][-1]
+        log.info("%s: Se %.4f Sp %.4f AUC %.4f", sample.name, first["Se"], first["Sp"], first["AUC"])
+    second = second_rows if all_second and second_rows else None
+    return [Scores(threshold_rows, second, counts) for threshold_rows in rows]
 
 
 def evaluate(
@@ -323,14 +351,7 @@ def evaluate(
     output_dir: str | Path,
     threshold: Threshold | str | float = 0.5,
     threshold_rule: str | None = None,
-    dataset: str = "unknown",
-    split: str = "test",
-    model_path: str | Path | None = None,
-    heads: str = "mean",
-    thin_max_width: float = 2.0,
-    overlays: bool = True,
-    progress: bool = True,
-    predict_options: Mapping[str, Any] | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Score `inference_model` on `samples` (`score`) and write the reports to `output_dir` (`write_reports`).
 
@@ -344,12 +365,8 @@ def evaluate(
         image, inside the FOV).
     threshold_rule : how a numeric threshold was obtained, for the report
         (default "fixed t"). Never pass one tuned on the test set.
-    dataset, split, model_path, heads : recorded in the protocol.
-    thin_max_width : thin/thick limit on the ground-truth segment thickness (px).
-    overlays : write ``overlays/<name>.png`` error maps.
-    predict_options : extra keyword arguments of `predict_probability` (tiling, tta, scale). With
-        ``scale="multi"`` each row's ``scale`` lists the image's factors and the protocol its ``multiples``;
-        a model that records no training diameter is refused before any image (`model_working_diameters`).
+    options : `evaluate_thresholds`' (``dataset``, ``split``, ``model_path``, ``heads``, ``thin_max_width``,
+        ``overlays``, ``progress``, ``predict_options``).
 
     Returns the report also written to ``metrics.json``: ``protocol``,
     ``summary`` (means and stds, ``AUC_pooled``), ``per_image`` rows and
@@ -359,6 +376,38 @@ def evaluate(
         threshold = Threshold.given(threshold)
         if threshold_rule and threshold.value != "otsu":
             threshold = Threshold(threshold.value, f"{threshold_rule} (t = {threshold.value:.6g})")
+    return evaluate_thresholds(inference_model, samples, outputs={output_dir: threshold}, **options)[0]
+
+
+def evaluate_thresholds(
+    inference_model,
+    samples: Iterable,
+    *,
+    outputs: Mapping[str | Path, Threshold],
+    dataset: str = "unknown",
+    split: str = "test",
+    model_path: str | Path | None = None,
+    heads: str = "mean",
+    thin_max_width: float = 2.0,
+    overlays: bool = True,
+    progress: bool = True,
+    predict_options: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """`evaluate` at each `Threshold` of `outputs` (report folder -> threshold), each sample predicted once
+    (`score_thresholds`); the reports in the order of `outputs`, each as `evaluate` returns it.
+
+    Parameters
+    ----------
+    dataset, split, model_path, heads : recorded in the protocol.
+    thin_max_width : thin/thick limit on the ground-truth segment thickness (px).
+    overlays : write ``overlays/<name>.png`` error maps in each folder.
+    predict_options : extra keyword arguments of `predict_probability` (tiling, tta, scale). With
+        ``scale="multi"`` each row's ``scale`` lists the image's factors and the protocol its ``multiples``;
+        a model that records no training diameter is refused before any image (`model_working_diameters`).
+    """
+    thresholds = list(outputs.values())
+    if not thresholds or not all(isinstance(threshold, Threshold) for threshold in thresholds):
+        raise ValueError("`outputs` must map one or more report folders to `Threshold`s.")
     if isinstance(thin_max_width, bool) or not isinstance(thin_max_width, (int, float)) or thin_max_width <= 0:
         raise ValueError(f"`thin_max_width` must be a positive number; got {thin_max_width!r}.")
     samples = list(samples)
@@ -367,27 +416,32 @@ def evaluate(
     options = dict(predict_options or {})
     scale = check_scale(options.get("scale", "auto"))
     model_working_diameters(inference_model, scale, name=None if model_path is None else str(model_path))
-    output_dir = ensure_writable_dir(output_dir, what="the report folder")
-    scores = score(inference_model, samples, threshold=threshold, thin_max_width=thin_max_width,
-                   predict_options=predict_options, overlay_dir=output_dir / "overlays" if overlays else None,
-                   progress=progress)
-    protocol = {
-        "dataset": dataset,
-        "split": split,
-        "images": len(scores.rows),
-        "model": str(model_path) if model_path is not None else "(in memory)",
-        "heads": heads,
-        "tta": options.get("tta", "none"),
-        **scale_record(scale),
-        "threshold": threshold.value,
-        "threshold_rule": threshold.rule,
-        "fov_only": True,
-        "averaging": "per image, then mean over images",
-        "auc": "pooled over all FOV pixels of all images (AUC_pooled); per-image mean (AUC)",
-        "thin_max_width": float(thin_max_width),
-        "ground_truth": "first observer",
-    }
-    return write_reports(scores, protocol, output_dir)
+    folders = [ensure_writable_dir(folder, what="the report folder") for folder in outputs]
+    if len(set(folders)) != len(folders):
+        raise ValueError(f"each threshold needs its own report folder; got {[str(f) for f in outputs]}.")
+    all_scores = score_thresholds(inference_model, samples, thresholds=thresholds, thin_max_width=thin_max_width,
+                                  predict_options=predict_options, progress=progress,
+                                  overlay_dirs=[folder / "overlays" if overlays else None for folder in folders])
+    reports = []
+    for folder, threshold, scores in zip(folders, thresholds, all_scores):
+        protocol = {
+            "dataset": dataset,
+            "split": split,
+            "images": len(scores.rows),
+            "model": str(model_path) if model_path is not None else "(in memory)",
+            "heads": heads,
+            "tta": options.get("tta", "none"),
+            **scale_record(scale),
+            "threshold": threshold.value,
+            "threshold_rule": threshold.rule,
+            "fov_only": True,
+            "averaging": "per image, then mean over images",
+            "auc": "pooled over all FOV pixels of all images (AUC_pooled); per-image mean (AUC)",
+            "thin_max_width": float(thin_max_width),
+            "ground_truth": "first observer",
+        }
+        reports.append(write_reports(scores, protocol, folder))
+    return reports
 
 
 def write_reports(scores: Scores, protocol: dict[str, Any], output_dir: Path) -> dict[str, Any]:

@@ -129,6 +129,43 @@ def test_evaluate_writes_consistent_reports(tmp_path):
     assert overlay.shape == (48, 64, 3)
 
 
+class CountingModel(RedChannelModel):
+    """`RedChannelModel` that counts the batches it is asked for."""
+
+    calls = 0
+
+    def __call__(self, batch, training=False):
+        self.calls += 1
+        return super().__call__(batch, training)
+
+
+def test_evaluate_thresholds_equals_one_evaluate_per_threshold_and_predicts_once(tmp_path):
+    """Three thresholds (two numbers, Otsu's per image) from one prediction of each image: each report is
+    the one `evaluate` writes alone at that threshold, except for the predictions it did not repeat."""
+    samples = [s for s, _ in (_sample(seed) for seed in range(3))]
+    chosen = {tmp_path / "low": evaluation.Threshold(0.3, "fixed threshold t = 0.3"),
+              tmp_path / "otsu": evaluation.Threshold.given("otsu"),
+              tmp_path / "high": evaluation.Threshold(0.7, "a rule (t = 0.7)")}
+    shared, alone = CountingModel(), CountingModel()
+    reports = evaluation.evaluate_thresholds(shared, samples, outputs=chosen, dataset="toy", progress=False,
+                                             predict_options=PREDICT)
+    expected = [evaluation.evaluate(alone, samples, output_dir=tmp_path / f"alone_{folder.name}", threshold=t,
+                                    dataset="toy", progress=False, predict_options=PREDICT)
+                for folder, t in chosen.items()]
+    assert alone.calls == 3 * shared.calls > 0
+    for folder, report, reference in zip(chosen, reports, expected):
+        assert report["per_image"] == reference["per_image"] and report["summary"] == reference["summary"]
+        assert report["protocol"] == reference["protocol"]
+        assert json.loads((folder / "metrics.json").read_text())["summary"] == reference["summary"]
+        assert sorted(p.name for p in (folder / "overlays").iterdir()) == ["img0.png", "img1.png", "img2.png"]
+    assert [r["per_image"][0]["threshold"] for r in reports][::2] == [0.3, 0.7]
+    assert reports[0]["summary"]["Se"] > reports[2]["summary"]["Se"]  # a lower threshold marks more
+    with pytest.raises(ValueError, match="its own report folder"):
+        evaluation.evaluate_thresholds(shared, samples, outputs={f"{tmp_path}/a": chosen[tmp_path / "low"],
+                                                                 f"{tmp_path}/a/.": chosen[tmp_path / "high"]},
+                                       progress=False, predict_options=PREDICT)
+
+
 def test_evaluate_without_second_observer_and_with_otsu(tmp_path):
     pairs = [_sample(s, second=False) for s in range(2)]
     report = evaluation.evaluate(

@@ -135,10 +135,10 @@ def test_the_clipped_working_resolution_follows_the_camera_within_limits(monkeyp
     monkeypatch.setattr("keras_vessel.models.inference.load_inference_model", lambda path: None)
     monkeypatch.setattr(loco, "summarise", lambda report: report)
 
-    def fake_evaluate(model, samples, *, predict_options, **kwargs):
-        return predict_options["scale"]
+    def fake_evaluate(model, samples, *, outputs, predict_options, **kwargs):
+        return [predict_options["scale"]] * len(outputs)
 
-    monkeypatch.setattr("keras_vessel.evaluation.evaluate", fake_evaluate)
+    monkeypatch.setattr("keras_vessel.evaluation.evaluate_thresholds", fake_evaluate)
     for diameter, expected in ((400.0, 540 / 400), (900.0, 1.0), (3000.0, 1080 / 3000)):
         scales[diameter] = loco.score_model(tmp_path / "m.keras", "hrf", tmp_path, variants=("fovclip", "fov810"))
         assert scales[diameter]["fovclip"] == pytest.approx(expected)
@@ -153,11 +153,11 @@ def test_a_clipped_resolution_equal_to_a_fixed_one_reuses_its_scores(monkeypatch
     monkeypatch.setattr("keras_vessel.models.inference.load_inference_model", lambda path: None)
     monkeypatch.setattr(loco, "summarise", lambda report: {"scale": report})
 
-    def fake_evaluate(model, samples, *, predict_options, **kwargs):
+    def fake_evaluate(model, samples, *, outputs, predict_options, **kwargs):
         evaluated.append(predict_options["scale"])
-        return predict_options["scale"]
+        return [predict_options["scale"]] * len(outputs)
 
-    monkeypatch.setattr("keras_vessel.evaluation.evaluate", fake_evaluate)
+    monkeypatch.setattr("keras_vessel.evaluation.evaluate_thresholds", fake_evaluate)
     already = {"fov1080": {"scale": 1080 / 3300}}
     scores = loco.score_model(tmp_path / "m.keras", "hrf", tmp_path, variants=("fovclip",), scored=already)
     assert scores["fovclip"] == {"scale": 1080 / 3300, "same_as": "fov1080"} and evaluated == []
@@ -176,8 +176,9 @@ def test_scoring_resumes_from_a_report_of_exactly_this_evaluation(monkeypatch, t
     monkeypatch.setattr("keras_vessel.evaluation.thresholds.load_threshold", lambda path: {"threshold": 0.7})
     monkeypatch.setattr("keras_vessel.models.inference.load_inference_model", lambda path: None)
     monkeypatch.setattr(loco, "summarise", lambda report: report["protocol"])
-    monkeypatch.setattr("keras_vessel.evaluation.evaluate",
-                        lambda *a, threshold, **k: evaluated.append(threshold) or {"protocol": {"fresh": True}})
+    monkeypatch.setattr("keras_vessel.evaluation.evaluate_thresholds",
+                        lambda *a, outputs, **k: evaluated.extend(t.value for t in outputs.values())
+                        or [{"protocol": {"fresh": True}}] * len(outputs))
 
     def report(variant, **changes):
         protocol = {"model": str(model), "dataset": "drive", "split": "all", "images": 2, "scale": "auto",
@@ -247,11 +248,14 @@ def test_the_threshold_candidates_are_read_from_the_runs_threshold_file(monkeypa
     monkeypatch.setattr("keras_vessel.evaluation.thresholds.load_threshold", lambda path: stored)
     monkeypatch.setattr("keras_vessel.models.inference.load_inference_model", lambda path: None)
     monkeypatch.setattr(loco, "summarise", lambda report: report)
-    monkeypatch.setattr("keras_vessel.evaluation.evaluate",
-                        lambda *a, threshold, threshold_rule, **k: evaluated.append((threshold, threshold_rule)) or {})
-    loco.score_model(model, "drive", tmp_path, variants=("auto", "auto_mean", "auto_balanced"))
-    assert [t for t, _ in evaluated] == [0.74, 0.61, 0.64]
-    assert "mean of the training cameras" in evaluated[1][1]
+    monkeypatch.setattr("keras_vessel.evaluation.evaluate_thresholds",
+                        lambda *a, outputs, **k: evaluated.append([(t.value, t.rule) for t in outputs.values()])
+                        or [{"folder": folder.name} for folder in outputs])
+    scores = loco.score_model(model, "drive", tmp_path, variants=("auto", "auto_mean", "auto_balanced"))
+    assert len(evaluated) == 1  # one scale: each image predicted once for the three thresholds
+    assert [t for t, _ in evaluated[0]] == [0.74, 0.61, 0.64]
+    assert "mean of the training cameras" in evaluated[0][1][1] and "(t = 0.61)" in evaluated[0][1][1]
+    assert scores == {v: {"folder": f"eval_{v}"} for v in ("auto", "auto_mean", "auto_balanced")}
     del stored["cameras"]
     with pytest.raises(SystemExit, match="no per-camera thresholds"):
         loco.score_model(model, "drive", tmp_path, variants=("auto_balanced",))
