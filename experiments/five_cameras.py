@@ -186,8 +186,17 @@ def _said(checks: Mapping[str, bool | None]) -> str:
     return "; ".join(said) or "every check holds"
 
 
-def bundled_name(model: Path) -> str:
-    """The results' name of the bundled model `model`: ``general_unet_vN``, N its highest served version."""
+def bundled_name(model: Path, results: Mapping[str, Any] | None = None) -> str:
+    """The results' name of the bundled model `model`: the name its very file (SHA-256) was scored under
+    already (version 2 shipped as the candidate ``general_unet_v2_45k``), else ``general_unet_vN``, N its
+    highest served version."""
+    if results:
+        from keras_vessel.io import file_sha256
+
+        sha256 = file_sha256(model)
+        for name, cameras in results.get("scores", {}).items():
+            if any(entry.get("model", {}).get("sha256") == sha256 for entry in cameras.values()):
+                return name
     versions = [int(folder.name) for folder in model.parent.iterdir() if folder.name.isdigit()]
     return f"{model.parent.name}_v{max(versions)}"
 
@@ -223,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.train:
             run_model = train(args.out, loco_records=args.loco_records, data=args.data)
         bundled = bundled_model_path()
-        models = {bundled_name(bundled): bundled, **parse_models(args.model)}
+        models = {bundled_name(bundled, results): bundled, **parse_models(args.model)}
         if finished_run(args.out / RUN):  # its thresholds are chosen once training has ended
             models[FAST] = run_model
         score(models, out=args.out, data=args.data, results=results, results_path=args.results)

@@ -109,6 +109,21 @@ def test_the_bundled_model_is_named_by_its_highest_served_version(tmp_path):
     assert fc.bundled_name(folder / "model.keras") == "general_unet_v10"
 
 
+def test_the_bundled_model_keeps_the_name_its_file_was_scored_under(tmp_path):
+    """v2 shipped as the candidate general_unet_v2_45k: not scored again as general_unet_v2 (o1's candidate)."""
+    import hashlib
+
+    folder = tmp_path / "general_unet"
+    (folder / "2").mkdir(parents=True)
+    (folder / "model.keras").write_bytes(b"weights of v2")
+    sha256 = hashlib.sha256(b"weights of v2").hexdigest()
+    results = {"scores": {"general_unet_v2": {"drive": {"model": {"sha256": "another file"}}},
+                          "general_unet_v2_45k": {"drive": {"model": {"sha256": sha256}}}}}
+    assert fc.bundled_name(folder / "model.keras", results) == "general_unet_v2_45k"
+    del results["scores"]["general_unet_v2_45k"]
+    assert fc.bundled_name(folder / "model.keras", results) == "general_unet_v2"
+
+
 @pytest.mark.parametrize("change, failing", [
     ({}, []),
     ({"drive": (0.9779, 0.80)}, ["drive_AUC_bar"]),
