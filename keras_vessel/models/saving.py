@@ -18,7 +18,7 @@ import keras
 from keras_vessel.io import atomic_path
 from keras_vessel.models.layers import nested_layers
 
-__all__ = ["float32_model", "load_model_file", "save_model_atomic"]
+__all__ = ["deflate_keras_file", "float32_model", "load_model_file", "save_model_atomic"]
 
 
 def load_model_file(model_or_path: keras.Model | str | os.PathLike, *, compile: bool = False) -> keras.Model:
@@ -90,3 +90,18 @@ def float32_model(model: keras.Model) -> keras.Model:
     copy = keras.models.clone_model(model, clone_function=in_float32, recursive=True)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def deflate_keras_file(path: str | os.PathLike) -> None:
+    """Rewrite a ``.keras`` file (a zip archive, which Keras writes uncompressed) with its members
+    deflated, in place and atomically: the same members, read by `keras.models.load_model` as before.
+
+    Float32 weights deflate by about a tenth (the bundled U-Net: 4.55 -> 4.09 MB), which keeps the shipped
+    model under the project's 10 MB; training runs keep Keras' faster uncompressed files.
+    """
+    path = Path(path)
+    with zipfile.ZipFile(path) as source, atomic_path(path, suffix=".keras") as temp:
+        with zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as target:
+            for member in source.infolist():
+                target.writestr(member.filename, source.read(member), compress_type=zipfile.ZIP_DEFLATED)
+

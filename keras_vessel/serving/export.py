@@ -45,7 +45,7 @@ import tensorflow as tf
 from keras_vessel.checks import FUSIONS
 from keras_vessel.io import raise_named, remove_stale_staging, staging_dir, umask
 from keras_vessel.locks import folder_lock
-from keras_vessel.models.saving import load_model_file
+from keras_vessel.models.saving import deflate_keras_file, load_model_file
 from keras_vessel.models import as_inference_model, model_stride
 from keras_vessel.models.inference import model_working_diameters
 from keras_vessel.data.scaling import check_scale, fov_diameter, prediction_region, resample, resize_to, scale_factor
@@ -350,6 +350,7 @@ def export_keras_model(keras_model_path: str | os.PathLike, path: str | os.PathL
     staging = staging_dir(path.parent, path.name)
     try:
         model.save(staging / path.name)
+        deflate_keras_file(staging / path.name)  # about a tenth smaller
         thresholds = [threshold for threshold in threshold_paths(source) if threshold.is_file()]
         for threshold in thresholds:
             shutil.copyfile(threshold, staging / threshold.name)

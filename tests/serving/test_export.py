@@ -336,6 +336,17 @@ def test_export_keras_model_drops_optimizer_state_only(trained_file, tmp_path):
     assert {k: type(v).__name__ for k, v in shipped.loss.items()} == {
         k: type(v).__name__ for k, v in original.loss.items()}
     assert shipped.optimizer.get_config()["learning_rate"] == pytest.approx(3e-4)
+    # its members deflated: the same bytes as Keras' own (uncompressed) save of the same model
+    import zipfile
+
+    plain = tmp_path / "plain.keras"
+    shipped.save(plain)
+    with zipfile.ZipFile(out) as deflated, zipfile.ZipFile(plain) as stored:
+        assert {m.compress_type for m in deflated.infolist()} == {zipfile.ZIP_DEFLATED}
+        assert {m.compress_type for m in stored.infolist()} == {zipfile.ZIP_STORED}
+        assert deflated.namelist() == stored.namelist()
+        assert deflated.read("config.json") == stored.read("config.json")
+    assert out.stat().st_size < plain.stat().st_size
 
 
 def test_export_keras_model_rejects_what_it_cannot_ship(tmp_path):
