@@ -111,15 +111,26 @@ def compact_table(results: dict[str, Any], *, columns: Sequence[str]) -> str:
 
 def measure_dataset(model_path: Path, dataset: str, *, data: Path, done: dict[str, Any],
                     save: Callable[[], None]) -> dict[str, Any]:
-    """Measure every test image of `dataset` (not already in `done`), calling `save()` after each."""
+    """Measure every test image of `dataset` (not already in `done`), calling `save()` after each.
+
+    Images measured with another model file or threshold (the bundled model replaced since, say) are not
+    reused: `done` is emptied and records the file's SHA-256 and the threshold before anything is measured.
+    """
     from keras_vessel.data.datasets import open_dataset
     from keras_vessel.evaluation.thresholds import load_threshold
+    from keras_vessel.io import file_sha256
     from keras_vessel.measure import measure_vessels
     from keras_vessel.measure.files import fov_circle
     from keras_vessel.models.inference import load_inference_model, predict_probability
 
     threshold = float(load_threshold(model_path, heads="mean")["threshold"])
-    done["threshold"] = threshold
+    sha256 = file_sha256(model_path)
+    if (done.get("sha256"), done.get("threshold")) != (sha256, threshold):
+        if done.get("images"):
+            print(f"{dataset}: {len(done['images'])} images were measured with another model or threshold; "
+                  "measuring again", file=sys.stderr, flush=True)
+        done.update(model=str(model_path), sha256=sha256, threshold=threshold, images={})
+        done.pop("agreement", None)
     model = None
     specs = open_dataset(dataset, data / ROOTS[dataset], "test")
     for number, spec in enumerate(specs, 1):

@@ -29,3 +29,41 @@ def test_agreement_bias_relative_bias_and_correlation():
     assert "### bundled:drive (3 images, threshold 0.5)" in text
     assert "| `vessel_length_px` | 200 | 190 | -10 | -5% | 1 |" in text
     assert "| `mean_width_px` | - | - | - | - | - |" in text
+
+
+def test_images_measured_with_another_model_file_are_measured_again(monkeypatch, tmp_path):
+    """A resumed entry is kept only for the same model file (SHA-256) and threshold: the bundled model replaced
+    since, its old images are dropped, not mixed with the new model's."""
+    import numpy as np
+
+    from experiments import measure_agreement as ma
+    from keras_vessel.data.datasets import Sample
+
+    class Spec:
+        def __init__(self, name):
+            self.name = name
+
+        def load(self):
+            image = np.zeros((8, 8, 3), np.uint8)
+            return Sample(self.name, image, np.ones((8, 8), bool), np.ones((8, 8), bool))
+
+    measured = []
+    monkeypatch.setattr("keras_vessel.data.datasets.open_dataset", lambda *a: [Spec("01"), Spec("02")])
+    monkeypatch.setattr("keras_vessel.evaluation.thresholds.load_threshold", lambda *a, **k: {"threshold": 0.5})
+    monkeypatch.setattr("keras_vessel.models.inference.load_inference_model", lambda path: "model")
+    monkeypatch.setattr("keras_vessel.models.inference.predict_probability", lambda m, image: np.ones(image.shape[:2]))
+    monkeypatch.setattr("keras_vessel.measure.files.fov_circle", lambda fov: None)
+    monkeypatch.setattr("keras_vessel.measure.measure_vessels",
+                        lambda mask, fov, fov_circle: measured.append(1) or {"vessel_area_fraction": 1.0})
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"version 1")
+    done = {"images": {}}
+    ma.measure_dataset(model, "drive", data=tmp_path, done=done, save=lambda: None)
+    assert sorted(done["images"]) == ["01", "02"] and len(measured) == 4
+    ma.measure_dataset(model, "drive", data=tmp_path, done=done, save=lambda: None)  # resumed: nothing new
+    assert len(measured) == 4
+    model.write_bytes(b"version 2")
+    done["images"].pop("02")
+    done["agreement"] = {"stale": True}
+    ma.measure_dataset(model, "drive", data=tmp_path, done=done, save=lambda: None)
+    assert len(measured) == 8 and sorted(done["images"]) == ["01", "02"] and "agreement" not in done
