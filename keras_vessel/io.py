@@ -169,8 +169,8 @@ def stderr_filtered(keep: Callable[[str], bool]) -> Iterator[None]:
         thread.join(timeout=2)  # a child still running keeps its end open: its lines still get through
 
 
-# zlib's level for the PNGs keras-vessel writes: an 8 MP 16-bit probability map takes 0.46 s and 6.1 MB at
-# 3, 1.08 s and 5.7 MB at Pillow's default 6 (docs/notebook/2026-12-07-q-v2-float32-and-faster-large-photographs.md)
+# zlib's level for the PNGs keras-vessel writes: an 8 MP 16-bit probability map takes 0.46 s and 6.1 MB
+# at 3, 1.08 s and 5.7 MB at Pillow's default 6 (docs/notebook, entry q of 2026-12-07)
 PNG_COMPRESSION = 3
 
 

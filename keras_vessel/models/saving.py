@@ -104,4 +104,3 @@ def deflate_keras_file(path: str | os.PathLike) -> None:
         with zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as target:
             for member in source.infolist():
                 target.writestr(member.filename, source.read(member), compress_type=zipfile.ZIP_DEFLATED)
-
