@@ -105,7 +105,7 @@ def evaluate(model_path: Path, dataset: str, root: Path | None, split: str, fold
             # e.g. --tta d4 on a run's model: chosen as train chose its own threshold (several folders: the
             # mean of each folder's own), on the run's training images, and saved beside the model
             with library_errors():
-                chosen = choose_run_threshold(run_dir, progress=not quiet, tta=tta)
+                chosen = choose_run_threshold(run_dir, progress=not quiet, tta=tta, scales=(chosen_at,))
             if chosen_at in chosen:  # else training_threshold below says that none is stored at this scale
                 click.echo(f"training threshold {chosen[chosen_at]:.4f} chosen on the training images of {run_dir} "
                            f"saved to {stored}", err=True)

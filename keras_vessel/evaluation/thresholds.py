@@ -17,7 +17,7 @@ out of context.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -469,7 +469,8 @@ def run_training_samples(run, config, *, by_folder: bool = False) -> list | dict
     return read_samples(folders, names=names)
 
 
-def choose_run_threshold(run_dir: str | Path, *, progress: bool = True, tta: str = "none") -> dict[str, float]:
+def choose_run_threshold(run_dir: str | Path, *, progress: bool = True, tta: str = "none",
+                         scales: Sequence[str] | None = None) -> dict[str, float]:
     """Choose and store the thresholds of a finished training run on its training images.
 
     Reads the run's config.yaml and run.json (`keras_vessel.training.RunFolder`):
@@ -488,8 +489,9 @@ def choose_run_threshold(run_dir: str | Path, *, progress: bool = True, tta: str
     included). With `tta` (``"flip"``, ``"d4"``), the same on the maps of that
     test-time augmentation, saved as its `threshold_path` (``threshold_tta_d4.json``,
     ...; run.json's ``threshold_tta_d4``, ...), as `predict --tta` reads them; `train`
-    chooses only the default, ``"none"``. Returns ``{threshold scale: value}``:
-    ``{"auto": t}`` or ``{"auto": t, "multi": t_multi}``.
+    chooses only the default, ``"none"``. `scales`: only these of `run_threshold_scales` (what
+    ``evaluate --tta d4`` at one scale needs: ``"multi"`` with ``"d4"`` is 24 network passes per photograph).
+    Returns ``{threshold scale: value}``: ``{"auto": t}`` or ``{"auto": t, "multi": t_multi}``.
     """
     from keras_vessel.config import load_config, records_folders
     from keras_vessel.data.tfrecords import combined_manifest
@@ -503,6 +505,8 @@ def choose_run_threshold(run_dir: str | Path, *, progress: bool = True, tta: str
     model = load_inference_model(run.model_path, heads=config.train.heads)
     chosen = {}
     for scale in run_threshold_scales(config):
+        if scales is not None and scale not in scales:
+            continue
         options = {"scale": scale, "tta": tta}
         counts = {folder: training_score_counts(model, samples, progress=progress, predict_options=options)
                   for folder, samples in by_folder.items() if samples}

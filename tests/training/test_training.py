@@ -93,7 +93,8 @@ def test_a_run_trained_at_a_fixed_fov_gets_a_threshold_chosen_on_fused_maps_too(
     from keras_vessel.config import records_folders
     from keras_vessel.data.scaling import FUSION_MULTIPLES
     from keras_vessel.data.tfrecords import read_samples
-    from keras_vessel.evaluation import choose_run_threshold, choose_training_threshold, load_threshold
+    from keras_vessel.evaluation import (choose_run_threshold, choose_training_threshold, load_threshold,
+                                         threshold_path)
     from keras_vessel.models.inference import load_inference_model
 
     config = small_config(records, epochs=1, steps_per_epoch=2)
@@ -109,6 +110,14 @@ def test_a_run_trained_at_a_fixed_fov_gets_a_threshold_chosen_on_fused_maps_too(
     assert stored["threshold"] == fused and stored["images"] == 4 and stored["multiples"] == list(FUSION_MULTIPLES)
     info = json.loads((tmp_path / "run.json").read_text())
     assert info["threshold"] == chosen["auto"] and info["threshold_multi"] == fused
+    # `scales` (what `evaluate --tta flip` at one scale asks for): the other scale is neither chosen nor stored
+    flips = choose_run_threshold(tmp_path, progress=False, tta="flip", scales=("auto",))
+    expected = choose_training_threshold(load_inference_model(tmp_path / "model.keras"), samples, progress=False,
+                                         predict_options={"scale": "auto", "tta": "flip"})
+    assert flips == {"auto": expected}
+    assert not threshold_path(tmp_path / "model.keras", "flip", "multi").exists()
+    assert threshold_path(tmp_path / "model.keras", "flip", "auto").exists()
+    assert "threshold_multi_tta_flip" not in json.loads((tmp_path / "run.json").read_text())
 
 
 def test_rerun_resumes_after_the_last_finished_epoch(records, tmp_path):
