@@ -183,9 +183,7 @@ def score_model(model_path: Path, camera: str, output: Path, *, data: Path = SHA
         if report is not None:
             scores[variant] = summarise(report)
             continue
-        chosen = Threshold.given(threshold)
-        if mask_rule != "otsu":
-            chosen = Threshold(threshold, f"{rules[mask_rule]} (t = {threshold:.6g})")
+        chosen = Threshold.given(threshold, rules.get(mask_rule))
         to_evaluate.setdefault(scale, {})[variant] = (output / f"eval_{variant}", chosen)
     for scale, group in to_evaluate.items():
         reports = evaluate_thresholds(model, samples, outputs=dict(group.values()), dataset=camera,

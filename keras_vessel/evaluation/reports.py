@@ -373,9 +373,7 @@ def evaluate(
     ``second_observer`` (None unless every sample has a second label).
     """
     if not isinstance(threshold, Threshold):
-        threshold = Threshold.given(threshold)
-        if threshold_rule and threshold.value != "otsu":
-            threshold = Threshold(threshold.value, f"{threshold_rule} (t = {threshold.value:.6g})")
+        threshold = Threshold.given(threshold, threshold_rule)
     return evaluate_thresholds(inference_model, samples, outputs={output_dir: threshold}, **options)[0]
 
 

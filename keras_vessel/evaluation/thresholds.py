@@ -86,11 +86,14 @@ class Threshold:
     cameras: Mapping[str, Any] | None = None
 
     @classmethod
-    def given(cls, value: str | float) -> "Threshold":
-        """A threshold the user gave (`parse_threshold`), with its rule spelled out."""
+    def given(cls, value: str | float, rule: str | None = None) -> "Threshold":
+        """A threshold given as a value (`parse_threshold`), with its rule spelled out: `rule`, how a number
+        was obtained (spelled ``"RULE (t = value)"``), or else a fixed threshold."""
         value = parse_threshold(value)
         if value == "otsu":
             return cls(value, "per-image Otsu threshold of the probabilities inside the FOV")
+        if rule:
+            return cls(value, f"{rule} (t = {value:.6g})")
         return cls(value, f"fixed threshold t = {value:g}")
 
     @classmethod
@@ -98,7 +101,7 @@ class Threshold:
                scale: str | float = "auto") -> "Threshold":
         """The training threshold stored beside a model for `tta` and `scale` (`load_threshold`)."""
         payload = load_threshold(model_path, heads=heads, tta=tta, scale=scale)
-        return cls(payload["threshold"], f"{payload['rule']} (t = {payload['threshold']:.6g})")
+        return cls.given(payload["threshold"], payload["rule"])
 
     def for_image(self, prob: np.ndarray, fov: np.ndarray) -> float:
         """The number to apply to one image's probabilities (Otsu's is computed inside its FOV)."""
