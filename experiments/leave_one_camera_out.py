@@ -18,8 +18,15 @@ scale: the camera's median FOV diameter gives one factor for the whole
 camera; the stored threshold), ``fovclip`` (each camera run at its own
 median FOV diameter clipped to 540-1080 px: native size within limits), ``auto_mean`` and
 ``auto_balanced`` (at auto, the thresholds of rule p1 in which each training camera weighs the same: the
-mean of the four cameras' own thresholds, and the threshold maximising the mean of their accuracies). ``--bundled`` scores the bundled model
-(DRIVE + CHASE_DB1) the same way on the three cameras it has never seen.
+mean of the four cameras' own thresholds, and the threshold maximising the mean of their accuracies), and
+``multi`` (`--scale multi`: the mean of the probabilities at 1, 1.5 and 2 times the training FOV diameter,
+with the threshold the run stored for that scale). ``--bundled`` scores the bundled model the same way on
+the cameras it has never seen.
+
+The screening runs train recipes on the W-Net for 2000 steps. The *general* runs train the shipped recipe
+itself (``configs/general.yaml``, the compact U-Net) at full length, 9000 steps per training camera as the
+bundled model was trained (rule r1, docs/notebook/2026-12-07-r-full-length-fold.md): 1-2.5 hours each
+on 2 cores, resumable. They are judged against issue 30's bar (no left-out camera below `AUC_BAR`).
 
     .venv/bin/python -m experiments.leave_one_camera_out --records data/cameras --out runs/leave_one_camera_out [--only NAME ...]
     .venv/bin/python -m experiments.leave_one_camera_out --summarize
@@ -74,9 +81,16 @@ RECIPES: dict[str, tuple[str, ...]] = {
     "wide": (*TODAY, "data.fov_diameter=850", "data.scale_jitter=0.6"),
 }
 SCREEN_EPOCHS = 20  # of 100 steps: the screening budget on the W-Net (notebook entry h)
+# The shipped recipe at full length: its config and its budget per training camera (v1: 18,000 steps over two
+# cameras, v2: 45,000 over five), so a run on four cameras gets 36,000 steps.
+FULL_LENGTH_RECIPE = "general"
+FULL_LENGTH_CONFIG = REPOSITORY / "configs" / "general.yaml"
+FULL_LENGTH_STEPS_PER_CAMERA = 9000
+AUC_BAR = 0.970  # issue 30: no left-out camera's pooled AUC below it
 # variant -> (working FOV diameter in px: None = the model's own, a number = that diameter, (low, high) = the
-# camera's own FOV diameter clipped to [low, high]; mask rule: the stored threshold or Otsu's)
-VARIANTS: dict[str, tuple[float | tuple[float, float] | None, str]] = {
+# camera's own FOV diameter clipped to [low, high], "multi" = `--scale multi`; mask rule: the threshold stored
+# for that scale, Otsu's, or one of the training cameras' thresholds)
+VARIANTS: dict[str, tuple[float | tuple[float, float] | str | None, str]] = {
     "auto": (None, "stored"),
     "auto_otsu": (None, "otsu"),
     "fov810": (810.0, "stored"),
@@ -84,6 +98,7 @@ VARIANTS: dict[str, tuple[float | tuple[float, float] | None, str]] = {
     "fovclip": ((540.0, 1080.0), "stored"),
     "auto_mean": (None, "mean_of_cameras"),
     "auto_balanced": (None, "camera_balanced"),
+    "multi": ("multi", "stored"),
 }
 # Rule p1's candidates (notebook entry p): thresholds in which each training camera weighs the same, read from
 # the `cameras` record of the run's threshold.json (`keras_vessel.evaluation.camera_thresholds`).
@@ -96,24 +111,51 @@ BUNDLED_UNSEEN = ("hrf", "orvs", "les_av")
 
 @dataclass(frozen=True)
 class CameraRun:
-    """One training: a recipe on every camera but `left_out`, with one seed, on the screening W-Net."""
+    """One training: a recipe on every camera but `left_out`, with one seed: a screening recipe (`RECIPES`) on
+    the W-Net for `SCREEN_EPOCHS`, or `FULL_LENGTH_RECIPE` (the shipped recipe) at its full budget."""
 
     recipe: str
     left_out: str
     seed: int = 0
-    epochs: int = SCREEN_EPOCHS
+
+    @property
+    def full_length(self) -> bool:
+        return self.recipe == FULL_LENGTH_RECIPE
 
     @property
     def name(self) -> str:
-        return f"{self.recipe}_wnet_without_{self.left_out}_s{self.seed}"
+        network = "" if self.full_length else "_wnet"
+        return f"{self.recipe}{network}_without_{self.left_out}_s{self.seed}"
 
     @property
     def sources(self) -> tuple[str, ...]:
         return tuple(camera for camera in CAMERAS if camera != self.left_out)
 
+    @property
+    def epochs(self) -> int:
+        """Epochs of 100 steps."""
+        if self.full_length:
+            return FULL_LENGTH_STEPS_PER_CAMERA * len(self.sources) // 100
+        return SCREEN_EPOCHS
+
     def train_command(self, keras_vessel: str, records: Path, out: Path) -> list[str]:
-        return screen_train_command(keras_vessel, [records / camera for camera in self.sources], out / self.name,
-                                    recipe=self.recipe, seed=self.seed, epochs=self.epochs)
+        folders = [records / camera for camera in self.sources]
+        if self.full_length:
+            return full_length_train_command(keras_vessel, folders, out / self.name, seed=self.seed,
+                                             epochs=self.epochs)
+        return screen_train_command(keras_vessel, folders, out / self.name, recipe=self.recipe, seed=self.seed,
+                                    epochs=self.epochs)
+
+
+def full_length_train_command(keras_vessel: str, folders: Sequence[Path], output: Path, *, seed: int,
+                              epochs: int) -> list[str]:
+    """The `keras-vessel train` command of the shipped recipe (`FULL_LENGTH_CONFIG`) on the records `folders`
+    for `epochs` of 100 steps, every training photograph trained on (none held out for validation)."""
+    listed = ", ".join(str(folder) for folder in folders)
+    sets = [f"data.train_records=[{listed}]", "data.validation_images=0", f"train.seed={seed}",
+            f"train.epochs={epochs}"]
+    return [keras_vessel, "train", "--config", str(FULL_LENGTH_CONFIG), *(p for s in sets for p in ("--set", s)),
+            "--output", str(output), "--quiet"]
 
 
 def screen_train_command(keras_vessel: str, folders: Sequence[Path], output: Path, *, recipe: str, seed: int,
@@ -129,8 +171,10 @@ def screen_train_command(keras_vessel: str, folders: Sequence[Path], output: Pat
 
 
 def planned_runs() -> list[CameraRun]:
-    """Both recipes per left-out camera, side by side, so that partial results are paired."""
-    return [CameraRun(recipe, camera) for camera in CAMERAS for recipe in RECIPES]
+    """The screening recipes per left-out camera, side by side, so that partial results are paired; then the
+    shipped recipe at full length per left-out camera (hours each: choose them with ``--only``)."""
+    return ([CameraRun(recipe, camera) for camera in CAMERAS for recipe in RECIPES]
+            + [CameraRun(FULL_LENGTH_RECIPE, camera) for camera in CAMERAS])
 
 
 def score_model(model_path: Path, camera: str, output: Path, *, data: Path = SHARED,
@@ -159,7 +203,7 @@ def score_model(model_path: Path, camera: str, output: Path, *, data: Path = SHA
     rules = {"stored": f"{stored_file.get('rule', 'the training threshold')} (stored by train)",
              "mean_of_cameras": "mean of the training cameras' own accuracy-optimal thresholds",
              "camera_balanced": "maximises the mean of the training cameras' accuracies"}
-    fixed_fov = any(VARIANTS[variant][0] is not None for variant in variants)
+    fixed_fov = any(isinstance(VARIANTS[variant][0], (float, tuple)) for variant in variants)
     camera_diameter = median_fov_diameter(samples) if fixed_fov else None  # reads every image: once
     scores: dict[str, dict[str, Any]] = {}
     # scale -> {variant: (report folder, threshold)}: what is left to evaluate, grouped by working scale
@@ -175,9 +219,16 @@ def score_model(model_path: Path, camera: str, output: Path, *, data: Path = SHA
             if twin is not None:
                 scores[variant] = {**known[twin], "same_as": twin}
                 continue
-        scale: str | float = "auto" if working_fov is None else working_fov / camera_diameter
-        threshold = ("otsu" if mask_rule == "otsu" else stored if mask_rule == "stored"
-                     else camera_threshold(stored_file, mask_rule, model_path))
+        scale: str | float = ("auto" if working_fov is None else working_fov if isinstance(working_fov, str)
+                              else working_fov / camera_diameter)
+        if mask_rule == "stored" and scale == "multi":  # the threshold the run chose on its multi-scale maps
+            multi_file = load_threshold(model_path, scale="multi")
+            threshold = multi_file["threshold"]
+            rules["stored_multi"] = f"{multi_file.get('rule', 'the training threshold')} (stored by train)"
+            mask_rule = "stored_multi"
+        else:
+            threshold = ("otsu" if mask_rule == "otsu" else stored if mask_rule == "stored"
+                         else camera_threshold(stored_file, mask_rule, model_path))
         report = finished_report(output / f"eval_{variant}", model_path, camera=camera, split=test_split,
                                  images=len(samples), threshold=threshold, scale=scale)
         if report is not None:
@@ -344,6 +395,15 @@ def resolution_verdict(auto: dict[str, Any], candidates: dict[str, dict[str, Any
     return {"choice": choice, "passing": passing}
 
 
+def bar_verdict(summary: dict[str, Any]) -> dict[str, Any]:
+    """Issue 30's bar on one recipe and variant (`pooled`): no left-out camera's pooled AUC below `AUC_BAR`.
+    ``holds`` is None until all five cameras are scored unless one scored already falls below (then False);
+    ``below`` maps each such camera to its AUC."""
+    below = {camera: score["AUC_pooled"] for camera, score in summary["cameras"].items()
+             if score["AUC_pooled"] < AUC_BAR}
+    return {"holds": False if below else True if summary["complete"] else None, "below": below}
+
+
 def _cell(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -370,24 +430,53 @@ def bundled_table(results: dict[str, Any]) -> list[str]:
     return ["", *lines]
 
 
+def _recipe_row(recipe: str, variant: str, summary: dict[str, Any]) -> str:
+    cells = []
+    for camera in CAMERAS:
+        score = summary["cameras"].get(camera)
+        cells.append("-" if score is None else f"{score['AUC_pooled']:.4f} / {score['F1']:.3f}")
+    worst = min((c["worst_AUC"] for c in summary["cameras"].values()), default=None)
+    means = (f"{_cell(summary['AUC_pooled'])} | {_cell(summary['F1'], 3)}" if summary["complete"] else "- | -")
+    return f"| {recipe} | {variant} | " + " | ".join(cells) + f" | {means} | {_cell(worst, 3)} |"
+
+
+def _recipe_header(what: str) -> list[str]:
+    header = (f"| {what} | variant | " + " | ".join(f"{c} AUC / F1" for c in CAMERAS)
+              + " | mean AUC | mean F1 | worst image AUC |")
+    return [header, "|" + "---|" * (header.count("|") - 1)]
+
+
+def full_length_table(results: dict[str, Any]) -> list[str]:
+    """The shipped recipe at full length, at each variant scored, with issue 30's bar for each."""
+    rows, verdicts = [], []
+    for variant in VARIANTS:
+        summary = pooled(results, FULL_LENGTH_RECIPE, variant)
+        if not summary["cameras"]:
+            continue
+        rows.append(_recipe_row(FULL_LENGTH_RECIPE, variant, summary))
+        verdict = bar_verdict(summary)
+        below = ", ".join(f"{camera} {auc:.4f}" for camera, auc in verdict["below"].items())
+        verdicts.append(f"Issue 30's bar (no left-out camera below AUC {AUC_BAR:.3f}), {FULL_LENGTH_RECIPE} at "
+                        f"{variant}: " + {True: "holds", False: f"misses ({below})",
+                                          None: f"no verdict ({len(summary['cameras'])} of 5 cameras scored)"}[
+                                              verdict["holds"]])
+    if not rows:
+        return []
+    steps = f"{FULL_LENGTH_STEPS_PER_CAMERA} steps per camera"
+    return ["", *_recipe_header(f"recipe (compact U-Net, {steps})"), *rows, "", *verdicts]
+
+
 def table(results: dict[str, Any]) -> str:
     """The markdown tables of docs/RESULTS.md (the protocol's runs, the bundled model) and the rules' verdicts."""
-    header = ("| recipe (W-Net, 2000 steps) | variant | " + " | ".join(f"{c} AUC / F1" for c in CAMERAS)
-              + " | mean AUC | mean F1 | worst image AUC |")
-    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    lines = _recipe_header("recipe (W-Net, 2000 steps)")
     summaries = {}
     for recipe in RECIPES:
         for variant in VARIANTS:
             summary = summaries[(recipe, variant)] = pooled(results, recipe, variant)
             if not summary["cameras"] or (recipe != "today" and variant != "auto"):
                 continue  # the rules judge other recipes at auto only; the results file has every variant
-            cells = []
-            for camera in CAMERAS:
-                score = summary["cameras"].get(camera)
-                cells.append("-" if score is None else f"{score['AUC_pooled']:.4f} / {score['F1']:.3f}")
-            worst = min((c["worst_AUC"] for c in summary["cameras"].values()), default=None)
-            lines.append(f"| {recipe} | {variant} | " + " | ".join(cells)
-                         + f" | {_cell(summary['AUC_pooled'])} | {_cell(summary['F1'], 3)} | {_cell(worst, 3)} |")
+            lines.append(_recipe_row(recipe, variant, summary))
+    lines += full_length_table(results)
     lines += bundled_table(results)
     lines.append("")
     for recipe in RECIPES:

@@ -23,8 +23,10 @@ def test_five_cameras_each_a_reader_and_a_split_it_has():
 
 def test_every_run_trains_on_the_four_other_cameras(tmp_path):
     runs = planned_runs()
-    assert len(runs) == len(CAMERAS) * len(loco.RECIPES) and len({r.name for r in runs}) == len(runs)
+    assert len(runs) == len(CAMERAS) * (len(loco.RECIPES) + 1) and len({r.name for r in runs}) == len(runs)
     for run in runs:
+        if run.full_length:
+            continue  # test_a_full_length_run_is_the_shipped_recipe_at_the_bundled_models_budget
         config = run_config(run, tmp_path / "records")
         assert config.data.train_records == [str(tmp_path / "records" / c) for c in CAMERAS if c != run.left_out]
         assert config.model.name == "wnet" and config.loss.kind == "joint" and config.train.seed == run.seed
@@ -259,3 +261,60 @@ def test_the_threshold_candidates_are_read_from_the_runs_threshold_file(monkeypa
     del stored["cameras"]
     with pytest.raises(SystemExit, match="no per-camera thresholds"):
         loco.score_model(model, "drive", tmp_path, variants=("auto_balanced",))
+
+
+def test_a_full_length_run_is_the_shipped_recipe_at_the_bundled_models_budget(tmp_path):
+    """Rule r1: configs/general.yaml on the four other cameras, 9000 steps per camera, no validation images."""
+    general = load_config([REPO / "configs" / "general.yaml"])
+    full = [run for run in planned_runs() if run.full_length]
+    assert sorted(run.left_out for run in full) == sorted(CAMERAS)
+    for run in full:
+        config = run_config(run, tmp_path / "records")
+        assert run.name == f"general_without_{run.left_out}_s0"
+        assert config.data.train_records == [str(tmp_path / "records" / c) for c in CAMERAS if c != run.left_out]
+        assert config.train.epochs * config.train.steps_per_epoch == 36_000  # 4 cameras x 9000
+        assert config.data.validation_images == 0 and config.train.early_stopping_patience == 0
+        assert config.model == general.model
+        assert _without(config, "validation_images") == _without(general, "validation_images")
+        assert "--quiet" in run.train_command("keras-vessel", tmp_path, tmp_path)
+
+
+def test_the_multi_variant_runs_at_scale_multi_with_the_threshold_stored_for_it(monkeypatch, tmp_path):
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"weights")
+    stored = {"auto": {"threshold": 0.8, "rule": "mean of cameras"}, "multi": {"threshold": 0.7, "rule": "multi rule"}}
+    evaluated = []
+    monkeypatch.setattr("keras_vessel.data.datasets.open_dataset", lambda *a, **k: ["a"])
+    monkeypatch.setattr("keras_vessel.evaluation.thresholds.load_threshold",
+                        lambda path, scale="auto": stored[scale])
+    monkeypatch.setattr(loco, "median_fov_diameter", lambda samples: pytest.fail("multi needs no FOV diameter"))
+    monkeypatch.setattr("keras_vessel.models.inference.load_inference_model", lambda path: None)
+    monkeypatch.setattr(loco, "summarise", lambda report: report)
+
+    def fake_evaluate(model, samples, *, outputs, predict_options, **kwargs):
+        evaluated.append((predict_options["scale"], [(t.value, t.rule) for t in outputs.values()]))
+        return [{"scale": predict_options["scale"]}] * len(outputs)
+
+    monkeypatch.setattr("keras_vessel.evaluation.evaluate_thresholds", fake_evaluate)
+    scores = loco.score_model(model, "hrf", tmp_path, variants=("auto", "multi"))
+    assert scores == {"auto": {"scale": "auto"}, "multi": {"scale": "multi"}}
+    assert [scale for scale, _ in evaluated] == ["auto", "multi"]
+    (value, rule), = evaluated[1][1]
+    assert value == 0.7 and rule.startswith("multi rule (stored by train)") and "(t = 0.7)" in rule
+
+
+@pytest.mark.parametrize("aucs, holds, below", [
+    ({c: 0.975 for c in CAMERAS}, True, {}),
+    ({**{c: 0.975 for c in CAMERAS}, "hrf": 0.9699}, False, {"hrf": 0.9699}),
+    ({"hrf": 0.965}, False, {"hrf": 0.965}),  # one fold already misses: no need to wait for the others
+    ({"hrf": 0.972}, None, {}),
+    ({c: 0.970 for c in CAMERAS}, True, {}),  # the bar itself passes
+])
+def test_issue_30s_bar_as_written(aucs, holds, below):
+    results = _results({(loco.FULL_LENGTH_RECIPE, "auto"): _scores(**{c: (a, 0.7) for c, a in aucs.items()})})
+    verdict = loco.bar_verdict(pooled(results, loco.FULL_LENGTH_RECIPE, "auto"))
+    assert verdict["holds"] is holds and verdict["below"] == pytest.approx(below)
+    text = loco.table(results)
+    expected = {True: "holds", False: "misses (hrf", None: "no verdict (1 of 5 cameras scored)"}[holds]
+    assert f"{loco.FULL_LENGTH_RECIPE} at auto: {expected}" in text
+    assert f"| {loco.FULL_LENGTH_RECIPE} | auto | " in text and "9000 steps per camera" in text
