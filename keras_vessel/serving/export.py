@@ -288,10 +288,10 @@ def export_saved_model(
         shown = None if isinstance(keras_model_path_or_model, keras.Model) else str(keras_model_path_or_model)
         diameters = model_working_diameters(model, scale, name=shown)
         module = _VesselServing(model, stride=stride, threshold=float(threshold), fov_diameters=diameters)
-        signatures = {
-            "serving_default": module.serve.get_concrete_function(),
-            "predict_image": module.predict_image.get_concrete_function(),
-        }
+        # The functions themselves, not concrete functions traced here: save traces them in its own context
+        # (a different variable policy), so concrete functions traced outside it were a second copy of every
+        # function in saved_model.pb (0.6 MB of 1.27 for the compact U-Net).
+        signatures = {"serving_default": module.serve, "predict_image": module.predict_image}
         staging = staging_dir(target.parent, str(version))
         try:
             tf.saved_model.save(module, str(staging), signatures=signatures)
