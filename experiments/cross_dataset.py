@@ -156,8 +156,13 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
         "worst_AUC_image": worst_auc["name"],
         "worst_F1": worst_f1["F1"],
         "worst_F1_image": worst_f1["name"],
-        "scales": sorted({round(row.get("scale", 1.0), 3) for row in rows}),
+        # the factors the images ran at (``--scale multi``: a list of factors per image)
+        "scales": sorted({round(factor, 3) for row in rows for factor in _factors(row.get("scale", 1.0))}),
     }
+
+
+def _factors(scale: float | Sequence[float]) -> Sequence[float]:
+    return scale if isinstance(scale, (list, tuple)) else [scale]
 
 
 def median_fov_diameter(samples: Iterable) -> float:

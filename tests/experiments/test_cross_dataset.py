@@ -37,6 +37,12 @@ def test_summarise_names_the_worst_image_by_auc_and_by_f1():
     assert scores["images"] == 3 and scores["scales"] == [0.58] and scores["AUC_pooled"] == 0.97
 
 
+def test_summarise_lists_every_factor_of_multi_scale_images():
+    multi = report([0.98, 0.97], [0.7, 0.8])
+    multi["per_image"][0]["scale"], multi["per_image"][1]["scale"] = [0.3, 0.45, 0.6], [0.31234, 0.45, 0.6]
+    assert summarise(multi)["scales"] == [0.3, 0.312, 0.45, 0.6]
+
+
 def scores(in_auc, cross_auc, worst, f1=0.7):
     return {"AUC_pooled": in_auc}, {"AUC_pooled": cross_auc, "worst_AUC": worst, "worst_F1": f1, "F1": f1}
 
