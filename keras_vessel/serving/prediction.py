@@ -55,6 +55,11 @@ SETTINGS = {"model": "model", "heads": "--heads", "tile_size": "--tile-size", "t
 # Errors writing an image's outputs that every later image would meet too: they stop the batch.
 _STOPS_THE_BATCH = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 # What `vessel_overlay` paints vessels with (RGB), and how much of it: cyan shows on the red-orange fundus.
+# Photographs whose field of view is at least this wide (px) kept more thin vessels at ``--scale multi`` than at
+# the model's own scale with the bundled model (HRF's 8 MP photographs, FOV about 3300 px), and lost at 900-1400
+# px (CHASE_DB1, ORVS, LES-AV; docs/RESULTS.md 1b): `predict_files` lists them (`PredictReport.wide_fov`) so
+# that predict can advise it. Nothing is predicted differently because of it.
+MULTI_SCALE_ADVISED_FOV = 2000.0
 OVERLAY_COLOUR = (0, 255, 255)
 OVERLAY_OPACITY = 0.6
 
@@ -82,11 +87,15 @@ class PredictReport:
         sentence that names the file.
     skipped : inputs not predicted because the output folder holds them done already (`DoneCheck`), in
         input order.
+    wide_fov : inputs a local model recording its training FOV diameter predicted at ``scale="auto"`` whose field
+        of view was found at least `MULTI_SCALE_ADVISED_FOV` px across, where ``scale="multi"`` keeps more thin
+        vessels (`PhotographWork.advises_multi_scale`).
     """
 
     written: list[Path] = field(default_factory=list)
     failures: list[tuple[Path, str]] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
+    wide_fov: list[Path] = field(default_factory=list)
 
     def fail(self, path: Path, reason: str) -> None:
         """Record (and log, once) that `path` failed: `reason`, prefixed with `path` unless it names it."""
@@ -693,6 +702,8 @@ def predict_files(
                 try:
                     image = read_image(path)
                     located = work.locate(path, image)
+                    if work.advises_multi_scale(located, model):
+                        report.wide_fov.append(path)
                     maps = work.finish(image, work.probability(image, located, model=model, predictor=predictor),
                                        located)
                     written = [Path(p) for p in write_photograph(output_dir, stem, maps)]
@@ -816,6 +827,16 @@ class PhotographWork:
             return Located(region, fov_mask, how, geometry)
         region = np.ones(image.shape[:2], dtype=bool)
         return Located(region, region, "whole image", geometry)
+
+    def advises_multi_scale(self, located: Located, model) -> bool:
+        """Whether ``scale="multi"`` is advised for this photograph: the local `model` (None: a predictor) records
+        a training FOV diameter and runs at ``scale="auto"``, and the photograph's field of view was found at
+        least `MULTI_SCALE_ADVISED_FOV` px across."""
+        from keras_vessel.models import model_fov_diameter
+
+        geometry = located.geometry
+        return (model is not None and self.scale == "auto" and model_fov_diameter(model) is not None
+                and geometry is not None and geometry.found and geometry.diameter >= MULTI_SCALE_ADVISED_FOV)
 
     def probability(self, image: np.ndarray, located: Located, *, model=None,
                     predictor: Predictor | None = None) -> np.ndarray:
