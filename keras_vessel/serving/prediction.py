@@ -54,12 +54,12 @@ SETTINGS = {"model": "model", "heads": "--heads", "tile_size": "--tile-size", "t
             "fov": "--fov", "threshold": "--threshold"}
 # Errors writing an image's outputs that every later image would meet too: they stop the batch.
 _STOPS_THE_BATCH = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
-# What `vessel_overlay` paints vessels with (RGB), and how much of it: cyan shows on the red-orange fundus.
 # Photographs whose field of view is at least this wide (px) kept more thin vessels at ``--scale multi`` than at
 # the model's own scale with the bundled model (HRF's 8 MP photographs, FOV about 3300 px), and lost at 900-1400
 # px (CHASE_DB1, ORVS, LES-AV; docs/RESULTS.md 1b): `predict_files` lists them (`PredictReport.wide_fov`) so
 # that predict can advise it. Nothing is predicted differently because of it.
 MULTI_SCALE_ADVISED_FOV = 2000.0
+# What `vessel_overlay` paints vessels with (RGB), and how much of it: cyan shows on the red-orange fundus.
 OVERLAY_COLOUR = (0, 255, 255)
 OVERLAY_OPACITY = 0.6
 
