@@ -468,16 +468,18 @@ def full_length_table(results: dict[str, Any]) -> list[str]:
 
 def table(results: dict[str, Any]) -> str:
     """The markdown tables of docs/RESULTS.md (the protocol's runs, the bundled model) and the rules' verdicts."""
-    lines = _recipe_header("recipe (W-Net, 2000 steps)")
-    summaries = {}
+    rows, summaries = [], {}
     for recipe in RECIPES:
         for variant in VARIANTS:
             summary = summaries[(recipe, variant)] = pooled(results, recipe, variant)
             if not summary["cameras"] or (recipe != "today" and variant != "auto"):
                 continue  # the rules judge other recipes at auto only; the results file has every variant
-            lines.append(_recipe_row(recipe, variant, summary))
+            rows.append(_recipe_row(recipe, variant, summary))
+    lines = [*_recipe_header("recipe (W-Net, 2000 steps)"), *rows] if rows else []
     lines += full_length_table(results)
     lines += bundled_table(results)
+    if not rows:  # no screening run: none of the screening rules to state
+        return "\n".join(lines).lstrip("\n")
     lines.append("")
     for recipe in RECIPES:
         if recipe != "today":

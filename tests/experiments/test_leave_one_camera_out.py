@@ -318,3 +318,4 @@ def test_issue_30s_bar_as_written(aucs, holds, below):
     expected = {True: "holds", False: "misses (hrf", None: "no verdict (1 of 5 cameras scored)"}[holds]
     assert f"{loco.FULL_LENGTH_RECIPE} at auto: {expected}" in text
     assert f"| {loco.FULL_LENGTH_RECIPE} | auto | " in text and "9000 steps per camera" in text
+    assert "W-Net" not in text and "Screening rule" not in text  # no screening run in these results
