@@ -200,7 +200,10 @@ def score_model(model_path: Path, camera: str, output: Path, *, data: Path = SHA
     model = load_inference_model(model_path)
     stored_file = load_threshold(model_path)
     stored = stored_file["threshold"]
-    rules = {"stored": f"{stored_file.get('rule', 'the training threshold')} (stored by train)",
+    def stored_rule(threshold_file: dict[str, Any]) -> str:
+        return f"{threshold_file.get('rule', 'the training threshold')} (stored by train)"
+
+    rules = {"stored": stored_rule(stored_file),
              "mean_of_cameras": "mean of the training cameras' own accuracy-optimal thresholds",
              "camera_balanced": "maximises the mean of the training cameras' accuracies"}
     fixed_fov = any(isinstance(VARIANTS[variant][0], (float, tuple)) for variant in variants)
@@ -223,18 +226,17 @@ def score_model(model_path: Path, camera: str, output: Path, *, data: Path = SHA
                               else working_fov / camera_diameter)
         if mask_rule == "stored" and scale == "multi":  # the threshold the run chose on its multi-scale maps
             multi_file = load_threshold(model_path, scale="multi")
-            threshold = multi_file["threshold"]
-            rules["stored_multi"] = f"{multi_file.get('rule', 'the training threshold')} (stored by train)"
-            mask_rule = "stored_multi"
+            threshold, rule = multi_file["threshold"], stored_rule(multi_file)
         else:
             threshold = ("otsu" if mask_rule == "otsu" else stored if mask_rule == "stored"
                          else camera_threshold(stored_file, mask_rule, model_path))
+            rule = rules.get(mask_rule)
         report = finished_report(output / f"eval_{variant}", model_path, camera=camera, split=test_split,
                                  images=len(samples), threshold=threshold, scale=scale)
         if report is not None:
             scores[variant] = summarise(report)
             continue
-        chosen = Threshold.given(threshold, rules.get(mask_rule))
+        chosen = Threshold.given(threshold, rule)
         to_evaluate.setdefault(scale, {})[variant] = (output / f"eval_{variant}", chosen)
     for scale, group in to_evaluate.items():
         reports = evaluate_thresholds(model, samples, outputs=dict(group.values()), dataset=camera,

@@ -173,8 +173,13 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
         return _predict_beam(model_path, inputs, output, beam_options, overwrite, fov=fov, threshold=threshold,
                              heads=heads, tile_size=tile_size, tta=tta, scale=scale, overlay=overlay, measure=measure)
 
-    from keras_vessel.serving import prediction
-    from keras_vessel.serving.prediction import FAILURES_CSV, InputError, expand_inputs, predict_files
+    from keras_vessel.serving.prediction import (
+        FAILURES_CSV,
+        MULTI_SCALE_ADVISED_FOV,
+        InputError,
+        expand_inputs,
+        predict_files,
+    )
 
     try:
         paths = expand_inputs(inputs)
@@ -206,7 +211,7 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
                + (f" and their measurements to {output / 'measures.csv'}" if measure and done else "")
                + (f"; {len(report.skipped)} of {len(paths)} already done, skipped" if report.skipped else ""))
     if report.wide_fov:
-        click.echo(f"photographs with a field of view at least {prediction.MULTI_SCALE_ADVISED_FOV:g} px across: "
+        click.echo(f"photographs with a field of view at least {MULTI_SCALE_ADVISED_FOV:g} px across: "
                    f"{len(report.wide_fov)} of {len(paths)}; --scale multi keeps more of their thin vessels "
                    "(several times the time; docs/RESULTS.md section 1b)", err=True)
     if report.failures:
