@@ -33,11 +33,12 @@ from keras_vessel.errors import OutputError
 from keras_vessel.io import file_sha256, write_png_atomic, write_text_atomic
 from keras_vessel.locks import folder_lock
 
-__all__ = ["FAILURES_CSV", "FAILURE_COLUMNS", "OUTPUT_MARKER", "OUTPUT_SUFFIXES", "OVERLAY_COLOUR", "SETTINGS",
-           "DoneCheck", "InputError", "LocalFiles", "Located", "Maps", "OutputClashError", "PhotographWork",
-           "PredictReport", "claim_output", "expand_inputs", "failure_reason", "failures_text", "output_stems",
-           "own_outputs", "photograph_marker", "photograph_name", "predict_files", "prediction_settings",
-           "record_results", "stops_the_batch", "vessel_overlay", "write_photograph"]
+__all__ = ["FAILURES_CSV", "FAILURE_COLUMNS", "LOW_RESOLUTION_FOV_FRACTION", "MULTI_SCALE_ADVISED_FOV",
+           "OUTPUT_MARKER", "OUTPUT_SUFFIXES", "OVERLAY_COLOUR", "SETTINGS", "DoneCheck", "InputError", "LocalFiles",
+           "Located", "Maps", "OutputClashError", "PhotographWork", "PredictReport", "claim_output", "expand_inputs",
+           "failure_reason", "failures_text", "output_stems", "own_outputs", "photograph_marker", "photograph_name",
+           "predict_files", "prediction_settings", "record_results", "stops_the_batch", "vessel_overlay",
+           "write_photograph"]
 
 # What `predict_files` writes per image; the file in its output folder that records the settings that made
 # them (`claim_output`); and, per photograph, the marker written after its files that records it done
@@ -59,6 +60,11 @@ _STOPS_THE_BATCH = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 # px (CHASE_DB1, ORVS, LES-AV; docs/RESULTS.md 1b): `predict_files` lists them (`PredictReport.wide_fov`) so
 # that predict can advise it. Nothing is predicted differently because of it.
 MULTI_SCALE_ADVISED_FOV = 2000.0
+# Photographs whose field of view is found narrower than this fraction of the model's training FOV hold too
+# few pixels for its thin vessels: `--scale auto` enlarges them more than 1 / this, and not at all beyond
+# `keras_vessel.data.scaling.MAX_FACTOR`. `predict_files` warns about each (`PhotographWork.low_resolution`);
+# what they lose, measured on DRIVE reduced: docs/METHOD_NOTES.md section 7.
+LOW_RESOLUTION_FOV_FRACTION = 0.5
 # What `vessel_overlay` paints vessels with (RGB), and how much of it: cyan shows on the red-orange fundus.
 OVERLAY_COLOUR = (0, 255, 255)
 OVERLAY_OPACITY = 0.6
@@ -90,12 +96,15 @@ class PredictReport:
     wide_fov : inputs a local model recording its training FOV diameter predicted at ``scale="auto"`` whose field
         of view was found at least `MULTI_SCALE_ADVISED_FOV` px across, where ``scale="multi"`` keeps more thin
         vessels (`PhotographWork.advises_multi_scale`).
+    low_resolution : inputs whose field of view was found narrower than `LOW_RESOLUTION_FOV_FRACTION` of a local
+        model's training FOV (`PhotographWork.low_resolution`; each also warned about as it is predicted).
     """
 
     written: list[Path] = field(default_factory=list)
     failures: list[tuple[Path, str]] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     wide_fov: list[Path] = field(default_factory=list)
+    low_resolution: list[Path] = field(default_factory=list)
 
     def fail(self, path: Path, reason: str) -> None:
         """Record (and log, once) that `path` failed: `reason`, prefixed with `path` unless it names it."""
@@ -704,6 +713,10 @@ def predict_files(
                     located = work.locate(path, image)
                     if work.advises_multi_scale(located, model):
                         report.wide_fov.append(path)
+                    too_small = work.low_resolution(located, model)
+                    if too_small is not None:
+                        log.warning("%s: %s", path, too_small)
+                        report.low_resolution.append(path)
                     maps = work.finish(image, work.probability(image, located, model=model, predictor=predictor),
                                        located)
                     written = [Path(p) for p in write_photograph(output_dir, stem, maps)]
@@ -828,15 +841,41 @@ class PhotographWork:
         region = np.ones(image.shape[:2], dtype=bool)
         return Located(region, region, "whole image", geometry)
 
+    @staticmethod
+    def _diameters(located: Located, model) -> tuple[float, float] | None:
+        """``(photograph's FOV diameter, model's training diameter)`` in px, or None when the photograph's FOV was
+        not measured or not found, or `model` is None (a predictor) or records no training diameter."""
+        from keras_vessel.models import model_fov_diameter
+
+        geometry = located.geometry
+        if model is None or geometry is None or not geometry.found:
+            return None
+        trained = model_fov_diameter(model)
+        return None if trained is None else (geometry.diameter, trained)
+
     def advises_multi_scale(self, located: Located, model) -> bool:
         """Whether ``scale="multi"`` is advised for this photograph: the local `model` (None: a predictor) records
         a training FOV diameter and runs at ``scale="auto"``, and the photograph's field of view was found at
         least `MULTI_SCALE_ADVISED_FOV` px across."""
-        from keras_vessel.models import model_fov_diameter
+        diameters = self._diameters(located, model)
+        return self.scale == "auto" and diameters is not None and diameters[0] >= MULTI_SCALE_ADVISED_FOV
 
-        geometry = located.geometry
-        return (model is not None and self.scale == "auto" and model_fov_diameter(model) is not None
-                and geometry is not None and geometry.found and geometry.diameter >= MULTI_SCALE_ADVISED_FOV)
+    def low_resolution(self, located: Located, model) -> str | None:
+        """Why this photograph is too small for the local `model` (one sentence without its name), or None: its
+        field of view was found narrower than `LOW_RESOLUTION_FOV_FRACTION` of the model's training FOV, at any
+        scale (the photograph lacks the pixels, however it is resampled). None for a predictor (a server) and
+        a model that records no training diameter."""
+        from keras_vessel.data.scaling import MAX_FACTOR
+
+        diameters = self._diameters(located, model)
+        if diameters is None or diameters[0] >= LOW_RESOLUTION_FOV_FRACTION * diameters[1]:
+            return None
+        found, trained = diameters
+        unscaled = (f" (predicted at its own size: --scale auto does not enlarge more than {MAX_FACTOR:g}x)"
+                    if self.scale == "auto" and trained / found > MAX_FACTOR else "")
+        return (f"low resolution: its field of view is {found:.0f} px across, under {LOW_RESOLUTION_FOV_FRACTION:.0%} "
+                f"of the {trained:.0f} px the model was trained at, so its thin vessels are missed{unscaled}; use "
+                "the photograph at its full resolution if you have it")
 
     def probability(self, image: np.ndarray, located: Located, *, model=None,
                     predictor: Predictor | None = None) -> np.ndarray:

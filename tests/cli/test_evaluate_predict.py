@@ -467,3 +467,48 @@ def test_predict_advises_multi_scale_for_photographs_with_a_wide_field_of_view(t
     result = _run(["predict", "--model", with_diameter, photos / "small.png", "--output", tmp_path / "d",
                    "--threshold", "0.5", "--quiet"])
     assert result.exit_code == 0 and "--scale multi" not in result.stderr, _show(result)
+
+
+def test_predict_warns_about_each_photograph_too_small_for_the_models_training_scale(tiny_model_file, tmp_path,
+                                                                                     caplog):
+    """A photograph whose FOV is found narrower than LOW_RESOLUTION_FOV_FRACTION of the model's training FOV is
+    warned about by name with its diameter and listed in the report, at any scale; one above it is not; one
+    beyond MAX_FACTOR is said to be predicted at its own size at --scale auto; a model recording no diameter
+    and a predictor (a server) warn about nothing."""
+    import logging
+
+    from helpers import fundus_disc
+    from keras_vessel.data.scaling import MAX_FACTOR, image_fov
+    from keras_vessel.serving.prediction import LOW_RESOLUTION_FOV_FRACTION, predict_files
+
+    trained = 160.0
+    bar = LOW_RESOLUTION_FOV_FRACTION * trained
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    diameters = {}
+    for name, radius in {"fine": bar / 2 + 8, "small": bar / 2 - 8, "tiny": 8}.items():
+        image = fundus_disc(7, (int(2 * radius) + 40,) * 2, radius=radius)
+        diameters[name] = image_fov(image).diameter
+        Image.fromarray(image).save(photos / f"{name}.png")
+    assert diameters["fine"] > bar > diameters["small"] > trained / MAX_FACTOR > diameters["tiny"], diameters
+    with_diameter = tiny_model_file(base_filters=4, depth=2, seed=0, fov_diameter=trained)
+    paths = sorted(photos.iterdir())
+
+    def warnings(model_path, **options) -> tuple[list[Path], list[str]]:
+        caplog.clear()
+        output = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+        with caplog.at_level(logging.WARNING, logger="keras_vessel.serving.prediction"):
+            report = predict_files(model_path, paths, output, progress=False, **options)
+        assert report.failures == []
+        return report.low_resolution, [r.getMessage() for r in caplog.records if "low resolution" in r.getMessage()]
+
+    listed, messages = warnings(with_diameter)
+    assert listed == [photos / "small.png", photos / "tiny.png"], listed
+    assert len(messages) == 2 and messages[0].startswith(
+        f"{photos / 'small.png'}: low resolution: its field of view is {diameters['small']:.0f} px across, under "
+        f"{LOW_RESOLUTION_FOV_FRACTION:.0%} of the {trained:.0f} px the model was trained at"), messages
+    assert "own size" not in messages[0] and f"more than {MAX_FACTOR:g}x" in messages[1], messages
+    listed, messages = warnings(with_diameter, scale="none")  # the photograph lacks the pixels anyway
+    assert listed == [photos / "small.png", photos / "tiny.png"] and "own size" not in messages[1], messages
+    assert warnings(tiny_model_file(base_filters=4, depth=2, seed=0)) == ([], [])
+    assert warnings(None, predictor=lambda image: np.zeros(image.shape[:2], np.float32)) == ([], [])
