@@ -72,6 +72,8 @@ CAMERAS: dict[str, tuple[str, str, str]] = {
     "les_av": ("LES-AV", "all", "all"),
 }
 RESULTS = REPOSITORY / "experiments" / "results" / "leave_one_camera_out.json"
+# The full-length runs' results (`--results` of those runs; docs/RESULTS.md's table of them reads it)
+FULL_LENGTH_RESULTS = REPOSITORY / "experiments" / "results" / "leave_one_camera_out_full.json"
 # Today's recipe: configs/general.yaml's (aug_sharp, the joint loss), here on the screening network.
 TODAY = ("data.channel=rgb", "data.normalisation=dataset", "data.augment.blur_probability=0",
          "data.augment.jpeg_probability=0", "loss.kind=joint")
@@ -458,10 +460,9 @@ def full_length_table(results: dict[str, Any]) -> list[str]:
         rows.append(_recipe_row(FULL_LENGTH_RECIPE, variant, summary))
         verdict = bar_verdict(summary)
         below = ", ".join(f"{camera} {auc:.4f}" for camera, auc in verdict["below"].items())
-        verdicts.append(f"Issue 30's bar (no left-out camera below AUC {AUC_BAR:.3f}), {FULL_LENGTH_RECIPE} at "
-                        f"{variant}: " + {True: "holds", False: f"misses ({below})",
-                                          None: f"no verdict ({len(summary['cameras'])} of 5 cameras scored)"}[
-                                              verdict["holds"]])
+        verdicts.append(f"Issue 30's bar (every camera AUC >= {AUC_BAR:.3f}) at {variant}: "
+                        + {True: "holds", False: f"misses ({below})",
+                           None: f"no verdict ({len(summary['cameras'])} of 5 cameras scored)"}[verdict["holds"]])
     if not rows:
         return []
     steps = f"{FULL_LENGTH_STEPS_PER_CAMERA} steps per camera"

@@ -237,18 +237,24 @@ def cross_dataset_table() -> str:
     return cross_table(json.loads(CROSS.read_text())) if CROSS.is_file() else "(not run yet)"
 
 
-def driver_table(module: str) -> str:
-    """The table of the experiment driver `module` (``experiments.<module>``) from its `RESULTS` file, by its
-    own `table` function; "(not run yet)" without one."""
+def driver_table(module: str, results: str = "RESULTS") -> str:
+    """The table of the experiment driver `module` (``experiments.<module>``) from its results file (the path
+    the module calls `results`), by its own `table` function; "(not run yet)" without one."""
     import importlib
 
     driver = importlib.import_module(f"experiments.{module}")
-    return driver.table(json.loads(driver.RESULTS.read_text())) if driver.RESULTS.is_file() else "(not run yet)"
+    path = getattr(driver, results)
+    return driver.table(json.loads(path.read_text())) if path.is_file() else "(not run yet)"
 
 
 def leave_one_camera_out_table() -> str:
     """The leave-one-camera-out protocol (issue 30)."""
     return driver_table("leave_one_camera_out")
+
+
+def leave_one_camera_out_full_table() -> str:
+    """The shipped recipe at full length on the leave-one-camera-out protocol (issue 30's bar)."""
+    return driver_table("leave_one_camera_out", "FULL_LENGTH_RESULTS")
 
 
 def finetune_protocol_table() -> str:
@@ -333,6 +339,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "ablation": ablation_table,
     "cross_dataset": cross_dataset_table,
     "leave_one_camera_out": leave_one_camera_out_table,
+    "leave_one_camera_out_full": leave_one_camera_out_full_table,
     "finetune_protocol": finetune_protocol_table,
     "five_cameras": five_cameras_table,
     "robustness": robustness_table,
