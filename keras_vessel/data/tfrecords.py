@@ -361,6 +361,12 @@ def _write_dataset(specs: Sequence[Any], out_dir: Path, *, dataset: str, split: 
         finish(index, spec.name, encoded)
 
     images = [image for index in range(len(groups)) for image in sidecars[index]["images"]]
+    unlabelled = [image["name"] for image in images if image["vessel_fraction"] == 0.0]
+    if unlabelled:
+        shown = ", ".join(unlabelled[:5]) + (", ..." if len(unlabelled) > 5 else "")
+        logger.warning("%d of %d labels mark no vessel inside their field of view (%s): trained on, they teach "
+                       "that there are none; check that their vessels are white on black, or leave them out",
+                       len(unlabelled), len(images), shown)
     manifest = _manifest(images, dataset=dataset, split=split, shards=paths)
     manifest["shard_sha256"] = [sidecars[index]["sha256"] for index in range(len(groups))]
     manifest["id_mask_reference"] = reference

@@ -412,7 +412,9 @@ def claim_output(output: str | Path, settings: dict, *, overwrite: bool = False,
     names of the photographs asked (`output_stems`). The folder's marker (`OUTPUT_MARKER`, written
     atomically) keeps them, so that a re-run into the same folder resumes (both engines skip the
     photographs done: `DoneCheck`) only with the same settings; with another model, threshold, scale, ...
-    it raises `OutputError` (a ValueError) naming the first that differs (`SETTINGS`) and what to do.
+    it raises `OutputError` (a ValueError) naming the first that differs (`SETTINGS`) and what to do, unless
+    no photograph was predicted with the recorded ones (every one failed, e.g. on a ``--fov`` file of
+    another size): then the folder is taken as with `overwrite`.
     Outputs of a keras-vessel predict that recorded no settings (before it did so; `own_outputs` finds them)
     are refused too: what made them cannot be known, and resuming would keep them silently.
 
@@ -439,10 +441,15 @@ def claim_output(output: str | Path, settings: dict, *, overwrite: bool = False,
     if not overwrite and isinstance(recorded, dict):
         for key, option in SETTINGS.items():
             old, new = recorded.get(key), json.loads(json.dumps(settings[key]))
-            if _identity(old) != _identity(new):
+            if _identity(old) == _identity(new):
+                continue
+            if _marked_stems(_listed(output, files)) or own_outputs(output, files=files):
                 raise OutputError(f"{output} holds predictions made with another {option} ({_shown(old)}; now "
                                   f"{_shown(new)}); {again}")
-        return
+            overwrite = True  # no photograph predicted with those settings (all failed): replace their record
+            break
+        else:
+            return
     if not overwrite:
         held = sorted(own_outputs(output, files=files))
         if held:
@@ -820,7 +827,6 @@ class PhotographWork:
     def locate(self, path: str | Path, image: np.ndarray) -> Located:
         """The photograph's region, FOV and geometry (a DatasetError naming it for a FOV file of another size)."""
         from keras_vessel.data.scaling import image_fov, image_region, resamples_by_fov
-        from keras_vessel.errors import DatasetError
 
         measured = self.fov == "auto" or (self.local_model and resamples_by_fov(self.scale))
         geometry = image_fov(image) if measured else None
@@ -828,11 +834,7 @@ class PhotographWork:
             log.warning("%s: no field of view found (not a fundus photograph with a dark surround?); "
                         "predicting the whole image at its own scale", path)
         if self.fixed_fov is not None:
-            if self.fixed_fov.shape != image.shape[:2]:
-                raise DatasetError(
-                    f"FOV mask {self.fov} is {self.fixed_fov.shape[1]}x{self.fixed_fov.shape[0]} (WxH) but "
-                    f"image {path} is {image.shape[1]}x{image.shape[0]}"
-                )
+            self.check_fov_size(path, image.shape[:2])
             return Located(self.fixed_fov, self.fixed_fov, str(self.fov), geometry)
         if self.fov == "auto":
             region = image_region(geometry.mask, geometry.found)
@@ -852,6 +854,18 @@ class PhotographWork:
             return None
         trained = model_fov_diameter(model)
         return None if trained is None else (geometry.diameter, trained)
+
+    def check_fov_size(self, path: str | Path, shape: tuple[int, int]) -> None:
+        """A DatasetError naming both files when a ``--fov`` mask file is given and the photograph at `path`,
+        ``(height, width)`` = `shape`, is of another size."""
+        from keras_vessel.errors import DatasetError
+
+        if self.fixed_fov is not None and self.fixed_fov.shape != tuple(shape):
+            raise DatasetError(
+                f"FOV mask {self.fov} is {self.fixed_fov.shape[1]}x{self.fixed_fov.shape[0]} (WxH) but image {path} "
+                f"is {shape[1]}x{shape[0]}: a --fov file must have the size of every photograph; predict photographs "
+                "of other sizes apart, or with --fov auto"
+            )
 
     def advises_multi_scale(self, located: Located, model) -> bool:
         """Whether ``scale="multi"`` is advised for this photograph: the local `model` (None: a predictor) records

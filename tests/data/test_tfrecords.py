@@ -203,3 +203,28 @@ def test_read_manifest_errors(tmp_path, prepared):
         read_manifest(tmp_path)
     with pytest.raises(PrepareError, match="no images to prepare"):
         write_dataset([], tmp_path / "empty", dataset="synthetic", split="test")
+
+
+def test_labels_marking_no_vessel_are_named_in_one_warning_also_when_their_shards_are_reused(tmp_path, caplog):
+    """A label without a vessel inside its FOV (a blank or mislabelled file) is prepared, as a test split may hold
+    one, but named in one warning, counted against the images; a re-run that reuses the shards warns again."""
+    import logging
+
+    from helpers import folder_of_photographs
+    from PIL import Image
+
+    photos = folder_of_photographs(tmp_path / "photos", **SYNTHETIC)
+    blank = sorted((photos / "labels").iterdir())[1]
+    Image.fromarray(np.zeros_like(np.asarray(Image.open(blank)))).save(blank)
+    specs = open_dataset("folder", photos)
+    for run in range(2):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="keras_vessel.data.tfrecords"):
+            manifest = write_dataset(specs, tmp_path / "records", dataset="folder", split="all", images_per_shard=2,
+                                     show_progress=False)
+        warnings = [r.getMessage() for r in caplog.records if "mark no vessel" in r.getMessage()]
+        assert warnings == [f"1 of 3 labels mark no vessel inside their field of view ({blank.stem}): trained on, "
+                            "they teach that there are none; check that their vessels are white on black, or "
+                            "leave them out"], (run, warnings)
+    fractions = {image["name"]: image["vessel_fraction"] for image in manifest["images"]}
+    assert fractions[blank.stem] == 0.0 and all(v > 0 for name, v in fractions.items() if name != blank.stem)

@@ -144,6 +144,28 @@ def test_an_output_folder_of_other_settings_is_refused_unless_overwritten(tmp_pa
     np.testing.assert_array_equal(_read(out / "a_mask.png"), np.where(images["a"][..., 1] / 255.0 >= 0.5, 255, 0))
 
 
+def test_a_folder_where_every_photograph_failed_takes_a_corrected_run_with_other_settings(tmp_path, images):
+    """A run whose every photograph failed (a --fov file of another size: each named in one sentence) leaves its
+    settings and failures.csv but no prediction: a corrected run with other settings is not refused as if the
+    folder held predictions; its failures are replaced. Once one photograph is predicted, other settings are."""
+    from keras_vessel.errors import OutputError
+
+    a, b = (_save(tmp_path / "in" / f"{k}.png", v) for k, v in images.items())
+    small_fov = _save(tmp_path / "fov.png", np.full((5, 7), 255, np.uint8))
+    out = tmp_path / "out"
+    report = predict_files(None, [a, b], out, fov=small_fov, threshold=0.4, predictor=_green, progress=False)
+    height, width = images["a"].shape[:2]
+    assert [reason for _, reason in report.failures][0] == (
+        f"FOV mask {small_fov} is 7x5 (WxH) but image {a} is {width}x{height}: a --fov file must have the size of "
+        "every photograph; predict photographs of other sizes apart, or with --fov auto")
+    assert len(report.failures) == 2 and report.written == [] and (out / FAILURES_CSV).is_file()
+    report = predict_files(None, [a, b], out, fov="none", threshold=0.5, predictor=_green, progress=False)
+    assert report.failures == [] and len(report.written) == 4
+    assert not (out / FAILURES_CSV).exists()
+    with pytest.raises(OutputError, match=r"holds predictions made with another --threshold \(0.5; now 0.4\)"):
+        predict_files(None, [a], out, fov="none", threshold=0.4, predictor=_green, progress=False)
+
+
 UNTOUCHED_NS = 1_000_000_000 * 10**9  # an mtime no run writes: a file that still has it was not rewritten
 
 

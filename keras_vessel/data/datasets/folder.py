@@ -155,7 +155,7 @@ def open_folder(
         if split != "all":
             raise DatasetError(
                 f"split {split!r} needs <root>/training/{images}/ and <root>/test/{images}/, "
-                f"but {root} is a flat folder; use split='all'"
+                f"but {root} is a flat folder; use split 'all' (--split all)"
             )
         return _open_flat(root, "", *options)
     parts = ("training", "test") if split == "all" else (split,)

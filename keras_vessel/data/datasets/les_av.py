@@ -38,7 +38,7 @@ def open_les_av(root: str | Path, split: str = "all") -> list[SampleSpec]:
     check_split(split, dataset="les_av")
     if split != "all":
         raise DatasetError(
-            f"LES-AV has no published split: split={split!r} is not offered; use split='all' "
+            f"LES-AV has no published split: split={split!r} is not offered; use split 'all' (--split all) "
             "(every photograph)"
         )
     root = Path(root)

@@ -54,7 +54,7 @@ def open_stare(
     if fold is None and split != "all":
         raise DatasetError(
             f"STARE has no fixed split: split={split!r} needs the leave-one-out option fold=<int> "
-            "(the index of the test image); without fold use split='all'"
+            "(the index of the test image); without fold use split 'all' (--split all)"
         )
     root = Path(root)
     images = root / "stare-images"
