@@ -140,7 +140,7 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
             model_name: str | None, version: int | None, output: Path, fov_text: str, threshold: str,
             heads: str, tile_size: int | None, tta: str, scale: str | float, overlay: bool, measure: bool,
             overwrite: bool, quiet: bool, engine: str, beam_options: tuple[str, ...]) -> None:
-    """Predict vessels in INPUT images (files, globs or folders of PNG/JPEG/TIFF/GIF/PPM).
+    """Predict vessels in INPUT images (files, globs or folders of PNG/JPEG/TIFF/BMP/WebP/GIF/PPM).
 
     A file that cannot be processed is reported on stderr, listed with its reason
     in OUTPUT/failures.csv and skipped; the exit status is then 1 after the other

@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 # File suffixes read as images, by the folder reader and by `predict` (``.gz`` is also accepted on top).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pbm", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".ppm", ".pgm", ".pbm")
 
 _DECODE_ERRORS = (
     OSError,
@@ -85,7 +85,7 @@ def _decode_pil(opener, name: str | PathLike, size) -> Image.Image:
         raise DatasetError(f"image file {name} is too large to decode safely ({size()}); "
                            "resize it first") from None
     except UnidentifiedImageError:
-        raise DatasetError(f"cannot decode image file {name}: not a PNG, JPEG, TIFF, GIF or PPM image, or "
+        raise DatasetError(f"cannot decode image file {name}: not a PNG, JPEG, TIFF, BMP, WebP, GIF or PPM image, or "
                            "damaged; convert or remove it") from None
     except _DECODE_ERRORS as exc:
         raise DatasetError(f"cannot decode image file {name}: {exc}") from exc
@@ -122,7 +122,7 @@ def _as_uint8(array: np.ndarray) -> np.ndarray:
 def read_image(path: str | PathLike) -> np.ndarray:
     """Read a colour fundus image as ``(H, W, 3)`` uint8 RGB.
 
-    Accepts anything Pillow decodes (PNG, JPEG, TIFF, GIF, PPM, BMP) and gzip
+    Accepts anything Pillow decodes (PNG, JPEG, TIFF, BMP, WebP, GIF, PPM) and gzip
     files such as STARE's ``im0001.ppm.gz``. Grayscale images are replicated
     to three channels, palette images are expanded through their palette and
     an alpha channel is dropped (not composited), so the pixel grid stays

@@ -40,10 +40,10 @@ def _fundus(radius=30.0) -> np.ndarray:
 # --- read_image ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("suffix", [".png", ".tif", ".ppm", ".bmp"])
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".ppm", ".bmp", ".webp"])
 def test_read_image_lossless_formats_round_trip(tmp_path, suffix):
     path = tmp_path / f"image{suffix}"
-    Image.fromarray(RGB).save(path)
+    Image.fromarray(RGB).save(path, **({"lossless": True} if suffix == ".webp" else {}))
     image = read_image(path)
     assert image.dtype == np.uint8 and image.shape == (40, 48, 3)
     np.testing.assert_array_equal(image, RGB)

@@ -66,7 +66,7 @@ def images(tmp_path) -> dict[str, np.ndarray]:
 
 def test_expand_inputs_files_globs_folders(tmp_path):
     folder = tmp_path / "in"
-    for name in ("b.png", "a.jpg", "c.TIF", "d.ppm.gz"):
+    for name in ("b.png", "a.jpg", "c.TIF", "d.ppm.gz", "f.webp"):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(b"x")
     (folder / "notes.txt").write_text("not an image")
@@ -76,7 +76,8 @@ def test_expand_inputs_files_globs_folders(tmp_path):
 
     found = expand_inputs([folder, str(folder / "*.png"), single, folder / "a.jpg"])
     names = [p.name for p in found]
-    assert names == ["a.jpg", "b.png", "c.TIF", "d.ppm.gz", "notes.txt"]  # sorted, de-duplicated, not recursive
+    # sorted, de-duplicated, not recursive
+    assert names == ["a.jpg", "b.png", "c.TIF", "d.ppm.gz", "f.webp", "notes.txt"]
 
 
 @pytest.mark.parametrize(
@@ -269,8 +270,8 @@ def test_failures_csv_lists_each_failed_photograph_until_it_succeeds(tmp_path, f
     fresh, out = tmp_path / "fresh", tmp_path / "out"
     predict_files(None, [*four, broken], fresh, predictor=_green, **RESUMED)
     assert _csvs(fresh)[FAILURES_CSV] == (f"name,path,reason\nbroken,{broken},\"cannot decode image file {broken}: "
-                                          "not a PNG, JPEG, TIFF, GIF or PPM image, or damaged; convert or remove "
-                                          "it\"\n")
+                                          "not a PNG, JPEG, TIFF, BMP, WebP, GIF or PPM image, or damaged; "
+                                          "convert or remove it\"\n")
 
     predict_files(None, [d, broken, a], out, predictor=_green, **RESUMED)  # input order is not the files' order
     report = predict_files(None, [c, b], out, predictor=_green, **RESUMED)  # broken.png's row stays
