@@ -26,14 +26,15 @@ from keras_vessel_cli.options import counted
 def measure(masks: tuple[str, ...], output: Path, fov: str, quiet: bool) -> None:
     """Measure the vessels of binary MASKS (files, globs or folders; predict's NAME_mask.png are read as NAME).
 
-    A mask that cannot be measured is reported on stderr and skipped; the exit
-    status is then 1 after the other masks are written.
+    A mask that cannot be measured is reported on stderr with its reason, once,
+    and skipped; the exit status is then 1 after the other masks are written, and
+    the last line names the masks that failed.
     """
     quiet_tensorflow()
     from keras_vessel.measure.files import FovSource, expand_masks, measure_files
 
     try:
-        paths = expand_masks(masks)
+        paths = expand_masks(masks, fov=fov)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="MASKS") from None
     try:
@@ -41,10 +42,10 @@ def measure(masks: tuple[str, ...], output: Path, fov: str, quiet: bool) -> None
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--fov") from None
     with library_errors():
-        report = measure_files(paths, output, fov=fov, progress=not quiet)
+        report = measure_files(paths, output, fov=fov, progress=not quiet)  # logs each failure as it happens, once
     if report.rows:
         click.echo(f"wrote {counted(len(report.rows), 'row')} of measurements to {output}")
     if report.failures:
-        reasons = "; ".join(reason for _, reason in report.failures)
-        raise click.ClickException(f"{len(report.failures)} of {counted(len(paths), 'mask')} could not be "
-                                   f"measured: {reasons}")
+        raise click.ClickException(f"{len(report.failures)} of {counted(len(paths), 'mask')} could not be measured: "
+                                   + ", ".join(str(path) for path, _ in report.failures)
+                                   + " (each with its reason above)")

@@ -6,7 +6,8 @@ is read as the mask of ``NAME``. Its field of view comes from, in `measure_files
 * ``"auto"`` (default): the file beside the mask whose name is the mask's (``NAME_fov.*``, else
   ``NAME.*``): a FOV mask, or the photograph itself, whose FOV is then found as `predict` finds it
   (`keras_vessel.data.scaling.image_fov`), so that ``predict photos/ --output photos/`` is measured
-  without more options. A mask with neither fails, saying what to pass.
+  without more options. A mask with neither fails, saying what to pass. A folder or glob of masks then
+  leaves out each ``NAME_fov.*`` beside a ``NAME.*`` mask: it is that mask's FOV (`expand_masks`).
 * a folder or a glob pattern: the file of the mask's name there (``NAME_fov.*``, ``NAME_mask.*`` or
   ``NAME.*``), FOV mask or photograph as above;
 * one file: the FOV of every mask (as `predict --fov FILE`);
@@ -34,15 +35,20 @@ from keras_vessel.errors import DatasetError
 from keras_vessel.io import ensure_writable_dir, write_text_atomic
 from keras_vessel.measure.morphology import COLUMNS, measure_vessels
 
-__all__ = ["ID_COLUMNS", "MEASURES_CSV", "FovSource", "MeasureReport", "expand_masks", "fov_circle",
-           "mask_name", "measure_files", "measure_row", "measures_text", "merge_rows", "read_rows",
+__all__ = ["ID_COLUMNS", "MAX_VESSEL_FRACTION", "MEASURES_CSV", "FovSource", "MeasureReport", "expand_masks",
+           "fov_circle", "mask_name", "measure_files", "measure_row", "measures_text", "merge_rows", "read_rows",
            "write_measures"]
 
 # What `predict --measure` writes beside its maps, and the columns naming each row's files.
 MEASURES_CSV = "measures.csv"
 ID_COLUMNS = ("name", "mask", "fov")
+# A mask whose vessels cover more of its FOV than this is refused, as inverted (black vessels on white) or
+# all white: retinal vessels cover roughly 5-20% of the FOV, so a mask of more than half is no vessel map.
+MAX_VESSEL_FRACTION = 0.5
 _MASK_SUFFIX = "_mask"
-_FOV_SUFFIXES = ("_fov", "_mask", "")  # in the order a FOV file of a mask's name is looked for
+_FOV_SUFFIX = "_fov"
+_FOV_SUFFIXES = (_FOV_SUFFIX, _MASK_SUFFIX, "")  # in the order a FOV file of a mask's name is looked for
+_FOV_SUFFIXES_BESIDE = (_FOV_SUFFIX, "")  # the same under --fov auto, beside the mask: NAME_mask is a mask
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +85,19 @@ def mask_name(path: str | Path) -> str:
     return stem[: -len(_MASK_SUFFIX)] if stem.endswith(_MASK_SUFFIX) and len(stem) > len(_MASK_SUFFIX) else stem
 
 
+def _fov_choice(fov: str | Path) -> str | None:
+    """``"auto"`` or ``"none"`` when `fov` is that choice (any case, spaces around), else None (a path)."""
+    text = str(fov).strip().lower()
+    return text if text in ("auto", "none") else None
+
+
+def _without_fovs_beside(files: list[Path]) -> list[Path]:
+    """`files` less each ``NAME_fov.*`` when a ``NAME.*`` mask is among them: that mask's FOV under ``auto``."""
+    names = {mask_name(path) for path in files}
+    return [path for path in files
+            if not (_stem(path).endswith(_FOV_SUFFIX) and _stem(path)[: -len(_FOV_SUFFIX)] in names)]
+
+
 def _files(item: str | Path, what: str) -> list[Path]:
     """A glob's matches or a folder's images (sorted); ValueError naming the argument when there are none."""
     text = str(item)
@@ -94,13 +113,16 @@ def _files(item: str | Path, what: str) -> list[Path]:
     return found
 
 
-def expand_masks(inputs: Iterable[str | Path]) -> list[Path]:
+def expand_masks(inputs: Iterable[str | Path], *, fov: str | Path = "auto") -> list[Path]:
     """Mask files: files as given, globs expanded, folders listed (sorted, not recursive).
 
     A folder holding predict's ``NAME_mask.png`` files gives those only (not the ``NAME_prob.png`` maps,
-    overlays or photographs beside them); another folder gives every image in it. Raises ValueError naming
-    the argument when a path does not exist, a pattern matches nothing or a folder holds no image, and
-    when two masks have the same name (`mask_name`), whose rows could not be told apart.
+    overlays or photographs beside them); another folder gives every image in it. With `fov` ``"auto"``
+    (`measure_files`'s option, whose FOV is the ``NAME_fov.*`` beside the mask), a folder or a pattern
+    leaves out each ``NAME_fov.*`` when it also gives a ``NAME.*`` mask; a ``NAME_fov.*`` alone, or named
+    as a file, is a mask. Raises ValueError naming the argument when a path does not exist, a pattern
+    matches nothing or a folder holds no image, and when two masks have the same name (`mask_name`), whose
+    rows could not be told apart.
     """
     if isinstance(inputs, (str, Path)):
         raise TypeError(f"`inputs` must be a sequence of paths, not one path; got {inputs!r}")
@@ -112,7 +134,7 @@ def expand_masks(inputs: Iterable[str | Path]) -> list[Path]:
         elif path.is_dir() or glob.has_magic(str(item)):
             files = _files(item, "mask")
             predicted = [p for p in files if path.is_dir() and p.name.lower().endswith(f"{_MASK_SUFFIX}.png")]
-            found += predicted or files
+            found += predicted or (_without_fovs_beside(files) if _fov_choice(fov) == "auto" else files)
         else:
             raise ValueError(f"mask {path} does not exist")
     found = list(dict.fromkeys(found))
@@ -134,6 +156,11 @@ def fov_circle(fov: np.ndarray) -> tuple[float, float, float] | None:
     return (float(cy), float(cx), float(radius)) if bool(found) else None
 
 
+def _not_binary(error: DatasetError) -> bool:
+    """Whether `read_mask` refused the file as holding more than two values (a grey-level image)."""
+    return "not binary" in str(error)
+
+
 def _read_fov(path: Path) -> tuple[np.ndarray, str]:
     """A FOV file as ``(mask, how)``: a binary image is the FOV; a photograph's FOV is found as predict
     finds it (`keras_vessel.data.scaling.image_fov`; the whole image, said, when none is found)."""
@@ -142,7 +169,7 @@ def _read_fov(path: Path) -> tuple[np.ndarray, str]:
     try:
         return read_mask(path), str(path)
     except DatasetError as error:
-        if "not binary" not in str(error):
+        if not _not_binary(error):
             raise
     geometry = image_fov(read_image(path))
     if not geometry.found:
@@ -160,7 +187,7 @@ class FovSource:
         if not isinstance(fov, (str, Path)):
             raise TypeError(f"`fov` must be 'auto', 'none', a file, a folder or a glob pattern; got {fov!r}")
         text = str(fov)
-        self.choice = text.strip().lower() if text.strip().lower() in ("auto", "none") else None
+        self.choice = _fov_choice(fov)
         self.file: Path | None = None
         self.by_name: dict[str, list[Path]] = {}
         self._read: dict[Path, tuple[np.ndarray, str]] = {}
@@ -179,7 +206,7 @@ class FovSource:
         if self.choice == "auto":  # the photograph or a NAME_fov file beside the mask; NAME_mask is a mask
             if mask.parent not in self._beside:
                 self._beside[mask.parent] = _by_name(p for p in mask.parent.iterdir() if p.is_file() and _is_image(p))
-            files, suffixes = self._beside[mask.parent], ("_fov", "")
+            files, suffixes = self._beside[mask.parent], _FOV_SUFFIXES_BESIDE
         else:
             files, suffixes = self.by_name, _FOV_SUFFIXES
         for suffix in suffixes:
@@ -194,7 +221,7 @@ class FovSource:
         path = self.file or self._candidate(mask)
         if path is None:
             where = f"beside it in {mask.parent}" if self.choice == "auto" else "in --fov"
-            raise DatasetError(f"no field of view for mask {mask}: no {mask_name(mask)}_fov.* or "
+            raise DatasetError(f"no field of view for mask {mask}: no {mask_name(mask)}{_FOV_SUFFIX}.* or "
                                f"{mask_name(mask)}.* (FOV mask or photograph) {where}; give --fov a folder of "
                                "them, one FOV mask for all, or 'none' (the whole image)")
         if path not in self._read:
@@ -254,18 +281,39 @@ def merge_rows(path: str | Path | None, rows: Sequence[dict], *, text: str | Non
     return [merged[name] for name in sorted(merged)]
 
 
+def _measure_mask(path: Path, source: FovSource, *, curvature_sigma: float) -> dict:
+    """`measure_row` of the mask file `path` inside its FOV from `source`. DatasetError (one sentence naming
+    the file, with what to do) when the mask is not binary, has no FOV or one of another size, or marks more
+    than `MAX_VESSEL_FRACTION` of its FOV as vessel (inverted or all white)."""
+    try:
+        mask = read_mask(path)
+    except DatasetError as error:
+        if not _not_binary(error):
+            raise
+        raise DatasetError(f"{error}; threshold it to 0/255 (of predict's outputs, pass NAME{_MASK_SUFFIX}.png, "
+                           "not NAME_prob.png)") from None
+    region, how = source.for_mask(path, mask.shape)
+    row = measure_row(mask_name(path), path, mask, region, fov_text=how, curvature_sigma=curvature_sigma)
+    fraction = row["vessel_area_fraction"]
+    if fraction > MAX_VESSEL_FRACTION:  # False for NaN (an empty FOV)
+        raise DatasetError(f"mask {path} marks {fraction:.0%} of its field of view as vessel (more than "
+                           f"{MAX_VESSEL_FRACTION:.0%}): is it inverted? vessels must be white (255) on black (0)")
+    return row
+
+
 def measure_files(inputs: Sequence[str | Path], output: str | Path, *, fov: str | Path = "auto",
                   curvature_sigma: float = 3.0, progress: bool = True) -> MeasureReport:
     """Measure every mask of `inputs` (`expand_masks`) inside its FOV and write one row per mask to the
     CSV `output` (`write_measures`), atomically.
 
     Arguments (the masks, ``fov``, the output's folder) are checked before any mask is measured; a mask
-    that cannot be measured (unreadable, not binary, no FOV or one of another size) is recorded in
-    ``report.failures`` and logged, and the others are measured. Nothing is written when no mask gave a row.
+    that cannot be measured (unreadable, not binary, no FOV or one of another size, more than
+    `MAX_VESSEL_FRACTION` of its FOV marked as vessel) is recorded in ``report.failures`` and logged once
+    (a warning ``measure: REASON``), and the others are measured. Nothing is written when no mask gave a row.
     """
     from keras_vessel.progress import progress as progress_bar
 
-    masks = expand_masks(inputs)
+    masks = expand_masks(inputs, fov=fov)
     if not masks:
         raise ValueError("`inputs` is empty; expected at least one mask")
     source = FovSource(fov)
@@ -276,10 +324,7 @@ def measure_files(inputs: Sequence[str | Path], output: str | Path, *, fov: str 
     report = MeasureReport()
     for path in progress_bar(masks, label="measure", enabled=progress):
         try:
-            mask = read_mask(path)
-            region, how = source.for_mask(path, mask.shape)
-            report.rows.append(measure_row(mask_name(path), path, mask, region, fov_text=how,
-                                           curvature_sigma=curvature_sigma))
+            report.rows.append(_measure_mask(path, source, curvature_sigma=curvature_sigma))
         except (ValueError, OSError) as error:  # DatasetError is a ValueError
             reason = str(error) if str(path) in str(error) else f"{path}: {error}"
             report.failures.append((path, reason))

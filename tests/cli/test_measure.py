@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from keras_vessel.measure.files import ID_COLUMNS
 from keras_vessel_cli.main import cli
 
 SIZE = 128
+KERAS_VESSEL = str(Path(sys.executable).with_name("keras-vessel"))  # the installed command a user runs
 
 
 def run(*args):
@@ -83,7 +86,8 @@ def test_measure_writes_the_columns_and_one_row_per_mask(masks, tmp_path):
      "not exist"),
     (["{tmp}/masks", "--output", "{tmp}/masks"], 2, "Invalid value for '--output': File '{tmp}/masks' is a directory"),
     (["{tmp}/masks", "--output", "{tmp}/m.csv"], 1,
-     "3 of 3 masks could not be measured: no field of view for mask {tmp}/masks/01_mask.png"),
+     "3 of 3 masks could not be measured: {tmp}/masks/01_mask.png, {tmp}/masks/02_mask.png, "
+     "{tmp}/masks/03_mask.png (each with its reason above)"),
     (["--output", "{tmp}/m.csv"], 2, "Missing argument 'MASKS...'"),
 ], ids=["missing", "no-match", "bad-fov", "output-folder", "no-fov", "no-masks"])
 def test_bad_inputs_say_one_sentence(masks, tmp_path, arguments, code, message):
@@ -93,15 +97,53 @@ def test_bad_inputs_say_one_sentence(masks, tmp_path, arguments, code, message):
     assert "Traceback" not in result.stderr and not (tmp_path / "m.csv").exists()
 
 
-def test_a_bad_mask_is_reported_and_the_others_are_written(masks, tmp_path):
+def grey() -> np.ndarray:
+    return (np.arange(SIZE * SIZE).reshape(SIZE, SIZE) % 7).astype(np.uint8)
+
+
+def test_a_bad_mask_is_reported_and_the_others_are_written(masks, tmp_path, caplog):
     folder, fovs = masks
-    save(folder / "04_mask.png", (np.arange(SIZE * SIZE).reshape(SIZE, SIZE) % 7).astype(np.uint8))
+    bad = save(folder / "04_mask.png", grey())
     save(fovs / "04_fov.png", disc())
     out = tmp_path / "measures.csv"
-    result = run("measure", folder, "--output", out, "--fov", fovs, "--quiet")
+    with caplog.at_level("WARNING"):
+        result = run("measure", folder, "--output", out, "--fov", fovs, "--quiet")
     assert result.exit_code == 1, show(result)
-    assert f"1 of 4 masks could not be measured: mask {folder / '04_mask.png'} is not binary" in result.stderr
+    assert f"Error: 1 of 4 masks could not be measured: {bad} (each with its reason above)" in result.stderr
+    assert [record.getMessage() for record in caplog.records if record.name.startswith("keras_vessel")] == [
+        f"measure: mask {bad} is not binary: expected at most two distinct values, found 7: [0, 1, 2, 3, 4, 5, 6]; "
+        "threshold it to 0/255 (of predict's outputs, pass NAME_mask.png, not NAME_prob.png)"]
     assert [row["name"] for row in rows_of(out)] == ["01", "02", "03"]
+
+
+def test_each_reason_is_printed_once_and_the_last_line_names_the_masks(masks, tmp_path):
+    """The user's terminal (a process, not CliRunner, whose logging pytest captures): each failure's reason
+    once as it happens, then one line with the count and the names, not the reasons again."""
+    folder, fovs = masks
+    grey_mask, inverted = save(folder / "02_mask.png", grey()), save(folder / "03_mask.png", ~vessels())
+    out = tmp_path / "measures.csv"
+    done = subprocess.run([KERAS_VESSEL, "measure", str(folder), "--output", str(out), "--fov", str(fovs), "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count("is not binary") == 1 and done.stderr.count(f"mask {grey_mask} is not binary") == 1
+    assert done.stderr.count("is it inverted?") == 1 and done.stderr.count(f"mask {inverted} marks ") == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"Error: 2 of 3 masks could not be measured: {grey_mask}, {inverted} (each with its reason above)")
+    assert "Traceback" not in done.stderr
+    assert [row["name"] for row in rows_of(out)] == ["01"]
+
+
+def test_a_folder_of_masks_with_their_fov_files_beside_them(tmp_path):
+    """The --fov auto layout: ``a.png`` and its FOV ``a_fov.png`` in one folder give one row, ``a``."""
+    for name in ("a", "b"):
+        save(tmp_path / f"{name}.png", vessels())
+        save(tmp_path / f"{name}_fov.png", disc())
+    out = tmp_path / "out" / "measures.csv"
+    result = run("measure", tmp_path, "--output", out, "--quiet")
+    assert result.exit_code == 0, show(result)
+    assert f"wrote 2 rows of measurements to {out}" in result.stdout
+    assert [(row["name"], row["fov"]) for row in rows_of(out)] == [("a", str(tmp_path / "a_fov.png")),
+                                                                  ("b", str(tmp_path / "b_fov.png"))]
 
 
 def test_predict_measure_asks_predict_files_for_the_measurements(monkeypatch, tmp_path):

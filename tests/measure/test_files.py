@@ -12,6 +12,7 @@ from PIL import Image
 from keras_vessel.measure import COLUMNS, measure_vessels
 from keras_vessel.measure.files import (
     ID_COLUMNS,
+    MAX_VESSEL_FRACTION,
     FovSource,
     expand_masks,
     fov_circle,
@@ -69,6 +70,46 @@ def test_mask_names_and_predict_folders(tmp_path):
         expand_masks([str(tmp_path / "*.tif")])
     with pytest.raises(TypeError, match="sequence of paths, not one path"):
         expand_masks(tmp_path)
+
+
+def test_fov_files_beside_their_masks_are_no_masks_under_auto(tmp_path):
+    """``a.png`` with its FOV ``a_fov.png`` beside it (the --fov auto layout) is one mask, not two; a
+    ``c_fov.png`` without a ``c.*``, one named as a file, and every file under another --fov are masks."""
+    for stem in ("a", "b"):
+        save(tmp_path / f"{stem}.png", vessels())
+        save(tmp_path / f"{stem}_fov.png", disc())
+    save(tmp_path / "c_fov.png", vessels())
+    a, a_fov, b, b_fov, c_fov = (tmp_path / f"{stem}.png" for stem in ("a", "a_fov", "b", "b_fov", "c_fov"))
+    assert expand_masks([tmp_path]) == [a, b, c_fov]
+    assert expand_masks([str(tmp_path / "*.png")], fov=" AUTO ") == [a, b, c_fov]
+    assert expand_masks([str(tmp_path / "*_fov.png")]) == [a_fov, b_fov, c_fov]  # no a.png among them
+    assert expand_masks([a_fov]) == [a_fov]
+    assert expand_masks([tmp_path], fov="none") == [a, a_fov, b, b_fov, c_fov]
+    assert expand_masks([tmp_path], fov=tmp_path) == [a, a_fov, b, b_fov, c_fov]
+    (tmp_path / "c_fov.png").unlink()
+    report = measure_files([tmp_path], tmp_path / "m.csv", progress=False)
+    assert not report.failures
+    rows = read_csv(tmp_path / "m.csv")
+    assert [(row["name"], row["fov"]) for row in rows] == [("a", str(a_fov)), ("b", str(b_fov))]
+
+
+def test_a_mask_marking_most_of_its_fov_as_vessel_is_refused_as_inverted(tmp_path):
+    fov = disc()
+    bands = np.zeros((SIZE, SIZE), dtype=bool)
+    bands[np.arange(SIZE) % 10 < 3] = True  # 3 rows in 10: about 30% of the FOV, more than real vessels
+    fraction = (bands & fov).sum() / fov.sum()  # the reference, counted here
+    assert 0.25 < fraction < MAX_VESSEL_FRACTION
+    fov_path = save(tmp_path / "fov.png", fov)
+    valid = save(tmp_path / "valid.png", bands)
+    inverted = save(tmp_path / "inverted.png", ~bands)
+    white = save(tmp_path / "white.png", np.ones((SIZE, SIZE), dtype=bool))
+    report = measure_files([valid, inverted, white], tmp_path / "m.csv", fov=fov_path, progress=False)
+    assert [row["name"] for row in report.rows] == ["valid"]
+    assert report.rows[0]["vessel_area_fraction"] == pytest.approx(fraction)
+    advice = "of its field of view as vessel (more than 50%): is it inverted? vessels must be white (255) on black (0)"
+    assert report.failures == [(inverted, f"mask {inverted} marks {1 - fraction:.0%} {advice}"),
+                               (white, f"mask {white} marks 100% {advice}")]
+    assert [row["name"] for row in read_csv(tmp_path / "m.csv")] == ["valid"]
 
 
 def test_fov_beside_the_mask_is_found_in_the_photograph_as_predict_finds_it(tmp_path):
