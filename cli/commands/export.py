@@ -9,6 +9,9 @@ import click
 from keras_vessel_cli.options import HEADS, export_scale_option, threshold_option, training_threshold
 from keras_vessel_cli.errors import library_errors, quiet_tensorflow
 
+# The options that apply to one --format only (by parameter name): given with the other, they are refused.
+FORMAT_OPTIONS = {"weights": "tflite", "input_size": "tflite", "with_keras": "savedmodel"}
+
 
 @click.command()
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -39,14 +42,15 @@ from keras_vessel_cli.errors import library_errors, quiet_tensorflow
               help="With --format tflite: a fixed square input size (a multiple of the stride) "
                    "[default: resizable].")
 @click.option("--keras", "with_keras", is_flag=True,
-              help="Also write OUT/NAME/model.keras without optimizer state (a third of the size) and its "
-                   "threshold files: what to ship for Keras reuse and `keras-vessel predict`.")
+              help="With --format savedmodel: also write OUT/NAME/model.keras without optimizer state (a third "
+                   "of the size) and its threshold files: what to ship for Keras reuse and `keras-vessel predict`.")
 def export(model_path: Path, name: str, version: int, out: Path, overwrite: bool, heads: str,
            threshold: str, scale: str, export_format: str, weights: str, input_size: int | None,
            with_keras: bool) -> None:
     """Export a model for TF Serving: OUT/NAME/VERSION/saved_model.pb with signatures
     serving_default (images -> probability) and predict_image (PNG/JPEG bytes ->
     probability, mask_png_bytes); or, with --format tflite, for LiteRT."""
+    _check_format_options(click.get_current_context(), export_format)
     quiet_tensorflow()
     value = threshold_option(threshold, otsu=False)
     from keras_vessel.locks import folder_lock
@@ -57,6 +61,18 @@ def export(model_path: Path, name: str, version: int, out: Path, overwrite: bool
                            overwrite, scale)
         else:
             _export_saved_model(model_path, out, name, version, overwrite, heads, value, scale, with_keras)
+
+
+def _check_format_options(ctx: click.Context, export_format: str) -> None:
+    """A usage error (exit status 2) for an option of `FORMAT_OPTIONS` given for a format it does not apply to."""
+    from click.core import ParameterSource
+
+    for param in ctx.command.params:
+        applies_to = FORMAT_OPTIONS.get(param.name)
+        if applies_to not in (None, export_format) and ctx.get_parameter_source(param.name) not in (
+                ParameterSource.DEFAULT, None):
+            raise click.UsageError(f"{param.opts[0]} applies only to --format {applies_to}, not to --format "
+                                   f"{export_format}; drop it or pass --format {applies_to}", ctx=ctx)
 
 
 def _export_saved_model(model_path: Path, out: Path, name: str, version: int, overwrite: bool, heads: str,

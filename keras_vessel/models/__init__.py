@@ -172,24 +172,44 @@ def as_inference_model(model: keras.Model, *, heads: str = "mean") -> keras.Mode
     return build_inference_model(model, heads=heads)
 
 
-def build_ensemble(members: Sequence[keras.Model], *, name: str = "ensemble") -> keras.Model:
+def build_ensemble(members: Sequence[keras.Model], *, name: str = "ensemble",
+                   labels: Sequence[str] | None = None) -> keras.Model:
     """One training-style model whose heads average the heads of `members` (probabilities, not logits).
 
     Seeds disagree most on faint, thin vessels; averaging models trained with
     different seeds is the cheapest gain at inference when training time is
-    spent anyway. The result has the members' inputs and head names, so
-    evaluation, prediction and export take it like any trained model.
+    spent anyway. The result has the members' inputs, head names and recorded
+    training FOV diameter (`model_fov_diameter`), so evaluation, prediction
+    and export take it like any trained model.
+
+    Raises ValueError for fewer than 2 members, members whose heads differ, or
+    members trained at different scales (recorded FOV diameters that differ,
+    or one recording a diameter and another none): the ensemble runs every
+    member at one scale. `labels` name the members in these messages (e.g.
+    their files; default ``member 0 ('unet_d2_f4')``, ...).
     """
     members = list(members)
     if len(members) < 2:
         raise ValueError(f"an ensemble needs at least 2 models, got {len(members)}")
+    labels = [f"member {i} ({m.name!r})" for i, m in enumerate(members)] if labels is None else list(labels)
+    if len(labels) != len(members):
+        raise ValueError(f"labels must name each of the {len(members)} members, got {len(labels)}")
     heads = head_names(members[0])
-    for index, member in enumerate(members[1:], start=1):
+    for label, member in zip(labels[1:], members[1:]):
         if head_names(member) != heads:
             raise ValueError(
-                f"every ensemble member needs the heads {list(heads)} of member 0 ({members[0].name!r}); "
-                f"member {index} ({member.name!r}) has {list(head_names(member))}"
+                f"every ensemble member needs the heads {list(heads)} of {labels[0]}; "
+                f"{label} has {list(head_names(member))}"
             )
+    diameters = [model_fov_diameter(member) for member in members]
+    if len(set(diameters)) > 1:
+        said = ", ".join(f"{label} {'none recorded' if d is None else f'{d:g} px'}"
+                         for label, d in zip(labels, diameters))
+        raise ValueError(
+            f"the members were trained at different FOV diameters ({said}), but an ensemble runs them all at "
+            "one scale; ensemble models trained at the same one (keras_vessel.models.record_fov_diameter "
+            "records it for a model trained before scales were recorded)"
+        )
     inputs = keras.Input(shape=(None, None, 3), dtype="float32", name="images")
     # the members usually share a name (same architecture): rename them, names must be unique
     outputs = [keras.Model(m.inputs, m.output, name=f"member_{i}")(inputs) for i, m in enumerate(members)]

@@ -4,6 +4,13 @@ The ensemble is itself a `.keras` file with the members' heads (see
 `keras_vessel.models.build_ensemble`), so `evaluate --threshold train`,
 `predict` and `export` take it unchanged, and its training threshold is
 chosen for the averaged probabilities, not borrowed from a member.
+
+Like a training run, an ensemble keeps its files beside it under fixed names:
+its record `ENSEMBLE_INFO` and its threshold files
+(`keras_vessel.evaluation.threshold_paths`, a later layer: callers pass them
+to `save_ensemble` as `sidecars`). So each ensemble needs a folder of its own:
+`save_ensemble` refuses a folder whose record or sidecar files belong to
+another model still there.
 """
 
 from __future__ import annotations
@@ -12,11 +19,21 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NamedTuple
 
+from keras_vessel.errors import OutputError
 from keras_vessel.io import write_json_atomic
 from keras_vessel.provenance import git_revision, package_versions
 
 ENSEMBLE_INFO = "ensemble.json"
+
+
+class SavedEnsemble(NamedTuple):
+    """What `save_ensemble` wrote: the ensemble's `path`, and the sidecar files it `removed` (those of the
+    model it replaced, e.g. thresholds that would otherwise be applied to the ensemble)."""
+
+    path: Path
+    removed: tuple[Path, ...]
 
 
 def _member_info(path: Path) -> dict:
@@ -29,11 +46,65 @@ def _member_info(path: Path) -> dict:
     return info
 
 
-def save_ensemble(model_paths: Sequence[str | Path], output: str | Path, *, overwrite: bool = False) -> Path:
-    """Average the models in `model_paths` into one `.keras` file at `output`; returns `output`.
+def _recorded_model(path: Path) -> Any:
+    """The model file name a JSON file beside a model records as its own (``"model"``); None if it records
+    none or cannot be read."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record.get("model") if isinstance(record, dict) else None
 
-    Writes `ensemble.json` beside it (members with checksums, seeds and
-    revisions, package versions). Both files are written atomically.
+
+def _owners(path: Path, output: Path) -> tuple[list[Path], str]:
+    """The models other than `output`, still beside `path`, that the record `path` belongs to, and how that is
+    said: the one it names ("belongs"), or, for an ensemble record written before records named their model,
+    any other beside it ("may belong")."""
+    model = _recorded_model(path)
+    if model is None and path.name == ENSEMBLE_INFO:
+        return sorted(p for p in path.parent.glob("*.keras") if p.name != output.name), "may belong"
+    if not isinstance(model, str) or model == output.name or not path.with_name(model).exists():
+        return [], "belongs"
+    return [path.with_name(model)], "belongs"
+
+
+def _stale_sidecars(output: Path, sidecars: Sequence[str | Path]) -> list[Path]:
+    """The existing `sidecars` of `output` that an ensemble written there replaces.
+
+    They belong to the model replaced at `output` (or to one gone, or are unreadable): describing another
+    model, they would be taken for the ensemble's. Raises OutputError when one of them, or the ensemble
+    record, belongs to another model still beside `output`.
+    """
+    sidecars = [p for p in [output.with_name(ENSEMBLE_INFO), *map(Path, sidecars)] if p.is_file()]
+    for path in sidecars:
+        owners, belongs = _owners(path, output)
+        if owners:
+            raise OutputError(
+                f"{path} {belongs} to {' or '.join(map(str, owners))} "
+                "(an ensemble's record and threshold files are kept beside it under fixed names, one model per "
+                f"folder); write the ensemble into a folder of its own, e.g. "
+                f"--output {output.parent / output.stem / 'model.keras'}"
+            )
+    return [p for p in sidecars if p.name != ENSEMBLE_INFO]
+
+
+def save_ensemble(model_paths: Sequence[str | Path], output: str | Path, *, overwrite: bool = False,
+                  sidecars: Sequence[str | Path] = ()) -> SavedEnsemble:
+    """Average the models in `model_paths` into one `.keras` file at `output`.
+
+    Writes `ENSEMBLE_INFO` beside it (the model it describes, members with
+    checksums, seeds and revisions, package versions); both files are written
+    atomically. `sidecars` are the other files read for the model at `output`
+    under fixed names, JSON recording their model's file name as ``"model"``:
+    pass `keras_vessel.evaluation.threshold_paths(output)`. Those of the model
+    it replaces (with `overwrite`; or of one gone) are removed just before the
+    new model takes its place, and returned in `SavedEnsemble.removed`: choose
+    the ensemble's own threshold with ``evaluate --threshold train``.
+
+    Raises FileExistsError when `output` exists and not `overwrite`; ValueError
+    for a bad request (see `keras_vessel.models.build_ensemble`), OutputError
+    when the ensemble record or a sidecar beside `output` belongs to another
+    model still there (each ensemble needs a folder of its own).
     """
     from keras_vessel.models import build_ensemble
     from keras_vessel.models.saving import load_model_file, save_model_atomic
@@ -45,17 +116,22 @@ def save_ensemble(model_paths: Sequence[str | Path], output: str | Path, *, over
         raise FileExistsError(f"{output} already exists; pass overwrite=True (--overwrite) to replace it")
     if len(set(p.resolve() for p in paths)) != len(paths):
         raise ValueError(f"the same model is listed twice in {[str(p) for p in paths]}; list each member once")
+    stale = _stale_sidecars(output, sidecars)
     members = [load_model_file(path) for path in paths]
     try:
-        model = build_ensemble(members)
+        model = build_ensemble(members, labels=[str(path) for path in paths])
     except ValueError as error:
         raise ValueError(f"cannot ensemble {[str(p) for p in paths]}: {error}") from error
-    output.parent.mkdir(parents=True, exist_ok=True)
-    save_model_atomic(model, output)
+    def remove_stale() -> None:  # once the new model is written, just before it replaces the old one
+        for path in stale:
+            path.unlink(missing_ok=True)
+
+    save_model_atomic(model, output, before_replace=remove_stale)
     write_json_atomic(output.with_name(ENSEMBLE_INFO), {
+        "model": output.name,
         "members": [_member_info(path) for path in paths],
         "averaging": "mean of the members' probabilities, head by head",
         "git_revision": git_revision(),
         "versions": package_versions(),
     })
-    return output
+    return SavedEnsemble(output, tuple(stale))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -64,11 +65,15 @@ def _whole_zip(path: Path) -> bool:
         return False
 
 
-def save_model_atomic(model: keras.Model, path: str | os.PathLike) -> None:
+def save_model_atomic(model: keras.Model, path: str | os.PathLike, *,
+                      before_replace: Callable[[], None] | None = None) -> None:
     """`model.save` of `float32_model(model)` to a temporary `.keras` file beside `path`, then rename it
-    into place."""
+    into place; `before_replace`, if given, is called once the file is written, just before the rename (to
+    remove files of the model it replaces)."""
     with atomic_path(path, suffix=".keras") as temp:
         float32_model(model).save(temp)
+        if before_replace is not None:
+            before_replace()
 
 
 def float32_model(model: keras.Model) -> keras.Model:

@@ -144,6 +144,26 @@ def test_bad_options(model_path, tmp_path, extra, code, message):
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("saved_model.pb"))
 
 
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--weights", "int8", "--input-size", "64"], "--weights applies only to --format tflite, not to --format "
+                                                      "savedmodel; drop it or pass --format tflite"),
+        (["--weights", "float32"], "--weights applies only to --format tflite"),  # given, even at its default
+        (["--input-size", "64"], "--input-size applies only to --format tflite, not to --format savedmodel"),
+        (["--format", "tflite", "--keras"], "--keras applies only to --format savedmodel, not to --format tflite"),
+    ],
+)
+def test_options_of_the_other_format_are_bad_usage(model_path, tmp_path, extra, message):
+    """An option that does not apply to the chosen --format is refused (exit 2) before anything is written,
+    not silently ignored."""
+    result, shown = _run(["export", "--model", model_path, "--name", "vessel", "--version", 1,
+                          "--out", tmp_path / "o", *extra])  # fmt: skip
+    assert result.exit_code == 2, shown
+    assert message in " ".join(result.stderr.split()) and "Traceback" not in result.stderr, shown
+    assert not (tmp_path / "o").exists(), shown
+
+
 def test_missing_model_is_bad_usage(tmp_path):
     result, shown = _run(["export", "--model", tmp_path / "nope.keras", "--name", "v", "--version", 1,
                           "--out", tmp_path])  # fmt: skip
