@@ -2,8 +2,11 @@
 
 A run is described completely by one `RunConfig`: the resolved config is saved
 next to every run's outputs, so a run can be repeated from its own folder.
-Unknown keys and values of the wrong type are rejected with the key and the
-file named, because a silently ignored typo (`learing_rate`) wastes a training run.
+Unknown keys, keys given twice in one file and values of the wrong type are
+rejected with the key and the file named, because a silently ignored typo
+(`learing_rate`) wastes a training run. Keys that older versions wrote into every
+saved config but that never had an effect (`RETIRED_KEYS`) are read and dropped,
+so older run folders and bundled models' configs still load.
 """
 
 from __future__ import annotations
@@ -22,6 +25,11 @@ import yaml
 
 class ConfigError(ValueError):
     """A config file or override is wrong; the message names the key and the file."""
+
+
+# Dotted keys that saved configs of older versions hold but that never did anything (validation always
+# scored every validation patch): dropped when read, and a run folder holding one still resumes.
+RETIRED_KEYS = frozenset({"train.validation_steps"})
 
 
 @dataclass(frozen=True)
@@ -108,7 +116,6 @@ class TrainConfig:
 
     epochs: int = 20
     steps_per_epoch: int = 100
-    validation_steps: int = 20
     optimizer: Literal["adam", "sgd"] = "adam"
     learning_rate: float = 1e-3
     momentum: float = 0.99  # sgd only
@@ -167,8 +174,8 @@ def load_config(paths: str | Path | typing.Sequence[str | Path] | None,
 
 
 class _Source:
-    """Where a key's value came from, for error messages: the ``--set`` that set it (or its section),
-    else the config files."""
+    """Where a key's value came from, for error messages: the ``--set`` that set it, its section or a
+    key inside it (the override that made a misspelt section), else the config files."""
 
     def __init__(self, files: str, overrides: typing.Sequence[str]) -> None:
         self.files = files
@@ -176,7 +183,7 @@ class _Source:
 
     def __call__(self, key: str) -> str:
         for name, text in self.overrides:
-            if key == name or key.startswith(name + "."):
+            if key == name or key.startswith(name + ".") or name.startswith(key + "."):
                 return f"--set {text}"
         return self.files
 
@@ -187,14 +194,7 @@ def _read_composed(path: Path, *, seen: tuple[Path, ...]) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist" + (f" (named under base: in {seen[-1]})" if seen else ""))
     if path.resolve() in seen:
         raise ConfigError(f"{path}: base: includes form a cycle ({' -> '.join(str(p) for p in (*seen, path))})")
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}") from error
-    if loaded is None:
-        loaded = {}
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
+    loaded = read_mapping(path)
     bases = loaded.pop("base", [])
     if isinstance(bases, str):
         bases = [bases]
@@ -212,11 +212,67 @@ def _read_composed(path: Path, *, seen: tuple[Path, ...]) -> dict[str, Any]:
     return raw
 
 
+def read_mapping(path: str | Path) -> dict[str, Any]:
+    """The YAML mapping in the file `path` ({} for an empty file), as written: no ``base:`` read, nothing resolved.
+
+    ConfigError naming the file when it is not valid YAML, holds something else than a mapping at the
+    top level, or gives a key twice in one mapping (YAML would keep the last one silently: a second
+    ``train:`` section would replace the first), naming the key and both lines.
+    """
+    try:
+        loaded = yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except _DuplicateKeyError as error:
+        first, second = error.lines
+        where = f"on line {first}" if first == second else f"on lines {first} and {second}"
+        raise ConfigError(f"{path}: the key {error.key!r} is given twice in the same section ({where}), and YAML "
+                          "would silently keep only the second; keep one, with all the values it should hold") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from error
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
+    return loaded
+
+
+class _DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A key given twice in one mapping: the key and the two lines (1-based)."""
+
+    def __init__(self, key: Any, lines: tuple[int, int], mark: yaml.Mark) -> None:
+        super().__init__(None, None, f"found the key {key!r} a second time", mark)
+        self.key, self.lines = key, lines
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.safe_load`'s loader, refusing a key given twice in one mapping (`_DuplicateKeyError`).
+
+    Keys merged in with ``<<:`` may be replaced, as YAML means them to be.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = lines.get(key)
+            except TypeError:  # an unhashable key: the base class refuses it
+                continue
+            if first is not None:
+                raise _DuplicateKeyError(key, (first, line), key_node.start_mark)
+            lines[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def _merge(into: dict[str, Any], update: dict[str, Any]) -> None:
+    """Merge `update` into `into`: mappings key by key, anything else replaced; an empty section
+    (None in YAML) changes nothing."""
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(into.get(key), dict):
             _merge(into[key], value)
-        else:
+        elif value is not None or not isinstance(into.get(key), dict):
             into[key] = value
 
 
@@ -257,7 +313,9 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
     parts = key.strip().split(".")
     node = raw
     for part in parts[:-1]:
-        node = node.setdefault(part, {})
+        if node.get(part) is None:  # new, or an empty section (None in YAML)
+            node[part] = {}
+        node = node[part]
         if not isinstance(node, dict):
             raise ConfigError(f"override {override!r}: {part} is not a section")
     try:
@@ -269,12 +327,14 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
 
 
 def _build(cls: type, raw: Any, *, source: _Source, prefix: str) -> Any:
+    if raw is None and prefix:  # an empty section
+        raw = {}
     if not isinstance(raw, dict):
         section = prefix.rstrip(".")
         raise ConfigError(f"{source(section)}: {section or 'top level'} must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [key for key in raw if key not in names]
+    unknown = [key for key in raw if key not in names and prefix + str(key) not in RETIRED_KEYS]
     if unknown:
         key = unknown[0]
         close = difflib.get_close_matches(str(key), names, n=1)
@@ -297,6 +357,8 @@ def _convert(hint: Any, value: Any, *, source: _Source, key: str) -> Any:
             raise ConfigError(f"{source(key)}: {key} must be one of {list(choices)}, got {value!r}")
         return value
     if origin in (dict,):
+        if value is None:  # an empty mapping in YAML
+            return {}
         if not isinstance(value, dict):
             raise ConfigError(f"{source(key)}: {key} must be a mapping, got {value!r}")
         return dict(value)

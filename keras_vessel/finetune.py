@@ -12,6 +12,7 @@ threshold.json (and threshold_multi.json), report.md and report.json.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,18 +54,19 @@ def finetune(images: str | Path, labels: str | Path, output: str | Path, *, mask
         vessel labels and, optionally, of FOV masks, matched by file stem. Without masks the FOV is the
         region `predict` keeps.
     output : the run folder written (created; re-running the same call resumes it).
-    minutes : the wall-clock budget of the whole call, turned into training steps by timing the first
-        steps on this machine (`keras_vessel.training.finetune.steps_for_budget`).
+    minutes : the wall-clock budget of the whole call (a finite number above 0), turned into training steps
+        by timing the first steps on this machine (`keras_vessel.training.finetune.steps_for_budget`).
     seed : the run's seed (patches, augmentation).
-    learning_rate_factor : the fine-tuning's learning rate over the base recipe's (None: the default,
-        `keras_vessel.training.finetune.LEARNING_RATE_FACTOR`).
+    learning_rate_factor : the fine-tuning's learning rate over the base recipe's, a finite number above 0
+        (None: the default, `keras_vessel.training.finetune.LEARNING_RATE_FACTOR`).
     progress : progress bars on stderr.
 
-    Raises DatasetError (a ValueError) naming the files for photographs without a label (all listed),
-    a label of another size, or a label without vessels; ConfigError when `output` holds a fine-tuning
-    of other photographs or settings; FolderLockedError while another process writes `output`;
-    TrainingError as `keras_vessel.training.train`. Nothing is left in a new `output` that fails
-    before training starts.
+    Raises ValueError naming the argument for `minutes`, `seed` or `learning_rate_factor` out of range;
+    DatasetError (a ValueError) naming the files for photographs without a label (all listed), a label
+    of another size, a label or mask that is not black and white, or a label without vessels;
+    ConfigError when `output` holds a fine-tuning of other photographs or settings; FolderLockedError
+    while another process writes `output`; TrainingError as `keras_vessel.training.train`. Nothing is
+    left in a new `output` that fails before training starts.
     """
     from keras_vessel.data.datasets import open_labelled
     from keras_vessel.data.tfrecords import read_manifest
@@ -85,13 +87,11 @@ def finetune(images: str | Path, labels: str | Path, output: str | Path, *, mask
     )
 
     started = time.monotonic()
-    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not minutes > 0:
-        raise ValueError(f"`minutes` must be a positive number; got {minutes!r}.")
+    _check_finite_positive("minutes", minutes)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"`seed` must be a non-negative int; got {seed!r}.")
     factor = LEARNING_RATE_FACTOR if learning_rate_factor is None else learning_rate_factor
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
-        raise ValueError(f"`learning_rate_factor` must be a positive number; got {learning_rate_factor!r}.")
+    _check_finite_positive("learning_rate_factor", factor)
     specs = open_labelled(images, labels, masks)
     base = base_model_path(model)
     samples = check_photographs(specs)  # every file read and checked before anything is written
@@ -128,6 +128,12 @@ def finetune(images: str | Path, labels: str | Path, output: str | Path, *, mask
     threshold = thresholds["auto"]
     return FinetuneResult(run.path, result.model_path, result.status, threshold.value, threshold.rule,
                           {scale: chosen.value for scale, chosen in thresholds.items()}, report)
+
+
+def _check_finite_positive(name: str, value: Any) -> None:
+    """ValueError naming the argument unless `value` is a finite number above 0 (not a bool, inf or NaN)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"`{name}` must be a finite number above 0; got {value!r}.")
 
 
 def _probabilities(model, samples: Sequence[Any], scale: str = "auto") -> list[np.ndarray]:

@@ -1,5 +1,6 @@
 """Run configs: typed, unknown keys rejected with the key and the file named."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,59 @@ def test_composition_errors_name_the_file(tmp_path):
         load_config(write(tmp_path, {"base": 3}, "d.yaml"))
     with pytest.raises(ConfigError, match=r"e.yaml \+ .*f.yaml: unknown key 'dat'"):
         load_config([write(tmp_path, {}, "e.yaml"), write(tmp_path, {"dat": {}}, "f.yaml")])
+
+
+def test_a_key_given_twice_is_refused_naming_the_file_the_key_and_its_lines(tmp_path):
+    """YAML keeps the last of two equal keys: a second `train:` section used to replace the first silently."""
+    path = tmp_path / "twice.yaml"
+    path.write_text("name: a\ntrain:\n  epochs: 3\ndata:\n  patch_size: 32\ntrain:\n  seed: 1\n")
+    with pytest.raises(ConfigError, match=r"twice\.yaml: the key 'train' is given twice in the same section \(on "
+                                          r"lines 2 and 6\), and YAML would silently keep only the second; keep one"):
+        load_config(path)
+    path.write_text("model:\n  options: {depth: 2, depth: 3}\n")
+    with pytest.raises(ConfigError, match=r"the key 'depth' is given twice in the same section \(on line 2\)"):
+        load_config(path)
+    base = write(tmp_path, {"train": {"epochs": 3}}, "base.yaml")
+    path.write_text(f"base: {base}\ntrain:\n  epochs: 5\n")  # a later file replacing a key is composition
+    assert load_config(path).train.epochs == 5
+    from keras_vessel.config import read_mapping
+
+    # YAML merge keys may be replaced: that is what they are for
+    path.write_text("defaults: &d {epochs: 3, seed: 2}\ntrain:\n  <<: *d\n  epochs: 4\n")
+    assert read_mapping(path)["train"] == {"epochs": 4, "seed": 2}
+
+
+def test_an_empty_section_is_an_empty_mapping(tmp_path):
+    """`loss:` with nothing under it is None in YAML: it used to fail ("loss is not a section" under --set)."""
+    path = tmp_path / "empty.yaml"
+    path.write_text("name: x\nloss:\nmodel:\n  options:\n")
+    assert load_config(path) == RunConfig(name="x")
+    assert load_config(path, ["loss.kind=pixel", "model.options.depth=2"]).loss.kind == "pixel"
+    first = write(tmp_path, {"loss": {"kind": "pixel"}}, "first.yaml")
+    assert load_config([first, path]).loss.kind == "pixel"  # a later empty section changes nothing
+
+
+def test_an_unknown_key_made_by_an_override_names_the_override(tmp_path):
+    path = write(tmp_path, {"train": {"epochs": 3}}, "base.yaml")
+    with pytest.raises(ConfigError, match=r"^--set nosuch\.x=1: unknown key 'nosuch'; known keys: name, data"):
+        load_config(path, ["nosuch.x=1"])
+    with pytest.raises(ConfigError, match=r"^--set data\.augmnt\.flips=false: unknown key data\.'augmnt'; did you "
+                                          r"mean data\.'augment'"):
+        load_config(path, ["data.augmnt.flips=false"])
+    with pytest.raises(ConfigError, match=r"^.*base\.yaml: unknown key 'nosuch'"):  # the file's own key: the file
+        load_config(write(tmp_path, {"nosuch": {"y": 1}}, "base.yaml"), ["train.epochs=1"])
+
+
+def test_validation_steps_is_retired_but_old_configs_still_load(tmp_path):
+    """train.validation_steps never did anything (validation scores every validation patch): it is no key of
+    TrainConfig, no longer saved, and read and dropped from the configs older versions saved (every run folder's
+    config.yaml, the bundled model's training_config.yaml)."""
+    from keras_vessel.config import RETIRED_KEYS, TrainConfig
+
+    assert "validation_steps" not in {f.name for f in dataclasses.fields(TrainConfig)}
+    assert "validation_steps" not in config_to_dict(RunConfig())["train"]
+    assert RETIRED_KEYS == {"train.validation_steps"}
+    assert load_config(write(tmp_path, {"train": {"epochs": 2, "validation_steps": 20}})).train.epochs == 2
+    assert load_config(REPO / "saved_models" / "general_unet" / "training_config.yaml").name == "general"
+    for path in (REPO / "configs").rglob("*.yaml"):
+        assert "validation_steps" not in path.read_text(), path

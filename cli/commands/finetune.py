@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -10,6 +11,13 @@ from keras_vessel_cli.errors import library_errors, quiet_tensorflow
 from keras_vessel_cli.options import counted, thresholds_said
 
 FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
+def _finite_positive(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A number option that must be finite and above 0 (click's FloatRange lets inf and nan through)."""
+    if value is not None and not 0 < value < math.inf:
+        raise click.BadParameter(f"must be a finite number above 0, got {value:g}")
+    return value
 
 
 @click.command()
@@ -24,11 +32,11 @@ FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
                    "records a fixed FOV diameter, report.md); re-running resumes it.")
 @click.option("--model", "model_path", type=click.Path(exists=True, path_type=Path), default=None,
               help="Model to start from: a .keras file or a run folder [default: the bundled model].")
-@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+@click.option("--minutes", type=float, callback=_finite_positive, default=10.0, show_default=True,
               help="Wall-clock budget of the whole command; the training steps are sized to it on this machine.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of patches and augmentation.")
-@click.option("--learning-rate-factor", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--learning-rate-factor", type=float, callback=_finite_positive, default=None,
               help="Learning rate as a fraction of the base model's recipe's [default: the fine-tuning recipe's].")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def finetune(images: Path, labels: Path, masks: Path | None, output: Path, model_path: Path | None, minutes: float,

@@ -169,7 +169,7 @@ def _rgb_array(image: Image.Image) -> np.ndarray:
     return out
 
 
-def read_mask(path: str | PathLike) -> np.ndarray:
+def read_mask(path: str | PathLike, *, what: str | None = None) -> np.ndarray:
     """Read a binary label or FOV mask as an ``(H, W)`` bool array, True where > 0.
 
     The rule is "> 0", never "== 255": CHASE_DB1's labels are 1-bit PNGs and
@@ -179,6 +179,11 @@ def read_mask(path: str | PathLike) -> np.ndarray:
     indices 0/1 whose palette maps 0 to the near-black (4, 2, 4), and Pillow
     writes a 0/255 grey GIF with index 0 meaning *white*. So a palette pixel
     is True when the grey level of its palette colour is > 127.
+
+    `what` is what the file is to the caller ("label", "FOV mask"): a file
+    that is not binary is then refused naming it so and saying how to save
+    it. None (for callers that say what to do themselves): it is called a
+    mask, and the message ends with the values found.
 
     Raises
     ------
@@ -200,9 +205,10 @@ def read_mask(path: str | PathLike) -> np.ndarray:
     if distinct.size > 2:
         shown = ", ".join(str(v) for v in distinct[:10].tolist())
         more = f", ... ({distinct.size} in all)" if distinct.size > 10 else ""
+        advice = "; save it as a black-and-white PNG, 0 and 255 only (not grey levels, not a JPEG)" if what else ""
         raise DatasetError(
-            f"mask {path} is not binary: expected at most two distinct values, "
-            f"found {distinct.size}: [{shown}{more}]"
+            f"{what or 'mask'} {path} is not binary: expected at most two distinct values, "
+            f"found {distinct.size}: [{shown}{more}]{advice}"
         )
     return np.asarray(values > cut, dtype=bool)
 

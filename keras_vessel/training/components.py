@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -13,9 +15,11 @@ from keras_vessel.data.tfrecords import PrepareError, combined_manifest
 
 __all__ = [
     "PAPER_MEAN",
+    "RANGES",
     "build_run_losses",
     "build_training_model",
     "check_config",
+    "check_ranges",
     "check_stride",
     "make_optimizer",
     "output_names",
@@ -156,31 +160,101 @@ def check_stride(model: keras.Model, config: RunConfig) -> None:
         )
 
 
+@dataclass(frozen=True)
+class _Range:
+    """The values a numeric config key allows: ``low`` to ``high`` (None: unbounded), each end closed unless
+    open; `note` says what an end means."""
+
+    low: float
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    note: str = ""
+
+    def __contains__(self, value: float) -> bool:  # False for NaN
+        above = value > self.low if self.low_open else value >= self.low
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return bool(above and below)
+
+    def __str__(self) -> str:
+        low, high = (f"{end:g}" if isinstance(end, float) else str(end) for end in (self.low, self.high))
+        if self.high is None:
+            said = ("positive" if self.low == 0 else f"greater than {low}") if self.low_open else f"at least {low}"
+        else:
+            said = f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+        return f"{said} ({self.note})" if self.note else said
+
+
+_PROBABILITY = _Range(0, 1)
+# The numeric keys' allowed values (`check_config`); data.fov_diameter, lr_decay_epochs with the step schedule and
+# the validation split (`keras_vessel.data.pipeline.split_names`) are checked where they are used.
+RANGES: dict[str, _Range] = {
+    "data.patch_size": _Range(8),
+    "data.batch_size": _Range(1),
+    "data.min_fov_fraction": _Range(0, 1, note="the share of a patch that must lie in the field of view"),
+    "data.scale_jitter": _Range(0, 1),
+    "data.local_sigma": _Range(0, 256, low_open=True, note="px"),
+    "data.augment.noise_variance": _Range(0, 1, note="on images scaled to [0, 1]"),
+    "data.augment.noise_probability": _PROBABILITY,
+    "data.augment.clahe_probability": _PROBABILITY,
+    "data.augment.contrast_stretch_probability": _PROBABILITY,
+    "data.augment.brightness": _Range(0, 1, note="a factor in [1 - b, 1 + b]"),
+    "data.augment.contrast": _Range(0, 1, note="a factor in [1 - c, 1 + c]"),
+    "data.augment.gamma": _Range(0, 2, note="the tone curve x ** g has log(g) in [-gamma, gamma]"),
+    "data.augment.colour_balance": _Range(0, 1, note="gains in [1 - c, 1 + c]"),
+    "data.augment.blur_probability": _PROBABILITY,
+    "data.augment.blur_sigma": _Range(0.3, 10, note="px; sigma is drawn from [0.3, blur_sigma]"),
+    "data.augment.jpeg_probability": _PROBABILITY,
+    "data.augment.jpeg_quality": _Range(0, 95, note="quality is drawn from [jpeg_quality, 95]"),
+    "loss.vessel_weight": _Range(0),
+    "loss.background_weight": _Range(0),
+    "loss.extra_weight": _Range(0),
+    "loss.cldice_alpha": _Range(0, 1),
+    "loss.cldice_iterations": _Range(1),
+    "train.epochs": _Range(1),
+    "train.steps_per_epoch": _Range(1),
+    "train.learning_rate": _Range(0, low_open=True),
+    "train.momentum": _Range(0, 1, high_open=True),
+    "train.weight_decay": _Range(0),
+    "train.lr_decay_epochs": _Range(0),
+    "train.lr_decay_factor": _Range(0, 1, low_open=True, note="the step schedule's multiplier"),
+    "train.ema_momentum": _Range(0, 1, high_open=True, note="0 turns the average off"),
+    "train.early_stopping_patience": _Range(0, note="0 turns early stopping off"),
+    "train.seed": _Range(0, 2**32 - 1),
+    "train.cpu_devices": _Range(0, note="0 or 1 keeps the CPU whole"),
+}
+_INTENSITY_VARIANTS = ("clahe_probability", "contrast_stretch_probability", "noise_probability")
+
+
+def check_ranges(config: RunConfig) -> None:
+    """ConfigError naming the key, its value and its allowed range (`RANGES`) for the first value out of range;
+    also when the intensity variants' probabilities (one variant per visit) add up to more than 1."""
+    for key, allowed in RANGES.items():
+        value = functools.reduce(getattr, key.split("."), config)
+        if value not in allowed:
+            raise ConfigError(f"{key} must be {allowed}, got {value}")
+    augment = config.data.augment
+    total = sum(getattr(augment, name) for name in _INTENSITY_VARIANTS)
+    if total > 1:
+        shown = " + ".join(f"{getattr(augment, name):g}" for name in _INTENSITY_VARIANTS)
+        raise ConfigError(f"data.augment's {', '.join(_INTENSITY_VARIANTS)} are the chances of one intensity variant "
+                          f"per visit and must add up to at most 1, got {shown} = {total:g}")
+
+
 def check_config(config: RunConfig) -> dict[str, Any]:
-    """Everything that can be wrong before training starts, reported with the key or path."""
+    """Everything that can be wrong before training starts, reported with the key or path; returns the
+    records' combined manifest. Numeric keys are checked against `RANGES` (`check_ranges`)."""
     if not config.data.train_records:
         raise ConfigError("data.train_records is empty: point it at a folder written by `keras-vessel prepare`")
-    try:
-        manifest = combined_manifest(records_folders(config.data))
-    except PrepareError as error:
-        raise ConfigError(f"data.train_records: {error}") from error
+    check_ranges(config)
     data = config.data
     if data.fov_diameter < 0 or 0 < data.fov_diameter < 32:
         raise ConfigError(f"data.fov_diameter must be 0 (each image at its own scale) or a diameter of at "
                           f"least 32 px, got {data.fov_diameter}")
-    if not 0 <= data.scale_jitter <= 1:
-        raise ConfigError(f"data.scale_jitter must be between 0 and 1, got {data.scale_jitter}")
-    if not 0 < data.local_sigma <= 256:
-        raise ConfigError(f"data.local_sigma must be in (0, 256] px, got {data.local_sigma}")
-    train = config.train
-    for key, value in (("train.epochs", train.epochs), ("train.steps_per_epoch", train.steps_per_epoch),
-                       ("data.batch_size", config.data.batch_size)):
-        if value < 1:
-            raise ConfigError(f"{key} must be at least 1, got {value}")
-    if train.learning_rate <= 0:
-        raise ConfigError(f"train.learning_rate must be positive, got {train.learning_rate}")
-    if not 0 <= train.ema_momentum < 1:
-        raise ConfigError(f"train.ema_momentum must be in [0, 1) (0 turns the average off), got {train.ema_momentum}")
+    try:
+        manifest = combined_manifest(records_folders(config.data))
+    except PrepareError as error:
+        raise ConfigError(f"data.train_records: {error}") from error
     _normalisation(config, manifest)  # statistics the records lack fail here, before the run folder exists
     _check_patch_fits(config, manifest)
     return manifest

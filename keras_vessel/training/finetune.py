@@ -30,6 +30,7 @@ from typing import Any
 
 from keras_vessel.config import ConfigError, DataConfig, LossConfig, ModelConfig, RunConfig, TrainConfig, load_config
 from keras_vessel.data.datasets import Sample, SampleSpec
+from keras_vessel.data.preprocessing import read_mask
 from keras_vessel.data.scaling import FUSION_MULTIPLES, check_scale
 from keras_vessel.data.tfrecords import write_dataset
 from keras_vessel.errors import DatasetError, OutputError
@@ -99,18 +100,32 @@ def check_photographs(specs: Sequence[SampleSpec]) -> list[Sample]:
     """Load every photograph with its label and FOV, refusing what fine-tuning cannot use; returns the samples.
 
     DatasetError naming the file for an unreadable one, a label or mask of another size than its
-    photograph (`keras_vessel.data.datasets.base.load_files`), or a label that marks no vessel inside
-    the field of view. All are read before anything is written.
+    photograph (`keras_vessel.data.datasets.base.load_files`), a label or mask that is not black and
+    white (named as the label or FOV mask it is, saying how to save it), or a label that marks no vessel
+    inside the field of view. All are read before anything is written.
     """
     samples = []
     for spec in specs:
-        sample = spec.load()
+        try:
+            sample = spec.load()
+        except DatasetError:
+            _check_binary(spec)  # a label or mask that is not black and white, named as such
+            raise
         if not (sample.label & sample.fov).any():
             where = "" if sample.fov.all() else " inside its field of view"
             raise DatasetError(f"the label of photograph {spec.name!r} marks no vessel{where}: fine-tuning learns "
                                "from labelled vessels; label them (white on black) or leave the photograph out")
         samples.append(sample)
     return samples
+
+
+def _check_binary(spec: SampleSpec) -> None:
+    """Read `spec`'s label and FOV mask alone, so that one that is not binary is refused as the label or
+    mask it is, with what to do (`read_mask`'s ``what``); called once loading it failed."""
+    files = _files(spec)
+    for role, what in (("label", "label"), ("mask", "FOV mask")):
+        if role in files:
+            read_mask(files[role], what=what)
 
 
 def steps_for_budget(seconds: float, timing: StepTiming, *, reserve_seconds: float = 0.0) -> int:
@@ -242,10 +257,14 @@ def plan_finetune(specs: Sequence[SampleSpec], output: str | Path, *, base: str 
 
 def _photograph(spec: SampleSpec) -> dict[str, Any]:
     """run.json's record of one photograph: its name, files and fingerprint (`SampleSpec.fingerprint`)."""
-    files = [argument for argument in getattr(spec.load, "args", ()) if isinstance(argument, Path)]
-    keys = ("image", "label", "mask")
-    return {"name": spec.name, **{key: str(path) for key, path in zip(keys, files)},
+    return {"name": spec.name, **{key: str(path) for key, path in _files(spec).items()},
             "fingerprint": spec.fingerprint()}
+
+
+def _files(spec: SampleSpec) -> dict[str, Path]:
+    """The files `spec` reads (`keras_vessel.data.datasets.open_labelled`'s): image, label and, if any, mask."""
+    files = [argument for argument in getattr(spec.load, "args", ()) if isinstance(argument, Path)]
+    return dict(zip(("image", "label", "mask"), files))
 
 
 def _resumable(run: RunFolder, info: dict[str, Any]) -> RunConfig | None:

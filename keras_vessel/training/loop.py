@@ -67,7 +67,9 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1,
 
     Re-running on the same folder resumes after the last finished epoch (a
     killed run loses at most the epoch in progress) if the config is the same
-    but for ``train.epochs``; otherwise ConfigError says what differs. Damaged
+    but for ``train.epochs``; otherwise ConfigError says what differs. A folder
+    holding a run that cannot be resumed (its checkpoints/ or config.yaml were
+    removed) is refused with OutputError (`RunFolder.check_resume`). Damaged
     prepared records are refused before the first step (PrepareError).
     Raises TrainingError when the loss becomes NaN or TensorFlow fails.
 

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import yaml
 
-from keras_vessel.config import ConfigError, RunConfig, config_to_dict, save_config
+from keras_vessel.config import RETIRED_KEYS, ConfigError, RunConfig, config_to_dict, read_mapping, save_config
+from keras_vessel.errors import OutputError
 from keras_vessel.io import write_json_atomic, write_text_atomic
 from keras_vessel.models.saving import save_model_atomic
 
@@ -68,24 +68,39 @@ class RunFolder:
 
     def check_resume(self, config: RunConfig, records: dict[str, str],
                      start_from: dict[str, str] | None = None) -> dict[str, Any] | None:
-        """Refuse to resume with other settings or other data; returns the stored run.json (None if new).
+        """Refuse to resume with other settings or other data, or a run that cannot be resumed; returns the
+        stored run.json ({} when it has none yet; None for a new folder).
 
-        Only ``train.epochs`` may change (to train a finished run longer): any
-        other key that differs from the stored config.yaml, or prepared records
-        whose manifest changed since the run started, or a ``model.start_from``
-        file whose SHA-256 differs from the one recorded (`start_from`: path and
-        sha256), raise ConfigError naming them and saying how to start afresh.
+        Whenever the folder holds a config.yaml, only ``train.epochs`` may differ from it (to train a
+        finished run longer; `RETIRED_KEYS` are not compared): any other key that differs from it, or
+        prepared records whose manifest changed since the run started, or a ``model.start_from`` file
+        whose SHA-256 differs from the one recorded (`start_from`: path and sha256), raise ConfigError
+        naming them and saying how to start afresh. A folder holding what finished epochs leave
+        (`finished_files`) without the checkpoints to resume from (removed to save space), or a run's
+        files without its config.yaml, raises OutputError: training into it would mix two runs' history
+        and replace their model. A run stopped before its first epoch ended has none of them and resumes
+        (from the start).
         """
-        if not self.config_path.is_file() or not self.checkpoints.is_dir():
-            return None
-        stored = yaml.safe_load(self.config_path.read_text()) or {}
-        changed = [(key, old, new) for key, old, new in _differences(stored, config_to_dict(config))
-                   if key != "train.epochs"]
         fresh = f"to start afresh, give another --output or delete {self.path}"
+        checkpointed = (self.checkpoints / "checkpoint").is_file()  # the CheckpointManager's index
+        finished = self.finished_files()
+        if not self.config_path.is_file():
+            held = [*finished, *(["checkpoints/"] if checkpointed else [])]
+            if held:
+                raise OutputError(f"{self.path} holds a run's {', '.join(held)} but not its config.yaml, so it "
+                                  f"cannot be resumed; {fresh}")
+            return None
+        stored = read_mapping(self.config_path)
+        changed = [(key, old, new) for key, old, new in _differences(stored, config_to_dict(config))
+                   if key != "train.epochs" and key not in RETIRED_KEYS]
         if changed:
             shown = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changed)
             raise ConfigError(f"{self.path} holds a run started with other settings ({shown}). To resume it, "
                               f"use its settings (only train.epochs may change, to train longer); {fresh}")
+        if finished and not checkpointed:
+            raise OutputError(f"{self.path} holds a run's {', '.join(finished)} but not the checkpoints/ to resume "
+                              f"it from (removed?), so it cannot be resumed, and training into it again would mix "
+                              f"two runs; {fresh}")
         info = self.read_info()
         for folder, digest in (info.get("records") or {}).items():
             if records.get(folder, digest) != digest:
@@ -96,6 +111,13 @@ class RunFolder:
             raise ConfigError(f"the model {start_from['path']} that {self.path} starts from changed since the run "
                               f"started (SHA-256 {recorded[:12]}... -> {start_from['sha256'][:12]}...); {fresh}")
         return info
+
+    def finished_files(self) -> list[str]:
+        """The names of what finished epochs leave in the folder: history.csv, model.keras, model_raw.keras,
+        and run.json when it records finished epochs ([] for a new run, or one stopped in its first epoch)."""
+        info = self.read_info() if self.info_path.is_file() else {}
+        return ([path.name for path in (self.history_path, self.model_path, self.raw_model_path) if path.is_file()]
+                + (["run.json"] if info.get("epochs_completed") or info.get("trained") else []))
 
     def start(self, config: RunConfig, info: dict[str, Any]) -> None:
         """Write config.yaml and run.json with status "running"."""

@@ -235,6 +235,8 @@ def camera(tmp_path) -> Path:
     ("size", r"size mismatch: \S+synthetic_0001_label.png is 64x40 \(WxH\) but its image \S+synthetic_0001.jpg "
              r"is 64x64"),
     ("empty", "the label of photograph 'synthetic_0000' marks no vessel inside its field of view"),
+    ("grey", r"Error: label \S+synthetic_0000_label.png is not binary: expected at most two distinct values, "
+             r"found 256: .*; save it as a black-and-white PNG, 0 and 255 only"),
 ])
 def test_bad_photographs_are_refused_before_anything_is_written(camera, pixel_model, tmp_path, damage, message):
     if damage == "unmatched":
@@ -242,6 +244,9 @@ def test_bad_photographs_are_refused_before_anything_is_written(camera, pixel_mo
         shutil.copy(camera / "labels" / "synthetic_0000_label.png", camera / "labels" / "stray.png")
     elif damage == "size":
         Image.new("L", (64, 40)).save(camera / "labels" / "synthetic_0001_label.png")
+    elif damage == "grey":  # a label saved with grey levels (anti-aliased, or a probability map)
+        Image.fromarray(np.arange(64 * 64).reshape(64, 64).astype(np.uint8)).save(
+            camera / "labels" / "synthetic_0000_label.png")
     else:
         Image.new("L", (64, 64)).save(camera / "labels" / "synthetic_0000_label.png")
     result = run("finetune", camera / "images", "--labels", camera / "labels", "--output", tmp_path / "run",
@@ -268,9 +273,13 @@ def test_a_failure_before_training_leaves_nothing(camera, pixel_model, tmp_path,
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--minutes", "0"], "Invalid value for '--minutes'"),
+    (["--minutes", "0"], "Invalid value for '--minutes': must be a finite number above 0, got 0"),
+    (["--minutes", "inf"], "Invalid value for '--minutes': must be a finite number above 0, got inf"),
+    (["--minutes", "nan"], "Invalid value for '--minutes': must be a finite number above 0, got nan"),
     (["--seed", "-1"], "Invalid value for '--seed'"),
     (["--learning-rate-factor", "0"], "Invalid value for '--learning-rate-factor'"),
+    (["--learning-rate-factor", "inf"], "Invalid value for '--learning-rate-factor': must be a finite number above "
+                                        "0, got inf"),
 ])
 def test_bad_options_are_usage_errors(camera, tmp_path, args, message):
     result = run("finetune", camera / "images", "--labels", camera / "labels", "--output", tmp_path / "run", *args)

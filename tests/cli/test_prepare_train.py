@@ -107,6 +107,8 @@ def test_train_runs_and_reports_where_the_model_is_and_its_thresholds(synthetic_
         (["--set", "data.train_records=/nowhere"], "data.train_records: /nowhere/manifest.json not found"),
         (["--set", "data.patch_size=30"], "data.patch_size=30 is not divisible by the network's stride 4"),
         (["--set", "train.strategy=multi_worker"], "needs the TF_CONFIG environment variable"),
+        (["--set", "nosuch.x=1"], "Error: --set nosuch.x=1: unknown key 'nosuch'; known keys: name, data"),
+        (["--set", "data.min_fov_fraction=2"], "Error: data.min_fov_fraction must be in [0, 1]"),
     ],
 )
 def test_train_bad_config_is_a_clear_error(synthetic_records, tmp_path, monkeypatch, args, message):
@@ -116,6 +118,22 @@ def test_train_bad_config_is_a_clear_error(synthetic_records, tmp_path, monkeypa
     assert result.exit_code == 1, show_result(result)
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_train_config_file_with_a_key_twice_or_an_empty_section(synthetic_records, tmp_path):
+    """A second `train:` section used to replace the first silently; `--set loss.kind=pixel` on a file with an
+    empty `loss:` section said "loss is not a section"."""
+    config = write_config(tmp_path, synthetic_records)
+    config.write_text(config.read_text() + "train:\n  seed: 1\n")
+    result = run_cli("train", "--config", config, "--output", tmp_path / "run", "--quiet")
+    assert result.exit_code == 1, show_result(result)
+    assert f"Error: {config}: the key 'train' is given twice in the same section (on lines " in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
+    config = write_config(tmp_path, synthetic_records)
+    config.write_text(config.read_text() + "loss:\n")
+    result = run_cli("train", "--config", config, "--output", tmp_path / "run", "--quiet", "--set", "loss.kind=pixel")
+    assert result.exit_code == 0, show_result(result)
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["loss"]["kind"] == "pixel"
 
 
 def test_train_missing_config_file(tmp_path):

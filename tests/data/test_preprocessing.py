@@ -190,8 +190,17 @@ def test_read_mask_rejects_three_values_and_lists_them(tmp_path):
     values[:10] = 128
     values[10:20] = 255
     Image.fromarray(values).save(tmp_path / "grey.png")
-    with pytest.raises(DatasetError, match=r"grey\.png is not binary.*found 3: \[0, 128, 255\]"):
-        read_mask(tmp_path / "grey.png")
+    with pytest.raises(DatasetError, match=r"^mask \S+grey\.png is not binary.*found 3: \[0, 128, 255\]$"):
+        read_mask(tmp_path / "grey.png")  # callers that say what to do themselves (measure) add it
+
+
+def test_read_mask_names_what_the_file_is_and_says_how_to_save_it(tmp_path):
+    """A grey-level label given to finetune --labels used to be called a mask, without what to do."""
+    Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16)).save(tmp_path / "photo_label.png")
+    with pytest.raises(DatasetError, match=r"^label \S+photo_label\.png is not binary: expected at most two "
+                                           r"distinct values, found 256: \[0, 1, .*\(256 in all\)\]; save it as a "
+                                           r"black-and-white PNG, 0 and 255 only \(not grey levels, not a JPEG\)$"):
+        read_mask(tmp_path / "photo_label.png", what="label")
 
 
 def test_read_mask_missing_file(tmp_path):

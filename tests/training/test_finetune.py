@@ -3,6 +3,8 @@ matcher and the checks that run before anything is written."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -130,6 +132,32 @@ def test_the_fov_is_predicts_without_masks_and_the_mask_with_them(tmp_path):
     write(tmp_path / "masks" / "a_mask.png", np.full((64, 64), 255, np.uint8))
     [sample] = check_photographs(open_labelled(tmp_path / "images", tmp_path / "labels", tmp_path / "masks"))
     assert sample.fov.all()
+
+
+@pytest.mark.parametrize("role, folder", [("label", "labels"), ("FOV mask", "masks")])
+def test_a_grey_level_label_or_mask_is_named_as_such_with_what_to_do(tmp_path, role, folder):
+    from keras_vessel.data.datasets import open_labelled
+
+    image, label = fundus()
+    write(tmp_path / "images" / "a.png", image)
+    write(tmp_path / "labels" / "a.png", label)
+    write(tmp_path / "masks" / "a.png", np.full((64, 64), 255, np.uint8))
+    write(tmp_path / folder / "a.png", np.arange(64 * 64, dtype=np.uint32).reshape(64, 64).astype(np.uint8))
+    with pytest.raises(DatasetError, match=rf"^{role} \S+{folder}/a\.png is not binary: .* found 256: .*; save it "
+                                           r"as a black-and-white PNG, 0 and 255 only"):
+        check_photographs(open_labelled(tmp_path / "images", tmp_path / "labels", tmp_path / "masks"))
+
+
+@pytest.mark.parametrize("argument", [{"minutes": math.inf}, {"minutes": math.nan}, {"minutes": 0},
+                                      {"learning_rate_factor": math.inf}])
+def test_a_budget_or_factor_that_is_not_a_finite_positive_number_is_refused_first(tmp_path, argument):
+    """--minutes inf used to end in an OverflowError traceback after the photographs were prepared."""
+    from keras_vessel.finetune import finetune
+
+    [(name, value)] = argument.items()
+    with pytest.raises(ValueError, match=rf"^`{name}` must be a finite number above 0; got {value!r}\.$"):
+        finetune(tmp_path / "nowhere", tmp_path / "nowhere", tmp_path / "run", **argument)
+    assert not (tmp_path / "run").exists()
 
 
 def test_labels_of_another_size_and_without_vessels_are_refused(tmp_path):

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -18,7 +19,16 @@ import pytest
 import tensorflow as tf
 import yaml
 
-from keras_vessel.config import ConfigError, DataConfig, LossConfig, ModelConfig, RunConfig, TrainConfig, load_config
+from keras_vessel.config import (
+    ConfigError,
+    DataConfig,
+    LossConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    config_to_dict,
+    load_config,
+)
 from keras_vessel.training import TrainingError, averaged_weights, build_steps, build_training_model, train
 
 PYTHON = sys.executable
@@ -129,6 +139,51 @@ def test_rerun_resumes_after_the_last_finished_epoch(records, tmp_path):
     assert history[0] == first[0]  # the finished epoch was not redone
 
 
+def test_a_finished_run_without_its_checkpoints_is_refused_not_mixed_with_another(records, tmp_path):
+    """checkpoints/ removed (to save disk): a run with other settings used to train into the folder, its rows
+    appended to the old history.csv and model.keras replaced; the same settings would train it again."""
+    from keras_vessel.errors import OutputError
+
+    train(small_config(records, epochs=1), tmp_path, verbose=0)
+    shutil.rmtree(tmp_path / "checkpoints")
+    kept = {name: (tmp_path / name).read_bytes() for name in ("history.csv", "model.keras", "run.json")}
+    pixel = replace(small_config(records, epochs=1), loss=LossConfig(kind="pixel"))
+    with pytest.raises(ConfigError, match=rf"^{tmp_path} holds a run started with other settings \(loss.kind: "
+                                          r"'joint' -> 'pixel'\)\. To resume it, use its settings"):
+        train(pixel, tmp_path, verbose=0)
+    with pytest.raises(OutputError, match=rf"^{tmp_path} holds a run's history.csv, model.keras, run.json but not the "
+                                          r"checkpoints/ to resume it from \(removed\?\), so it cannot be resumed, "
+                                          rf"and training into it again would mix two runs; to start afresh, give "
+                                          rf"another --output or delete {tmp_path}$"):
+        train(small_config(records, epochs=2), tmp_path, verbose=0)
+    assert {name: (tmp_path / name).read_bytes() for name in kept} == kept
+    (tmp_path / "config.yaml").unlink()
+    with pytest.raises(OutputError, match=r"holds a run's history.csv, model.keras, run.json but not its config.yaml"):
+        train(small_config(records, epochs=1), tmp_path, verbose=0)
+
+
+def test_a_run_stopped_in_its_first_epoch_resumes_from_the_start_but_not_with_other_settings(records, tmp_path):
+    """Nothing finished, so nothing is lost by starting again; but its config.yaml is compared all the same."""
+    from keras_vessel.config import save_config
+
+    save_config(small_config(records, epochs=1), tmp_path / "config.yaml")
+    (tmp_path / "run.json").write_text(json.dumps({"status": "interrupted", "epochs_completed": 0,
+                                                   "started": "then"}))
+    with pytest.raises(ConfigError, match=r"holds a run started with other settings \(train.seed: 1 -> 2\)"):
+        train(small_config(records, epochs=1, seed=2), tmp_path, verbose=0)
+    result = train(small_config(records, epochs=1), tmp_path, verbose=0)
+    assert result.epochs_completed == 1 and len(read_history(tmp_path / "history.csv")) == 1
+    assert json.loads((tmp_path / "run.json").read_text())["started"] == "then"
+
+
+def test_a_run_saved_with_the_retired_validation_steps_resumes(records, tmp_path):
+    train(small_config(records, epochs=1), tmp_path, verbose=0)
+    stored = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    stored["train"]["validation_steps"] = 20  # what older versions saved
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(stored, sort_keys=False))
+    assert train(small_config(records, epochs=2), tmp_path, verbose=0).epochs_completed == 2
+
+
 def test_pixel_only_run_and_step_schedule(records, tmp_path):
     config = small_config(records, lr_schedule="step", lr_decay_epochs=1, lr_decay_factor=0.5)
     config = replace(config, loss=LossConfig(kind="pixel"))
@@ -177,6 +232,45 @@ def test_bad_configs_fail_before_training(records, tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
         train(config, tmp_path / "run", verbose=0)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.min_fov_fraction=2", r"data.min_fov_fraction must be in [0, 1] (the share of a patch that must lie in "
+                                r"the field of view), got 2.0"),
+    ("data.patch_size=0", "data.patch_size must be at least 8, got 0"),
+    ("data.augment.jpeg_quality=500", "data.augment.jpeg_quality must be in [0, 95] (quality is drawn from "
+                                      "[jpeg_quality, 95]), got 500"),
+    ("data.augment.noise_probability=5", "data.augment.noise_probability must be in [0, 1], got 5.0"),
+    ("data.augment.blur_probability=-0.1", "data.augment.blur_probability must be in [0, 1], got -0.1"),
+    ("data.augment.brightness=3", "data.augment.brightness must be in [0, 1] (a factor in [1 - b, 1 + b]), got 3.0"),
+    ("data.augment.blur_sigma=-1", "data.augment.blur_sigma must be in [0.3, 10]"),
+    ("data.augment.noise_variance=-0.001", "data.augment.noise_variance must be in [0, 1]"),
+    ("data.augment.clahe_probability=0.8", "data.augment's clahe_probability, contrast_stretch_probability, "
+                                           "noise_probability are the chances of one intensity variant per visit "
+                                           "and must add up to at most 1, got 0.8 + 0.166667 + 0.166667 = 1.13333"),
+    ("loss.vessel_weight=-1", "loss.vessel_weight must be at least 0, got -1.0"),
+    ("loss.cldice_alpha=2", "loss.cldice_alpha must be in [0, 1], got 2.0"),
+    ("train.learning_rate=-0.001", "train.learning_rate must be positive, got -0.001"),
+    ("train.momentum=1.5", "train.momentum must be in [0, 1), got 1.5"),
+    ("train.weight_decay=-0.1", "train.weight_decay must be at least 0, got -0.1"),
+    ("train.lr_decay_factor=-0.5", "train.lr_decay_factor must be in (0, 1] (the step schedule's multiplier), "
+                                   "got -0.5"),
+    ("train.early_stopping_patience=-1", "train.early_stopping_patience must be at least 0 (0 turns early stopping "
+                                         "off), got -1"),
+    ("train.cpu_devices=-2", "train.cpu_devices must be at least 0 (0 or 1 keeps the CPU whole), got -2"),
+    ("train.seed=-1", "train.seed must be in [0, 4294967295], got -1"),
+    ("data.batch_size=0", "data.batch_size must be at least 1, got 0"),
+])
+def test_values_out_of_range_are_refused_naming_the_key_the_value_and_the_range(records, tmp_path, override,
+                                                                                 message):
+    """data.min_fov_fraction=2 used to loop for ever in the input pipeline, jpeg_quality=500 to fail in a TF op
+    saying to re-run the command, the others to be accepted silently."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config_to_dict(small_config(records))))
+    config = load_config(path, [override])
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
+        train(config, tmp_path / "run", verbose=0)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("channel", ["green", "grey", "rgb"])
