@@ -30,7 +30,6 @@ from typing import Any
 
 from keras_vessel.config import ConfigError, DataConfig, LossConfig, ModelConfig, RunConfig, TrainConfig, load_config
 from keras_vessel.data.datasets import Sample, SampleSpec
-from keras_vessel.data.preprocessing import read_mask
 from keras_vessel.data.scaling import FUSION_MULTIPLES, check_scale
 from keras_vessel.data.tfrecords import write_dataset
 from keras_vessel.errors import DatasetError, OutputError
@@ -106,26 +105,13 @@ def check_photographs(specs: Sequence[SampleSpec]) -> list[Sample]:
     """
     samples = []
     for spec in specs:
-        try:
-            sample = spec.load()
-        except DatasetError:
-            _check_binary(spec)  # a label or mask that is not black and white, named as such
-            raise
+        sample = spec.load()
         if not (sample.label & sample.fov).any():
             where = "" if sample.fov.all() else " inside its field of view"
             raise DatasetError(f"the label of photograph {spec.name!r} marks no vessel{where}: fine-tuning learns "
                                "from labelled vessels; label them (white on black) or leave the photograph out")
         samples.append(sample)
     return samples
-
-
-def _check_binary(spec: SampleSpec) -> None:
-    """Read `spec`'s label and FOV mask alone, so that one that is not binary is refused as the label or
-    mask it is, with what to do (`read_mask`'s ``what``); called once loading it failed."""
-    files = _files(spec)
-    for role, what in (("label", "label"), ("mask", "FOV mask")):
-        if role in files:
-            read_mask(files[role], what=what)
 
 
 def steps_for_budget(seconds: float, timing: StepTiming, *, reserve_seconds: float = 0.0) -> int:

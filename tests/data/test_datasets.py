@@ -301,7 +301,8 @@ def test_label_with_three_values_lists_them(tmp_path):
     values[0, :5] = 100
     path = root / "training" / "1st_manual" / "21_manual1.gif"
     _save(path, values)
-    with pytest.raises(DatasetError, match=r"21_manual1\.gif is not binary.*found 3: \[0, 100, 255\]"):
+    with pytest.raises(DatasetError, match=r"^label \S+21_manual1\.gif is not binary.*found 3: \[0, 100, 255\]; save it "
+                                          r"as a black-and-white PNG"):
         open_dataset("drive", root, "training")[0].load()
 
 

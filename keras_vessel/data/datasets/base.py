@@ -157,18 +157,18 @@ def load_files(
     pickles.
     """
     image = read_image(image_path)
-    label = read_mask(label_path)
+    label = read_mask(label_path, what="label")
     _check_same_size(image_path, image, label_path, label)
     if fov_path is None and fov_rule == "predict":
         fov = _predict_region(image) if measured is None else measured
     elif fov_path is None:
         fov = derive_fov(image, threshold=fov_threshold, erosion=fov_erosion, cut=measured)
     else:
-        fov = read_mask(fov_path)
+        fov = read_mask(fov_path, what="FOV mask")
         _check_same_size(image_path, image, fov_path, fov)
     second = None
     if second_label_path is not None:
-        second = read_mask(second_label_path)
+        second = read_mask(second_label_path, what="second label")
         _check_same_size(image_path, image, second_label_path, second)
     return Sample(name=name, image=image, label=label, fov=fov, second_label=second)
 
