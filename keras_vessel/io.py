@@ -93,6 +93,29 @@ def write_json_atomic(path: str | Path, payload: Any) -> None:
     write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
 
 
+def recorded_model(record_path: str | Path) -> Any:
+    """The model file name a JSON record kept beside a model (its threshold, its ensemble record) names as
+    its own (``"model"``); None when it names none or cannot be read."""
+    try:
+        record = json.loads(Path(record_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record.get("model") if isinstance(record, dict) else None
+
+
+def other_model_beside(record_path: str | Path, model_path: str | Path) -> Path | None:
+    """The other model, still beside `record_path`, that this record names as its own; None when the record
+    is `model_path`'s, names no model, or names one no longer there (a model renamed keeps its records).
+
+    Records are kept beside a model under fixed names, so two models in one folder would read each other's.
+    """
+    model = recorded_model(record_path)
+    if not isinstance(model, str) or model == Path(model_path).name:
+        return None
+    other = Path(record_path).with_name(model)
+    return other if other.exists() else None
+
+
 def ensure_writable_dir(path: str | Path, *, what: str = "the output folder") -> Path:
     """Create `path` (and parents) if needed and check that a file can be written in it, before any work.
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from keras_vessel.data.scaling import check_scale, scale_record
 from keras_vessel.evaluation import metrics
-from keras_vessel.io import write_json_atomic
+from keras_vessel.io import other_model_beside, write_json_atomic
 from keras_vessel.models.inference import check_tta, load_inference_model, predict_probability
 from keras_vessel.progress import progress as progress_bar
 
@@ -222,6 +222,7 @@ def load_threshold(model_path: str | Path, *, heads: str | None = None, tta: str
     """Read `threshold_path` (of `tta` and `scale`) beside the model: ``{"threshold": t, "rule": ..., ...}``.
 
     Raises FileNotFoundError saying how to create it, ValueError when malformed,
+    when it records another model still beside it as its own (``"model"``),
     when the file records that it was chosen at another `threshold_scale`, or,
     if `heads` is given, when it was computed for other heads (the fused
     probability, hence the best threshold, depends on them).
@@ -249,6 +250,14 @@ def load_threshold(model_path: str | Path, *, heads: str | None = None, tta: str
             f"{path} is not a valid threshold file ({error}); expected JSON like "
             f'{{"threshold": 0.47, "rule": "..."}}.'
         ) from None
+    owner = other_model_beside(path, model_path)
+    if owner is not None:
+        raise ValueError(
+            f"{path} holds the threshold of {owner}, not of {model_path} (a threshold depends on the weights; "
+            f"threshold files are kept beside their model under fixed names, one model per folder); put "
+            f"{Path(model_path).name} in a folder of its own and choose its threshold there with "
+            f"`keras-vessel evaluate --threshold train --training-root ROOT{flags} ...`, or pass --threshold NUMBER."
+        )
     payload["threshold"] = threshold
     payload.setdefault("rule", TRAINING_RULE)
     chosen_at = payload.get("scale")

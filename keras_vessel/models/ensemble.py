@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from keras_vessel.errors import OutputError
-from keras_vessel.io import write_json_atomic
+from keras_vessel.io import other_model_beside, recorded_model, write_json_atomic
 from keras_vessel.provenance import git_revision, package_versions
 
 ENSEMBLE_INFO = "ensemble.json"
@@ -46,26 +46,14 @@ def _member_info(path: Path) -> dict:
     return info
 
 
-def _recorded_model(path: Path) -> Any:
-    """The model file name a JSON file beside a model records as its own (``"model"``); None if it records
-    none or cannot be read."""
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return record.get("model") if isinstance(record, dict) else None
-
-
 def _owners(path: Path, output: Path) -> tuple[list[Path], str]:
     """The models other than `output`, still beside `path`, that the record `path` belongs to, and how that is
     said: the one it names ("belongs"), or, for an ensemble record written before records named their model,
     any other beside it ("may belong")."""
-    model = _recorded_model(path)
-    if model is None and path.name == ENSEMBLE_INFO:
+    if recorded_model(path) is None and path.name == ENSEMBLE_INFO:
         return sorted(p for p in path.parent.glob("*.keras") if p.name != output.name), "may belong"
-    if not isinstance(model, str) or model == output.name or not path.with_name(model).exists():
-        return [], "belongs"
-    return [path.with_name(model)], "belongs"
+    other = other_model_beside(path, output)
+    return ([other] if other else []), "belongs"
 
 
 def _stale_sidecars(output: Path, sidecars: Sequence[str | Path]) -> list[Path]:

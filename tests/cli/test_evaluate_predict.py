@@ -512,3 +512,21 @@ def test_predict_warns_about_each_photograph_too_small_for_the_models_training_s
     assert listed == [photos / "small.png", photos / "tiny.png"] and "own size" not in messages[1], messages
     assert warnings(tiny_model_file(base_filters=4, depth=2, seed=0)) == ([], [])
     assert warnings(None, predictor=lambda image: np.zeros(image.shape[:2], np.float32)) == ([], [])
+
+
+def test_predict_refuses_the_threshold_of_another_model_in_the_same_folder(model_path, small_drive, tmp_path):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "model.keras").write_bytes(model_path.read_bytes())
+    (folder / "mine.keras").write_bytes(model_path.read_bytes())  # a plain model copied beside a trained one
+    from keras_vessel.evaluation import save_threshold
+
+    save_threshold(folder / "model.keras", 0.4, heads="mean")
+    result = _run(["predict", small_drive / "test" / "images", "--model", folder / "mine.keras",
+                   "--output", tmp_path / "out", "--quiet"])  # fmt: skip
+    assert result.exit_code != 0, _show(result)
+    assert "holds the threshold of" in result.stderr and "Traceback" not in result.stderr + result.stdout
+    assert not any((tmp_path / "out").glob("*_mask.png"))  # no masks at a borrowed threshold
+    result = _run(["predict", small_drive / "test" / "images", "--model", folder / "model.keras",
+                   "--output", tmp_path / "own", "--quiet"])  # its own model reads it
+    assert result.exit_code == 0, _show(result)

@@ -295,3 +295,16 @@ def test_load_threshold_checks_heads(tmp_path):
     assert evaluation.load_threshold(model_path, heads="mean")["threshold"] == 0.4
     with pytest.raises(ValueError, match="heads='mean', not heads='pixel'"):
         evaluation.load_threshold(model_path, heads="pixel")
+
+
+def test_a_threshold_of_another_model_still_beside_it_is_refused_and_a_renamed_models_is_kept(tmp_path):
+    trained, copied = tmp_path / "model.keras", tmp_path / "mine.keras"
+    evaluation.save_threshold(trained, 0.4, heads="mean")
+    trained.write_bytes(b"weights")
+    copied.write_bytes(b"weights of another training")  # beside model.keras, whose threshold.json names it
+    with pytest.raises(ValueError, match=r"threshold\.json holds the threshold of .*model\.keras, not of "
+                                         r".*mine\.keras .*put mine\.keras in a folder of its own"):
+        evaluation.load_threshold(copied)
+    assert evaluation.load_threshold(trained)["threshold"] == 0.4  # its own model reads it
+    trained.unlink()  # model.keras renamed to mine.keras: its records stay its own
+    assert evaluation.load_threshold(copied)["threshold"] == 0.4
