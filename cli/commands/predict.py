@@ -175,7 +175,6 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
 
     from keras_vessel.serving.prediction import (
         FAILURES_CSV,
-        MULTI_SCALE_ADVISED_FOV,
         InputError,
         expand_inputs,
         predict_files,
@@ -210,15 +209,27 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
     click.echo(f"wrote {kinds} for {done} of {len(paths)} images to {output}"
                + (f" and their measurements to {output / 'measures.csv'}" if measure and done else "")
                + (f"; {len(report.skipped)} of {len(paths)} already done, skipped" if report.skipped else ""))
-    if report.wide_fov:
-        click.echo(f"photographs with a field of view at least {MULTI_SCALE_ADVISED_FOV:g} px across: "
-                   f"{len(report.wide_fov)} of {len(paths)}; --scale multi keeps more of their thin vessels "
-                   "(several times the time; docs/RESULTS.md section 1b)", err=True)
+    _echo_fov_notes(len(report.wide_fov), len(report.low_resolution), done)
     if report.failures:
         raise click.ClickException(
             f"{len(report.failures)} of {len(paths)} inputs failed: "
             + ", ".join(str(p) for p, _ in report.failures) + f" (each with its reason in {output / FAILURES_CSV})"
         )
+
+
+def _echo_fov_notes(wide_fov: int, low_resolution: int, total: int, *, where: str = "above") -> None:
+    """The lines after a run (either engine) counting the photographs `PhotographWork.notes` noted among the
+    `total` predicted in this run."""
+    from keras_vessel.serving.prediction import LOW_RESOLUTION_FOV_FRACTION, MULTI_SCALE_ADVISED_FOV
+
+    if wide_fov:
+        click.echo(f"photographs with a field of view at least {MULTI_SCALE_ADVISED_FOV:g} px across: "
+                   f"{wide_fov} of {total}; --scale multi keeps more of their thin vessels "
+                   "(several times the time; docs/RESULTS.md section 1b)", err=True)
+    if low_resolution:
+        click.echo(f"photographs of low resolution (a field of view under {LOW_RESOLUTION_FOV_FRACTION:.0%} of the "
+                   f"model's training FOV, their thin vessels missed): {low_resolution} of {total}, each named "
+                   f"{where}", err=True)
 
 
 @contextlib.contextmanager
@@ -266,6 +277,7 @@ def _predict_beam(model_path: Path, inputs: tuple[str, ...], output: Path, beam_
             raise
     click.echo(f"beam: {counted(report.done, 'photograph')} done, {report.skipped} skipped (already done), "
                f"{report.failed} failed; outputs in {output}")
+    _echo_fov_notes(report.wide_fov, report.low_resolution, report.done, where="in the workers' logs")
     if report.failed:
         raise click.ClickException(f"{counted(report.failed, 'photograph')} failed: see {output}/{FAILURES_CSV} "
                                    "(each with its reason)")

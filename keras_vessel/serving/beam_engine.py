@@ -13,7 +13,9 @@ that made them, and a re-run with others is refused before any work (`claim_outp
 engine, which also says what ``--overwrite`` removes); a
 photograph that fails is written with its reason to ``failures.csv`` and the others go on (that file and
 measures.csv written by the local engine's rule: `record_results`); an error that stops the whole pipeline
-is one sentence (`PipelineError`). Counters (`COUNTERS`) say what happened.
+is one sentence (`PipelineError`). Counters (`COUNTERS`) say what happened, with the local engine's notes
+on photographs too small for the model or wide enough for ``--scale multi`` (`PhotographWork.notes`; each
+low-resolution photograph also warned about in the worker's log).
 
 `apache_beam` is imported here only: the base install has no Beam (``pip install keras-vessel[beam]``).
 """
@@ -45,6 +47,7 @@ from keras_vessel.locks import folder_lock
 from keras_vessel.serving.prediction import (
     FAILURES_CSV,
     DoneCheck,
+    FovNotes,
     PhotographWork,
     claim_output,
     expand_inputs,
@@ -61,7 +64,7 @@ __all__ = ["COUNTERS", "BeamFiles", "BeamReport", "VesselModelHandler", "pipelin
 
 # What the pipeline counts (Beam metrics, namespace "keras_vessel").
 NAMESPACE = "keras_vessel"
-COUNTERS = ("done", "skipped", "failed")
+COUNTERS = ("done", "skipped", "failed", "wide_fov", "low_resolution")
 # How Beam reports an error raised in a step: ``TYPE: MESSAGE [while running 'STEP']``, wrapped in a RuntimeError
 # (its text, with the worker's traceback before it, when it comes from another process), and an OSError's text.
 _STEP = re.compile(r"\s*\[while running '(?P<step>.*)'\]\s*$")
@@ -161,13 +164,16 @@ def _write(path: str, data: bytes) -> None:
 
 @dataclass
 class BeamReport:
-    """What `predict_beam` did: the counters (`COUNTERS`) and ``failures``, ``(path, reason)`` per photograph
+    """What `predict_beam` did: the counters (`COUNTERS`: ``wide_fov`` and ``low_resolution`` count the
+    photographs done that `PhotographWork.notes` notes so) and ``failures``, ``(path, reason)`` per photograph
     of the run that failed (read back from ``failures.csv`` in the output folder), sorted by name."""
 
     done: int
     skipped: int
     failed: int
     failures: list[tuple[str, str]]
+    wide_fov: int = 0
+    low_resolution: int = 0
 
 
 def pipeline_options(pairs: Sequence[str]) -> PipelineOptions:
@@ -206,7 +212,8 @@ class VesselModelHandler(ModelHandler):
     """RunInference's handler of a keras-vessel ``.keras`` model: loaded once per worker (from a local
     path, or copied from gs:// / s3://), applied to one photograph at a time by
     `PhotographWork.probability` (its own size and scale, whole or tiled, TTA). An example is
-    ``(image, located)``; its inference the probability map, or a `_Failed` reason."""
+    ``(image, located)``; its inference a `_Predicted` (the probability map and `PhotographWork.notes`), or a
+    `_Failed` reason."""
 
     def __init__(self, model_path: str, work: PhotographWork) -> None:
         super().__init__(max_batch_size=1)  # photographs differ in size: nothing to stack
@@ -224,7 +231,8 @@ class VesselModelHandler(ModelHandler):
     def run_inference(self, batch, model, inference_args=None):
         for image, located in batch:
             try:
-                inference = self.work.probability(image, located, model=model)
+                inference = _Predicted(self.work.probability(image, located, model=model),
+                                       self.work.notes(located, model))
             except Exception as error:  # noqa: BLE001 - one photograph's failure, recorded by _Finish
                 inference = _Failed(error)
             yield PredictionResult((image, located), inference)
@@ -234,6 +242,12 @@ class VesselModelHandler(ModelHandler):
 
     def get_metrics_namespace(self) -> str:
         return "keras_vessel_inference"
+
+
+@dataclass
+class _Predicted:
+    prob: np.ndarray
+    notes: FovNotes
 
 
 class _Failed:
@@ -289,6 +303,8 @@ class _Finish(beam.DoFn):
         self.work, self.output = work, output
         self.done = Metrics.counter(NAMESPACE, "done")
         self.failed = Metrics.counter(NAMESPACE, "failed")
+        self.wide_fov = Metrics.counter(NAMESPACE, "wide_fov")
+        self.low_resolution = Metrics.counter(NAMESPACE, "low_resolution")
 
     def process(self, element):
         (path, stem), result = element
@@ -296,7 +312,7 @@ class _Finish(beam.DoFn):
         try:
             if isinstance(result.inference, _Failed):
                 raise result.inference.error
-            maps = self.work.finish(image, result.inference, located)
+            maps = self.work.finish(image, result.inference.prob, located)
             written = write_photograph(self.output, stem, maps, files=BeamFiles)
             row = self.work.row(stem, written[1], maps, located) if self.work.measure else None
         except Exception as error:  # noqa: BLE001 - one bad photograph must not stop the pipeline
@@ -306,6 +322,12 @@ class _Finish(beam.DoFn):
             yield beam.pvalue.TaggedOutput("failed", (path, failure_reason(path, error)))
             return
         self.done.inc()
+        notes = result.inference.notes
+        if notes.wide_fov:
+            self.wide_fov.inc()
+        if notes.low_resolution:
+            log.warning("%s: %s", path, notes.low_resolution)
+            self.low_resolution.inc()
         yield row
 
 
@@ -418,4 +440,5 @@ def predict_beam(model_path: str | Path, inputs: Sequence[str | Path], output: s
         failed = [(row["path"], row["reason"]) for row in
                   csv.DictReader(io.StringIO(BeamFiles.read_text(BeamFiles.join(output, FAILURES_CSV)) or ""))
                   if row.get("name") in ours]
-    return BeamReport(counts["done"], counts["skipped"], counts["failed"], failed)
+    return BeamReport(counts["done"], counts["skipped"], counts["failed"], failed, wide_fov=counts["wide_fov"],
+                      low_resolution=counts["low_resolution"])

@@ -23,6 +23,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -34,11 +35,11 @@ from keras_vessel.io import file_sha256, write_png_atomic, write_text_atomic
 from keras_vessel.locks import folder_lock
 
 __all__ = ["FAILURES_CSV", "FAILURE_COLUMNS", "LOW_RESOLUTION_FOV_FRACTION", "MULTI_SCALE_ADVISED_FOV",
-           "OUTPUT_MARKER", "OUTPUT_SUFFIXES", "OVERLAY_COLOUR", "SETTINGS", "DoneCheck", "InputError", "LocalFiles",
-           "Located", "Maps", "OutputClashError", "PhotographWork", "PredictReport", "claim_output", "expand_inputs",
-           "failure_reason", "failures_text", "output_stems", "own_outputs", "photograph_marker", "photograph_name",
-           "predict_files", "prediction_settings", "record_results", "stops_the_batch", "vessel_overlay",
-           "write_photograph"]
+           "OUTPUT_MARKER", "OUTPUT_SUFFIXES", "OVERLAY_COLOUR", "SETTINGS", "DoneCheck", "FovNotes", "InputError",
+           "LocalFiles", "Located", "Maps", "OutputClashError", "PhotographWork", "PredictReport", "claim_output",
+           "expand_inputs", "failure_reason", "failures_text", "output_stems", "own_outputs", "photograph_marker",
+           "photograph_name", "predict_files", "prediction_settings", "record_results", "stops_the_batch",
+           "vessel_overlay", "write_photograph"]
 
 # What `predict_files` writes per image; the file in its output folder that records the settings that made
 # them (`claim_output`); and, per photograph, the marker written after its files that records it done
@@ -95,9 +96,9 @@ class PredictReport:
         input order.
     wide_fov : inputs a local model recording its training FOV diameter predicted at ``scale="auto"`` whose field
         of view was found at least `MULTI_SCALE_ADVISED_FOV` px across, where ``scale="multi"`` keeps more thin
-        vessels (`PhotographWork.advises_multi_scale`).
+        vessels (`PhotographWork.notes`).
     low_resolution : inputs whose field of view was found narrower than `LOW_RESOLUTION_FOV_FRACTION` of a local
-        model's training FOV (`PhotographWork.low_resolution`; each also warned about as it is predicted).
+        model's training FOV (`PhotographWork.notes`; each also warned about as it is predicted).
     """
 
     written: list[Path] = field(default_factory=list)
@@ -718,11 +719,11 @@ def predict_files(
                 try:
                     image = read_image(path)
                     located = work.locate(path, image)
-                    if work.advises_multi_scale(located, model):
+                    notes = work.notes(located, model)
+                    if notes.wide_fov:
                         report.wide_fov.append(path)
-                    too_small = work.low_resolution(located, model)
-                    if too_small is not None:
-                        log.warning("%s: %s", path, too_small)
+                    if notes.low_resolution:
+                        log.warning("%s: %s", path, notes.low_resolution)
                         report.low_resolution.append(path)
                     maps = work.finish(image, work.probability(image, located, model=model, predictor=predictor),
                                        located)
@@ -772,6 +773,13 @@ class Located:
     fov: np.ndarray
     how: str
     geometry: object | None = None
+
+
+class FovNotes(NamedTuple):
+    """What `predict` notes about one photograph's size for the model (`PhotographWork.notes`)."""
+
+    wide_fov: bool
+    low_resolution: str | None
 
 
 @dataclass
@@ -843,18 +851,6 @@ class PhotographWork:
         region = np.ones(image.shape[:2], dtype=bool)
         return Located(region, region, "whole image", geometry)
 
-    @staticmethod
-    def _diameters(located: Located, model) -> tuple[float, float] | None:
-        """``(photograph's FOV diameter, model's training diameter)`` in px, or None when the photograph's FOV was
-        not measured or not found, or `model` is None (a predictor) or records no training diameter."""
-        from keras_vessel.models import model_fov_diameter
-
-        geometry = located.geometry
-        if model is None or geometry is None or not geometry.found:
-            return None
-        trained = model_fov_diameter(model)
-        return None if trained is None else (geometry.diameter, trained)
-
     def check_fov_size(self, path: str | Path, shape: tuple[int, int]) -> None:
         """A DatasetError naming both files when a ``--fov`` mask file is given and the photograph at `path`,
         ``(height, width)`` = `shape`, is of another size."""
@@ -867,29 +863,34 @@ class PhotographWork:
                 "of other sizes apart, or with --fov auto"
             )
 
-    def advises_multi_scale(self, located: Located, model) -> bool:
-        """Whether ``scale="multi"`` is advised for this photograph: the local `model` (None: a predictor) records
-        a training FOV diameter and runs at ``scale="auto"``, and the photograph's field of view was found at
-        least `MULTI_SCALE_ADVISED_FOV` px across."""
-        diameters = self._diameters(located, model)
-        return self.scale == "auto" and diameters is not None and diameters[0] >= MULTI_SCALE_ADVISED_FOV
+    def notes(self, located: Located, model) -> FovNotes:
+        """What `predict` notes about this photograph for the local `model` (None: a predictor, a server, runs at
+        its own settings: nothing to note), from its field of view found and the model's training FOV diameter
+        (a model recording none: nothing):
 
-    def low_resolution(self, located: Located, model) -> str | None:
-        """Why this photograph is too small for the local `model` (one sentence without its name), or None: its
-        field of view was found narrower than `LOW_RESOLUTION_FOV_FRACTION` of the model's training FOV, at any
-        scale (the photograph lacks the pixels, however it is resampled). None for a predictor (a server) and
-        a model that records no training diameter."""
+        ``wide_fov``: ``scale="multi"`` is advised, the photograph runs at ``scale="auto"`` and its field of view
+        is at least `MULTI_SCALE_ADVISED_FOV` px across.
+        ``low_resolution``: why it is too small for the model (one sentence without its name), or None: its field
+        of view is narrower than `LOW_RESOLUTION_FOV_FRACTION` of the model's training FOV, at any scale (the
+        photograph lacks the pixels, however it is resampled).
+        """
         from keras_vessel.data.scaling import MAX_FACTOR
+        from keras_vessel.models import model_fov_diameter
 
-        diameters = self._diameters(located, model)
-        if diameters is None or diameters[0] >= LOW_RESOLUTION_FOV_FRACTION * diameters[1]:
-            return None
-        found, trained = diameters
+        geometry = located.geometry
+        trained = None if model is None or geometry is None or not geometry.found else model_fov_diameter(model)
+        if trained is None:
+            return FovNotes(False, None)
+        found = geometry.diameter
+        wide = self.scale == "auto" and found >= MULTI_SCALE_ADVISED_FOV
+        if found >= LOW_RESOLUTION_FOV_FRACTION * trained:
+            return FovNotes(wide, None)
         unscaled = (f" (predicted at its own size: --scale auto does not enlarge more than {MAX_FACTOR:g}x)"
                     if self.scale == "auto" and trained / found > MAX_FACTOR else "")
-        return (f"low resolution: its field of view is {found:.0f} px across, under {LOW_RESOLUTION_FOV_FRACTION:.0%} "
-                f"of the {trained:.0f} px the model was trained at, so its thin vessels are missed{unscaled}; use "
-                "the photograph at its full resolution if you have it")
+        return FovNotes(wide, f"low resolution: its field of view is {found:.0f} px across, under "
+                              f"{LOW_RESOLUTION_FOV_FRACTION:.0%} of the {trained:.0f} px the model was trained at, "
+                              f"so its thin vessels are missed{unscaled}; use the photograph at its full resolution "
+                              "if you have it")
 
     def probability(self, image: np.ndarray, located: Located, *, model=None,
                     predictor: Predictor | None = None) -> np.ndarray:

@@ -455,9 +455,9 @@ def test_predict_advises_multi_scale_for_photographs_with_a_wide_field_of_view(t
                              progress=False).wide_fov == []
     work = PhotographWork()
     located = work.locate(photos / "wide.png", np.asarray(Image.open(photos / "wide.png")))
-    assert work.advises_multi_scale(located, load_inference_model(with_diameter))
-    assert not work.advises_multi_scale(located, load_inference_model(tiny_model_file()))  # no diameter: no multiples
-    assert not work.advises_multi_scale(located, None)  # a predictor (a server) runs at its own settings
+    assert work.notes(located, load_inference_model(with_diameter)).wide_fov
+    assert not work.notes(located, load_inference_model(tiny_model_file())).wide_fov  # no diameter: no multiples
+    assert not work.notes(located, None).wide_fov  # a predictor (a server) runs at its own settings
 
     result = _run(["predict", "--model", with_diameter, photos, "--output", tmp_path / "c", "--threshold", "0.5",
                    "--quiet"])
