@@ -41,6 +41,7 @@ written before the runs are in docs/notebook/2026-12-06-h-leave-one-camera-out.m
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -89,6 +90,10 @@ FULL_LENGTH_RECIPE = "general"
 FULL_LENGTH_CONFIG = REPOSITORY / "configs" / "general.yaml"
 FULL_LENGTH_STEPS_PER_CAMERA = 9000
 AUC_BAR = 0.970  # issue 30: no left-out camera's pooled AUC below it
+# Rule s3 (notebook entry s): the FOV diameter from which `--scale multi` is advised, from the five full-length
+# folds; the midpoint between two cameras' median FOV diameters (recorded in the results as
+# ``median_fov_diameter``), rounded to this many px.
+SIZE_BAR_ROUNDING = 100
 # variant -> (working FOV diameter in px: None = the model's own, a number = that diameter, (low, high) = the
 # camera's own FOV diameter clipped to [low, high], "multi" = `--scale multi`; mask rule: the threshold stored
 # for that scale, Otsu's, or one of the training cameras' thresholds)
@@ -307,7 +312,21 @@ def score_all(runs: Sequence[CameraRun], out: Path, results_path: Path, *, data:
         entry["git_revision"], entry["machine"] = info.get("git_revision"), info.get("machine")
         _score_missing(entry, run_dir / "model.keras", run.left_out, run_dir, data=data, results=results,
                        results_path=results_path, what=run.name, variants=variants)
+        if run.full_length:
+            record_camera_fov(results, run.left_out, data=data, results_path=results_path)
     return results
+
+
+def record_camera_fov(results: dict[str, Any], camera: str, *, data: Path, results_path: Path) -> None:
+    """Record `camera`'s median FOV diameter over the photographs it is scored on (px, `median_fov_diameter`)
+    in ``results["median_fov_diameter"]`` unless it is there (rule s3 orders the cameras by it)."""
+    from keras_vessel.data.datasets import open_dataset
+
+    recorded = results.setdefault("median_fov_diameter", {})
+    if camera not in recorded:
+        folder, _, test_split = CAMERAS[camera]
+        recorded[camera] = round(median_fov_diameter(open_dataset(camera, data / folder, test_split)), 1)
+        save_results(results_path, results)
 
 
 def score_bundled(out: Path, results_path: Path, *, data: Path) -> dict[str, Any]:
@@ -408,6 +427,54 @@ def bar_verdict(summary: dict[str, Any]) -> dict[str, Any]:
     return {"holds": False if below else True if summary["complete"] else None, "below": below}
 
 
+def size_bar_verdict(auto: dict[str, Any], multi: dict[str, Any], diameters: Mapping[str, float]) -> dict[str, Any]:
+    """Rule s3 (notebook entry s) on the full-length folds at ``auto`` and ``multi`` (`pooled`): a left-out camera
+    *pays* if `multi`'s pooled AUC and mean F1 are both at least `auto`'s. With the cameras ordered by their
+    median FOV diameter (`diameters`, px), the bar is the midpoint between the largest camera that does not pay
+    and the next larger one, rounded to `SIZE_BAR_ROUNDING` px (the midpoint itself where that would pass either
+    camera's median): 0 when every camera pays, ``math.inf`` when the
+    largest does not. ``bar`` is None until all five cameras are scored at both and their diameters recorded;
+    ``pays`` holds the cameras scored so far, ``order`` the cameras by diameter (those recorded)."""
+    scored = [c for c in CAMERAS if c in auto["cameras"] and c in multi["cameras"]]
+    pays = {c: (multi["cameras"][c]["AUC_pooled"] >= auto["cameras"][c]["AUC_pooled"]
+                and multi["cameras"][c]["F1"] >= auto["cameras"][c]["F1"]) for c in scored}
+    order = sorted((c for c in CAMERAS if c in diameters), key=lambda c: diameters[c])
+    if len(pays) < len(CAMERAS) or len(order) < len(CAMERAS):
+        return {"bar": None, "pays": pays, "order": order}
+    losing = [index for index, camera in enumerate(order) if not pays[camera]]
+    if not losing:
+        bar = 0.0
+    elif losing[-1] == len(order) - 1:
+        bar = math.inf
+    else:
+        below, above = diameters[order[losing[-1]]], diameters[order[losing[-1] + 1]]
+        bar = float(round((below + above) / 2 / SIZE_BAR_ROUNDING) * SIZE_BAR_ROUNDING)
+        if not below < bar <= above:  # rounded past a camera's median: the midpoint itself
+            bar = (below + above) / 2
+    return {"bar": bar, "pays": pays, "order": order}
+
+
+def size_bar_line(results: dict[str, Any]) -> str | None:
+    """Rule s3's verdict in one line for the full-length table (None before any camera is scored at both)."""
+    verdict = size_bar_verdict(pooled(results, FULL_LENGTH_RECIPE, "auto"),
+                               pooled(results, FULL_LENGTH_RECIPE, "multi"), results.get("median_fov_diameter", {}))
+    if not verdict["pays"]:
+        return None
+    diameters = results.get("median_fov_diameter", {})
+
+    def cameras(paying: bool) -> str:
+        chosen = sorted((c for c, pays in verdict["pays"].items() if pays == paying),
+                        key=lambda c: diameters.get(c, math.inf))
+        return ", ".join(c + (f" ({diameters[c]:.0f} px)" if c in diameters else "") for c in chosen) or "none"
+
+    bar = verdict["bar"]
+    outcome = (f"no verdict ({len(verdict['pays'])} of 5 cameras)" if bar is None
+               else "multi for every photograph" if bar == 0
+               else "multi for none" if math.isinf(bar)
+               else f"multi from a {bar:.0f} px FOV")
+    return f"Rule s3 (multi pays: AUC and F1 >= auto's) on {cameras(True)}; not on {cameras(False)}: {outcome}"
+
+
 def _cell(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -466,7 +533,9 @@ def full_length_table(results: dict[str, Any]) -> list[str]:
     if not rows:
         return []
     steps = f"{FULL_LENGTH_STEPS_PER_CAMERA} steps per camera"
-    return ["", *_recipe_header(f"recipe (compact U-Net, {steps})"), *rows, "", *verdicts]
+    size_bar = size_bar_line(results)
+    return ["", *_recipe_header(f"recipe (compact U-Net, {steps})"), *rows, "", *verdicts,
+            *([size_bar] if size_bar else [])]
 
 
 def table(results: dict[str, Any]) -> str:

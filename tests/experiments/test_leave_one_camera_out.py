@@ -319,3 +319,55 @@ def test_issue_30s_bar_as_written(aucs, holds, below):
     assert f"Issue 30's bar (every camera AUC >= {loco.AUC_BAR:.3f}) at auto: {expected}" in text
     assert f"| {loco.FULL_LENGTH_RECIPE} | auto | " in text and "9000 steps per camera" in text
     assert "W-Net" not in text and "Screening rule" not in text  # no screening run in these results
+
+
+DIAMETERS = {"drive": 540.0, "chase_db1": 917.0, "orvs": 1414.0, "les_av": 1444.0, "hrf": 3263.0}
+
+
+@pytest.mark.parametrize("paying, bar", [
+    ({"hrf"}, 2400.0),  # (1444 + 3263) / 2 = 2353.5, rounded to 100 px
+    (set(CAMERAS), 0.0),  # every camera pays: multi for every photograph
+    (set(CAMERAS) - {"hrf"}, float("inf")),  # the largest does not: multi for none
+    ({"drive", "orvs", "hrf"}, 2400.0),  # a small camera paying does not move the bar below a larger one losing
+    ({"les_av", "hrf"}, 1429.0),  # (1414 + 1444) / 2 = 1429: 1400 would pass ORVS's median, which loses
+])
+def test_rule_s3s_size_bar_as_written(paying, bar):
+    auto = {c: (0.975, 0.75) for c in CAMERAS}
+    multi = {c: (0.976, 0.75) if c in paying else (0.976, 0.749) for c in CAMERAS}  # F1 lower: does not pay
+    results = _results({(loco.FULL_LENGTH_RECIPE, "auto"): _scores(**auto),
+                        (loco.FULL_LENGTH_RECIPE, "multi"): _scores(**multi)})
+    results["median_fov_diameter"] = DIAMETERS
+    verdict = loco.size_bar_verdict(pooled(results, loco.FULL_LENGTH_RECIPE, "auto"),
+                                    pooled(results, loco.FULL_LENGTH_RECIPE, "multi"), DIAMETERS)
+    assert verdict["bar"] == bar and {c for c, pays in verdict["pays"].items() if pays} == paying
+    assert verdict["order"] == ["drive", "chase_db1", "orvs", "les_av", "hrf"]
+    line = next(line for line in loco.table(results).splitlines() if line.startswith("Rule s3"))
+    paid = ", ".join(f"{c} ({DIAMETERS[c]:.0f} px)" for c in verdict["order"] if c in paying) or "none"
+    assert line.startswith(f"Rule s3 (multi pays: AUC and F1 >= auto's) on {paid}; not on "), line
+    assert line.endswith({0.0: ": multi for every photograph", 2400.0: ": multi from a 2400 px FOV",
+                          1429.0: ": multi from a 1429 px FOV", float("inf"): ": multi for none"}[bar]), line
+
+
+def test_rule_s3_waits_for_five_cameras_and_their_diameters():
+    auto, multi = {"hrf": (0.962, 0.744), "chase_db1": (0.980, 0.784)}, {"hrf": (0.981, 0.766), "chase_db1": (0.971, 0.678)}
+    results = _results({(loco.FULL_LENGTH_RECIPE, "auto"): _scores(**auto),
+                        (loco.FULL_LENGTH_RECIPE, "multi"): _scores(**multi)})
+    line = next(line for line in loco.table(results).splitlines() if line.startswith("Rule s3"))
+    assert line.endswith("on hrf; not on chase_db1: no verdict (2 of 5 cameras)"), line
+    full = _results({(loco.FULL_LENGTH_RECIPE, v): _scores(**{c: (0.97, 0.7) for c in CAMERAS}) for v in ("auto", "multi")})
+    assert loco.size_bar_verdict(pooled(full, loco.FULL_LENGTH_RECIPE, "auto"), pooled(full, loco.FULL_LENGTH_RECIPE,
+                                 "multi"), {c: DIAMETERS[c] for c in list(CAMERAS)[:4]})["bar"] is None
+    only_auto = _results({(loco.FULL_LENGTH_RECIPE, "auto"): _scores(**auto)})
+    assert not any(line.startswith("Rule s3") for line in loco.table(only_auto).splitlines())
+
+
+def test_a_full_length_fold_records_its_cameras_median_fov_once(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(loco, "median_fov_diameter", lambda samples: calls.append(len(samples)) or 917.04)
+    monkeypatch.setattr("keras_vessel.data.datasets.open_dataset", lambda camera, root, split: [camera] * 28)
+    results, path = {"runs": {}}, tmp_path / "results.json"
+    for _ in range(2):
+        loco.record_camera_fov(results, "chase_db1", data=tmp_path, results_path=path)
+    assert results["median_fov_diameter"] == {"chase_db1": 917.0} and calls == [28]
+    import json
+    assert json.loads(path.read_text())["median_fov_diameter"] == {"chase_db1": 917.0}
