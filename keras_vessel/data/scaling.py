@@ -10,6 +10,8 @@ training diameter), and resamples the probability back to the image's own grid.
 ``scale="multi"`` does this at several working diameters, the `FUSION_MULTIPLES` of the
 training diameter, and averages the probabilities on the image's grid (the best working
 resolution differs per camera; the mean keeps most of each one's gain without choosing).
+``scale="adaptive"`` chooses per photograph: ``"multi"`` for one whose field of view is at least
+`MULTI_SCALE_FROM_FOV` px across (where fusing paid: docs/RESULTS.md 1b), else ``"auto"`` (`adaptive_mode`).
 
 Everything the exported graph uses here is TensorFlow ops (no `tf.py_function`), so the exported
 SavedModel does exactly what local prediction does, and the training
@@ -29,7 +31,7 @@ pipeline resamples patches inside `tf.data`:
   or frame-filling image has no detectable FOV. When the fixed cut fits no
   circle, a cut referred to the surround's own level (`surround_mask`), then
   Otsu's cut, are tried in turn.
-- `check_scale(scale)`: the one rule for a scale choice ("auto", "multi", "none", a factor, or a
+- `check_scale(scale)`: the one rule for a scale choice ("auto", "multi", "adaptive", "none", a factor, or a
   working FOV diameter "1080px"); `working_diameters` are the diameters it resamples each image to
   (one, or one per `FUSION_MULTIPLES` for "multi"), `scale_record` what reports record of it.
 - `scale_factor(model_diameter, image_diameter)`: the resampling factor, 1
@@ -63,8 +65,10 @@ __all__ = [
     "MAX_FACTOR",
     "MIN_DIAMETER",
     "MIN_FACTOR",
+    "MULTI_SCALE_FROM_FOV",
     "SCALE_TOLERANCE",
     "FovGeometry",
+    "adaptive_mode",
     "block_mean",
     "STRIP_PIXELS",
     "check_scale",
@@ -104,6 +108,10 @@ FOV_DILATION = 3
 # ``scale="multi"``: the working field-of-view diameters, as multiples of the model's training diameter,
 # whose probabilities are averaged. The one definition: everything else reads it (values and count).
 FUSION_MULTIPLES: tuple[float, ...] = (1.0, 1.5, 2.0)
+# ``scale="adaptive"``: photographs whose field of view is found at least this wide (px) run at ``"multi"``, the
+# others at ``"auto"``. Fusing gained on HRF's 8 MP photographs (FOV about 3300 px) and lost at 900-1450 px
+# (docs/RESULTS.md 1b; rule s3 of notebook entry s places the bar from the five leave-one-camera-out folds).
+MULTI_SCALE_FROM_FOV = 2000.0
 _MIN_POINTS = 16
 
 
@@ -114,6 +122,9 @@ def check_scale(scale: str | float, *, factors: bool = True) -> str | float:
       images (`working_diameters`), run the network there and resample the probability back;
     - ``"multi"``: the same at each of the `FUSION_MULTIPLES` of the training diameter (the field of
       view measured once), the probabilities averaged on the image's grid;
+    - ``"adaptive"``: per image, ``"multi"`` when its field of view is found at least
+      `MULTI_SCALE_FROM_FOV` px across and the model records its training diameter, else ``"auto"``
+      (`adaptive_mode`);
     - ``"Npx"``, N in [`MIN_DIAMETER`, `MAX_DIAMETER`] px (``"1080px"``, ``" 1080 PX"``): the same with a
       field of view N px across, normalised to ``"1080px"`` (a string, so it prints, compares and goes
       into JSON as it was typed);
@@ -124,13 +135,13 @@ def check_scale(scale: str | float, *, factors: bool = True) -> str | float:
     >>> check_scale(" 1080 PX "), check_scale("0.5"), check_scale("Auto"), check_scale(" MULTI ")
     ('1080px', 0.5, 'auto', 'multi')
     """
-    expected = ("'auto', 'multi', 'none', a field-of-view diameter such as '1080px' or a positive factor"
-                if factors else
-                "'auto', 'multi', 'none' or a field-of-view diameter such as '1080px' (not a factor)")
+    expected = ("'auto', 'multi', 'adaptive', 'none', a field-of-view diameter such as '1080px' or a positive "
+                "factor" if factors else
+                "'auto', 'multi', 'adaptive', 'none' or a field-of-view diameter such as '1080px' (not a factor)")
     given = scale
     if isinstance(scale, str):
         text = scale.strip().lower()
-        if text in ("auto", "multi", "none"):
+        if text in ("auto", "multi", "adaptive", "none"):
             return text
         if text.endswith("px"):
             try:
@@ -153,8 +164,21 @@ def check_scale(scale: str | float, *, factors: bool = True) -> str | float:
 
 
 def resamples_by_fov(scale: str | float) -> bool:
-    """Whether a `check_scale` choice measures each image's field of view (``"auto"``, ``"multi"``, ``"Npx"``)."""
-    return scale in ("auto", "multi") or (isinstance(scale, str) and scale.endswith("px"))
+    """Whether a `check_scale` choice measures each image's field of view (``"auto"``, ``"multi"``,
+    ``"adaptive"``, ``"Npx"``)."""
+    return scale in ("auto", "multi", "adaptive") or (isinstance(scale, str) and scale.endswith("px"))
+
+
+def adaptive_mode(fov_diameter: float | None, model_diameter: float | None) -> str:
+    """What ``scale="adaptive"`` runs one image at: ``"multi"`` when its field of view was found
+    (`fov_diameter` px across, None when not found) at least `MULTI_SCALE_FROM_FOV` wide and the model records
+    its training diameter (`model_diameter`), else ``"auto"``.
+
+    >>> adaptive_mode(3300.0, 540.0), adaptive_mode(1440.0, 540.0), adaptive_mode(3300.0, None)
+    ('multi', 'auto', 'auto')
+    """
+    wide = fov_diameter is not None and fov_diameter >= MULTI_SCALE_FROM_FOV
+    return "multi" if wide and model_diameter is not None else "auto"
 
 
 def working_diameters(scale: str | float, model_diameter: float | None) -> tuple[float, ...] | None:
@@ -163,13 +187,16 @@ def working_diameters(scale: str | float, model_diameter: float | None) -> tuple
     ``(model_diameter,)`` for ``"auto"`` (None when the model records no training diameter: each image
     runs at its own grid), ``m * model_diameter`` for each of `FUSION_MULTIPLES` for ``"multi"`` (a
     ValueError when the model records none: there is nothing to take multiples of), ``(N,)`` for ``"Npx"``
-    (whatever the model records), None for ``"none"`` and for a factor (no FOV is needed).
+    (whatever the model records), None for ``"none"`` and for a factor (no FOV is needed). ``"adaptive"``
+    is one of ``"auto"`` and ``"multi"`` per image (`adaptive_mode`): a ValueError here.
 
     >>> working_diameters("auto", 540.0), working_diameters("1080px", None), working_diameters("none", 540.0)
     ((540.0,), (1080.0,), None)
     >>> working_diameters("multi", 540.0) == tuple(m * 540.0 for m in FUSION_MULTIPLES)
     True
     """
+    if scale == "adaptive":
+        raise ValueError("`scale='adaptive'` resamples each image by its own mode; ask `adaptive_mode` which")
     if scale == "multi":
         if model_diameter is None:
             raise ValueError("`scale='multi'` needs a model that records its training field-of-view diameter; "
@@ -199,14 +226,16 @@ def working_diameter(scale: str | float, model_diameter: float | None) -> float 
 
 def scale_record(scale: str | float) -> dict[str, object]:
     """What a report records of a scale choice: ``{"scale": check_scale(scale)}``, and for ``"multi"`` its
-    ``"multiples"`` of the training diameter (`FUSION_MULTIPLES`), so a record says which were averaged.
+    ``"multiples"`` of the training diameter (`FUSION_MULTIPLES`), so a record says which were averaged; for
+    ``"adaptive"`` those and the FOV diameter from which it fuses (``"multi_from_fov"``).
 
     >>> scale_record(" 1080 PX")
     {'scale': '1080px'}
     """
     scale = check_scale(scale)
-    if scale == "multi":
-        return {"scale": scale, "multiples": [float(multiple) for multiple in FUSION_MULTIPLES]}
+    if scale in ("multi", "adaptive"):
+        record = {"scale": scale, "multiples": [float(multiple) for multiple in FUSION_MULTIPLES]}
+        return record | ({"multi_from_fov": MULTI_SCALE_FROM_FOV} if scale == "adaptive" else {})
     return {"scale": scale}
 
 

@@ -30,8 +30,8 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
-from keras_vessel.data.scaling import (FovGeometry, check_scale, enlarge_to, image_fov, scale_factor, shrink_image,
-                                       working_diameters)
+from keras_vessel.data.scaling import (FovGeometry, adaptive_mode, check_scale, enlarge_to, image_fov, scale_factor,
+                                       shrink_image, working_diameters)
 
 __all__ = [
     "BUNDLED_MODEL",
@@ -271,7 +271,10 @@ def predict_probability(
         (the field of view measured once; tiling and `tta` at each) and returns
         the mean of the probabilities resampled back, summed in place in one
         full-size float32 map (a ValueError for a model that records no training
-        diameter: `model_working_diameters`); ``"none"`` runs at the image's own
+        diameter: `model_working_diameters`); ``"adaptive"`` is ``"multi"`` for an
+        image whose field of view is at least
+        `keras_vessel.data.scaling.MULTI_SCALE_FROM_FOV` px across, else
+        ``"auto"`` (`inference_scale`); ``"none"`` runs at the image's own
         grid; a number is the resampling factor itself; a `ScaleChoice` that
         `inference_scale` made for this image is used as it is (its caller warns
         about a field of view not found).
@@ -341,12 +344,15 @@ class ScaleChoice(NamedTuple):
     ``factors`` holds one factor for a single scale and one per `keras_vessel.data.scaling.FUSION_MULTIPLES`
     for ``"multi"`` (whose probabilities are averaged; one, 1, when the image's FOV is not found);
     ``factor`` is the only one. ``model_diameter`` is None for models that record no training scale;
-    ``fov`` is the image's `FovGeometry` when it was measured (``"auto"``, ``"multi"`` or ``"Npx"``).
+    ``fov`` is the image's `FovGeometry` when it was measured (``"auto"``, ``"multi"``, ``"adaptive"`` or
+    ``"Npx"``). ``mode`` is the threshold scale of the choice (`keras_vessel.evaluation.threshold_scale`):
+    ``"multi"`` for fused resolutions (asked for, or chosen by ``"adaptive"``), else ``"auto"``.
     """
 
     factors: tuple[float, ...]
     model_diameter: float | None
     fov: FovGeometry | None
+    mode: str = "auto"
 
     @property
     def factor(self) -> float:
@@ -364,11 +370,15 @@ def model_working_diameters(model, scale: str | float, *, name: str | None = Non
     ``"multi"`` with a model that records no training diameter is a ValueError of one sentence naming the
     model (`name`, e.g. its file, else its Keras name): "auto" runs such a model at each photograph's own
     grid, but multiples of an unknown diameter have no meaning. Callers check it before any photograph.
+    ``"adaptive"``: the diameters it may run an image at, ``"multi"``'s (which include ``"auto"``'s), or None
+    for a model that records none (``"auto"`` then).
     """
     from keras_vessel.models import model_fov_diameter
 
     scale = check_scale(scale)
     diameter = model_fov_diameter(model) if isinstance(model, keras.Model) else None
+    if scale == "adaptive":
+        scale = "auto" if diameter is None else "multi"
     if scale == "multi" and diameter is None:
         shown = name if name is not None else getattr(model, "name", type(model).__name__)
         raise ValueError(f"model {shown} records no training field-of-view diameter, so `scale='multi'` has no "
@@ -384,6 +394,9 @@ def inference_scale(model, image: np.ndarray, scale: str | float = "auto", *,
     diameter for ``"multi"`` (`model_working_diameters`: a ValueError for ``"multi"`` with a model that
     records none); a factor is returned as it is.
 
+    ``"adaptive"`` is ``"multi"`` or ``"auto"`` by the image's FOV (`keras_vessel.data.scaling.adaptive_mode`),
+    said by ``choice.mode``.
+
     One factor, 1, for ``"none"``, for ``"auto"`` with a model that records no training scale and for an
     image whose FOV is not found (with ``"multi"`` too: one run at its own grid; check ``choice.fov.found``
     to warn about it); a factor is 1 within `keras_vessel.data.scaling.SCALE_TOLERANCE` of 1 and
@@ -397,14 +410,20 @@ def inference_scale(model, image: np.ndarray, scale: str | float = "auto", *,
     if isinstance(scale, float):
         return ScaleChoice((scale,), None, None)
     diameter = model_fov_diameter(model) if isinstance(model, keras.Model) else None
+    if scale == "adaptive":
+        if diameter is None:  # nothing to take multiples of: "auto", at the image's own grid
+            return ScaleChoice((1.0,), None, None)
+        fov = fov or image_fov(image)
+        scale = adaptive_mode(fov.diameter if fov.found else None, diameter)
+    mode = "multi" if scale == "multi" else "auto"
     targets = model_working_diameters(model, scale)
     if targets is None:
-        return ScaleChoice((1.0,), diameter, None)
+        return ScaleChoice((1.0,), diameter, None, mode)
     fov = fov or image_fov(image)
     if not fov.found:
-        return ScaleChoice((1.0,), diameter, fov)
+        return ScaleChoice((1.0,), diameter, fov, mode)
     return ScaleChoice(tuple(float(scale_factor(target, fov.diameter, fov.found).numpy()) for target in targets),
-                       diameter, fov)
+                       diameter, fov, mode)
 
 
 def _predict_views(model, rgb: np.ndarray, *, tile_size, overlap, stride, batch_size, max_whole_pixels,

@@ -288,8 +288,8 @@ def test_predict_bad_inputs(model_path, tmp_path):
 @pytest.mark.parametrize(
     "value, message",
     [("20px", "`scale` must be a field-of-view diameter between 64 and 4096 px; got '20px'."),
-     ("wide", "`scale` must be 'auto', 'multi', 'none', a field-of-view diameter such as '1080px' or a positive "
-              "factor; got 'wide'.")],
+     ("wide", "`scale` must be 'auto', 'multi', 'adaptive', 'none', a field-of-view diameter such as '1080px' or a "
+              "positive factor; got 'wide'.")],
 )
 def test_a_bad_scale_is_bad_usage_with_the_librarys_sentence(model_path, drive_root, tmp_path, command, value,
                                                             message):

@@ -130,8 +130,8 @@ def test_rejects_files_keras_cannot_load(tmp_path):
         (["--name", "a/b"], 1, "name must be a non-empty model name"),
         (["--threshold", "train"], 1, "threshold.json"),
         (["--scale", "10px"], 2, "`scale` must be a field-of-view diameter between 64 and 4096 px; got '10px'."),
-        (["--scale", "0.5"], 2, "`scale` must be 'auto', 'multi', 'none' or a field-of-view diameter such as "
-                                "'1080px' (not a factor); got '0.5'."),
+        (["--scale", "0.5"], 2, "`scale` must be 'auto', 'multi', 'adaptive', 'none' or a field-of-view diameter "
+                                "such as '1080px' (not a factor); got '0.5'."),
     ],
 )
 def test_bad_options(model_path, tmp_path, extra, code, message):

@@ -293,8 +293,8 @@ def test_saved_model_at_a_working_diameter_gives_predict_files_probabilities(pre
 
 
 def test_export_refuses_a_factor(model, tmp_path):
-    with pytest.raises(ValueError, match=r"`scale` must be 'auto', 'multi', 'none' or a field-of-view diameter such "
-                                         r"as '1080px' \(not a factor\); got 0\.5\."):
+    with pytest.raises(ValueError, match=r"`scale` must be 'auto', 'multi', 'adaptive', 'none' or a field-of-view diameter "
+                                         r"such as '1080px' \(not a factor\); got 0\.5\."):
         export_saved_model(model[0], tmp_path, name="vessel", version=1, scale=0.5)
     assert not (tmp_path / "vessel").exists()
 
@@ -431,3 +431,41 @@ def test_saved_model_at_multi_gives_predict_files_probabilities(predicted, predi
     if name != "black":
         at_auto = written_probability(root / "out" / f"{name}_prob.png")
         assert np.abs(local - at_auto).max() > 0.01  # really the mean over other working resolutions too
+
+
+# ----------------------------------------------------------------- per photograph (scale="adaptive")
+
+
+@pytest.mark.parametrize("name", ["smaller", "larger"])
+def test_adaptive_is_multi_from_the_bar_on_and_auto_below_it(model, monkeypatch, name):
+    from keras_vessel.data import scaling
+
+    _, inference, _ = model
+    image = fundus(*IMAGES[name])
+    diameter = image_fov(image).diameter
+    for bar, expected in ((diameter, "multi"), (diameter + 0.5, "auto")):  # the bar itself fuses
+        monkeypatch.setattr(scaling, "MULTI_SCALE_FROM_FOV", bar)
+        choice = inference_scale(inference, image, "adaptive")
+        assert choice.mode == expected and choice.factors == inference_scale(inference, image, expected).factors
+        np.testing.assert_array_equal(predict_probability(inference, image, scale="adaptive"),
+                                      predict_probability(inference, image, scale=expected))
+    assert inference_scale(inference, image, "multi").mode == "multi"
+    assert {inference_scale(inference, image, scale).mode for scale in ("auto", "none", "200px", 0.5)} == {"auto"}
+
+
+def test_adaptive_without_a_fov_or_a_training_diameter_is_auto(model, unrecorded, monkeypatch, caplog):
+    from keras_vessel.data import scaling
+
+    monkeypatch.setattr(scaling, "MULTI_SCALE_FROM_FOV", 1.0)  # every photograph whose FOV is found would fuse
+    _, inference, _ = model
+    black = np.zeros((40, 44, 3), np.uint8)
+    choice = inference_scale(inference, black, "adaptive")
+    assert choice.mode == "auto" and choice.factors == (1.0,) and not choice.fov.found
+    with caplog.at_level(logging.WARNING, logger="keras_vessel.models.inference"):
+        probability = predict_probability(inference, black, scale="adaptive", name="dark_frame.png")
+    np.testing.assert_array_equal(probability, predict_probability(inference, black, scale="none"))
+    assert [r.getMessage() for r in caplog.records][0].startswith("dark_frame.png: no field of view found")
+    image = fundus(*IMAGES["larger"])  # a model recording no diameter: auto, at the photograph's own grid
+    assert inference_scale(unrecorded, image, "adaptive") == inference_scale(unrecorded, image, "auto")
+    np.testing.assert_array_equal(predict_probability(unrecorded, image, scale="adaptive"),
+                                  predict_probability(unrecorded, image, scale="none"))
