@@ -22,7 +22,9 @@ SCALE_HELP = ("'auto' resamples each image so its field of view is as wide as th
               "(and the probability back); '1080px' makes it 1080 px across instead; 'multi' runs it at "
               "several multiples of the training width (keras_vessel.data.scaling.FUSION_MULTIPLES) and "
               "averages the probabilities, masked at the threshold chosen on fused maps (threshold_multi.json; "
-              "several times the work of 'auto'); 'none' runs at the image's own size; a number is the factor.")
+              "several times the work of 'auto'); 'adaptive' is 'multi' for a photograph whose field of view "
+              "is at least keras_vessel.data.scaling.MULTI_SCALE_FROM_FOV px across, else 'auto', each masked "
+              "at its own threshold; 'none' runs at the image's own size; a number is the factor.")
 TTA_HELP = ("Test-time augmentation: average the predictions of the left-right mirror (flip, 2x the time) "
             "or of all 8 flips and quarter turns (d4, 8x).")
 

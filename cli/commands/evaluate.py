@@ -16,7 +16,6 @@ from keras_vessel_cli.options import (
     counted,
     scale_option,
     threshold_option,
-    training_threshold,
 )
 
 @click.command()
@@ -72,9 +71,11 @@ def evaluate(model_path: Path, dataset: str, root: Path | None, split: str, fold
         finished_run_folder,
         evaluate as run_evaluation,
         save_threshold,
+        Threshold,
         threshold_path,
-        threshold_scale,
+        threshold_scales,
     )
+    from keras_vessel.models import model_fov_diameter
     from keras_vessel.models.inference import load_inference_model, model_working_diameters
 
     options = {"fold": fold} if fold is not None else {}
@@ -86,12 +87,13 @@ def evaluate(model_path: Path, dataset: str, root: Path | None, split: str, fold
         model = load_inference_model(model_path, heads=heads)
         model_working_diameters(model, scale, name=str(model_path))  # before a threshold is chosen at it
 
-    rule = None
-    if threshold == "train":
-        # The stored thresholds are the model's: each chosen at its `threshold_scale` ("multi" for --scale multi,
-        # the model's own scale for every other --scale), which predict --threshold train reads at that scale.
-        chosen_at = threshold_scale(scale)
-        stored = threshold_path(model_path, tta, scale)
+    # The stored thresholds are the model's: each chosen at its `threshold_scale` ("multi" for --scale multi,
+    # the model's own scale for every other --scale; both for --scale adaptive, each photograph masked at the
+    # one of the resolutions it ran at, unless the model records no training diameter: then it never fuses),
+    # which predict --threshold train reads at that scale.
+    stored_at = "auto" if scale == "adaptive" and model_fov_diameter(model) is None else scale
+    for chosen_at in threshold_scales(stored_at) if threshold == "train" else ():
+        stored = threshold_path(model_path, tta, chosen_at)
         if not stored.is_file() and training_root is not None:
             with library_errors():
                 training = open_dataset(dataset, training_root, "training", **options)
@@ -106,18 +108,20 @@ def evaluate(model_path: Path, dataset: str, root: Path | None, split: str, fold
             # mean of each folder's own), on the run's training images, and saved beside the model
             with library_errors():
                 chosen = choose_run_threshold(run_dir, progress=not quiet, tta=tta, scales=(chosen_at,))
-            if chosen_at in chosen:  # else training_threshold below says that none is stored at this scale
+            if chosen_at in chosen:  # else Threshold.stored below says that none is stored at this scale
                 click.echo(f"training threshold {chosen[chosen_at]:.4f} chosen on the training images of {run_dir} "
                            f"saved to {stored}", err=True)
         elif training_root is not None:
             click.echo(f"using the existing {stored}; delete it to recompute", err=True)
-        value, rule = training_threshold(model_path, heads, tta, scale)
+    if threshold == "train":
+        with library_errors():
+            value = Threshold.stored(model_path, heads=heads, tta=tta, scale=stored_at)
     else:
         value = threshold
 
     with library_errors():
         report = run_evaluation(
-            model, specs, output_dir=output, threshold=value, threshold_rule=rule, dataset=dataset,
+            model, specs, output_dir=output, threshold=value, dataset=dataset,
             split=split, model_path=model_path, heads=heads, thin_max_width=thin_width,
             overlays=not no_overlays, progress=not quiet, predict_options=predict_options,
         )

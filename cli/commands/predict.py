@@ -56,13 +56,20 @@ def _check_source(ctx: click.Context, model_path: Path | None, server: str | Non
 
 
 def _mask_threshold(ctx: click.Context, threshold: str, model_path: Path | None, heads: str, tta: str,
-                    scale: str | float) -> float | str:
+                    scale: str | float) -> float | str | dict[str, float]:
     """The threshold both engines mask with: a number or 'otsu' as given; 'train' given explicitly, the stored
     one for `tta` and `scale` (a ClickException when the model has none); 'train' by default, the stored one,
     else (said on stderr) the one chosen at the model's own scale for --scale multi, else 0.5; 0.5 for a served
-    model (`model_path` None)."""
+    model (`model_path` None). --scale adaptive: ``{"auto": t, "multi": t}``, each found so at its scale, the
+    fused one as by default whichever way 'train' was given (a model that records no training diameter never
+    fuses, so it may have none)."""
     if threshold != "train":
         return threshold
+    if scale == "adaptive" and model_path is not None:
+        from keras_vessel.evaluation import THRESHOLD_SCALES
+
+        return {mode: _mask_threshold(ctx, threshold, model_path, heads, tta, mode) if mode == "auto"
+                else _stored_threshold(model_path, heads, tta, mode) for mode in THRESHOLD_SCALES}
     if ctx.get_parameter_source("threshold") is not click.core.ParameterSource.DEFAULT:
         return training_threshold(model_path, heads, tta, scale)[0]
     return _stored_threshold(model_path, heads, tta, scale) if model_path is not None else 0.5
@@ -220,12 +227,13 @@ def predict(ctx: click.Context, inputs: tuple[str, ...], model_path: Path | None
 def _echo_fov_notes(wide_fov: int, low_resolution: int, total: int, *, where: str = "above") -> None:
     """The lines after a run (either engine) counting the photographs `PhotographWork.notes` noted among the
     `total` predicted in this run."""
-    from keras_vessel.serving.prediction import LOW_RESOLUTION_FOV_FRACTION, MULTI_SCALE_ADVISED_FOV
+    from keras_vessel.data.scaling import MULTI_SCALE_FROM_FOV
+    from keras_vessel.serving.prediction import LOW_RESOLUTION_FOV_FRACTION
 
     if wide_fov:
-        click.echo(f"photographs with a field of view at least {MULTI_SCALE_ADVISED_FOV:g} px across: "
-                   f"{wide_fov} of {total}; --scale multi keeps more of their thin vessels "
-                   "(several times the time; docs/RESULTS.md section 1b)", err=True)
+        click.echo(f"photographs with a field of view at least {MULTI_SCALE_FROM_FOV:g} px across: "
+                   f"{wide_fov} of {total}; --scale adaptive keeps more of their thin vessels (fused resolutions "
+                   "for these, several times the time; docs/RESULTS.md section 1b)", err=True)
     if low_resolution:
         click.echo(f"photographs of low resolution (a field of view under {LOW_RESOLUTION_FOV_FRACTION:.0%} of the "
                    f"model's training FOV, their thin vessels missed): {low_resolution} of {total}, each named "

@@ -41,6 +41,7 @@ from keras_vessel.evaluation.thresholds import (
     threshold_path,
     threshold_paths,
     threshold_scale,
+    threshold_scales,
     unfinished_run,
 )
 
@@ -75,6 +76,7 @@ __all__ = [
     "threshold_path",
     "threshold_paths",
     "threshold_scale",
+    "threshold_scales",
     "unfinished_run",
     "write_reports",
 ]

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from keras_vessel.evaluation import metrics
+from keras_vessel.data import scaling
 from keras_vessel.data.scaling import FUSION_MULTIPLES, check_scale, scale_record, working_diameter
 from keras_vessel.evaluation.thresholds import Threshold, load_sample
 from keras_vessel.models.inference import inference_scale, model_working_diameters, predict_probability
@@ -200,10 +201,14 @@ def _markdown(report: dict[str, Any]) -> str:
 
 
 def _scale_rule(scale: str | float) -> str:
+    widths = ", ".join(f"{multiple:g}x" for multiple in FUSION_MULTIPLES)
     if scale == "multi":
-        widths = ", ".join(f"{multiple:g}x" for multiple in FUSION_MULTIPLES)
         return (f"each image run at fields of view {widths} as wide as the model's training images (factors per "
                 "image in per_image.csv), the probabilities resampled back to the labels' grid and averaged")
+    if scale == "adaptive":
+        return (f"each image whose field of view is at least {scaling.MULTI_SCALE_FROM_FOV:g} px across run at fields "
+                f"of view {widths} as wide as the model's training images and the probabilities averaged, every "
+                "other image at one as wide (factors per image in per_image.csv), resampled back to the labels' grid")
     if scale == "auto":
         return ("each image resampled so its field of view is as wide as the model's training images "
                 "(factor per image in per_image.csv), probabilities resampled back to the labels' grid")
@@ -318,7 +323,7 @@ def score_thresholds(
         scale = choice.factor if len(choice.factors) == 1 else list(choice.factors)  # "multi": each factor
         auc = metrics.roc_auc(prob, sample.label, sample.fov)
         for threshold, threshold_rows, overlay_dir in zip(thresholds, rows, overlay_dirs):
-            t = threshold.for_image(prob, sample.fov)
+            t = threshold.for_image(prob, sample.fov, choice.mode)
             binary = prob >= t
             row: dict[str, Any] = {"name": sample.name, "threshold": float(t), "scale": scale}
             row.update(_score_binary(binary, sample.label, sample.fov, thickness, thin_max_width))
@@ -431,6 +436,7 @@ def evaluate_thresholds(
             "tta": options.get("tta", "none"),
             **scale_record(scale),
             "threshold": threshold.value,
+            **({"threshold_multi": threshold.multi} if threshold.multi is not None else {}),
             "threshold_rule": threshold.rule,
             "fov_only": True,
             "averaging": "per image, then mean over images",

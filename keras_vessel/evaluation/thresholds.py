@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_vessel.data.scaling import check_scale, scale_record
+from keras_vessel.data.scaling import MULTI_SCALE_FROM_FOV, check_scale, scale_record
 from keras_vessel.evaluation import metrics
 from keras_vessel.io import other_model_beside, write_json_atomic
 from keras_vessel.models.inference import check_tta, load_inference_model, predict_probability
@@ -56,6 +56,7 @@ __all__ = [
     "threshold_path",
     "threshold_paths",
     "threshold_scale",
+    "threshold_scales",
     "training_score_counts",
     "unfinished_run",
 ]
@@ -78,12 +79,17 @@ OWN_IMAGES_RULE = ("accuracy-optimal threshold on the fine-tuning photograph{s} 
 
 @dataclass(frozen=True)
 class Threshold:
-    """A threshold (a number in (0, 1) or "otsu") and the rule that produced it, for reports."""
+    """A threshold (a number in (0, 1) or "otsu") and the rule that produced it, for reports.
+
+    ``multi``, when given, is the threshold of the images run at fused resolutions under ``scale="adaptive"``
+    (`keras_vessel.models.inference.ScaleChoice.mode`), ``value`` that of the others (`for_image`).
+    """
 
     value: float | str
     rule: str
     # a training threshold of several cameras: what each would choose alone (`camera_thresholds`)
     cameras: Mapping[str, Any] | None = None
+    multi: float | str | None = None
 
     @classmethod
     def given(cls, value: str | float, rule: str | None = None) -> "Threshold":
@@ -99,13 +105,28 @@ class Threshold:
     @classmethod
     def stored(cls, model_path: str | Path, *, heads: str | None = None, tta: str = "none",
                scale: str | float = "auto") -> "Threshold":
-        """The training threshold stored beside a model for `tta` and `scale` (`load_threshold`)."""
-        payload = load_threshold(model_path, heads=heads, tta=tta, scale=scale)
-        return cls.given(payload["threshold"], payload["rule"])
+        """The training threshold stored beside a model for `tta` and `scale` (`load_threshold`); for
+        ``"adaptive"`` both, each for the images run at its scale (`threshold_scales`)."""
+        if check_scale(scale) != "adaptive":
+            payload = load_threshold(model_path, heads=heads, tta=tta, scale=scale)
+            return cls.given(payload["threshold"], payload["rule"])
+        single, fused = (load_threshold(model_path, heads=heads, tta=tta, scale=mode) for mode in THRESHOLD_SCALES)
+        return cls.per_mode(single["threshold"], fused["threshold"], single["rule"], fused["rule"])
 
-    def for_image(self, prob: np.ndarray, fov: np.ndarray) -> float:
-        """The number to apply to one image's probabilities (Otsu's is computed inside its FOV)."""
-        return metrics.otsu_threshold(prob, fov) if self.value == "otsu" else float(self.value)
+    @classmethod
+    def per_mode(cls, single: float, fused: float, single_rule: str, fused_rule: str) -> "Threshold":
+        """The threshold of ``scale="adaptive"``: `single` for the images run at one resolution, `fused` for
+        those run at fused ones, each with its rule."""
+        single, fused = parse_threshold(single), parse_threshold(fused)
+        rule = (f"per image, by the resolutions it ran at: one, {single_rule} (t = {single:.6g}); fused (field of "
+                f"view at least {MULTI_SCALE_FROM_FOV:g} px), {fused_rule} (t = {fused:.6g})")
+        return cls(single, rule, multi=fused)
+
+    def for_image(self, prob: np.ndarray, fov: np.ndarray, mode: str = "auto") -> float:
+        """The number to apply to one image's probabilities (Otsu's is computed inside its FOV), run at `mode`
+        (`keras_vessel.models.inference.ScaleChoice.mode`: ``multi`` applies where it is given)."""
+        value = self.multi if mode == "multi" and self.multi is not None else self.value
+        return metrics.otsu_threshold(prob, fov) if value == "otsu" else float(value)
 
 
 def load_sample(sample):
@@ -148,10 +169,26 @@ def threshold_scale(scale: str | float) -> str:
     their own threshold (notebook entry m, rule h7), else ``"auto"``: every other scale (``"auto"``,
     ``"1080px"``, a factor, ``"none"``) uses the threshold chosen at the model's own scale.
 
+    ``"adaptive"`` has one per photograph: a ValueError here (`threshold_scales`).
+
     >>> threshold_scale("multi"), threshold_scale("1080 px")
     ('multi', 'auto')
     """
-    return "multi" if check_scale(scale) == "multi" else "auto"
+    scale = check_scale(scale)
+    if scale == "adaptive":
+        raise ValueError("`scale='adaptive'` masks each photograph at the threshold of the resolutions it ran at: "
+                         "read them with `threshold_scales`")
+    return "multi" if scale == "multi" else "auto"
+
+
+def threshold_scales(scale: str | float) -> tuple[str, ...]:
+    """The scales of the stored thresholds that predictions at `scale` use: both `THRESHOLD_SCALES` for
+    ``"adaptive"`` (each photograph at the one of the resolutions it ran at), else `threshold_scale`'s one.
+
+    >>> threshold_scales("adaptive"), threshold_scales("1080px")
+    (('auto', 'multi'), ('auto',))
+    """
+    return THRESHOLD_SCALES if check_scale(scale) == "adaptive" else (threshold_scale(scale),)
 
 
 def threshold_path(model_path: str | Path, tta: str = "none", scale: str | float = "auto") -> Path:

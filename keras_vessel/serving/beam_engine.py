@@ -47,8 +47,8 @@ from keras_vessel.locks import folder_lock
 from keras_vessel.serving.prediction import (
     FAILURES_CSV,
     DoneCheck,
-    FovNotes,
     PhotographWork,
+    ScaleNotes,
     claim_output,
     expand_inputs,
     failure_reason,
@@ -247,7 +247,7 @@ class VesselModelHandler(ModelHandler):
 @dataclass
 class _Predicted:
     prob: np.ndarray
-    notes: FovNotes
+    notes: ScaleNotes
 
 
 class _Failed:
@@ -312,7 +312,7 @@ class _Finish(beam.DoFn):
         try:
             if isinstance(result.inference, _Failed):
                 raise result.inference.error
-            maps = self.work.finish(image, result.inference.prob, located)
+            maps = self.work.finish(image, result.inference.prob, located, result.inference.notes.mode)
             written = write_photograph(self.output, stem, maps, files=BeamFiles)
             row = self.work.row(stem, written[1], maps, located) if self.work.measure else None
         except Exception as error:  # noqa: BLE001 - one bad photograph must not stop the pipeline

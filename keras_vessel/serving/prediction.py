@@ -20,7 +20,7 @@ import io
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -34,9 +34,9 @@ from keras_vessel.errors import OutputError
 from keras_vessel.io import file_sha256, write_png_atomic, write_text_atomic
 from keras_vessel.locks import folder_lock
 
-__all__ = ["FAILURES_CSV", "FAILURE_COLUMNS", "LOW_RESOLUTION_FOV_FRACTION", "MULTI_SCALE_ADVISED_FOV",
-           "OUTPUT_MARKER", "OUTPUT_SUFFIXES", "OVERLAY_COLOUR", "SETTINGS", "DoneCheck", "FovNotes", "InputError",
-           "LocalFiles", "Located", "Maps", "OutputClashError", "PhotographWork", "PredictReport", "claim_output",
+__all__ = ["FAILURES_CSV", "FAILURE_COLUMNS", "LOW_RESOLUTION_FOV_FRACTION", "OUTPUT_MARKER", "OUTPUT_SUFFIXES",
+           "OVERLAY_COLOUR", "SETTINGS", "DoneCheck", "InputError", "LocalFiles", "Located", "Maps",
+           "OutputClashError", "PhotographWork", "PredictReport", "ScaleNotes", "check_mask_threshold", "claim_output",
            "expand_inputs", "failure_reason", "failures_text", "output_stems", "own_outputs", "photograph_marker",
            "photograph_name", "predict_files", "prediction_settings", "record_results", "stops_the_batch",
            "vessel_overlay", "write_photograph"]
@@ -56,11 +56,6 @@ SETTINGS = {"model": "model", "heads": "--heads", "tile_size": "--tile-size", "t
             "fov": "--fov", "threshold": "--threshold"}
 # Errors writing an image's outputs that every later image would meet too: they stop the batch.
 _STOPS_THE_BATCH = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
-# Photographs whose field of view is at least this wide (px) kept more thin vessels at ``--scale multi`` than at
-# the model's own scale with the bundled model (HRF's 8 MP photographs, FOV about 3300 px), and lost at 900-1400
-# px (CHASE_DB1, ORVS, LES-AV; docs/RESULTS.md 1b): `predict_files` lists them (`PredictReport.wide_fov`) so
-# that predict can advise it. Nothing is predicted differently because of it.
-MULTI_SCALE_ADVISED_FOV = 2000.0
 # Photographs whose field of view is found narrower than this fraction of the model's training FOV hold too
 # few pixels for its thin vessels: `--scale auto` enlarges them more than 1 / this, and not at all beyond
 # `keras_vessel.data.scaling.MAX_FACTOR`. `predict_files` warns about each (`PhotographWork.low_resolution`);
@@ -95,8 +90,8 @@ class PredictReport:
     skipped : inputs not predicted because the output folder holds them done already (`DoneCheck`), in
         input order.
     wide_fov : inputs a local model recording its training FOV diameter predicted at ``scale="auto"`` whose field
-        of view was found at least `MULTI_SCALE_ADVISED_FOV` px across, where ``scale="multi"`` keeps more thin
-        vessels (`PhotographWork.notes`).
+        of view was found at least `keras_vessel.data.scaling.MULTI_SCALE_FROM_FOV` px across, where
+        ``scale="adaptive"`` (fused resolutions for them) keeps more thin vessels (`PhotographWork.notes`).
     low_resolution : inputs whose field of view was found narrower than `LOW_RESOLUTION_FOV_FRACTION` of a local
         model's training FOV (`PhotographWork.notes`; each also warned about as it is predicted).
     """
@@ -400,7 +395,8 @@ def prediction_settings(work: PhotographWork, model_path: str | Path | None = No
     from keras_vessel.data.scaling import scale_record
 
     fov = work.fov if isinstance(work.fov, str) else {"path": str(work.fov), "sha256": LocalFiles.sha256(work.fov)}
-    scale = scale_record(work.scale) if work.scale == "multi" else work.scale  # single scales as recorded before
+    # single scales as recorded before; fused ones with their multiples (and the FOV from which "adaptive" fuses)
+    scale = scale_record(work.scale) if work.scale in ("multi", "adaptive") else work.scale
     return {"model": model, "heads": work.heads, "tile_size": work.tile_size, "tta": work.tta,
             "scale": scale, "fov": fov, "threshold": work.threshold}
 
@@ -635,13 +631,17 @@ def predict_files(
         uses the whole image, or a mask file of every image's size. Outside
         it the probability is 0 and the mask is off.
     threshold : a number in (0, 1) or ``"otsu"`` (per image, inside the FOV);
-        the mask is ``probability >= threshold``.
+        the mask is ``probability >= threshold``. With ``scale="adaptive"``, also
+        ``{"auto": t, "multi": t}``: each photograph masked at the one of the
+        resolutions it ran at (`check_mask_threshold`).
     heads : head fusion of the local model (``"mean"``, ``"segment"``, ``"pixel"``).
     tile_size : force tiled local prediction with tiles of this size.
     tta : test-time augmentation of the local model (`keras_vessel.models.inference.TTA_MODES`).
     scale : the local model's resampling (`keras_vessel.models.inference.predict_probability`):
         ``"auto"``, ``"multi"`` (the mean over several working diameters; refused before any image for a
-        model that records no training diameter), a field-of-view diameter such as ``"1080px"``,
+        model that records no training diameter), ``"adaptive"`` (``"multi"`` for the photographs whose field
+        of view is at least `keras_vessel.data.scaling.MULTI_SCALE_FROM_FOV` px across, ``"auto"`` for the
+        others), a field-of-view diameter such as ``"1080px"``,
         ``"none"`` or a factor. A served model does its own. The mask is ``probability >= threshold``
         whatever the scale (the stored training threshold was chosen at the model's own scale).
     progress : draw a progress bar on stderr.
@@ -726,7 +726,7 @@ def predict_files(
                         log.warning("%s: %s", path, notes.low_resolution)
                         report.low_resolution.append(path)
                     maps = work.finish(image, work.probability(image, located, model=model, predictor=predictor),
-                                       located)
+                                       located, notes.mode)
                     written = [Path(p) for p in write_photograph(output_dir, stem, maps)]
                     report.written += written
                     if measure:
@@ -775,9 +775,12 @@ class Located:
     geometry: object | None = None
 
 
-class FovNotes(NamedTuple):
-    """What `predict` notes about one photograph's size for the model (`PhotographWork.notes`)."""
+class ScaleNotes(NamedTuple):
+    """How one photograph runs for the model and what `predict` notes about its size (`PhotographWork.notes`):
+    ``mode``, the threshold scale it runs at (``"multi"`` at fused resolutions, else ``"auto"``;
+    `keras_vessel.models.inference.ScaleChoice.mode`), ``wide_fov`` and ``low_resolution``."""
 
+    mode: str
     wide_fov: bool
     low_resolution: str | None
 
@@ -799,14 +802,13 @@ class PhotographWork:
     are the files' pixels. Arguments are checked by `predict_files` / the Beam engine before it is made;
     it holds no model (`load_model` loads one), so it pickles to Beam's workers."""
 
-    def __init__(self, *, fov: str | Path = "auto", threshold: float | str = 0.5, heads: str = "mean",
-                 tile_size: int | None = None, tta: str = "none", scale: str | float = "auto",
+    def __init__(self, *, fov: str | Path = "auto", threshold: float | str | Mapping[str, float | str] = 0.5,
+                 heads: str = "mean", tile_size: int | None = None, tta: str = "none", scale: str | float = "auto",
                  overlay: bool = False, measure: bool = False, local_model: bool = True) -> None:
         from keras_vessel.data.preprocessing import read_mask
         from keras_vessel.data.scaling import check_scale
-        from keras_vessel.evaluation import parse_threshold
 
-        threshold = parse_threshold(threshold)
+        threshold = check_mask_threshold(threshold)
         if heads not in FUSIONS:
             raise ValueError(f"`heads` must be one of {list(FUSIONS)}; got {heads!r}.")
         check_tile_size(tile_size)
@@ -821,6 +823,7 @@ class PhotographWork:
         self.fixed_fov = read_mask(self.fov) if isinstance(self.fov, Path) else None
         self.threshold, self.heads, self.tile_size, self.tta = threshold, heads, tile_size, tta
         self.scale, self.overlay, self.measure, self.local_model = scale, overlay, measure, local_model
+        self.thresholds = dict(threshold) if isinstance(threshold, dict) else {"auto": threshold, "multi": threshold}
 
     def load_model(self, model_path: str | Path):
         """The inference model (`keras_vessel.models.inference.load_inference_model`) with these heads; a
@@ -863,34 +866,39 @@ class PhotographWork:
                 "of other sizes apart, or with --fov auto"
             )
 
-    def notes(self, located: Located, model) -> FovNotes:
-        """What `predict` notes about this photograph for the local `model` (None: a predictor, a server, runs at
-        its own settings: nothing to note), from its field of view found and the model's training FOV diameter
-        (a model recording none: nothing):
+    def notes(self, located: Located, model) -> ScaleNotes:
+        """How this photograph runs for the local `model` (None: a predictor, a server, runs at its own settings:
+        ``"auto"``, nothing to note) and what `predict` notes about its size, from its field of view found and the
+        model's training FOV diameter (a model recording none: nothing):
 
-        ``wide_fov``: ``scale="multi"`` is advised, the photograph runs at ``scale="auto"`` and its field of view
-        is at least `MULTI_SCALE_ADVISED_FOV` px across.
+        ``mode``: ``"multi"`` at ``scale="multi"``, and at ``scale="adaptive"`` when
+        `keras_vessel.data.scaling.adaptive_mode` says so (as `keras_vessel.models.inference.inference_scale`
+        decides), else ``"auto"``: which of the thresholds masks it.
+        ``wide_fov``: ``scale="adaptive"`` is advised, the photograph runs at ``scale="auto"`` and its field of
+        view is at least `keras_vessel.data.scaling.MULTI_SCALE_FROM_FOV` px across.
         ``low_resolution``: why it is too small for the model (one sentence without its name), or None: its field
         of view is narrower than `LOW_RESOLUTION_FOV_FRACTION` of the model's training FOV, at any scale (the
         photograph lacks the pixels, however it is resampled).
         """
-        from keras_vessel.data.scaling import MAX_FACTOR
+        from keras_vessel.data import scaling
         from keras_vessel.models import model_fov_diameter
 
         geometry = located.geometry
-        trained = None if model is None or geometry is None or not geometry.found else model_fov_diameter(model)
-        if trained is None:
-            return FovNotes(False, None)
-        found = geometry.diameter
-        wide = self.scale == "auto" and found >= MULTI_SCALE_ADVISED_FOV
+        found = geometry.diameter if geometry is not None and geometry.found else None
+        trained = None if model is None else model_fov_diameter(model)
+        mode = ("multi" if self.scale == "multi" and model is not None
+                else scaling.adaptive_mode(found, trained) if self.scale == "adaptive" else "auto")
+        if trained is None or found is None:
+            return ScaleNotes(mode, False, None)
+        wide = self.scale == "auto" and found >= scaling.MULTI_SCALE_FROM_FOV
         if found >= LOW_RESOLUTION_FOV_FRACTION * trained:
-            return FovNotes(wide, None)
-        unscaled = (f" (predicted at its own size: --scale auto does not enlarge more than {MAX_FACTOR:g}x)"
-                    if self.scale == "auto" and trained / found > MAX_FACTOR else "")
-        return FovNotes(wide, f"low resolution: its field of view is {found:.0f} px across, under "
-                              f"{LOW_RESOLUTION_FOV_FRACTION:.0%} of the {trained:.0f} px the model was trained at, "
-                              f"so its thin vessels are missed{unscaled}; use the photograph at its full resolution "
-                              "if you have it")
+            return ScaleNotes(mode, wide, None)
+        unscaled = (f" (predicted at its own size: --scale auto does not enlarge more than {scaling.MAX_FACTOR:g}x)"
+                    if self.scale in ("auto", "adaptive") and trained / found > scaling.MAX_FACTOR else "")
+        return ScaleNotes(mode, wide, f"low resolution: its field of view is {found:.0f} px across, under "
+                                      f"{LOW_RESOLUTION_FOV_FRACTION:.0%} of the {trained:.0f} px the model was "
+                                      f"trained at, so its thin vessels are missed{unscaled}; use the photograph at "
+                                      "its full resolution if you have it")
 
     def probability(self, image: np.ndarray, located: Located, *, model=None,
                     predictor: Predictor | None = None) -> np.ndarray:
@@ -904,12 +912,14 @@ class PhotographWork:
         return _probability(lambda rgb: predict_probability(model, rgb, tile_size=self.tile_size, tta=self.tta,
                                                             scale=choice), image, trusted=True)
 
-    def finish(self, image: np.ndarray, prob: np.ndarray, located: Located) -> Maps:
-        """Zero the probability outside the region (in place), threshold it inside, paint the overlay."""
+    def finish(self, image: np.ndarray, prob: np.ndarray, located: Located, mode: str = "auto") -> Maps:
+        """Zero the probability outside the region (in place), threshold it inside at the threshold of the
+        `mode` it ran at (`notes`), paint the overlay."""
         from keras_vessel.evaluation import metrics
 
         prob = np.multiply(prob, located.region, out=prob)
-        value = metrics.otsu_threshold(prob, located.region) if self.threshold == "otsu" else self.threshold
+        threshold = self.thresholds[mode]
+        value = metrics.otsu_threshold(prob, located.region) if threshold == "otsu" else threshold
         mask = np.greater_equal(prob, value)
         mask &= located.region
         return Maps(prob, mask, vessel_overlay(image, mask) if self.overlay else None)
@@ -935,6 +945,18 @@ class PhotographWork:
         if maps.overlay is not None:
             outputs.append((f"{stem}_overlay.png", maps.overlay))
         return outputs
+
+
+def check_mask_threshold(threshold: float | str | Mapping[str, float | str]) -> float | str | dict[str, float | str]:
+    """`keras_vessel.evaluation.parse_threshold` of a mask threshold, or of each value of a per-mode one
+    (``{"auto": t, "multi": t}``, exactly those keys: ``scale="adaptive"``), else a ValueError."""
+    from keras_vessel.evaluation import THRESHOLD_SCALES, parse_threshold
+
+    if not isinstance(threshold, Mapping):
+        return parse_threshold(threshold)
+    if set(threshold) != set(THRESHOLD_SCALES):
+        raise ValueError(f"a threshold per mode must give exactly {list(THRESHOLD_SCALES)}; got {dict(threshold)!r}.")
+    return {mode: parse_threshold(threshold[mode]) for mode in THRESHOLD_SCALES}
 
 
 def vessel_overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -428,17 +428,17 @@ def test_predict_without_model_and_without_the_bundled_file_says_what_to_pass(mo
 
 def test_predict_advises_multi_scale_for_photographs_with_a_wide_field_of_view(tiny_model_file, tmp_path,
                                                                                  monkeypatch):
-    """Photographs whose FOV is found at least MULTI_SCALE_ADVISED_FOV px across are counted and --scale multi
+    """Photographs whose FOV is found at least MULTI_SCALE_FROM_FOV px across are counted and --scale adaptive
     advised, for a model recording its training diameter at --scale auto only; the maps are not changed.
     (The bar lowered to 300 px here: 2000 px photographs would cost seconds each.)"""
     from helpers import fundus_disc
     from keras_vessel.data.scaling import image_fov
     from keras_vessel.models.inference import load_inference_model
-    from keras_vessel.serving import prediction
+    from keras_vessel.data import scaling
     from keras_vessel.serving.prediction import PhotographWork, predict_files
 
     bar = 300.0
-    monkeypatch.setattr(prediction, "MULTI_SCALE_ADVISED_FOV", bar)
+    monkeypatch.setattr(scaling, "MULTI_SCALE_FROM_FOV", bar)
     photos = tmp_path / "photos"
     photos.mkdir()
     for name, radius in {"wide": bar / 2 + 10, "just_under": bar / 2 - 10, "small": 60}.items():
@@ -450,7 +450,7 @@ def test_predict_advises_multi_scale_for_photographs_with_a_wide_field_of_view(t
     with_diameter = tiny_model_file(base_filters=4, depth=2, seed=0, fov_diameter=64.0)
     report = predict_files(with_diameter, sorted(photos.iterdir()), tmp_path / "a", progress=False)
     assert report.wide_fov == [photos / "wide.png"] and report.failures == []
-    for scale in ("multi", "128px"):  # already multi, or another working diameter asked for
+    for scale in ("multi", "adaptive", "128px"):  # fused already, or another working diameter asked for
         assert predict_files(with_diameter, [photos / "wide.png"], tmp_path / f"b_{scale}", scale=scale,
                              progress=False).wide_fov == []
     work = PhotographWork()
@@ -463,10 +463,10 @@ def test_predict_advises_multi_scale_for_photographs_with_a_wide_field_of_view(t
                    "--quiet"])
     assert result.exit_code == 0, _show(result)
     assert (f"photographs with a field of view at least {bar:g} px across: 1 of 3; "
-            "--scale multi keeps more of their thin vessels") in result.stderr, _show(result)
+            "--scale adaptive keeps more of their thin vessels") in result.stderr, _show(result)
     result = _run(["predict", "--model", with_diameter, photos / "small.png", "--output", tmp_path / "d",
                    "--threshold", "0.5", "--quiet"])
-    assert result.exit_code == 0 and "--scale multi" not in result.stderr, _show(result)
+    assert result.exit_code == 0 and "--scale adaptive" not in result.stderr, _show(result)
 
 
 def test_predict_warns_about_each_photograph_too_small_for_the_models_training_scale(tiny_model_file, tmp_path,

@@ -396,12 +396,12 @@ def test_the_terminal_shows_our_lines_not_beams_or_its_workers_notices(photograp
 def test_both_engines_note_the_same_photographs_too_small_or_wide_for_the_model(tiny_model_file, tmp_path,
                                                                                 monkeypatch):
     """The notes of `PhotographWork.notes`, counted alike by both engines: a photograph whose FOV is under
-    LOW_RESOLUTION_FOV_FRACTION of the model's training FOV, one at least MULTI_SCALE_ADVISED_FOV px across
+    LOW_RESOLUTION_FOV_FRACTION of the model's training FOV, one at least MULTI_SCALE_FROM_FOV px across
     (the bar lowered to 300 px here), one in between."""
     from helpers import fundus_disc
-    from keras_vessel.serving import prediction
+    from keras_vessel.data import scaling
 
-    monkeypatch.setattr(prediction, "MULTI_SCALE_ADVISED_FOV", 300.0)
+    monkeypatch.setattr(scaling, "MULTI_SCALE_FROM_FOV", 300.0)
     photos = tmp_path / "photos"
     photos.mkdir()
     for name, radius in {"small": 20, "fine": 70, "wide": 160}.items():
@@ -415,7 +415,7 @@ def test_both_engines_note_the_same_photographs_too_small_or_wide_for_the_model(
         lines[engine] = [line.split(", each named")[0] for line in result.stderr.splitlines()
                          if line.startswith("photographs ")]
     assert lines["local"] == lines["beam"] == [
-        "photographs with a field of view at least 300 px across: 1 of 3; --scale multi keeps more of their thin "
-        "vessels (several times the time; docs/RESULTS.md section 1b)",
+        "photographs with a field of view at least 300 px across: 1 of 3; --scale adaptive keeps more of their thin "
+        "vessels (fused resolutions for these, several times the time; docs/RESULTS.md section 1b)",
         "photographs of low resolution (a field of view under 50% of the model's training FOV, their thin vessels "
         "missed): 1 of 3"], lines
