@@ -169,3 +169,18 @@ def test_the_thresholds_of_adaptive():
     for bad in ({"auto": 0.3}, {"auto": 0.3, "multi": 0.7, "none": 0.5}, {"auto": 0.3, "multi": 1.5}):
         with pytest.raises(ValueError):
             check_mask_threshold(bad)
+
+
+def test_evaluate_at_adaptive_with_a_model_that_records_no_diameter_needs_only_its_own_threshold(tiny_model_file,
+                                                                                                 tmp_path):
+    from keras_vessel.evaluation import save_threshold
+
+    model_path = tmp_path / "model" / "tiny.keras"
+    model_path.parent.mkdir()
+    shutil.copyfile(tiny_model_file(), model_path)  # never fuses: threshold_multi.json has no use
+    save_threshold(model_path, 0.45, heads="mean")
+    result = run_cli("evaluate", "--model", model_path, "--dataset", "synthetic", "--output", tmp_path / "eval",
+                     "--scale", "adaptive", "--threshold", "train", "--no-overlays", "--quiet")
+    assert result.exit_code == 0, show_result(result)
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert {row["threshold"] for row in report["per_image"]} == {0.45} and "threshold_multi" not in report["protocol"]
