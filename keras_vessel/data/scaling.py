@@ -50,6 +50,7 @@ resampling to float32 rounding).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import cv2
@@ -750,19 +751,27 @@ def shrink_image(image: np.ndarray, factor: float) -> np.ndarray:
         return resample(np.asarray(image, dtype=np.float32), factor).numpy()
     rows = _strip_rows(width, block)
     if image.dtype == np.uint8:
-        strips = (_pooled_uint8_strip(image[start : start + rows], block)
-                  for start in range(0, height // block * block, rows))
+        pooled = _uint8_pooling(block)
+        strips = (pooled(image[start : start + rows]) for start in range(0, height // block * block, rows))
     else:
         strips = (_block_mean_strip(_float_rows(image, start, rows), block)
                   for start in range(0, height // block * block, rows))
     return resize_to(np.concatenate([strip.numpy() for strip in strips]), size).numpy()
 
 
-@tf.function(reduce_retracing=True)
-def _pooled_uint8_strip(strip: tf.Tensor, block: int) -> tf.Tensor:
-    """Means of ``block`` x ``block`` blocks of a uint8 ``(h, W, C)`` strip, float32 (the pooling op's window
-    is a constant of its graph: one trace per block side)."""
+def _pooled_uint8(strip: tf.Tensor, block: int) -> tf.Tensor:
+    """Means of ``block`` x ``block`` blocks of a uint8 ``(h, W, C)`` strip, float32."""
     return tf.nn.avg_pool2d(tf.cast(strip, tf.float32)[None], block, block, "VALID")[0]
+
+
+@functools.lru_cache(maxsize=None)
+def _uint8_pooling(block: int):
+    """`_pooled_uint8` for one block side (the pooling op's window is a constant of its graph), traced once for
+    strips of every size. ``--scale multi`` shrinks by several sides: one function retraced per side and strip
+    height made TensorFlow warn about retracing on the user's terminal. A partial, not a closure: TensorFlow
+    counts traces per code object, which every closure of one definition shares."""
+    return tf.function(functools.partial(_pooled_uint8, block=block),
+                       input_signature=[tf.TensorSpec([None, None, None], tf.uint8)])
 
 
 def _bilinear_taps(source: int, target: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

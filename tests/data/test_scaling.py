@@ -550,3 +550,23 @@ def test_real_photographs_are_measured_and_their_whole_fov_is_kept(request, data
         region = prediction_region(geometry.mask, geometry.found).numpy()
         assert region[sample.fov].all(), sample.name
         assert (region & ~sample.fov).sum() <= 0.06 * sample.fov.sum()
+
+
+def test_shrinking_uint8_photographs_by_several_factors_never_makes_tensorflow_warn_about_retracing(monkeypatch,
+                                                                                                     caplog):
+    """--scale multi shrinks each large photograph by several block sides, strip by strip (the last strip of
+    each shorter): TensorFlow's retracing warning reached the user's terminal; the result stays `resample`'s."""
+    import logging
+
+    from keras_vessel.data import scaling
+
+    monkeypatch.setattr(scaling, "STRIP_PIXELS", 20000)  # two or three strips of each small image
+    rng = np.random.default_rng(0)
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        for height, width in ((203, 190), (151, 177), (97, 260)):
+            image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            for block in (2, 3, 4, 5, 6, 7):
+                factor = 1.0 / block
+                expected = scaling.resample(image.astype(np.float32), factor).numpy()  # the graph op it is a face of
+                np.testing.assert_allclose(scaling.shrink_image(image, factor), expected, atol=2e-3)
+    assert not [r.getMessage() for r in caplog.records if "retracing" in r.getMessage()]
