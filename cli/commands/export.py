@@ -26,13 +26,15 @@ FORMAT_OPTIONS = {"weights": "tflite", "input_size": "tflite", "with_keras": "sa
               help="Fuse both heads' probabilities (mean) or export one head.")
 @click.option("--threshold", default="0.5", show_default=True,
               help="Threshold of the predict_image signature's PNG mask: a number in (0, 1) or 'train' "
-                   "(threshold.json beside the model; threshold_multi.json with --scale multi).")
+                   "(threshold.json beside the model; threshold_multi.json with --scale multi; with --scale "
+                   "adaptive each image at the one of the resolutions it ran at).")
 @click.option("--scale", default="auto", show_default=True, callback=export_scale_option,
               help="'auto': the served graph resamples each image so its field of view is as wide as the "
                    "model's training images; '1080px': 1080 px across instead; 'multi': at several multiples "
-                   "of the training width, the probabilities averaged; "
-                   "'none': it runs images at their own size. With --format tflite: the fov_diameter (for "
-                   "'multi': fov_diameters) recorded in NAME.json.")
+                   "of the training width, the probabilities averaged; 'adaptive': 'multi' for an image whose "
+                   "field of view is at least keras_vessel.data.scaling.MULTI_SCALE_FROM_FOV px across, else "
+                   "'auto'; 'none': it runs images at their own size. With --format tflite: the fov_diameter (for "
+                   "'multi' and 'adaptive': fov_diameters) recorded in NAME.json.")
 @click.option("--format", "export_format", type=click.Choice(["savedmodel", "tflite"]), default="savedmodel",
               show_default=True, help="savedmodel: TF Serving layout; tflite: OUT/NAME/VERSION/NAME.tflite "
                                       "and NAME.json (phones and edge devices; see keras_vessel.serving.tflite).")
@@ -86,7 +88,7 @@ def _export_saved_model(model_path: Path, out: Path, name: str, version: int, ov
     keras_path = out / name / "model.keras"
     if with_keras and keras_path.exists() and not overwrite:
         raise click.ClickException(f"{keras_path} already exists; pass --overwrite to replace it")
-    value = training_threshold(model_path, heads, scale=scale)[0] if threshold == "train" else float(threshold)
+    value = _training_thresholds(model_path, heads, scale) if threshold == "train" else float(threshold)
 
     with library_errors():
         try:
@@ -94,7 +96,9 @@ def _export_saved_model(model_path: Path, out: Path, name: str, version: int, ov
                                       threshold=value, heads=heads, scale=scale)
         except FileExistsError as error:  # created by someone else since the check above
             raise click.ClickException(f"{error}; use --overwrite") from error
-    click.echo(f"exported {model_path} (heads {heads}, mask threshold {value:g}, scale {scale}) to {path}")
+    shown = (f"mask threshold {value:g}" if not isinstance(value, dict) else
+             "mask thresholds " + ", ".join(f"{threshold:g} ({mode})" for mode, threshold in value.items()))
+    click.echo(f"exported {model_path} (heads {heads}, {shown}, scale {scale}) to {path}")
     if with_keras:
         with library_errors():
             export_keras_model(model_path, keras_path)
@@ -110,10 +114,31 @@ def _export_tflite(model_path: Path, folder: Path, name: str, weights: str, inpu
                                    "--version")
     if len(written) == 1:
         click.echo(f"{written[0]} is left from an export that stopped; exporting again", err=True)
-    value = training_threshold(model_path, heads, scale=scale)[0] if threshold == "train" else float(threshold)
+    value = _training_thresholds(model_path, heads, scale) if threshold == "train" else float(threshold)
     from keras_vessel.serving.tflite import export_tflite
 
     with library_errors():
         path = export_tflite(model_path, folder, name=name, weights=weights, input_size=input_size, heads=heads,
                              threshold=value, scale=scale)
     click.echo(f"exported {model_path} ({weights} weights, heads {heads}) to {path} and {path.with_suffix('.json')}")
+
+
+def _training_thresholds(model_path: Path, heads: str, scale: str) -> float | dict[str, float]:
+    """--threshold train: the threshold stored beside the model for `scale` (a ClickException when absent); for
+    --scale adaptive one per mode (`keras_vessel.evaluation.threshold_scales`), ``{"auto": t, "multi": t}``,
+    the model's own-scale one for both (said on stderr) when it has no threshold_multi.json."""
+    from keras_vessel.evaluation import threshold_path, threshold_scales
+
+    modes = threshold_scales(scale)
+    values = {}
+    for mode in modes:
+        wanted = threshold_path(model_path, scale=mode)
+        if len(modes) > 1 and mode != "auto" and not wanted.is_file():  # THRESHOLD_SCALES: "auto" first
+            values[mode] = values["auto"]
+            click.echo(f"no {wanted.name} beside {model_path}: images run at fused resolutions are masked at the "
+                       f"threshold for the model's own scale too ({values['auto']:.3g}), which marks fewer vessels on "
+                       "fused maps (choose one with `keras-vessel evaluate --threshold train --training-root ... "
+                       "--scale multi`)", err=True)
+        else:
+            values[mode] = training_threshold(model_path, heads, scale=mode)[0]
+    return values if len(modes) > 1 else values[modes[0]]

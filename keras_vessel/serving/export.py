@@ -11,7 +11,8 @@ serves, with two signatures:
     ``image_bytes``: string ``[batch]`` of encoded PNG/JPEG images (all of one
     size within a request) -> ``probability`` as above and ``mask_png_bytes``:
     string ``[batch]``, PNG-encoded binary masks (0/255, ``probability >=
-    threshold``; the threshold is fixed at export time). The ``_bytes``
+    threshold``; the threshold is fixed at export time, one per mode with
+    ``scale="adaptive"``). The ``_bytes``
     suffix makes TF Serving's REST API return it base64-encoded
     (``{"b64": ...}``); without it the raw PNG bytes would not be valid JSON.
 
@@ -22,7 +23,10 @@ as a working diameter fixed at export (``scale="1080px"``; the probability is
 resampled back and set to 0 outside the field of view), or at each of the
 `FUSION_MULTIPLES` of the training diameter with the probabilities averaged
 (``scale="multi"``: the field of view measured once, one run at the image's own grid
-when none is found), padding
+when none is found), or per image one of the two (``scale="adaptive"``: ``"multi"`` when its
+field of view is found at least `keras_vessel.data.scaling.MULTI_SCALE_FROM_FOV` px across,
+as read at export time and fixed in the graph, and the model records its training diameter,
+else ``"auto"``; the mask at the threshold of the mode it ran at), padding
 to the network stride (bottom/right, by reflection like
 `keras_vessel.models.inference.predict_probability`, by edge replication when the
 image is smaller than the pad), cropping back, decoding, thresholding and PNG
@@ -37,6 +41,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import keras
@@ -48,9 +53,10 @@ from keras_vessel.locks import folder_lock
 from keras_vessel.models.saving import deflate_keras_file, load_model_file
 from keras_vessel.models import as_inference_model, model_stride
 from keras_vessel.models.inference import model_working_diameters
+from keras_vessel.data import scaling
 from keras_vessel.data.scaling import check_scale, fov_diameter, prediction_region, resample, resize_to, scale_factor
 
-__all__ = ["SIGNATURES", "export_keras_model", "export_saved_model", "version_folder_state"]
+__all__ = ["SIGNATURES", "export_keras_model", "export_saved_model", "mask_thresholds", "version_folder_state"]
 
 log = logging.getLogger(__name__)
 
@@ -72,23 +78,29 @@ def _pad_indices(size: tf.Tensor, pad: tf.Tensor, reflect: tf.Tensor) -> tf.Tens
 class _VesselServing(tf.Module):
     """The exported graph: the Keras inference model plus scaling, padding, decoding and encoding.
 
-    `fov_diameters` (px) are what every image's field of view is resampled to (`model_working_diameters` of
-    the export's scale): one, or several whose probabilities are averaged (``"multi"``; one run at the image's
-    own grid when its FOV is not found); None runs images at their own grid.
+    `diameters` maps each mode an image may run at (``"auto"``, ``"multi"``: the threshold scales,
+    `keras_vessel.evaluation.THRESHOLD_SCALES`) to the field-of-view diameters (px) it resamples every image to
+    (`model_working_diameters` of the export's scale): one, or several whose probabilities are averaged (one run
+    at the image's own grid when its FOV is not found); None runs images at their own grid. With both modes
+    (``scale="adaptive"``), an image runs at ``"multi"`` when its FOV is found at least `multi_from_fov` px
+    across, else at ``"auto"``. `thresholds` maps each mode to the mask threshold of the images run at it.
     """
 
-    def __init__(self, model: keras.Model, *, stride: int, threshold: float,
-                 fov_diameters: tuple[float, ...] | None) -> None:
+    def __init__(self, model: keras.Model, *, stride: int, thresholds: dict[str, float],
+                 diameters: dict[str, tuple[float, ...] | None], multi_from_fov: float | None = None) -> None:
         super().__init__(name="keras_vessel_serving")
         # Track the weights, not the Keras model: a tracked model adds its own traced call functions to the
         # SavedModel (three more copies of the network graph), which no signature uses.
         self.weights = list(model.weights)
         object.__setattr__(self, "_model", model)
         self._stride = stride
-        self._threshold = threshold
-        self._fov_diameters = tuple(fov_diameters or ())
+        self._thresholds = dict(thresholds)
+        self._diameters = {mode: tuple(targets or ()) for mode, targets in diameters.items()}
+        self._multi_from_fov = multi_from_fov
 
-    def _probability(self, images: tf.Tensor) -> tf.Tensor:
+    def _probability(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """``(probability [batch, H, W], threshold [batch])``: each image's probability and the mask threshold of
+        the mode it ran at (`_one_image`)."""
         # A loaded signature does not check its input shape; EnsureShape fails at run time
         # with "Shape of tensor images [..] is not compatible with expected shape [?,?,?,3]".
         images = tf.ensure_shape(images, [None, None, None, 3], name="images")
@@ -114,13 +126,15 @@ class _VesselServing(tf.Module):
             ]
         ):
             images = tf.identity(images)
-        return tf.map_fn(self._one_image, images, fn_output_signature=tf.TensorSpec([None, None], tf.float32))
+        return tf.map_fn(self._one_image, images, fn_output_signature=(
+            tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([], tf.float32)))
 
     # One traced function that both signatures call: inlined, the network and the scaling would be in the
     # SavedModel once per map_fn body (0.5 MB more for the compact U-Net).
     @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.float32)], autograph=False)
-    def _one_image(self, image: tf.Tensor) -> tf.Tensor:
-        """What `keras_vessel.serving.prediction.predict_files` does with one image by default, in graph ops."""
+    def _one_image(self, image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """What `keras_vessel.serving.prediction.predict_files` does with one image at the export's scale, in
+        graph ops: its probability and the threshold of the mode it ran at (float32 scalar)."""
         height, width = tf.shape(image)[0], tf.shape(image)[1]
         mask, diameter, found = fov_diameter(image)  # once, whatever the number of working diameters
 
@@ -133,18 +147,31 @@ class _VesselServing(tf.Module):
                 lambda: resize_to(probability[..., None], [height, width])[..., 0],
             )
 
-        def mean_over_diameters() -> tf.Tensor:
-            maps = [at(scale_factor(target, diameter, found)) for target in self._fov_diameters]
+        def mean_over(targets: tuple[float, ...]) -> tf.Tensor:
+            maps = [at(scale_factor(target, diameter, found)) for target in targets]
             return maps[0] if len(maps) == 1 else tf.add_n(maps) / float(len(maps))
 
-        if not self._fov_diameters:
-            probability = at(tf.constant(1.0))
-        elif len(self._fov_diameters) == 1:
-            probability = mean_over_diameters()
-        else:  # no FOV found: one run at the image's own grid, as local prediction does
-            probability = tf.cond(found, mean_over_diameters, lambda: at(tf.constant(1.0)))
+        def run(targets: tuple[float, ...]) -> tf.Tensor:
+            if not targets:
+                return at(tf.constant(1.0))
+            if len(targets) == 1:
+                return mean_over(targets)
+            # no FOV found: one run at the image's own grid, as local prediction does
+            return tf.cond(found, lambda: mean_over(targets), lambda: at(tf.constant(1.0)))
+
+        if len(self._diameters) == 1:
+            (mode, targets), = self._diameters.items()
+            probability, threshold = run(targets), tf.constant(self._thresholds[mode], tf.float32)
+        else:  # "adaptive" (`keras_vessel.data.scaling.adaptive_mode`), compared in float64 as in NumPy
+            wide = tf.cast(diameter, tf.float64) >= tf.constant(self._multi_from_fov, tf.float64)
+            fused = tf.logical_and(tf.cast(found, tf.bool), wide)
+            # fused only when the FOV is found: the mean over the multiples needs no fallback
+            probability = tf.cond(fused, lambda: mean_over(self._diameters["multi"]),
+                                  lambda: run(self._diameters["auto"]))
+            threshold = tf.where(fused, tf.constant(self._thresholds["multi"], tf.float32),
+                                 tf.constant(self._thresholds["auto"], tf.float32))
         probability = tf.clip_by_value(probability, 0.0, 1.0)
-        return tf.where(prediction_region(mask, found), probability, 0.0)
+        return tf.where(prediction_region(mask, found), probability, 0.0), threshold
 
     def _network(self, images: tf.Tensor) -> tf.Tensor:
         """The model on a batch padded to its stride by reflection, cropped back: (B, H, W) float32."""
@@ -160,7 +187,7 @@ class _VesselServing(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
     def serve(self, images: tf.Tensor) -> dict:
-        return {"probability": self._probability(images)}
+        return {"probability": self._probability(images)[0]}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def predict_image(self, image_bytes: tf.Tensor) -> dict:
@@ -205,8 +232,8 @@ class _VesselServing(tf.Module):
         images = tf.map_fn(
             decode_same_size, image_bytes, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8)
         )
-        probability = self._probability(tf.cast(images, tf.float32))
-        masks = tf.cast(probability >= self._threshold, tf.uint8) * tf.constant(255, tf.uint8)
+        probability, threshold = self._probability(tf.cast(images, tf.float32))
+        masks = tf.cast(probability >= threshold[:, None, None], tf.uint8) * tf.constant(255, tf.uint8)
         mask_png = tf.map_fn(
             lambda mask: tf.io.encode_png(mask[..., None]),
             masks,
@@ -222,7 +249,7 @@ def export_saved_model(
     name: str,
     version: int,
     overwrite: bool = False,
-    threshold: float = 0.5,
+    threshold: float | Mapping[str, float] = 0.5,
     heads: str = "mean",
     scale: str = "auto",
 ) -> Path:
@@ -235,13 +262,22 @@ def export_saved_model(
     name : model name, the folder TF Serving's ``--model_name`` points at.
     version : positive int; TF Serving serves the highest version by default.
     overwrite : replace an existing ``name/version`` folder instead of failing.
-    threshold : probability at and above which ``mask_png_bytes`` marks a vessel.
+    threshold : probability at and above which ``mask_png_bytes`` marks a vessel: a number in [0, 1] for every
+        image, or one per mode ``{"auto": t, "multi": t}`` (`keras_vessel.evaluation.THRESHOLD_SCALES`), each
+        image masked at the one of the mode it runs at (``"multi"`` at ``scale="multi"``, ``"multi"`` or
+        ``"auto"`` per image at ``scale="adaptive"``, else ``"auto"``), as
+        `keras_vessel.serving.prediction.predict_files` masks.
     heads : head fusion for a training model (``"mean"``, ``"segment"``, ``"pixel"``).
     scale : ``"auto"``: every image is resampled in the graph so that its field
         of view is as wide as the model's training images
         (`keras_vessel.data.scaling`), as local prediction does; ``"Npx"``
         (e.g. ``"1080px"``, N in 64-4096): so that it is N px across, as
-        ``predict --scale Npx`` does; ``"none"``: at its own grid. A factor is
+        ``predict --scale Npx`` does; ``"multi"``: at each of the
+        `keras_vessel.data.scaling.FUSION_MULTIPLES` of the training diameter, the
+        probabilities averaged; ``"adaptive"``: ``"multi"`` for an image whose field of
+        view is found at least `keras_vessel.data.scaling.MULTI_SCALE_FROM_FOV` px across
+        (the value when exporting, fixed in the graph), else ``"auto"``, as
+        ``predict --scale adaptive`` does; ``"none"``: at its own grid. A factor is
         refused (`keras_vessel.data.scaling.check_scale`). Either way the
         probability is 0 outside the field of view found in the image
         (everywhere kept when none is found).
@@ -260,8 +296,7 @@ def export_saved_model(
         raise ValueError(f"version must be an int >= 1 (TF Serving version folder), got {version!r}")
     if not isinstance(overwrite, bool):
         raise TypeError(f"overwrite must be a bool, got {overwrite!r} (type {type(overwrite).__name__})")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
+    thresholds = mask_thresholds(threshold)
     if not isinstance(heads, str) or heads not in FUSIONS:
         raise ValueError(f"heads must be one of {list(FUSIONS)}, got {heads!r}")
     scale = check_scale(scale, factors=False)
@@ -286,8 +321,10 @@ def export_saved_model(
         remove_stale_staging(target.parent, str(version))
         stride = model_stride(model)
         shown = None if isinstance(keras_model_path_or_model, keras.Model) else str(keras_model_path_or_model)
-        diameters = model_working_diameters(model, scale, name=shown)
-        module = _VesselServing(model, stride=stride, threshold=float(threshold), fov_diameters=diameters)
+        modes = _mode_diameters(model, scale, shown)
+        multi_from_fov = float(scaling.MULTI_SCALE_FROM_FOV) if len(modes) > 1 else None
+        module = _VesselServing(model, stride=stride, thresholds=thresholds, diameters=modes,
+                                multi_from_fov=multi_from_fov)
         # The functions themselves, not concrete functions traced here: save traces them in its own context
         # (a different variable policy), so concrete functions traced outside it were a second copy of every
         # function in saved_model.pb (0.6 MB of 1.27 for the compact U-Net).
@@ -302,10 +339,50 @@ def export_saved_model(
         except BaseException as error:
             shutil.rmtree(staging, ignore_errors=True)
             raise_named(error, target, temp=staging)  # a full disk names the version, not the staging
-    log.info("exported %s (stride %d, threshold %g, run at %s) to %s", model.name, stride, threshold,
-             "each image's own grid" if diameters is None else
-             "a field of view of " + " / ".join(f"{d:g}" for d in diameters) + " px", target)
+    runs = "; ".join((f"{mode}: " if len(modes) > 1 else "") + f"threshold {thresholds[mode]:g}, run at "
+                     + ("each image's own grid" if targets is None else
+                        "a field of view of " + " / ".join(f"{d:g}" for d in targets) + " px")
+                     for mode, targets in modes.items())
+    fused_from = "" if multi_from_fov is None else f"; multi from a field of view of {multi_from_fov:g} px"
+    log.info("exported %s (stride %d, %s%s) to %s", model.name, stride, runs, fused_from, target)
     return target
+
+
+def mask_thresholds(threshold: float | Mapping[str, float]) -> dict[str, float]:
+    """An export's mask threshold, checked, as one per mode of `keras_vessel.evaluation.THRESHOLD_SCALES`:
+    a number in [0, 1] (the same for both), or ``{"auto": t, "multi": t}`` of such numbers; a ValueError of
+    one sentence otherwise.
+
+    >>> mask_thresholds(0.4), mask_thresholds({"multi": 0.7, "auto": 0.3})
+    ({'auto': 0.4, 'multi': 0.4}, {'auto': 0.3, 'multi': 0.7})
+    """
+    from keras_vessel.evaluation import THRESHOLD_SCALES
+
+    def number(value: object) -> bool:
+        return not isinstance(value, bool) and isinstance(value, (int, float)) and 0.0 <= value <= 1.0
+
+    if isinstance(threshold, Mapping):
+        if set(threshold) != set(THRESHOLD_SCALES) or not all(number(value) for value in threshold.values()):
+            raise ValueError(f"threshold must be a number in [0, 1] or one per mode, "
+                             f"{{{', '.join(repr(mode) + ': t' for mode in THRESHOLD_SCALES)}}}, got {threshold!r}")
+        return {mode: float(threshold[mode]) for mode in THRESHOLD_SCALES}
+    if not number(threshold):
+        raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
+    return dict.fromkeys(THRESHOLD_SCALES, float(threshold))
+
+
+def _mode_diameters(model: keras.Model, scale: str, shown: str | None) -> dict[str, tuple[float, ...] | None]:
+    """The modes images run at under the `check_scale` choice `scale` (threshold scales,
+    `keras_vessel.evaluation.threshold_scale`), each with its working diameters (`model_working_diameters`):
+    for ``"adaptive"`` both, or ``"auto"`` alone (at each image's own grid) with a model that records no
+    training diameter; else the one of `scale` (a ValueError of one sentence for ``"multi"`` with such a
+    model)."""
+    from keras_vessel.evaluation import threshold_scale
+
+    if scale != "adaptive":
+        return {threshold_scale(scale): model_working_diameters(model, scale, name=shown)}
+    fused = model_working_diameters(model, scale, name=shown)  # "multi"'s, or None: the model records none
+    return {"auto": None} if fused is None else {"auto": model_working_diameters(model, "auto"), "multi": fused}
 
 
 def version_folder_state(folder: str | os.PathLike) -> str:

@@ -14,6 +14,15 @@ diameter, or the working diameter of ``scale="1080px"``), and the threshold;
 it gives ``fov_diameters`` instead (and no ``fov_diameter``, so an app that reads
 only that one fails rather than running one scale): the app runs the
 photograph at each and averages the probabilities resampled back.
+With ``scale="adaptive"`` the app chooses per photograph: when its field of view
+is found at least ``multi_from_fov`` px across
+(`keras_vessel.data.scaling.MULTI_SCALE_FROM_FOV` when exporting), it runs it as
+for ``"multi"`` at each of ``fov_diameters`` and masks at ``threshold_multi``; else
+it resamples it so that its field of view is ``fov_diameter_auto`` px across (the
+training diameter; at its own size when none is found) and masks at
+``threshold``. Again no ``fov_diameter``, for the same reason. A model that records
+no training diameter has nothing to fuse: its ``fov_diameter`` is None, as for
+``"auto"`` (run at the photograph's own size, masked at ``threshold``).
 
 Weights: ``float32``; ``float16`` (half the size, computed in float32 on
 CPUs, in float16 on GPU delegates); ``int8`` (dynamic-range quantisation:
@@ -24,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import keras
@@ -50,7 +60,7 @@ def export_tflite(
     weights: str = "float32",
     input_size: int | None = None,
     heads: str = "mean",
-    threshold: float | None = None,
+    threshold: float | Mapping[str, float] | None = None,
     scale: str = "auto",
 ) -> Path:
     """Write ``out_dir/NAME.tflite`` and ``out_dir/NAME.json``; returns the ``.tflite`` path.
@@ -64,15 +74,21 @@ def export_tflite(
     weights : ``"float32"``, ``"float16"`` or ``"int8"`` (dynamic range).
     input_size : a fixed square input (a multiple of the stride), or None for a resizable one.
     heads : head fusion of a training model.
-    threshold : recorded in the JSON for the app's mask (e.g. the training threshold).
+    threshold : recorded in the JSON for the app's mask (e.g. the training threshold): a number, or one per
+        mode ``{"auto": t, "multi": t}`` (`keras_vessel.serving.export.mask_thresholds`), of which ``"threshold"``
+        records the one of `scale`'s mode (`keras_vessel.evaluation.threshold_scale`); for ``"adaptive"``,
+        ``"threshold"`` records ``"auto"``'s and ``"threshold_multi"`` ``"multi"``'s.
     scale : what the JSON's ``fov_diameter`` (px) tells the app to resample each photograph's field of view
         to: the model's training diameter (``"auto"``), N (``"Npx"``, e.g. ``"1080px"``) or none
         (``"none"``: run photographs at their own size); for ``"multi"``, ``fov_diameters`` (the
         `keras_vessel.data.scaling.FUSION_MULTIPLES` of the training diameter; a ValueError for a model
-        that records none) and ``multiples``, whose probabilities the app averages. A factor is refused
-        (`keras_vessel.data.scaling.check_scale`).
+        that records none) and ``multiples``, whose probabilities the app averages; for ``"adaptive"``, those
+        and ``multi_from_fov``, the field of view (px) from which the app fuses, and ``fov_diameter_auto``, the
+        training diameter below it (a model that records none: ``fov_diameter`` None, as for ``"auto"``). A
+        factor is refused (`keras_vessel.data.scaling.check_scale`).
     """
     scale = check_scale(scale, factors=False)
+    thresholds = _thresholds(threshold, scale)
     weights = check_choice("weights", weights, WEIGHTS)
     heads = check_choice("heads", heads, FUSIONS)
     model = as_inference_model(load_model_file(keras_model_path_or_model), heads=heads)
@@ -84,16 +100,16 @@ def export_tflite(
     diameters = model_working_diameters(model, scale, name=shown)
     if diameters is None:
         resample, fov = "before running, pad the photograph to the stride", {"fov_diameter": None}
-    elif scale == "multi":
-        resample = ("for each of fov_diameters: resample the photograph so that its field of view is that many px "
-                    "across (bilinear, antialiased), pad it to the stride, run it and resample the probability "
-                    "back; the probability is the mean of these (one run at the photograph's own size when no "
-                    "field of view is found)")
+    elif scale in ("multi", "adaptive"):
+        resample = _FUSED
         fov = {"fov_diameters": list(diameters)}
+        if scale == "adaptive":
+            resample = (f"when the photograph's field of view is found at least multi_from_fov px across: {resample}, "
+                        f"masked at threshold_multi; else {_SINGLE.format('fov_diameter_auto')} (at its own size when "
+                        "no field of view is found), masked at threshold")
+            fov["fov_diameter_auto"] = model_working_diameters(model, "auto")[0]
     else:
-        resample = ("before running, resample the photograph so that its field of view is fov_diameter px "
-                    "across (bilinear, antialiased) and pad it to the stride; resample the probability back")
-        fov = {"fov_diameter": diameters[0]}
+        resample, fov = _SINGLE.format("fov_diameter"), {"fov_diameter": diameters[0]}
     with folder_lock(out_dir, what="the TFLite output folder") as out_dir:  # one writer; none leaves an empty folder
         side = input_size
         blob = _convert(model, [1, side, side, 3], weights)
@@ -109,11 +125,35 @@ def export_tflite(
             **fov,
             **scale_record(scale),
             "resample": resample,
-            "threshold": threshold,
+            **thresholds,
             "weights": weights,
             "heads": heads,
         })
     return target
+
+
+# What NAME.json's "resample" tells the app to do with a photograph at one working diameter (that of the key
+# formatted in), and at several.
+_SINGLE = ("before running, resample the photograph so that its field of view is {} px across "
+           "(bilinear, antialiased) and pad it to the stride; resample the probability back")
+_FUSED = ("for each of fov_diameters: resample the photograph so that its field of view is that many px across "
+          "(bilinear, antialiased), pad it to the stride, run it and resample the probability back; the "
+          "probability is the mean of these (one run at the photograph's own size when no field of view is found)")
+
+
+def _thresholds(threshold: float | Mapping[str, float] | None, scale: str) -> dict[str, float | None]:
+    """NAME.json's thresholds (`export_tflite`'s `threshold`) at the `check_scale` choice `scale`."""
+    from keras_vessel.evaluation import THRESHOLD_SCALES, threshold_scale
+    from keras_vessel.serving.export import mask_thresholds
+
+    # a number (or None) is recorded as given, as before per-mode thresholds existed; a mapping is checked
+    if isinstance(threshold, Mapping):
+        per_mode = mask_thresholds(threshold)
+    else:
+        per_mode = dict.fromkeys(THRESHOLD_SCALES, threshold)
+    if scale == "adaptive":
+        return {"threshold": per_mode["auto"], "threshold_multi": per_mode["multi"]}
+    return {"threshold": per_mode[threshold_scale(scale)]}
 
 
 def _convert(model: keras.Model, shape: list, weights: str) -> bytes:

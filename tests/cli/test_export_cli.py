@@ -217,3 +217,55 @@ def test_export_at_a_working_diameter_says_so(model_path, tmp_path):
     assert result.exit_code == 0, shown
     contract = json.loads((tmp_path / "lite" / "1" / "lite.json").read_text())
     assert contract["fov_diameter"] == 1080.0 and contract["scale"] == "1080px"
+
+
+def test_export_at_adaptive_reads_both_training_thresholds(tiny_model_file, tmp_path):
+    """--scale adaptive --threshold train: threshold.json and threshold_multi.json, both in the closing line and
+    in the export (the SavedModel's mask; NAME.json's threshold and threshold_multi); without threshold_multi.json,
+    the own-scale one for both, said on stderr in one sentence."""
+    import json
+    import shutil
+
+    import tensorflow as tf
+
+    from keras_vessel.evaluation import save_threshold, threshold_path
+    from keras_vessel.models.inference import load_inference_model, predict_probability
+
+    model = tmp_path / "run" / "model.keras"
+    model.parent.mkdir()
+    shutil.copyfile(tiny_model_file(base_filters=2, depth=1, seed=3, fov_diameter=20.0), model)
+    expected = predict_probability(load_inference_model(model), IMAGE, scale="adaptive")  # 24x20 px: "auto"
+    auto, multi = float(np.quantile(expected, 0.4)), float(np.quantile(expected, 0.8))
+    save_threshold(model, auto, heads="mean")
+    save_threshold(model, multi, heads="mean", scale="multi")
+    base = ["export", "--model", model, "--name", "vessel", "--out", tmp_path / "out", "--scale", "adaptive",
+            "--threshold", "train"]
+    result, shown = _run([*base, "--version", 1])
+    assert result.exit_code == 0, shown
+    assert f"mask thresholds {auto:g} (auto), {multi:g} (multi), scale adaptive" in result.stdout, shown
+    assert "threshold_multi.json" not in result.stderr, shown
+    loaded = tf.saved_model.load(str(tmp_path / "out" / "vessel" / "1"))
+    buffer = io.BytesIO()
+    Image.fromarray(IMAGE).save(buffer, format="PNG")
+    served = loaded.signatures["predict_image"](image_bytes=tf.constant([buffer.getvalue()]))
+    mask = tf.io.decode_png(served["mask_png_bytes"].numpy()[0]).numpy()[..., 0] > 0
+    clear = np.abs(expected - auto) > 1e-5
+    np.testing.assert_array_equal(mask[clear], expected[clear] >= auto)  # run at "auto": masked at auto's
+    assert (mask != (expected >= multi)).any()
+    result, shown = _run([*base, "--version", 2, "--format", "tflite"])
+    assert result.exit_code == 0, shown
+    contract = json.loads((tmp_path / "out" / "vessel" / "2" / "vessel.json").read_text())
+    assert (contract["threshold"], contract["threshold_multi"], contract["scale"]) == (auto, multi, "adaptive")
+
+    threshold_path(model, scale="multi").unlink()
+    result, shown = _run([*base, "--version", 3])
+    assert result.exit_code == 0, shown
+    assert f"mask thresholds {auto:g} (auto), {auto:g} (multi), scale adaptive" in result.stdout, shown
+    sentence = (f"no threshold_multi.json beside {model}: images run at fused resolutions are masked at the "
+                f"threshold for the model's own scale too ({auto:.3g}), which marks fewer vessels on fused maps "
+                "(choose one with `keras-vessel evaluate --threshold train --training-root ... --scale multi`)")
+    assert " ".join(result.stderr.split()) == sentence, shown
+    threshold_path(model).unlink()  # the own-scale one is needed whatever the scale
+    result, shown = _run([*base, "--version", 4])
+    assert result.exit_code == 1 and "threshold.json" in result.stderr, shown
+    assert not (tmp_path / "out" / "vessel" / "4").exists()

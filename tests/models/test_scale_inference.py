@@ -469,3 +469,97 @@ def test_adaptive_without_a_fov_or_a_training_diameter_is_auto(model, unrecorded
     assert inference_scale(unrecorded, image, "adaptive") == inference_scale(unrecorded, image, "auto")
     np.testing.assert_array_equal(predict_probability(unrecorded, image, scale="adaptive"),
                                   predict_probability(unrecorded, image, scale="none"))
+
+
+# A bar between the "same" (126 px) and "larger" (189 px) FOVs: "larger" fuses, "smaller", "same" and the black
+# frame (no FOV found) run at "auto".
+ADAPTIVE_BAR = 150.0
+# Each mode's mask threshold: both inside the probabilities' range (about 0.49-0.94), each marking another part.
+ADAPTIVE_THRESHOLDS = {"auto": 0.51, "multi": 0.6}
+
+
+@pytest.fixture(scope="module")
+def predicted_adaptive(model, predicted, tmp_path_factory):
+    """predict_files and an export at scale="adaptive" with `ADAPTIVE_BAR` as `MULTI_SCALE_FROM_FOV` (set back to
+    its value afterwards: the export keeps the one it read), on the three photographs and a black frame."""
+    from keras_vessel.data import scaling
+
+    training, _, path = model
+    root, _ = predicted
+    Image.fromarray(np.zeros((40, 44, 3), np.uint8)).save(root / "black.png")
+    out = tmp_path_factory.mktemp("predict-adaptive")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(scaling, "MULTI_SCALE_FROM_FOV", ADAPTIVE_BAR)
+        report = predict_files(path, [root / f"{name}.png" for name in [*IMAGES, "black"]], out, scale="adaptive",
+                               threshold=ADAPTIVE_THRESHOLDS, progress=False)
+        exported = export_saved_model(training, out / "serving", name="vessel", version=1, scale="adaptive",
+                                      threshold=ADAPTIVE_THRESHOLDS)
+    assert not report.failures
+    return out, tf.saved_model.load(str(exported))
+
+
+def served_image(loaded, image_path) -> tuple[np.ndarray, np.ndarray]:
+    """predict_image's (probability, mask) of one photograph file."""
+    result = loaded.signatures["predict_image"](image_bytes=tf.constant([image_path.read_bytes()]))
+    mask = tf.io.decode_png(result["mask_png_bytes"].numpy()[0]).numpy()[..., 0]
+    return result["probability"].numpy()[0], mask == 255
+
+
+def test_adaptive_test_photographs_run_at_both_modes(model, monkeypatch):
+    from keras_vessel.data import scaling
+
+    monkeypatch.setattr(scaling, "MULTI_SCALE_FROM_FOV", ADAPTIVE_BAR)
+    images = {name: fundus(*IMAGES[name]) for name in IMAGES} | {"black": np.zeros((40, 44, 3), np.uint8)}
+    modes = {name: inference_scale(model[1], image, "adaptive").mode for name, image in images.items()}
+    assert modes == {"smaller": "auto", "same": "auto", "larger": "multi", "black": "auto"}
+
+
+@pytest.mark.parametrize("name, mode", [("smaller", "auto"), ("same", "auto"), ("larger", "multi"),
+                                        ("black", "auto")])
+def test_saved_model_at_adaptive_gives_predict_files_probabilities_and_masks(predicted, predicted_adaptive, name,
+                                                                             mode):
+    root, _ = predicted
+    out, loaded = predicted_adaptive
+    local = assert_served_as_written(loaded, root / f"{name}.png", out / f"{name}_prob.png")
+    if name != "black":  # the fused photograph really fused, the others ran at auto
+        at_auto = written_probability(root / "out" / f"{name}_prob.png")
+        assert (np.abs(local - at_auto).max() > 0.01) == (mode == "multi")
+    probability, mask = served_image(loaded, root / f"{name}.png")
+    threshold, other = ADAPTIVE_THRESHOLDS[mode], ADAPTIVE_THRESHOLDS["auto" if mode == "multi" else "multi"]
+    clear = np.abs(probability - threshold) > 1e-5
+    np.testing.assert_array_equal(mask[clear], probability[clear] >= threshold)
+    assert (mask != (probability >= other)).sum() > 0.05 * mask.size  # not the other mode's threshold
+    written = np.asarray(Image.open(out / f"{name}_mask.png")) > 0  # predict_files masked it at the same one
+    away = np.abs(local - threshold) > 3e-3
+    np.testing.assert_array_equal(mask[away], written[away])
+
+
+def test_saved_model_at_adaptive_of_a_model_without_a_training_diameter_is_auto(unrecorded, predicted, monkeypatch,
+                                                                              tmp_path):
+    """Nothing to take multiples of: every image runs at its own grid (as predict_probability does) and is masked
+    at the "auto" threshold, however wide its field of view."""
+    from keras_vessel.data import scaling
+
+    monkeypatch.setattr(scaling, "MULTI_SCALE_FROM_FOV", 1.0)
+    root, _ = predicted
+    exported = export_saved_model(unrecorded, tmp_path, name="vessel", version=1, scale="adaptive",
+                                  threshold=ADAPTIVE_THRESHOLDS)
+    probability, mask = served_image(tf.saved_model.load(str(exported)), root / "larger.png")
+    image = np.asarray(Image.open(root / "larger.png"))
+    expected = predict_probability(unrecorded, image, scale="adaptive")
+    inside = ndimage.binary_erosion(image_fov(image).mask, iterations=FOV_DILATION + 1)
+    np.testing.assert_allclose(probability[inside], expected[inside], rtol=0, atol=1e-5)
+    threshold = ADAPTIVE_THRESHOLDS["auto"]
+    clear = np.abs(probability - threshold) > 1e-5
+    np.testing.assert_array_equal(mask[clear], probability[clear] >= threshold)
+    assert (mask != (probability >= ADAPTIVE_THRESHOLDS["multi"])).any()
+
+
+@pytest.mark.parametrize("threshold, shown", [({"auto": 0.5}, r"\{'auto': 0.5\}"),
+                                              ({"auto": 0.5, "multi": 1.5}, r"\{'auto': 0.5, 'multi': 1.5\}"),
+                                              ({"auto": 0.5, "multi": 0.6, "fused": 0.7}, "'fused': 0.7")])
+def test_export_refuses_a_threshold_per_mode_without_exactly_both_modes_in_0_1(model, tmp_path, threshold, shown):
+    with pytest.raises(ValueError, match=r"^threshold must be a number in \[0, 1\] or one per mode, "
+                                         rf"\{{'auto': t, 'multi': t\}}, got .*{shown}"):
+        export_saved_model(model[0], tmp_path, name="vessel", version=1, scale="adaptive", threshold=threshold)
+    assert not (tmp_path / "vessel").exists()

@@ -89,3 +89,29 @@ def test_a_blocked_wnet_converts_and_predicts_what_keras_predicts(tmp_path):
     got = run(path, image)
     assert got.shape == expected.shape == (1, 32, 48)
     assert np.abs(got - expected).max() <= 1e-5 and np.std(expected) > 2e-5
+
+
+def test_adaptive_records_both_modes_for_the_app(tmp_path, model, monkeypatch):
+    """scale="adaptive": NAME.json gives the fused diameters (as for "multi"), the training diameter below the
+    bar, the bar as read when exporting, and a threshold per mode; no fov_diameter (an app reading only that one
+    fails rather than running every photograph at one scale); a model recording no diameter is "auto"'s."""
+    from keras_vessel.data import scaling
+
+    monkeypatch.setattr(scaling, "MULTI_SCALE_FROM_FOV", 1234.0)
+    export_tflite(model, tmp_path, name="v", scale="adaptive", threshold={"auto": 0.45, "multi": 0.55})
+    contract = json.loads((tmp_path / "v.json").read_text())
+    assert contract["fov_diameters"] == [m * 540.0 for m in scaling.FUSION_MULTIPLES]
+    assert contract["multiples"] == list(scaling.FUSION_MULTIPLES) and contract["multi_from_fov"] == 1234.0
+    assert contract["fov_diameter_auto"] == 540.0 and "fov_diameter" not in contract
+    assert (contract["scale"], contract["threshold"], contract["threshold_multi"]) == ("adaptive", 0.45, 0.55)
+    assert "multi_from_fov" in contract["resample"] and "threshold_multi" in contract["resample"]
+    export_tflite(model, tmp_path, name="w", scale="adaptive", threshold=0.5)  # a number: both modes
+    contract = json.loads((tmp_path / "w.json").read_text())
+    assert (contract["threshold"], contract["threshold_multi"]) == (0.5, 0.5)
+    plain = build_model("unet", base_filters=4, depth=2, normalisation="local")
+    export_tflite(plain, tmp_path, name="x", scale="adaptive", threshold={"auto": 0.45, "multi": 0.55})
+    contract = json.loads((tmp_path / "x.json").read_text())
+    assert contract["fov_diameter"] is None and "fov_diameters" not in contract
+    with pytest.raises(ValueError, match=r"threshold must be a number in \[0, 1\] or one per mode"):
+        export_tflite(model, tmp_path, name="y", scale="adaptive", threshold={"auto": 0.45})
+    assert not (tmp_path / "y.json").exists()
