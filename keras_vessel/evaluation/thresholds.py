@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from keras_vessel.data.scaling import MULTI_SCALE_FROM_FOV, check_scale, scale_record
+from keras_vessel.data import scaling
+from keras_vessel.data.scaling import check_scale, scale_record
 from keras_vessel.evaluation import metrics
 from keras_vessel.io import other_model_beside, write_json_atomic
 from keras_vessel.models.inference import check_tta, load_inference_model, predict_probability
@@ -119,7 +120,7 @@ class Threshold:
         those run at fused ones, each with its rule."""
         single, fused = parse_threshold(single), parse_threshold(fused)
         rule = (f"per image, by the resolutions it ran at: one, {single_rule} (t = {single:.6g}); fused (field of "
-                f"view at least {MULTI_SCALE_FROM_FOV:g} px), {fused_rule} (t = {fused:.6g})")
+                f"view at least {scaling.MULTI_SCALE_FROM_FOV:g} px), {fused_rule} (t = {fused:.6g})")
         return cls(single, rule, multi=fused)
 
     def for_image(self, prob: np.ndarray, fov: np.ndarray, mode: str = "auto") -> float:
