@@ -20,8 +20,10 @@ median FOV diameter clipped to 540-1080 px: native size within limits), ``auto_m
 ``auto_balanced`` (at auto, the thresholds of rule p1 in which each training camera weighs the same: the
 mean of the four cameras' own thresholds, and the threshold maximising the mean of their accuracies), and
 ``multi`` (`--scale multi`: the mean of the probabilities at 1, 1.5 and 2 times the training FOV diameter,
-with the threshold the run stored for that scale). ``--bundled`` scores the bundled model the same way on
-the cameras it has never seen.
+with the threshold the run stored for that scale), and ``adaptive`` (`--scale adaptive`: ``multi`` for the
+photographs whose FOV is at least `keras_vessel.data.scaling.MULTI_SCALE_FROM_FOV` px across, ``auto`` for the
+others, each at its stored threshold; a camera whose photographs all run at one of them copies its scores).
+``--bundled`` scores the bundled model the same way on the cameras it has never seen.
 
 The screening runs train recipes on the W-Net for 2000 steps. The *general* runs train the shipped recipe
 itself (``configs/general.yaml``, the compact U-Net) at full length, 9000 steps per training camera as the
@@ -95,8 +97,9 @@ AUC_BAR = 0.970  # issue 30: no left-out camera's pooled AUC below it
 # ``median_fov_diameter``), rounded to this many px.
 SIZE_BAR_ROUNDING = 100
 # variant -> (working FOV diameter in px: None = the model's own, a number = that diameter, (low, high) = the
-# camera's own FOV diameter clipped to [low, high], "multi" = `--scale multi`; mask rule: the threshold stored
-# for that scale, Otsu's, or one of the training cameras' thresholds)
+# camera's own FOV diameter clipped to [low, high], "multi" = `--scale multi`, "adaptive" = `--scale adaptive`;
+# mask rule: the threshold stored for that scale (for "adaptive" each photograph's mode's), Otsu's, or one of the
+# training cameras' thresholds)
 VARIANTS: dict[str, tuple[float | tuple[float, float] | str | None, str]] = {
     "auto": (None, "stored"),
     "auto_otsu": (None, "otsu"),
@@ -106,6 +109,7 @@ VARIANTS: dict[str, tuple[float | tuple[float, float] | str | None, str]] = {
     "auto_mean": (None, "mean_of_cameras"),
     "auto_balanced": (None, "camera_balanced"),
     "multi": ("multi", "stored"),
+    "adaptive": ("adaptive", "stored"),
 }
 # Rule p1's candidates (notebook entry p): thresholds in which each training camera weighs the same, read from
 # the `cameras` record of the run's threshold.json (`keras_vessel.evaluation.camera_thresholds`).
@@ -199,7 +203,7 @@ def score_model(model_path: Path, camera: str, output: Path, *, data: Path = SHA
     from keras_vessel.data.datasets import open_dataset
     from keras_vessel.evaluation import Threshold, evaluate_thresholds
     from keras_vessel.evaluation.thresholds import load_threshold
-    from keras_vessel.models.inference import load_inference_model
+    from keras_vessel.models.inference import inference_scale, load_inference_model
 
     scored = dict(scored or {})
     folder, _, test_split = CAMERAS[camera]
@@ -231,6 +235,23 @@ def score_model(model_path: Path, camera: str, output: Path, *, data: Path = SHA
                 continue
         scale: str | float = ("auto" if working_fov is None else working_fov if isinstance(working_fov, str)
                               else working_fov / camera_diameter)
+        if scale == "adaptive":  # one photograph at a time: the mode it runs at, that mode's stored threshold
+            modes = {inference_scale(model, spec.load().image, scale).mode for spec in samples}
+            known = {**scored, **scores}
+            if len(modes) == 1 and modes <= known.keys():  # every photograph runs as that variant does
+                scores[variant] = {**known[next(iter(modes))], "same_as": next(iter(modes)), **adaptive_bar()}
+                continue
+            multi_file = load_threshold(model_path, scale="multi")
+            chosen = Threshold.per_mode(stored, multi_file["threshold"], stored_rule(stored_file),
+                                        stored_rule(multi_file))
+            report = finished_report(output / f"eval_{variant}", model_path, camera=camera, split=test_split,
+                                     images=len(samples), threshold=stored, scale=scale,
+                                     threshold_multi=chosen.multi)
+            if report is not None and report["protocol"].get("multi_from_fov") == adaptive_bar()["multi_from_fov"]:
+                scores[variant] = {**summarise(report), **adaptive_bar()}
+            else:
+                to_evaluate.setdefault(scale, {})[variant] = (output / f"eval_{variant}", chosen)
+            continue
         if mask_rule == "stored" and scale == "multi":  # the threshold the run chose on its multi-scale maps
             multi_file = load_threshold(model_path, scale="multi")
             threshold, rule = multi_file["threshold"], stored_rule(multi_file)
@@ -249,8 +270,17 @@ def score_model(model_path: Path, camera: str, output: Path, *, data: Path = SHA
         reports = evaluate_thresholds(model, samples, outputs=dict(group.values()), dataset=camera,
                                       split=test_split, model_path=model_path, overlays=False, progress=progress,
                                       predict_options={"scale": scale})
-        scores.update({variant: summarise(report) for variant, report in zip(group, reports)})
+        scores.update({variant: {**summarise(report), **adaptive_bar()} if variant == "adaptive" else summarise(report)
+                       for variant, report in zip(group, reports)})
     return {variant: scores[variant] for variant in variants}
+
+
+def adaptive_bar() -> dict[str, float]:
+    """What an ``adaptive`` score records of the FOV diameter from which it fused (scores of another bar are
+    scored again: `_score_missing`)."""
+    from keras_vessel.data import scaling
+
+    return {"multi_from_fov": float(scaling.MULTI_SCALE_FROM_FOV)}
 
 
 def camera_threshold(stored: dict[str, Any], rule: str, model_path: Path) -> float:
@@ -265,9 +295,11 @@ def camera_threshold(stored: dict[str, Any], rule: str, model_path: Path) -> flo
 
 
 def finished_report(folder: Path, model_path: Path, *, camera: str, split: str, images: int,
-                    threshold: float | str, scale: str | float) -> dict[str, Any] | None:
+                    threshold: float | str, scale: str | float,
+                    threshold_multi: float | None = None) -> dict[str, Any] | None:
     """The evaluation report in `folder` if it scored exactly this: the model file (and was written after
-    it), the camera's split and image count, the threshold and the scale; else None (evaluate again).
+    it), the camera's split and image count, the threshold (and for ``"adaptive"`` the fused one) and the scale;
+    else None (evaluate again).
     A scoring stopped half-way, or results lost, resume from the reports already written."""
     path = folder / "metrics.json"
     try:
@@ -283,14 +315,17 @@ def finished_report(folder: Path, model_path: Path, *, camera: str, split: str, 
 
     same = (written_after_model and protocol.get("model") == str(model_path) and protocol.get("dataset") == camera
             and protocol.get("split") == split and protocol.get("images") == images
-            and same_number(protocol.get("threshold"), threshold) and same_number(protocol.get("scale"), scale))
+            and same_number(protocol.get("threshold"), threshold) and same_number(protocol.get("scale"), scale)
+            and same_number(protocol.get("threshold_multi"), threshold_multi))
     return report if same else None
 
 
 def _score_missing(entry: dict[str, Any], model_path: Path, camera: str, output: Path, *, data: Path,
                    results: dict[str, Any], results_path: Path, what: str,
                    variants: Sequence[str] = tuple(VARIANTS)) -> None:
-    missing = [variant for variant in variants if variant not in entry["scores"]]
+    missing = [variant for variant in variants if variant not in entry["scores"]
+               or (variant == "adaptive" and entry["scores"][variant].get("multi_from_fov")
+                   != adaptive_bar()["multi_from_fov"])]
     if missing:
         print(f"score {what} on {camera} ({', '.join(missing)})", file=sys.stderr, flush=True)
         entry["scores"].update(score_model(model_path, camera, output, data=data, variants=missing,
@@ -527,14 +562,14 @@ def full_length_table(results: dict[str, Any]) -> list[str]:
         rows.append(_recipe_row(FULL_LENGTH_RECIPE, variant, summary))
         verdict = bar_verdict(summary)
         below = ", ".join(f"{camera} {auc:.4f}" for camera, auc in verdict["below"].items())
-        verdicts.append(f"Issue 30's bar (every camera AUC >= {AUC_BAR:.3f}) at {variant}: "
-                        + {True: "holds", False: f"misses ({below})",
-                           None: f"no verdict ({len(summary['cameras'])} of 5 cameras scored)"}[verdict["holds"]])
+        verdicts.append(f"{variant}: " + {True: "holds", False: f"misses ({below})",
+                                          None: f"no verdict ({len(summary['cameras'])} of 5)"}[verdict["holds"]])
     if not rows:
         return []
     steps = f"{FULL_LENGTH_STEPS_PER_CAMERA} steps per camera"
     size_bar = size_bar_line(results)
-    return ["", *_recipe_header(f"recipe (compact U-Net, {steps})"), *rows, "", *verdicts,
+    return ["", *_recipe_header(f"recipe (compact U-Net, {steps})"), *rows, "",
+            f"Issue 30's bar (every camera AUC >= {AUC_BAR:.3f}): " + "; ".join(verdicts),
             *([size_bar] if size_bar else [])]
 
 

@@ -315,8 +315,8 @@ def test_issue_30s_bar_as_written(aucs, holds, below):
     verdict = loco.bar_verdict(pooled(results, loco.FULL_LENGTH_RECIPE, "auto"))
     assert verdict["holds"] is holds and verdict["below"] == pytest.approx(below)
     text = loco.table(results)
-    expected = {True: "holds", False: "misses (hrf", None: "no verdict (1 of 5 cameras scored)"}[holds]
-    assert f"Issue 30's bar (every camera AUC >= {loco.AUC_BAR:.3f}) at auto: {expected}" in text
+    expected = {True: "holds", False: "misses (hrf", None: "no verdict (1 of 5)"}[holds]
+    assert f"Issue 30's bar (every camera AUC >= {loco.AUC_BAR:.3f}): auto: {expected}" in text
     assert f"| {loco.FULL_LENGTH_RECIPE} | auto | " in text and "9000 steps per camera" in text
     assert "W-Net" not in text and "Screening rule" not in text  # no screening run in these results
 
@@ -371,3 +371,57 @@ def test_a_full_length_fold_records_its_cameras_median_fov_once(monkeypatch, tmp
     assert results["median_fov_diameter"] == {"chase_db1": 917.0} and calls == [28]
     import json
     assert json.loads(path.read_text())["median_fov_diameter"] == {"chase_db1": 917.0}
+
+
+class _Spec:
+    def __init__(self, name):
+        self.name = name
+
+    def load(self):
+        return type("Sample", (), {"image": self.name})()
+
+
+@pytest.mark.parametrize("modes, evaluated_at, copied_from", [
+    ({"a": "auto", "b": "auto"}, [], "auto"),  # every photograph below the bar: auto's scores
+    ({"a": "multi", "b": "multi"}, [], "multi"),
+    ({"a": "auto", "b": "multi"}, ["adaptive"], None),  # mixed: scored, each at its mode's stored threshold
+])
+def test_the_adaptive_variant_copies_a_variant_its_photographs_all_run_as_else_scores_each_at_its_mode(
+        monkeypatch, tmp_path, modes, evaluated_at, copied_from):
+    from keras_vessel.data import scaling
+
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"weights")
+    stored = {"auto": {"threshold": 0.8, "rule": "mean of cameras"}, "multi": {"threshold": 0.7, "rule": "multi rule"}}
+    evaluated = []
+    monkeypatch.setattr(scaling, "MULTI_SCALE_FROM_FOV", 1234.0)
+    monkeypatch.setattr("keras_vessel.data.datasets.open_dataset", lambda *a, **k: [_Spec(n) for n in modes])
+    monkeypatch.setattr("keras_vessel.evaluation.thresholds.load_threshold", lambda path, scale="auto": stored[scale])
+    monkeypatch.setattr("keras_vessel.models.inference.load_inference_model", lambda path: None)
+    monkeypatch.setattr("keras_vessel.models.inference.inference_scale",
+                        lambda model, image, scale: type("Choice", (), {"mode": modes[image]})())
+    monkeypatch.setattr(loco, "summarise", lambda report: report)
+
+    def fake_evaluate(model, samples, *, outputs, predict_options, **kwargs):
+        evaluated.append(predict_options["scale"])
+        (threshold,) = outputs.values()
+        return [{"value": threshold.value, "multi": threshold.multi}]
+
+    monkeypatch.setattr("keras_vessel.evaluation.evaluate_thresholds", fake_evaluate)
+    scored = {"auto": {"AUC_pooled": 0.96}, "multi": {"AUC_pooled": 0.98}}
+    scores = loco.score_model(model, "hrf", tmp_path, variants=("adaptive",), scored=scored)
+    assert evaluated == evaluated_at
+    if copied_from:
+        assert scores["adaptive"] == {**scored[copied_from], "same_as": copied_from, "multi_from_fov": 1234.0}
+    else:
+        assert scores["adaptive"] == {"value": 0.8, "multi": 0.7, "multi_from_fov": 1234.0}
+    entry = {"scores": {"adaptive": scores["adaptive"], **scored}}
+    calls = []
+    monkeypatch.setattr(loco, "score_model", lambda *a, variants, **k: calls.append(variants) or {})
+    monkeypatch.setattr(loco, "save_results", lambda *a: None)
+    loco._score_missing(entry, model, "hrf", tmp_path, data=tmp_path, results={}, results_path=tmp_path / "r.json",
+                        what="run", variants=("auto", "adaptive"))
+    monkeypatch.setattr(scaling, "MULTI_SCALE_FROM_FOV", 2400.0)  # the bar moved: adaptive is scored again
+    loco._score_missing(entry, model, "hrf", tmp_path, data=tmp_path, results={}, results_path=tmp_path / "r.json",
+                        what="run", variants=("auto", "adaptive"))
+    assert calls == [["adaptive"]]
