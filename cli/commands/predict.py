@@ -66,13 +66,24 @@ def _mask_threshold(ctx: click.Context, threshold: str, model_path: Path | None,
     if threshold != "train":
         return threshold
     if scale == "adaptive" and model_path is not None:
-        from keras_vessel.evaluation import THRESHOLD_SCALES
+        from keras_vessel.evaluation import threshold_path
 
-        return {mode: _mask_threshold(ctx, threshold, model_path, heads, tta, mode) if mode == "auto"
-                else _stored_threshold(model_path, heads, tta, mode) for mode in THRESHOLD_SCALES}
+        single = _mask_threshold(ctx, threshold, model_path, heads, tta, "auto")
+        if not threshold_path(model_path, tta, "multi").is_file() and not _fuses(model_path):
+            return {"auto": single, "multi": single}  # it never runs a photograph fused: nothing to say
+        return {"auto": single, "multi": _stored_threshold(model_path, heads, tta, "multi")}
     if ctx.get_parameter_source("threshold") is not click.core.ParameterSource.DEFAULT:
         return training_threshold(model_path, heads, tta, scale)[0]
     return _stored_threshold(model_path, heads, tta, scale) if model_path is not None else 0.5
+
+
+def _fuses(model_path: Path) -> bool:
+    """Whether the model records its training diameter, so that --scale adaptive may run photographs fused."""
+    from keras_vessel.models import model_fov_diameter
+    from keras_vessel.models.saving import load_model_file
+
+    with library_errors():
+        return model_fov_diameter(load_model_file(model_path)) is not None
 
 
 def _stored_threshold(model_path: Path, heads: str, tta: str, scale: str | float) -> float:

@@ -184,3 +184,16 @@ def test_evaluate_at_adaptive_with_a_model_that_records_no_diameter_needs_only_i
     assert result.exit_code == 0, show_result(result)
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert {row["threshold"] for row in report["per_image"]} == {0.45} and "threshold_multi" not in report["protocol"]
+
+
+def test_predict_at_adaptive_with_a_model_that_never_fuses_says_nothing_of_a_fused_threshold(tiny_model_file,
+                                                                                             photographs, tmp_path):
+    from keras_vessel.evaluation import save_threshold
+
+    path = tmp_path / "model" / "tiny.keras"
+    path.parent.mkdir()
+    shutil.copyfile(tiny_model_file(), path)  # records no training diameter
+    save_threshold(path, 0.45, heads="mean")
+    result = run_cli("predict", photographs, "--model", path, "--scale", "adaptive", "--fov", "none",
+                     "--output", tmp_path / "o", "--quiet")
+    assert result.exit_code == 0 and "threshold_multi" not in result.stderr, show_result(result)
