@@ -96,6 +96,9 @@ AUC_BAR = 0.970  # issue 30: no left-out camera's pooled AUC below it
 # folds; the midpoint between two cameras' median FOV diameters (recorded in the results as
 # ``median_fov_diameter``), rounded to this many px.
 SIZE_BAR_ROUNDING = 100
+# Two cameras whose median FOV diameters differ by less than this fraction are of one size (LES-AV and ORVS: 1441
+# and 1442 px): no bar between them could tell their photographs apart (rule t's reading of s3).
+SAME_SIZE = 0.02
 # variant -> (working FOV diameter in px: None = the model's own, a number = that diameter, (low, high) = the
 # camera's own FOV diameter clipped to [low, high], "multi" = `--scale multi`, "adaptive" = `--scale adaptive`;
 # mask rule: the threshold stored for that scale (for "adaptive" each photograph's mode's), Otsu's, or one of the
@@ -467,8 +470,8 @@ def size_bar_verdict(auto: dict[str, Any], multi: dict[str, Any], diameters: Map
     *pays* if `multi`'s pooled AUC and mean F1 are both at least `auto`'s. With the cameras ordered by their
     median FOV diameter (`diameters`, px), the bar is the midpoint between the largest camera that does not pay
     and the next larger one, rounded to `SIZE_BAR_ROUNDING` px (the midpoint itself where that would pass either
-    camera's median): 0 when every camera pays, ``math.inf`` when the
-    largest does not. ``bar`` is None until all five cameras are scored at both and their diameters recorded;
+    camera's median); a camera less than `SAME_SIZE` larger than the one that does not pay stays below with it.
+    0 when every camera pays, ``math.inf`` when the largest does not. ``bar`` is None until all five cameras are scored at both and their diameters recorded;
     ``pays`` holds the cameras scored so far, ``order`` the cameras by diameter (those recorded)."""
     scored = [c for c in CAMERAS if c in auto["cameras"] and c in multi["cameras"]]
     pays = {c: (multi["cameras"][c]["AUC_pooled"] >= auto["cameras"][c]["AUC_pooled"]
@@ -477,12 +480,18 @@ def size_bar_verdict(auto: dict[str, Any], multi: dict[str, Any], diameters: Map
     if len(pays) < len(CAMERAS) or len(order) < len(CAMERAS):
         return {"bar": None, "pays": pays, "order": order}
     losing = [index for index, camera in enumerate(order) if not pays[camera]]
-    if not losing:
+    last = losing[-1] if losing else None
+    # a camera of the same size as one that does not pay cannot be separated from it: above the bar only if
+    # both are (notebook entry t)
+    while last is not None and last + 1 < len(order) and \
+            diameters[order[last + 1]] < diameters[order[last]] * (1 + SAME_SIZE):
+        last += 1
+    if last is None:
         bar = 0.0
-    elif losing[-1] == len(order) - 1:
+    elif last == len(order) - 1:
         bar = math.inf
     else:
-        below, above = diameters[order[losing[-1]]], diameters[order[losing[-1] + 1]]
+        below, above = diameters[order[last]], diameters[order[last + 1]]
         bar = float(round((below + above) / 2 / SIZE_BAR_ROUNDING) * SIZE_BAR_ROUNDING)
         if not below < bar <= above:  # rounded past a camera's median: the midpoint itself
             bar = (below + above) / 2

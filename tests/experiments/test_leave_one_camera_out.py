@@ -425,3 +425,21 @@ def test_the_adaptive_variant_copies_a_variant_its_photographs_all_run_as_else_s
     loco._score_missing(entry, model, "hrf", tmp_path, data=tmp_path, results={}, results_path=tmp_path / "r.json",
                         what="run", variants=("auto", "adaptive"))
     assert calls == [["adaptive"]]
+
+
+def test_rule_s3_keeps_a_paying_camera_of_the_same_size_as_a_losing_one_below_the_bar():
+    """ORVS (1442 px) paying and LES-AV (1441 px) not: no bar between 1441 and 1442 px tells their photographs
+    apart, so both stay below it and the bar goes between them and HRF."""
+    diameters = {"drive": 538.0, "chase_db1": 920.0, "les_av": 1441.0, "orvs": 1441.5, "hrf": 3263.0}
+    paying = {"orvs", "hrf"}
+    auto = {c: (0.975, 0.75) for c in CAMERAS}
+    multi = {c: (0.976, 0.75) if c in paying else (0.974, 0.75) for c in CAMERAS}
+    results = _results({(loco.FULL_LENGTH_RECIPE, "auto"): _scores(**auto),
+                        (loco.FULL_LENGTH_RECIPE, "multi"): _scores(**multi)})
+    verdict = loco.size_bar_verdict(pooled(results, loco.FULL_LENGTH_RECIPE, "auto"),
+                                    pooled(results, loco.FULL_LENGTH_RECIPE, "multi"), diameters)
+    assert verdict["bar"] == 2400.0  # (1441.5 + 3263) / 2, rounded
+    diameters["orvs"] = 1441.0 * (1 + loco.SAME_SIZE) + 1  # another size: the bar between them
+    verdict = loco.size_bar_verdict(pooled(results, loco.FULL_LENGTH_RECIPE, "auto"),
+                                    pooled(results, loco.FULL_LENGTH_RECIPE, "multi"), diameters)
+    assert verdict["bar"] == pytest.approx((1441.0 + diameters["orvs"]) / 2)  # 1400/1500 would pass a median
