@@ -58,7 +58,7 @@ SETTINGS = {"model": "model", "heads": "--heads", "tile_size": "--tile-size", "t
 _STOPS_THE_BATCH = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 # Photographs whose field of view is found narrower than this fraction of the model's training FOV hold too
 # few pixels for its thin vessels: `--scale auto` enlarges them more than 1 / this, and not at all beyond
-# `keras_vessel.data.scaling.MAX_FACTOR`. `predict_files` warns about each (`PhotographWork.low_resolution`);
+# `keras_vessel.data.scaling.MAX_FACTOR`. `predict_files` warns about each (`PhotographWork.notes`);
 # what they lose, measured on DRIVE reduced: docs/METHOD_NOTES.md section 7.
 LOW_RESOLUTION_FOV_FRACTION = 0.5
 # What `vessel_overlay` paints vessels with (RGB), and how much of it: cyan shows on the red-orange fundus.
@@ -643,7 +643,7 @@ def predict_files(
         of view is at least `keras_vessel.data.scaling.MULTI_SCALE_FROM_FOV` px across, ``"auto"`` for the
         others), a field-of-view diameter such as ``"1080px"``,
         ``"none"`` or a factor. A served model does its own. The mask is ``probability >= threshold``
-        whatever the scale (the stored training threshold was chosen at the model's own scale).
+        whatever the scale (with a threshold per mode, the one of the mode the photograph ran at).
     progress : draw a progress bar on stderr.
     predictor : instead of `model_path`, a callable taking an ``(H, W, 3)``
         uint8 RGB image and returning its ``(H, W)`` probability in [0, 1].
