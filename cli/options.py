@@ -86,6 +86,16 @@ def export_scale_option(ctx: click.Context, param: click.Parameter, value: str) 
     return scale_option(ctx, param, value, factors=False)
 
 
+def model_fuses(model_path: Path) -> bool:
+    """Whether the model records its training diameter, so that --scale adaptive may run photographs fused (one
+    that records none never does, and needs no threshold_multi.json)."""
+    from keras_vessel.models import model_fov_diameter
+    from keras_vessel.models.saving import load_model_file
+
+    with library_errors():
+        return model_fov_diameter(load_model_file(model_path)) is not None
+
+
 def training_threshold(model_path: Path, heads: str, tta: str = "none", scale: str | float = "auto"
                        ) -> tuple[float, str]:
     """The threshold stored beside the model for `tta` and `scale`, as (value, rule); a ClickException if absent."""

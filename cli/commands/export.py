@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from keras_vessel_cli.options import HEADS, export_scale_option, threshold_option, training_threshold
+from keras_vessel_cli.options import HEADS, export_scale_option, model_fuses, threshold_option, training_threshold
 from keras_vessel_cli.errors import library_errors, quiet_tensorflow
 
 # The options that apply to one --format only (by parameter name): given with the other, they are refused.
@@ -135,6 +135,8 @@ def _training_thresholds(model_path: Path, heads: str, scale: str) -> float | di
         wanted = threshold_path(model_path, scale=mode)
         if len(modes) > 1 and mode != "auto" and not wanted.is_file():  # THRESHOLD_SCALES: "auto" first
             values[mode] = values["auto"]
+            if not model_fuses(model_path):  # it never runs an image fused: nothing to say
+                continue
             click.echo(f"no {wanted.name} beside {model_path}: images run at fused resolutions are masked at the "
                        f"threshold for the model's own scale too ({values['auto']:.3g}), which marks fewer vessels on "
                        "fused maps (choose one with `keras-vessel evaluate --threshold train --training-root ... "

@@ -18,6 +18,7 @@ from keras_vessel_cli.options import (
     TTA_CHOICES,
     TTA_HELP,
     counted,
+    model_fuses,
     scale_option,
     threshold_option,
     training_threshold,
@@ -60,50 +61,62 @@ def _mask_threshold(ctx: click.Context, threshold: str, model_path: Path | None,
     """The threshold both engines mask with: a number or 'otsu' as given; 'train' given explicitly, the stored
     one for `tta` and `scale` (a ClickException when the model has none); 'train' by default, the stored one,
     else (said on stderr) the one chosen at the model's own scale for --scale multi, else 0.5; 0.5 for a served
-    model (`model_path` None). --scale adaptive: ``{"auto": t, "multi": t}``, each found so at its scale, the
-    fused one as by default whichever way 'train' was given (a model that records no training diameter never
-    fuses, so it may have none)."""
+    model (`model_path` None). --scale adaptive: ``{"auto": t, "multi": t}`` (`_adaptive_thresholds`)."""
     if threshold != "train":
         return threshold
     if scale == "adaptive" and model_path is not None:
-        from keras_vessel.evaluation import threshold_path
-
-        single = _mask_threshold(ctx, threshold, model_path, heads, tta, "auto")
-        if not threshold_path(model_path, tta, "multi").is_file() and not _fuses(model_path):
-            return {"auto": single, "multi": single}  # it never runs a photograph fused: nothing to say
-        return {"auto": single, "multi": _stored_threshold(model_path, heads, tta, "multi")}
+        return _adaptive_thresholds(ctx, model_path, heads, tta)
     if ctx.get_parameter_source("threshold") is not click.core.ParameterSource.DEFAULT:
         return training_threshold(model_path, heads, tta, scale)[0]
     return _stored_threshold(model_path, heads, tta, scale) if model_path is not None else 0.5
 
 
-def _fuses(model_path: Path) -> bool:
-    """Whether the model records its training diameter, so that --scale adaptive may run photographs fused."""
-    from keras_vessel.models import model_fov_diameter
-    from keras_vessel.models.saving import load_model_file
+def _adaptive_thresholds(ctx: click.Context, model_path: Path, heads: str, tta: str) -> dict[str, float]:
+    """--scale adaptive's --threshold train: the model's own-scale threshold as for --scale auto (said which
+    photographs it masks when it is missing), and the fused one, else (said on stderr) the own-scale one for
+    both, whichever way 'train' was given; silently so for a model that records no training diameter, which
+    never runs a photograph fused."""
+    from keras_vessel.evaluation import threshold_path
 
-    with library_errors():
-        return model_fov_diameter(load_model_file(model_path)) is not None
+    fused_file = threshold_path(model_path, tta, "multi")
+    if ctx.get_parameter_source("threshold") is not click.core.ParameterSource.DEFAULT:
+        single = training_threshold(model_path, heads, tta)[0]
+    else:
+        single = _stored_threshold(model_path, heads, tta, "auto", which="the photographs run at the model's own scale")
+    if fused_file.is_file():
+        return {"auto": single, "multi": training_threshold(model_path, heads, tta, "multi")[0]}
+    if model_fuses(model_path):
+        click.echo(f"no {fused_file.name} beside {model_path}: masks the photographs run at fused resolutions at the "
+                   f"threshold for the model's own scale ({single:.3g}), which marks fewer vessels on fused maps "
+                   f"(choose one with {_how(tta, 'multi')})", err=True)
+    return {"auto": single, "multi": single}
 
 
-def _stored_threshold(model_path: Path, heads: str, tta: str, scale: str | float) -> float:
+def _how(tta: str, scale: str) -> str:
+    """The command that chooses the stored threshold for `tta` and the threshold scale `scale`."""
+    flags = ("" if tta == "none" else f" --tta {tta}") + ("" if scale == "auto" else f" --scale {scale}")
+    return f"`keras-vessel evaluate --threshold train --training-root ...{flags}`"
+
+
+def _stored_threshold(model_path: Path, heads: str, tta: str, scale: str | float, *,
+                      which: str = "every photograph") -> float:
     """The threshold chosen on the model's training images for `tta` and `scale`; for --scale multi without
     one, the model's own-scale threshold (said on stderr: it marks fewer vessels on fused maps); 0.5 (said
-    on stderr) when it has none; a ClickException when the model's training run stopped before choosing it
-    (re-running it chooses it)."""
+    on stderr, for `which` photographs) when it has none; a ClickException when the model's training run
+    stopped before choosing it (re-running it chooses it)."""
     from keras_vessel.evaluation import threshold_path, threshold_scale, unfinished_run
 
-    how = "`keras-vessel evaluate --threshold train --training-root ..."
     wanted = threshold_path(model_path, tta, scale)
-    if not wanted.is_file() and threshold_scale(scale) != "auto" and threshold_path(model_path, tta).is_file():
+    mode = threshold_scale(scale)
+    if not wanted.is_file() and mode != "auto" and threshold_path(model_path, tta).is_file():
         value = training_threshold(model_path, heads, tta)[0]
         click.echo(f"no {wanted.name} beside {model_path}: masks at its threshold for the model's own scale "
-                   f"({value:.3g}), which marks fewer vessels on fused maps (choose one at --scale multi with "
-                   f"{how} --scale multi`)", err=True)
+                   f"({value:.3g}), which marks fewer vessels on fused maps (choose one with {_how(tta, mode)})",
+                   err=True)
         return value
     if not wanted.is_file() and not (tta == "none" and unfinished_run(model_path)):
-        click.echo(f"no {wanted.name} beside {model_path}: masks at threshold 0.5 (choose one on training images "
-                   f"with {how}`)", err=True)
+        click.echo(f"no {wanted.name} beside {model_path}: masks {which} at threshold 0.5 (choose one on training "
+                   f"images with {_how(tta, mode)})", err=True)
         return 0.5
     return training_threshold(model_path, heads, tta, scale)[0]
 

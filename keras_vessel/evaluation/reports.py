@@ -154,7 +154,7 @@ def _markdown(report: dict[str, Any]) -> str:
         "first observer as ground truth",
         "- Pixels: inside the field of view (FOV) only; every metric per image, then averaged",
         f"- Threshold: {protocol['threshold_rule']} (vessel where p >= t)",
-        f"- Scale: {_scale_rule(protocol['scale'])}",
+        f"- Scale: {_scale_rule(protocol['scale'], protocol.get('model_fov_diameter', 'not recorded'))}",
         "- AUC: pooled over all FOV pixels of all images (the authors' protocol); "
         "the per-image mean AUC is in the table",
         f"- Thin vessels: ground-truth segment thickness <= {protocol['thin_max_width']:g} px "
@@ -200,8 +200,12 @@ def _markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _scale_rule(scale: str | float) -> str:
+def _scale_rule(scale: str | float, model_diameter: Any = "not recorded") -> str:
+    """How the report's images were scaled, in words; `model_diameter` is the model's training FOV diameter
+    (None: it records none, so "auto" and "adaptive" ran every image at its own grid)."""
     widths = ", ".join(f"{multiple:g}x" for multiple in FUSION_MULTIPLES)
+    if scale in ("auto", "adaptive") and model_diameter is None:
+        return "each image at its own grid (the model records no training field-of-view diameter)"
     if scale == "multi":
         return (f"each image run at fields of view {widths} as wide as the model's training images (factors per "
                 "image in per_image.csv), the probabilities resampled back to the labels' grid and averaged")
@@ -419,6 +423,7 @@ def evaluate_thresholds(
     options = dict(predict_options or {})
     scale = check_scale(options.get("scale", "auto"))
     model_working_diameters(inference_model, scale, name=None if model_path is None else str(model_path))
+    trained = model_working_diameters(inference_model, "auto")  # (the training diameter,) or None
     folders = [ensure_writable_dir(folder, what="the report folder") for folder in outputs]
     if len(set(folders)) != len(folders):
         raise ValueError(f"each threshold needs its own report folder; got {[str(f) for f in outputs]}.")
@@ -435,6 +440,7 @@ def evaluate_thresholds(
             "heads": heads,
             "tta": options.get("tta", "none"),
             **scale_record(scale),
+            "model_fov_diameter": None if trained is None else trained[0],
             "threshold": threshold.value,
             **({"threshold_multi": threshold.multi} if threshold.multi is not None else {}),
             "threshold_rule": threshold.rule,

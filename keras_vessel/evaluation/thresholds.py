@@ -261,7 +261,8 @@ def load_threshold(model_path: str | Path, *, heads: str | None = None, tta: str
 
     Raises FileNotFoundError saying how to create it, ValueError when malformed,
     when it records another model still beside it as its own (``"model"``),
-    when the file records that it was chosen at another `threshold_scale`, or,
+    when the file records that it was chosen at another `threshold_scale` (or, fused, at other
+    `keras_vessel.data.scaling.FUSION_MULTIPLES`), or,
     if `heads` is given, when it was computed for other heads (the fused
     probability, hence the best threshold, depends on them).
     """
@@ -303,6 +304,14 @@ def load_threshold(model_path: str | Path, *, heads: str | None = None, tta: str
         raise ValueError(
             f"{path} records a threshold chosen at --scale {chosen_at}, not for --scale {mode}; delete it and "
             f"run `keras-vessel evaluate --threshold train --training-root ROOT{flags} ...` to choose it again."
+        )
+    multiples = payload.get("multiples")
+    fused_now = scale_record("multi")["multiples"]
+    if mode == "multi" and multiples is not None and multiples != fused_now:
+        raise ValueError(
+            f"{path} records a threshold chosen on maps fused at {multiples} times the training diameter, not at "
+            f"{fused_now} (keras_vessel.data.scaling.FUSION_MULTIPLES); delete it and run `keras-vessel evaluate "
+            f"--threshold train --training-root ROOT{flags} ...` to choose it again."
         )
     stored = payload.get("heads")
     if heads is not None and stored is not None and stored != heads:

@@ -474,6 +474,9 @@ def _identity(value):
 def _shown(value) -> str:
     if isinstance(value, dict) and "sha256" in value:
         return f"{value.get('path')}, SHA-256 {str(value['sha256'])[:12]}..."
+    if isinstance(value, dict) and set(value) == {"auto", "multi"}:  # a threshold per mode (--scale adaptive)
+        return ", ".join(f"{mode} {threshold:.6g}" if isinstance(threshold, float) else f"{mode} {threshold}"
+                         for mode, threshold in value.items())
     if isinstance(value, dict):
         return ", ".join(str(v) for v in value.values())
     return "none" if value is None else str(value)

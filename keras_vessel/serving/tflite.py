@@ -21,8 +21,8 @@ for ``"multi"`` at each of ``fov_diameters`` and masks at ``threshold_multi``; e
 it resamples it so that its field of view is ``fov_diameter_auto`` px across (the
 training diameter; at its own size when none is found) and masks at
 ``threshold``. Again no ``fov_diameter``, for the same reason. A model that records
-no training diameter has nothing to fuse: its ``fov_diameter`` is None, as for
-``"auto"`` (run at the photograph's own size, masked at ``threshold``).
+no training diameter has nothing to fuse: its JSON is ``"auto"``'s (``fov_diameter``
+None: run at the photograph's own size, masked at ``threshold``).
 
 Weights: ``float32``; ``float16`` (half the size, computed in float32 on
 CPUs, in float16 on GPU delegates); ``int8`` (dynamic-range quantisation:
@@ -84,11 +84,11 @@ def export_tflite(
         `keras_vessel.data.scaling.FUSION_MULTIPLES` of the training diameter; a ValueError for a model
         that records none) and ``multiples``, whose probabilities the app averages; for ``"adaptive"``, those
         and ``multi_from_fov``, the field of view (px) from which the app fuses, and ``fov_diameter_auto``, the
-        training diameter below it (a model that records none: ``fov_diameter`` None, as for ``"auto"``). A
-        factor is refused (`keras_vessel.data.scaling.check_scale`).
+        training diameter below it (a model that records none never fuses: its JSON is ``"auto"``'s, with
+        ``fov_diameter`` None). A factor is refused (`keras_vessel.data.scaling.check_scale`).
     """
     scale = check_scale(scale, factors=False)
-    thresholds = _thresholds(threshold, scale)
+    _thresholds(threshold, scale)  # checked before any work
     weights = check_choice("weights", weights, WEIGHTS)
     heads = check_choice("heads", heads, FUSIONS)
     model = as_inference_model(load_model_file(keras_model_path_or_model), heads=heads)
@@ -98,6 +98,9 @@ def export_tflite(
         raise ValueError(f"input_size must be a positive multiple of the model's stride {stride}, got {input_size!r}")
     shown = None if isinstance(keras_model_path_or_model, keras.Model) else str(keras_model_path_or_model)
     diameters = model_working_diameters(model, scale, name=shown)
+    if scale == "adaptive" and diameters is None:  # a model that records no training diameter never fuses
+        scale = "auto"
+    thresholds = _thresholds(threshold, scale)
     if diameters is None:
         resample, fov = "before running, pad the photograph to the stride", {"fov_diameter": None}
     elif scale in ("multi", "adaptive"):

@@ -701,7 +701,8 @@ def test_predict_refuses_the_model_of_a_run_stopped_before_its_threshold(tmp_pat
     result = run("predict", _photo(tmp_path / "img.png"), "--model", run_dir / "model.keras", "--output", out)
     if status == "completed":
         assert result.exit_code == 0, show(result)
-        assert f"no threshold.json beside {run_dir / 'model.keras'}: masks at threshold 0.5" in result.stderr
+        said = f"no threshold.json beside {run_dir / 'model.keras'}: masks every photograph at threshold 0.5"
+        assert said in result.stderr
         return
     _assert_one_sentence(result, f"no training threshold for {run_dir / 'model.keras'}: its training run {run_dir} "
                                  f"did not finish (run.json says {status!r}); run its command again to finish it "

@@ -197,3 +197,61 @@ def test_predict_at_adaptive_with_a_model_that_never_fuses_says_nothing_of_a_fus
     result = run_cli("predict", photographs, "--model", path, "--scale", "adaptive", "--fov", "none",
                      "--output", tmp_path / "o", "--quiet")
     assert result.exit_code == 0 and "threshold_multi" not in result.stderr, show_result(result)
+
+
+def test_the_missing_threshold_messages_at_adaptive_say_which_photographs_and_how_to_choose_them(model_path,
+                                                                                                 photographs,
+                                                                                                 tmp_path):
+    from keras_vessel.serving.prediction import OUTPUT_MARKER
+
+    model_path.with_name("threshold.json").unlink()  # only the fused one left
+    result = run_cli("predict", photographs, "--model", model_path, "--scale", "adaptive", "--fov", "none",
+                     "--output", tmp_path / "a", "--quiet")
+    said = " ".join(result.stderr.split())
+    assert result.exit_code == 0, show_result(result)
+    assert "masks the photographs run at the model's own scale at threshold 0.5" in said and said.count("no ") == 1
+    assert json.loads((tmp_path / "a" / OUTPUT_MARKER).read_text())["settings"]["threshold"] == {"auto": 0.5,
+                                                                                                   "multi": 0.7}
+    result = run_cli("predict", photographs, "--model", model_path, "--scale", "adaptive", "--fov", "none",
+                     "--output", tmp_path / "b", "--tta", "flip", "--quiet")  # no TTA threshold at all
+    said = " ".join(result.stderr.split())
+    assert result.exit_code == 0, show_result(result)
+    assert "no threshold_tta_flip.json" in said and "--training-root ... --tta flip`" in said
+    assert "no threshold_tta_flip_multi.json" in said and "--training-root ... --tta flip --scale multi`" in said
+    result = run_cli("predict", photographs, "--model", model_path, "--scale", "adaptive", "--fov", "none",
+                     "--output", tmp_path / "a", "--threshold", "0.6", "--quiet")  # another threshold: refused
+    assert result.exit_code == 1, show_result(result)
+    assert "another --threshold (auto 0.5, multi 0.7; now 0.6)" in " ".join(result.stderr.split())
+
+
+def test_a_fused_threshold_chosen_at_other_multiples_is_refused(model_path, photographs, tmp_path):
+    record = json.loads(model_path.with_name("threshold_multi.json").read_text())
+    model_path.with_name("threshold_multi.json").write_text(json.dumps({**record, "multiples": [1.0, 2.0]}))
+    result = run_cli("predict", photographs, "--model", model_path, "--scale", "adaptive", "--output", tmp_path / "o",
+                     "--quiet")
+    said = " ".join(result.stderr.split())
+    assert result.exit_code == 1 and "fused at [1.0, 2.0] times the training diameter, not at [1.0, 1.5, 2.0]" \
+        in said, show_result(result)
+    assert not (tmp_path / "o").exists()
+
+
+def test_export_at_adaptive_of_a_model_that_never_fuses_says_nothing_of_a_fused_threshold(tiny_model_file, tmp_path):
+    from keras_vessel.evaluation import save_threshold
+
+    path = tmp_path / "model" / "tiny.keras"
+    path.parent.mkdir()
+    shutil.copyfile(tiny_model_file(base_filters=2, depth=1), path)
+    save_threshold(path, 0.45, heads="mean")
+    result = run_cli("export", "--model", path, "--name", "v", "--version", 1, "--out", tmp_path / "x", "--scale",
+                     "adaptive", "--threshold", "train", "--format", "tflite")
+    assert result.exit_code == 0 and "threshold_multi" not in result.stderr, show_result(result)
+
+
+def test_evaluate_report_of_a_model_that_never_fuses_says_it_ran_each_image_at_its_own_grid(tiny_model_file,
+                                                                                            tmp_path):
+    result = run_cli("evaluate", "--model", tiny_model_file(), "--dataset", "synthetic", "--output", tmp_path / "e",
+                     "--scale", "adaptive", "--threshold", "0.5", "--no-overlays", "--quiet")
+    assert result.exit_code == 0, show_result(result)
+    text = (tmp_path / "e" / "metrics.md").read_text()
+    assert "Scale: each image at its own grid (the model records no training field-of-view diameter)" in text
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["protocol"]["model_fov_diameter"] is None

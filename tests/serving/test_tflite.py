@@ -110,8 +110,9 @@ def test_adaptive_records_both_modes_for_the_app(tmp_path, model, monkeypatch):
     assert (contract["threshold"], contract["threshold_multi"]) == (0.5, 0.5)
     plain = build_model("unet", base_filters=4, depth=2, normalisation="local")
     export_tflite(plain, tmp_path, name="x", scale="adaptive", threshold={"auto": 0.45, "multi": 0.55})
-    contract = json.loads((tmp_path / "x.json").read_text())
-    assert contract["fov_diameter"] is None and "fov_diameters" not in contract
+    contract = json.loads((tmp_path / "x.json").read_text())  # never fuses: the contract of "auto", nothing else
+    assert contract["fov_diameter"] is None and "fov_diameters" not in contract and contract["scale"] == "auto"
+    assert contract["threshold"] == 0.45 and not {"threshold_multi", "multi_from_fov", "multiples"} & set(contract)
     with pytest.raises(ValueError, match=r"threshold must be a number in \[0, 1\] or one per mode"):
         export_tflite(model, tmp_path, name="y", scale="adaptive", threshold={"auto": 0.45})
     assert not (tmp_path / "y.json").exists()
