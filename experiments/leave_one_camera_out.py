@@ -471,8 +471,9 @@ def size_bar_verdict(auto: dict[str, Any], multi: dict[str, Any], diameters: Map
     median FOV diameter (`diameters`, px), the bar is the midpoint between the largest camera that does not pay
     and the next larger one, rounded to `SIZE_BAR_ROUNDING` px (the midpoint itself where that would pass either
     camera's median); a camera less than `SAME_SIZE` larger than the one that does not pay stays below with it.
-    0 when every camera pays, ``math.inf`` when the largest does not. ``bar`` is None until all five cameras are scored at both and their diameters recorded;
-    ``pays`` holds the cameras scored so far, ``order`` the cameras by diameter (those recorded)."""
+    0 when every camera pays, ``math.inf`` when the largest does not. ``bar`` is None until all five cameras
+    are scored at both and their diameters recorded; ``pays`` holds the cameras scored so far, ``order`` the
+    cameras by diameter (those recorded)."""
     scored = [c for c in CAMERAS if c in auto["cameras"] and c in multi["cameras"]]
     pays = {c: (multi["cameras"][c]["AUC_pooled"] >= auto["cameras"][c]["AUC_pooled"]
                 and multi["cameras"][c]["F1"] >= auto["cameras"][c]["F1"]) for c in scored}

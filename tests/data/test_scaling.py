@@ -457,8 +457,8 @@ def test_check_scale_rejects(given, message):
 @pytest.mark.parametrize(("given", "shown"), [(0.5, "0.5"), ("0.5", "'0.5'"), ("fast", "'fast'")])
 def test_check_scale_without_factors_refuses_them(given, shown):
     """What an exported graph accepts: it resamples by each image's own field of view."""
-    with pytest.raises(ValueError, match=r"`scale` must be 'auto', 'multi', 'adaptive', 'none' or a field-of-view diameter "
-                                         rf"such as '1080px' \(not a factor\); got {shown}\."):
+    with pytest.raises(ValueError, match=r"`scale` must be 'auto', 'multi', 'adaptive', 'none' or a field-of-view "
+                                         rf"diameter such as '1080px' \(not a factor\); got {shown}\."):
         check_scale(given, factors=False)
     assert [check_scale(s, factors=False) for s in ("AUTO", "none", "1080 px", "MULTI")] == \
         ["auto", "none", "1080px", "multi"]

@@ -349,12 +349,14 @@ def test_rule_s3s_size_bar_as_written(paying, bar):
 
 
 def test_rule_s3_waits_for_five_cameras_and_their_diameters():
-    auto, multi = {"hrf": (0.962, 0.744), "chase_db1": (0.980, 0.784)}, {"hrf": (0.981, 0.766), "chase_db1": (0.971, 0.678)}
+    auto = {"hrf": (0.962, 0.744), "chase_db1": (0.980, 0.784)}
+    multi = {"hrf": (0.981, 0.766), "chase_db1": (0.971, 0.678)}
     results = _results({(loco.FULL_LENGTH_RECIPE, "auto"): _scores(**auto),
                         (loco.FULL_LENGTH_RECIPE, "multi"): _scores(**multi)})
     line = next(line for line in loco.table(results).splitlines() if line.startswith("Rule s3"))
     assert line.endswith("on hrf; not on chase_db1: no verdict (2 of 5 cameras)"), line
-    full = _results({(loco.FULL_LENGTH_RECIPE, v): _scores(**{c: (0.97, 0.7) for c in CAMERAS}) for v in ("auto", "multi")})
+    full = _results({(loco.FULL_LENGTH_RECIPE, v): _scores(**{c: (0.97, 0.7) for c in CAMERAS})
+                     for v in ("auto", "multi")})
     assert loco.size_bar_verdict(pooled(full, loco.FULL_LENGTH_RECIPE, "auto"), pooled(full, loco.FULL_LENGTH_RECIPE,
                                  "multi"), {c: DIAMETERS[c] for c in list(CAMERAS)[:4]})["bar"] is None
     only_auto = _results({(loco.FULL_LENGTH_RECIPE, "auto"): _scores(**auto)})

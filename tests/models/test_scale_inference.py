@@ -293,8 +293,8 @@ def test_saved_model_at_a_working_diameter_gives_predict_files_probabilities(pre
 
 
 def test_export_refuses_a_factor(model, tmp_path):
-    with pytest.raises(ValueError, match=r"`scale` must be 'auto', 'multi', 'adaptive', 'none' or a field-of-view diameter "
-                                         r"such as '1080px' \(not a factor\); got 0\.5\."):
+    with pytest.raises(ValueError, match=r"`scale` must be 'auto', 'multi', 'adaptive', 'none' or a field-of-view "
+                                         r"diameter such as '1080px' \(not a factor\); got 0\.5\."):
         export_saved_model(model[0], tmp_path, name="vessel", version=1, scale=0.5)
     assert not (tmp_path / "vessel").exists()
 
