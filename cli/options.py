@@ -96,6 +96,28 @@ def model_fuses(model_path: Path) -> bool:
         return model_fov_diameter(load_model_file(model_path)) is not None
 
 
+def threshold_command(tta: str, scale: str) -> str:
+    """The command that chooses the stored threshold for `tta` and the threshold scale `scale`."""
+    flags = ("" if tta == "none" else f" --tta {tta}") + ("" if scale == "auto" else f" --scale {scale}")
+    return f"`keras-vessel evaluate --threshold train --training-root ...{flags}`"
+
+
+def adaptive_thresholds(model_path: Path, heads: str, tta: str, single: float) -> dict[str, float]:
+    """--scale adaptive's thresholds, ``{"auto": single, "multi": t}``: `single` is the model's own-scale one as
+    the caller found it, t its threshold_multi.json's; without that file `single` for both, said on stderr in
+    one sentence unless the model never runs a photograph fused (`model_fuses`)."""
+    from keras_vessel.evaluation import threshold_path
+
+    fused_file = threshold_path(model_path, tta, "multi")
+    if fused_file.is_file():
+        return {"auto": single, "multi": training_threshold(model_path, heads, tta, "multi")[0]}
+    if model_fuses(model_path):
+        click.echo(f"no {fused_file.name} beside {model_path}: photographs run at fused resolutions are masked at "
+                   f"the threshold for the model's own scale too ({single:.3g}), which marks fewer vessels on fused "
+                   f"maps (choose one with {threshold_command(tta, 'multi')})", err=True)
+    return {"auto": single, "multi": single}
+
+
 def training_threshold(model_path: Path, heads: str, tta: str = "none", scale: str | float = "auto"
                        ) -> tuple[float, str]:
     """The threshold stored beside the model for `tta` and `scale`, as (value, rule); a ClickException if absent."""

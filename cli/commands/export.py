@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from keras_vessel_cli.options import HEADS, export_scale_option, model_fuses, threshold_option, training_threshold
+from keras_vessel_cli.options import (
+    HEADS,
+    adaptive_thresholds,
+    export_scale_option,
+    threshold_option,
+    training_threshold,
+)
 from keras_vessel_cli.errors import library_errors, quiet_tensorflow
 
 # The options that apply to one --format only (by parameter name): given with the other, they are refused.
@@ -125,22 +131,7 @@ def _export_tflite(model_path: Path, folder: Path, name: str, weights: str, inpu
 
 def _training_thresholds(model_path: Path, heads: str, scale: str) -> float | dict[str, float]:
     """--threshold train: the threshold stored beside the model for `scale` (a ClickException when absent); for
-    --scale adaptive one per mode (`keras_vessel.evaluation.threshold_scales`), ``{"auto": t, "multi": t}``,
-    the model's own-scale one for both (said on stderr) when it has no threshold_multi.json."""
-    from keras_vessel.evaluation import threshold_path, threshold_scales
-
-    modes = threshold_scales(scale)
-    values = {}
-    for mode in modes:
-        wanted = threshold_path(model_path, scale=mode)
-        if len(modes) > 1 and mode != "auto" and not wanted.is_file():  # THRESHOLD_SCALES: "auto" first
-            values[mode] = values["auto"]
-            if not model_fuses(model_path):  # it never runs an image fused: nothing to say
-                continue
-            click.echo(f"no {wanted.name} beside {model_path}: images run at fused resolutions are masked at the "
-                       f"threshold for the model's own scale too ({values['auto']:.3g}), which marks fewer vessels on "
-                       "fused maps (choose one with `keras-vessel evaluate --threshold train --training-root ... "
-                       "--scale multi`)", err=True)
-        else:
-            values[mode] = training_threshold(model_path, heads, scale=mode)[0]
-    return values if len(modes) > 1 else values[modes[0]]
+    --scale adaptive one per mode (`adaptive_thresholds`), the own-scale one required."""
+    if scale == "adaptive":
+        return adaptive_thresholds(model_path, heads, "none", training_threshold(model_path, heads)[0])
+    return training_threshold(model_path, heads, scale=scale)[0]

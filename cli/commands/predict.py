@@ -17,9 +17,10 @@ from keras_vessel_cli.options import (
     SCALE_HELP,
     TTA_CHOICES,
     TTA_HELP,
+    adaptive_thresholds,
     counted,
-    model_fuses,
     scale_option,
+    threshold_command,
     threshold_option,
     training_threshold,
 )
@@ -61,41 +62,18 @@ def _mask_threshold(ctx: click.Context, threshold: str, model_path: Path | None,
     """The threshold both engines mask with: a number or 'otsu' as given; 'train' given explicitly, the stored
     one for `tta` and `scale` (a ClickException when the model has none); 'train' by default, the stored one,
     else (said on stderr) the one chosen at the model's own scale for --scale multi, else 0.5; 0.5 for a served
-    model (`model_path` None). --scale adaptive: ``{"auto": t, "multi": t}`` (`_adaptive_thresholds`)."""
+    model (`model_path` None). --scale adaptive: ``{"auto": t, "multi": t}`` (`adaptive_thresholds`), the
+    own-scale one read as for --scale auto."""
     if threshold != "train":
         return threshold
+    explicit = ctx.get_parameter_source("threshold") is not click.core.ParameterSource.DEFAULT
     if scale == "adaptive" and model_path is not None:
-        return _adaptive_thresholds(ctx, model_path, heads, tta)
-    if ctx.get_parameter_source("threshold") is not click.core.ParameterSource.DEFAULT:
+        single = (training_threshold(model_path, heads, tta)[0] if explicit else _stored_threshold(
+            model_path, heads, tta, "auto", which="the photographs run at the model's own scale"))
+        return adaptive_thresholds(model_path, heads, tta, single)
+    if explicit:
         return training_threshold(model_path, heads, tta, scale)[0]
     return _stored_threshold(model_path, heads, tta, scale) if model_path is not None else 0.5
-
-
-def _adaptive_thresholds(ctx: click.Context, model_path: Path, heads: str, tta: str) -> dict[str, float]:
-    """--scale adaptive's --threshold train: the model's own-scale threshold as for --scale auto (said which
-    photographs it masks when it is missing), and the fused one, else (said on stderr) the own-scale one for
-    both, whichever way 'train' was given; silently so for a model that records no training diameter, which
-    never runs a photograph fused."""
-    from keras_vessel.evaluation import threshold_path
-
-    fused_file = threshold_path(model_path, tta, "multi")
-    if ctx.get_parameter_source("threshold") is not click.core.ParameterSource.DEFAULT:
-        single = training_threshold(model_path, heads, tta)[0]
-    else:
-        single = _stored_threshold(model_path, heads, tta, "auto", which="the photographs run at the model's own scale")
-    if fused_file.is_file():
-        return {"auto": single, "multi": training_threshold(model_path, heads, tta, "multi")[0]}
-    if model_fuses(model_path):
-        click.echo(f"no {fused_file.name} beside {model_path}: masks the photographs run at fused resolutions at the "
-                   f"threshold for the model's own scale ({single:.3g}), which marks fewer vessels on fused maps "
-                   f"(choose one with {_how(tta, 'multi')})", err=True)
-    return {"auto": single, "multi": single}
-
-
-def _how(tta: str, scale: str) -> str:
-    """The command that chooses the stored threshold for `tta` and the threshold scale `scale`."""
-    flags = ("" if tta == "none" else f" --tta {tta}") + ("" if scale == "auto" else f" --scale {scale}")
-    return f"`keras-vessel evaluate --threshold train --training-root ...{flags}`"
 
 
 def _stored_threshold(model_path: Path, heads: str, tta: str, scale: str | float, *,
@@ -111,12 +89,12 @@ def _stored_threshold(model_path: Path, heads: str, tta: str, scale: str | float
     if not wanted.is_file() and mode != "auto" and threshold_path(model_path, tta).is_file():
         value = training_threshold(model_path, heads, tta)[0]
         click.echo(f"no {wanted.name} beside {model_path}: masks at its threshold for the model's own scale "
-                   f"({value:.3g}), which marks fewer vessels on fused maps (choose one with {_how(tta, mode)})",
-                   err=True)
+                   f"({value:.3g}), which marks fewer vessels on fused maps (choose one with "
+                   f"{threshold_command(tta, mode)})", err=True)
         return value
     if not wanted.is_file() and not (tta == "none" and unfinished_run(model_path)):
         click.echo(f"no {wanted.name} beside {model_path}: masks {which} at threshold 0.5 (choose one on training "
-                   f"images with {_how(tta, mode)})", err=True)
+                   f"images with {threshold_command(tta, mode)})", err=True)
         return 0.5
     return training_threshold(model_path, heads, tta, scale)[0]
 

@@ -261,7 +261,7 @@ def test_export_at_adaptive_reads_both_training_thresholds(tiny_model_file, tmp_
     result, shown = _run([*base, "--version", 3])
     assert result.exit_code == 0, shown
     assert f"mask thresholds {auto:g} (auto), {auto:g} (multi), scale adaptive" in result.stdout, shown
-    sentence = (f"no threshold_multi.json beside {model}: images run at fused resolutions are masked at the "
+    sentence = (f"no threshold_multi.json beside {model}: photographs run at fused resolutions are masked at the "
                 f"threshold for the model's own scale too ({auto:.3g}), which marks fewer vessels on fused maps "
                 "(choose one with `keras-vessel evaluate --threshold train --training-root ... --scale multi`)")
     assert " ".join(result.stderr.split()) == sentence, shown
