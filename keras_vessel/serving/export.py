@@ -350,25 +350,23 @@ def export_saved_model(
 
 def mask_thresholds(threshold: float | Mapping[str, float]) -> dict[str, float]:
     """An export's mask threshold, checked, as one per mode of `keras_vessel.evaluation.THRESHOLD_SCALES`:
-    a number in [0, 1] (the same for both), or ``{"auto": t, "multi": t}`` of such numbers; a ValueError of
-    one sentence otherwise.
+    a number in (0, 1) (predict's rule, `keras_vessel.evaluation.parse_threshold`; the same for both modes),
+    or ``{"auto": t, "multi": t}`` of such numbers; a ValueError of one sentence otherwise ('otsu' and numbers
+    in text are the command line's: an export holds numbers).
 
     >>> mask_thresholds(0.4), mask_thresholds({"multi": 0.7, "auto": 0.3})
     ({'auto': 0.4, 'multi': 0.4}, {'auto': 0.3, 'multi': 0.7})
     """
-    from keras_vessel.evaluation import THRESHOLD_SCALES
+    from keras_vessel.evaluation import THRESHOLD_SCALES, parse_threshold
 
-    def number(value: object) -> bool:
-        return not isinstance(value, bool) and isinstance(value, (int, float)) and 0.0 <= value <= 1.0
-
-    if isinstance(threshold, Mapping):
-        if set(threshold) != set(THRESHOLD_SCALES) or not all(number(value) for value in threshold.values()):
-            raise ValueError(f"threshold must be a number in [0, 1] or one per mode, "
-                             f"{{{', '.join(repr(mode) + ': t' for mode in THRESHOLD_SCALES)}}}, got {threshold!r}")
-        return {mode: float(threshold[mode]) for mode in THRESHOLD_SCALES}
-    if not number(threshold):
-        raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
-    return dict.fromkeys(THRESHOLD_SCALES, float(threshold))
+    per_mode = dict(threshold) if isinstance(threshold, Mapping) else dict.fromkeys(THRESHOLD_SCALES, threshold)
+    try:
+        if set(per_mode) != set(THRESHOLD_SCALES) or any(isinstance(value, str) for value in per_mode.values()):
+            raise ValueError
+        return {mode: float(parse_threshold(per_mode[mode])) for mode in THRESHOLD_SCALES}
+    except ValueError:
+        raise ValueError(f"threshold must be a number in (0, 1) or one per mode, "
+                         f"{{{', '.join(repr(mode) + ': t' for mode in THRESHOLD_SCALES)}}}, got {threshold!r}") from None
 
 
 def _mode_diameters(model: keras.Model, scale: str, shown: str | None) -> dict[str, tuple[float, ...] | None]:

@@ -292,7 +292,7 @@ def test_exports_a_keras_file_with_a_chosen_head(exported, tmp_path):
         ({"name": "a/b"}, ValueError, r"name must be .* got 'a/b'"),
         ({"version": 0}, ValueError, r"version must be an int >= 1 .* got 0"),
         ({"version": "1"}, ValueError, r"version must be an int >= 1 .* got '1'"),
-        ({"threshold": 1.5}, ValueError, r"threshold must be a number in \[0, 1\], got 1.5"),
+        ({"threshold": 1.5}, ValueError, r"threshold must be a number in \(0, 1\) or one per mode, .* got 1.5"),
         ({"heads": "both"}, ValueError, r"heads must be one of \['mean', 'segment', 'pixel'\], got 'both'"),
         ({"overwrite": "yes"}, TypeError, r"overwrite must be a bool, got 'yes'"),
     ],
@@ -302,6 +302,27 @@ def test_rejects_bad_arguments(tmp_path, kwargs, error, match):
     model = build_unet(base_filters=2, depth=1, heads=("pixel",))
     with pytest.raises(error, match=match):
         export_saved_model(model, tmp_path, **options)
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, 0.5, 1e-9, -0.1, float("nan"), True, 0.999])
+def test_an_exports_threshold_follows_predicts_rule(value):
+    """The range of a threshold is one rule: export took 0 and 1 (a mask of everything, of nothing) that predict
+    refuses."""
+    from keras_vessel.evaluation import parse_threshold
+    from keras_vessel.serving.export import mask_thresholds
+
+    try:
+        expected = parse_threshold(value)
+    except ValueError:
+        for given in (value, {"auto": 0.5, "multi": value}):
+            with pytest.raises(ValueError, match=r"threshold must be a number in \(0, 1\) or one per mode"):
+                mask_thresholds(given)
+    else:
+        assert mask_thresholds(value) == {"auto": expected, "multi": expected}
+        assert mask_thresholds({"multi": value, "auto": 0.5}) == {"auto": 0.5, "multi": expected}
+    for text in ("0.5", "otsu", {"auto": "otsu", "multi": 0.5}, {"auto": 0.5}):  # what only the command line reads
+        with pytest.raises(ValueError, match="or one per mode"):
+            mask_thresholds(text)
 
 
 def test_rejects_missing_files_and_missing_heads(tmp_path):
