@@ -1,15 +1,23 @@
-"""Stopping at a safe point: Ctrl-C (SIGINT) and SIGTERM held back while files that must agree are written.
+"""Stopping at a safe point: Ctrl-C (SIGINT) and SIGTERM held back while files that must agree are written,
+or while code runs that a stop would leave half-done.
 
 Python acts on a signal between bytecodes: during a TensorFlow step (one C++
-call) it acts as soon as the step returns, so the training loop needs no flag
-of its own to stop between steps. What it must not do is stop between writing
+call) it acts as soon as the step returns, but also anywhere in the Python
+code around it (TensorFlow's iterators, function calls, eager context), which
+is not written to be stopped half-way: the training loop holds signals back
+for each step and acts on them between steps. Nor must it stop between writing
 an epoch's checkpoint and its history.csv row (a resumed run would then miss
-that row). `deferred_signals()` holds SIGINT and SIGTERM back for such a block.
+that row), nor inside the bookkeeping of a process pool (`concurrent.futures`
+takes its locks in Python: a KeyboardInterrupt raised between two of them
+leaves one held, and the pool's thread, which the interpreter joins at exit,
+waits for it forever). `deferred_signals()` holds SIGINT and SIGTERM back for
+such a block.
 
-Contract of `deferred_signals()`:
+Contract of `deferred_signals(note=None)`:
 
-- A SIGINT or SIGTERM received in the block is recorded (a note on stderr says
-  so) and acts when the block ends, as its previous handler would have:
+- A SIGINT or SIGTERM received in the block is recorded (`note`, when given,
+  is printed on stderr with how to stop at once) and acts when the block ends,
+  as its previous handler would have:
   Python's own SIGINT handler raises KeyboardInterrupt, the command line's
   SIGTERM handler raises its `Terminated`; without a Python handler (SIGTERM
   outside the command line) a KeyboardInterrupt is raised.
@@ -31,12 +39,10 @@ __all__ = ["STOP_SIGNALS", "deferred_signals"]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-_NOTE = b"\nstopping once this epoch's files are written (Ctrl-C again to stop at once)\n"
-
-
 @contextmanager
-def deferred_signals() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back until the block ends (see the module docstring)."""
+def deferred_signals(note: str | None = None) -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back until the block ends (see the module docstring); `note` says what the
+    stop waits for (e.g. "stopping once this epoch's files are written")."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -53,7 +59,8 @@ def deferred_signals() -> Iterator[None]:
         if pending:
             act(signum, frame)
         pending.append(signum)
-        os.write(2, _NOTE)  # not sys.stderr: the handler may run in the middle of a write to it
+        if note is not None:  # os.write, not sys.stderr: the handler may run in the middle of a write to it
+            os.write(2, f"\n{note} (Ctrl-C again to stop at once)\n".encode())
 
     for signum, handler in previous.items():
         if handler is not signal.SIG_IGN:

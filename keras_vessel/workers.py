@@ -25,9 +25,11 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
+from keras_vessel.interrupts import deferred_signals
 from keras_vessel.io import stderr_to_devnull
 
 NUMPY_WORKER = "KERAS_VESSEL_NUMPY_WORKER"
+POOL_CALL_SECONDS = 0.2  # the longest a stop signal waits while the pool's own code runs
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -52,7 +54,9 @@ def numpy_map(function: Callable[[T], R], items: Iterable[T], *, workers: int) -
     `items`) raises is raised here. Then, and when the caller stops early (an
     exception, Ctrl-C, SIGTERM, closing the generator), the processes are
     terminated at once and the items not started are dropped, rather than
-    waited for.
+    waited for. Ctrl-C and SIGTERM act between the pool's calls, never inside
+    them (`keras_vessel.interrupts.deferred_signals`), within
+    `POOL_CALL_SECONDS`.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r} (type {type(workers).__name__})")
@@ -64,22 +68,27 @@ def numpy_map(function: Callable[[T], R], items: Iterable[T], *, workers: int) -
         def submit(count: int) -> None:
             for position, item in itertools.islice(source, count):
                 # a spawning pool starts its processes in `submit`: they inherit this environment and stderr
-                with stderr_to_devnull(), _environment(NUMPY_WORKER, "1"):
+                with stderr_to_devnull(), _environment(NUMPY_WORKER, "1"), deferred_signals():
                     running[pool.submit(function, item)] = position
 
         try:
             submit(2 * workers)
             while running:
-                finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
-                for future in finished:
-                    position, result = running.pop(future), future.result()
+                with deferred_signals():  # in slices, so that a held signal acts soon
+                    finished, _ = concurrent.futures.wait(running, timeout=POOL_CALL_SECONDS,
+                                                          return_when=concurrent.futures.FIRST_COMPLETED)
+                    done = [(running.pop(future), future) for future in finished]
+                for position, future in done:
+                    with deferred_signals():
+                        result = future.result()  # a worker's exception is raised here
                     submit(1)  # before the caller takes its time with the result: the workers stay busy
                     yield position, result
         except BaseException:  # stop the workers instead of waiting for them
-            processes = list((getattr(pool, "_processes", None) or {}).values())  # no public API before 3.14
-            pool.shutdown(wait=False, cancel_futures=True)
-            for process in processes:
-                process.terminate()
+            with deferred_signals():
+                processes = list((getattr(pool, "_processes", None) or {}).values())  # no public API before 3.14
+                pool.shutdown(wait=False, cancel_futures=True)
+                for process in processes:
+                    process.terminate()
             raise
 
 

@@ -108,3 +108,36 @@ def test_numpy_map_raises_the_failure_of_a_worker():
 def test_numpy_map_rejects_a_bad_number_of_workers(workers):
     with pytest.raises(ValueError, match=f"workers must be an int >= 1, got {workers!r}"):
         list(numpy_map(int, ["1"], workers=workers))
+
+
+# A stop signal runs its Python handler after any bytecode; the pool's own locking code is not safe against that
+# (`concurrent.futures.wait` acquires each future's lock in a loop). Here Ctrl-C arrives where it can: between
+# two of those acquisitions.
+SIGNAL_INSIDE_THE_POOL = """
+import concurrent.futures._base as base, math, os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+from keras_vessel.workers import numpy_map
+
+sent = []
+def enter(self):  # `_AcquireFutures.__enter__`, with Ctrl-C after its first acquisition
+    for future in self.futures:
+        future._condition.acquire()
+        if not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGINT)
+base._AcquireFutures.__enter__ = enter
+try:
+    for _ in numpy_map(math.factorial, [20000] * 8, workers=2):
+        pass
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    sys.exit(130)
+"""
+
+
+def test_numpy_map_stopped_inside_the_pools_own_code_still_ends():
+    """Ctrl-C or SIGTERM in the middle of the pool's bookkeeping left one of its locks held: its thread then
+    waited for it forever and the process never exited (`prepare --workers 2` hung after "terminated")."""
+    done = subprocess.run([sys.executable, "-c", SIGNAL_INSIDE_THE_POOL], capture_output=True, text=True,
+                          timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (130, "interrupted"), done.stderr

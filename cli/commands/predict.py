@@ -73,7 +73,11 @@ def _mask_threshold(ctx: click.Context, threshold: str, model_path: Path | None,
         return adaptive_thresholds(model_path, heads, tta, single)
     if explicit:
         return training_threshold(model_path, heads, tta, scale)[0]
-    return _stored_threshold(model_path, heads, tta, scale) if model_path is not None else 0.5
+    if model_path is None:
+        click.echo("masks at threshold 0.5: a served model's own threshold is applied only by its predict_image "
+                   "signature (give it with --threshold, e.g. the one on its model card)", err=True)
+        return 0.5
+    return _stored_threshold(model_path, heads, tta, scale)
 
 
 def _stored_threshold(model_path: Path, heads: str, tta: str, scale: str | float, *,

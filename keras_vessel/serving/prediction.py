@@ -31,6 +31,7 @@ from keras_vessel.models.inference import check_tile_size, check_tta
 from keras_vessel.checks import FUSIONS
 from keras_vessel.data.preprocessing import IMAGE_SUFFIXES
 from keras_vessel.errors import OutputError
+from keras_vessel.interrupts import deferred_signals
 from keras_vessel.io import file_sha256, write_png_atomic, write_text_atomic
 from keras_vessel.locks import folder_lock
 
@@ -675,7 +676,8 @@ def predict_files(
     skipped (``report.skipped``; their files and rows are left as they are), so that a run stopped half-way
     is finished by running it again. Each photograph's files are written, then its marker
     (`write_photograph`, as the Beam engine writes them), so that a run killed at any point is finished
-    alike by either engine. An
+    alike by either engine; Ctrl-C and SIGTERM act between photographs (a KeyboardInterrupt once the
+    current one is written; a second one at once). An
     image without a detectable field of view is predicted whole, at its own
     scale, with a warning naming it.
     """
@@ -719,29 +721,31 @@ def predict_files(
                     report.skipped.append(path)
                     handled.append(stem)
                     continue
-                try:
-                    image = read_image(path)
-                    located = work.locate(path, image)
-                    notes = work.notes(located, model)
-                    if notes.wide_fov:
-                        report.wide_fov.append(path)
-                    if notes.low_resolution:
-                        log.warning("%s: %s", path, notes.low_resolution)
-                        report.low_resolution.append(path)
-                    maps = work.finish(image, work.probability(image, located, model=model, predictor=predictor),
-                                       located, notes.mode)
-                    written = [Path(p) for p in write_photograph(output_dir, stem, maps)]
-                    report.written += written
-                    if measure:
-                        rows.append(work.row(stem, written[1], maps, located))
-                except ConnectionError as error:  # the predictor's server is gone: so would every later image be
-                    stop = f"stopped at image {index + 1} of {len(paths)}, {path}"
-                    raise ConnectionError(f"{error} ({stop})") from error
-                except Exception as error:  # noqa: BLE001 - one bad file must not stop the batch
-                    if stops_the_batch(error):
-                        raise
-                    report.fail(path, failure_reason(path, error))
-                handled.append(stem)
+                # Ctrl-C acts between photographs, not inside the model's (TensorFlow's) Python code
+                with deferred_signals("stopping after this photograph"):
+                    try:
+                        image = read_image(path)
+                        located = work.locate(path, image)
+                        notes = work.notes(located, model)
+                        if notes.wide_fov:
+                            report.wide_fov.append(path)
+                        if notes.low_resolution:
+                            log.warning("%s: %s", path, notes.low_resolution)
+                            report.low_resolution.append(path)
+                        maps = work.finish(image, work.probability(image, located, model=model,
+                                                                   predictor=predictor), located, notes.mode)
+                        written = [Path(p) for p in write_photograph(output_dir, stem, maps)]
+                        report.written += written
+                        if measure:
+                            rows.append(work.row(stem, written[1], maps, located))
+                    except ConnectionError as error:  # the predictor's server is gone: so would every later one be
+                        stop = f"stopped at image {index + 1} of {len(paths)}, {path}"
+                        raise ConnectionError(f"{error} ({stop})") from error
+                    except Exception as error:  # noqa: BLE001 - one bad file must not stop the batch
+                        if stops_the_batch(error):
+                            raise
+                        report.fail(path, failure_reason(path, error))
+                    handled.append(stem)
             stopped = False
         finally:
             with contextlib.suppress(*((OSError,) if stopped else ())):  # not instead of why it stopped

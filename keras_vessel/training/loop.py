@@ -85,9 +85,9 @@ def train(config: RunConfig, output_dir: str | Path, *, verbose: int = 1,
 
     The run folder is locked while it is written (`keras_vessel.locks.folder_lock`):
     a second process on it gets a FolderLockedError naming the first.
-    Ctrl-C stops training after the current step (a KeyboardInterrupt), but
-    never between an epoch's checkpoint and its history row
-    (`keras_vessel.interrupts.deferred_signals`).
+    Ctrl-C (and SIGTERM) stops training after the current step or validation batch (a KeyboardInterrupt
+    raised between them, never inside TensorFlow's Python code), and never between an epoch's checkpoint and
+    its history row (`keras_vessel.interrupts.deferred_signals`).
     """
     manifest = check_config(config)
     folders = records_folders(config.data)
@@ -310,7 +310,7 @@ class _Epochs:
             if row is None:
                 return "nan"
             self._validate(row)
-            with deferred_signals():  # Ctrl-C waits: the best model, history.csv and the checkpoint agree
+            with deferred_signals("stopping once this epoch's files are written"):  # they must agree
                 self._save_best(row)
                 self.history.append(row)
                 checkpoint(epoch + 1)
@@ -327,7 +327,8 @@ class _Epochs:
         totals: dict[str, float] = {}
         started = time.monotonic()
         for step in range(train.steps_per_epoch):
-            values = {k: float(v) for k, v in self.train_step(next(iterator)).items()}
+            with deferred_signals("stopping after this step"):  # here, not inside TensorFlow's Python code
+                values = {k: float(v) for k, v in self.train_step(next(iterator)).items()}
             for key, value in values.items():
                 totals[key] = totals.get(key, 0.0) + value
             bar.update(step + 1, values=list(values.items()))

@@ -16,6 +16,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_vessel.interrupts import deferred_signals
+
 __all__ = ["averaged_weights", "build_steps", "should_stop_early", "validate", "weight_average_of"]
 
 
@@ -87,8 +89,13 @@ def validate(eval_step, validation_data) -> dict[str, float]:
     """Mean losses over the validation batches (``val_*``) and the Dice score at 0.5 (``val_dice``)."""
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
-    for batch in validation_data:
-        values, batch_counts = eval_step(batch)
+    batches = iter(validation_data)
+    while True:
+        with deferred_signals("stopping after this validation batch"):  # not inside TensorFlow's Python code
+            batch = next(batches, None)
+            if batch is None:
+                break
+            values, batch_counts = eval_step(batch)
         for key, value in values.items():
             sums[key] = sums.get(key, 0.0) + float(value)
         for key, value in batch_counts.items():

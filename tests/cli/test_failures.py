@@ -405,6 +405,42 @@ def test_ctrl_c_while_an_epoch_is_saved_waits_until_its_files_agree(tmp_path, re
     assert (run_dir / "checkpoints" / "ckpt-1.index").exists()
 
 
+@pytest.mark.parametrize("which, note", [(0, "this step"), (1, "this validation batch")],
+                         ids=["train", "validation"])
+def test_ctrl_c_inside_a_step_acts_after_it(tmp_path, records, monkeypatch, capfd, which, note):
+    """Ctrl-C raised its KeyboardInterrupt wherever Python was, also half-way through TensorFlow's Python code
+    around a step (its iterator, the function call), which is not written to be stopped there: a run beside a
+    training once died of a heap corruption ("corrupted size vs. prev_size") instead of exiting 130."""
+    import keras_vessel.training.loop as loop
+
+    build_steps, taken = loop.build_steps, []
+
+    def steps_interrupted_inside(*args):
+        steps = list(build_steps(*args))
+        step = steps[which]
+
+        def interrupted(batch):
+            os.kill(os.getpid(), signal.SIGINT)  # arrives in the middle of the step
+            taken.append(step(batch))
+            return taken[-1]
+
+        steps[which] = interrupted
+        return tuple(steps)
+
+    monkeypatch.setattr(loop, "build_steps", steps_interrupted_inside)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # pytest-xdist workers may ignore it
+    try:
+        run_dir = tmp_path / "run"
+        result = run("train", "--config", tiny_config(tmp_path, records, epochs=3), "--output", run_dir, "--quiet")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert result.exit_code == 130, show(result)
+    assert len(taken) == 1  # the step ran to its end, then training stopped
+    assert f"stopping after {note} (Ctrl-C again to stop at once)" in capfd.readouterr().err  # os.write(2, ...)
+    info = info_of(run_dir)
+    assert info["status"] == "interrupted" and info["epochs_completed"] == 0
+
+
 def test_sigterm_stops_a_parallel_prepare_without_finishing_its_images(tmp_path):
     """`timeout 20 keras-vessel prepare --dataset synthetic --out X --workers 2`: SIGTERM exited 143 without a
     word, and with workers the parent first waited for every image still queued (44 s here)."""

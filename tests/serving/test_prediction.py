@@ -257,6 +257,34 @@ def test_a_stopped_run_run_again_does_the_rest_only_and_ends_as_a_fresh_run(tmp_
     assert {path.name: path.read_bytes() for path in out.iterdir()} == fresh  # measures.csv and marker too
 
 
+def test_ctrl_c_inside_the_model_acts_once_the_photograph_is_written(tmp_path, four, capfd):
+    """Ctrl-C raised its KeyboardInterrupt inside the model's call (TensorFlow's Python code, not written to be
+    stopped half-way); now it acts between photographs, and a re-run does the others."""
+    import signal
+
+    calls = []
+
+    def interrupted_at_the_second(image):
+        calls.append(image.shape)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives in the middle of the model's call
+        return _green(image)
+
+    out = tmp_path / "out"
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # pytest-xdist workers may ignore it
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            predict_files(None, four, out, predictor=interrupted_at_the_second, predictor_name="green", **RESUMED)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert len(calls) == 2 and "stopping after this photograph (Ctrl-C again" in capfd.readouterr().err
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(f"{s}_{k}.png" for s in "ab"
+                                                              for k in ("prob", "mask", "overlay"))
+    assert [row.split(",")[0] for row in (out / "measures.csv").read_text().splitlines()[1:]] == ["a", "b"]
+    report = predict_files(None, four, out, predictor=_green, predictor_name="green", **RESUMED)
+    assert [path.stem for path in report.skipped] == ["a", "b"]
+
+
 def _csvs(folder: Path) -> dict[str, str]:
     """measures.csv and failures.csv of `folder` (None when absent), the folder's path as ``OUT``."""
     return {name: (folder / name).read_text().replace(str(folder), "OUT") if (folder / name).exists() else None

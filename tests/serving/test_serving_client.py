@@ -293,6 +293,8 @@ def test_cli_predict_server_writes_what_local_predict_writes(exported, server, h
                           folder, "--output", tmp_path / "remote", "--fov", "none", "--quiet"])  # fmt: skip
     assert result.exit_code == 0, shown
     assert "for 2 of 2 images" in result.stdout
+    assert ("masks at threshold 0.5: a served model's own threshold is applied only by its predict_image "
+            "signature (give it with --threshold, e.g. the one on its model card)") in " ".join(result.stderr.split())
     result, shown = _cli(["predict", "--model", exported["model_path"], folder, "--output", tmp_path / "local",
                           "--fov", "none", "--quiet"])  # fmt: skip
     assert result.exit_code == 0, shown
@@ -305,7 +307,7 @@ def test_cli_predict_server_failure_stops_at_the_first_image_naming_the_url(inpu
     url = f"http://127.0.0.1:{_free_port()}"
     with caplog.at_level("WARNING"):
         result, shown = _cli(["predict", "--server", url, "--model-name", MODEL, *inputs, "--output",
-                              tmp_path / "o", "--quiet", "--fov", "none"])  # fmt: skip
+                              tmp_path / "o", "--quiet", "--fov", "none", "--threshold", "0.5"])  # fmt: skip
     assert result.exit_code == 1, shown
     assert f"could not get an answer from {url}/v1/models/vessel:predict" in result.stderr
     assert f"(stopped at image 1 of {len(inputs)}, {inputs[0]})" in result.stderr and len(inputs) > 1
