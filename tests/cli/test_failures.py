@@ -380,6 +380,18 @@ def test_ctrl_c_and_sigterm_stop_training_after_the_current_step(tmp_path, recor
     assert info["status"] == "interrupted" and 1 <= info["epochs_completed"] < 500 and "trained" not in info
 
 
+def train_here_with_ctrl_c(tmp_path: Path, records: Path) -> tuple[object, Path]:
+    """`keras-vessel train` of the tiny config for 3 epochs into tmp_path/run, in this process, with Ctrl-C
+    raising KeyboardInterrupt as in a terminal (pytest-xdist workers may ignore SIGINT)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        run_dir = tmp_path / "run"
+        return run("train", "--config", tiny_config(tmp_path, records, epochs=3), "--output", run_dir,
+                   "--quiet"), run_dir
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_ctrl_c_while_an_epoch_is_saved_waits_until_its_files_agree(tmp_path, records, monkeypatch):
     """Press Ctrl-C just as an epoch ends: the checkpoint of epoch 1 could be written without its history.csv
     row, and the resumed run then had no row for epoch 1."""
@@ -392,12 +404,7 @@ def test_ctrl_c_while_an_epoch_is_saved_waits_until_its_files_agree(tmp_path, re
         write_history(self, history)
 
     monkeypatch.setattr(RunFolder, "write_history", interrupted_while_writing)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # pytest-xdist workers may ignore it
-    try:
-        run_dir = tmp_path / "run"
-        result = run("train", "--config", tiny_config(tmp_path, records, epochs=3), "--output", run_dir, "--quiet")
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    result, run_dir = train_here_with_ctrl_c(tmp_path, records)
     assert result.exit_code == 130, show(result)
     info = info_of(run_dir)
     assert info["status"] == "interrupted" and info["epochs_completed"] == 1
@@ -428,12 +435,7 @@ def test_ctrl_c_inside_a_step_acts_after_it(tmp_path, records, monkeypatch, capf
         return tuple(steps)
 
     monkeypatch.setattr(loop, "build_steps", steps_interrupted_inside)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # pytest-xdist workers may ignore it
-    try:
-        run_dir = tmp_path / "run"
-        result = run("train", "--config", tiny_config(tmp_path, records, epochs=3), "--output", run_dir, "--quiet")
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    result, run_dir = train_here_with_ctrl_c(tmp_path, records)
     assert result.exit_code == 130, show(result)
     assert len(taken) == 1  # the step ran to its end, then training stopped
     assert f"stopping after {note} (Ctrl-C again to stop at once)" in capfd.readouterr().err  # os.write(2, ...)
