@@ -75,7 +75,8 @@ def _mask_threshold(ctx: click.Context, threshold: str, model_path: Path | None,
         return training_threshold(model_path, heads, tta, scale)[0]
     if model_path is None:
         click.echo("masks at threshold 0.5: a served model's own threshold is applied only by its predict_image "
-                   "signature (give it with --threshold, e.g. the one on its model card)", err=True)
+                   "signature (give it with --threshold; an export records it in its version folder's "
+                   "assets.extra/keras_vessel.json)", err=True)
         return 0.5
     return _stored_threshold(model_path, heads, tta, scale)
 

@@ -32,11 +32,15 @@ to the network stride (bottom/right, by reflection like
 image is smaller than the pad), cropping back, decoding, thresholding and PNG
 encoding. Bad requests fail with a ``tf.debugging`` assertion whose message
 says what was expected. The SavedModel needs neither keras_vessel nor Keras to
-load. See ``saved_models/README.md`` for serving it.
+load. What the graph fixes (heads, scale, each mode's threshold and working
+diameters, the bar between modes) and the source model's SHA-256 are recorded
+for people in the version folder's `EXPORT_RECORD` (``assets.extra/``, which
+TF Serving does not load). See ``saved_models/README.md`` for serving it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -56,7 +60,8 @@ from keras_vessel.models.inference import model_working_diameters
 from keras_vessel.data import scaling
 from keras_vessel.data.scaling import check_scale, fov_diameter, prediction_region, resample, resize_to, scale_factor
 
-__all__ = ["SIGNATURES", "export_keras_model", "export_saved_model", "mask_thresholds", "version_folder_state"]
+__all__ = ["EXPORT_RECORD", "SIGNATURES", "export_keras_model", "export_saved_model", "mask_thresholds",
+           "version_folder_state"]
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +69,9 @@ SIGNATURES = ("serving_default", "predict_image")
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
-_SAVED_MODEL_ENTRIES = frozenset({"saved_model.pb", "variables", "assets", "fingerprint.pb", "keras_metadata.pb"})
+_SAVED_MODEL_ENTRIES = frozenset({"saved_model.pb", "variables", "assets", "assets.extra", "fingerprint.pb",
+                                  "keras_metadata.pb"})
+EXPORT_RECORD = "assets.extra/keras_vessel.json"  # in the version folder: what the graph fixes, for people
 
 
 def _pad_indices(size: tf.Tensor, pad: tf.Tensor, reflect: tf.Tensor) -> tf.Tensor:
@@ -332,6 +339,10 @@ def export_saved_model(
         staging = staging_dir(target.parent, str(version))
         try:
             tf.saved_model.save(module, str(staging), signatures=signatures)
+            record = staging / EXPORT_RECORD
+            record.parent.mkdir()
+            record.write_text(json.dumps(_export_record(keras_model_path_or_model, heads, scale, stride, thresholds,
+                                                        modes, multi_from_fov), indent=2) + "\n")
             os.chmod(staging, 0o777 & ~umask())  # mkdtemp makes 0700 folders; a server user must read them
             if target.exists():
                 shutil.rmtree(target)
@@ -365,8 +376,9 @@ def mask_thresholds(threshold: float | Mapping[str, float]) -> dict[str, float]:
             raise ValueError
         return {mode: float(parse_threshold(per_mode[mode])) for mode in THRESHOLD_SCALES}
     except ValueError:
-        raise ValueError(f"threshold must be a number in (0, 1) or one per mode, "
-                         f"{{{', '.join(repr(mode) + ': t' for mode in THRESHOLD_SCALES)}}}, got {threshold!r}") from None
+        per_mode_shown = ", ".join(repr(mode) + ": t" for mode in THRESHOLD_SCALES)
+        raise ValueError(f"threshold must be a number in (0, 1) or one per mode, {{{per_mode_shown}}}, "
+                         f"got {threshold!r}") from None
 
 
 def _mode_diameters(model: keras.Model, scale: str, shown: str | None) -> dict[str, tuple[float, ...] | None]:
@@ -381,6 +393,22 @@ def _mode_diameters(model: keras.Model, scale: str, shown: str | None) -> dict[s
         return {threshold_scale(scale): model_working_diameters(model, scale, name=shown)}
     fused = model_working_diameters(model, scale, name=shown)  # "multi"'s, or None: the model records none
     return {"auto": None} if fused is None else {"auto": model_working_diameters(model, "auto"), "multi": fused}
+
+
+def _export_record(source, heads: str, scale: str, stride: int, thresholds: Mapping[str, float],
+                   modes: Mapping[str, tuple[float, ...] | None], multi_from_fov: float | None) -> dict:
+    """`EXPORT_RECORD`'s content: what the exported graph fixes (heads, scale, each mode's threshold and
+    working diameters, the bar between them), the source model (its SHA-256 when a file) and the versions."""
+    from keras_vessel.io import file_sha256
+    from keras_vessel.provenance import own_version
+
+    model = ({"path": None, "sha256": None} if isinstance(source, keras.Model) else
+             {"path": str(source), "sha256": file_sha256(source)})
+    runs = {mode: {"threshold": thresholds[mode], "fov_diameters": None if targets is None else list(targets)}
+            for mode, targets in modes.items()}
+    return {"keras_vessel": own_version(), "tensorflow": tf.__version__, "model": model,
+            "signatures": list(SIGNATURES), "heads": heads, "scale": scale, "stride": stride,
+            "multi_from_fov": multi_from_fov, "modes": runs}
 
 
 def version_folder_state(folder: str | os.PathLike) -> str:

@@ -252,6 +252,15 @@ def test_export_at_adaptive_reads_both_training_thresholds(tiny_model_file, tmp_
     clear = np.abs(expected - auto) > 1e-5
     np.testing.assert_array_equal(mask[clear], expected[clear] >= auto)  # run at "auto": masked at auto's
     assert (mask != (expected >= multi)).any()
+    from keras_vessel.data.scaling import FUSION_MULTIPLES, MULTI_SCALE_FROM_FOV
+    from keras_vessel.io import file_sha256
+    from keras_vessel.serving.export import EXPORT_RECORD
+
+    record = json.loads((tmp_path / "out" / "vessel" / "1" / EXPORT_RECORD).read_text())
+    assert record["modes"] == {"auto": {"threshold": auto, "fov_diameters": [20.0]},
+                               "multi": {"threshold": multi, "fov_diameters": [20.0 * m for m in FUSION_MULTIPLES]}}
+    assert (record["scale"], record["multi_from_fov"]) == ("adaptive", MULTI_SCALE_FROM_FOV)
+    assert record["model"] == {"path": str(model), "sha256": file_sha256(model)}
     result, shown = _run([*base, "--version", 2, "--format", "tflite"])
     assert result.exit_code == 0, shown
     contract = json.loads((tmp_path / "out" / "vessel" / "2" / "vessel.json").read_text())

@@ -62,6 +62,22 @@ def test_layout_is_tf_serving(exported):
     assert sorted(p.name for p in path.parent.iterdir()) == ["1"]  # no staging leftovers
 
 
+def test_the_version_folder_records_what_its_graph_fixes(exported):
+    """A server's deployer could not tell at which threshold and scale an exported model masks: the graph alone
+    held them. assets.extra (which TF Serving leaves alone) now records them."""
+    import json
+
+    from keras_vessel.provenance import own_version
+    from keras_vessel.serving.export import EXPORT_RECORD, version_folder_state
+
+    record = json.loads((exported["path"] / EXPORT_RECORD).read_text())
+    assert record["modes"] == {"auto": {"threshold": THRESHOLD, "fov_diameters": None}}  # records no diameter
+    assert (record["scale"], record["heads"], record["multi_from_fov"]) == ("auto", "mean", None)
+    assert record["model"] == {"path": None, "sha256": None} and record["keras_vessel"] == own_version()
+    assert record["signatures"] == ["serving_default", "predict_image"] and record["stride"] == 8
+    assert version_folder_state(exported["path"]) == "complete"
+
+
 def test_each_traced_function_is_saved_once(exported):
     """Both signatures call one traced per-image function; none of the graph is stored twice (concrete
     functions traced outside tf.saved_model.save's context were: 1.27 MB instead of 0.71 for the bundled model)."""

@@ -294,7 +294,8 @@ def test_cli_predict_server_writes_what_local_predict_writes(exported, server, h
     assert result.exit_code == 0, shown
     assert "for 2 of 2 images" in result.stdout
     assert ("masks at threshold 0.5: a served model's own threshold is applied only by its predict_image "
-            "signature (give it with --threshold, e.g. the one on its model card)") in " ".join(result.stderr.split())
+            "signature (give it with --threshold; an export records it in its version folder's "
+            "assets.extra/keras_vessel.json)") in " ".join(result.stderr.split())
     result, shown = _cli(["predict", "--model", exported["model_path"], folder, "--output", tmp_path / "local",
                           "--fov", "none", "--quiet"])  # fmt: skip
     assert result.exit_code == 0, shown
