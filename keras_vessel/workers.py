@@ -68,7 +68,7 @@ def numpy_map(function: Callable[[T], R], items: Iterable[T], *, workers: int) -
         def submit(count: int) -> None:
             for position, item in itertools.islice(source, count):
                 # a spawning pool starts its processes in `submit`: they inherit this environment and stderr
-                with stderr_to_devnull(), _environment(NUMPY_WORKER, "1"), deferred_signals():
+                with deferred_signals(), stderr_to_devnull(), _environment(NUMPY_WORKER, "1"):
                     running[pool.submit(function, item)] = position
 
         try:
