@@ -21,7 +21,10 @@ Contract of `deferred_signals(note=None)`:
   Python's own SIGINT handler raises KeyboardInterrupt, the command line's
   SIGTERM handler raises its `Terminated`; without a Python handler (SIGTERM
   outside the command line) a KeyboardInterrupt is raised.
-- A second signal in the block acts at once.
+- It acts also when the block raises (the block's exception is then its
+  context), and when the block is inside another one, it is passed to that
+  one, which acts when it ends.
+- A second signal in the block acts at once, unless `second_at_once=False`.
 - A handler set to SIG_IGN stays ignored; the previous handlers are restored
   when the block ends, however it ends.
 - Outside the main thread (where Python cannot set handlers) the block changes nothing.
@@ -39,10 +42,12 @@ __all__ = ["STOP_SIGNALS", "deferred_signals"]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
+
 @contextmanager
-def deferred_signals(note: str | None = None) -> Iterator[None]:
+def deferred_signals(note: str | None = None, *, second_at_once: bool = True) -> Iterator[None]:
     """Hold SIGINT and SIGTERM back until the block ends (see the module docstring); `note` says what the
-    stop waits for (e.g. "stopping once this epoch's files are written")."""
+    stop waits for (e.g. "stopping once this epoch's files are written"); `second_at_once=False` holds a
+    second signal too (for blocks of a fraction of a second that must never be stopped half-way)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -53,22 +58,33 @@ def deferred_signals(note: str | None = None) -> Iterator[None]:
         handler = previous[signum]
         if callable(handler):
             handler(signum, frame)
+            if getattr(handler, "holds_signals", False):  # an outer block's: it acts when that block ends
+                return
         raise KeyboardInterrupt
 
     def record(signum: int, frame) -> None:
-        if pending:
+        if pending and second_at_once:
             act(signum, frame)
         pending.append(signum)
-        if note is not None:  # os.write, not sys.stderr: the handler may run in the middle of a write to it
+        if note is not None and len(pending) == 1:  # os.write, not sys.stderr: the handler may run in a write to it
             os.write(2, f"\n{note} (Ctrl-C again to stop at once)\n".encode())
 
+    record.holds_signals = True
     for signum, handler in previous.items():
         if handler is not signal.SIG_IGN:
             signal.signal(signum, record)
     try:
         yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+    except BaseException as error:  # the stop acts still, with the block's exception as its context
+        _restore(previous)
+        if pending and not isinstance(error, KeyboardInterrupt):  # not when a second signal acted already
+            act(pending[0], None)
+        raise
+    _restore(previous)
     if pending:
         act(pending[0], None)
+
+
+def _restore(handlers: dict) -> None:
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler if handler is not None else signal.SIG_DFL)

@@ -62,34 +62,43 @@ def numpy_map(function: Callable[[T], R], items: Iterable[T], *, workers: int) -
         raise ValueError(f"workers must be an int >= 1, got {workers!r} (type {type(workers).__name__})")
     context = multiprocessing.get_context("spawn")
     source = enumerate(items)
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        running: dict[concurrent.futures.Future, int] = {}
+    with _pool_call():
+        pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
+    running: dict[concurrent.futures.Future, int] = {}
 
-        def submit(count: int) -> None:
-            for position, item in itertools.islice(source, count):
-                # a spawning pool starts its processes in `submit`: they inherit this environment and stderr
-                with deferred_signals(), stderr_to_devnull(), _environment(NUMPY_WORKER, "1"):
-                    running[pool.submit(function, item)] = position
+    def submit(count: int) -> None:
+        for position, item in itertools.islice(source, count):
+            # a spawning pool starts its processes in `submit`: they inherit this environment and stderr
+            with _pool_call(), stderr_to_devnull(), _environment(NUMPY_WORKER, "1"):
+                running[pool.submit(function, item)] = position
 
-        try:
-            submit(2 * workers)
-            while running:
-                with deferred_signals():  # in slices, so that a held signal acts soon
-                    finished, _ = concurrent.futures.wait(running, timeout=POOL_CALL_SECONDS,
-                                                          return_when=concurrent.futures.FIRST_COMPLETED)
-                    done = [(running.pop(future), future) for future in finished]
-                for position, future in done:
-                    with deferred_signals():
-                        result = future.result()  # a worker's exception is raised here
-                    submit(1)  # before the caller takes its time with the result: the workers stay busy
-                    yield position, result
-        except BaseException:  # stop the workers instead of waiting for them
-            with deferred_signals():
-                processes = list((getattr(pool, "_processes", None) or {}).values())  # no public API before 3.14
-                pool.shutdown(wait=False, cancel_futures=True)
-                for process in processes:
-                    process.terminate()
-            raise
+    try:
+        submit(2 * workers)
+        while running:
+            with _pool_call():  # in slices, so that a held signal acts soon
+                finished, _ = concurrent.futures.wait(running, timeout=POOL_CALL_SECONDS,
+                                                      return_when=concurrent.futures.FIRST_COMPLETED)
+                done = [(running.pop(future), future) for future in finished]
+            for position, future in done:
+                with _pool_call():
+                    result = future.result()  # a worker's exception is raised here
+                submit(1)  # before the caller takes its time with the result: the workers stay busy
+                yield position, result
+    except BaseException:  # stop the workers instead of waiting for them
+        with _pool_call():
+            processes = list((getattr(pool, "_processes", None) or {}).values())  # no public API before 3.14
+            pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                process.terminate()
+        raise
+    with _pool_call():
+        pool.shutdown(wait=True)  # every item done: the processes end of themselves
+
+
+def _pool_call():
+    """Ctrl-C and SIGTERM held back, a second one too, while the pool's own code runs (at most about
+    `POOL_CALL_SECONDS`): `concurrent.futures` takes its locks in Python (`keras_vessel.interrupts`)."""
+    return deferred_signals(second_at_once=False)
 
 
 @contextmanager

@@ -112,3 +112,33 @@ def test_a_stop_signal_waits_for_the_block_and_a_second_one_acts_at_once():
         assert signal.getsignal(signal.SIGTERM) is raise_custom
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_held_signal_acts_when_the_block_raises_and_waits_for_an_outer_block():
+    """A Ctrl-C held in a block that then raised (a server gone, a full disk) was dropped: the run ended
+    "failed" instead of "interrupted"; and a block inside another one acted at its own end."""
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        with deferred_signals():
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise ValueError("the block's own failure")
+    assert isinstance(stopped.value.__context__, ValueError)
+
+    finished = []
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_signals():
+            with deferred_signals():
+                os.kill(os.getpid(), signal.SIGTERM)
+                finished.append("the inner block")
+            finished.append("the outer block")
+    assert finished == ["the inner block", "the outer block"]
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_a_block_that_holds_a_second_signal_too_acts_once_at_its_end():
+    finished = []
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_signals(second_at_once=False):
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+            finished.append("the block")
+    assert finished == ["the block"] and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL

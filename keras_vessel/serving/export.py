@@ -269,7 +269,7 @@ def export_saved_model(
     name : model name, the folder TF Serving's ``--model_name`` points at.
     version : positive int; TF Serving serves the highest version by default.
     overwrite : replace an existing ``name/version`` folder instead of failing.
-    threshold : probability at and above which ``mask_png_bytes`` marks a vessel: a number in [0, 1] for every
+    threshold : probability at and above which ``mask_png_bytes`` marks a vessel: a number in (0, 1) for every
         image, or one per mode ``{"auto": t, "multi": t}`` (`keras_vessel.evaluation.THRESHOLD_SCALES`), each
         image masked at the one of the mode it runs at (``"multi"`` at ``scale="multi"``, ``"multi"`` or
         ``"auto"`` per image at ``scale="adaptive"``, else ``"auto"``), as

@@ -74,10 +74,10 @@ def export_tflite(
     weights : ``"float32"``, ``"float16"`` or ``"int8"`` (dynamic range).
     input_size : a fixed square input (a multiple of the stride), or None for a resizable one.
     heads : head fusion of a training model.
-    threshold : recorded in the JSON for the app's mask (e.g. the training threshold): a number, or one per
-        mode ``{"auto": t, "multi": t}`` (`keras_vessel.serving.export.mask_thresholds`), of which ``"threshold"``
-        records the one of `scale`'s mode (`keras_vessel.evaluation.threshold_scale`); for ``"adaptive"``,
-        ``"threshold"`` records ``"auto"``'s and ``"threshold_multi"`` ``"multi"``'s.
+    threshold : recorded in the JSON for the app's mask (e.g. the training threshold): None, a number in
+        (0, 1), or one per mode ``{"auto": t, "multi": t}`` (`keras_vessel.serving.export.mask_thresholds`), of
+        which ``"threshold"`` records the one of `scale`'s mode (`keras_vessel.evaluation.threshold_scale`);
+        for ``"adaptive"``, ``"threshold"`` records ``"auto"``'s and ``"threshold_multi"`` ``"multi"``'s.
     scale : what the JSON's ``fov_diameter`` (px) tells the app to resample each photograph's field of view
         to: the model's training diameter (``"auto"``), N (``"Npx"``, e.g. ``"1080px"``) or none
         (``"none"``: run photographs at their own size); for ``"multi"``, ``fov_diameters`` (the
@@ -149,11 +149,8 @@ def _thresholds(threshold: float | Mapping[str, float] | None, scale: str) -> di
     from keras_vessel.evaluation import THRESHOLD_SCALES, threshold_scale
     from keras_vessel.serving.export import mask_thresholds
 
-    # a number (or None) is recorded as given, as before per-mode thresholds existed; a mapping is checked
-    if isinstance(threshold, Mapping):
-        per_mode = mask_thresholds(threshold)
-    else:
-        per_mode = dict.fromkeys(THRESHOLD_SCALES, threshold)
+    # None records none (the app chooses); a number or one per mode is checked as the SavedModel's
+    per_mode = dict.fromkeys(THRESHOLD_SCALES) if threshold is None else mask_thresholds(threshold)
     if scale == "adaptive":
         return {"threshold": per_mode["auto"], "threshold_multi": per_mode["multi"]}
     return {"threshold": per_mode[threshold_scale(scale)]}

@@ -160,7 +160,9 @@ def _train(config, run, strategy, manifest, folders, records, previous, names, *
                                                     stream_seed=config.train.seed * 100_003 + start_epoch)
             steps = build_steps(model, optimizer, losses, strategy)
             epochs = _Epochs(config, run, model, optimizer, steps, validation_data, history, verbose=verbose)
-            status = epochs.run(iter(train_data), start_epoch, save_checkpoint)
+            with deferred_signals():  # a distributed iterator is made in Python too
+                iterator = iter(train_data)
+            status = epochs.run(iterator, start_epoch, save_checkpoint)
         if status != "nan":
             if not run.model_path.exists():
                 with averaged_weights(model, optimizer):

@@ -89,7 +89,8 @@ def validate(eval_step, validation_data) -> dict[str, float]:
     """Mean losses over the validation batches (``val_*``) and the Dice score at 0.5 (``val_dice``)."""
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
-    batches = iter(validation_data)
+    with deferred_signals():  # a distributed iterator is made in Python too
+        batches = iter(validation_data)
     while True:
         with deferred_signals("stopping after this validation batch"):  # not inside TensorFlow's Python code
             batch = next(batches, None)

@@ -283,6 +283,7 @@ def test_ctrl_c_inside_the_model_acts_once_the_photograph_is_written(tmp_path, f
     assert [row.split(",")[0] for row in (out / "measures.csv").read_text().splitlines()[1:]] == ["a", "b"]
     report = predict_files(None, four, out, predictor=_green, predictor_name="green", **RESUMED)
     assert [path.stem for path in report.skipped] == ["a", "b"]
+    assert sorted({path.name.split("_")[0] for path in report.written}) == ["c", "d"]
 
 
 def _csvs(folder: Path) -> dict[str, str]:

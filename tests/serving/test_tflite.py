@@ -113,6 +113,7 @@ def test_adaptive_records_both_modes_for_the_app(tmp_path, model, monkeypatch):
     contract = json.loads((tmp_path / "x.json").read_text())  # never fuses: the contract of "auto", nothing else
     assert contract["fov_diameter"] is None and "fov_diameters" not in contract and contract["scale"] == "auto"
     assert contract["threshold"] == 0.45 and not {"threshold_multi", "multi_from_fov", "multiples"} & set(contract)
-    with pytest.raises(ValueError, match=r"threshold must be a number in \[0, 1\] or one per mode"):
-        export_tflite(model, tmp_path, name="y", scale="adaptive", threshold={"auto": 0.45})
-    assert not (tmp_path / "y.json").exists()
+    for name, threshold in (("y", {"auto": 0.45}), ("z", 1.0)):  # a number as the SavedModel's: in (0, 1)
+        with pytest.raises(ValueError, match=r"threshold must be a number in \(0, 1\) or one per mode"):
+            export_tflite(model, tmp_path, name=name, scale="adaptive", threshold=threshold)
+        assert not (tmp_path / f"{name}.json").exists()
