@@ -559,7 +559,7 @@ def test_saved_model_at_adaptive_of_a_model_without_a_training_diameter_is_auto(
                                               ({"auto": 0.5, "multi": 1.5}, r"\{'auto': 0.5, 'multi': 1.5\}"),
                                               ({"auto": 0.5, "multi": 0.6, "fused": 0.7}, "'fused': 0.7")])
 def test_export_refuses_a_threshold_per_mode_without_exactly_both_modes_in_0_1(model, tmp_path, threshold, shown):
-    with pytest.raises(ValueError, match=r"^threshold must be a number in \[0, 1\] or one per mode, "
+    with pytest.raises(ValueError, match=r"^threshold must be a number in \(0, 1\) or one per mode, "
                                          rf"\{{'auto': t, 'multi': t\}}, got .*{shown}"):
         export_saved_model(model[0], tmp_path, name="vessel", version=1, scale="adaptive", threshold=threshold)
     assert not (tmp_path / "vessel").exists()
