@@ -40,7 +40,7 @@ TF Serving does not load). See ``saved_models/README.md`` for serving it.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import os
 import re
@@ -52,7 +52,7 @@ import keras
 import tensorflow as tf
 
 from keras_vessel.checks import FUSIONS
-from keras_vessel.io import raise_named, remove_stale_staging, staging_dir, umask
+from keras_vessel.io import raise_named, remove_stale_staging, staging_dir, umask, write_json_atomic
 from keras_vessel.locks import folder_lock
 from keras_vessel.models.saving import deflate_keras_file, load_model_file
 from keras_vessel.models import as_inference_model, model_stride
@@ -339,10 +339,9 @@ def export_saved_model(
         staging = staging_dir(target.parent, str(version))
         try:
             tf.saved_model.save(module, str(staging), signatures=signatures)
-            record = staging / EXPORT_RECORD
-            record.parent.mkdir()
-            record.write_text(json.dumps(_export_record(keras_model_path_or_model, heads, scale, stride, thresholds,
-                                                        modes, multi_from_fov), indent=2) + "\n")
+            (staging / EXPORT_RECORD).parent.mkdir()
+            write_json_atomic(staging / EXPORT_RECORD, _export_record(keras_model_path_or_model, heads, scale,
+                                                                      stride, thresholds, modes, multi_from_fov))
             os.chmod(staging, 0o777 & ~umask())  # mkdtemp makes 0700 folders; a server user must read them
             if target.exists():
                 shutil.rmtree(target)
@@ -371,14 +370,11 @@ def mask_thresholds(threshold: float | Mapping[str, float]) -> dict[str, float]:
     from keras_vessel.evaluation import THRESHOLD_SCALES, parse_threshold
 
     per_mode = dict(threshold) if isinstance(threshold, Mapping) else dict.fromkeys(THRESHOLD_SCALES, threshold)
-    try:
-        if set(per_mode) != set(THRESHOLD_SCALES) or any(isinstance(value, str) for value in per_mode.values()):
-            raise ValueError
-        return {mode: float(parse_threshold(per_mode[mode])) for mode in THRESHOLD_SCALES}
-    except ValueError:
-        per_mode_shown = ", ".join(repr(mode) + ": t" for mode in THRESHOLD_SCALES)
-        raise ValueError(f"threshold must be a number in (0, 1) or one per mode, {{{per_mode_shown}}}, "
-                         f"got {threshold!r}") from None
+    if set(per_mode) == set(THRESHOLD_SCALES) and not any(isinstance(value, str) for value in per_mode.values()):
+        with contextlib.suppress(ValueError):  # parse_threshold's, for a value outside (0, 1)
+            return {mode: float(parse_threshold(per_mode[mode])) for mode in THRESHOLD_SCALES}
+    per_mode_shown = ", ".join(repr(mode) + ": t" for mode in THRESHOLD_SCALES)
+    raise ValueError(f"threshold must be a number in (0, 1) or one per mode, {{{per_mode_shown}}}, got {threshold!r}")
 
 
 def _mode_diameters(model: keras.Model, scale: str, shown: str | None) -> dict[str, tuple[float, ...] | None]:
